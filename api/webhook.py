@@ -1,0 +1,152 @@
+"""POST /webhooks/sinch: raw bytes -> size limit -> signature -> JSON -> Ledger.accept.
+
+Only translates: HTTP in, one call to the Ledger, HTTP out. A 200 is sent only after the
+callback's events are committed; anything refused after the signature check is kept in the
+quarantine first, so nothing a signed sender said is lost."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import orjson
+from callback_ledger.domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback
+from callback_ledger.domain.receipt import Receipt
+from eventsourcing.persistence import PersistenceError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from callback_ledger.config import Settings
+from callback_ledger.ledger import StoreContention
+
+from . import signature
+from .responses import JSON, error
+from .store import LedgerHolder
+
+log = logging.getLogger("callback_ledger")
+
+UNAVAILABLE = (PersistenceError, StoreContention, OSError)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def unavailable(settings: Settings, exc: BaseException) -> JSON:
+    log.warning("store unavailable, answering 503: %s", exc)
+    response = error(
+        503,
+        "store_unavailable",
+        "the event store cannot commit this callback right now; nothing was stored; "
+        "send it again later",
+    )
+    response.headers["Retry-After"] = str(settings.retry_after_s)
+    return response
+
+
+class SinchWebhook:
+    def __init__(self, settings: Settings, store: LedgerHolder) -> None:
+        self.settings = settings
+        self.store = store
+
+    async def handle(self, request: Request) -> Response:
+        settings = self.settings
+        try:
+            raw = await read_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            return error(
+                413, "body_too_large", f"the body is over {settings.max_body_bytes} bytes"
+            )
+        except ClientDisconnect:
+            return error(400, "incomplete_body", "the client went away before sending the body")
+
+        headers = {h: request.headers[h] for h in signature.HEADERS if h in request.headers}
+        if settings.webhook_secrets:
+            try:
+                signature.verify(
+                    settings.webhook_secrets,
+                    raw,
+                    headers,
+                    time.time(),
+                    settings.timestamp_tolerance_s,
+                )
+            except signature.SignatureError as exc:
+                return error(401, "bad_signature", str(exc))
+        receipt = Receipt(
+            raw=raw.decode("utf-8", errors="replace"),
+            received_at=datetime.now(UTC),
+            signature_verified=bool(settings.webhook_secrets),
+            headers=headers,
+        )
+
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return await self._refuse(
+                raw, receipt, 400, "not_json", UNKNOWN_TRIGGER, [f"the body is not JSON: {exc}"]
+            )
+        if not isinstance(body, dict):
+            kind = type(body).__name__.replace("dict", "object").replace("list", "array")
+            return await self._refuse(
+                raw, receipt, 400, "not_an_object", UNKNOWN_TRIGGER,
+                [f"the body must be a JSON object, got a JSON {kind}"],
+            )
+
+        try:
+            ledger = await run_in_threadpool(self.store.get)
+            outcome = await run_in_threadpool(ledger.accept, body, receipt)
+        except InvalidCallback as exc:
+            return await self._refuse(
+                raw, receipt, 422, "invalid_callback", exc.trigger, exc.problems
+            )
+        except UNAVAILABLE as exc:
+            return unavailable(settings, exc)
+        except Exception as exc:  # a bug of ours must not lose the callback: sender retries
+            log.exception("unexpected error while recording a callback")
+            return unavailable(settings, exc)
+        return JSON(
+            {"status": outcome.status, "trigger": outcome.trigger, "events": outcome.events}
+        )
+
+    async def _refuse(
+        self,
+        raw: bytes,
+        receipt: Receipt,
+        status_code: int,
+        code: str,
+        trigger: str,
+        problems: list[str],
+    ) -> Response:
+        try:
+            ledger = await run_in_threadpool(self.store.get)
+            await run_in_threadpool(
+                ledger.quarantine, raw, trigger, status_code, problems, receipt
+            )
+        except Exception as exc:
+            # Not kept, so it must not be refused for good: let the sender retry.
+            return unavailable(self.settings, exc)
+        what = "callback" if trigger == UNKNOWN_TRIGGER else f"{trigger} callback"
+        return error(
+            status_code,
+            code,
+            f"this {what} was refused: {'; '.join(problems)}. "
+            "The body is kept in the quarantine for an operator.",
+            trigger=trigger,
+            problems=problems,
+        )

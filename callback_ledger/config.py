@@ -1,0 +1,121 @@
+"""Configuration from the environment, and its translation into `eventsourcing` settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    webhook_secrets: tuple[str, ...] = ()
+    timestamp_tolerance_s: int = 300
+    max_body_bytes: int = 1024 * 1024
+    # Bounds how long a request waits for the database before answering 503.
+    db_timeout_s: float = 5.0
+    retry_after_s: int = 5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        secrets = tuple(
+            s.strip() for s in env.get("SINCH_WEBHOOK_SECRET", "").split(",") if s.strip()
+        )
+        settings = cls(
+            database_url=env.get("LEDGER_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            webhook_secrets=secrets,
+            timestamp_tolerance_s=_int(env, "LEDGER_SIGNATURE_TOLERANCE_S", 300),
+            max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 1024 * 1024),
+            db_timeout_s=float(_int(env, "LEDGER_DB_TIMEOUT_S", 5)),
+            retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
+        )
+        eventsourcing_env(settings.database_url, settings.db_timeout_s)  # fail early on a bad URL
+        return settings
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    value = env.get(key, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{key} must be positive, got {number}")
+    return number
+
+
+def sqlite_path(url: str) -> str:
+    """SQLAlchemy's convention: sqlite:///relative/path, sqlite:////absolute/path."""
+    path = url.removeprefix("sqlite:///")
+    if path == url or not path:
+        raise ConfigError(
+            f"LEDGER_DATABASE_URL {url!r}: expected sqlite:///relative/path.sqlite3 "
+            "or sqlite:////absolute/path.sqlite3"
+        )
+    return path
+
+
+def eventsourcing_env(url: str, timeout_s: float = 5.0) -> dict[str, str]:
+    """The settings `eventsourcing` reads, for a database URL. Every key the library would
+    otherwise take from os.environ that matters for safety is set here explicitly."""
+    common = {
+        "CREATE_TABLE": "y",
+        "IS_SNAPSHOTTING_ENABLED": "y",
+    }
+    if url.startswith("sqlite:"):
+        return {
+            **common,
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": sqlite_path(url),
+            "SQLITE_LOCK_TIMEOUT": str(max(1, int(timeout_s))),
+        }
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise ConfigError(
+            f"LEDGER_DATABASE_URL {url!r}: expected sqlite:///path or "
+            "postgresql://user[:password]@host[:port]/dbname"
+        )
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    dbname = unquote(parts.path.lstrip("/"))
+    host = parts.hostname or query.get("host", "")
+    if not dbname or not host:
+        raise ConfigError(
+            f"LEDGER_DATABASE_URL {url!r}: a PostgreSQL URL needs a host and a database name"
+        )
+    try:
+        port = str(parts.port or 5432)
+    except ValueError:
+        raise ConfigError(f"LEDGER_DATABASE_URL {url!r}: the port is not a number") from None
+    return {
+        **common,
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": port,
+        "POSTGRES_USER": unquote(parts.username or query.get("user", "") or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or query.get("password", "")),
+        "POSTGRES_CONNECT_TIMEOUT": str(timeout_s),
+        "POSTGRES_LOCK_TIMEOUT": str(max(1, int(timeout_s))),
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(max(1, int(timeout_s * 2))),
+        "POSTGRES_POOL_SIZE": "4",
+        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_PRE_PING": "y",
+        # Never the library's DB-functions mode: it drops the insert lock and followers then
+        # skip events whose ids committed out of order.
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+    }

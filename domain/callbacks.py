@@ -1,0 +1,213 @@
+"""The shapes of Sinch Conversation API callbacks, as value objects.
+
+Parsing lives here, not in the HTTP layer, because "what is a valid delivery report" is a
+question about the provider's contract, not about HTTP. Unknown extra fields are kept (the raw
+body is stored anyway); unknown reason codes and statuses are data, not errors, except for
+consent statuses, where a misread would be a legal risk and a human should look.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
+Text = Annotated[str, Field(max_length=65536)]
+
+# Trigger name by the body key that carries it (Sinch's callback reference).
+TRIGGER_KEYS: dict[str, str] = {
+    "message_delivery_report": "MESSAGE_DELIVERY",
+    "message": "MESSAGE_INBOUND",
+    "opt_in_notification": "OPT_IN",
+    "opt_out_notification": "OPT_OUT",
+    "message_submit_notification": "MESSAGE_SUBMIT",
+    "event": "EVENT_INBOUND",
+    "event_delivery_report": "EVENT_DELIVERY",
+    "conversation_start_notification": "CONVERSATION_START",
+    "conversation_stop_notification": "CONVERSATION_STOP",
+    "conversation_delete_notification": "CONVERSATION_DELETE",
+    "contact_create_notification": "CONTACT_CREATE",
+    "contact_update_notification": "CONTACT_UPDATE",
+    "contact_delete_notification": "CONTACT_DELETE",
+    "contact_merge_notification": "CONTACT_MERGE",
+    "duplicated_contact_identities_notification": "CONTACT_IDENTITIES_DUPLICATION",
+    "capability_notification": "CAPABILITY",
+    "channel_event_notification": "CHANNEL_EVENT",
+    "unsupported_callback": "UNSUPPORTED",
+    "smart_conversation_notification": "SMART_CONVERSATION",
+    "message_redaction": "MESSAGE_INBOUND_SMART_CONVERSATION_REDACTION",
+    "record_notification": "RECORD_NOTIFICATION",
+}
+INTERPRETED_TRIGGERS = frozenset({"MESSAGE_DELIVERY", "MESSAGE_INBOUND", "OPT_IN", "OPT_OUT"})
+UNKNOWN_TRIGGER = "UNKNOWN"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    # Sinch always sends "Z"; a naive time from elsewhere is read as UTC rather than local.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ChannelIdentity(_Model):
+    channel: NonEmpty
+    identity: NonEmpty
+    app_id: str | None = None
+
+
+class Reason(_Model):
+    code: str | None = None
+    sub_code: str | None = None
+    description: Text | None = None
+    channel_code: str | None = None
+
+
+class DeliveryReport(_Model):
+    message_id: NonEmpty
+    status: NonEmpty
+    conversation_id: str | None = None
+    # FAILED with NO_CHANNELS_LEFT and similar reports may name no channel.
+    channel_identity: ChannelIdentity | None = None
+    contact_id: str | None = None
+    reason: Reason | None = None
+    metadata: Text | None = None
+    processing_mode: str | None = None
+
+
+class ErrorDetails(_Model):
+    description: Text | None = None
+
+
+class OptInNotification(_Model):
+    channel: NonEmpty
+    identity: NonEmpty
+    status: Literal["OPT_IN_SUCCEEDED", "OPT_IN_FAILED"]
+    contact_id: str | None = None
+    request_id: str | None = None
+    error_details: ErrorDetails | None = None
+    processing_mode: str | None = None
+
+
+class OptOutNotification(_Model):
+    channel: NonEmpty
+    identity: NonEmpty
+    status: Literal["OPT_OUT_SUCCEEDED", "OPT_OUT_FAILED"]
+    contact_id: str | None = None
+    request_id: str | None = None
+    error_details: ErrorDetails | None = None
+    processing_mode: str | None = None
+
+
+class InboundMessage(_Model):
+    id: NonEmpty
+    channel_identity: ChannelIdentity
+    contact_message: dict[str, Any]
+    direction: str | None = None
+    conversation_id: str | None = None
+    contact_id: str | None = None
+    metadata: Text | None = None
+    accept_time: datetime | None = None
+    sender_id: str | None = None
+    processing_mode: str | None = None
+    injected: bool | None = None
+
+    _accept_time_utc = field_validator("accept_time")(_utc)
+
+    @property
+    def text(self) -> str | None:
+        text_message = self.contact_message.get("text_message")
+        if isinstance(text_message, dict) and isinstance(text_message.get("text"), str):
+            return text_message["text"]
+        return None
+
+    @property
+    def kind(self) -> str:
+        kinds = [k for k in self.contact_message if k.endswith("_message")]
+        return kinds[0] if kinds else "unknown"
+
+
+class Envelope(_Model):
+    project_id: NonEmpty
+    app_id: str | None = None
+    accepted_time: datetime | None = None
+    event_time: datetime | None = None
+    message_metadata: Text | None = None
+    correlation_id: str | None = None
+
+    _times_utc = field_validator("accepted_time", "event_time")(_utc)
+
+
+class DeliveryCallback(Envelope):
+    message_delivery_report: DeliveryReport
+
+
+class OptInCallback(Envelope):
+    opt_in_notification: OptInNotification
+
+
+class OptOutCallback(Envelope):
+    opt_out_notification: OptOutNotification
+
+
+class InboundCallback(Envelope):
+    message: InboundMessage
+
+
+Interpreted = DeliveryCallback | OptInCallback | OptOutCallback | InboundCallback
+
+_MODELS: dict[str, type[Envelope]] = {
+    "MESSAGE_DELIVERY": DeliveryCallback,
+    "MESSAGE_INBOUND": InboundCallback,
+    "OPT_IN": OptInCallback,
+    "OPT_OUT": OptOutCallback,
+}
+
+
+class InvalidCallback(ValueError):
+    """A callback of a known trigger whose fields do not fit Sinch's contract."""
+
+    def __init__(self, trigger: str, problems: list[str]) -> None:
+        self.trigger = trigger
+        self.problems = problems
+        super().__init__(f"invalid {trigger} callback: " + "; ".join(problems))
+
+
+def detect_trigger(body: dict[str, Any]) -> str:
+    """The trigger a body carries, UNKNOWN when it carries none we know.
+
+    Raises InvalidCallback when it carries several: which one it is cannot be told.
+    """
+    found = [TRIGGER_KEYS[key] for key in body if key in TRIGGER_KEYS]
+    if len(found) > 1:
+        raise InvalidCallback(
+            UNKNOWN_TRIGGER, [f"the body carries more than one trigger: {', '.join(found)}"]
+        )
+    return found[0] if found else UNKNOWN_TRIGGER
+
+
+def parse_callback(trigger: str, body: dict[str, Any]) -> Interpreted:
+    """Validates a body of one of the interpreted triggers; raises InvalidCallback saying which
+    fields are wrong."""
+    model = _MODELS[trigger]
+    try:
+        return model.model_validate(body)  # type: ignore[return-value]
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        ]
+        raise InvalidCallback(trigger, problems[:20]) from None
+
+
+def normalise_identity(identity: str) -> str:
+    """Phone numbers arrive with or without "+" and sometimes with spaces; other identities
+    (PSIDs, Viber ids) are compared as sent, trimmed."""
+    candidate = identity.strip()
+    digits = candidate.lstrip("+").replace(" ", "").replace("-", "")
+    return digits if digits.isdigit() else candidate

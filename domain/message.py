@@ -1,0 +1,74 @@
+"""The Message aggregate: one stream per (project_id, message_id), one event per distinct
+delivery report. It decides idempotency; it does not rank statuses (projections do, so the
+log stays a plain record of what the provider said)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from . import ids
+from .callbacks import DeliveryCallback
+from .receipt import Receipt
+
+
+def report_key(channel: str | None, status: str) -> str:
+    # Sinch may send the same report twice (retries, several webhooks); a channel reports a
+    # given status at most once, so (channel, status) names a report within a message.
+    return f"{channel or ''}|{status}"
+
+
+class Message(Aggregate):
+    @staticmethod
+    def create_id(project_id: str, message_id: str) -> UUID:
+        return ids.message_id(project_id, message_id)
+
+    @event("Registered")
+    def __init__(self, project_id: str, message_id: str) -> None:
+        self.project_id = project_id
+        self.message_id = message_id
+        self.report_keys: dict[str, int] = {}
+
+    class DeliveryReported(Aggregate.Event):
+        status: str
+        channel: str | None
+        identity: str | None
+        event_time: datetime | None
+        accepted_time: datetime | None
+        reason: dict[str, Any] | None
+        conversation_id: str | None
+        contact_id: str | None
+        metadata: str | None
+        processing_mode: str | None
+        app_id: str | None
+        callback: dict[str, Any]
+
+    def record_report(self, callback: DeliveryCallback, receipt: Receipt) -> bool:
+        """Appends a DeliveryReported event; False when this report is already recorded."""
+        report = callback.message_delivery_report
+        channel = report.channel_identity.channel if report.channel_identity else None
+        if report_key(channel, report.status) in self.report_keys:
+            return False
+        self.trigger_event(
+            self.DeliveryReported,
+            status=report.status,
+            channel=channel,
+            identity=report.channel_identity.identity if report.channel_identity else None,
+            event_time=callback.event_time,
+            accepted_time=callback.accepted_time,
+            reason=report.reason.model_dump(exclude_none=True) if report.reason else None,
+            conversation_id=report.conversation_id,
+            contact_id=report.contact_id,
+            metadata=report.metadata,
+            processing_mode=report.processing_mode,
+            app_id=callback.app_id,
+            callback=receipt.as_event_data(),
+        )
+        return True
+
+    @event(DeliveryReported)
+    def _apply_report(self, status: str, channel: str | None, **_: Any) -> None:
+        self.report_keys[report_key(channel, status)] = self.version

@@ -1,0 +1,50 @@
+"""Callbacks we keep but do not interpret: other triggers (the catch-all) and bodies that could
+not be read (the quarantine). One aggregate per distinct body, named by the body's hash, so a
+retried body is stored once and concurrent bodies never contend for one stream."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from . import ids
+
+
+class UnrecognisedCallback(Aggregate):
+    """A callback of a trigger we do not interpret (EVENT_INBOUND, CONTACT_MERGE, ...) or of
+    none we know. Kept whole, so a later version can interpret it from the log."""
+
+    @staticmethod
+    def create_id(body_hash: str) -> UUID:
+        return ids.body_id("unrecognised", body_hash)
+
+    @event("Received")
+    def __init__(
+        self, body_hash: str, trigger: str, project_id: str | None, callback: dict[str, Any]
+    ) -> None:
+        self.trigger = trigger
+        self.project_id = project_id
+
+
+class QuarantinedCallback(Aggregate):
+    """A body we refused (not JSON, or a known trigger with invalid fields) but still keep, so
+    an operator can see it, fix what is wrong and feed it back."""
+
+    @staticmethod
+    def create_id(body_hash: str) -> UUID:
+        return ids.body_id("quarantine", body_hash)
+
+    @event("Quarantined")
+    def __init__(
+        self,
+        body_hash: str,
+        trigger: str,
+        status_code: int,
+        problems: list[str],
+        raw_base64: str,
+        callback: dict[str, Any],
+    ) -> None:
+        self.trigger = trigger
+        self.problems = problems
