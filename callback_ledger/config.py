@@ -21,7 +21,7 @@ class Settings:
     timestamp_tolerance_s: int = 300
     max_body_bytes: int = 1024 * 1024
     # Bounds how long a request waits for the database before answering 503.
-    db_timeout_s: float = 5.0
+    db_timeout_s: int = 5
     retry_after_s: int = 5
 
     @classmethod
@@ -35,7 +35,7 @@ class Settings:
             webhook_secrets=secrets,
             timestamp_tolerance_s=_int(env, "LEDGER_SIGNATURE_TOLERANCE_S", 300),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 1024 * 1024),
-            db_timeout_s=float(_int(env, "LEDGER_DB_TIMEOUT_S", 5)),
+            db_timeout_s=_int(env, "LEDGER_DB_TIMEOUT_S", 5),
             retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
         )
         eventsourcing_env(settings.database_url, settings.db_timeout_s)  # fail early on a bad URL
@@ -70,7 +70,7 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def eventsourcing_env(url: str, timeout_s: float = 5.0) -> dict[str, str]:
+def eventsourcing_env(url: str, timeout_s: int = 5) -> dict[str, str]:
     """The settings `eventsourcing` reads, for a database URL. Every key the library would
     otherwise take from os.environ that matters for safety is set here explicitly."""
     common = {
@@ -82,7 +82,7 @@ def eventsourcing_env(url: str, timeout_s: float = 5.0) -> dict[str, str]:
             **common,
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": sqlite_path(url),
-            "SQLITE_LOCK_TIMEOUT": str(max(1, int(timeout_s))),
+            "SQLITE_LOCK_TIMEOUT": str(timeout_s),
         }
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
@@ -110,8 +110,8 @@ def eventsourcing_env(url: str, timeout_s: float = 5.0) -> dict[str, str]:
         "POSTGRES_USER": unquote(parts.username or query.get("user", "") or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or query.get("password", "")),
         "POSTGRES_CONNECT_TIMEOUT": str(timeout_s),
-        "POSTGRES_LOCK_TIMEOUT": str(max(1, int(timeout_s))),
-        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(max(1, int(timeout_s * 2))),
+        "POSTGRES_LOCK_TIMEOUT": str(timeout_s),
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(timeout_s * 2),
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_MAX_OVERFLOW": "8",
         "POSTGRES_PRE_PING": "y",

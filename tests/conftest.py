@@ -1,0 +1,106 @@
+"""Fixtures: every store-touching test runs against SQLite and a real PostgreSQL, each test on
+a database of its own."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from callback_ledger.api.app import create_app
+from starlette.testclient import TestClient
+
+from callback_ledger.config import Settings
+from callback_ledger.ledger import Ledger
+
+from .postgres_server import PrivateServer, find_or_start
+
+SECRET = "test-secret-0123456789"
+_database_numbers = itertools.count()
+
+
+def postgres_required() -> bool:
+    return os.environ.get("CI") == "true" or os.environ.get("LEDGER_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    try:
+        url, server = find_or_start()
+    except Exception as exc:
+        message = f"no PostgreSQL could be found or started: {exc}"
+        if postgres_required():
+            pytest.fail(message + " (PostgreSQL is required here: CI or LEDGER_REQUIRE_POSTGRES)")
+        pytest.skip(message)
+    yield url
+    if server is not None:
+        server.destroy()
+
+
+def create_database(admin_url: str) -> str:
+    name = f"ledger_t_{os.getpid()}_{next(_database_numbers)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return _with_db(admin_url, name)
+
+
+def _with_db(admin_url: str, name: str) -> str:
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    name = url.rpartition("/")[2]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory,
+                 request: pytest.FixtureRequest) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/ledger.sqlite3"
+        return
+    admin_url = request.getfixturevalue("pg_admin_url")
+    url = create_database(admin_url)
+    yield url
+    drop_database(admin_url, url)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
+
+
+@pytest.fixture
+def ledger(settings: Settings) -> Iterator[Ledger]:
+    app = Ledger.from_settings(settings)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def client(settings: Settings, ledger: Ledger) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, ledger), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivateServer]:
+    """A PostgreSQL of this test's own, which the test may stop and start."""
+    try:
+        server = PrivateServer()
+    except Exception as exc:
+        if postgres_required():
+            pytest.fail(f"cannot start a private PostgreSQL: {exc}")
+        pytest.skip(f"cannot start a private PostgreSQL: {exc}")
+    yield server
+    server.destroy()

@@ -1,0 +1,128 @@
+"""Finds a PostgreSQL for the test run, or starts one of our own.
+
+Order: LEDGER_TEST_POSTGRES_URL; the machine's server at 127.0.0.1:5432; `pg_ctlcluster` to
+start the machine's cluster; `initdb` into a temp dir on a free port. Never stops or
+reconfigures a server it did not start."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+LOCAL_CANDIDATES = (
+    "postgresql://root@127.0.0.1:5432/postgres",
+    "postgresql://postgres@127.0.0.1:5432/postgres",
+)
+
+
+def reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def _as_postgres_user(cmd: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    if os.geteuid() == 0 and shutil.which("runuser"):
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+class PrivateServer:
+    """A PostgreSQL of our own in a temp dir, for tests that stop and start the database."""
+
+    def __init__(self) -> None:
+        initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
+        if not initdb or not pg_ctl:
+            raise RuntimeError("no initdb/pg_ctl found: install PostgreSQL (Debian: postgresql)")
+        self.pg_ctl = pg_ctl
+        self.dir = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = self.dir / "data"
+        self.port = free_port()
+        subprocess.run(
+            _as_postgres_user([initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres"]),
+            check=True,
+            capture_output=True,
+        )
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
+        subprocess.run(
+            _as_postgres_user(
+                [self.pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"),
+                 "-w", "start"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(
+            _as_postgres_user([self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            check=False,
+            capture_output=True,
+        )
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def find_or_start() -> tuple[str, PrivateServer | None]:
+    """An admin URL (able to CREATE DATABASE), and the server we started, if any."""
+    explicit = os.environ.get("LEDGER_TEST_POSTGRES_URL")
+    if explicit:
+        if not reachable(explicit):
+            raise RuntimeError(f"LEDGER_TEST_POSTGRES_URL={explicit} is not reachable")
+        return explicit, None
+    for url in LOCAL_CANDIDATES:
+        if reachable(url):
+            return url, None
+    ctlcluster = shutil.which("pg_ctlcluster")
+    if ctlcluster and shutil.which("pg_lsclusters"):
+        listing = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True)
+        for line in listing.stdout.splitlines():
+            version, cluster = line.split()[:2]
+            with contextlib.suppress(OSError):
+                subprocess.run(
+                    [ctlcluster, "--skip-systemctl-redirect", version, cluster, "start"],
+                    capture_output=True,
+                    timeout=60,
+                )
+        for _ in range(20):
+            for url in LOCAL_CANDIDATES:
+                if reachable(url):
+                    return url, None
+            time.sleep(0.5)
+    server = PrivateServer()
+    return server.url, server
