@@ -70,9 +70,7 @@ class SinchWebhook:
         try:
             raw = await read_body(request, settings.max_body_bytes)
         except BodyTooLarge:
-            return error(
-                413, "body_too_large", f"the body is over {settings.max_body_bytes} bytes"
-            )
+            return error(413, "body_too_large", f"the body is over {settings.max_body_bytes} bytes")
         except ClientDisconnect:
             return error(400, "incomplete_body", "the client went away before sending the body")
 
@@ -104,7 +102,11 @@ class SinchWebhook:
         if not isinstance(body, dict):
             kind = type(body).__name__.replace("dict", "object").replace("list", "array")
             return await self._refuse(
-                raw, receipt, 400, "not_an_object", UNKNOWN_TRIGGER,
+                raw,
+                receipt,
+                400,
+                "not_an_object",
+                UNKNOWN_TRIGGER,
                 [f"the body must be a JSON object, got a JSON {kind}"],
             )
 
@@ -135,9 +137,7 @@ class SinchWebhook:
     ) -> Response:
         try:
             ledger = await run_in_threadpool(self.store.get)
-            await run_in_threadpool(
-                ledger.quarantine, raw, trigger, status_code, problems, receipt
-            )
+            await run_in_threadpool(ledger.quarantine, raw, trigger, status_code, problems, receipt)
         except Exception as exc:
             # Not kept, so it must not be refused for good: let the sender retry.
             return unavailable(self.settings, exc)

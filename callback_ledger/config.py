@@ -103,7 +103,7 @@ def eventsourcing_env(url: str, timeout_s: int = 5) -> dict[str, str]:
         raise ConfigError(f"LEDGER_DATABASE_URL {url!r}: the port is not a number") from None
     return {
         **common,
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "callback_ledger.postgres:FailFastPostgresFactory",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": host,
         "POSTGRES_PORT": port,

@@ -79,8 +79,17 @@ class PrivateServer:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
         subprocess.run(
             _as_postgres_user(
-                [self.pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"),
-                 "-w", "start"]
+                [
+                    self.pg_ctl,
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    opts,
+                    "-l",
+                    str(self.dir / "log"),
+                    "-w",
+                    "start",
+                ]
             ),
             check=True,
             capture_output=True,

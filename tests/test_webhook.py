@@ -50,19 +50,31 @@ def test_seed_payloads_are_accepted_and_stored(
 def test_delivery_report_fields_are_recorded(client: TestClient, database_url: str) -> None:
     body = p.delivery(
         status="FAILED",
-        reason={"code": "RECIPIENT_NOT_REACHABLE", "sub_code": "UNSPECIFIED_SUB_CODE",
-                "description": "gone", "channel_code": "X1"},
+        reason={
+            "code": "RECIPIENT_NOT_REACHABLE",
+            "sub_code": "UNSPECIFIED_SUB_CODE",
+            "description": "gone",
+            "channel_code": "X1",
+        },
     )
     assert post(client, body).status_code == 200
     event = stored_events(database_url)[-1]
     assert isinstance(event, Message.DeliveryReported)
     assert (event.status, event.channel, event.identity) == ("FAILED", "WHATSAPP", "46732001122")
-    assert event.reason == {"code": "RECIPIENT_NOT_REACHABLE", "sub_code": "UNSPECIFIED_SUB_CODE",
-                            "description": "gone", "channel_code": "X1"}
+    assert event.reason == {
+        "code": "RECIPIENT_NOT_REACHABLE",
+        "sub_code": "UNSPECIFIED_SUB_CODE",
+        "description": "gone",
+        "channel_code": "X1",
+    }
     assert event.event_time.isoformat() == "2024-06-15T14:25:09.123000+00:00"
     assert event.accepted_time.isoformat() == "2024-06-15T14:25:10.456000+00:00"
     assert (event.conversation_id, event.contact_id, event.metadata, event.app_id) == (
-        "CONV1", "CONTACT1", "order-123", "APP1")
+        "CONV1",
+        "CONTACT1",
+        "order-123",
+        "APP1",
+    )
     assert event.processing_mode == "CONVERSATION"
     assert event.originator_id == Message.create_id("PROJECT1", "MSG1")
 
@@ -72,7 +84,12 @@ def test_inbound_message_is_recorded_on_the_contact(client: TestClient, database
     event = stored_events(database_url)[-1]
     assert names([event]) == ["Contact.InboundMessageReceived"]
     assert (event.message_id, event.channel, event.identity, event.text, event.kind) == (
-        "IN1", "SMS", "+46732001122", "  Stop ", "text_message")
+        "IN1",
+        "SMS",
+        "+46732001122",
+        "  Stop ",
+        "text_message",
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,11 +117,16 @@ def test_repeated_callback_appends_nothing(
 def test_distinct_reports_for_one_message_are_all_kept(
     client: TestClient, database_url: str
 ) -> None:
-    for status, channel in [("QUEUED_ON_CHANNEL", "WHATSAPP"), ("SWITCHING_CHANNEL", "WHATSAPP"),
-                            ("QUEUED_ON_CHANNEL", "SMS"), ("DELIVERED", "SMS"),
-                            ("FAILED", None)]:
+    for status, channel in [
+        ("QUEUED_ON_CHANNEL", "WHATSAPP"),
+        ("SWITCHING_CHANNEL", "WHATSAPP"),
+        ("QUEUED_ON_CHANNEL", "SMS"),
+        ("DELIVERED", "SMS"),
+        ("FAILED", None),
+    ]:
         assert post(client, p.delivery(status=status, channel=channel)).json()["status"] == (
-            "accepted")
+            "accepted"
+        )
     events = stored_events(database_url)
     assert names(events).count("Message.DeliveryReported") == 5
     assert names(events).count("Message.Registered") == 1
@@ -114,8 +136,10 @@ def test_opt_without_contact_id_is_kept_by_channel_identity(
     client: TestClient, database_url: str
 ) -> None:
     assert post(client, p.opt(contact_id=None, identity="+46 73 200")).status_code == 200
-    assert post(client, p.opt(contact_id=None, identity="4673200", request_id="R2")).json()[
-        "status"] == "accepted"
+    assert (
+        post(client, p.opt(contact_id=None, identity="4673200", request_id="R2")).json()["status"]
+        == "accepted"
+    )
     events = stored_events(database_url)
     # Both land on one Contact stream: identities are normalised.
     consent = [e for e in events if names([e]) == ["Contact.ConsentReported"]]
@@ -175,19 +199,32 @@ def test_unreadable_body_is_400_and_quarantined(
     ("body", "field"),
     [
         (p.delivery(status=5), "message_delivery_report.status"),
-        ({**p.delivery(), "message_delivery_report": {"status": "READ"}},
-         "message_delivery_report.message_id"),
+        (
+            {**p.delivery(), "message_delivery_report": {"status": "READ"}},
+            "message_delivery_report.message_id",
+        ),
         (p.envelope(message_delivery_report="DELIVERED"), "message_delivery_report"),
         ({k: v for k, v in p.delivery().items() if k != "project_id"}, "project_id"),
         (p.delivery(event_time="yesterday"), "event_time"),
         (p.opt(status="OPT_OUT_MAYBE"), "opt_out_notification.status"),
         (p.opt(kind="OPT_IN", status="OPT_OUT_SUCCEEDED"), "opt_in_notification.status"),
-        ({**p.inbound(), "message": {"id": "X", "contact_message": {}}},
-         "message.channel_identity"),
+        (
+            {**p.inbound(), "message": {"id": "X", "contact_message": {}}},
+            "message.channel_identity",
+        ),
         ({**p.delivery(), "opt_out_notification": {}}, "more than one trigger"),
     ],
-    ids=["status-type", "no-message-id", "report-not-object", "no-project", "bad-time",
-         "opt-status", "opt-kind-mismatch", "inbound-no-identity", "two-triggers"],
+    ids=[
+        "status-type",
+        "no-message-id",
+        "report-not-object",
+        "no-project",
+        "bad-time",
+        "opt-status",
+        "opt-kind-mismatch",
+        "inbound-no-identity",
+        "two-triggers",
+    ],
 )
 def test_invalid_known_trigger_is_422_naming_the_field_and_quarantined(
     client: TestClient, database_url: str, body: dict, field: str
@@ -223,13 +260,21 @@ def test_quarantine_is_paginated(client: TestClient) -> None:
         (lambda h: h.pop("x-sinch-webhook-signature-nonce"), "missing signature header"),
         (lambda h: h.pop("x-sinch-webhook-signature-timestamp"), "missing signature header"),
         (lambda h: h.update({"x-sinch-webhook-signature": "AAAA"}), "does not match"),
-        (lambda h: h.update({"x-sinch-webhook-signature": h["x-sinch-webhook-signature"][:-2]}),
-         "does not match"),
-        (lambda h: h.update({"x-sinch-webhook-signature": h["x-sinch-webhook-signature"] + "=="}),
-         "does not match"),
+        (
+            lambda h: h.update({"x-sinch-webhook-signature": h["x-sinch-webhook-signature"][:-2]}),
+            "does not match",
+        ),
+        (
+            lambda h: h.update(
+                {"x-sinch-webhook-signature": h["x-sinch-webhook-signature"] + "=="}
+            ),
+            "does not match",
+        ),
         (lambda h: h.update({"x-sinch-webhook-signature-nonce": "other"}), "does not match"),
-        (lambda h: h.update({"x-sinch-webhook-signature-algorithm": "HmacSHA1"}),
-         "unsupported signature algorithm"),
+        (
+            lambda h: h.update({"x-sinch-webhook-signature-algorithm": "HmacSHA1"}),
+            "unsupported signature algorithm",
+        ),
         (lambda h: h.update({"x-sinch-webhook-signature-timestamp": "soon"}), "unix seconds"),
     ],
     ids=["no-sig", "no-nonce", "no-ts", "wrong", "truncated", "padded", "nonce", "algo", "ts"],
@@ -246,7 +291,7 @@ def test_bad_signature_is_401_and_nothing_is_stored(
     assert stored_events(database_url) == []
 
 
-@pytest.mark.parametrize("offset", [-301, 301, -10**9])
+@pytest.mark.parametrize("offset", [-301, 301, -(10**9)])
 def test_stale_or_future_timestamp_is_401(client: TestClient, offset: int) -> None:
     import time
 
@@ -286,8 +331,7 @@ def test_body_over_the_limit_is_413(database_url: str) -> None:
         # Without a Content-Length (chunked), the limit holds while streaming.
         response = client.post(URL, content=iter([big[:1500], big[1500:]]))
         assert response.status_code == 413
-    assert names(stored_events(database_url)) == ["Message.Registered",
-                                                  "Message.DeliveryReported"]
+    assert names(stored_events(database_url)) == ["Message.Registered", "Message.DeliveryReported"]
 
 
 def test_other_methods_and_paths_get_clear_json_errors(client: TestClient) -> None:

@@ -1,0 +1,123 @@
+"""End to end through a real `callback-ledger serve` process and real HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from . import payloads as p
+from .conftest import SECRET
+from .helpers import names, stored_events
+from .postgres_server import PrivateServer
+from .server import Server
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    servers: list[Server] = []
+
+    def start(database_url: str, secret: str = SECRET) -> Server:
+        env = {
+            "LEDGER_DATABASE_URL": database_url,
+            "SINCH_WEBHOOK_SECRET": secret,
+            "LEDGER_DB_TIMEOUT_S": "2",
+            "LEDGER_RETRY_AFTER_S": "7",
+        }
+        server = Server(env, tmp_path / f"server{len(servers)}.log")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def post(server: Server, body: dict | bytes, timeout: float = 30.0) -> httpx.Response:
+    raw = p.encode(body)
+    return httpx.post(
+        server.url + "/webhooks/sinch",
+        content=raw,
+        headers=p.signed_headers(raw, SECRET),
+        timeout=timeout,
+    )
+
+
+def test_events_written_by_one_process_are_read_by_the_next(
+    start_server, database_url: str
+) -> None:
+    first = start_server(database_url)
+    for seed in ("seed_delivery_report.json", "seed_opt_in.json", "seed_opt_out.json"):
+        assert post(first, p.seed(seed)).json()["status"] == "accepted"
+    first.stop()
+
+    second = start_server(database_url)
+    for seed in ("seed_delivery_report.json", "seed_opt_in.json", "seed_opt_out.json"):
+        assert post(second, p.seed(seed)).json()["status"] == "duplicate"
+    assert post(second, p.delivery(status="READ")).json()["status"] == "accepted"
+    assert (
+        httpx.get(second.url + "/healthz").json()["events"] == len(stored_events(database_url)) == 7
+    )
+
+
+def test_unsigned_start_logs_a_loud_warning(start_server, database_url: str) -> None:
+    server = start_server(database_url, secret="")
+    assert "SINCH_WEBHOOK_SECRET is not set" in server.log()
+
+
+def test_concurrent_http_posts_for_one_message(start_server, database_url: str) -> None:
+    server = start_server(database_url)
+    statuses = ["QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL", "FAILED", "DELIVERED", "READ"]
+    distinct = [p.delivery(status=s, channel=c) for s in statuses for c in ("WHATSAPP", "SMS")]
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda b: post(server, b), distinct * 4))
+    assert Counter(r.status_code for r in responses) == {200: 40}
+    assert Counter(r.json()["status"] for r in responses) == {"accepted": 10, "duplicate": 30}
+    assert names(stored_events(database_url)).count("Message.DeliveryReported") == 10
+
+
+def test_database_outage_answers_503_then_heals_without_restart(
+    start_server, private_postgres: PrivateServer
+) -> None:
+    url = private_postgres.url.rsplit("/", 1)[0] + "/postgres"
+    server = start_server(url)
+    assert post(server, p.delivery(status="QUEUED_ON_CHANNEL")).status_code == 200
+
+    private_postgres.stop()
+    started = time.monotonic()
+    response = post(server, p.delivery(status="DELIVERED"))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "7"
+    assert "nothing was stored" in response.json()["detail"]
+    assert elapsed < 10, f"503 took {elapsed:.1f}s"
+    assert httpx.get(server.url + "/healthz").status_code == 503
+
+    private_postgres.start()
+    deadline = time.monotonic() + 20
+    while (response := post(server, p.delivery(status="DELIVERED"))).status_code == 503:
+        assert time.monotonic() < deadline, "service did not recover"
+        time.sleep(0.5)
+    assert response.json()["status"] == "accepted"
+    assert names(stored_events(url)).count("Message.DeliveryReported") == 2
+
+
+def test_service_starts_while_database_is_down(
+    start_server, private_postgres: PrivateServer
+) -> None:
+    private_postgres.stop()
+    server = start_server(private_postgres.url)
+    response = post(server, p.delivery())
+    assert response.status_code == 503
+    assert "Retry-After".lower() in response.headers
+    private_postgres.start()
+    deadline = time.monotonic() + 20
+    while (response := post(server, p.delivery())).status_code == 503:
+        assert time.monotonic() < deadline, "service did not recover"
+        time.sleep(0.5)
+    assert response.json()["status"] == "accepted"
