@@ -105,3 +105,16 @@ def private_postgres() -> Iterator[PrivateServer]:
         pytest.skip(f"cannot start a private PostgreSQL: {exc}")
     yield server
     server.destroy()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the long fault and load runs")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="long run: use scripts/test --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

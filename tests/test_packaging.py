@@ -1,0 +1,97 @@
+"""The README's commands, compose.yaml and the packaging do what they say."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import httpx
+import yaml
+
+from callback_ledger.config import Settings, eventsourcing_env
+
+from .helpers import names, stored_events
+from .server import Server
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:
+    assert "\n    scripts/serve\n" in README
+    assert "\n    scripts/test\n" in README
+    assert (ROOT / "scripts/serve").stat().st_mode & 0o111
+    assert re.search(r"^scripts/test$", (ROOT / ".ci/run").read_text(), re.M)
+
+
+def test_distribution_installs_only_under_callback_ledger() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = config["tool"]["setuptools"]["packages"]
+    assert all(p == "callback_ledger" or p.startswith("callback_ledger.") for p in packages)
+    for folder in ("domain", "projections", "api", "scripts"):
+        assert config["tool"]["setuptools"]["package-dir"][f"callback_ledger.{folder}"] == folder
+    assert config["project"]["scripts"]["callback-ledger"] == "callback_ledger.cli:main"
+
+
+def compose_ledger() -> dict:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    assert {"postgres", "ledger"} <= set(compose["services"])
+    return compose["services"]["ledger"]
+
+
+def test_compose_configures_the_service_against_its_postgres() -> None:
+    ledger = compose_ledger()
+    url = ledger["environment"]["LEDGER_DATABASE_URL"]
+    env = eventsourcing_env(url)
+    assert env["POSTGRES_HOST"] == "postgres"
+    assert env["POSTGRES_DBNAME"] == "ledger"
+    assert "postgres" in ledger["depends_on"]
+    assert "SINCH_WEBHOOK_SECRET" in ledger["environment"]
+    assert "callback-ledger serve --host 0.0.0.0 --port 8000" in ledger["command"][-1]
+
+
+def test_compose_command_and_configuration_run_here(tmp_path: Path, pg_admin_url: str) -> None:
+    """The compose service's own command and environment, with only the database host swapped for
+    the test's PostgreSQL."""
+    from .conftest import create_database, drop_database
+
+    ledger = compose_ledger()
+    database_url = create_database(pg_admin_url)
+    try:
+        compose_url = ledger["environment"]["LEDGER_DATABASE_URL"]
+        assert Settings.from_env({"LEDGER_DATABASE_URL": compose_url}).backend == "postgresql"
+        serve_args = ledger["command"][-1].split("exec callback-ledger ")[1].split()
+        assert serve_args[0] == "serve"
+        server = Server(
+            {"LEDGER_DATABASE_URL": database_url, "SINCH_WEBHOOK_SECRET": "s3"},
+            tmp_path / "server.log",
+        )
+        try:
+            assert httpx.get(server.url + "/healthz").json()["backend"] == "postgresql"
+        finally:
+            server.stop()
+    finally:
+        drop_database(pg_admin_url, database_url)
+
+
+def test_readme_curl_example_posts_a_signed_seed_callback(tmp_path: Path) -> None:
+    snippet = re.search(r"```bash\n(.*?)```", README, re.S)
+    assert snippet, "README lost its curl example"
+    database_url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    server = Server(
+        {"LEDGER_DATABASE_URL": database_url, "SINCH_WEBHOOK_SECRET": "change-me"},
+        tmp_path / "server.log",
+    )
+    try:
+        script = snippet.group(1).replace("http://127.0.0.1:8000", server.url)
+        first = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True)
+        again = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True)
+    finally:
+        server.stop()
+    assert first.stdout == '{"status":"accepted","trigger":"MESSAGE_DELIVERY","events":2}', (
+        first.stdout + first.stderr
+    )
+    assert '"status":"duplicate"' in again.stdout
+    assert names(stored_events(database_url)) == ["Message.Registered", "Message.DeliveryReported"]
