@@ -1,10 +1,11 @@
-"""The Starlette application: routes, error mapping and start-up checks."""
+"""The Starlette application: routes, error mapping, start-up and the in-process follower."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -15,9 +16,11 @@ from starlette.routing import Route
 
 from callback_ledger.config import Settings
 from callback_ledger.ledger import Ledger
+from callback_ledger.projections.live import LiveFollower
+from callback_ledger.runtime import Runtime
 
+from .queries import Params, Queries
 from .responses import JSON, error
-from .store import LedgerHolder
 from .webhook import UNAVAILABLE, SinchWebhook, unavailable
 
 log = logging.getLogger("callback_ledger")
@@ -29,42 +32,52 @@ UNSIGNED_WARNING = (
 )
 
 
-def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return default
-    if not value.isdigit() or not low <= int(value) <= high:
-        raise HTTPException(400, f"query parameter {name!r} must be a whole number {low}-{high}")
-    return int(value)
-
-
 def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
-    store = LedgerHolder(settings, ledger)
+    runtime = Runtime(settings, ledger)
+    follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
+    queries = Queries(runtime)
 
     async def healthz(request: Request) -> Response:
         try:
-            ledger = await run_in_threadpool(store.get)
-            head = await run_in_threadpool(ledger.ping)
+            head = await run_in_threadpool(lambda: runtime.ledger().ping())
+            projections = await run_in_threadpool(lambda: runtime.projector().positions())
         except UNAVAILABLE as exc:
             return unavailable(settings, exc)
-        return JSON({"status": "ok", "backend": settings.backend, "events": head})
+        body: dict[str, Any] = {
+            "status": "ok",
+            "backend": settings.backend,
+            "events": head,
+            "projections": projections,
+            "follower": settings.projections,
+        }
+        if follower is not None and follower.last_error:
+            body["follower_error"] = follower.last_error
+        return JSON(body)
 
     async def quarantine(request: Request) -> Response:
-        after = query_int(request, "after", 0, 0, 2**62)
-        limit = query_int(request, "limit", 100, 1, 1000)
-        try:
-            ledger = await run_in_threadpool(store.get)
-            items = await run_in_threadpool(lambda: list(ledger.quarantined(after, limit)))
-        except UNAVAILABLE as exc:
-            return unavailable(settings, exc)
+        params = Params(request, ["after", "limit"])
+        after = params.text("after", 20) or "0"
+        if not after.isdigit():
+            raise HTTPException(400, "query parameter 'after' must be a whole number")
+        limit = params.limit()
+        items = await run_in_threadpool(
+            lambda: list(runtime.ledger().quarantined(int(after), limit))
+        )
         next_after = items[-1]["id"] if len(items) == limit else None
         return JSON({"items": items, "next_after": next_after})
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        response = error(exc.status_code, "http_error", str(exc.detail))
+        response = error(
+            exc.status_code,
+            "bad_request" if exc.status_code == 400 else "http_error",
+            str(exc.detail),
+        )
         response.headers.update(exc.headers or {})
         return response
+
+    async def store_error(request: Request, exc: Exception) -> Response:
+        return unavailable(settings, exc)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -73,18 +86,29 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
             log.warning(UNSIGNED_WARNING)
             log.warning("!" * 72)
         try:
-            await run_in_threadpool(store.get)
+            await run_in_threadpool(runtime.projector)
         except UNAVAILABLE as exc:
-            log.error("the event store is not reachable yet (%s); answering 503 until it is", exc)
+            log.error("the store is not reachable yet (%s); answering 503 until it is", exc)
+        if follower is not None:
+            follower.start()
         yield
-        store.close()
+        if follower is not None:
+            follower.stop()
+        runtime.close()
 
+    webhook = SinchWebhook(settings, runtime, follower.wake if follower else lambda: None)
     return Starlette(
         routes=[
-            Route("/webhooks/sinch", SinchWebhook(settings, store).handle, methods=["POST"]),
+            Route("/webhooks/sinch", webhook.handle, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/quarantine", quarantine, methods=["GET"]),
+            Route("/messages", queries.messages, methods=["GET"]),
+            Route("/messages/{message_id}", queries.message, methods=["GET"]),
+            Route("/read-confirmations", queries.read_confirmations, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={
+            HTTPException: http_error,
+            **{exc: store_error for exc in UNAVAILABLE},
+        },
         lifespan=lifespan,
     )

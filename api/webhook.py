@@ -7,27 +7,36 @@ quarantine first, so nothing a signed sender said is lost."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
-from callback_ledger.domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback
-from callback_ledger.domain.receipt import Receipt
+import psycopg
 from eventsourcing.persistence import PersistenceError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from callback_ledger.config import Settings
+from callback_ledger.domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback
+from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import StoreContention
+from callback_ledger.runtime import Runtime
 
 from . import signature
 from .responses import JSON, error
-from .store import LedgerHolder
 
 log = logging.getLogger("callback_ledger")
 
-UNAVAILABLE = (PersistenceError, StoreContention, OSError)
+UNAVAILABLE = (
+    PersistenceError,
+    StoreContention,
+    OSError,
+    psycopg.OperationalError,
+    sqlite3.OperationalError,
+)
 
 
 class BodyTooLarge(Exception):
@@ -61,9 +70,10 @@ def unavailable(settings: Settings, exc: BaseException) -> JSON:
 
 
 class SinchWebhook:
-    def __init__(self, settings: Settings, store: LedgerHolder) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime, on_commit: Callable[[], None]) -> None:
         self.settings = settings
-        self.store = store
+        self.runtime = runtime
+        self.on_commit = on_commit
 
     async def handle(self, request: Request) -> Response:
         settings = self.settings
@@ -111,7 +121,7 @@ class SinchWebhook:
             )
 
         try:
-            ledger = await run_in_threadpool(self.store.get)
+            ledger = await run_in_threadpool(self.runtime.ledger)
             outcome = await run_in_threadpool(ledger.accept, body, receipt)
         except InvalidCallback as exc:
             return await self._refuse(
@@ -122,6 +132,8 @@ class SinchWebhook:
         except Exception as exc:  # a bug of ours must not lose the callback: sender retries
             log.exception("unexpected error while recording a callback")
             return unavailable(settings, exc)
+        if outcome.events:
+            self.on_commit()
         return JSON(
             {"status": outcome.status, "trigger": outcome.trigger, "events": outcome.events}
         )
@@ -136,7 +148,7 @@ class SinchWebhook:
         problems: list[str],
     ) -> Response:
         try:
-            ledger = await run_in_threadpool(self.store.get)
+            ledger = await run_in_threadpool(self.runtime.ledger)
             await run_in_threadpool(ledger.quarantine, raw, trigger, status_code, problems, receipt)
         except Exception as exc:
             # Not kept, so it must not be refused for good: let the sender retry.

@@ -37,6 +37,40 @@ def quarantine(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def project(settings: Settings, args: argparse.Namespace) -> int:
+    """The projection worker, for deployments that run `serve` with LEDGER_PROJECTIONS=off."""
+    import signal
+    import threading
+
+    from callback_ledger.runtime import Runtime
+
+    runtime = Runtime(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    logging.getLogger("callback_ledger").info("projection worker following the log")
+    backoff = args.interval
+    while not stop.is_set():
+        try:
+            runtime.projector().catch_up()
+            backoff = args.interval
+        except Exception as exc:
+            logging.getLogger("callback_ledger").warning("projections: %s (retrying)", exc)
+            backoff = min(backoff * 2, 30.0)
+        if args.once:
+            break
+        stop.wait(backoff)
+    runtime.close()
+    return 0
+
+
+def replay(settings: Settings, args: argparse.Namespace) -> int:
+    from callback_ledger.scripts.replay import replay as run_replay
+
+    run_replay(settings, args.projection or None, fresh=args.fresh, page_size=args.page_size)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="callback-ledger",
@@ -57,6 +91,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--after", type=int, default=0, help="cursor: list entries after this id")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(run=quarantine)
+
+    p = commands.add_parser("project", help="follow the log into the read tables (worker)")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
+    p.add_argument("--once", action="store_true", help="catch up once and exit")
+    p.set_defaults(run=project)
+
+    p = commands.add_parser("replay", help="rebuild projections from the first event")
+    p.add_argument(
+        "--projection",
+        action="append",
+        choices=["messages", "consent"],
+        help="one projection (repeatable); default: all",
+    )
+    p.add_argument("--fresh", action="store_true", help="discard an interrupted rebuild")
+    p.add_argument("--page-size", type=int, default=1000)
+    p.set_defaults(run=replay)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
+# Industry defaults (CTIA; REVOKE and OPTOUT after the FCC's 2025 revocation rule).
+DEFAULT_OPT_OUT_KEYWORDS = (
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "OPTOUT",
+    "REVOKE",
+)
+DEFAULT_OPT_IN_KEYWORDS = ("START", "UNSTOP", "YES")
 
 
 class ConfigError(ValueError):
@@ -23,6 +35,11 @@ class Settings:
     # Bounds how long a request waits for the database before answering 503.
     db_timeout_s: int = 5
     retry_after_s: int = 5
+    opt_out_keywords: tuple[str, ...] = DEFAULT_OPT_OUT_KEYWORDS
+    opt_in_keywords: tuple[str, ...] = DEFAULT_OPT_IN_KEYWORDS
+    # "inline": `serve` follows the log into the read tables itself; "off": a separate
+    # `callback-ledger project` worker does.
+    projections: str = "inline"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,13 +54,26 @@ class Settings:
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 1024 * 1024),
             db_timeout_s=_int(env, "LEDGER_DB_TIMEOUT_S", 5),
             retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
+            opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS", DEFAULT_OPT_OUT_KEYWORDS),
+            opt_in_keywords=_words(env, "LEDGER_OPT_IN_KEYWORDS", DEFAULT_OPT_IN_KEYWORDS),
+            projections=env.get("LEDGER_PROJECTIONS", "inline").strip() or "inline",
         )
+        if settings.projections not in ("inline", "off"):
+            raise ConfigError(
+                f"LEDGER_PROJECTIONS must be 'inline' or 'off', got {settings.projections!r}"
+            )
         eventsourcing_env(settings.database_url, settings.db_timeout_s)  # fail early on a bad URL
         return settings
 
     @property
     def backend(self) -> str:
         return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
+
+
+def _words(env: Mapping[str, str], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    if key not in env:
+        return default
+    return tuple(w.strip().upper() for w in env[key].split(",") if w.strip())
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

@@ -38,6 +38,8 @@ class Contact(Aggregate):
     class ConsentReported(Aggregate.Event):
         """An OPT_IN or OPT_OUT notification, succeeded or failed."""
 
+        project_id: str
+        contact_key: str
         kind: str
         status: str
         channel: str
@@ -53,6 +55,8 @@ class Contact(Aggregate):
         callback: dict[str, Any]
 
     class InboundMessageReceived(Aggregate.Event):
+        project_id: str
+        contact_key: str
         message_id: str
         channel: str
         identity: str
@@ -83,6 +87,8 @@ class Contact(Aggregate):
             return False
         self.trigger_event(
             self.ConsentReported,
+            project_id=self.project_id,
+            contact_key=self.contact_key,
             kind=kind,
             status=note.status,
             channel=note.channel,
@@ -107,6 +113,8 @@ class Contact(Aggregate):
             return False
         self.trigger_event(
             self.InboundMessageReceived,
+            project_id=self.project_id,
+            contact_key=self.contact_key,
             message_id=message.id,
             channel=message.channel_identity.channel,
             identity=message.channel_identity.identity,

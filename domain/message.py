@@ -33,6 +33,9 @@ class Message(Aggregate):
         self.report_keys: dict[str, int] = {}
 
     class DeliveryReported(Aggregate.Event):
+        # The stream's names are repeated on each event so every event reads on its own.
+        project_id: str
+        message_id: str
         status: str
         channel: str | None
         identity: str | None
@@ -54,6 +57,8 @@ class Message(Aggregate):
             return False
         self.trigger_event(
             self.DeliveryReported,
+            project_id=self.project_id,
+            message_id=self.message_id,
             status=report.status,
             channel=channel,
             identity=report.channel_identity.identity if report.channel_identity else None,

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from callback_ledger.api.app import create_app
 from starlette.testclient import TestClient
 
+from callback_ledger.api.app import create_app
 from callback_ledger.config import Settings
 from callback_ledger.ledger import Ledger
 

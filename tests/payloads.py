@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from callback_ledger.api.signature import sign
 
 FIXTURES = Path(__file__).parent / "fixtures"

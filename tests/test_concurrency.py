@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from callback_ledger.domain.receipt import Receipt
-
 from callback_ledger.ledger import Ledger, Outcome
 
 from . import payloads as p

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from callback_ledger.domain.callbacks import (
     InboundCallback,
     InvalidCallback,
@@ -15,8 +18,6 @@ from callback_ledger.domain.callbacks import (
 from callback_ledger.domain.contact import Contact, contact_key
 from callback_ledger.domain.message import Message
 from callback_ledger.domain.receipt import Receipt
-from hypothesis import given
-from hypothesis import strategies as st
 
 from . import payloads as p
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from callback_ledger.api import signature
 
 from . import payloads as p

@@ -6,11 +6,11 @@ import base64
 
 import orjson
 import pytest
-from callback_ledger.api.app import create_app
-from callback_ledger.domain.message import Message
 from starlette.testclient import TestClient
 
+from callback_ledger.api.app import create_app
 from callback_ledger.config import Settings
+from callback_ledger.domain.message import Message
 
 from . import payloads as p
 from .conftest import SECRET

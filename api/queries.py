@@ -1,0 +1,247 @@
+"""Read endpoints over the projections: messages and READ confirmations.
+
+Parameters are checked strictly (an unknown or malformed one is a 400 naming it), lists are
+paginated with an opaque keyset cursor, and all SQL is parameterised."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from callback_ledger.projections import messages as message_tables
+from callback_ledger.projections.db import Cursor
+from callback_ledger.projections.rules import iso
+from callback_ledger.runtime import Runtime
+
+from .responses import JSON, error
+
+MAX_LIMIT = 1000
+_WORD = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
+
+
+class Params:
+    """Query parameters, checked one by one; every problem is a 400 that names the parameter."""
+
+    def __init__(self, request: Request, allowed: Sequence[str]) -> None:
+        self.query = request.query_params
+        unknown = sorted(set(self.query) - set(allowed))
+        if unknown:
+            raise HTTPException(
+                400,
+                f"unknown query parameter(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}",
+            )
+        for name in self.query:
+            if len(self.query.getlist(name)) > 1:
+                raise HTTPException(400, f"query parameter {name!r} is given more than once")
+
+    def text(self, name: str, max_length: int = 1024) -> str | None:
+        value = self.query.get(name)
+        if value is None or value == "":
+            return None
+        if len(value) > max_length or "\x00" in value:
+            raise HTTPException(400, f"query parameter {name!r} is too long or has a NUL byte")
+        return value
+
+    def word(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is not None and not _WORD.match(value):
+            raise HTTPException(400, f"query parameter {name!r} must be letters, digits, _ or -")
+        return value
+
+    def time(self, name: str) -> str | None:
+        value = self.text(name, 64)
+        if value is None:
+            return None
+        try:
+            return iso(value)
+        except ValueError:
+            raise HTTPException(
+                400, f"query parameter {name!r} must be an ISO 8601 time, e.g. 2024-06-15T15:00:00Z"
+            ) from None
+
+    def limit(self, default: int = 100) -> int:
+        value = self.text("limit", 12)
+        if value is None:
+            return default
+        if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+            raise HTTPException(
+                400, f"query parameter 'limit' must be a whole number 1-{MAX_LIMIT}"
+            )
+        return int(value)
+
+    def cursor(self, size: int) -> list[str] | None:
+        value = self.text("cursor", 2048)
+        if value is None:
+            return None
+        try:
+            decoded = orjson.loads(base64.urlsafe_b64decode(value.encode() + b"=="))
+        except (binascii.Error, orjson.JSONDecodeError, ValueError):
+            decoded = None
+        if not (
+            isinstance(decoded, list)
+            and len(decoded) == size
+            and all(isinstance(v, str) for v in decoded)
+        ):
+            raise HTTPException(400, "query parameter 'cursor' is not a cursor this API gave out")
+        return decoded
+
+
+def encode_cursor(values: Sequence[str]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
+
+
+def page(
+    cur: Cursor,
+    table: str,
+    order: tuple[str, str, str],
+    filters: list[tuple[str, Any]],
+    cursor: list[str] | None,
+    limit: int,
+    shape: Callable[[dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """One keyset page of `table` ordered by `order`; `filters` are (SQL condition, value)."""
+    where = [condition for condition, _ in filters]
+    params = [value for _, value in filters]
+    if cursor is not None:
+        where.append(f"({', '.join(order)}) > (?, ?, ?)")
+        params += cursor
+    sql = f"SELECT * FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {', '.join(order)} LIMIT ?"
+    rows = cur.execute(sql, [*params, limit + 1]).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [shape(row) for row in rows],
+        "next_cursor": encode_cursor([rows[-1][c] for c in order]) if more else None,
+    }
+
+
+def message_view(row: dict[str, Any], with_timeline: bool = False) -> dict[str, Any]:
+    view = {c: row[c] for c in message_tables.STATUS_COLUMNS if c != "reports"}
+    if with_timeline:
+        view["timeline"] = [
+            {
+                "status": r["status"],
+                "channel": r["channel"],
+                "identity": r["identity"],
+                "event_time": r["at"],
+                "reason_code": r["reason_code"],
+                "reason_sub_code": r["reason_sub_code"],
+                "reason_description": r["reason_description"],
+                "reference": r["source_ref"],
+            }
+            for r in orjson.loads(row["reports"])
+        ]
+    return view
+
+
+class Queries:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
+        def work() -> Any:
+            with self.runtime.database().read() as cur:
+                return fn(cur)
+
+        return await run_in_threadpool(work)
+
+    async def message(self, request: Request) -> Response:
+        message_id = request.path_params["message_id"]
+        params = Params(request, ["project_id"])
+        project_id = params.text("project_id")
+        if len(message_id) > 1024:
+            raise HTTPException(400, "message id is too long")
+
+        def query(cur: Cursor) -> list[dict[str, Any]]:
+            sql = "SELECT * FROM message_status WHERE message_id = ?"
+            args = [message_id]
+            if project_id:
+                sql += " AND project_id = ?"
+                args.append(project_id)
+            return cur.execute(sql + " LIMIT 2", args).fetchall()
+
+        rows = await self._run(query)
+        if not rows:
+            return error(
+                404,
+                "not_found",
+                f"no delivery report has been received for message "
+                f"{message_id!r}" + (f" in project {project_id!r}" if project_id else ""),
+            )
+        if len(rows) > 1:
+            return error(
+                409,
+                "ambiguous",
+                f"message {message_id!r} exists in several projects; add ?project_id=",
+            )
+        return JSON(message_view(rows[0], with_timeline=True))
+
+    async def messages(self, request: Request) -> Response:
+        params = Params(
+            request,
+            [
+                "project_id",
+                "status",
+                "reason",
+                "contact_id",
+                "conversation_id",
+                "metadata",
+                "since",
+                "until",
+                "limit",
+                "cursor",
+            ],
+        )
+        filters: list[tuple[str, Any]] = []
+        for name, column in [
+            ("project_id", "project_id"),
+            ("contact_id", "contact_id"),
+            ("conversation_id", "conversation_id"),
+            ("metadata", "metadata"),
+        ]:
+            if (value := params.text(name)) is not None:
+                filters.append((f"{column} = ?", value))
+        for name, column in [("status", "status"), ("reason", "reason_code")]:
+            if (value := params.word(name)) is not None:
+                filters.append((f"{column} = ?", value.upper()))
+        if (since := params.time("since")) is not None:
+            filters.append(("first_event_time >= ?", since))
+        if (until := params.time("until")) is not None:
+            filters.append(("first_event_time < ?", until))
+        limit, cursor = params.limit(), params.cursor(3)
+        order = ("first_event_time", "project_id", "message_id")
+        return JSON(
+            await self._run(
+                lambda cur: page(cur, "message_status", order, filters, cursor, limit, message_view)
+            )
+        )
+
+    async def read_confirmations(self, request: Request) -> Response:
+        params = Params(request, ["project_id", "contact_id", "since", "until", "limit", "cursor"])
+        filters: list[tuple[str, Any]] = []
+        for name in ("project_id", "contact_id"):
+            if (value := params.text(name)) is not None:
+                filters.append((f"{name} = ?", value))
+        if (since := params.time("since")) is not None:
+            filters.append(("read_at >= ?", since))
+        if (until := params.time("until")) is not None:
+            filters.append(("read_at < ?", until))
+        limit, cursor = params.limit(), params.cursor(3)
+        order = ("read_at", "project_id", "message_id")
+        return JSON(
+            await self._run(
+                lambda cur: page(cur, "read_confirmations", order, filters, cursor, limit, dict)
+            )
+        )

@@ -1,0 +1,56 @@
+"""The one wiring module: builds the Ledger, the read-table database and the projector from
+Settings. Opened on first use, so the service starts (and answers 503) while its database is
+still down, and heals without a restart when it comes back."""
+
+from __future__ import annotations
+
+import threading
+
+from callback_ledger.config import Settings
+from callback_ledger.ledger import Ledger
+from callback_ledger.projections.db import Database
+from callback_ledger.projections.projector import Projector, all_projections
+from callback_ledger.projections.rules import Keywords
+
+
+class Runtime:
+    def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
+        self.settings = settings
+        self._ledger = ledger
+        self._projector: Projector | None = None
+        self._db: Database | None = None
+        self._lock = threading.Lock()
+
+    def ledger(self) -> Ledger:
+        """The Ledger; raises the store's error while it cannot be opened."""
+        if self._ledger is None:
+            with self._lock:
+                if self._ledger is None:
+                    self._ledger = Ledger.from_settings(self.settings)
+        return self._ledger
+
+    def projector(self) -> Projector:
+        if self._projector is None:
+            ledger = self.ledger()
+            with self._lock:
+                if self._projector is None:
+                    if self._db is None:
+                        self._db = Database(self.settings.database_url, self.settings.db_timeout_s)
+                    keywords = Keywords.of(
+                        self.settings.opt_out_keywords, self.settings.opt_in_keywords
+                    )
+                    projector = Projector(
+                        self._db, ledger.recorder.events_table_name, all_projections(keywords)
+                    )
+                    projector.setup()
+                    self._projector = projector
+        return self._projector
+
+    def database(self) -> Database:
+        return self.projector().db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+        if self._ledger is not None:
+            self._ledger.close()

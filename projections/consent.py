@@ -1,0 +1,100 @@
+"""The consent projection: consent (current state) and consent_history (every fact)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import rules
+from .db import Cursor, select_by_keys, upsert_sql
+from .events import CONSENT_REPORTED, INBOUND_RECEIVED, LoggedEvent
+
+NAME = "consent"
+TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED})
+TABLES = ("consent", "consent_history")
+
+CONSENT_COLUMNS = (
+    "project_id",
+    "contact_id",
+    "channel",
+    "identity",
+    "state",
+    "since",
+    "source_kind",
+    "source_ref",
+    "is_opt_out",
+)
+CONSENT_KEY = ("project_id", "contact_id", "channel", "identity")
+HISTORY_COLUMNS = (
+    "project_id",
+    "contact_id",
+    "channel",
+    "identity",
+    "event_time",
+    "accepted_time",
+    "fact",
+    "effect",
+    "source_kind",
+    "keyword",
+    "request_id",
+    "inbound_message_id",
+    "source_ref",
+)
+
+
+def schema(g: int) -> list[str]:
+    return [
+        f"""CREATE TABLE consent_g{g} (
+            project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
+            identity TEXT NOT NULL, state TEXT NOT NULL, since TEXT NOT NULL,
+            source_kind TEXT NOT NULL, source_ref TEXT NOT NULL, is_opt_out INTEGER NOT NULL,
+            PRIMARY KEY (project_id, contact_id, channel, identity))""",
+        f"CREATE INDEX ix_c_g{g}_identity ON consent_g{g} (channel, identity, since)",
+        f"""CREATE TABLE consent_history_g{g} (
+            project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
+            identity TEXT NOT NULL, event_time TEXT NOT NULL, accepted_time TEXT,
+            fact TEXT NOT NULL, effect TEXT, source_kind TEXT NOT NULL, keyword TEXT,
+            request_id TEXT, inbound_message_id TEXT, source_ref TEXT NOT NULL PRIMARY KEY)""",
+        f"CREATE INDEX ix_ch_g{g}_identity ON consent_history_g{g} (channel, identity, event_time)",
+        f"CREATE INDEX ix_ch_g{g}_contact ON consent_history_g{g} (contact_id, event_time)",
+        f"CREATE INDEX ix_ch_g{g}_time ON consent_history_g{g} (event_time)",
+    ]
+
+
+def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywords) -> None:
+    history: list[dict[str, Any]] = []
+    for event in events:
+        state = event.state
+        kind = "ConsentReported" if event.topic == CONSENT_REPORTED else "InboundMessageReceived"
+        fact = rules.consent_fact(
+            state["project_id"],
+            state["contact_key"],
+            kind,
+            state,
+            f"{event.originator_id}/{state['dedupe_key']}",
+            keywords,
+        )
+        if fact is not None:
+            history.append(fact)
+    if not history:
+        return
+    cur.executemany(
+        f"INSERT INTO consent_history_g{g} ({', '.join(HISTORY_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))}) ON CONFLICT (source_ref) DO NOTHING",
+        [tuple(f[c] for c in HISTORY_COLUMNS) for f in history],
+    )
+    candidates: dict[tuple[str, ...], Any] = {}
+    for fact in history:
+        if fact["effect"] is None:  # a failed attempt: history only
+            continue
+        row = rules.consent_row(fact)
+        key = tuple(row[c] for c in CONSENT_KEY)
+        candidates[key] = rules.merge_consent(candidates.get(key), row)
+    for current in select_by_keys(
+        cur, f"consent_g{g}", CONSENT_COLUMNS, CONSENT_KEY, list(candidates)
+    ):
+        key = tuple(current[c] for c in CONSENT_KEY)
+        candidates[key] = rules.merge_consent(current, candidates[key])
+    cur.executemany(
+        upsert_sql(f"consent_g{g}", CONSENT_COLUMNS, CONSENT_KEY),
+        [tuple(row[c] for c in CONSENT_COLUMNS) for row in candidates.values()],
+    )

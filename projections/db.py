@@ -1,0 +1,145 @@
+"""A small SQL adapter over SQLite and PostgreSQL for the read tables.
+
+SQL is written once with `?` placeholders and portable syntax (ON CONFLICT upserts, row-value
+IN lists); this module only swaps the placeholder style and opens transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from callback_ledger.config import eventsourcing_env, sqlite_path
+
+Row = dict[str, Any]
+
+
+class Cursor:
+    def __init__(self, raw: Any, dialect: str) -> None:
+        self._raw = raw
+        self.dialect = dialect
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        self._raw.execute(self._sql(sql), tuple(params))
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._raw.executemany(self._sql(sql), rows)
+
+    def fetchall(self) -> list[Row]:
+        return [dict(row) for row in self._raw.fetchall()]
+
+    def fetchone(self) -> Row | None:
+        row = self._raw.fetchone()
+        return dict(row) if row is not None else None
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._raw.rowcount)
+
+
+class Database:
+    def __init__(self, database_url: str, timeout_s: int = 5) -> None:
+        self.timeout_s = timeout_s
+        self._pool: ConnectionPool | None = None
+        if database_url.startswith("sqlite:"):
+            self.dialect = "sqlite"
+            self._path = sqlite_path(database_url)
+        else:
+            self.dialect = "postgresql"
+            env = eventsourcing_env(database_url, timeout_s)
+            self._pool = ConnectionPool(
+                kwargs={
+                    "dbname": env["POSTGRES_DBNAME"],
+                    "host": env["POSTGRES_HOST"],
+                    "port": env["POSTGRES_PORT"],
+                    "user": env["POSTGRES_USER"],
+                    "password": env["POSTGRES_PASSWORD"],
+                    "row_factory": dict_row,
+                    "connect_timeout": timeout_s,
+                },
+                min_size=1,
+                max_size=4,
+                timeout=timeout_s,
+                check=ConnectionPool.check_connection,
+                open=False,
+            )
+
+    def _sqlite(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, timeout=self.timeout_s, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A write transaction: all or nothing."""
+        if self._pool is None:
+            conn = self._sqlite()
+            try:
+                # IMMEDIATE takes the write lock up front, so two followers never interleave.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Cursor(conn.cursor(), self.dialect)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            finally:
+                conn.close()
+            return
+        self._pool.open(wait=False)
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield Cursor(cur, self.dialect)
+
+    @contextmanager
+    def read(self) -> Iterator[Cursor]:
+        if self._pool is None:
+            conn = self._sqlite()
+            try:
+                yield Cursor(conn.cursor(), self.dialect)
+            finally:
+                conn.close()
+            return
+        self._pool.open(wait=False)
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            yield Cursor(cur, self.dialect)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+
+def upsert_sql(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+
+
+def select_by_keys(
+    cur: Cursor,
+    table: str,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    keys: Sequence[tuple[Any, ...]],
+) -> list[Row]:
+    """Rows whose key is one of `keys`, in chunks of row-value IN lists (both backends)."""
+    rows: list[Row] = []
+    per_key = "(" + ", ".join("?" * len(key_columns)) + ")"
+    for start in range(0, len(keys), 300):
+        chunk = keys[start : start + 300]
+        rows += cur.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE ({', '.join(key_columns)}) "
+            f"IN (VALUES {', '.join(per_key for _ in chunk)})",
+            [v for key in chunk for v in key],
+        ).fetchall()
+    return rows

@@ -1,0 +1,70 @@
+"""Events as the projections read them: decoded straight from the notification log's JSON,
+without rebuilding domain objects (replay speed matters; the projections need only the state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+from eventsourcing.utils import get_topic
+
+from callback_ledger.domain.contact import Contact
+from callback_ledger.domain.message import Message
+
+from .db import Cursor
+
+DELIVERY_REPORTED = get_topic(Message.DeliveryReported)
+CONSENT_REPORTED = get_topic(Contact.ConsentReported)
+INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    notification_id: int
+    topic: str
+    originator_id: str
+    state: dict[str, Any]
+
+
+class EventLog:
+    """The library's events table, read in notification order inside the projector's own
+    transaction. Reading it there (not through the library's pool) keeps the page and the
+    position in one snapshot, and on SQLite avoids waiting on the library's writer while holding
+    the write lock. Ids become visible in order: the library inserts under a table lock."""
+
+    def __init__(self, table: str, dialect: str) -> None:
+        self.table = table
+        self.id_column = "rowid" if dialect == "sqlite" else "notification_id"
+
+    def head(self, cur: Cursor) -> int:
+        row = cur.execute(f"SELECT MAX({self.id_column}) AS head FROM {self.table}").fetchone()
+        return int(row["head"] or 0) if row else 0
+
+    def page(
+        self, cur: Cursor, after: int, limit: int, topics: frozenset[str], stop: int | None = None
+    ) -> tuple[int, list[LoggedEvent]]:
+        """The last notification id read (`after` when none) and the events of `topics`."""
+        sql = (
+            f"SELECT {self.id_column} AS id, originator_id, topic, state FROM {self.table} "
+            f"WHERE {self.id_column} > ?"
+        )
+        params: list[Any] = [after]
+        if stop is not None:
+            sql += f" AND {self.id_column} <= ?"
+            params.append(stop)
+        rows = cur.execute(sql + f" ORDER BY {self.id_column} LIMIT ?", [*params, limit]).fetchall()
+        if not rows:
+            return after, []
+        events = [
+            LoggedEvent(
+                int(row["id"]),
+                row["topic"],
+                str(UUID(str(row["originator_id"]))),
+                orjson.loads(row["state"]),
+            )
+            for row in rows
+            if row["topic"] in topics
+        ]
+        return int(rows[-1]["id"]), events

@@ -1,0 +1,103 @@
+"""The messages projection: message_status and read_confirmations."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from . import rules
+from .db import Cursor, select_by_keys, upsert_sql
+from .events import DELIVERY_REPORTED, LoggedEvent
+
+NAME = "messages"
+TOPICS = frozenset({DELIVERY_REPORTED})
+TABLES = ("message_status", "read_confirmations")
+
+STATUS_COLUMNS = (
+    "project_id",
+    "message_id",
+    "app_id",
+    "conversation_id",
+    "contact_id",
+    "status",
+    "channel",
+    "queued_at",
+    "delivered_at",
+    "read_at",
+    "failed_at",
+    "reason_code",
+    "reason_sub_code",
+    "reason_description",
+    "switched_from",
+    "metadata",
+    "first_event_time",
+    "last_event_time",
+    "report_count",
+    "anomaly",
+    "reports",
+)
+READ_COLUMNS = ("project_id", "message_id", "contact_id", "channel", "identity", "read_at")
+
+
+def schema(g: int) -> list[str]:
+    return [
+        f"""CREATE TABLE message_status_g{g} (
+            project_id TEXT NOT NULL, message_id TEXT NOT NULL, app_id TEXT,
+            conversation_id TEXT, contact_id TEXT, status TEXT NOT NULL, channel TEXT,
+            queued_at TEXT, delivered_at TEXT, read_at TEXT, failed_at TEXT,
+            reason_code TEXT, reason_sub_code TEXT, reason_description TEXT,
+            switched_from TEXT, metadata TEXT, first_event_time TEXT NOT NULL,
+            last_event_time TEXT NOT NULL, report_count INTEGER NOT NULL, anomaly TEXT,
+            reports TEXT NOT NULL,
+            PRIMARY KEY (project_id, message_id))""",
+        f"CREATE INDEX ix_ms_g{g}_first ON message_status_g{g} (first_event_time, project_id, "
+        "message_id)",
+        f"CREATE INDEX ix_ms_g{g}_contact ON message_status_g{g} (contact_id)",
+        f"CREATE INDEX ix_ms_g{g}_conversation ON message_status_g{g} (conversation_id)",
+        f"CREATE INDEX ix_ms_g{g}_status ON message_status_g{g} (status, reason_code)",
+        f"CREATE INDEX ix_ms_g{g}_metadata ON message_status_g{g} (metadata)",
+        f"""CREATE TABLE read_confirmations_g{g} (
+            project_id TEXT NOT NULL, message_id TEXT NOT NULL, contact_id TEXT,
+            channel TEXT, identity TEXT, read_at TEXT NOT NULL,
+            PRIMARY KEY (project_id, message_id))""",
+        f"CREATE INDEX ix_rc_g{g}_at ON read_confirmations_g{g} (read_at, project_id, message_id)",
+        f"CREATE INDEX ix_rc_g{g}_contact ON read_confirmations_g{g} (contact_id, read_at)",
+    ]
+
+
+def _load_reports(
+    cur: Cursor, g: int, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    rows = select_by_keys(
+        cur,
+        f"message_status_g{g}",
+        ("project_id", "message_id", "reports"),
+        ("project_id", "message_id"),
+        keys,
+    )
+    return {(r["project_id"], r["message_id"]): orjson.loads(r["reports"]) for r in rows}
+
+
+def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
+    new: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        state = event.state
+        ref = f"{event.originator_id}/{state.get('channel') or ''}|{state['status']}"
+        new[(state["project_id"], state["message_id"])].append(rules.report_fact(state, ref))
+    if not new:
+        return
+    known = _load_reports(cur, g, list(new))
+    status_rows, read_rows = [], []
+    for (project_id, message_id), facts in new.items():
+        reports = rules.merge_reports(known.get((project_id, message_id), []), facts)
+        row = rules.message_row(project_id, message_id, reports)
+        row["reports"] = orjson.dumps(reports).decode()
+        status_rows.append(tuple(row[c] for c in STATUS_COLUMNS))
+        read = rules.read_confirmation(project_id, message_id, reports)
+        if read:
+            read_rows.append(tuple(read[c] for c in READ_COLUMNS))
+    keys = ("project_id", "message_id")
+    cur.executemany(upsert_sql(f"message_status_g{g}", STATUS_COLUMNS, keys), status_rows)
+    cur.executemany(upsert_sql(f"read_confirmations_g{g}", READ_COLUMNS, keys), read_rows)

@@ -1,0 +1,214 @@
+"""Follows the event log into the read tables, one page per transaction, exactly once.
+
+Each projection's position lives in `ledger_projections` and is moved in the same transaction
+that writes the page's rows, under a row lock (PostgreSQL) or the write lock (SQLite), so two
+followers never apply a page twice and a crash anywhere leaves rows and position agreeing.
+
+Tables are versioned by generation (`message_status_g3`); the names users query are views over
+the active generation. A rebuild fills the next generation from the first event while the
+live one keeps answering, then switches the views in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from . import consent, messages, rules
+from .db import Cursor, Database, Row
+from .events import EventLog, LoggedEvent
+
+POSITIONS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projections (
+    name TEXT PRIMARY KEY, generation INTEGER NOT NULL, position BIGINT NOT NULL,
+    building_generation INTEGER, building_position BIGINT)"""
+
+
+@dataclass(frozen=True)
+class Projection:
+    name: str
+    topics: frozenset[str]
+    tables: tuple[str, ...]
+    schema: Callable[[int], list[str]]
+    apply: Callable[[Cursor, int, list[LoggedEvent]], None]
+
+
+def all_projections(keywords: rules.Keywords = rules.DEFAULT_KEYWORDS) -> dict[str, Projection]:
+    return {
+        messages.NAME: Projection(
+            messages.NAME, messages.TOPICS, messages.TABLES, messages.schema, messages.apply
+        ),
+        consent.NAME: Projection(
+            consent.NAME,
+            consent.TOPICS,
+            consent.TABLES,
+            consent.schema,
+            lambda cur, g, events: consent.apply(cur, g, events, keywords),
+        ),
+    }
+
+
+class Projector:
+    def __init__(
+        self,
+        db: Database,
+        events_table: str,
+        projections: dict[str, Projection],
+        page_size: int = 1000,
+    ) -> None:
+        self.db = db
+        self.log = EventLog(events_table, db.dialect)
+        self.projections = projections
+        self.page_size = page_size
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Creates the positions table and generation 1 of any projection not yet there."""
+        with self.db.transaction() as cur:
+            if cur.dialect == "postgresql":
+                # Two processes starting together must not both create generation 1.
+                cur.execute("SELECT pg_advisory_xact_lock(4711001)")
+            cur.execute(POSITIONS_DDL)
+            for projection in self.projections.values():
+                if cur.execute(
+                    "SELECT 1 AS x FROM ledger_projections WHERE name = ?", (projection.name,)
+                ).fetchone():
+                    continue
+                for statement in projection.schema(1):
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO ledger_projections (name, generation, position) VALUES (?, 1, 0)",
+                    (projection.name,),
+                )
+                self._point_views(cur, projection, 1)
+
+    @staticmethod
+    def _point_views(cur: Cursor, projection: Projection, generation: int) -> None:
+        for table in projection.tables:
+            cur.execute(f"DROP VIEW IF EXISTS {table}")
+            cur.execute(f"CREATE VIEW {table} AS SELECT * FROM {table}_g{generation}")
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[tuple[Cursor, Row]]:
+        with self.db.transaction() as cur:
+            lock = " FOR UPDATE" if cur.dialect == "postgresql" else ""
+            row = cur.execute(
+                f"SELECT * FROM ledger_projections WHERE name = ?{lock}", (name,)
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"projection {name!r} is not set up")
+            yield cur, row
+
+    def _apply_page(
+        self,
+        cur: Cursor,
+        projection: Projection,
+        generation: int,
+        after: int,
+        stop: int | None = None,
+    ) -> int:
+        """Applies the page after `after` and returns its last notification id (or `after`)."""
+        last, events = self.log.page(cur, after, self.page_size, projection.topics, stop)
+        if events:
+            projection.apply(cur, generation, events)
+        return last
+
+    # ---- live -----------------------------------------------------------------------------
+
+    def step(self, name: str) -> int:
+        """One page into the active generation; the number of notifications read."""
+        projection = self.projections[name]
+        with self._locked(name) as (cur, row):
+            position = int(row["position"])
+            new_position = self._apply_page(cur, projection, int(row["generation"]), position)
+            if new_position != position:
+                cur.execute(
+                    "UPDATE ledger_projections SET position = ? WHERE name = ?",
+                    (new_position, name),
+                )
+            return int(new_position != position)
+
+    def catch_up(self) -> int:
+        """Steps every projection until none has anything left; pages applied."""
+        pages = 0
+        while True:
+            moved = sum(self.step(name) for name in self.projections)
+            if not moved:
+                return pages
+            pages += moved
+
+    def positions(self) -> dict[str, dict[str, Any]]:
+        with self.db.read() as cur:
+            head = self.log.head(cur)
+            rows = cur.execute("SELECT * FROM ledger_projections").fetchall()
+        return {
+            row["name"]: {
+                "generation": int(row["generation"]),
+                "position": int(row["position"]),
+                "lag": head - int(row["position"]),
+                "rebuilding": row["building_generation"] is not None,
+            }
+            for row in rows
+            if row["name"] in self.projections
+        }
+
+    # ---- rebuild --------------------------------------------------------------------------
+
+    def start_rebuild(self, name: str, fresh: bool = False) -> tuple[int, int]:
+        """The generation being built and its position: a new one, or the interrupted one
+        (unless `fresh`), so an interrupted replay resumes where it stopped."""
+        projection = self.projections[name]
+        with self._locked(name) as (cur, row):
+            building = row["building_generation"]
+            if building is not None and not fresh:
+                return int(building), int(row["building_position"])
+            if building is not None:
+                self._drop_generation(cur, projection, int(building))
+            building = int(row["generation"]) + 1
+            self._drop_generation(cur, projection, building)
+            for statement in projection.schema(building):
+                cur.execute(statement)
+            cur.execute(
+                "UPDATE ledger_projections SET building_generation = ?, building_position = 0 "
+                "WHERE name = ?",
+                (building, name),
+            )
+            return building, 0
+
+    def build_step(self, name: str) -> int:
+        """One page into the generation being built; its new position."""
+        projection = self.projections[name]
+        with self._locked(name) as (cur, row):
+            generation, position = int(row["building_generation"]), int(row["building_position"])
+            new_position = self._apply_page(cur, projection, generation, position)
+            cur.execute(
+                "UPDATE ledger_projections SET building_position = ? WHERE name = ?",
+                (new_position, name),
+            )
+            return new_position
+
+    def finish_rebuild(self, name: str) -> int:
+        """Catches the new generation up to the head and switches the views to it, in one
+        transaction holding the live follower off; then drops the old tables."""
+        projection = self.projections[name]
+        with self._locked(name) as (cur, row):
+            generation, position = int(row["building_generation"]), int(row["building_position"])
+            while (after := self._apply_page(cur, projection, generation, position)) != position:
+                position = after
+            old = int(row["generation"])
+            cur.execute(
+                "UPDATE ledger_projections SET generation = ?, position = ?, "
+                "building_generation = NULL, building_position = NULL WHERE name = ?",
+                (generation, position, name),
+            )
+            self._point_views(cur, projection, generation)
+        with self.db.transaction() as cur:
+            self._drop_generation(cur, projection, old)
+        return position
+
+    @staticmethod
+    def _drop_generation(cur: Cursor, projection: Projection, generation: int) -> None:
+        for table in projection.tables:
+            cur.execute(f"DROP TABLE IF EXISTS {table}_g{generation}")

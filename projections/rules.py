@@ -1,0 +1,272 @@
+"""The rules that make current state independent of arrival order. Pure functions, no I/O.
+
+Every projected row is a function of a *set* of facts, and every merge below is commutative,
+associative and idempotent (a join), so any permutation or duplication of the same callbacks
+yields the same rows. Times are the provider's event_time, written as fixed-width ISO-8601 UTC
+text, so text order is time order on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from callback_ledger.config import DEFAULT_OPT_IN_KEYWORDS, DEFAULT_OPT_OUT_KEYWORDS
+from callback_ledger.domain.callbacks import normalise_identity
+
+# A late QUEUED_ON_CHANNEL never moves a READ message back; evidence of delivery (on a fallback
+# channel after SWITCHING_CHANNEL, say) beats a failure.
+STATUS_RANK: dict[str, int] = {
+    "QUEUED_ON_CHANNEL": 1,
+    "SWITCHING_CHANNEL": 2,
+    "FAILED": 3,
+    "DELIVERED": 4,
+    "READ": 5,
+}
+
+OPTED_IN = "OPTED_IN"
+OPTED_OUT = "OPTED_OUT"
+
+
+def iso(value: str) -> str:
+    """Any ISO-8601 time as 'YYYY-MM-DDTHH:MM:SS.ffffffZ' in UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stored_time(value: Any) -> str | None:
+    """A time as the library stores it ({"_type_": "datetime_iso", "_data_": ...}) or text."""
+    if isinstance(value, dict):
+        value = value.get("_data_")
+    return iso(value) if isinstance(value, str) and value else None
+
+
+def effective_time(state: Mapping[str, Any]) -> str:
+    """The provider's event_time; failing that its accepted_time (or the inbound accept_time);
+    failing that the time the callback reached us."""
+    for key in ("event_time", "accepted_time", "accept_time"):
+        found = stored_time(state.get(key))
+        if found:
+            return found
+    return iso(state["callback"]["received_at"])
+
+
+# ---- messages -------------------------------------------------------------------------------
+
+
+def report_fact(state: Mapping[str, Any], source_ref: str) -> dict[str, Any]:
+    """The part of a DeliveryReported event the message projections need."""
+    reason = state.get("reason") or {}
+    return {
+        "status": state["status"],
+        "channel": state.get("channel"),
+        "identity": state.get("identity"),
+        "at": effective_time(state),
+        "reason_code": reason.get("code"),
+        "reason_sub_code": reason.get("sub_code"),
+        "reason_description": reason.get("description"),
+        "contact_id": state.get("contact_id"),
+        "conversation_id": state.get("conversation_id"),
+        "metadata": state.get("metadata"),
+        "app_id": state.get("app_id"),
+        "source_ref": source_ref,
+    }
+
+
+def _order(fact: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (fact["at"], fact["channel"] or "", fact["status"])
+
+
+def merge_reports(
+    known: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The union of two report sets, one per (channel, status), in event-time order. Where the
+    same report appears twice the earlier wins, so the result is independent of arrival."""
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    for fact in [*known, *new]:
+        key = (fact["channel"] or "", fact["status"])
+        if key not in by_key or _order(fact) < _order(by_key[key]):
+            by_key[key] = dict(fact)
+    return sorted(by_key.values(), key=_order)
+
+
+def _first(reports: list[dict[str, Any]], status: str) -> str | None:
+    times = [r["at"] for r in reports if r["status"] == status]
+    return min(times) if times else None
+
+
+def _first_value(reports: list[dict[str, Any]], field: str) -> Any:
+    return next((r[field] for r in reports if r.get(field)), None)
+
+
+def message_row(project_id: str, message_id: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The current state of one message from all its reports (sorted, as merge_reports gives)."""
+    ranked = [r for r in reports if r["status"] in STATUS_RANK]
+    top = max(ranked, key=lambda r: (STATUS_RANK[r["status"]], *_order(r)), default=None)
+    failures = [r for r in reports if r["status"] in ("FAILED", "SWITCHING_CHANNEL")]
+    failure = max(failures, key=lambda r: (r["status"] == "FAILED", *_order(r)), default=None)
+    delivered_on = {r["channel"] for r in reports if r["status"] in ("DELIVERED", "READ")}
+    contradicted = sorted(
+        {r["channel"] or "" for r in reports if r["status"] == "FAILED"} & delivered_on
+    )
+    return {
+        "project_id": project_id,
+        "message_id": message_id,
+        "app_id": _first_value(reports, "app_id"),
+        "conversation_id": _first_value(reports, "conversation_id"),
+        "contact_id": _first_value(reports, "contact_id"),
+        # Unknown future statuses are kept in the timeline but do not rank.
+        "status": top["status"] if top else reports[-1]["status"],
+        "channel": (top or reports[-1])["channel"],
+        "queued_at": _first(reports, "QUEUED_ON_CHANNEL"),
+        "delivered_at": _first(reports, "DELIVERED"),
+        "read_at": _first(reports, "READ"),
+        "failed_at": _first(reports, "FAILED"),
+        "reason_code": failure["reason_code"] if failure else None,
+        "reason_sub_code": failure["reason_sub_code"] if failure else None,
+        "reason_description": failure["reason_description"] if failure else None,
+        "switched_from": ",".join(
+            sorted({r["channel"] or "" for r in reports if r["status"] == "SWITCHING_CHANNEL"})
+        )
+        or None,
+        "metadata": _first_value(reports, "metadata"),
+        "first_event_time": reports[0]["at"],
+        "last_event_time": reports[-1]["at"],
+        "report_count": len(reports),
+        "anomaly": (
+            "FAILED and delivered on the same channel: " + ",".join(contradicted)
+            if contradicted
+            else None
+        ),
+    }
+
+
+def read_confirmation(
+    project_id: str, message_id: str, reports: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    reads = [r for r in reports if r["status"] == "READ"]
+    if not reads:
+        return None
+    first = min(reads, key=_order)
+    return {
+        "project_id": project_id,
+        "message_id": message_id,
+        "contact_id": _first_value(reports, "contact_id"),
+        "channel": first["channel"],
+        "identity": first["identity"],
+        "read_at": first["at"],
+    }
+
+
+# ---- consent --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keywords:
+    opt_out: frozenset[str]
+    opt_in: frozenset[str]
+
+    @classmethod
+    def of(cls, opt_out: Iterable[str], opt_in: Iterable[str]) -> Keywords:
+        return cls(
+            frozenset(k.strip().upper() for k in opt_out if k.strip()),
+            frozenset(k.strip().upper() for k in opt_in if k.strip()),
+        )
+
+    def action(self, text: str | None) -> str | None:
+        """OPT_OUT / OPT_IN when the whole message, trimmed, is one keyword ("don't stop" is
+        not an opt-out)."""
+        if not text:
+            return None
+        word = text.strip().upper()
+        if word in self.opt_out:
+            return "OPT_OUT"
+        if word in self.opt_in:
+            return "OPT_IN"
+        return None
+
+
+DEFAULT_KEYWORDS = Keywords.of(DEFAULT_OPT_OUT_KEYWORDS, DEFAULT_OPT_IN_KEYWORDS)
+
+
+def consent_fact(
+    project_id: str,
+    contact_key: str,
+    kind: str,
+    state: Mapping[str, Any],
+    source_ref: str,
+    keywords: Keywords,
+) -> dict[str, Any] | None:
+    """A consent_history row for a ConsentReported or InboundMessageReceived event, or None when
+    the inbound message is not a keyword."""
+    if kind == "ConsentReported":
+        status = state["status"]
+        succeeded = status.endswith("_SUCCEEDED")
+        return {
+            "project_id": project_id,
+            "contact_id": contact_key,
+            "channel": state["channel"],
+            "identity": normalise_identity(state["identity"]),
+            "event_time": effective_time(state),
+            "accepted_time": stored_time(state.get("accepted_time")),
+            "fact": status,
+            "effect": (OPTED_IN if status.startswith("OPT_IN") else OPTED_OUT)
+            if succeeded
+            else None,
+            "source_kind": state["kind"],
+            "keyword": None,
+            "request_id": state.get("request_id"),
+            "inbound_message_id": None,
+            "source_ref": source_ref,
+        }
+    action = keywords.action(state.get("text"))
+    if action is None:
+        return None
+    return {
+        "project_id": project_id,
+        "contact_id": contact_key,
+        "channel": state["channel"],
+        "identity": normalise_identity(state["identity"]),
+        "event_time": effective_time(state),
+        "accepted_time": stored_time(state.get("accepted_time")),
+        "fact": f"KEYWORD_{action}",
+        "effect": OPTED_OUT if action == "OPT_OUT" else OPTED_IN,
+        "source_kind": "KEYWORD",
+        "keyword": state["text"].strip().upper(),
+        "request_id": None,
+        "inbound_message_id": state["message_id"],
+        "source_ref": source_ref,
+    }
+
+
+def consent_row(fact: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "project_id": fact["project_id"],
+        "contact_id": fact["contact_id"],
+        "channel": fact["channel"],
+        "identity": fact["identity"],
+        "state": fact["effect"],
+        "since": fact["event_time"],
+        "source_kind": fact["source_kind"],
+        "source_ref": fact["source_ref"],
+        "is_opt_out": int(fact["effect"] == OPTED_OUT),
+    }
+
+
+def merge_consent(
+    current: Mapping[str, Any] | None, candidate: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """The row that stands after `candidate` (a consent_row) meets `current`: the latest
+    event_time wins; at an equal time an opt-out wins; then the source's natural key, so even a
+    full tie is decided the same way whatever arrived first."""
+    if current is None:
+        return candidate
+    return candidate if _deciding(candidate) > _deciding(current) else current
+
+
+def _deciding(row: Mapping[str, Any]) -> tuple[str, bool, str]:
+    return (row["since"], bool(row["is_opt_out"]), row["source_ref"])
