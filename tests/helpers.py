@@ -20,3 +20,39 @@ def stored_events(database_url: str) -> list[Any]:
 
 def names(events: list[Any]) -> list[str]:
     return [type(e).__qualname__ for e in events]
+
+
+def accept_all(ledger: Ledger, bodies: list[dict[str, Any]]) -> list[Any]:
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from callback_ledger.domain.receipt import Receipt
+
+    return [
+        ledger.accept(body, Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True))
+        for body in bodies
+    ]
+
+
+VIEWS = {
+    "message_status": ("project_id", "message_id"),
+    "read_confirmations": ("project_id", "message_id"),
+    "consent": ("project_id", "contact_id", "channel", "identity"),
+    "consent_history": ("source_ref",),
+}
+
+
+def projection_rows(database_url: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the four read views, in key order."""
+    from callback_ledger.projections.db import Database
+
+    db = Database(database_url)
+    try:
+        with db.read() as cur:
+            return {
+                view: cur.execute(f"SELECT * FROM {view} ORDER BY {', '.join(keys)}").fetchall()
+                for view, keys in VIEWS.items()
+            }
+    finally:
+        db.close()
