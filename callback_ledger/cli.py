@@ -45,6 +45,7 @@ def project(settings: Settings, args: argparse.Namespace) -> int:
     from callback_ledger.runtime import Runtime
 
     runtime = Runtime(settings)
+    runtime.projector().page_size = args.page_size
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = commands.add_parser("project", help="follow the log into the read tables (worker)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
     p.add_argument("--once", action="store_true", help="catch up once and exit")
+    p.add_argument("--page-size", type=int, default=1000, help="events per transaction")
     p.set_defaults(run=project)
 
     p = commands.add_parser("replay", help="rebuild projections from the first event")

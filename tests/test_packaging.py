@@ -37,8 +37,19 @@ def test_distribution_installs_only_under_callback_ledger() -> None:
 
 def compose_ledger() -> dict:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    assert {"postgres", "ledger"} <= set(compose["services"])
+    assert {"postgres", "ledger", "projector"} <= set(compose["services"])
+    projector = compose["services"]["projector"]
+    assert "exec callback-ledger project" in projector["command"][-1]
+    assert (
+        projector["environment"]["LEDGER_DATABASE_URL"]
+        == compose["services"]["ledger"]["environment"]["LEDGER_DATABASE_URL"]
+    )
     return compose["services"]["ledger"]
+
+
+def compose_projector_args() -> list[str]:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return compose["services"]["projector"]["command"][-1].split("exec callback-ledger ")[1].split()
 
 
 def test_compose_configures_the_service_against_its_postgres() -> None:

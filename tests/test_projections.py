@@ -319,3 +319,26 @@ def test_every_permutation_and_duplication_gives_the_same_rows(
     live = mine(second_database_url)
     replay(Settings(database_url=second_database_url), page_size=5)
     assert mine(second_database_url) == live
+
+
+def test_replay_command_reports_what_it_did(
+    runtime: Runtime, ledger: Ledger, database_url: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    accept_all(ledger, SCENARIO)
+    catch_up(runtime)
+    live = projection_rows(database_url)
+    done = subprocess.run(
+        [sys.executable, "-m", "callback_ledger.cli", "replay", "--projection", "consent"],
+        env={**os.environ, "LEDGER_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "consent: rebuilt generation 2 from" in done.stderr
+    assert "views switched" in done.stderr
+    assert projection_rows(database_url) == live

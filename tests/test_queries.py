@@ -39,10 +39,17 @@ def fed(client: TestClient) -> TestClient:
 def test_message_with_timeline(fed: TestClient) -> None:
     body = fed.get("/messages/M1").json()
     assert (body["status"], body["channel"], body["read_at"]) == (
-        "READ", "SMS", "2024-06-15T10:00:05.000000Z")
+        "READ",
+        "SMS",
+        "2024-06-15T10:00:05.000000Z",
+    )
     assert [(t["status"], t["channel"]) for t in body["timeline"]] == [
-        ("QUEUED_ON_CHANNEL", "WHATSAPP"), ("SWITCHING_CHANNEL", "WHATSAPP"),
-        ("QUEUED_ON_CHANNEL", "SMS"), ("DELIVERED", "SMS"), ("READ", "SMS")]
+        ("QUEUED_ON_CHANNEL", "WHATSAPP"),
+        ("SWITCHING_CHANNEL", "WHATSAPP"),
+        ("QUEUED_ON_CHANNEL", "SMS"),
+        ("DELIVERED", "SMS"),
+        ("READ", "SMS"),
+    ]
     assert body["timeline"][1]["reason_code"] == "RECIPIENT_NOT_REACHABLE"
     assert all(t["reference"] for t in body["timeline"])
     assert "reports" not in body
@@ -100,9 +107,12 @@ def test_message_list_pages_with_a_cursor(fed: TestClient) -> None:
 def test_read_confirmations(fed: TestClient) -> None:
     body = fed.get("/read-confirmations").json()
     assert [(r["message_id"], r["channel"], r["read_at"]) for r in body["items"]] == [
-        ("M1", "SMS", "2024-06-15T10:00:05.000000Z")]
-    assert fed.get("/read-confirmations", params={"since": "2024-06-15T10:00:06Z"}).json()[
-        "items"] == []
+        ("M1", "SMS", "2024-06-15T10:00:05.000000Z")
+    ]
+    assert (
+        fed.get("/read-confirmations", params={"since": "2024-06-15T10:00:06Z"}).json()["items"]
+        == []
+    )
     assert fed.get("/read-confirmations", params={"contact_id": "CONTACT1"}).json()["items"]
 
 

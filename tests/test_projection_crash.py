@@ -1,0 +1,84 @@
+"""Kill the projection worker (`callback-ledger project`) with SIGKILL between and inside
+pages, many times: the rows it finally builds equal a replay from scratch, and its position
+ends at the head (nothing skipped; a page is applied with its position or not at all)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from callback_ledger.config import Settings
+from callback_ledger.ledger import Ledger
+from callback_ledger.runtime import Runtime
+from callback_ledger.scripts.replay import replay
+
+from . import payloads as p
+from .helpers import accept_all, projection_rows
+
+STATUSES = ["QUEUED_ON_CHANNEL", "DELIVERED", "READ", "FAILED", "SWITCHING_CHANNEL"]
+
+
+def workload(n: int) -> list[dict]:
+    rng = random.Random(11)
+    bodies = []
+    for i in range(n):
+        kind = rng.random()
+        second = f"2024-06-15T10:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
+        if kind < 0.8:
+            bodies.append(
+                p.delivery(
+                    f"M{i // 3}", STATUSES[i % 5], rng.choice(["SMS", "RCS"]), event_time=second
+                )
+            )
+        elif kind < 0.9:
+            bodies.append(
+                p.inbound(
+                    f"IN{i}",
+                    rng.choice(["STOP", "START", "hi"]),
+                    contact_id=f"C{i % 7}",
+                    event_time=second,
+                )
+            )
+        else:
+            bodies.append(
+                p.opt(
+                    rng.choice(["OPT_IN", "OPT_OUT"]),
+                    contact_id=f"C{i % 7}",
+                    request_id=f"R{i}",
+                    event_time=second,
+                )
+            )
+    return bodies
+
+
+def test_killed_worker_resumes_without_gaps(
+    ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    accept_all(ledger, workload(1500))
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "callback_ledger.cli", "project", "--page-size", "1"]
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(8):
+        worker = subprocess.Popen(
+            [*command, "--once"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.4, 1.5))
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGKILL)
+            kills += 1
+        worker.wait()
+    subprocess.run([*command, "--once"], env=env, check=True, timeout=120)
+    assert kills >= 1, "the worker finished before any kill: make the workload larger"
+
+    runtime = Runtime(settings, ledger)
+    positions = runtime.projector().positions()
+    runtime.close()
+    assert all(pos["lag"] == 0 for pos in positions.values()), positions
+    built = projection_rows(database_url)
+    replay(settings)
+    assert projection_rows(database_url) == built
