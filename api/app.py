@@ -19,6 +19,7 @@ from callback_ledger.ledger import Ledger
 from callback_ledger.projections.live import LiveFollower
 from callback_ledger.runtime import Runtime
 
+from .consent import ConsentQueries
 from .queries import Params, Queries
 from .responses import JSON, error
 from .webhook import UNAVAILABLE, SinchWebhook, unavailable
@@ -36,6 +37,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
     runtime = Runtime(settings, ledger)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
     queries = Queries(runtime)
+    consent = ConsentQueries(runtime)
 
     async def healthz(request: Request) -> Response:
         try:
@@ -105,6 +107,13 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
             Route("/messages", queries.messages, methods=["GET"]),
             Route("/messages/{message_id}", queries.message, methods=["GET"]),
             Route("/read-confirmations", queries.read_confirmations, methods=["GET"]),
+            Route("/contacts/{contact_id}/consent", consent.contact_consent, methods=["GET"]),
+            Route(
+                "/contacts/{contact_id}/consent/history", consent.contact_history, methods=["GET"]
+            ),
+            Route("/consent", consent.consent_at, methods=["GET"]),
+            Route("/consent/check", consent.consent_check, methods=["GET"]),
+            Route("/callbacks/{reference:path}", consent.callback, methods=["GET"]),
         ],
         exception_handlers={
             HTTPException: http_error,

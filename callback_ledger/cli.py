@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from callback_ledger.audit_cli import add_commands as add_audit_commands
 from callback_ledger.config import ConfigError, Settings
 
 
@@ -109,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="discard an interrupted rebuild")
     p.add_argument("--page-size", type=int, default=1000)
     p.set_defaults(run=replay)
+
+    add_audit_commands(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

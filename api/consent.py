@@ -1,0 +1,104 @@
+"""Consent audit endpoints: current state, history, state at an instant, the pre-send check,
+and the raw callback behind any fact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from callback_ledger import audit
+from callback_ledger.projections.db import Cursor
+from callback_ledger.projections.rules import iso
+from callback_ledger.runtime import Runtime
+
+from .queries import Params, encode_cursor
+from .responses import JSON, error
+
+
+def now() -> str:
+    return iso(datetime.now(UTC).isoformat())
+
+
+def channel_and_identity(params: Params) -> tuple[str, str]:
+    channel = params.word("channel")
+    identity = params.text("identity", 256)
+    if channel is None or identity is None:
+        raise HTTPException(400, "query parameters 'channel' and 'identity' are both required")
+    return channel.upper(), identity
+
+
+class ConsentQueries:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
+        def work() -> Any:
+            with self.runtime.database().read() as cur:
+                return fn(cur)
+
+        return await run_in_threadpool(work)
+
+    async def contact_consent(self, request: Request) -> Response:
+        Params(request, [])
+        contact_id = request.path_params["contact_id"]
+        rows = await self._run(lambda cur: audit.current(cur, contact_id))
+        return JSON({"contact_id": contact_id, "consent": rows})
+
+    async def contact_history(self, request: Request) -> Response:
+        params = Params(request, ["since", "until", "limit", "cursor"])
+        contact_id = request.path_params["contact_id"]
+        since, until = params.time("since"), params.time("until")
+        limit, cursor = params.limit(), params.cursor(2)
+        rows = await self._run(
+            lambda cur: audit.history(
+                cur,
+                contact_id=contact_id,
+                since=since,
+                until=until,
+                after=tuple(cursor) if cursor else None,
+                limit=limit + 1,  # type: ignore[arg-type]
+            )
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = (
+            encode_cursor([rows[-1]["event_time"], rows[-1]["source_ref"]]) if more else None
+        )
+        return JSON({"contact_id": contact_id, "items": rows, "next_cursor": next_cursor})
+
+    async def consent_at(self, request: Request) -> Response:
+        params = Params(request, ["channel", "identity", "at", "project_id"])
+        channel, identity = channel_and_identity(params)
+        at = params.time("at") or now()
+        project_id = params.text("project_id")
+        return JSON(
+            await self._run(lambda cur: audit.state_at(cur, channel, identity, at, project_id))
+        )
+
+    async def consent_check(self, request: Request) -> Response:
+        params = Params(request, ["channel", "identity", "project_id"])
+        channel, identity = channel_and_identity(params)
+        project_id = params.text("project_id")
+        answer = await self._run(lambda cur: audit.check(cur, channel, identity, project_id))
+        return JSON({"channel": channel, "identity": identity, **answer})
+
+    async def callback(self, request: Request) -> Response:
+        Params(request, [])
+        reference = request.path_params["reference"]
+        if len(reference) > 2048:
+            raise HTTPException(400, "reference is too long")
+        found = await run_in_threadpool(lambda: audit.callback(self.runtime.ledger(), reference))
+        if found is None:
+            return error(
+                404,
+                "not_found",
+                f"no callback is recorded under reference "
+                f"{reference!r}; references look like <stream uuid>/<key>",
+            )
+        return JSON(found)

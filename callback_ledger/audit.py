@@ -1,0 +1,227 @@
+"""Consent audit: history, point-in-time answers, the pre-send check, the violations report and
+the raw callback behind any fact. Shared by the HTTP API and `callback-ledger audit`.
+
+Every answer is read from the projections (plain SQL over the views) except `callback`, which
+reads the immutable event log itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from callback_ledger.domain.callbacks import normalise_identity
+from callback_ledger.domain.contact import Contact
+from callback_ledger.domain.message import Message, report_key
+from callback_ledger.ledger import Ledger
+from callback_ledger.projections.db import Cursor
+from callback_ledger.projections.rules import OPTED_OUT, STATUS_RANK
+
+UNKNOWN = "UNKNOWN"
+HISTORY_COLUMNS = (
+    "project_id, contact_id, channel, identity, event_time, accepted_time, fact, effect, "
+    "source_kind, keyword, request_id, inbound_message_id, source_ref"
+)
+# The same order as projections.rules.merge_consent: latest time, then opt-out, then source.
+DECIDING_ORDER = (
+    "event_time DESC, CASE WHEN effect = 'OPTED_OUT' THEN 1 ELSE 0 END DESC, source_ref DESC"
+)
+
+
+def history_view(row: dict[str, Any]) -> dict[str, Any]:
+    trigger = {"OPT_IN": "OPT_IN", "OPT_OUT": "OPT_OUT", "KEYWORD": "MESSAGE_INBOUND"}
+    return {
+        **row,
+        "source_trigger": trigger[row["source_kind"]],
+        "callback_url": f"/callbacks/{row['source_ref']}",
+    }
+
+
+def state_at(
+    cur: Cursor, channel: str, identity: str, at: str, project_id: str | None = None
+) -> dict[str, Any]:
+    """The consent of (channel, identity) at instant `at`, with the fact that decided it."""
+    sql = (
+        f"SELECT {HISTORY_COLUMNS} FROM consent_history WHERE channel = ? AND identity = ? "
+        "AND effect IS NOT NULL AND event_time <= ?"
+    )
+    params: list[Any] = [channel, normalise_identity(identity), at]
+    if project_id:
+        sql += " AND project_id = ?"
+        params.append(project_id)
+    row = cur.execute(f"{sql} ORDER BY {DECIDING_ORDER} LIMIT 1", params).fetchone()
+    answer: dict[str, Any] = {
+        "channel": channel,
+        "identity": normalise_identity(identity),
+        "at": at,
+    }
+    if row is None:
+        return {**answer, "state": UNKNOWN, "since": None, "decided_by": None}
+    return {
+        **answer,
+        "state": row["effect"],
+        "since": row["event_time"],
+        "decided_by": history_view(row),
+    }
+
+
+def check(
+    cur: Cursor, channel: str, identity: str, project_id: str | None = None
+) -> dict[str, Any]:
+    """May we send to (channel, identity) now? One indexed lookup on the consent view."""
+    sql = (
+        "SELECT contact_id, state, since, source_kind, source_ref FROM consent "
+        "WHERE channel = ? AND identity = ?"
+    )
+    params: list[Any] = [channel, normalise_identity(identity)]
+    if project_id:
+        sql += " AND project_id = ?"
+        params.append(project_id)
+    row = cur.execute(
+        f"{sql} ORDER BY since DESC, is_opt_out DESC, source_ref DESC LIMIT 1", params
+    ).fetchone()
+    if row is None:
+        return {
+            "may_send": True,
+            "state": UNKNOWN,
+            "reason": "no opt-in or opt-out is on record for this channel and identity",
+        }
+    if row["state"] == OPTED_OUT:
+        return {
+            "may_send": False,
+            "state": OPTED_OUT,
+            "reason": f"opted out since {row['since']} ({row['source_kind']})",
+            "since": row["since"],
+            "source_ref": row["source_ref"],
+        }
+    return {
+        "may_send": True,
+        "state": row["state"],
+        "reason": f"opted in since {row['since']} ({row['source_kind']})",
+        "since": row["since"],
+        "source_ref": row["source_ref"],
+    }
+
+
+def history(
+    cur: Cursor,
+    *,
+    contact_id: str | None = None,
+    channel: str | None = None,
+    identity: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    after: tuple[str, str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Consent facts in event-time order, filtered; `after` is a keyset cursor."""
+    where, params = [], []
+    for column, value in (
+        ("contact_id", contact_id),
+        ("channel", channel),
+        ("identity", normalise_identity(identity) if identity else None),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since:
+        where.append("event_time >= ?")
+        params.append(since)
+    if until:
+        where.append("event_time < ?")
+        params.append(until)
+    if after:
+        where.append("(event_time, source_ref) > (?, ?)")
+        params += list(after)
+    sql = f"SELECT {HISTORY_COLUMNS} FROM consent_history"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY event_time, source_ref"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [history_view(row) for row in cur.execute(sql, params).fetchall()]
+
+
+def current(cur: Cursor, contact_id: str) -> list[dict[str, Any]]:
+    return cur.execute(
+        "SELECT project_id, contact_id, channel, identity, state, since, source_kind, source_ref "
+        "FROM consent WHERE contact_id = ? ORDER BY channel, identity",
+        (contact_id,),
+    ).fetchall()
+
+
+def violations(
+    cur: Cursor, since: str | None = None, until: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Messages sent (any ranked report: QUEUED_ON_CHANNEL or later) on a channel to an identity
+    that was OPTED_OUT when the message was first reported on that channel, with the opt-out
+    fact that proves it. `since`/`until` bound the message's first report."""
+    where, params = [], []
+    if since:
+        where.append("first_event_time >= ?")
+        params.append(since)
+    if until:
+        where.append("first_event_time < ?")
+        params.append(until)
+    sql = "SELECT project_id, message_id, contact_id, metadata, reports FROM message_status"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    messages = cur.execute(
+        sql + " ORDER BY first_event_time, project_id, message_id", params
+    ).fetchall()
+    for message in messages:
+        first_on: dict[tuple[str, str], str] = {}
+        for report in orjson.loads(message["reports"]):
+            if report["status"] not in STATUS_RANK or not report["channel"]:
+                continue
+            if not report["identity"]:
+                continue
+            key = (report["channel"], normalise_identity(report["identity"]))
+            first_on[key] = min(first_on.get(key, report["at"]), report["at"])
+        for (channel, identity), sent_at in sorted(first_on.items(), key=lambda kv: kv[1]):
+            answer = state_at(cur, channel, identity, sent_at, message["project_id"])
+            if answer["state"] == OPTED_OUT:
+                yield {
+                    "project_id": message["project_id"],
+                    "message_id": message["message_id"],
+                    "contact_id": message["contact_id"],
+                    "metadata": message["metadata"],
+                    "channel": channel,
+                    "identity": identity,
+                    "sent_at": sent_at,
+                    "opted_out_since": answer["since"],
+                    "proof": answer["decided_by"],
+                }
+
+
+def callback(ledger: Ledger, reference: str) -> dict[str, Any] | None:
+    """The raw callback behind a `source_ref` / timeline `reference`: `<stream id>/<key>`."""
+    stream, _, key = reference.partition("/")
+    try:
+        originator_id = UUID(stream)
+    except ValueError:
+        return None
+    for stored in ledger.recorder.select_events(originator_id):
+        event = ledger.mapper.to_domain_event(stored)
+        if isinstance(event, Message.DeliveryReported):
+            natural = report_key(event.channel, event.status)
+        elif isinstance(event, Contact.ConsentReported | Contact.InboundMessageReceived):
+            natural = event.dedupe_key
+        else:
+            continue
+        if natural == key:
+            received = event.callback
+            return {
+                "reference": reference,
+                "event": type(event).__qualname__,
+                "stream": str(originator_id),
+                "version": event.originator_version,
+                "raw": received["raw"],
+                "received_at": received["received_at"],
+                "signature_verified": received["signature_verified"],
+                "headers": received["headers"],
+            }
+    return None

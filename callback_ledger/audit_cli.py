@@ -1,0 +1,199 @@
+"""`callback-ledger audit ...`: the consent audit on the command line. A readable table by
+default, or `--format json|csv` (and `jsonl` for export) for machines and archives."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from callback_ledger import audit
+from callback_ledger.config import Settings
+from callback_ledger.projections.db import Cursor
+from callback_ledger.projections.rules import iso
+from callback_ledger.runtime import Runtime
+
+
+def time_arg(value: str) -> str:
+    try:
+        return iso(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 time (e.g. 2024-06-15T15:00:00Z)"
+        ) from None
+
+
+def flatten(row: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def emit(rows: Iterable[dict[str, Any]], fmt: str, title: str, columns: list[str]) -> int:
+    rows = [flatten(r) for r in rows]
+    out = sys.stdout
+    if fmt == "json":
+        out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt == "jsonl":
+        for row in rows:
+            out.write(orjson.dumps(row).decode() + "\n")
+    elif fmt == "csv":
+        fields = list(dict.fromkeys(k for row in rows for k in row)) or columns
+        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table = Table(title=f"{title} ({len(rows)})")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        Console(file=out).print(table)
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    audit_parser = commands.add_parser(
+        "audit", help="consent audit: history, at, violations, export"
+    )
+    sub = audit_parser.add_subparsers(dest="audit_command", required=True)
+
+    def common(p: argparse.ArgumentParser, formats: list[str], default: str) -> None:
+        p.add_argument("--format", choices=formats, default=default)
+
+    p = sub.add_parser("history", help="consent facts of a contact or a number, in time order")
+    p.add_argument("--contact")
+    p.add_argument("--channel")
+    p.add_argument("--identity")
+    p.add_argument("--since", type=time_arg)
+    p.add_argument("--until", type=time_arg)
+    common(p, ["table", "json", "csv"], "table")
+    p.set_defaults(run=run_history)
+
+    p = sub.add_parser("at", help="the consent of a number at an instant, and what decided it")
+    p.add_argument("--channel", required=True)
+    p.add_argument("--identity", required=True)
+    p.add_argument("--at", type=time_arg, help="default: now")
+    p.add_argument("--project")
+    common(p, ["table", "json", "csv"], "table")
+    p.set_defaults(run=run_at)
+
+    p = sub.add_parser("violations", help="messages sent to numbers that had opted out")
+    p.add_argument("--since", type=time_arg)
+    p.add_argument("--until", type=time_arg)
+    common(p, ["table", "json", "csv"], "table")
+    p.set_defaults(run=run_violations)
+
+    p = sub.add_parser("export", help="the consent history, for archiving")
+    p.add_argument("--since", type=time_arg)
+    p.add_argument("--until", type=time_arg)
+    common(p, ["csv", "jsonl"], "jsonl")
+    p.set_defaults(run=run_export)
+
+
+def _with_cursor(settings: Settings, fn: Callable[[Cursor], int]) -> int:
+    runtime = Runtime(settings)
+    try:
+        with runtime.database().read() as cur:
+            return fn(cur)
+    finally:
+        runtime.close()
+
+
+HISTORY = [
+    "event_time",
+    "fact",
+    "effect",
+    "channel",
+    "identity",
+    "contact_id",
+    "keyword",
+    "request_id",
+    "inbound_message_id",
+    "source_ref",
+]
+
+
+def run_history(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.contact and not (args.channel and args.identity):
+        raise SystemExit("audit history: give --contact, or --channel and --identity")
+    return _with_cursor(
+        settings,
+        lambda cur: emit(
+            audit.history(
+                cur,
+                contact_id=args.contact,
+                channel=args.channel and args.channel.upper(),
+                identity=args.identity,
+                since=args.since,
+                until=args.until,
+            ),
+            args.format,
+            "consent history",
+            HISTORY,
+        ),
+    )
+
+
+def run_at(settings: Settings, args: argparse.Namespace) -> int:
+    at = args.at or iso(datetime.now(UTC).isoformat())
+    return _with_cursor(
+        settings,
+        lambda cur: emit(
+            [audit.state_at(cur, args.channel.upper(), args.identity, at, args.project)],
+            args.format,
+            "consent at " + at,
+            [
+                "channel",
+                "identity",
+                "at",
+                "state",
+                "since",
+                "decided_by.fact",
+                "decided_by.source_ref",
+            ],
+        ),
+    )
+
+
+def run_violations(settings: Settings, args: argparse.Namespace) -> int:
+    return _with_cursor(
+        settings,
+        lambda cur: emit(
+            audit.violations(cur, args.since, args.until),
+            args.format,
+            "consent violations",
+            [
+                "message_id",
+                "channel",
+                "identity",
+                "sent_at",
+                "opted_out_since",
+                "proof.fact",
+                "proof.source_ref",
+            ],
+        ),
+    )
+
+
+def run_export(settings: Settings, args: argparse.Namespace) -> int:
+    return _with_cursor(
+        settings,
+        lambda cur: emit(
+            audit.history(cur, since=args.since, until=args.until),
+            args.format,
+            "consent history",
+            HISTORY,
+        ),
+    )

@@ -1,0 +1,164 @@
+"""Consent audit on both backends, with callbacks arriving out of order: the answers follow
+event_time, not arrival."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from urllib.parse import quote
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from . import payloads as p
+from .test_queries import post, wait_for_projections
+
+NUMBER = "+46700000001"
+DAY = "2024-06-15T"
+
+A_BEFORE = [p.delivery("A", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}10:00:00Z"),
+            p.delivery("A", "DELIVERED", "SMS", NUMBER, f"{DAY}10:01:00Z")]
+STOP = p.inbound("IN-STOP", " Stop ", identity="46700000001", event_time=f"{DAY}11:00:00Z")
+B_AFTER = [p.delivery("B", "QUEUED_ON_CHANNEL", "SMS", "46700000001", f"{DAY}12:00:00Z"),
+           p.delivery("B", "DELIVERED", "SMS", "46700000001", f"{DAY}12:00:05Z")]
+C_OTHER_CHANNEL = [p.delivery("C", "DELIVERED", "WHATSAPP", NUMBER, f"{DAY}12:30:00Z")]
+OPT_IN = p.opt("OPT_IN", request_id="R-IN", identity=NUMBER, event_time=f"{DAY}13:00:00Z")
+D_REOPTED = [p.delivery("D", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}14:00:00Z")]
+FAILED_OPT_OUT = p.opt("OPT_OUT", status="OPT_OUT_FAILED", request_id="R-F", identity=NUMBER,
+                       event_time=f"{DAY}13:30:00Z")
+
+# Arrival order is not event order: the opt-in arrives first, the STOP after the message it
+# should have blocked, the earliest message last.
+ARRIVAL = [OPT_IN, *D_REOPTED, *B_AFTER, STOP, *C_OTHER_CHANNEL, FAILED_OPT_OUT, *A_BEFORE]
+
+
+@pytest.fixture
+def fed(client: TestClient) -> TestClient:
+    for body in ARRIVAL:
+        post(client, body)
+    wait_for_projections(client)
+    return client
+
+
+@pytest.mark.parametrize(
+    ("at", "state", "fact"),
+    [
+        (f"{DAY}10:30:00Z", "UNKNOWN", None),
+        (f"{DAY}11:00:00Z", "OPTED_OUT", "KEYWORD_OPT_OUT"),
+        (f"{DAY}12:59:59Z", "OPTED_OUT", "KEYWORD_OPT_OUT"),
+        (f"{DAY}13:00:00Z", "OPTED_IN", "OPT_IN_SUCCEEDED"),
+        (f"{DAY}13:45:00Z", "OPTED_IN", "OPT_IN_SUCCEEDED"),  # a failed opt-out changes nothing
+    ],
+)
+def test_state_at_an_instant(fed: TestClient, at: str, state: str, fact: str | None) -> None:
+    body = fed.get("/consent", params={"channel": "sms", "identity": NUMBER, "at": at}).json()
+    assert body["state"] == state
+    assert (body["decided_by"] or {}).get("fact") == fact
+
+
+def test_state_now_and_unknown_identity(fed: TestClient) -> None:
+    assert fed.get("/consent", params={"channel": "SMS", "identity": NUMBER}).json()[
+        "state"] == "OPTED_IN"
+    unknown = fed.get("/consent", params={"channel": "SMS", "identity": "+1555"})
+    assert unknown.status_code == 200 and unknown.json()["state"] == "UNKNOWN"
+
+
+def test_equal_event_time_opt_out_wins(client: TestClient) -> None:
+    post(client, p.opt("OPT_IN", request_id="X1", identity="111", event_time=f"{DAY}09:00:00Z"))
+    post(client, p.opt("OPT_OUT", request_id="X2", identity="111", event_time=f"{DAY}09:00:00Z"))
+    wait_for_projections(client)
+    body = client.get("/consent", params={"channel": "SMS", "identity": "111"}).json()
+    assert body["state"] == "OPTED_OUT"
+    check = client.get("/consent/check", params={"channel": "SMS", "identity": "+111"}).json()
+    assert check["may_send"] is False and check["state"] == "OPTED_OUT"
+
+
+def test_pre_send_check(fed: TestClient) -> None:
+    answer = fed.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
+    assert (answer["may_send"], answer["state"]) == (True, "OPTED_IN")
+    post(fed, p.inbound("IN-STOP2", "STOPALL", identity=NUMBER, event_time=f"{DAY}15:00:00Z"))
+    wait_for_projections(fed)
+    answer = fed.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
+    assert (answer["may_send"], answer["state"]) == (False, "OPTED_OUT")
+    assert "KEYWORD" in answer["reason"]
+    none = fed.get("/consent/check", params={"channel": "SMS", "identity": "+1555"}).json()
+    assert (none["may_send"], none["state"]) == (True, "UNKNOWN")
+    missing = fed.get("/consent/check", params={"channel": "SMS"})
+    assert missing.status_code == 400 and "'identity'" in missing.json()["detail"]
+
+
+def test_contact_consent_and_history_with_raw_callbacks(fed: TestClient) -> None:
+    current = fed.get("/contacts/CONTACT1/consent").json()["consent"]
+    assert [(c["channel"], c["identity"], c["state"]) for c in current] == [
+        ("SMS", "46700000001", "OPTED_IN")]
+
+    history = fed.get("/contacts/CONTACT1/consent/history").json()["items"]
+    assert [(h["fact"], h["event_time"][11:19], h["source_trigger"]) for h in history] == [
+        ("KEYWORD_OPT_OUT", "11:00:00", "MESSAGE_INBOUND"),
+        ("OPT_IN_SUCCEEDED", "13:00:00", "OPT_IN"),
+        ("OPT_OUT_FAILED", "13:30:00", "OPT_OUT"),
+    ]
+    assert history[0]["inbound_message_id"] == "IN-STOP"
+    assert history[1]["request_id"] == "R-IN"
+    raw = fed.get(history[0]["callback_url"]).json()
+    assert orjson.loads(raw["raw"]) == STOP
+    assert raw["signature_verified"] is True
+    assert raw["event"] == "Contact.InboundMessageReceived"
+
+    page = fed.get("/contacts/CONTACT1/consent/history", params={"limit": 2}).json()
+    rest = fed.get("/contacts/CONTACT1/consent/history",
+                   params={"cursor": page["next_cursor"]}).json()
+    assert [h["source_ref"] for h in page["items"] + rest["items"]] == [
+        h["source_ref"] for h in history]
+
+
+def test_message_timeline_references_retrieve_the_raw_report(fed: TestClient) -> None:
+    timeline = fed.get("/messages/B").json()["timeline"]
+    raw = fed.get("/callbacks/" + quote(timeline[0]["reference"], safe="/")).json()
+    assert orjson.loads(raw["raw"]) == B_AFTER[0]
+    assert fed.get("/callbacks/not-a-reference").status_code == 404
+    assert fed.get("/callbacks/" + timeline[0]["reference"].split("/")[0] + "/nope"
+                   ).status_code == 404
+
+
+def audit_cli(database_url: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "callback_ledger.cli", "audit", *args],
+        env={**os.environ, "LEDGER_DATABASE_URL": database_url, "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_violations_report(fed: TestClient, database_url: str) -> None:
+    [violation] = orjson.loads(audit_cli(database_url, "violations", "--format", "json"))
+    assert (violation["message_id"], violation["channel"], violation["identity"]) == (
+        "B", "SMS", "46700000001")
+    assert violation["sent_at"] == f"{DAY}12:00:00.000000Z"
+    assert violation["opted_out_since"] == f"{DAY}11:00:00.000000Z"
+    assert violation["proof.fact"] == "KEYWORD_OPT_OUT"
+    assert violation["proof.inbound_message_id"] == "IN-STOP"
+    assert orjson.loads(audit_cli(database_url, "violations", "--format", "json",
+                                  "--since", f"{DAY}12:10:00Z")) == []
+    table = audit_cli(database_url, "violations")
+    assert "consent violations (1)" in table and "KEYWORD_OPT_OUT" in table
+
+
+def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None:
+    rows = list(csv.DictReader(io.StringIO(
+        audit_cli(database_url, "history", "--contact", "CONTACT1", "--format", "csv"))))
+    assert [r["fact"] for r in rows] == ["KEYWORD_OPT_OUT", "OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]
+    by_number = orjson.loads(audit_cli(database_url, "history", "--channel", "sms",
+                                       "--identity", NUMBER, "--format", "json"))
+    assert len(by_number) == 3
+    [at] = orjson.loads(audit_cli(database_url, "at", "--channel", "SMS", "--identity", NUMBER,
+                                  "--at", f"{DAY}12:00:00Z", "--format", "json"))
+    assert (at["state"], at["decided_by.fact"]) == ("OPTED_OUT", "KEYWORD_OPT_OUT")
+    lines = audit_cli(database_url, "export", "--since", f"{DAY}12:00:00Z").splitlines()
+    assert [orjson.loads(line)["fact"] for line in lines] == ["OPT_IN_SUCCEEDED",
+                                                              "OPT_OUT_FAILED"]
