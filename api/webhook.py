@@ -6,6 +6,7 @@ quarantine first, so nothing a signed sender said is lost."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -121,8 +122,13 @@ class SinchWebhook:
             )
 
         try:
-            ledger = await run_in_threadpool(self.runtime.ledger)
-            outcome = await run_in_threadpool(ledger.accept, body, receipt)
+            ledger = self.runtime.opened_ledger() or await run_in_threadpool(self.runtime.ledger)
+            command = ledger.command_for(body, receipt)
+            if command is None:
+                outcome = await run_in_threadpool(ledger.keep_unrecognised, body, receipt)
+            else:
+                writer = self.runtime.writer()
+                outcome = await asyncio.wrap_future(writer.submit(command))
         except InvalidCallback as exc:
             return await self._refuse(
                 raw, receipt, 422, "invalid_callback", exc.trigger, exc.problems

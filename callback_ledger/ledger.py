@@ -7,14 +7,14 @@ from __future__ import annotations
 import base64
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from eventsourcing.utils import get_topic
 
 from callback_ledger.config import Settings, eventsourcing_env
@@ -41,6 +41,17 @@ class StoreContention(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Command:
+    """Recording one interpreted callback: which stream, how to start it, and the aggregate's
+    decision (True: events were added; False: already recorded)."""
+
+    trigger: str
+    aggregate_id: UUID
+    create: Callable[[], Aggregate]
+    decide: Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
 class Outcome:
     status: Literal["accepted", "duplicate"]
     trigger: str
@@ -57,18 +68,27 @@ class Ledger(Application[UUID]):
         return cls(env=eventsourcing_env(settings.database_url, settings.db_timeout_s))
 
     def accept(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
-        """Records a JSON callback body. Raises InvalidCallback for a known trigger with
-        invalid fields; persistence errors propagate (the caller answers 503)."""
+        """Records a JSON callback body on its own. Raises InvalidCallback for a known trigger
+        with invalid fields; persistence errors propagate (the caller answers 503)."""
+        command = self.command_for(body, receipt)
+        if command is None:
+            return self.keep_unrecognised(body, receipt)
+        return self.execute(command)
+
+    def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
+        """What recording this body means, or None for a trigger we keep uninterpreted.
+        Pure: validates and decides which stream, touches no storage."""
         trigger = detect_trigger(body)
         if trigger not in INTERPRETED_TRIGGERS:
-            return self._keep_unrecognised(trigger, body, receipt)
+            return None
         callback = parse_callback(trigger, body)
+        project_id = callback.project_id
         if isinstance(callback, DeliveryCallback):
-            report = callback.message_delivery_report
-            return self._append(
+            message_id = callback.message_delivery_report.message_id
+            return Command(
                 trigger,
-                lambda: Message(project_id=callback.project_id, message_id=report.message_id),
-                Message.create_id(callback.project_id, report.message_id),
+                Message.create_id(project_id, message_id),
+                lambda: Message(project_id=project_id, message_id=message_id),
                 lambda m: m.record_report(callback, receipt),
             )
         if isinstance(callback, InboundCallback):
@@ -78,46 +98,99 @@ class Ledger(Application[UUID]):
                 message.channel_identity.channel,
                 message.channel_identity.identity,
             )
-            return self._append(
-                trigger,
-                lambda: Contact(project_id=callback.project_id, contact_key=key),
-                Contact.create_id(callback.project_id, key),
-                lambda c: c.record_inbound(callback, receipt),
+            decide = lambda c: c.record_inbound(callback, receipt)  # noqa: E731
+        else:
+            assert isinstance(callback, OptInCallback | OptOutCallback)
+            note = (
+                callback.opt_in_notification
+                if isinstance(callback, OptInCallback)
+                else callback.opt_out_notification
             )
-        assert isinstance(callback, OptInCallback | OptOutCallback)
-        note = (
-            callback.opt_in_notification
-            if isinstance(callback, OptInCallback)
-            else callback.opt_out_notification
-        )
-        key = contact_key(note.contact_id, note.channel, note.identity)
-        return self._append(
+            key = contact_key(note.contact_id, note.channel, note.identity)
+            decide = lambda c: c.record_consent(callback, receipt)  # noqa: E731
+        return Command(
             trigger,
-            lambda: Contact(project_id=callback.project_id, contact_key=key),
-            Contact.create_id(callback.project_id, key),
-            lambda c: c.record_consent(callback, receipt),
+            Contact.create_id(project_id, key),
+            lambda: Contact(project_id=project_id, contact_key=key),
+            decide,
         )
 
-    def _append(self, trigger: str, create: Any, aggregate_id: UUID, decide: Any) -> Outcome:
+    def _load_or_create(self, command: Command) -> tuple[Aggregate, bool]:
+        try:
+            return self.repository.get(command.aggregate_id), False
+        except AggregateNotFoundError:
+            return command.create(), True
+
+    def execute(self, command: Command) -> Outcome:
+        """One command in a transaction of its own, retried on optimistic-concurrency
+        conflicts: a racing duplicate becomes "duplicate" and a different report is kept too."""
         for attempt in range(MAX_ATTEMPTS):
-            try:
-                aggregate = self.repository.get(aggregate_id)
-            except AggregateNotFoundError:
-                aggregate = create()
-            if not decide(aggregate):
-                return Outcome("duplicate", trigger, 0)
+            aggregate, _ = self._load_or_create(command)
+            if not command.decide(aggregate):
+                return Outcome("duplicate", command.trigger, 0)
             pending = len(aggregate.pending_events)
             try:
                 self.save(aggregate)
             except IntegrityError:
-                # Another writer appended to this stream first: reload and decide again, so a
-                # racing duplicate becomes "duplicate" and a different report is kept too.
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
-            return Outcome("accepted", trigger, pending)
+            return Outcome("accepted", command.trigger, pending)
         raise StoreContention(f"gave up after {MAX_ATTEMPTS} conflicting writes to one stream")
 
-    def _keep_unrecognised(self, trigger: str, body: dict[str, Any], receipt: Receipt) -> Outcome:
+    def execute_many(
+        self,
+        commands: list[Command],
+        cache: MutableMapping[UUID, Aggregate],
+    ) -> list[Outcome | BaseException]:
+        """Group commit: all commands' events in ONE transaction. Commands for the same stream
+        are applied to one aggregate in order (merged, not conflicting). `cache` holds
+        aggregates as last committed: a stale one can only cause a conflict, never a wrong
+        decision, because committed events are never removed. If the batch conflicts (another
+        process wrote to one of its streams) or fails on one member, each command is retried
+        alone, so the others still commit."""
+        touched: dict[UUID, Aggregate] = {}
+        planned: list[tuple[Command, bool, int]] = []
+        try:
+            for command in commands:
+                created = False
+                aggregate = touched.get(command.aggregate_id)
+                if aggregate is None:
+                    aggregate = cache.pop(command.aggregate_id, None)
+                if aggregate is None:
+                    aggregate, created = self._load_or_create(command)
+                touched[command.aggregate_id] = aggregate
+                # The stream's Registered event counts for the command that started it.
+                before = 0 if created else len(aggregate.pending_events)
+                accepted = command.decide(aggregate)
+                planned.append((command, accepted, len(aggregate.pending_events) - before))
+            dirty = [a for a in touched.values() if a.pending_events]
+            if dirty:
+                self.save(*dirty)
+        except IntegrityError:
+            return [self._execute_alone(command) for command in commands]
+        except (OperationalError, InterfaceError) as exc:
+            # The store is unreachable: retrying each alone would only multiply the wait.
+            return [exc] * len(commands)
+        except Exception as exc:
+            if len(commands) == 1:
+                return [exc]
+            return [self._execute_alone(command) for command in commands]
+        cache.update(touched)
+        return [
+            Outcome(
+                "accepted" if accepted else "duplicate", command.trigger, events if accepted else 0
+            )
+            for command, accepted, events in planned
+        ]
+
+    def _execute_alone(self, command: Command) -> Outcome | BaseException:
+        try:
+            return self.execute(command)
+        except Exception as exc:
+            return exc
+
+    def keep_unrecognised(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
+        trigger = detect_trigger(body)
         project_id = body.get("project_id")
         aggregate = UnrecognisedCallback(
             body_hash=ids.body_hash(receipt.raw.encode()),

@@ -11,6 +11,7 @@ from callback_ledger.ledger import Ledger
 from callback_ledger.projections.db import Database
 from callback_ledger.projections.projector import Projector, all_projections
 from callback_ledger.projections.rules import Keywords
+from callback_ledger.writer import GroupCommitWriter
 
 
 class Runtime:
@@ -19,7 +20,12 @@ class Runtime:
         self._ledger = ledger
         self._projector: Projector | None = None
         self._db: Database | None = None
+        self._writer: GroupCommitWriter | None = None
         self._lock = threading.Lock()
+
+    def opened_ledger(self) -> Ledger | None:
+        """The Ledger if it is open already (no wait, no I/O): the hot path's shortcut."""
+        return self._ledger
 
     def ledger(self) -> Ledger:
         """The Ledger; raises the store's error while it cannot be opened."""
@@ -28,6 +34,14 @@ class Runtime:
                 if self._ledger is None:
                     self._ledger = Ledger.from_settings(self.settings)
         return self._ledger
+
+    def writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            ledger = self.ledger()
+            with self._lock:
+                if self._writer is None:
+                    self._writer = GroupCommitWriter(ledger)
+        return self._writer
 
     def projector(self) -> Projector:
         if self._projector is None:
@@ -50,6 +64,8 @@ class Runtime:
         return self.projector().db
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
         if self._db is not None:
             self._db.close()
         if self._ledger is not None:

@@ -20,16 +20,25 @@ from .test_queries import post, wait_for_projections
 NUMBER = "+46700000001"
 DAY = "2024-06-15T"
 
-A_BEFORE = [p.delivery("A", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}10:00:00Z"),
-            p.delivery("A", "DELIVERED", "SMS", NUMBER, f"{DAY}10:01:00Z")]
+A_BEFORE = [
+    p.delivery("A", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}10:00:00Z"),
+    p.delivery("A", "DELIVERED", "SMS", NUMBER, f"{DAY}10:01:00Z"),
+]
 STOP = p.inbound("IN-STOP", " Stop ", identity="46700000001", event_time=f"{DAY}11:00:00Z")
-B_AFTER = [p.delivery("B", "QUEUED_ON_CHANNEL", "SMS", "46700000001", f"{DAY}12:00:00Z"),
-           p.delivery("B", "DELIVERED", "SMS", "46700000001", f"{DAY}12:00:05Z")]
+B_AFTER = [
+    p.delivery("B", "QUEUED_ON_CHANNEL", "SMS", "46700000001", f"{DAY}12:00:00Z"),
+    p.delivery("B", "DELIVERED", "SMS", "46700000001", f"{DAY}12:00:05Z"),
+]
 C_OTHER_CHANNEL = [p.delivery("C", "DELIVERED", "WHATSAPP", NUMBER, f"{DAY}12:30:00Z")]
 OPT_IN = p.opt("OPT_IN", request_id="R-IN", identity=NUMBER, event_time=f"{DAY}13:00:00Z")
 D_REOPTED = [p.delivery("D", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}14:00:00Z")]
-FAILED_OPT_OUT = p.opt("OPT_OUT", status="OPT_OUT_FAILED", request_id="R-F", identity=NUMBER,
-                       event_time=f"{DAY}13:30:00Z")
+FAILED_OPT_OUT = p.opt(
+    "OPT_OUT",
+    status="OPT_OUT_FAILED",
+    request_id="R-F",
+    identity=NUMBER,
+    event_time=f"{DAY}13:30:00Z",
+)
 
 # Arrival order is not event order: the opt-in arrives first, the STOP after the message it
 # should have blocked, the earliest message last.
@@ -61,8 +70,10 @@ def test_state_at_an_instant(fed: TestClient, at: str, state: str, fact: str | N
 
 
 def test_state_now_and_unknown_identity(fed: TestClient) -> None:
-    assert fed.get("/consent", params={"channel": "SMS", "identity": NUMBER}).json()[
-        "state"] == "OPTED_IN"
+    assert (
+        fed.get("/consent", params={"channel": "SMS", "identity": NUMBER}).json()["state"]
+        == "OPTED_IN"
+    )
     unknown = fed.get("/consent", params={"channel": "SMS", "identity": "+1555"})
     assert unknown.status_code == 200 and unknown.json()["state"] == "UNKNOWN"
 
@@ -94,7 +105,8 @@ def test_pre_send_check(fed: TestClient) -> None:
 def test_contact_consent_and_history_with_raw_callbacks(fed: TestClient) -> None:
     current = fed.get("/contacts/CONTACT1/consent").json()["consent"]
     assert [(c["channel"], c["identity"], c["state"]) for c in current] == [
-        ("SMS", "46700000001", "OPTED_IN")]
+        ("SMS", "46700000001", "OPTED_IN")
+    ]
 
     history = fed.get("/contacts/CONTACT1/consent/history").json()["items"]
     assert [(h["fact"], h["event_time"][11:19], h["source_trigger"]) for h in history] == [
@@ -110,10 +122,12 @@ def test_contact_consent_and_history_with_raw_callbacks(fed: TestClient) -> None
     assert raw["event"] == "Contact.InboundMessageReceived"
 
     page = fed.get("/contacts/CONTACT1/consent/history", params={"limit": 2}).json()
-    rest = fed.get("/contacts/CONTACT1/consent/history",
-                   params={"cursor": page["next_cursor"]}).json()
+    rest = fed.get(
+        "/contacts/CONTACT1/consent/history", params={"cursor": page["next_cursor"]}
+    ).json()
     assert [h["source_ref"] for h in page["items"] + rest["items"]] == [
-        h["source_ref"] for h in history]
+        h["source_ref"] for h in history
+    ]
 
 
 def test_message_timeline_references_retrieve_the_raw_report(fed: TestClient) -> None:
@@ -121,15 +135,18 @@ def test_message_timeline_references_retrieve_the_raw_report(fed: TestClient) ->
     raw = fed.get("/callbacks/" + quote(timeline[0]["reference"], safe="/")).json()
     assert orjson.loads(raw["raw"]) == B_AFTER[0]
     assert fed.get("/callbacks/not-a-reference").status_code == 404
-    assert fed.get("/callbacks/" + timeline[0]["reference"].split("/")[0] + "/nope"
-                   ).status_code == 404
+    assert (
+        fed.get("/callbacks/" + timeline[0]["reference"].split("/")[0] + "/nope").status_code == 404
+    )
 
 
 def audit_cli(database_url: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "callback_ledger.cli", "audit", *args],
         env={**os.environ, "LEDGER_DATABASE_URL": database_url, "COLUMNS": "200"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -138,27 +155,53 @@ def audit_cli(database_url: str, *args: str) -> str:
 def test_violations_report(fed: TestClient, database_url: str) -> None:
     [violation] = orjson.loads(audit_cli(database_url, "violations", "--format", "json"))
     assert (violation["message_id"], violation["channel"], violation["identity"]) == (
-        "B", "SMS", "46700000001")
+        "B",
+        "SMS",
+        "46700000001",
+    )
     assert violation["sent_at"] == f"{DAY}12:00:00.000000Z"
     assert violation["opted_out_since"] == f"{DAY}11:00:00.000000Z"
     assert violation["proof.fact"] == "KEYWORD_OPT_OUT"
     assert violation["proof.inbound_message_id"] == "IN-STOP"
-    assert orjson.loads(audit_cli(database_url, "violations", "--format", "json",
-                                  "--since", f"{DAY}12:10:00Z")) == []
+    assert (
+        orjson.loads(
+            audit_cli(database_url, "violations", "--format", "json", "--since", f"{DAY}12:10:00Z")
+        )
+        == []
+    )
     table = audit_cli(database_url, "violations")
     assert "consent violations (1)" in table and "KEYWORD_OPT_OUT" in table
 
 
 def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None:
-    rows = list(csv.DictReader(io.StringIO(
-        audit_cli(database_url, "history", "--contact", "CONTACT1", "--format", "csv"))))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                audit_cli(database_url, "history", "--contact", "CONTACT1", "--format", "csv")
+            )
+        )
+    )
     assert [r["fact"] for r in rows] == ["KEYWORD_OPT_OUT", "OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]
-    by_number = orjson.loads(audit_cli(database_url, "history", "--channel", "sms",
-                                       "--identity", NUMBER, "--format", "json"))
+    by_number = orjson.loads(
+        audit_cli(
+            database_url, "history", "--channel", "sms", "--identity", NUMBER, "--format", "json"
+        )
+    )
     assert len(by_number) == 3
-    [at] = orjson.loads(audit_cli(database_url, "at", "--channel", "SMS", "--identity", NUMBER,
-                                  "--at", f"{DAY}12:00:00Z", "--format", "json"))
+    [at] = orjson.loads(
+        audit_cli(
+            database_url,
+            "at",
+            "--channel",
+            "SMS",
+            "--identity",
+            NUMBER,
+            "--at",
+            f"{DAY}12:00:00Z",
+            "--format",
+            "json",
+        )
+    )
     assert (at["state"], at["decided_by.fact"]) == ("OPTED_OUT", "KEYWORD_OPT_OUT")
     lines = audit_cli(database_url, "export", "--since", f"{DAY}12:00:00Z").splitlines()
-    assert [orjson.loads(line)["fact"] for line in lines] == ["OPT_IN_SUCCEEDED",
-                                                              "OPT_OUT_FAILED"]
+    assert [orjson.loads(line)["fact"] for line in lines] == ["OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]

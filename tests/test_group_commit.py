@@ -1,0 +1,112 @@
+"""Group commit: many callbacks in one transaction, merged per stream, split on conflict or on
+one bad member, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from callback_ledger.config import Settings
+from callback_ledger.domain.receipt import Receipt
+from callback_ledger.ledger import Command, Ledger, Outcome
+from callback_ledger.writer import LRU, GroupCommitWriter
+
+from . import payloads as p
+from .helpers import names, stored_events
+
+
+def command(ledger: Ledger, body: dict) -> Command:
+    found = ledger.command_for(body, Receipt(p.encode(body).decode(), datetime.now(UTC), True))
+    assert found is not None
+    return found
+
+
+def test_one_batch_merges_commands_for_one_stream(ledger: Ledger, database_url: str) -> None:
+    bodies = [
+        p.delivery("M1", "QUEUED_ON_CHANNEL"),
+        p.delivery("M1", "DELIVERED"),
+        p.delivery("M1", "QUEUED_ON_CHANNEL"),
+        p.delivery("M2", "READ"),
+        p.inbound("IN1"),
+        p.opt("OPT_OUT", request_id="R1"),
+    ]
+    head = ledger.ping()
+    results = ledger.execute_many([command(ledger, b) for b in bodies], LRU(100))
+    assert [(r.status, r.events) for r in results if isinstance(r, Outcome)] == [
+        ("accepted", 2),
+        ("accepted", 1),
+        ("duplicate", 0),
+        ("accepted", 2),
+        ("accepted", 2),
+        ("accepted", 1),
+    ]
+    assert ledger.ping() - head == 8
+    assert Counter(names(stored_events(database_url))) == {
+        "Message.Registered": 2,
+        "Message.DeliveryReported": 3,
+        "Contact.Registered": 1,
+        "Contact.InboundMessageReceived": 1,
+        "Contact.ConsentReported": 1,
+    }
+
+
+def test_stale_cache_conflict_is_split_and_nothing_is_lost(
+    ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    cache = LRU(100)
+    ledger.execute_many([command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL"))], cache)
+    # Another process appends to the same stream behind this one's cache.
+    other = Ledger.from_settings(settings)
+    other.accept(p.delivery("M1", "DELIVERED"), Receipt("{}", datetime.now(UTC), True))
+    other.close()
+    results = ledger.execute_many(
+        [
+            command(ledger, p.delivery("M1", "READ")),
+            command(ledger, p.delivery("M1", "DELIVERED")),
+            command(ledger, p.delivery("M9", "READ")),
+        ],
+        cache,
+    )
+    assert [r.status for r in results if isinstance(r, Outcome)] == [
+        "accepted",
+        "duplicate",
+        "accepted",
+    ]
+    reports = [e for e in stored_events(database_url) if names([e]) == ["Message.DeliveryReported"]]
+    assert sorted((str(e.message_id), e.status) for e in reports) == [
+        ("M1", "DELIVERED"),
+        ("M1", "QUEUED_ON_CHANNEL"),
+        ("M1", "READ"),
+        ("M9", "READ"),
+    ]
+
+
+def test_a_bad_member_does_not_sink_the_batch(ledger: Ledger, database_url: str) -> None:
+    def explode(_: object) -> bool:
+        raise RuntimeError("a bug in one decision")
+
+    good = command(ledger, p.delivery("M1", "DELIVERED"))
+    bad = replace(command(ledger, p.delivery("M2", "DELIVERED")), decide=explode)
+    results = ledger.execute_many([good, bad, command(ledger, p.inbound("IN1"))], LRU(100))
+    assert isinstance(results[0], Outcome) and results[0].status == "accepted"
+    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[2], Outcome) and results[2].status == "accepted"
+    assert "Message.DeliveryReported" in names(stored_events(database_url))
+
+
+def test_writer_batches_concurrent_submissions(ledger: Ledger, database_url: str) -> None:
+    writer = GroupCommitWriter(ledger)
+    bodies = [
+        p.delivery(f"M{i % 40}", s)
+        for i in range(40)
+        for s in ("QUEUED_ON_CHANNEL", "DELIVERED", "READ")
+    ]
+    bodies += bodies[:30]  # duplicates racing the originals
+    with ThreadPoolExecutor(32) as pool:
+        outcomes = list(pool.map(lambda b: writer.submit(command(ledger, b)).result(), bodies))
+    writer.stop()
+    assert Counter(o.status for o in outcomes) == {"accepted": 120, "duplicate": 30}
+    assert names(stored_events(database_url)).count("Message.DeliveryReported") == 120
+    assert writer.batches < writer.commands  # some batches held more than one callback
