@@ -52,6 +52,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
             "projections": projections,
             "follower": settings.projections,
         }
+        writer = runtime.opened_writer()
+        if writer is not None:
+            body["group_commit"] = {"batches": writer.batches, "callbacks": writer.commands}
         if follower is not None and follower.last_error:
             body["follower_error"] = follower.last_error
         return JSON(body)

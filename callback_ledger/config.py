@@ -144,7 +144,9 @@ def eventsourcing_env(url: str, timeout_s: int = 5) -> dict[str, str]:
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(timeout_s * 2),
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_MAX_OVERFLOW": "8",
-        "POSTGRES_PRE_PING": "y",
+        # No pre-ping: it costs a round trip per checkout. A connection broken by a database
+        # restart fails one request with 503 (the sender retries) and is then replaced.
+        "POSTGRES_PRE_PING": "n",
         # Never the library's DB-functions mode: it drops the insert lock and followers then
         # skip events whose ids committed out of order.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",

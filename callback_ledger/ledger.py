@@ -14,7 +14,13 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from callback_ledger.config import Settings, eventsourcing_env
@@ -152,12 +158,14 @@ class Ledger(Application[UUID]):
         planned: list[tuple[Command, bool, int]] = []
         try:
             for command in commands:
+                if command.aggregate_id in cache:
+                    touched[command.aggregate_id] = cache.pop(command.aggregate_id)
+            touched.update(self._load_many({c.aggregate_id for c in commands} - touched.keys()))
+            for command in commands:
                 created = False
                 aggregate = touched.get(command.aggregate_id)
                 if aggregate is None:
-                    aggregate = cache.pop(command.aggregate_id, None)
-                if aggregate is None:
-                    aggregate, created = self._load_or_create(command)
+                    aggregate, created = command.create(), True
                 touched[command.aggregate_id] = aggregate
                 # The stream's Registered event counts for the command that started it.
                 before = 0 if created else len(aggregate.pending_events)
@@ -182,6 +190,38 @@ class Ledger(Application[UUID]):
             )
             for command, accepted, events in planned
         ]
+
+    def _load_many(self, ids: set[UUID]) -> dict[UUID, Aggregate]:
+        """Many streams in one query (the repository takes two round trips per stream)."""
+        if not ids:
+            return {}
+        table = self.recorder.events_table_name
+        columns = "originator_id, originator_version, topic, state"
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            params: list[Any] = [i.hex for i in ids]
+            where = f"originator_id IN ({', '.join('?' * len(params))})"
+        else:
+            params, where = [list(ids)], "originator_id = ANY(%s)"
+        order = "ORDER BY originator_id, originator_version"
+        sql = f"SELECT {columns} FROM {table} WHERE {where} {order}"
+        with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        aggregates: dict[UUID, Aggregate] = {}
+        for row in rows:
+            originator_id = row["originator_id"]
+            event = self.mapper.to_domain_event(
+                StoredEvent(
+                    originator_id=UUID(originator_id)
+                    if isinstance(originator_id, str)
+                    else originator_id,
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+            )
+            aggregates[event.originator_id] = event.mutate(aggregates.get(event.originator_id))
+        return aggregates
 
     def _execute_alone(self, command: Command) -> Outcome | BaseException:
         try:

@@ -35,6 +35,9 @@ class Runtime:
                     self._ledger = Ledger.from_settings(self.settings)
         return self._ledger
 
+    def opened_writer(self) -> GroupCommitWriter | None:
+        return self._writer
+
     def writer(self) -> GroupCommitWriter:
         if self._writer is None:
             ledger = self.ledger()

@@ -69,7 +69,6 @@ class Database:
                 min_size=1,
                 max_size=4,
                 timeout=timeout_s,
-                check=ConnectionPool.check_connection,
                 open=False,
             )
 

@@ -16,9 +16,14 @@ class LiveFollower:
     callback) and at least every `idle_s`. An error is logged and retried with back-off; the
     lag on /healthz shows it."""
 
-    def __init__(self, projector: Callable[[], Projector], idle_s: float = 0.5) -> None:
+    def __init__(
+        self, projector: Callable[[], Projector], idle_s: float = 0.5, min_interval_s: float = 0.1
+    ) -> None:
         self._projector = projector
         self._idle_s = idle_s
+        # Under load, waking on every commit would apply pages of a few events each: waiting a
+        # little between catch-ups makes pages larger and keeps the lag well under a second.
+        self._min_interval_s = min_interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="projections", daemon=True)
@@ -47,4 +52,5 @@ class LiveFollower:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("projections could not catch up (retrying): %s", self.last_error)
                 backoff = min(backoff * 2, 30.0)
+            self._stop.wait(self._min_interval_s)
             self._wake.wait(backoff)

@@ -3,22 +3,23 @@ a database of its own."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from callback_ledger.api.app import create_app
 from callback_ledger.config import Settings
 from callback_ledger.ledger import Ledger
-
-from .postgres_server import PrivateServer, find_or_start
+from callback_ledger.scripts.postgres import (
+    PrivateServer,
+    create_database,
+    drop_database,
+    find_or_start,
+)
 
 SECRET = "test-secret-0123456789"
-_database_numbers = itertools.count()
 
 
 def postgres_required() -> bool:
@@ -37,25 +38,6 @@ def pg_admin_url() -> Iterator[str]:
     yield url
     if server is not None:
         server.destroy()
-
-
-def create_database(admin_url: str) -> str:
-    name = f"ledger_t_{os.getpid()}_{next(_database_numbers)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    return _with_db(admin_url, name)
-
-
-def _with_db(admin_url: str, name: str) -> str:
-    base, _, _ = admin_url.rpartition("/")
-    return f"{base}/{name}"
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    name = url.rpartition("/")[2]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from .postgres_server import free_port
+from callback_ledger.scripts.postgres import free_port
 
 
 class Server:

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from callback_ledger.scripts.postgres import PrivateServer
+
 from . import payloads as p
 from .conftest import SECRET
 from .helpers import names, stored_events
-from .postgres_server import PrivateServer
 from .server import Server
 
 

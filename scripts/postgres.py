@@ -1,4 +1,4 @@
-"""Finds a PostgreSQL for the test run, or starts one of our own.
+"""Finds a PostgreSQL for tests and benchmarks, or starts one of our own.
 
 Order: LEDGER_TEST_POSTGRES_URL; the machine's server at 127.0.0.1:5432; `pg_ctlcluster` to
 start the machine's cluster; `initdb` into a temp dir on a free port. Never stops or
@@ -135,3 +135,21 @@ def find_or_start() -> tuple[str, PrivateServer | None]:
             time.sleep(0.5)
     server = PrivateServer()
     return server.url, server
+
+
+_database_numbers = iter(range(1, 1 << 30))
+
+
+def create_database(admin_url: str, prefix: str = "ledger_t") -> str:
+    """A fresh, empty database next to `admin_url`; its URL."""
+    name = f"{prefix}_{os.getpid()}_{next(_database_numbers)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{admin_url.rpartition('/')[0]}/{name}"
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    name = url.rpartition("/")[2]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

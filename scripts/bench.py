@@ -1,0 +1,573 @@
+"""The side-by-side benchmark (`scripts/bench`): ingest throughput and latency of callback-ledger
+against two baselines measured in the same run, a durability check for each receiver, replay
+speed and memory, and the live projection lag. Loopback only; every run bounded in time.
+
+    scripts/bench [--duration 10] [--connections 64] [--replay-events 1000000]
+
+Ratios, not absolute numbers, are what compare across machines and commits: the last line is a
+one-line summary of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+from callback_ledger.api.signature import sign
+from callback_ledger.config import Settings
+from callback_ledger.domain.receipt import Receipt
+from callback_ledger.ledger import Ledger
+from callback_ledger.projections.events import DELIVERY_REPORTED
+from callback_ledger.scripts.postgres import (
+    create_database,
+    drop_database,
+    find_or_start,
+    free_port,
+)
+from callback_ledger.writer import LRU
+
+SECRET = "bench-secret"
+HERE = Path(__file__).parent
+STATUSES = ["QUEUED_ON_CHANNEL", "DELIVERED", "READ"]
+
+
+# ---- the load -------------------------------------------------------------------------------
+
+
+def envelope(project: str, when: datetime, **trigger: Any) -> dict[str, Any]:
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return {
+        "app_id": "01HBENCHAPP0000000000000000",
+        "project_id": project,
+        "accepted_time": stamp,
+        "event_time": stamp,
+        **trigger,
+    }
+
+
+def report(
+    project: str,
+    message: str,
+    status: str,
+    channel: str,
+    number: str,
+    contact: str,
+    when: datetime,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "message_id": message,
+        "conversation_id": f"01HCONV{contact}",
+        "status": status,
+        "channel_identity": {
+            "channel": channel,
+            "identity": number,
+            "app_id": "01HBENCHAPP0000000000000000",
+        },
+        "contact_id": contact,
+        "metadata": f"order-{message[-8:]}",
+        "processing_mode": "CONVERSATION",
+    }
+    if reason:
+        body["reason"] = {
+            "code": reason,
+            "sub_code": "UNSPECIFIED_SUB_CODE",
+            "description": "The recipient could not be reached on this channel.",
+        }
+    return envelope(project, when, message_delivery_report=body)
+
+
+def callback_mix(n: int, seed: int = 1) -> list[dict[str, Any]]:
+    """About n callbacks: several statuses per message, fallbacks and failures, ~10% repeats,
+    ~3% inbound (some STOP), ~1% opt-outs, shuffled so reports arrive out of order."""
+    rng = random.Random(seed)
+    start = datetime(2024, 6, 15, 8, tzinfo=UTC)
+    out: list[dict[str, Any]] = []
+    i = 0
+    while len(out) < int(n * 0.86):
+        i += 1
+        project = f"PROJECT{i % 4}"
+        contact = f"01HCONTACT{rng.randrange(20_000):010d}"
+        number = f"4670{rng.randrange(10**7):07d}"
+        message = f"01HMSG{seed:02d}{i:014d}"
+        when = start + timedelta(seconds=i * 0.05)
+        if rng.random() < 0.05:
+            out.append(
+                report(project, message, "QUEUED_ON_CHANNEL", "WHATSAPP", number, contact, when)
+            )
+            out.append(
+                report(
+                    project,
+                    message,
+                    "SWITCHING_CHANNEL",
+                    "WHATSAPP",
+                    number,
+                    contact,
+                    when + timedelta(seconds=1),
+                    "RECIPIENT_NOT_REACHABLE",
+                )
+            )
+            channel = "SMS"
+        else:
+            channel = "WHATSAPP"
+        steps = STATUSES[: rng.choice([1, 2, 2, 3])]
+        if rng.random() < 0.04:
+            steps = ["QUEUED_ON_CHANNEL", "FAILED"]
+        for k, status in enumerate(steps):
+            reason = "RECIPIENT_NOT_REACHABLE" if status == "FAILED" else None
+            out.append(
+                report(
+                    project,
+                    message,
+                    status,
+                    channel,
+                    number,
+                    contact,
+                    when + timedelta(seconds=2 + k),
+                    reason,
+                )
+            )
+        if rng.random() < 0.035:
+            text = rng.choice(["STOP", "Thanks!", "stop", "When does it arrive?"])
+            out.append(
+                envelope(
+                    project,
+                    when,
+                    message={
+                        "id": f"01HIN{seed:02d}{i:014d}",
+                        "direction": "TO_APP",
+                        "contact_message": {"text_message": {"text": text}},
+                        "channel_identity": {"channel": "SMS", "identity": number},
+                        "contact_id": contact,
+                        "accept_time": out[-1]["event_time"],
+                    },
+                )
+            )
+        if rng.random() < 0.012:
+            out.append(
+                envelope(
+                    project,
+                    when,
+                    opt_out_notification={
+                        "contact_id": contact,
+                        "channel": "SMS",
+                        "identity": number,
+                        "status": "OPT_OUT_SUCCEEDED",
+                        "request_id": f"01HREQ{seed:02d}{i:014d}",
+                    },
+                )
+            )
+    out += rng.sample(out, k=n - len(out))  # repeats, as retries and several webhooks give
+    # Out of order: shuffle within windows, so a message's reports still arrive close together.
+    for begin in range(0, len(out), 64):
+        window = out[begin : begin + 64]
+        rng.shuffle(window)
+        out[begin : begin + 64] = window
+    return out
+
+
+def write_signed(path: Path, bodies: list[dict[str, Any]]) -> None:
+    timestamp = str(int(time.time()))
+    with path.open("w") as f:
+        for n, body in enumerate(bodies):
+            raw = orjson.dumps(body)
+            nonce = f"{n:026d}"
+            f.write(
+                f"{nonce}\t{timestamp}\t{sign(SECRET, raw, nonce, timestamp)}\t{raw.decode()}\n"
+            )
+
+
+# ---- receivers ------------------------------------------------------------------------------
+
+
+class Receiver:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (log_dir / f"{name.replace(' ', '_')}.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                *args,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(self.url + "/webhooks/sinch", content=b"{}", timeout=5)
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{name} did not start; see {self.log.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def run_wrk(url: str, corpus: Path, duration: int, connections: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(HERE / "bench.lua"),
+            url + "/webhooks/sinch",
+            "--",
+            str(corpus),
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 120,
+    )
+    found = re.search(r"^WRK (\{.*\})$", done.stdout, re.M)
+    if not found:
+        raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
+    result: dict[str, Any] = orjson.loads(found.group(1))
+    result["rate"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+async def _post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> list[bool]:
+    limits = httpx.Limits(max_connections=concurrency)
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def one(body: dict[str, Any]) -> bool:
+            raw = orjson.dumps(body)
+            nonce, ts = os.urandom(8).hex(), str(int(time.time()))
+            headers = {
+                "content-type": "application/json",
+                "x-sinch-webhook-signature": sign(SECRET, raw, nonce, ts),
+                "x-sinch-webhook-signature-nonce": nonce,
+                "x-sinch-webhook-signature-timestamp": ts,
+            }
+            async with semaphore:
+                try:
+                    response = await client.post(
+                        url + "/webhooks/sinch", content=raw, headers=headers
+                    )
+                except httpx.TransportError:
+                    return False
+            return response.status_code == 200
+
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def durability_corpus(name: str, n: int = 1000) -> list[dict[str, Any]]:
+    when = datetime(2024, 6, 16, tzinfo=UTC)
+    return [
+        report("DURABILITY", f"dur-{name}-{i}", STATUSES[i % 3], "SMS", "46700000000", "C", when)
+        for i in range(n)
+    ]
+
+
+def stored_reports(database_url: str) -> set[tuple[str, str]]:
+    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    found: set[tuple[str, str]] = set()
+    after = 0
+    try:
+        while page := ledger.recorder.select_notifications(
+            start=after, limit=5000, topics=[DELIVERY_REPORTED], inclusive_of_start=False
+        ):
+            for n in page:
+                state = orjson.loads(n.state)
+                found.add((state["message_id"], state["status"]))
+            after = page[-1].id
+    finally:
+        ledger.close()
+    return found
+
+
+def check_durability(receiver: Receiver, kind: str, database_url: str | None) -> str:
+    bodies = durability_corpus(receiver.name.replace(" ", "_"))
+    acked = asyncio.run(_post_all(receiver.url, bodies, 32))
+    acknowledged = [b for b, ok in zip(bodies, acked, strict=True) if ok]
+    if kind == "null":
+        return f"{len(acknowledged)} acked, none stored (stores nothing)"
+    if kind == "insert":
+        assert database_url
+        with psycopg.connect(database_url) as conn:
+            rows = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT body FROM raw_callbacks WHERE body LIKE '%DURABILITY%'"
+                )
+            }
+        lost = sum(orjson.dumps(b).decode() not in rows for b in acknowledged)
+    else:
+        assert database_url
+        stored = stored_reports(database_url)
+        lost = sum(
+            (b["message_delivery_report"]["message_id"], b["message_delivery_report"]["status"])
+            not in stored
+            for b in acknowledged
+        )
+    return f"{len(acknowledged)} acked, {len(acknowledged) - lost} stored, lost {lost}"
+
+
+class LagProbe:
+    """Samples /healthz during a run: the worst projection lag, in events."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                health = httpx.get(self.url + "/healthz", timeout=5).json()
+                self.samples.append(max(p["lag"] for p in health["projections"].values()))
+            except (httpx.HTTPError, KeyError, ValueError):
+                continue
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.samples, default=-1)
+
+    def seconds_to_catch_up(self, limit_s: float = 60) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < limit_s:
+            health = httpx.get(self.url + "/healthz", timeout=5).json()
+            if all(p["lag"] == 0 for p in health["projections"].values()):
+                return time.monotonic() - started
+            time.sleep(0.05)
+        return float("inf")
+
+
+def event_count(database_url: str) -> int:
+    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    try:
+        return ledger.ping()
+    finally:
+        ledger.close()
+
+
+# ---- replay ---------------------------------------------------------------------------------
+
+
+def generate_log(database_url: str, n_events: int) -> int:
+    """Writes about n_events through the real write path (group commit of 2,000 callbacks)."""
+    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    receipt_time = datetime.now(UTC)
+    try:
+        seed = 0
+        while ledger.ping() < n_events:
+            seed += 1
+            bodies = callback_mix(20_000, seed)
+            for begin in range(0, len(bodies), 2000):
+                commands = []
+                for body in bodies[begin : begin + 2000]:
+                    raw = orjson.dumps(body).decode()
+                    command = ledger.command_for(body, Receipt(raw, receipt_time, True))
+                    if command is not None:
+                        commands.append(command)
+                ledger.execute_many(commands, LRU(0))
+                if ledger.ping() >= n_events:
+                    break
+        return ledger.ping()
+    finally:
+        ledger.close()
+
+
+def measure_replay(database_url: str) -> tuple[float, float, float]:
+    """Events/s over both projections, wall seconds, and the replay process's peak RSS (MB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callback_ledger.cli", "replay", "--page-size", "5000"],
+        env={**os.environ, "LEDGER_DATABASE_URL": database_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise RuntimeError(
+            f"replay failed: {process.stderr.read().decode() if process.stderr else ''}"
+        )
+    return event_count(database_url) / seconds, seconds, usage.ru_maxrss / 1024
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def postgres_databases(count: int) -> Iterator[list[str]]:
+    admin, server = find_or_start()
+    urls = [create_database(admin, "ledger_bench") for _ in range(count)]
+    try:
+        yield urls
+    finally:
+        for url in urls:
+            drop_database(admin, url)
+        if server is not None:
+            server.destroy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per receiver")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--callbacks", type=int, default=150_000, help="size of the load corpus")
+    parser.add_argument(
+        "--replay-events",
+        type=int,
+        default=200_000,
+        help="log size for the replay figure (the goal is stated for 1,000,000)",
+    )
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        parser.exit(2, "wrk is needed (Debian: apt-get install wrk); scripts/bench installs it\n")
+
+    work = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
+    corpus = work / "corpus.tsv"
+    write_signed(corpus, callback_mix(args.callbacks))
+    rows: list[dict[str, Any]] = []
+    print(
+        f"load: {args.callbacks} signed callbacks (~{corpus.stat().st_size // args.callbacks} "
+        f"bytes), {args.connections} connections, {args.duration}s each, wrk on loopback",
+        flush=True,
+    )
+
+    with postgres_databases(3) as (insert_db, ledger_db, replay_db):
+        sqlite_url = f"sqlite:///{work}/bench.sqlite3"
+        receivers = [
+            (
+                "null",
+                "null",
+                ["uvicorn", "--factory", "callback_ledger.scripts.baselines:null_app"],
+                {},
+                None,
+            ),
+            (
+                "plain insert",
+                "insert",
+                ["uvicorn", "--factory", "callback_ledger.scripts.baselines:insert_app"],
+                {"BASELINE_DATABASE_URL": insert_db},
+                insert_db,
+            ),
+            (
+                "callback-ledger pg",
+                "ledger",
+                ["callback_ledger.cli", "serve"],
+                {"LEDGER_DATABASE_URL": ledger_db, "SINCH_WEBHOOK_SECRET": SECRET},
+                ledger_db,
+            ),
+            (
+                "callback-ledger sqlite",
+                "ledger",
+                ["callback_ledger.cli", "serve"],
+                {"LEDGER_DATABASE_URL": sqlite_url, "SINCH_WEBHOOK_SECRET": SECRET},
+                sqlite_url,
+            ),
+        ]
+        lag: dict[str, Any] = {}
+        for name, kind, command, env, database_url in receivers:
+            receiver = Receiver(name, command, env, work)
+            try:
+                probe = LagProbe(receiver.url) if name == "callback-ledger pg" else None
+                before = event_count(database_url) if kind == "ledger" and database_url else 0
+                result = run_wrk(receiver.url, corpus, args.duration, args.connections)
+                if probe is not None and database_url:
+                    events = event_count(database_url) - before
+                    event_rate = events / (result["duration_us"] / 1e6)
+                    worst = probe.stop()
+                    lag = {
+                        "max_events": worst,
+                        "max_seconds": worst / max(event_rate, 1),
+                        "catch_up_s": probe.seconds_to_catch_up(),
+                    }
+                result["durability"] = check_durability(receiver, kind, database_url)
+                rows.append({"name": name, **result})
+            finally:
+                receiver.stop()
+            print(f"  {name}: {result['rate']:,.0f}/s done", flush=True)
+
+        base = next(r["rate"] for r in rows if r["name"] == "plain insert")
+        print()
+        print(
+            f"{'receiver':<24}{'callbacks/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'vs insert':>11}"
+            f"{'errors':>8}  durability (acknowledged = stored)"
+        )
+        for r in rows:
+            errors = r["non2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
+            print(
+                f"{r['name']:<24}{r['rate']:>12,.0f}{r['p50_us'] / 1000:>9.1f}"
+                f"{r['p99_us'] / 1000:>9.1f}{r['rate'] / base:>10.2f}x{errors:>8}  "
+                f"{r['durability']}"
+            )
+        print(
+            f"\nlive projection lag under that load (callback-ledger pg): worst "
+            f"{lag['max_events']} events = {lag['max_seconds']:.2f} s of ingest; caught up "
+            f"{lag['catch_up_s']:.2f} s after the load stopped"
+        )
+
+        print(f"\nreplay: generating a log of {args.replay_events:,} events ...", flush=True)
+        generated = generate_log(replay_db, args.replay_events)
+        rate, seconds, rss = measure_replay(replay_db)
+        print(
+            f"replay: {generated:,} events through both projections in {seconds:.1f} s = "
+            f"{rate:,.0f} events/s; peak RSS {rss:.0f} MB"
+        )
+
+    pg = next(r for r in rows if r["name"] == "callback-ledger pg")
+    lite = next(r for r in rows if r["name"] == "callback-ledger sqlite")
+    shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"SUMMARY ledger_pg={pg['rate']:.0f}/s ({pg['rate'] / base:.2f}x insert) "
+        f"p99={pg['p99_us'] / 1000:.1f}ms sqlite={lite['rate']:.0f}/s "
+        f"insert={base:.0f}/s null={rows[0]['rate']:.0f}/s replay={rate:.0f}ev/s rss={rss:.0f}MB "
+        f"lag={lag['max_seconds']:.2f}s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
