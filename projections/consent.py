@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import rules
-from .db import Cursor, select_by_keys, upsert_sql
+from .db import Cursor, select_by_keys, upsert
 from .events import CONSENT_REPORTED, INBOUND_RECEIVED, LoggedEvent
 
 NAME = "consent"
@@ -94,7 +94,10 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
     ):
         key = tuple(current[c] for c in CONSENT_KEY)
         candidates[key] = rules.merge_consent(current, candidates[key])
-    cur.executemany(
-        upsert_sql(f"consent_g{g}", CONSENT_COLUMNS, CONSENT_KEY),
+    upsert(
+        cur,
+        f"consent_g{g}",
+        CONSENT_COLUMNS,
+        CONSENT_KEY,
         [tuple(row[c] for c in CONSENT_COLUMNS) for row in candidates.values()],
     )

@@ -124,6 +124,33 @@ def upsert_sql(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
     )
 
 
+def upsert(
+    cur: Cursor,
+    table: str,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """Inserts or replaces rows. On PostgreSQL a large batch goes through COPY into a staging
+    table and one INSERT ... SELECT: one statement instead of one per row."""
+    if cur.dialect == "sqlite" or len(rows) < 200:
+        cur.executemany(upsert_sql(table, columns, keys), rows)
+        return
+    names = ", ".join(columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    raw = cur._raw
+    raw.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} (LIKE {table}) ON COMMIT DELETE ROWS"
+    )
+    with raw.copy(f"COPY stage_{table} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    raw.execute(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM stage_{table} "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+
+
 def select_by_keys(
     cur: Cursor,
     table: str,

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from . import rules
-from .db import Cursor, select_by_keys, upsert_sql
+from .db import Cursor, select_by_keys, upsert
 from .events import DELIVERY_REPORTED, LoggedEvent
 
 NAME = "messages"
@@ -99,5 +99,5 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
         if read:
             read_rows.append(tuple(read[c] for c in READ_COLUMNS))
     keys = ("project_id", "message_id")
-    cur.executemany(upsert_sql(f"message_status_g{g}", STATUS_COLUMNS, keys), status_rows)
-    cur.executemany(upsert_sql(f"read_confirmations_g{g}", READ_COLUMNS, keys), read_rows)
+    upsert(cur, f"message_status_g{g}", STATUS_COLUMNS, keys, status_rows)
+    upsert(cur, f"read_confirmations_g{g}", READ_COLUMNS, keys, read_rows)

@@ -11,7 +11,7 @@ live one keeps answering, then switches the views in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -93,13 +93,16 @@ class Projector:
     @contextmanager
     def _locked(self, name: str) -> Iterator[tuple[Cursor, Row]]:
         with self.db.transaction() as cur:
-            lock = " FOR UPDATE" if cur.dialect == "postgresql" else ""
-            row = cur.execute(
-                f"SELECT * FROM ledger_projections WHERE name = ?{lock}", (name,)
-            ).fetchone()
-            if row is None:
-                raise LookupError(f"projection {name!r} is not set up")
-            yield cur, row
+            yield cur, self._lock_row(cur, name)
+
+    @staticmethod
+    def _lock_row(cur: Cursor, name: str) -> Row:
+        lock = " FOR UPDATE" if cur.dialect == "postgresql" else ""
+        row = cur.execute(f"SELECT * FROM ledger_projections WHERE name = ?{lock}", (name,))
+        found = row.fetchone()
+        if found is None:
+            raise LookupError(f"projection {name!r} is not set up")
+        return found
 
     def _apply_page(
         self,
@@ -168,8 +171,10 @@ class Projector:
                 self._drop_generation(cur, projection, int(building))
             building = int(row["generation"]) + 1
             self._drop_generation(cur, projection, building)
+            # Secondary indexes come at the switch: filling a table without them is faster.
             for statement in projection.schema(building):
-                cur.execute(statement)
+                if not statement.startswith("CREATE INDEX"):
+                    cur.execute(statement)
             cur.execute(
                 "UPDATE ledger_projections SET building_generation = ?, building_position = 0 "
                 "WHERE name = ?",
@@ -179,15 +184,33 @@ class Projector:
 
     def build_step(self, name: str) -> int:
         """One page into the generation being built; its new position."""
-        projection = self.projections[name]
-        with self._locked(name) as (cur, row):
-            generation, position = int(row["building_generation"]), int(row["building_position"])
-            new_position = self._apply_page(cur, projection, generation, position)
-            cur.execute(
-                "UPDATE ledger_projections SET building_position = ? WHERE name = ?",
-                (new_position, name),
-            )
-            return new_position
+        return self.build_steps([name])[name]
+
+    def build_steps(self, names: Sequence[str]) -> dict[str, int]:
+        """One page of the log, read once, into every generation being built (a replay of
+        all projections is one pass over the log); their new positions."""
+        with self.db.transaction() as cur:
+            # Rows locked in a fixed order, so two replays never deadlock.
+            rows = {name: self._lock_row(cur, name) for name in sorted(names)}
+            start = min(int(row["building_position"]) for row in rows.values())
+            topics = frozenset().union(*(self.projections[name].topics for name in names))
+            last, events = self.log.page(cur, start, self.page_size, topics)
+            positions = {}
+            for name, row in rows.items():
+                projection, position = self.projections[name], int(row["building_position"])
+                mine = [
+                    e
+                    for e in events
+                    if e.notification_id > position and e.topic in projection.topics
+                ]
+                if mine:
+                    projection.apply(cur, int(row["building_generation"]), mine)
+                positions[name] = max(position, last)
+                cur.execute(
+                    "UPDATE ledger_projections SET building_position = ? WHERE name = ?",
+                    (positions[name], name),
+                )
+            return positions
 
     def finish_rebuild(self, name: str) -> int:
         """Catches the new generation up to the head and switches the views to it, in one
@@ -197,6 +220,9 @@ class Projector:
             generation, position = int(row["building_generation"]), int(row["building_position"])
             while (after := self._apply_page(cur, projection, generation, position)) != position:
                 position = after
+            for statement in projection.schema(generation):
+                if statement.startswith("CREATE INDEX"):
+                    cur.execute(statement)
             old = int(row["generation"])
             cur.execute(
                 "UPDATE ledger_projections SET generation = ?, position = ?, "

@@ -56,40 +56,39 @@ def replay(
             disable=not console.is_terminal,
         )
         with progress:
-            for name in names:
-                started = time.perf_counter()
-                generation, position = projector.start_rebuild(name, fresh=fresh)
-                resumed_from = position
-                task = progress.add_task(
-                    f"{name} (generation {generation})",
-                    total=max(head, 1),
-                    completed=position,
-                    rate=0.0,
+            started = time.perf_counter()
+            building = {name: projector.start_rebuild(name, fresh=fresh) for name in names}
+            position = min(pos for _, pos in building.values())
+            resumed_from = position
+            task = progress.add_task(
+                f"replay {', '.join(names)}", total=max(head, 1), completed=position, rate=0.0
+            )
+            while True:
+                new_position = min(projector.build_steps(names).values())
+                if new_position == position:
+                    break
+                position = new_position
+                elapsed = time.perf_counter() - started
+                progress.update(
+                    task,
+                    completed=min(position, head),
+                    rate=(position - resumed_from) / max(elapsed, 1e-9),
                 )
-                while True:
-                    new_position = projector.build_step(name)
-                    if new_position == position:
-                        break
-                    position = new_position
-                    elapsed = time.perf_counter() - started
-                    progress.update(
-                        task,
-                        completed=min(position, head),
-                        rate=(position - resumed_from) / max(elapsed, 1e-9),
-                    )
-                position = projector.finish_rebuild(name)
-                seconds = time.perf_counter() - started
-                progress.update(task, completed=head)
+            for name in names:
+                generation = building[name][0]
+                final = projector.finish_rebuild(name)
                 results[name] = {
-                    "events": position - resumed_from,
-                    "seconds": seconds,
+                    "events": final - building[name][1],
+                    "seconds": time.perf_counter() - started,
                     "generation": generation,
                 }
                 if not console.is_terminal:
                     console.print(
-                        f"{name}: rebuilt generation {generation} from {position - resumed_from} "
-                        f"events in {seconds:.1f}s; views switched"
+                        f"{name}: rebuilt generation {generation} from "
+                        f"{final - building[name][1]} events in "
+                        f"{results[name]['seconds']:.1f}s; views switched"
                     )
+            progress.update(task, completed=head)
         return results
     finally:
         runtime.close()
