@@ -20,6 +20,7 @@ from callback_ledger.projections.live import LiveFollower
 from callback_ledger.runtime import Runtime
 
 from .consent import ConsentQueries
+from .openapi import document
 from .queries import Params, Queries
 from .responses import JSON, error
 from .webhook import UNAVAILABLE, SinchWebhook, unavailable
@@ -71,6 +72,11 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
         next_after = items[-1]["id"] if len(items) == limit else None
         return JSON({"items": items, "next_after": next_after})
 
+    openapi = JSON(document())
+
+    async def openapi_json(request: Request) -> Response:
+        return openapi
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         response = error(
@@ -106,6 +112,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
         routes=[
             Route("/webhooks/sinch", webhook.handle, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/quarantine", quarantine, methods=["GET"]),
             Route("/messages", queries.messages, methods=["GET"]),
             Route("/messages/{message_id}", queries.message, methods=["GET"]),

@@ -44,18 +44,43 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The raw body, refused past `limit` bytes or when it takes longer than `timeout_s` to
+    arrive (a slow sender must not hold a worker for ever)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def collect() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    return await asyncio.wait_for(collect(), timeout_s)
+
+
+class NonceMemory:
+    """Nonces of signed callbacks this process accepted, kept for the signature window: the
+    same signed request sent again is a replay (Sinch's docs ask receivers to refuse them).
+    Only accepted ones are remembered, so a retry after a 503 is still taken."""
+
+    def __init__(self, window_s: int) -> None:
+        self.window_s = window_s
+        self._seen: dict[str, float] = {}
+
+    def seen(self, nonce: str, now: float) -> bool:
+        expiry = self._seen.get(nonce)
+        return expiry is not None and expiry > now
+
+    def remember(self, nonce: str, now: float) -> None:
+        self._seen[nonce] = now + 2 * self.window_s
+        if len(self._seen) > 100_000:
+            self._seen = {n: e for n, e in self._seen.items() if e > now}
 
 
 def unavailable(settings: Settings, exc: BaseException) -> JSON:
@@ -75,28 +100,39 @@ class SinchWebhook:
         self.settings = settings
         self.runtime = runtime
         self.on_commit = on_commit
+        self.nonces = NonceMemory(settings.timestamp_tolerance_s)
 
     async def handle(self, request: Request) -> Response:
         settings = self.settings
         try:
-            raw = await read_body(request, settings.max_body_bytes)
+            raw = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        except TimeoutError:
+            return error(
+                408,
+                "body_timeout",
+                f"the body took more than {settings.body_timeout_s} s to arrive",
+            )
         except BodyTooLarge:
             return error(413, "body_too_large", f"the body is over {settings.max_body_bytes} bytes")
         except ClientDisconnect:
             return error(400, "incomplete_body", "the client went away before sending the body")
 
         headers = {h: request.headers[h] for h in signature.HEADERS if h in request.headers}
+        now = time.time()
+        nonce = headers.get(signature.NONCE, "")
         if settings.webhook_secrets:
             try:
                 signature.verify(
-                    settings.webhook_secrets,
-                    raw,
-                    headers,
-                    time.time(),
-                    settings.timestamp_tolerance_s,
+                    settings.webhook_secrets, raw, headers, now, settings.timestamp_tolerance_s
                 )
             except signature.SignatureError as exc:
                 return error(401, "bad_signature", str(exc))
+            if self.nonces.seen(nonce, now):
+                return error(
+                    401,
+                    "replayed_nonce",
+                    "this signature nonce was already used by an accepted callback: a replay",
+                )
         receipt = Receipt(
             raw=raw.decode("utf-8", errors="replace"),
             received_at=datetime.now(UTC),
@@ -140,6 +176,8 @@ class SinchWebhook:
             return unavailable(settings, exc)
         if outcome.events:
             self.on_commit()
+        if settings.webhook_secrets:
+            self.nonces.remember(nonce, now)
         return JSON(
             {"status": outcome.status, "trigger": outcome.trigger, "events": outcome.events}
         )

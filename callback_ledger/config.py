@@ -32,6 +32,7 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     timestamp_tolerance_s: int = 300
     max_body_bytes: int = 1024 * 1024
+    body_timeout_s: int = 10
     # Bounds how long a request waits for the database before answering 503.
     db_timeout_s: int = 5
     retry_after_s: int = 5
@@ -52,6 +53,7 @@ class Settings:
             webhook_secrets=secrets,
             timestamp_tolerance_s=_int(env, "LEDGER_SIGNATURE_TOLERANCE_S", 300),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 1024 * 1024),
+            body_timeout_s=_int(env, "LEDGER_BODY_TIMEOUT_S", 10),
             db_timeout_s=_int(env, "LEDGER_DB_TIMEOUT_S", 5),
             retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
             opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS", DEFAULT_OPT_OUT_KEYWORDS),
