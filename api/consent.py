@@ -17,7 +17,7 @@ from callback_ledger.projections.db import Cursor
 from callback_ledger.projections.rules import iso
 from callback_ledger.runtime import Runtime
 
-from .queries import Params, encode_cursor
+from .queries import Params, encode_cursor, read_views
 from .responses import JSON, error
 
 
@@ -38,11 +38,7 @@ class ConsentQueries:
         self.runtime = runtime
 
     async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
-        def work() -> Any:
-            with self.runtime.database().read() as cur:
-                return fn(cur)
-
-        return await run_in_threadpool(work)
+        return await read_views(self.runtime, fn)
 
     async def contact_consent(self, request: Request) -> Response:
         Params(request, [])

@@ -9,6 +9,8 @@ from pydantic import TypeAdapter
 
 from callback_ledger.domain.callbacks import Interpreted
 
+from .queries import MESSAGE_PARAMS, READ_PARAMS
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -113,22 +115,7 @@ def document() -> dict[str, Any]:
             },
             "/healthz": _get("Store and projection health", [], 503),
             "/quarantine": _get("Refused callbacks", _query("after", "limit"), 400),
-            "/messages": _get(
-                "Messages",
-                _query(
-                    "project_id",
-                    "status",
-                    "reason",
-                    "contact_id",
-                    "conversation_id",
-                    "metadata",
-                    "since",
-                    "until",
-                    "limit",
-                    "cursor",
-                ),
-                400,
-            ),
+            "/messages": _get("Messages", _query(*MESSAGE_PARAMS), 400),
             "/messages/{message_id}": _get(
                 "One message and its timeline",
                 [_path("message_id"), *_query("project_id")],
@@ -136,11 +123,7 @@ def document() -> dict[str, Any]:
                 404,
                 409,
             ),
-            "/read-confirmations": _get(
-                "READ confirmations",
-                _query("project_id", "contact_id", "since", "until", "limit", "cursor"),
-                400,
-            ),
+            "/read-confirmations": _get("READ confirmations", _query(*READ_PARAMS), 400),
             "/contacts/{contact_id}/consent": _get(
                 "Current consent of a contact", [_path("contact_id")], 400
             ),

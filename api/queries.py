@@ -146,16 +146,37 @@ def message_view(row: dict[str, Any], with_timeline: bool = False) -> dict[str, 
     return view
 
 
+MESSAGE_PARAMS = (
+    "project_id",
+    "status",
+    "reason",
+    "contact_id",
+    "conversation_id",
+    "metadata",
+    "since",
+    "until",
+    "limit",
+    "cursor",
+)
+READ_PARAMS = ("project_id", "contact_id", "since", "until", "limit", "cursor")
+
+
+async def read_views(runtime: Runtime, fn: Callable[[Cursor], Any]) -> Any:
+    """Runs `fn` over a read connection to the projections, off the event loop."""
+
+    def work() -> Any:
+        with runtime.database().read() as cur:
+            return fn(cur)
+
+    return await run_in_threadpool(work)
+
+
 class Queries:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
-        def work() -> Any:
-            with self.runtime.database().read() as cur:
-                return fn(cur)
-
-        return await run_in_threadpool(work)
+        return await read_views(self.runtime, fn)
 
     async def message(self, request: Request) -> Response:
         message_id = request.path_params["message_id"]
@@ -189,21 +210,7 @@ class Queries:
         return JSON(message_view(rows[0], with_timeline=True))
 
     async def messages(self, request: Request) -> Response:
-        params = Params(
-            request,
-            [
-                "project_id",
-                "status",
-                "reason",
-                "contact_id",
-                "conversation_id",
-                "metadata",
-                "since",
-                "until",
-                "limit",
-                "cursor",
-            ],
-        )
+        params = Params(request, MESSAGE_PARAMS)
         filters: list[tuple[str, Any]] = []
         for name, column in [
             ("project_id", "project_id"),
@@ -229,7 +236,7 @@ class Queries:
         )
 
     async def read_confirmations(self, request: Request) -> Response:
-        params = Params(request, ["project_id", "contact_id", "since", "until", "limit", "cursor"])
+        params = Params(request, READ_PARAMS)
         filters: list[tuple[str, Any]] = []
         for name in ("project_id", "contact_id"):
             if (value := params.text(name)) is not None:

@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    with postgres_databases(3) as (insert_db, ledger_db, replay_db):
+    with postgres_databases(4) as (insert_db, ledger_db, worker_db, replay_db):
         sqlite_url = f"sqlite:///{work}/bench.sqlite3"
         receivers = [
             (
@@ -501,6 +501,17 @@ def main(argv: list[str] | None = None) -> int:
                 ledger_db,
             ),
             (
+                "callback-ledger pg+worker",
+                "ledger",
+                ["callback_ledger.cli", "serve"],
+                {
+                    "LEDGER_DATABASE_URL": worker_db,
+                    "SINCH_WEBHOOK_SECRET": SECRET,
+                    "LEDGER_PROJECTIONS": "off",
+                },
+                worker_db,
+            ),
+            (
                 "callback-ledger sqlite",
                 "ledger",
                 ["callback_ledger.cli", "serve"],
@@ -511,6 +522,15 @@ def main(argv: list[str] | None = None) -> int:
         lag: dict[str, Any] = {}
         for name, kind, command, env, database_url in receivers:
             receiver = Receiver(name, command, env, work)
+            worker = None
+            if env.get("LEDGER_PROJECTIONS") == "off":
+                # The deployment compose.yaml describes: projections in a process of their own.
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "callback_ledger.cli", "project"],
+                    env={**os.environ, **env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             try:
                 probe = LagProbe(receiver.url) if name == "callback-ledger pg" else None
                 before = event_count(database_url) if kind == "ledger" and database_url else 0
@@ -528,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"name": name, **result})
             finally:
                 receiver.stop()
+                if worker is not None:
+                    worker.terminate()
+                    worker.wait(timeout=20)
             print(f"  {name}: {result['rate']:,.0f}/s done", flush=True)
 
         base = next(r["rate"] for r in rows if r["name"] == "plain insert")
@@ -559,10 +582,12 @@ def main(argv: list[str] | None = None) -> int:
 
     pg = next(r for r in rows if r["name"] == "callback-ledger pg")
     lite = next(r for r in rows if r["name"] == "callback-ledger sqlite")
+    split = next(r for r in rows if r["name"] == "callback-ledger pg+worker")
     shutil.rmtree(work, ignore_errors=True)
     print(
         f"SUMMARY ledger_pg={pg['rate']:.0f}/s ({pg['rate'] / base:.2f}x insert) "
-        f"p99={pg['p99_us'] / 1000:.1f}ms sqlite={lite['rate']:.0f}/s "
+        f"p99={pg['p99_us'] / 1000:.1f}ms pg+worker={split['rate']:.0f}/s "
+        f"({split['rate'] / base:.2f}x) sqlite={lite['rate']:.0f}/s "
         f"insert={base:.0f}/s null={rows[0]['rate']:.0f}/s replay={rate:.0f}ev/s rss={rss:.0f}MB "
         f"lag={lag['max_seconds']:.2f}s"
     )

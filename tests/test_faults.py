@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from callback_ledger.config import Settings
 from callback_ledger.scripts.replay import replay
@@ -150,3 +151,53 @@ def test_two_processes_racing_store_each_report_once(database_url: str, tmp_path
     stored = stored_report_keys(database_url)
     assert len(stored) == len(distinct)
     assert set(stored.values()) == {1}
+
+
+@pytest.mark.slow
+def test_repeated_kill_9_cycles(database_url: str, settings: Settings, tmp_path: Path) -> None:
+    """The long form: five kill -9 / restart cycles under load, then every acknowledged
+    callback of every cycle is checked."""
+    rng = random.Random(5)
+    acked: list[dict] = []
+    totals: Counter = Counter()
+    lock = threading.Lock()
+    for cycle in range(5):
+        bodies = [
+            p.delivery(f"C{cycle}M{i // 5}", STATUSES[i % 5], rng.choice(["SMS", "RCS"]))
+            for i in range(6000)
+        ]
+        work = iter(bodies)
+        server = start(database_url, tmp_path, f"cycle{cycle}")
+
+        def worker(server: Server = server, work=work) -> None:
+            with httpx.Client(timeout=10) as client:
+                for body in work:
+                    try:
+                        status = send(server, body, client)
+                    except httpx.TransportError:
+                        return
+                    with lock:
+                        totals["sent"] += 1
+                        if status == 200:
+                            acked.append(body)
+
+        threads = [threading.Thread(target=worker) for _ in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(1.0, 3.0))
+        server.stop(sig=9)
+        for t in threads:
+            t.join()
+    stored = stored_report_keys(database_url)
+    assert set(stored.values()) == {1}
+    lost = [b for b in acked if report_key(b) not in stored]
+    print(f"5 kill -9 cycles: sent {totals['sent']}, acknowledged {len(acked)}, lost {len(lost)}")
+    assert lost == []
+    final = start(database_url, tmp_path, "final")
+    try:
+        wait_caught_up(final)
+        live = projection_rows(database_url)
+    finally:
+        final.stop()
+    replay(settings)
+    assert projection_rows(database_url) == live

@@ -200,3 +200,19 @@ def test_no_500_when_the_domain_has_a_bug(
     response = signed_post(client, p.encode(p.delivery()))
     assert response.status_code == 503
     assert "send it again later" in response.json()["detail"]
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_wrong_types_in_every_field_long(client: TestClient, data: st.DataObject) -> None:
+    body = data.draw(st.sampled_from(TEMPLATES))
+    for _ in range(data.draw(st.integers(1, 3))):
+        if not isinstance(body, dict) or not paths(body):
+            break
+        body = replace_at(body, data.draw(st.sampled_from(paths(body))), data.draw(json_values))
+    assert_clear(signed_post(client, orjson.dumps(body)))
