@@ -158,13 +158,25 @@ def select_by_keys(
     key_columns: Sequence[str],
     keys: Sequence[tuple[Any, ...]],
 ) -> list[Row]:
-    """Rows whose key is one of `keys`, in chunks of row-value IN lists (both backends)."""
+    """Rows whose key is one of `keys`: on PostgreSQL one join against unnested arrays (one
+    parameter per key column, however many keys), on SQLite chunks of row-value IN lists."""
+    if not keys:
+        return []
+    names = ", ".join(f"t.{c}" for c in columns)
+    if cur.dialect == "postgresql":
+        arrays = ", ".join("?::text[]" for _ in key_columns)
+        on = " AND ".join(f"t.{c} = k.c{i}" for i, c in enumerate(key_columns))
+        aliases = ", ".join(f"c{i}" for i in range(len(key_columns)))
+        return cur.execute(
+            f"SELECT {names} FROM {table} t JOIN unnest({arrays}) AS k({aliases}) ON {on}",
+            [list(column) for column in zip(*keys, strict=True)],
+        ).fetchall()
     rows: list[Row] = []
     per_key = "(" + ", ".join("?" * len(key_columns)) + ")"
     for start in range(0, len(keys), 300):
         chunk = keys[start : start + 300]
         rows += cur.execute(
-            f"SELECT {', '.join(columns)} FROM {table} WHERE ({', '.join(key_columns)}) "
+            f"SELECT {names} FROM {table} t WHERE ({', '.join(key_columns)}) "
             f"IN (VALUES {', '.join(per_key for _ in chunk)})",
             [v for key in chunk for v in key],
         ).fetchall()

@@ -61,10 +61,15 @@ class EventLog:
             LoggedEvent(
                 int(row["id"]),
                 row["topic"],
-                str(UUID(str(row["originator_id"]))),
+                _uuid_text(row["originator_id"]),
                 orjson.loads(row["state"]),
             )
             for row in rows
             if row["topic"] in topics
         ]
         return int(rows[-1]["id"]), events
+
+
+def _uuid_text(value: UUID | str) -> str:
+    # PostgreSQL gives UUIDs; the SQLite store keeps them as 32 hex digits.
+    return str(value) if isinstance(value, UUID) else str(UUID(value))
