@@ -74,9 +74,9 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
             rng.choice(["SMS", "RCS"]),
             event_time=f"2024-06-15T10:{i % 60:02d}:00Z",
         )
-        for i in range(4000)
+        for i in range(10000)
     ]
-    bodies += rng.sample(bodies, 400)
+    bodies += rng.sample(bodies, 1000)
     rng.shuffle(bodies)
     acked: list[dict] = []
     sent = 0
