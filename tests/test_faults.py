@@ -172,13 +172,14 @@ def test_repeated_kill_9_cycles(database_url: str, settings: Settings, tmp_path:
         def worker(server: Server = server, work=work) -> None:
             with httpx.Client(timeout=10) as client:
                 for body in work:
+                    with lock:
+                        totals["sent"] += 1
                     try:
                         status = send(server, body, client)
                     except httpx.TransportError:
                         return
-                    with lock:
-                        totals["sent"] += 1
-                        if status == 200:
+                    if status == 200:
+                        with lock:
                             acked.append(body)
 
         threads = [threading.Thread(target=worker) for _ in range(16)]
