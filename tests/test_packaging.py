@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import yaml
 
 from callback_ledger.config import Settings, eventsourcing_env
 
+from . import payloads as p
 from .helpers import names, stored_events
 from .server import Server
 
@@ -75,12 +79,28 @@ def test_compose_command_and_configuration_run_here(tmp_path: Path, pg_admin_url
         assert Settings.from_env({"LEDGER_DATABASE_URL": compose_url}).backend == "postgresql"
         serve_args = ledger["command"][-1].split("exec callback-ledger ")[1].split()
         assert serve_args[0] == "serve"
-        server = Server(
-            {"LEDGER_DATABASE_URL": database_url, "SINCH_WEBHOOK_SECRET": "s3"},
-            tmp_path / "server.log",
-        )
+        env = {
+            **ledger["environment"],
+            "LEDGER_DATABASE_URL": database_url,
+            "SINCH_WEBHOOK_SECRET": "s3",
+        }
+        server = Server(env, tmp_path / "server.log")
         try:
-            assert httpx.get(server.url + "/healthz").json()["backend"] == "postgresql"
+            health = httpx.get(server.url + "/healthz").json()
+            assert (health["backend"], health["follower"]) == ("postgresql", "off")
+            raw = p.encode(p.delivery())
+            response = httpx.post(
+                server.url + "/webhooks/sinch", content=raw, headers=p.signed_headers(raw, "s3")
+            )
+            assert response.json()["status"] == "accepted"
+            assert httpx.get(server.url + "/healthz").json()["projections"]["messages"]["lag"] > 0
+            subprocess.run(
+                [sys.executable, "-m", "callback_ledger.cli", *compose_projector_args(), "--once"],
+                env={**os.environ, "LEDGER_DATABASE_URL": database_url},
+                check=True,
+                timeout=60,
+            )
+            assert httpx.get(server.url + "/messages/MSG1").json()["status"] == "DELIVERED"
         finally:
             server.stop()
     finally:
@@ -106,3 +126,30 @@ def test_readme_curl_example_posts_a_signed_seed_callback(tmp_path: Path) -> Non
     )
     assert '"status":"duplicate"' in again.stdout
     assert names(stored_events(database_url)) == ["Message.Registered", "Message.DeliveryReported"]
+
+
+def test_readme_serve_command_runs_the_service(tmp_path: Path) -> None:
+    from callback_ledger.scripts.postgres import free_port
+
+    port = free_port()
+    env = {**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.sqlite3"}
+    process = subprocess.Popen(
+        [str(ROOT / "scripts/serve"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 180  # the first run may install the project
+        while True:
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "scripts/serve did not come up"
+                time.sleep(0.5)
+        assert health["backend"] == "sqlite" and health["follower"] == "inline"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
