@@ -1,6 +1,7 @@
-"""The application service: turns one received callback into events on one aggregate and
-commits them, retrying on optimistic-concurrency conflicts. Synchronous, like the library;
-the HTTP layer calls it from a thread pool."""
+"""The application service: turns a received callback into a Command (which stream, what
+decision) and commits Commands alone (`execute`, retrying optimistic-concurrency conflicts) or
+many in one transaction (`execute_many`, the group commit the writer thread drives).
+Synchronous, like the library."""
 
 from __future__ import annotations
 
