@@ -205,43 +205,38 @@ def consent_fact(
 ) -> dict[str, Any] | None:
     """A consent_history row for a ConsentReported or InboundMessageReceived event, or None when
     the inbound message is not a keyword."""
-    if kind == "ConsentReported":
-        status = state["status"]
-        succeeded = status.endswith("_SUCCEEDED")
-        return {
-            "project_id": project_id,
-            "contact_id": contact_key,
-            "channel": state["channel"],
-            "identity": normalise_identity(state["identity"]),
-            "event_time": effective_time(state),
-            "accepted_time": stored_time(state.get("accepted_time")),
-            "fact": status,
-            "effect": (OPTED_IN if status.startswith("OPT_IN") else OPTED_OUT)
-            if succeeded
-            else None,
-            "source_kind": state["kind"],
-            "keyword": None,
-            "request_id": state.get("request_id"),
-            "inbound_message_id": None,
-            "source_ref": source_ref,
-        }
-    action = keywords.action(state.get("text"))
-    if action is None:
-        return None
-    return {
+    common = {
         "project_id": project_id,
         "contact_id": contact_key,
         "channel": state["channel"],
         "identity": normalise_identity(state["identity"]),
         "event_time": effective_time(state),
         "accepted_time": stored_time(state.get("accepted_time")),
+        "source_ref": source_ref,
+    }
+    if kind == "ConsentReported":
+        status = state["status"]
+        kind_of_effect = OPTED_IN if status.startswith("OPT_IN") else OPTED_OUT
+        return {
+            **common,
+            "fact": status,
+            "effect": kind_of_effect if status.endswith("_SUCCEEDED") else None,
+            "source_kind": state["kind"],
+            "keyword": None,
+            "request_id": state.get("request_id"),
+            "inbound_message_id": None,
+        }
+    action = keywords.action(state.get("text"))
+    if action is None:
+        return None
+    return {
+        **common,
         "fact": f"KEYWORD_{action}",
         "effect": OPTED_OUT if action == "OPT_OUT" else OPTED_IN,
         "source_kind": "KEYWORD",
         "keyword": state["text"].strip().upper(),
         "request_id": None,
         "inbound_message_id": state["message_id"],
-        "source_ref": source_ref,
     }
 
 

@@ -49,6 +49,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 def database_url(
     backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[str]:
+    yield from fresh_database(backend, tmp_path_factory, request)
+
+
+def fresh_database(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A URL of an empty database of its own on `backend`, dropped afterwards."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/ledger.sqlite3"
         return

@@ -250,15 +250,9 @@ callback = st.one_of(
 
 @pytest.fixture
 def second_database_url(backend: str, tmp_path_factory, request) -> Iterator[str]:
-    from .conftest import create_database, drop_database
+    from .conftest import fresh_database
 
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('second')}/ledger.sqlite3"
-        return
-    admin = request.getfixturevalue("pg_admin_url")
-    url = create_database(admin)
-    yield url
-    drop_database(admin, url)
+    yield from fresh_database(backend, tmp_path_factory, request)
 
 
 def natural_key(body: dict) -> tuple:
