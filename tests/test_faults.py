@@ -63,26 +63,13 @@ def wait_caught_up(server: Server, timeout_s: float = 60) -> None:
         time.sleep(0.1)
 
 
-def test_kill_9_under_load_loses_nothing_acknowledged(
-    database_url: str, settings: Settings, tmp_path: Path
-) -> None:
-    rng = random.Random(3)
-    bodies = [
-        p.delivery(
-            f"M{i // 5}",
-            STATUSES[i % 5],
-            rng.choice(["SMS", "RCS"]),
-            event_time=f"2024-06-15T10:{i % 60:02d}:00Z",
-        )
-        for i in range(10000)
-    ]
-    bodies += rng.sample(bodies, 1000)
-    rng.shuffle(bodies)
+def load_until_killed(server: Server, bodies: list[dict], kill_after_s: float) -> tuple[int, list]:
+    """16 senders work through `bodies` until the server is SIGKILLed after `kill_after_s`;
+    how many were sent, and the bodies that got a 200."""
     acked: list[dict] = []
     sent = 0
     lock = threading.Lock()
     work = iter(bodies)
-    server = start(database_url, tmp_path, "first")
 
     def worker() -> None:
         nonlocal sent
@@ -101,10 +88,30 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
     threads = [threading.Thread(target=worker) for _ in range(16)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    time.sleep(kill_after_s)
     server.stop(sig=9)
     for t in threads:
         t.join()
+    return sent, acked
+
+
+def test_kill_9_under_load_loses_nothing_acknowledged(
+    database_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    rng = random.Random(3)
+    bodies = [
+        p.delivery(
+            f"M{i // 5}",
+            STATUSES[i % 5],
+            rng.choice(["SMS", "RCS"]),
+            event_time=f"2024-06-15T10:{i % 60:02d}:00Z",
+        )
+        for i in range(10000)
+    ]
+    bodies += rng.sample(bodies, 1000)
+    rng.shuffle(bodies)
+    server = start(database_url, tmp_path, "first")
+    sent, acked = load_until_killed(server, bodies, 1.5)
     in_flight = sent - len(acked)
     assert acked, "nothing was acknowledged before the kill"
     assert sent < len(bodies), "the load ended before the kill; make it longer"
@@ -159,40 +166,20 @@ def test_repeated_kill_9_cycles(database_url: str, settings: Settings, tmp_path:
     callback of every cycle is checked."""
     rng = random.Random(5)
     acked: list[dict] = []
-    totals: Counter = Counter()
-    lock = threading.Lock()
+    sent = 0
     for cycle in range(5):
         bodies = [
             p.delivery(f"C{cycle}M{i // 5}", STATUSES[i % 5], rng.choice(["SMS", "RCS"]))
             for i in range(6000)
         ]
-        work = iter(bodies)
         server = start(database_url, tmp_path, f"cycle{cycle}")
-
-        def worker(server: Server = server, work=work) -> None:
-            with httpx.Client(timeout=10) as client:
-                for body in work:
-                    with lock:
-                        totals["sent"] += 1
-                    try:
-                        status = send(server, body, client)
-                    except httpx.TransportError:
-                        return
-                    if status == 200:
-                        with lock:
-                            acked.append(body)
-
-        threads = [threading.Thread(target=worker) for _ in range(16)]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(1.0, 3.0))
-        server.stop(sig=9)
-        for t in threads:
-            t.join()
+        cycle_sent, cycle_acked = load_until_killed(server, bodies, rng.uniform(1.0, 3.0))
+        sent += cycle_sent
+        acked += cycle_acked
     stored = stored_report_keys(database_url)
     assert set(stored.values()) == {1}
     lost = [b for b in acked if report_key(b) not in stored]
-    print(f"5 kill -9 cycles: sent {totals['sent']}, acknowledged {len(acked)}, lost {len(lost)}")
+    print(f"5 kill -9 cycles: sent {sent}, acknowledged {len(acked)}, lost {len(lost)}")
     assert lost == []
     final = start(database_url, tmp_path, "final")
     try:
