@@ -121,26 +121,59 @@ class Projector:
     # ---- live -----------------------------------------------------------------------------
 
     def step(self, name: str) -> int:
-        """One page into the active generation; the number of notifications read."""
-        projection = self.projections[name]
-        with self._locked(name) as (cur, row):
-            position = int(row["position"])
-            new_position = self._apply_page(cur, projection, int(row["generation"]), position)
-            if new_position != position:
-                cur.execute(
-                    "UPDATE ledger_projections SET position = ? WHERE name = ?",
-                    (new_position, name),
-                )
-            return int(new_position != position)
+        """One page into the active generation; 1 if it moved, else 0."""
+        before = self._position(name)
+        return int(self._steps([name], building=False)[name] != before)
 
     def catch_up(self) -> int:
-        """Steps every projection until none has anything left; pages applied."""
+        """Follows the log with every projection, one page (read once for all) per
+        transaction, until nothing is left; pages applied."""
         pages = 0
-        while True:
-            moved = sum(self.step(name) for name in self.projections)
-            if not moved:
-                return pages
-            pages += moved
+        names = list(self.projections)
+        positions = {name: self._position(name) for name in names}
+        while (moved := self._steps(names, building=False)) != positions:
+            positions = moved
+            pages += 1
+        return pages
+
+    def _position(self, name: str) -> int:
+        with self.db.read() as cur:
+            row = cur.execute(
+                "SELECT position FROM ledger_projections WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            raise LookupError(f"projection {name!r} is not set up")
+        return int(row["position"])
+
+    def _steps(self, names: Sequence[str], *, building: bool) -> dict[str, int]:
+        """One page of the log, read once, applied to each named projection's active (or
+        building) generation from its own position, with the positions moved in the same
+        transaction; the new positions."""
+        generation_column = "building_generation" if building else "generation"
+        position_column = "building_position" if building else "position"
+        with self.db.transaction() as cur:
+            # Rows locked in a fixed order, so two followers or replays never deadlock.
+            rows = {name: self._lock_row(cur, name) for name in sorted(names)}
+            start = min(int(row[position_column]) for row in rows.values())
+            topics = frozenset().union(*(self.projections[name].topics for name in names))
+            last, events = self.log.page(cur, start, self.page_size, topics)
+            positions = {}
+            for name, row in rows.items():
+                projection, position = self.projections[name], int(row[position_column])
+                mine = [
+                    e
+                    for e in events
+                    if e.notification_id > position and e.topic in projection.topics
+                ]
+                if mine:
+                    projection.apply(cur, int(row[generation_column]), mine)
+                positions[name] = max(position, last)
+                if positions[name] != position:
+                    cur.execute(
+                        f"UPDATE ledger_projections SET {position_column} = ? WHERE name = ?",
+                        (positions[name], name),
+                    )
+            return positions
 
     def positions(self) -> dict[str, dict[str, Any]]:
         with self.db.read() as cur:
@@ -189,28 +222,7 @@ class Projector:
     def build_steps(self, names: Sequence[str]) -> dict[str, int]:
         """One page of the log, read once, into every generation being built (a replay of
         all projections is one pass over the log); their new positions."""
-        with self.db.transaction() as cur:
-            # Rows locked in a fixed order, so two replays never deadlock.
-            rows = {name: self._lock_row(cur, name) for name in sorted(names)}
-            start = min(int(row["building_position"]) for row in rows.values())
-            topics = frozenset().union(*(self.projections[name].topics for name in names))
-            last, events = self.log.page(cur, start, self.page_size, topics)
-            positions = {}
-            for name, row in rows.items():
-                projection, position = self.projections[name], int(row["building_position"])
-                mine = [
-                    e
-                    for e in events
-                    if e.notification_id > position and e.topic in projection.topics
-                ]
-                if mine:
-                    projection.apply(cur, int(row["building_generation"]), mine)
-                positions[name] = max(position, last)
-                cur.execute(
-                    "UPDATE ledger_projections SET building_position = ? WHERE name = ?",
-                    (positions[name], name),
-                )
-            return positions
+        return self._steps(names, building=True)
 
     def finish_rebuild(self, name: str) -> int:
         """Catches the new generation up to the head and switches the views to it, in one
