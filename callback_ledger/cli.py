@@ -38,6 +38,49 @@ def quarantine(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def ingest(settings: Settings, args: argparse.Namespace) -> int:
+    """Records callback bodies from files (one JSON object per line): a quarantined body once
+    an operator has fixed it, or a backfill. Kept like any callback, marked as not signed and
+    as coming from this command. Exit status 1 if any body was refused."""
+    from datetime import UTC, datetime
+
+    from callback_ledger.domain.callbacks import InvalidCallback
+    from callback_ledger.domain.receipt import Receipt
+    from callback_ledger.ledger import Ledger
+
+    ledger = Ledger.from_settings(settings)
+    refused = 0
+    try:
+        for path in args.files:
+            with open(path, "rb") as lines:
+                for number, line in enumerate(lines, 1):
+                    if not line.strip():
+                        continue
+                    where = f"{path}:{number}"
+                    raw = line.rstrip(b"\r\n")
+                    try:
+                        body = orjson.loads(raw)
+                        if not isinstance(body, dict):
+                            raise ValueError("not a JSON object")
+                        receipt = Receipt(
+                            raw.decode(),
+                            datetime.now(UTC),
+                            False,
+                            {"x-ledger-source": "callback-ledger ingest"},
+                        )
+                        outcome = ledger.accept(body, receipt)
+                    except (ValueError, InvalidCallback) as exc:
+                        refused += 1
+                        sys.stderr.write(f"{where}: refused: {exc}\n")
+                        continue
+                    sys.stdout.write(
+                        f"{where}: {outcome.status} {outcome.trigger} ({outcome.events} events)\n"
+                    )
+    finally:
+        ledger.close()
+    return 1 if refused else 0
+
+
 def project(settings: Settings, args: argparse.Namespace) -> int:
     """The projection worker, for deployments that run `serve` with LEDGER_PROJECTIONS=off."""
     import signal
@@ -93,6 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--after", type=int, default=0, help="cursor: list entries after this id")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(run=quarantine)
+
+    p = commands.add_parser(
+        "ingest", help="record callback bodies from files (JSON, one object per line)"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(run=ingest)
 
     p = commands.add_parser("project", help="follow the log into the read tables (worker)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between polls")

@@ -1,0 +1,81 @@
+"""The operator's loop: find a refused callback in the quarantine, fix it, feed it back with
+`callback-ledger ingest`."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from starlette.testclient import TestClient
+
+from . import payloads as p
+from .conftest import SECRET
+from .helpers import names, stored_events
+
+
+def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callback_ledger.cli", *args],
+        env={**os.environ, "LEDGER_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_fix_a_quarantined_callback_and_feed_it_back(
+    client: TestClient, database_url: str, tmp_path: Path
+) -> None:
+    broken = p.delivery()
+    del broken["message_delivery_report"]["message_id"]
+    raw = p.encode(broken)
+    assert (
+        client.post(
+            "/webhooks/sinch", content=raw, headers=p.signed_headers(raw, SECRET)
+        ).status_code
+        == 422
+    )
+
+    listed = cli(database_url, "quarantine")
+    [entry] = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert entry["status_code"] == 422
+    fixed = orjson.loads(base64.b64decode(entry["raw_base64"]))
+    fixed["message_delivery_report"]["message_id"] = "MSG-FIXED"
+    bodies = tmp_path / "fixed.jsonl"
+    bodies.write_bytes(orjson.dumps(fixed) + b"\n\n" + orjson.dumps(p.inbound()) + b"\n")
+
+    done = cli(database_url, "ingest", str(bodies))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{bodies}:1: accepted MESSAGE_DELIVERY (2 events)",
+        f"{bodies}:3: accepted MESSAGE_INBOUND (2 events)",
+    ]
+    event = next(
+        e for e in stored_events(database_url) if names([e]) == ["Message.DeliveryReported"]
+    )
+    assert event.message_id == "MSG-FIXED"
+    assert event.callback["signature_verified"] is False
+    assert event.callback["headers"] == {"x-ledger-source": "callback-ledger ingest"}
+    again = cli(database_url, "ingest", str(bodies))
+    assert "duplicate MESSAGE_DELIVERY" in again.stdout
+
+
+def test_ingest_reports_refused_lines(database_url: str, tmp_path: Path) -> None:
+    bodies = tmp_path / "mixed.jsonl"
+    bodies.write_bytes(
+        b"not json\n[1]\n"
+        + orjson.dumps(p.delivery(status=5))
+        + b"\n"
+        + orjson.dumps(p.delivery())
+        + b"\n"
+    )
+    done = cli(database_url, "ingest", str(bodies))
+    assert done.returncode == 1
+    assert f"{bodies}:1: refused" in done.stderr
+    assert f"{bodies}:2: refused: not a JSON object" in done.stderr
+    assert "message_delivery_report.status" in done.stderr
+    assert done.stdout.strip() == f"{bodies}:4: accepted MESSAGE_DELIVERY (2 events)"
