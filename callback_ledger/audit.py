@@ -6,7 +6,8 @@ reads the immutable event log itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -154,11 +155,27 @@ def current(cur: Cursor, contact_id: str) -> list[dict[str, Any]]:
 
 
 def violations(
-    cur: Cursor, since: str | None = None, until: str | None = None
+    cur: Cursor, since: str | None = None, until: str | None = None, page_size: int = 2000
 ) -> Iterator[dict[str, Any]]:
     """Messages sent (any ranked report: QUEUED_ON_CHANNEL or later) on a channel to an identity
     that was OPTED_OUT when the message was first reported on that channel, with the opt-out
-    fact that proves it. `since`/`until` bound the message's first report."""
+    fact that proves it. `since`/`until` bound the message's first report. Messages are read in
+    pages and each number's consent facts once, so a year of messages costs one query per page
+    and per distinct number, not per message."""
+    facts: dict[tuple[str, str, str], tuple[list[str], list[dict[str, Any]]]] = {}
+
+    def consent_facts(project_id: str, channel: str, identity: str) -> tuple[list[str], list]:
+        key = (project_id, channel, identity)
+        if key not in facts:
+            rows = cur.execute(
+                f"SELECT {HISTORY_COLUMNS} FROM consent_history WHERE project_id = ? AND "
+                "channel = ? AND identity = ? AND effect IS NOT NULL ORDER BY event_time, "
+                "CASE WHEN effect = 'OPTED_OUT' THEN 1 ELSE 0 END, source_ref",
+                key,
+            ).fetchall()
+            facts[key] = ([row["event_time"] for row in rows], rows)
+        return facts[key]
+
     where, params = [], []
     if since:
         where.append("first_event_time >= ?")
@@ -166,35 +183,53 @@ def violations(
     if until:
         where.append("first_event_time < ?")
         params.append(until)
-    sql = "SELECT project_id, message_id, contact_id, metadata, reports FROM message_status"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    messages = cur.execute(
-        sql + " ORDER BY first_event_time, project_id, message_id", params
-    ).fetchall()
-    for message in messages:
-        first_on: dict[tuple[str, str], str] = {}
-        for report in orjson.loads(message["reports"]):
-            if report["status"] not in STATUS_RANK or not report["channel"]:
-                continue
-            if not report["identity"]:
-                continue
-            key = (report["channel"], normalise_identity(report["identity"]))
-            first_on[key] = min(first_on.get(key, report["at"]), report["at"])
-        for (channel, identity), sent_at in sorted(first_on.items(), key=lambda kv: kv[1]):
-            answer = state_at(cur, channel, identity, sent_at, message["project_id"])
-            if answer["state"] == OPTED_OUT:
-                yield {
-                    "project_id": message["project_id"],
-                    "message_id": message["message_id"],
-                    "contact_id": message["contact_id"],
-                    "metadata": message["metadata"],
-                    "channel": channel,
-                    "identity": identity,
-                    "sent_at": sent_at,
-                    "opted_out_since": answer["since"],
-                    "proof": answer["decided_by"],
-                }
+    after: list[Any] = []
+    while True:
+        conditions = list(where)
+        if after:
+            conditions.append("(first_event_time, project_id, message_id) > (?, ?, ?)")
+        sql = (
+            "SELECT project_id, message_id, contact_id, metadata, reports, first_event_time "
+            "FROM message_status"
+        )
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        sql += " ORDER BY first_event_time, project_id, message_id LIMIT ?"
+        messages = cur.execute(sql, [*params, *after, page_size]).fetchall()
+        for message in messages:
+            yield from _message_violations(message, consent_facts)
+        if len(messages) < page_size:
+            return
+        last = messages[-1]
+        after = [last["first_event_time"], last["project_id"], last["message_id"]]
+
+
+def _message_violations(
+    message: dict[str, Any], consent_facts: Callable[[str, str, str], tuple[list[str], list]]
+) -> Iterator[dict[str, Any]]:
+    first_on: dict[tuple[str, str], str] = {}
+    for report in orjson.loads(message["reports"]):
+        if report["status"] not in STATUS_RANK or not report["channel"] or not report["identity"]:
+            continue
+        key = (report["channel"], normalise_identity(report["identity"]))
+        first_on[key] = min(first_on.get(key, report["at"]), report["at"])
+    for (channel, identity), sent_at in sorted(first_on.items(), key=lambda kv: kv[1]):
+        times, rows = consent_facts(message["project_id"], channel, identity)
+        # Sorted in the deciding order, so the last fact at or before sent_at is the one
+        # that stood then (as state_at decides it).
+        index = bisect_right(times, sent_at) - 1
+        if index >= 0 and rows[index]["effect"] == OPTED_OUT:
+            yield {
+                "project_id": message["project_id"],
+                "message_id": message["message_id"],
+                "contact_id": message["contact_id"],
+                "metadata": message["metadata"],
+                "channel": channel,
+                "identity": identity,
+                "sent_at": sent_at,
+                "opted_out_since": rows[index]["event_time"],
+                "proof": history_view(rows[index]),
+            }
 
 
 def callback(ledger: Ledger, reference: str) -> dict[str, Any] | None:

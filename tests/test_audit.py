@@ -205,3 +205,25 @@ def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None
     assert (at["state"], at["decided_by.fact"]) == ("OPTED_OUT", "KEYWORD_OPT_OUT")
     lines = audit_cli(database_url, "export", "--since", f"{DAY}12:00:00Z").splitlines()
     assert [orjson.loads(line)["fact"] for line in lines] == ["OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]
+
+
+def test_violations_agree_with_state_at_whatever_the_page_size(fed: TestClient, settings) -> None:
+    from callback_ledger import audit
+    from callback_ledger.runtime import Runtime
+
+    for i in range(7):  # more messages to the opted-out number, around the opt-out and opt-in
+        post(fed, p.delivery(f"X{i}", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}1{i}:30:00Z"))
+    wait_for_projections(fed)
+    runtime = Runtime(settings)
+    try:
+        with runtime.database().read() as cur:
+            whole = list(audit.violations(cur))
+            paged = list(audit.violations(cur, page_size=1))
+            assert paged == whole
+            assert {v["message_id"] for v in whole} == {"B", "X1", "X2"}
+            for violation in whole:
+                at = audit.state_at(cur, "SMS", NUMBER, violation["sent_at"], "PROJECT1")
+                assert at["state"] == "OPTED_OUT"
+                assert at["decided_by"]["source_ref"] == violation["proof"]["source_ref"]
+    finally:
+        runtime.close()
