@@ -149,8 +149,16 @@ def test_two_processes_racing_store_each_report_once(database_url: str, tmp_path
         ]
         jobs = [(server, body) for body in distinct for server in (first, second)]
         random.Random(9).shuffle(jobs)
-        with ThreadPoolExecutor(16) as pool, httpx.Client(timeout=30) as client:
-            statuses = list(pool.map(lambda job: send(job[0], job[1], client), jobs))
+        local = threading.local()
+
+        def post(job: tuple[Server, dict]) -> int:
+            # One client per thread: an httpx.Client is not to be shared across threads.
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(timeout=30)
+            return send(job[0], job[1], local.client)
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(post, jobs))
     finally:
         first.stop()
         second.stop()
