@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callback_ledger.projections import messages as message_tables
-from callback_ledger.projections.db import Cursor
+from callback_ledger.projections.db import Cursor, time_window
 from callback_ledger.projections.rules import iso
 from callback_ledger.runtime import Runtime
 
@@ -223,10 +223,7 @@ class Queries:
         for name, column in [("status", "status"), ("reason", "reason_code")]:
             if (value := params.word(name)) is not None:
                 filters.append((f"{column} = ?", value.upper()))
-        if (since := params.time("since")) is not None:
-            filters.append(("first_event_time >= ?", since))
-        if (until := params.time("until")) is not None:
-            filters.append(("first_event_time < ?", until))
+        filters += time_window("first_event_time", params.time("since"), params.time("until"))
         limit, cursor = params.limit(), params.cursor(3)
         order = ("first_event_time", "project_id", "message_id")
         return JSON(
@@ -241,10 +238,7 @@ class Queries:
         for name in ("project_id", "contact_id"):
             if (value := params.text(name)) is not None:
                 filters.append((f"{name} = ?", value))
-        if (since := params.time("since")) is not None:
-            filters.append(("read_at >= ?", since))
-        if (until := params.time("until")) is not None:
-            filters.append(("read_at < ?", until))
+        filters += time_window("read_at", params.time("since"), params.time("until"))
         limit, cursor = params.limit(), params.cursor(3)
         order = ("read_at", "project_id", "message_id")
         return JSON(

@@ -17,7 +17,7 @@ from callback_ledger.domain.callbacks import normalise_identity
 from callback_ledger.domain.contact import Contact
 from callback_ledger.domain.message import Message, report_key
 from callback_ledger.ledger import Ledger
-from callback_ledger.projections.db import Cursor
+from callback_ledger.projections.db import Cursor, time_window
 from callback_ledger.projections.rules import OPTED_OUT, STATUS_RANK
 
 UNKNOWN = "UNKNOWN"
@@ -118,21 +118,18 @@ def history(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Consent facts in event-time order, filtered; `after` is a keyset cursor."""
-    where, params = [], []
-    for column, value in (
-        ("contact_id", contact_id),
-        ("channel", channel),
-        ("identity", normalise_identity(identity) if identity else None),
-    ):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if since:
-        where.append("event_time >= ?")
-        params.append(since)
-    if until:
-        where.append("event_time < ?")
-        params.append(until)
+    filters = [
+        (f"{column} = ?", value)
+        for column, value in (
+            ("contact_id", contact_id),
+            ("channel", channel),
+            ("identity", normalise_identity(identity) if identity else None),
+        )
+        if value is not None
+    ]
+    filters += time_window("event_time", since, until)
+    where = [condition for condition, _ in filters]
+    params: list[Any] = [value for _, value in filters]
     if after:
         where.append("(event_time, source_ref) > (?, ?)")
         params += list(after)
@@ -176,13 +173,9 @@ def violations(
             facts[key] = ([row["event_time"] for row in rows], rows)
         return facts[key]
 
-    where, params = [], []
-    if since:
-        where.append("first_event_time >= ?")
-        params.append(since)
-    if until:
-        where.append("first_event_time < ?")
-        params.append(until)
+    window = time_window("first_event_time", since, until)
+    where = [condition for condition, _ in window]
+    params = [value for _, value in window]
     after: list[Any] = []
     while True:
         conditions = list(where)

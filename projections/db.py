@@ -181,3 +181,13 @@ def select_by_keys(
             [v for key in chunk for v in key],
         ).fetchall()
     return rows
+
+
+def time_window(column: str, since: str | None, until: str | None) -> list[tuple[str, Any]]:
+    """(condition, value) pairs for `since <= column < until`; either bound may be absent."""
+    window: list[tuple[str, Any]] = []
+    if since is not None:
+        window.append((f"{column} >= ?", since))
+    if until is not None:
+        window.append((f"{column} < ?", until))
+    return window

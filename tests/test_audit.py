@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from . import payloads as p
-from .test_queries import post, wait_for_projections
+from .test_queries import feed, post, wait_for_projections
 
 NUMBER = "+46700000001"
 DAY = "2024-06-15T"
@@ -47,10 +47,7 @@ ARRIVAL = [OPT_IN, *D_REOPTED, *B_AFTER, STOP, *C_OTHER_CHANNEL, FAILED_OPT_OUT,
 
 @pytest.fixture
 def fed(client: TestClient) -> TestClient:
-    for body in ARRIVAL:
-        post(client, body)
-    wait_for_projections(client)
-    return client
+    return feed(client, ARRIVAL)
 
 
 @pytest.mark.parametrize(

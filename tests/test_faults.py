@@ -63,6 +63,22 @@ def wait_caught_up(server: Server, timeout_s: float = 60) -> None:
         time.sleep(0.1)
 
 
+def assert_restart_heals_to_a_replay(
+    database_url: str, settings: Settings, tmp_path: Path, more: list[dict]
+) -> None:
+    """A restarted server takes `more`, its projections catch up, and they equal a replay."""
+    server = start(database_url, tmp_path, "restarted")
+    try:
+        with httpx.Client(timeout=10) as client:
+            assert all(send(server, body, client) == 200 for body in more)
+        wait_caught_up(server)
+        live = projection_rows(database_url)
+    finally:
+        server.stop()
+    replay(settings)
+    assert projection_rows(database_url) == live
+
+
 def load_until_killed(server: Server, bodies: list[dict], kill_after_s: float) -> tuple[int, list]:
     """16 senders work through `bodies` until the server is SIGKILLed after `kill_after_s`;
     how many were sent, and the bodies that got a 200."""
@@ -125,17 +141,8 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
         f"stored {len(stored)}, lost 0"
     )
 
-    second = start(database_url, tmp_path, "second")
-    try:
-        rest = [b for b in bodies if report_key(b) not in stored]
-        with httpx.Client(timeout=10) as client:
-            assert all(send(second, b, client) == 200 for b in rest[:300])
-        wait_caught_up(second)
-        live = projection_rows(database_url)
-    finally:
-        second.stop()
-    replay(settings)
-    assert projection_rows(database_url) == live
+    rest = [b for b in bodies if report_key(b) not in stored]
+    assert_restart_heals_to_a_replay(database_url, settings, tmp_path, rest[:300])
 
 
 def test_two_processes_racing_store_each_report_once(database_url: str, tmp_path: Path) -> None:
@@ -189,11 +196,4 @@ def test_repeated_kill_9_cycles(database_url: str, settings: Settings, tmp_path:
     lost = [b for b in acked if report_key(b) not in stored]
     print(f"5 kill -9 cycles: sent {sent}, acknowledged {len(acked)}, lost {len(lost)}")
     assert lost == []
-    final = start(database_url, tmp_path, "final")
-    try:
-        wait_caught_up(final)
-        live = projection_rows(database_url)
-    finally:
-        final.stop()
-    replay(settings)
-    assert projection_rows(database_url) == live
+    assert_restart_heals_to_a_replay(database_url, settings, tmp_path, [])

@@ -28,12 +28,17 @@ def wait_for_projections(client: TestClient, timeout_s: float = 20) -> dict:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def fed(client: TestClient) -> TestClient:
-    for body in SCENARIO:
+def feed(client: TestClient, bodies: list[dict]) -> TestClient:
+    """Posts the bodies and waits until the projections have them."""
+    for body in bodies:
         post(client, body)
     wait_for_projections(client)
     return client
+
+
+@pytest.fixture
+def fed(client: TestClient) -> TestClient:
+    return feed(client, SCENARIO)
 
 
 def test_message_with_timeline(fed: TestClient) -> None:
