@@ -34,6 +34,11 @@ UNSIGNED_WARNING = (
 )
 
 
+def app_from_env() -> Starlette:
+    """The factory each server process calls when `serve --workers` starts several."""
+    return create_app(Settings.from_env())
+
+
 def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
     runtime = Runtime(settings, ledger)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None

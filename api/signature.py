@@ -20,7 +20,7 @@ class SignatureError(ValueError):
 
 def sign(secret: str, body: bytes, nonce: str, timestamp: str) -> str:
     message = body + b"." + nonce.encode() + b"." + timestamp.encode()
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    digest = hmac.digest(secret.encode(), message, hashlib.sha256)
     return base64.b64encode(digest).decode()
 
 

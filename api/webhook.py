@@ -51,17 +51,15 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
 
-    async def collect() -> bytes:
-        chunks: list[bytes] = []
-        size = 0
+    chunks: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(timeout_s):
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge
             chunks.append(chunk)
-        return b"".join(chunks)
-
-    return await asyncio.wait_for(collect(), timeout_s)
+    return b"".join(chunks)
 
 
 class NonceMemory:
@@ -163,8 +161,7 @@ class SinchWebhook:
             if command is None:
                 outcome = await run_in_threadpool(ledger.keep_unrecognised, body, receipt)
             else:
-                writer = self.runtime.writer()
-                outcome = await asyncio.wrap_future(writer.submit(command))
+                outcome = await self.runtime.writer().commit(command)
         except InvalidCallback as exc:
             return await self._refuse(
                 raw, receipt, 422, "invalid_callback", exc.trigger, exc.problems

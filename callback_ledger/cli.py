@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -18,13 +20,25 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from callback_ledger.api.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
         # Let in-flight callbacks finish their commit on shutdown.
-        timeout_graceful_shutdown=10,
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    if settings.database_url.startswith("sqlite:"):
+        raise ConfigError(
+            "--workers above 1 needs PostgreSQL: SQLite takes one writer at a time, so more "
+            "processes would only queue on its lock"
+        )
+    # Each process reads the same environment and group-commits on its own; conflicts between
+    # processes on one stream are resolved by the store's optimistic concurrency.
+    uvicorn.run(
+        "callback_ledger.api.app:app_from_env", factory=True, workers=args.workers, **options
     )
     return 0
 
@@ -128,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("LEDGER_WORKERS", "1")),
+        help="server processes (PostgreSQL only; default LEDGER_WORKERS or 1)",
+    )
     p.set_defaults(run=serve)
 
     p = commands.add_parser(
@@ -168,9 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = Settings.from_env()
+        return int(args.run(settings, args))
     except ConfigError as exc:
         parser.exit(2, f"callback-ledger: configuration error: {exc}\n")
-    return int(args.run(settings, args))
 
 
 if __name__ == "__main__":

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Recording,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
+    Mapper,
     OperationalError,
     StoredEvent,
 )
@@ -39,8 +45,10 @@ from callback_ledger.domain.contact import Contact, contact_key
 from callback_ledger.domain.message import Message
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
+from callback_ledger.mapper import FastMapper
 
 MAX_ATTEMPTS = 50
+BATCH_ATTEMPTS = 3
 
 
 class StoreContention(RuntimeError):
@@ -73,6 +81,23 @@ class Ledger(Application[UUID]):
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
         return cls(env=eventsourcing_env(settings.database_url, settings.db_timeout_s))
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return FastMapper(super().construct_mapper())
+
+    def save(self, *aggregates: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """As the library's save, for aggregates only. The library first checks every object
+        against runtime-checkable Protocols, which cost more than encoding its events."""
+        if kwargs or not all(isinstance(a, Aggregate) for a in aggregates):
+            return super().save(*aggregates, **kwargs)
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        return recordings
 
     def accept(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
         """Records a JSON callback body on its own. Raises InvalidCallback for a known trigger
@@ -152,38 +177,46 @@ class Ledger(Application[UUID]):
         """Group commit: all commands' events in ONE transaction. Commands for the same stream
         are applied to one aggregate in order (merged, not conflicting). `cache` holds
         aggregates as last committed: a stale one can only cause a conflict, never a wrong
-        decision, because committed events are never removed. If the batch conflicts (another
-        process wrote to one of its streams) or fails on one member, each command is retried
-        alone, so the others still commit."""
+        decision, because committed events are never removed. A batch that conflicts (another
+        process wrote to one of its streams) is decided again on freshly loaded streams; one
+        that fails on a member, or keeps conflicting, is retried command by command, so the
+        others still commit."""
+        for _ in range(BATCH_ATTEMPTS):
+            try:
+                return self._commit_batch(commands, cache)
+            except IntegrityError:
+                continue  # the streams it touched left the cache: they are reloaded
+            except (OperationalError, InterfaceError) as exc:
+                # The store is unreachable: retrying each alone would only multiply the wait.
+                return [exc] * len(commands)
+            except Exception as exc:
+                if len(commands) == 1:
+                    return [exc]
+                break
+        return [self._execute_alone(command) for command in commands]
+
+    def _commit_batch(
+        self, commands: list[Command], cache: MutableMapping[UUID, Aggregate]
+    ) -> list[Outcome | BaseException]:
         touched: dict[UUID, Aggregate] = {}
         planned: list[tuple[Command, bool, int]] = []
-        try:
-            for command in commands:
-                if command.aggregate_id in cache:
-                    touched[command.aggregate_id] = cache.pop(command.aggregate_id)
-            touched.update(self._load_many({c.aggregate_id for c in commands} - touched.keys()))
-            for command in commands:
-                created = False
-                aggregate = touched.get(command.aggregate_id)
-                if aggregate is None:
-                    aggregate, created = command.create(), True
-                touched[command.aggregate_id] = aggregate
-                # The stream's Registered event counts for the command that started it.
-                before = 0 if created else len(aggregate.pending_events)
-                accepted = command.decide(aggregate)
-                planned.append((command, accepted, len(aggregate.pending_events) - before))
-            dirty = [a for a in touched.values() if a.pending_events]
-            if dirty:
-                self.save(*dirty)
-        except IntegrityError:
-            return [self._execute_alone(command) for command in commands]
-        except (OperationalError, InterfaceError) as exc:
-            # The store is unreachable: retrying each alone would only multiply the wait.
-            return [exc] * len(commands)
-        except Exception as exc:
-            if len(commands) == 1:
-                return [exc]
-            return [self._execute_alone(command) for command in commands]
+        for command in commands:
+            if command.aggregate_id in cache:
+                touched[command.aggregate_id] = cache.pop(command.aggregate_id)
+        touched.update(self._load_many({c.aggregate_id for c in commands} - touched.keys()))
+        for command in commands:
+            created = False
+            aggregate = touched.get(command.aggregate_id)
+            if aggregate is None:
+                aggregate, created = command.create(), True
+            touched[command.aggregate_id] = aggregate
+            # The stream's Registered event counts for the command that started it.
+            before = 0 if created else len(aggregate.pending_events)
+            accepted = command.decide(aggregate)
+            planned.append((command, accepted, len(aggregate.pending_events) - before))
+        dirty = [a for a in touched.values() if a.pending_events]
+        if dirty:
+            self.save(*dirty)
         cache.update(touched)
         return [
             Outcome(
@@ -205,9 +238,15 @@ class Ledger(Application[UUID]):
             params, where = [list(ids)], "originator_id = ANY(%s)"
         order = "ORDER BY originator_id, originator_version"
         sql = f"SELECT {columns} FROM {table} WHERE {where} {order}"
-        with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            with datastore.transaction(commit=False) as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+        else:
+            # One statement in autocommit: its own snapshot, one round trip.
+            with datastore.get_connection() as conn:
+                rows = conn.execute(sql, params).fetchall()
         aggregates: dict[UUID, Aggregate] = {}
         for row in rows:
             originator_id = row["originator_id"]

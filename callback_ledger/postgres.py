@@ -7,6 +7,7 @@ a database restart fails one request and is replaced by the pool."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,30 +26,44 @@ class FailFastAggregateRecorder(PostgresAggregateRecorder):
 
 
 class FailFastApplicationRecorder(PostgresApplicationRecorder):
-    """Also inserts with COPY. The library builds a composite-type array per save, which costs
-    more CPU than the rest of a callback's handling; COPY writes the same rows in one round
-    trip. The insert still runs under the library's EXCLUSIVE table lock, so notification ids
-    become visible in order and followers never skip an event. Notification ids are not
-    returned: nothing here uses them (the projector reads the log itself)."""
+    """Also inserts with a binary COPY, in four round trips instead of the library's six or
+    more: the library builds a composite-type array per save, which costs more CPU than the
+    rest of a callback's handling. The insert still runs under the library's EXCLUSIVE table
+    lock, so notification ids become visible in order and followers never skip an event.
+    Notification ids are not returned: nothing here uses them (the projector reads the log
+    itself)."""
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> None:
         if not stored_events:
             return None
-        lock = "; ".join(s.as_string() for s in self.lock_table_statements)
-        copy = SQL("COPY {0}.{1} (originator_id, originator_version, topic, state) FROM STDIN")
-        with (
-            self.datastore.get_connection() as conn,
-            conn.transaction(),
-            conn.cursor() as cursor,
-        ):
-            cursor.execute(lock)
-            with cursor.copy(
-                copy.format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-            ) as rows:
-                for event in stored_events:
-                    rows.write_row(
-                        (event.originator_id, event.originator_version, event.topic, event.state)
-                    )
+        table = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+        # One simple query: no parameters, so several statements go in one round trip.
+        begin = SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements])
+        copy = SQL(
+            "COPY {0} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
+        ).format(table)
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            try:
+                cursor.execute(begin)
+                with cursor.copy(copy) as rows:
+                    rows.set_types(["uuid", "int8", "text", "bytea"])
+                    for event in stored_events:
+                        rows.write_row(
+                            (
+                                event.originator_id,
+                                event.originator_version,
+                                event.topic,
+                                event.state,
+                            )
+                        )
+                cursor.execute("COMMIT")
+            except BaseException:
+                if not conn.closed:
+                    with contextlib.suppress(Exception):
+                        cursor.execute("ROLLBACK")
+                raise
         return None
 
     select_events = PostgresAggregateRecorder.select_events.__wrapped__  # type: ignore[attr-defined]

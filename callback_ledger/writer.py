@@ -7,6 +7,8 @@ no latency when the service is quiet."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -25,7 +27,8 @@ log = logging.getLogger("callback_ledger")
 @dataclass
 class _Job:
     command: Command
-    future: Future[Outcome]
+    future: Future[Outcome] | asyncio.Future[Outcome]
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 class LRU(OrderedDict[UUID, Aggregate]):
@@ -54,9 +57,18 @@ class GroupCommitWriter:
         self._thread.start()
 
     def submit(self, command: Command) -> Future[Outcome]:
+        """For callers in threads."""
         future: Future[Outcome] = Future()
         self._queue.put(_Job(command, future))
         return future
+
+    async def commit(self, command: Command) -> Outcome:
+        """For callers in an event loop: the whole batch is settled with one wake-up of the
+        loop, instead of one thread-safe call per request."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put(_Job(command, future, loop))
+        return await future
 
     def stop(self) -> None:
         """Commits what is queued, then stops."""
@@ -89,8 +101,22 @@ class GroupCommitWriter:
             results = [exc] * len(batch)
         self.batches += 1
         self.commands += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Outcome | BaseException]]] = {}
         for job, result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):
-                job.future.set_exception(result)
+            if job.loop is None:
+                _settle([(job, result)])
             else:
-                job.future.set_result(result)
+                by_loop.setdefault(job.loop, []).append((job, result))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[_Job, Outcome | BaseException]]) -> None:
+    for job, result in settled:
+        if job.future.done():  # an asyncio future cancelled by its request
+            continue
+        if isinstance(result, BaseException):
+            job.future.set_exception(result)
+        else:
+            job.future.set_result(result)

@@ -15,7 +15,7 @@ from callback_ledger.scripts.postgres import free_port
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -30,6 +30,7 @@ class Server:
                 str(self.port),
                 "--log-level",
                 "warning",
+                *args,
             ],
             env={**os.environ, **env},
             stdout=self._log,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,14 +26,14 @@ from .server import Server
 def start_server(tmp_path: Path) -> Iterator:
     servers: list[Server] = []
 
-    def start(database_url: str, secret: str = SECRET) -> Server:
+    def start(database_url: str, secret: str = SECRET, args: tuple[str, ...] = ()) -> Server:
         env = {
             "LEDGER_DATABASE_URL": database_url,
             "SINCH_WEBHOOK_SECRET": secret,
             "LEDGER_DB_TIMEOUT_S": "2",
             "LEDGER_RETRY_AFTER_S": "7",
         }
-        server = Server(env, tmp_path / f"server{len(servers)}.log")
+        server = Server(env, tmp_path / f"server{len(servers)}.log", args)
         servers.append(server)
         return server
 
@@ -122,3 +125,41 @@ def test_service_starts_while_database_is_down(
         assert time.monotonic() < deadline, "service did not recover"
         time.sleep(0.5)
     assert response.json()["status"] == "accepted"
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_several_server_processes_record_each_report_once(
+    start_server, database_url: str, backend: str, tmp_path: Path
+) -> None:
+    if backend == "sqlite":
+        refused = subprocess.run(
+            [sys.executable, "-m", "callback_ledger.cli", "serve", "--workers", "2"],
+            env={**os.environ, "LEDGER_DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2
+        assert "--workers above 1 needs PostgreSQL" in refused.stderr
+        return
+    server = start_server(database_url, args=("--workers", "2"))
+    deadline = time.monotonic() + 20
+    while len(children(server.process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(children(server.process.pid)) >= 2
+    statuses = ["QUEUED_ON_CHANNEL", "DELIVERED", "READ"]
+    distinct = [p.delivery(f"M{i}", s) for i in range(20) for s in statuses]
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda b: post(server, b), distinct * 3))
+    assert Counter(r.status_code for r in responses) == {200: 180}
+    assert Counter(r.json()["status"] for r in responses) == {"accepted": 60, "duplicate": 120}
+    assert Counter(names(stored_events(database_url))) == {
+        "Message.Registered": 20,
+        "Message.DeliveryReported": 60,
+    }

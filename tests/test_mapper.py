@@ -1,0 +1,93 @@
+"""The orjson fast path writes what the library's own mapper would: the same state after
+decoding, for every event class it takes, and the library's bytes for anything else."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import pytest
+from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
+
+from callback_ledger.domain.callbacks import parse_callback
+from callback_ledger.domain.contact import Contact
+from callback_ledger.domain.message import Message
+from callback_ledger.domain.receipt import Receipt
+from callback_ledger.ledger import Ledger
+from callback_ledger.mapper import FAST_EVENTS, FastMapper
+
+from . import payloads as p
+
+
+def receipt(body: dict[str, Any]) -> Receipt:
+    return Receipt(json.dumps(body), datetime.now(UTC), True, {"x-sinch-nonce": "n"})
+
+
+def events_of_every_kind() -> list[Any]:
+    delivery = p.delivery(reason={"code": "RATE_LIMITED", "sub_code": "X", "extra": [1, 2.5]})
+    message = Message(project_id="P", message_id="M1")
+    message.record_report(parse_callback("MESSAGE_DELIVERY", delivery), receipt(delivery))
+    contact = Contact(project_id="P", contact_key="CONTACT1")
+    opt_out, stop = p.opt("OPT_OUT"), p.inbound("IN1", text="STOP ünïcode ✓")
+    contact.record_consent(parse_callback("OPT_OUT", opt_out), receipt(opt_out))
+    contact.record_inbound(parse_callback("MESSAGE_INBOUND", stop), receipt(stop))
+    return [*message.collect_events(), *contact.collect_events()]
+
+
+@pytest.fixture
+def mappers() -> tuple[Mapper[UUID], FastMapper]:
+    transcoder = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper.transcoder
+    assert isinstance(transcoder, JSONTranscoder)
+    library = Mapper[UUID](transcoder=transcoder)
+    return library, FastMapper(library)
+
+
+def decoded(mapper: Mapper[UUID], stored: StoredEvent) -> dict[str, Any]:
+    return dict(vars(mapper.to_domain_event(stored)))
+
+
+def test_every_fast_event_decodes_as_the_library_wrote_it(
+    mappers: tuple[Mapper[UUID], FastMapper],
+) -> None:
+    library, fast = mappers
+    events = events_of_every_kind()
+    assert {type(e) for e in events} == FAST_EVENTS
+    for event in events:
+        ours, theirs = fast.to_stored_event(event), library.to_stored_event(event)
+        assert (ours.originator_id, ours.originator_version, ours.topic) == (
+            theirs.originator_id,
+            theirs.originator_version,
+            theirs.topic,
+        )
+        assert decoded(library, ours) == decoded(library, theirs) == dict(vars(event))
+        assert isinstance(decoded(library, ours)["timestamp"], datetime)
+
+
+def test_other_events_and_unencodable_values_take_the_library_path(
+    mappers: tuple[Mapper[UUID], FastMapper],
+) -> None:
+    library, fast = mappers
+    contact = Contact(project_id="P", contact_key="C")
+    snapshot = Snapshot.take(contact)
+    assert fast.to_stored_event(snapshot) == library.to_stored_event(snapshot)
+    assert isinstance(
+        decoded(library, fast.to_stored_event(snapshot))["state"]["_created_on"], datetime
+    )
+
+    class Odd(Aggregate):
+        class Happened(Aggregate.Event):
+            n: int
+
+    odd = Odd()
+    odd.trigger_event(Odd.Happened, n=2**70)
+    happened = odd.collect_events()[-1]
+    assert fast.to_stored_event(happened) == library.to_stored_event(happened)
+
+    message = Message(project_id="P", message_id="M")
+    big = p.delivery(reason={"code": "X", "n": 2**70})  # orjson cannot write this integer
+    message.record_report(parse_callback("MESSAGE_DELIVERY", big), receipt(big))
+    reported = message.collect_events()[-1]
+    assert decoded(library, fast.to_stored_event(reported))["reason"]["n"] == 2**70
