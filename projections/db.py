@@ -35,7 +35,9 @@ class Cursor:
             self._raw.executemany(self._sql(sql), rows)
 
     def fetchall(self) -> list[Row]:
-        return [dict(row) for row in self._raw.fetchall()]
+        rows = self._raw.fetchall()
+        # psycopg already gives dicts (dict_row); sqlite3.Row needs copying into one.
+        return rows if self.dialect == "postgresql" else [dict(row) for row in rows]
 
     def fetchone(self) -> Row | None:
         row = self._raw.fetchone()

@@ -37,6 +37,9 @@ class EventLog:
     def __init__(self, table: str, dialect: str) -> None:
         self.table = table
         self.id_column = "rowid" if dialect == "sqlite" else "notification_id"
+        # The SQLite store keeps ids as 32 hex digits; PostgreSQL can spell them out itself.
+        self.id_text = "originator_id" if dialect == "sqlite" else "originator_id::text"
+        self.as_text = _hex_to_text if dialect == "sqlite" else str
 
     def head(self, cur: Cursor) -> int:
         row = cur.execute(f"SELECT MAX({self.id_column}) AS head FROM {self.table}").fetchone()
@@ -47,7 +50,8 @@ class EventLog:
     ) -> tuple[int, list[LoggedEvent]]:
         """The last notification id read (`after` when none) and the events of `topics`."""
         sql = (
-            f"SELECT {self.id_column} AS id, originator_id, topic, state FROM {self.table} "
+            f"SELECT {self.id_column} AS id, {self.id_text} AS originator_id, topic, state "
+            f"FROM {self.table} "
             f"WHERE {self.id_column} > ?"
         )
         params: list[Any] = [after]
@@ -61,7 +65,7 @@ class EventLog:
             LoggedEvent(
                 int(row["id"]),
                 row["topic"],
-                _uuid_text(row["originator_id"]),
+                self.as_text(row["originator_id"]),
                 orjson.loads(row["state"]),
             )
             for row in rows
@@ -70,6 +74,5 @@ class EventLog:
         return int(rows[-1]["id"]), events
 
 
-def _uuid_text(value: UUID | str) -> str:
-    # PostgreSQL gives UUIDs; the SQLite store keeps them as 32 hex digits.
-    return str(value) if isinstance(value, UUID) else str(UUID(value))
+def _hex_to_text(value: str) -> str:
+    return str(UUID(value))

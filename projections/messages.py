@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -39,6 +40,8 @@ STATUS_COLUMNS = (
     "reports",
 )
 READ_COLUMNS = ("project_id", "message_id", "contact_id", "channel", "identity", "read_at")
+STATUS_VALUES = itemgetter(*STATUS_COLUMNS)
+READ_VALUES = itemgetter(*READ_COLUMNS)
 
 
 def schema(g: int) -> list[str]:
@@ -94,10 +97,10 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
         reports = rules.merge_reports(known.get((project_id, message_id), []), facts)
         row = rules.message_row(project_id, message_id, reports)
         row["reports"] = orjson.dumps(reports).decode()
-        status_rows.append(tuple(row[c] for c in STATUS_COLUMNS))
+        status_rows.append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:
-            read_rows.append(tuple(read[c] for c in READ_COLUMNS))
+            read_rows.append(READ_VALUES(read))
     keys = ("project_id", "message_id")
     upsert(cur, f"message_status_g{g}", STATUS_COLUMNS, keys, status_rows)
     upsert(cur, f"read_confirmations_g{g}", READ_COLUMNS, keys, read_rows)
