@@ -476,7 +476,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    with postgres_databases(4) as (insert_db, ledger_db, worker_db, replay_db):
+    with postgres_databases(6) as (
+        insert_db,
+        insert_x2_db,
+        ledger_db,
+        worker_db,
+        pg_x2_db,
+        replay_db,
+    ):
         sqlite_url = f"sqlite:///{work}/bench.sqlite3"
         receivers = [
             (
@@ -492,6 +499,19 @@ def main(argv: list[str] | None = None) -> int:
                 ["uvicorn", "--factory", "callback_ledger.scripts.baselines:insert_app"],
                 {"BASELINE_DATABASE_URL": insert_db},
                 insert_db,
+            ),
+            (
+                "plain insert x2",
+                "insert",
+                [
+                    "uvicorn",
+                    "--factory",
+                    "callback_ledger.scripts.baselines:insert_app",
+                    "--workers",
+                    "2",
+                ],
+                {"BASELINE_DATABASE_URL": insert_x2_db},
+                insert_x2_db,
             ),
             (
                 "callback-ledger pg",
@@ -510,6 +530,13 @@ def main(argv: list[str] | None = None) -> int:
                     "LEDGER_PROJECTIONS": "off",
                 },
                 worker_db,
+            ),
+            (
+                "callback-ledger pg x2",
+                "ledger",
+                ["callback_ledger.cli", "serve", "--workers", "2"],
+                {"LEDGER_DATABASE_URL": pg_x2_db, "SINCH_WEBHOOK_SECRET": SECRET},
+                pg_x2_db,
             ),
             (
                 "callback-ledger sqlite",
@@ -583,11 +610,14 @@ def main(argv: list[str] | None = None) -> int:
     pg = next(r for r in rows if r["name"] == "callback-ledger pg")
     lite = next(r for r in rows if r["name"] == "callback-ledger sqlite")
     split = next(r for r in rows if r["name"] == "callback-ledger pg+worker")
+    two = next(r for r in rows if r["name"] == "callback-ledger pg x2")
+    insert_two = next(r for r in rows if r["name"] == "plain insert x2")
     shutil.rmtree(work, ignore_errors=True)
     print(
         f"SUMMARY ledger_pg={pg['rate']:.0f}/s ({pg['rate'] / base:.2f}x insert) "
         f"p99={pg['p99_us'] / 1000:.1f}ms pg+worker={split['rate']:.0f}/s "
-        f"({split['rate'] / base:.2f}x) sqlite={lite['rate']:.0f}/s "
+        f"({split['rate'] / base:.2f}x) x2={two['rate']:.0f}/s ({two['rate'] / base:.2f}x; "
+        f"{two['rate'] / insert_two['rate']:.2f}x insert x2) sqlite={lite['rate']:.0f}/s "
         f"insert={base:.0f}/s null={rows[0]['rate']:.0f}/s replay={rate:.0f}ev/s rss={rss:.0f}MB "
         f"lag={lag['max_seconds']:.2f}s"
     )

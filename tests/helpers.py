@@ -3,6 +3,9 @@ the events were committed, not merely cached)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 from callback_ledger.config import Settings
@@ -56,3 +59,16 @@ def projection_rows(database_url: str) -> dict[str, list[dict[str, Any]]]:
             }
     finally:
         db.close()
+
+
+def cli(
+    database_url: str, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`callback-ledger ARGS` as a real process on `database_url`."""
+    return subprocess.run(
+        [sys.executable, "-m", "callback_ledger.cli", *args],
+        env={**os.environ, "LEDGER_DATABASE_URL": database_url, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

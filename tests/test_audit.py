@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 from urllib.parse import quote
 
 import orjson
@@ -15,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from . import payloads as p
+from .helpers import cli
 from .test_queries import feed, post, wait_for_projections
 
 NUMBER = "+46700000001"
@@ -138,13 +136,7 @@ def test_message_timeline_references_retrieve_the_raw_report(fed: TestClient) ->
 
 
 def audit_cli(database_url: str, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "callback_ledger.cli", "audit", *args],
-        env={**os.environ, "LEDGER_DATABASE_URL": database_url, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli(database_url, "audit", *args, COLUMNS="200")
     assert done.returncode == 0, done.stderr
     return done.stdout
 

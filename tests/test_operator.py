@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -14,17 +11,7 @@ from starlette.testclient import TestClient
 
 from . import payloads as p
 from .conftest import SECRET
-from .helpers import names, stored_events
-
-
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "callback_ledger.cli", *args],
-        env={**os.environ, "LEDGER_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from .helpers import cli, names, stored_events
 
 
 def test_fix_a_quarantined_callback_and_feed_it_back(

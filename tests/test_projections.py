@@ -20,7 +20,7 @@ from callback_ledger.runtime import Runtime
 from callback_ledger.scripts.replay import replay
 
 from . import payloads as p
-from .helpers import accept_all, projection_rows
+from .helpers import accept_all, cli, projection_rows
 
 
 @pytest.fixture
@@ -318,20 +318,10 @@ def test_every_permutation_and_duplication_gives_the_same_rows(
 def test_replay_command_reports_what_it_did(
     runtime: Runtime, ledger: Ledger, database_url: str
 ) -> None:
-    import os
-    import subprocess
-    import sys
-
     accept_all(ledger, SCENARIO)
     catch_up(runtime)
     live = projection_rows(database_url)
-    done = subprocess.run(
-        [sys.executable, "-m", "callback_ledger.cli", "replay", "--projection", "consent"],
-        env={**os.environ, "LEDGER_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = cli(database_url, "replay", "--projection", "consent", timeout=120)
     assert done.returncode == 0, done.stderr
     assert "consent: rebuilt generation 2 from" in done.stderr
     assert "views switched" in done.stderr

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +15,7 @@ from callback_ledger.scripts.postgres import PrivateServer
 
 from . import payloads as p
 from .conftest import SECRET
-from .helpers import names, stored_events
+from .helpers import cli, names, stored_events
 from .server import Server
 
 
@@ -138,13 +135,7 @@ def test_several_server_processes_record_each_report_once(
     start_server, database_url: str, backend: str, tmp_path: Path
 ) -> None:
     if backend == "sqlite":
-        refused = subprocess.run(
-            [sys.executable, "-m", "callback_ledger.cli", "serve", "--workers", "2"],
-            env={**os.environ, "LEDGER_DATABASE_URL": database_url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        refused = cli(database_url, "serve", "--workers", "2")
         assert refused.returncode == 2
         assert "--workers above 1 needs PostgreSQL" in refused.stderr
         return
