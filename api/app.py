@@ -110,6 +110,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
         yield
         if follower is not None:
             follower.stop()
+        await runtime.aclose_writer()
         runtime.close()
 
     webhook = SinchWebhook(settings, runtime, follower.wake if follower else lambda: None)

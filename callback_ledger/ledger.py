@@ -73,6 +73,17 @@ class Outcome:
     events: int
 
 
+# A command, whether its aggregate took it, and how many events that added.
+Planned = tuple[Command, bool, int]
+
+
+def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
+    return [
+        Outcome("accepted" if accepted else "duplicate", command.trigger, events if accepted else 0)
+        for command, accepted, events in planned
+    ]
+
+
 class Ledger(Application[UUID]):
     name = "Ledger"
     # Contacts collect every inbound message; snapshots keep their reload short.
@@ -198,12 +209,32 @@ class Ledger(Application[UUID]):
     def _commit_batch(
         self, commands: list[Command], cache: MutableMapping[UUID, Aggregate]
     ) -> list[Outcome | BaseException]:
-        touched: dict[UUID, Aggregate] = {}
-        planned: list[tuple[Command, bool, int]] = []
-        for command in commands:
-            if command.aggregate_id in cache:
-                touched[command.aggregate_id] = cache.pop(command.aggregate_id)
-        touched.update(self._load_many({c.aggregate_id for c in commands} - touched.keys()))
+        touched = self.cached(commands, cache)
+        missing = {c.aggregate_id for c in commands} - touched.keys()
+        if missing:
+            touched.update(self.rebuild(self._select_events(missing)))
+        planned = self.decide_all(commands, touched)
+        dirty = [a for a in touched.values() if a.pending_events]
+        if dirty:
+            self.save(*dirty)
+        cache.update(touched)
+        return outcomes(planned)
+
+    @staticmethod
+    def cached(
+        commands: list[Command], cache: MutableMapping[UUID, Aggregate]
+    ) -> dict[UUID, Aggregate]:
+        """The batch's streams the cache holds, taken out of it: until the batch commits they
+        may carry uncommitted events."""
+        return {
+            c.aggregate_id: cache.pop(c.aggregate_id) for c in commands if c.aggregate_id in cache
+        }
+
+    @staticmethod
+    def decide_all(commands: list[Command], touched: dict[UUID, Aggregate]) -> list[Planned]:
+        """Each command's decision on its stream, in order; new streams are started in
+        `touched`. Pure: no storage."""
+        planned: list[Planned] = []
         for command in commands:
             created = False
             aggregate = touched.get(command.aggregate_id)
@@ -214,21 +245,20 @@ class Ledger(Application[UUID]):
             before = 0 if created else len(aggregate.pending_events)
             accepted = command.decide(aggregate)
             planned.append((command, accepted, len(aggregate.pending_events) - before))
-        dirty = [a for a in touched.values() if a.pending_events]
-        if dirty:
-            self.save(*dirty)
-        cache.update(touched)
-        return [
-            Outcome(
-                "accepted" if accepted else "duplicate", command.trigger, events if accepted else 0
-            )
-            for command, accepted, events in planned
-        ]
+        return planned
 
-    def _load_many(self, ids: set[UUID]) -> dict[UUID, Aggregate]:
+    def snapshots_due(self, processing: ProcessingEvent[UUID]) -> bool:
+        """Whether `_take_snapshots` would write anything for these events (it needs the
+        store, so a caller on an event loop runs it in a thread, and only then)."""
+        for event in processing.events:
+            aggregate = processing.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval and event.originator_version % interval == 0:
+                return True
+        return False
+
+    def events_query(self, ids: set[UUID]) -> tuple[str, list[Any]]:
         """Many streams in one query (the repository takes two round trips per stream)."""
-        if not ids:
-            return {}
         table = self.recorder.events_table_name
         columns = "originator_id, originator_version, topic, state"
         if isinstance(self.recorder, SQLiteApplicationRecorder):
@@ -237,16 +267,21 @@ class Ledger(Application[UUID]):
         else:
             params, where = [list(ids)], "originator_id = ANY(%s)"
         order = "ORDER BY originator_id, originator_version"
-        sql = f"SELECT {columns} FROM {table} WHERE {where} {order}"
+        return f"SELECT {columns} FROM {table} WHERE {where} {order}", params
+
+    def _select_events(self, ids: set[UUID]) -> list[Any]:
+        sql, params = self.events_query(ids)
         datastore = self.recorder.datastore  # type: ignore[attr-defined]
         if isinstance(self.recorder, SQLiteApplicationRecorder):
             with datastore.transaction(commit=False) as cursor:
                 cursor.execute(sql, params)
-                rows = cursor.fetchall()
-        else:
-            # One statement in autocommit: its own snapshot, one round trip.
-            with datastore.get_connection() as conn:
-                rows = conn.execute(sql, params).fetchall()
+                return list(cursor.fetchall())
+        # One statement in autocommit: its own snapshot, one round trip.
+        with datastore.get_connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def rebuild(self, rows: list[Any]) -> dict[UUID, Aggregate]:
+        """Aggregates from their stored events (rows ordered by stream and version)."""
         aggregates: dict[UUID, Aggregate] = {}
         for row in rows:
             originator_id = row["originator_id"]

@@ -17,12 +17,19 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresFactory,
 )
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 
 class FailFastAggregateRecorder(PostgresAggregateRecorder):
     insert_events = PostgresAggregateRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
     select_events = PostgresAggregateRecorder.select_events.__wrapped__  # type: ignore[attr-defined]
+
+
+COPY_TYPES = ["uuid", "int8", "text", "bytea"]
+
+
+def copy_row(event: StoredEvent) -> tuple[Any, ...]:
+    return (event.originator_id, event.originator_version, event.topic, event.state)
 
 
 class FailFastApplicationRecorder(PostgresApplicationRecorder):
@@ -33,31 +40,29 @@ class FailFastApplicationRecorder(PostgresApplicationRecorder):
     Notification ids are not returned: nothing here uses them (the projector reads the log
     itself)."""
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> None:
-        if not stored_events:
-            return None
+    def insert_statements(self) -> tuple[Composed, Composed]:
+        """BEGIN with the lock statements as one simple query (no parameters, so several
+        statements go in one round trip), and the binary COPY of COPY_TYPES rows."""
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
-        # One simple query: no parameters, so several statements go in one round trip.
         begin = SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements])
         copy = SQL(
             "COPY {0} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(table)
+        return begin, copy
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> None:
+        if not stored_events:
+            return None
+        begin, copy = self.insert_statements()
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             try:
                 cursor.execute(begin)
                 with cursor.copy(copy) as rows:
-                    rows.set_types(["uuid", "int8", "text", "bytea"])
+                    rows.set_types(COPY_TYPES)
                     for event in stored_events:
-                        rows.write_row(
-                            (
-                                event.originator_id,
-                                event.originator_version,
-                                event.topic,
-                                event.state,
-                            )
-                        )
+                        rows.write_row(copy_row(event))
                 cursor.execute("COMMIT")
             except BaseException:
                 if not conn.closed:

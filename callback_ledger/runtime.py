@@ -8,10 +8,13 @@ import threading
 
 from callback_ledger.config import Settings
 from callback_ledger.ledger import Ledger
+from callback_ledger.loop_writer import LoopGroupCommit
 from callback_ledger.projections.db import Database
 from callback_ledger.projections.projector import Projector, all_projections
 from callback_ledger.projections.rules import Keywords
 from callback_ledger.writer import GroupCommitWriter
+
+Writer = GroupCommitWriter | LoopGroupCommit
 
 
 class Runtime:
@@ -20,7 +23,7 @@ class Runtime:
         self._ledger = ledger
         self._projector: Projector | None = None
         self._db: Database | None = None
-        self._writer: GroupCommitWriter | None = None
+        self._writer: Writer | None = None
         self._lock = threading.Lock()
 
     def opened_ledger(self) -> Ledger | None:
@@ -35,16 +38,26 @@ class Runtime:
                     self._ledger = Ledger.from_settings(self.settings)
         return self._ledger
 
-    def opened_writer(self) -> GroupCommitWriter | None:
+    def opened_writer(self) -> Writer | None:
         return self._writer
 
-    def writer(self) -> GroupCommitWriter:
+    def writer(self) -> Writer:
+        """The group commit for requests on the event loop: on the loop itself for
+        PostgreSQL, in a thread for SQLite (no asynchronous driver)."""
         if self._writer is None:
             ledger = self.ledger()
             with self._lock:
                 if self._writer is None:
-                    self._writer = GroupCommitWriter(ledger)
+                    if self.settings.database_url.startswith("sqlite:"):
+                        self._writer = GroupCommitWriter(ledger)
+                    else:
+                        self._writer = LoopGroupCommit(ledger, self.settings)
         return self._writer
+
+    async def aclose_writer(self) -> None:
+        if self._writer is not None:
+            await self._writer.aclose()
+            self._writer = None
 
     def projector(self) -> Projector:
         if self._projector is None:
@@ -67,7 +80,7 @@ class Runtime:
         return self.projector().db
 
     def close(self) -> None:
-        if self._writer is not None:
+        if isinstance(self._writer, GroupCommitWriter):
             self._writer.stop()
         if self._db is not None:
             self._db.close()

@@ -75,6 +75,9 @@ class GroupCommitWriter:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.stop)
+
     def _run(self) -> None:
         stopping = False
         while not stopping:

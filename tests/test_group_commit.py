@@ -3,6 +3,7 @@ one bad member, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from callback_ledger.config import Settings
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import Command, Ledger, Outcome
+from callback_ledger.loop_writer import LoopGroupCommit
+from callback_ledger.runtime import Runtime
 from callback_ledger.writer import LRU, GroupCommitWriter
 
 from . import payloads as p
@@ -110,3 +113,58 @@ def test_writer_batches_concurrent_submissions(ledger: Ledger, database_url: str
     assert Counter(o.status for o in outcomes) == {"accepted": 120, "duplicate": 30}
     assert names(stored_events(database_url)).count("Message.DeliveryReported") == 120
     assert writer.batches < writer.commands  # some batches held more than one callback
+
+
+def test_the_servers_writer_batches_merges_and_resolves_conflicts(
+    ledger: Ledger, settings: Settings, database_url: str, backend: str
+) -> None:
+    """What `serve` uses: on the event loop for PostgreSQL, a thread for SQLite."""
+    runtime = Runtime(settings, ledger)
+    writer = runtime.writer()
+    assert isinstance(writer, GroupCommitWriter if backend == "sqlite" else LoopGroupCommit)
+
+    def explode(_: object) -> bool:
+        raise RuntimeError("a bug in one decision")
+
+    async def scenario() -> list[Outcome | BaseException]:
+        await writer.commit(command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL")))
+        # Another process appends to the same stream behind this writer's cache.
+        other = Ledger.from_settings(settings)
+        other.accept(p.delivery("M1", "DELIVERED"), Receipt("{}", datetime.now(UTC), True))
+        other.close()
+        bodies = [
+            p.delivery(f"M{i}", s) for i in range(2, 42) for s in ("QUEUED_ON_CHANNEL", "READ")
+        ]
+        commands = [command(ledger, b) for b in [*bodies, *bodies[:20]]]
+        commands += [
+            command(ledger, p.delivery("M1", "DELIVERED")),
+            command(ledger, p.delivery("M1", "READ")),
+        ]
+        # One batch (all are waiting before the writer's next turn), deciding M1 on a stale
+        # cache: its commit conflicts and the batch is decided again.
+        results = await asyncio.gather(*(writer.commit(c) for c in commands))
+        if isinstance(writer, LoopGroupCommit):
+            assert writer.batches == 2
+        assert writer.batches < writer.commands
+        # A bug in one decision: the others of its batch still commit.
+        results += await asyncio.gather(
+            writer.commit(replace(command(ledger, p.delivery("M99", "READ")), decide=explode)),
+            writer.commit(command(ledger, p.delivery("M100", "READ"))),
+            return_exceptions=True,
+        )
+        await runtime.aclose_writer()
+        return results
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[-2], RuntimeError)
+    assert Counter(r.status for r in results if isinstance(r, Outcome)) == {
+        "accepted": 82,
+        "duplicate": 21,
+    }
+    assert [r.status for r in results[-4:-2] if isinstance(r, Outcome)] == [
+        "duplicate",
+        "accepted",
+    ]
+    reports = names(stored_events(database_url)).count("Message.DeliveryReported")
+    # M1 queued, M1 delivered by the other process, the 80, M1 read, M100 read
+    assert reports == 1 + 1 + 80 + 1 + 1
