@@ -23,7 +23,8 @@ from .consent import ConsentQueries
 from .openapi import document
 from .queries import Params, Queries
 from .responses import JSON, error
-from .webhook import UNAVAILABLE, SinchWebhook, unavailable
+from .webhook import PATH as WEBHOOK_PATH
+from .webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
 
 log = logging.getLogger("callback_ledger")
 
@@ -34,12 +35,12 @@ UNSIGNED_WARNING = (
 )
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> WebhookFirst:
     """The factory each server process calls when `serve --workers` starts several."""
     return create_app(Settings.from_env())
 
 
-def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
+def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst:
     runtime = Runtime(settings, ledger)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
     queries = Queries(runtime)
@@ -114,9 +115,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
         runtime.close()
 
     webhook = SinchWebhook(settings, runtime, follower.wake if follower else lambda: None)
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route("/webhooks/sinch", webhook.handle, methods=["POST"]),
+            Route(WEBHOOK_PATH, webhook.handle, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/quarantine", quarantine, methods=["GET"]),
@@ -137,3 +138,4 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    return WebhookFirst(app, webhook)
