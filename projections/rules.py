@@ -96,17 +96,29 @@ def merge_reports(
     return sorted(by_key.values(), key=_order)
 
 
-def _first(reports: list[dict[str, Any]], status: str) -> str | None:
-    times = [r["at"] for r in reports if r["status"] == status]
-    return min(times) if times else None
-
-
 def _first_value(reports: list[dict[str, Any]], field: str) -> Any:
     return next((r[field] for r in reports if r.get(field)), None)
 
 
+def _firsts(reports: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any]]:
+    """In one pass over reports sorted by time: the first time of each status, and the first
+    non-empty value of each carried field."""
+    first_at: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for r in reports:
+        first_at.setdefault(r["status"], r["at"])
+        for field in CARRIED:
+            if field not in values and r.get(field):
+                values[field] = r[field]
+    return first_at, values
+
+
+CARRIED = ("app_id", "conversation_id", "contact_id", "metadata")
+
+
 def message_row(project_id: str, message_id: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
     """The current state of one message from all its reports (sorted, as merge_reports gives)."""
+    first_at, carried = _firsts(reports)
     ranked = [r for r in reports if r["status"] in STATUS_RANK]
     top = max(ranked, key=lambda r: (STATUS_RANK[r["status"]], *_order(r)), default=None)
     failures = [r for r in reports if r["status"] in ("FAILED", "SWITCHING_CHANNEL")]
@@ -118,16 +130,16 @@ def message_row(project_id: str, message_id: str, reports: list[dict[str, Any]])
     return {
         "project_id": project_id,
         "message_id": message_id,
-        "app_id": _first_value(reports, "app_id"),
-        "conversation_id": _first_value(reports, "conversation_id"),
-        "contact_id": _first_value(reports, "contact_id"),
+        "app_id": carried.get("app_id"),
+        "conversation_id": carried.get("conversation_id"),
+        "contact_id": carried.get("contact_id"),
         # Unknown future statuses are kept in the timeline but do not rank.
         "status": top["status"] if top else reports[-1]["status"],
         "channel": (top or reports[-1])["channel"],
-        "queued_at": _first(reports, "QUEUED_ON_CHANNEL"),
-        "delivered_at": _first(reports, "DELIVERED"),
-        "read_at": _first(reports, "READ"),
-        "failed_at": _first(reports, "FAILED"),
+        "queued_at": first_at.get("QUEUED_ON_CHANNEL"),
+        "delivered_at": first_at.get("DELIVERED"),
+        "read_at": first_at.get("READ"),
+        "failed_at": first_at.get("FAILED"),
         "reason_code": failure["reason_code"] if failure else None,
         "reason_sub_code": failure["reason_sub_code"] if failure else None,
         "reason_description": failure["reason_description"] if failure else None,
@@ -135,7 +147,7 @@ def message_row(project_id: str, message_id: str, reports: list[dict[str, Any]])
             sorted({r["channel"] or "" for r in reports if r["status"] == "SWITCHING_CHANNEL"})
         )
         or None,
-        "metadata": _first_value(reports, "metadata"),
+        "metadata": carried.get("metadata"),
         "first_event_time": reports[0]["at"],
         "last_event_time": reports[-1]["at"],
         "report_count": len(reports),
