@@ -33,6 +33,8 @@ from .responses import JSON, error
 log = logging.getLogger("callback_ledger")
 
 PATH = "/webhooks/sinch"
+# ASGI gives header names lower-cased, as bytes.
+SIGNATURE_HEADERS = frozenset(h.encode("latin-1") for h in signature.HEADERS)
 
 UNAVAILABLE = (
     PersistenceError,
@@ -148,7 +150,12 @@ class SinchWebhook:
         except ClientDisconnect:
             return error(400, "incomplete_body", "the client went away before sending the body")
 
-        headers = {h: request.headers[h] for h in signature.HEADERS if h in request.headers}
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            # reversed: a repeated header counts by its first occurrence, as Starlette reads it
+            for name, value in reversed(request.scope["headers"])
+            if name in SIGNATURE_HEADERS
+        }
         now = time.time()
         nonce = headers.get(signature.NONCE, "")
         if settings.webhook_secrets:
