@@ -11,7 +11,6 @@ from starlette.testclient import TestClient
 from callback_ledger.api.app import create_app
 from callback_ledger.config import Settings
 from callback_ledger.domain.message import Message
-from callback_ledger.ledger import Ledger
 
 from . import payloads as p
 from .conftest import SECRET
@@ -350,18 +349,3 @@ def test_healthz_reports_the_backend(client: TestClient, backend: str) -> None:
     assert body["status"] == "ok"
     assert body["backend"] == ("sqlite" if backend == "sqlite" else "postgresql")
     assert body["events"] == 2
-
-
-def test_a_bug_of_ours_answers_503_so_the_sender_retries(
-    client: TestClient, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(*_: object) -> None:
-        raise ZeroDivisionError("a bug while deciding")
-
-    monkeypatch.setattr(ledger, "command_for", broken)
-    response = post(client, p.delivery())
-    assert response.status_code == 503
-    assert response.headers["retry-after"]
-    assert response.json()["error"] == "store_unavailable"
-    monkeypatch.undo()
-    assert post(client, p.delivery()).json()["status"] == "accepted"
