@@ -95,6 +95,13 @@ class Params:
         return decoded
 
 
+def equal_text(params: Params, columns: Sequence[str]) -> list[tuple[str, Any]]:
+    """`column = value` for each of these query parameters that was given (named as the column)."""
+    return [
+        (f"{column} = ?", value) for column in columns if (value := params.text(column)) is not None
+    ]
+
+
 def encode_cursor(values: Sequence[str]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
 
@@ -211,15 +218,7 @@ class Queries:
 
     async def messages(self, request: Request) -> Response:
         params = Params(request, MESSAGE_PARAMS)
-        filters: list[tuple[str, Any]] = []
-        for name, column in [
-            ("project_id", "project_id"),
-            ("contact_id", "contact_id"),
-            ("conversation_id", "conversation_id"),
-            ("metadata", "metadata"),
-        ]:
-            if (value := params.text(name)) is not None:
-                filters.append((f"{column} = ?", value))
+        filters = equal_text(params, ("project_id", "contact_id", "conversation_id", "metadata"))
         for name, column in [("status", "status"), ("reason", "reason_code")]:
             if (value := params.word(name)) is not None:
                 filters.append((f"{column} = ?", value.upper()))
@@ -234,10 +233,7 @@ class Queries:
 
     async def read_confirmations(self, request: Request) -> Response:
         params = Params(request, READ_PARAMS)
-        filters: list[tuple[str, Any]] = []
-        for name in ("project_id", "contact_id"):
-            if (value := params.text(name)) is not None:
-                filters.append((f"{name} = ?", value))
+        filters = equal_text(params, ("project_id", "contact_id"))
         filters += time_window("read_at", params.time("since"), params.time("until"))
         limit, cursor = params.limit(), params.cursor(3)
         order = ("read_at", "project_id", "message_id")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import random
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from uuid import UUID
@@ -77,6 +77,16 @@ class Outcome:
 Planned = tuple[Command, bool, int]
 
 
+def collected(aggregates: Iterable[Aggregate]) -> ProcessingEvent[UUID]:
+    """The pending events of `aggregates`, taken from them, as the library records them."""
+    processing: ProcessingEvent[UUID] = ProcessingEvent()
+    for aggregate in aggregates:
+        if aggregate.pending_events:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+    return processing
+
+
 def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
     return [
         Outcome("accepted" if accepted else "duplicate", command.trigger, events if accepted else 0)
@@ -101,10 +111,7 @@ class Ledger(Application[UUID]):
         against runtime-checkable Protocols, which cost more than encoding its events."""
         if kwargs or not all(isinstance(a, Aggregate) for a in aggregates):
             return super().save(*aggregates, **kwargs)
-        processing: ProcessingEvent[UUID] = ProcessingEvent()
-        for aggregate in aggregates:
-            processing.events.extend(aggregate.collect_events())
-            processing.aggregates[aggregate.id] = aggregate
+        processing = collected(aggregates)
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)

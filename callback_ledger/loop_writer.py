@@ -16,12 +16,11 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import OperationalError
 from psycopg.rows import dict_row
 
 from callback_ledger.config import Settings, eventsourcing_env
-from callback_ledger.ledger import BATCH_ATTEMPTS, Command, Ledger, Outcome, outcomes
+from callback_ledger.ledger import BATCH_ATTEMPTS, Command, Ledger, Outcome, collected, outcomes
 from callback_ledger.postgres import COPY_TYPES, FailFastApplicationRecorder, copy_row
 from callback_ledger.writer import LRU
 
@@ -120,11 +119,7 @@ class LoopGroupCommit:
             cursor = await conn.execute(sql, params)
             touched.update(ledger.rebuild(await cursor.fetchall()))
         planned = ledger.decide_all(commands, touched)
-        processing: ProcessingEvent[UUID] = ProcessingEvent()
-        for aggregate in touched.values():
-            if aggregate.pending_events:
-                processing.events.extend(aggregate.collect_events())
-                processing.aggregates[aggregate.id] = aggregate
+        processing = collected(touched.values())
         if processing.events:
             await self._insert(conn, [ledger.mapper.to_stored_event(e) for e in processing.events])
             if ledger.snapshots_due(processing):
