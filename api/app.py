@@ -17,7 +17,7 @@ from starlette.routing import Route
 from callback_ledger.config import Settings
 from callback_ledger.ledger import Ledger
 from callback_ledger.projections.live import LiveFollower
-from callback_ledger.runtime import Runtime
+from callback_ledger.runtime import Runtime, collect_less_often
 
 from .consent import ConsentQueries
 from .openapi import document
@@ -37,6 +37,7 @@ UNSIGNED_WARNING = (
 
 def app_from_env() -> WebhookFirst:
     """The factory each server process calls when `serve --workers` starts several."""
+    collect_less_often()
     return create_app(Settings.from_env())
 
 

@@ -186,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from callback_ledger.runtime import collect_less_often
+
+    collect_less_often()
     try:
         settings = Settings.from_env()
         return int(args.run(settings, args))

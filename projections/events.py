@@ -3,8 +3,7 @@ without rebuilding domain objects (replay speed matters; the projections need on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -20,8 +19,7 @@ CONSENT_REPORTED = get_topic(Contact.ConsentReported)
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
 
 
-@dataclass(frozen=True)
-class LoggedEvent:
+class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these
     notification_id: int
     topic: str
     originator_id: str
@@ -58,20 +56,16 @@ class EventLog:
         if stop is not None:
             sql += f" AND {self.id_column} <= ?"
             params.append(stop)
-        rows = cur.execute(sql + f" ORDER BY {self.id_column} LIMIT ?", [*params, limit]).fetchall()
+        rows = cur.tuples(sql + f" ORDER BY {self.id_column} LIMIT ?", [*params, limit])
         if not rows:
             return after, []
+        as_text, loads = self.as_text, orjson.loads
         events = [
-            LoggedEvent(
-                int(row["id"]),
-                row["topic"],
-                self.as_text(row["originator_id"]),
-                orjson.loads(row["state"]),
-            )
-            for row in rows
-            if row["topic"] in topics
+            LoggedEvent(int(id_), topic, as_text(originator_id), loads(state))
+            for id_, originator_id, topic, state in rows
+            if topic in topics
         ]
-        return int(rows[-1]["id"]), events
+        return int(rows[-1][0]), events
 
 
 def _hex_to_text(value: str) -> str:

@@ -11,8 +11,10 @@ live one keeps answering, then switches the views in one transaction.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,64 @@ from .events import EventLog, LoggedEvent
 POSITIONS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projections (
     name TEXT PRIMARY KEY, generation INTEGER NOT NULL, position BIGINT NOT NULL,
     building_generation INTEGER, building_position BIGINT)"""
+
+
+@dataclass(frozen=True)
+class Page:
+    after: int
+    last: int
+    events: list[LoggedEvent]
+
+
+class ReadAhead:
+    """Pages of the log from `after` on, read by a thread on its own connection, at most two
+    pages ahead of the consumer; iteration ends at the head."""
+
+    def __init__(
+        self, db: Database, log: EventLog, after: int, size: int, topics: frozenset[str]
+    ) -> None:
+        self._pages: queue.Queue[Page | BaseException] = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._read,
+            args=(db, log, after, size, topics),
+            name="ledger-read-ahead",
+            daemon=True,
+        )
+
+    def _read(
+        self, db: Database, log: EventLog, after: int, size: int, topics: frozenset[str]
+    ) -> None:
+        try:
+            while not self._stop.is_set():
+                with db.read() as cur:
+                    last, events = log.page(cur, after, size, topics)
+                self._pages.put(Page(after, last, events))
+                if last == after:
+                    return
+                after = last
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._pages.put(error)
+
+    def __enter__(self) -> ReadAhead:
+        self._thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[Page]:
+        while True:
+            page = self._pages.get()
+            if isinstance(page, BaseException):
+                raise page
+            if page.last == page.after:
+                return
+            yield page
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a reader waiting to put
+            with suppress(queue.Empty):
+                self._pages.get_nowait()
+            self._thread.join(0.05)
 
 
 @dataclass(frozen=True)
@@ -136,27 +196,35 @@ class Projector:
             pages += 1
         return pages
 
-    def _position(self, name: str) -> int:
+    def _position(self, name: str, column: str = "position") -> int:
         with self.db.read() as cur:
             row = cur.execute(
-                "SELECT position FROM ledger_projections WHERE name = ?", (name,)
+                f"SELECT {column} AS position FROM ledger_projections WHERE name = ?", (name,)
             ).fetchone()
         if row is None:
             raise LookupError(f"projection {name!r} is not set up")
-        return int(row["position"])
+        return int(row["position"] or 0)
 
-    def _steps(self, names: Sequence[str], *, building: bool) -> dict[str, int]:
+    def _topics(self, names: Sequence[str]) -> frozenset[str]:
+        return frozenset().union(*(self.projections[name].topics for name in names))
+
+    def _steps(
+        self, names: Sequence[str], *, building: bool, page: Page | None = None
+    ) -> dict[str, int]:
         """One page of the log, read once, applied to each named projection's active (or
         building) generation from its own position, with the positions moved in the same
-        transaction; the new positions."""
+        transaction; the new positions. A `page` read ahead is used when it starts where the
+        positions are, else the page is read here."""
         generation_column = "building_generation" if building else "generation"
         position_column = "building_position" if building else "position"
         with self.db.transaction() as cur:
             # Rows locked in a fixed order, so two followers or replays never deadlock.
             rows = {name: self._lock_row(cur, name) for name in sorted(names)}
             start = min(int(row[position_column]) for row in rows.values())
-            topics = frozenset().union(*(self.projections[name].topics for name in names))
-            last, events = self.log.page(cur, start, self.page_size, topics)
+            if page is not None and page.after == start:
+                last, events = page.last, page.events
+            else:
+                last, events = self.log.page(cur, start, self.page_size, self._topics(names))
             positions = {}
             for name, row in rows.items():
                 projection, position = self.projections[name], int(row[position_column])
@@ -223,6 +291,18 @@ class Projector:
         """One page of the log, read once, into every generation being built (a replay of
         all projections is one pass over the log); their new positions."""
         return self._steps(names, building=True)
+
+    def build_all(self, names: Sequence[str]) -> Iterator[int]:
+        """Fills the generations being built up to the head, page by page as `build_steps`;
+        yields the lowest position after each page. The next page is read and decoded on a
+        second connection, in a thread, while this one is written, so PostgreSQL and Python
+        work at the same time. That page is the one the transaction would read: the log only
+        grows, and ids become visible in order (the library inserts under a table lock)."""
+        after = min(self._position(name, "building_position") for name in names)
+        pages = ReadAhead(self.db, self.log, after, self.page_size, self._topics(names))
+        with pages:
+            for page in pages:
+                yield min(self._steps(names, building=True, page=page).values())
 
     def finish_rebuild(self, name: str) -> int:
         """Catches the new generation up to the head and switches the views to it, in one

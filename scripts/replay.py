@@ -63,11 +63,7 @@ def replay(
             task = progress.add_task(
                 f"replay {', '.join(names)}", total=max(head, 1), completed=position, rate=0.0
             )
-            while True:
-                new_position = min(projector.build_steps(names).values())
-                if new_position == position:
-                    break
-                position = new_position
+            for position in projector.build_all(names):
                 elapsed = time.perf_counter() - started
                 progress.update(
                     task,

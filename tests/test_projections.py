@@ -174,6 +174,50 @@ def test_interrupted_replay_resumes(
     assert projection_rows(database_url) == live
 
 
+def test_replay_reading_ahead_meets_another_replay_and_new_events(
+    runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    """Replay reads the next pages on a second connection while it writes; pages read ahead
+    that no longer start at the position (another replay moved it) are read again."""
+    accept_all(ledger, SCENARIO[:8])
+    projector = runtime.projector()
+    projector.page_size = 2
+    other = Runtime(settings, ledger)
+    other.projector().page_size = 3
+    names = ["messages", "consent"]
+    for name in names:
+        projector.start_rebuild(name)
+    pages = projector.build_all(names)
+    first = next(pages)
+    other.projector().build_steps(names)  # the read-ahead pages no longer fit
+    accept_all(ledger, SCENARIO[8:])  # and the log grows meanwhile
+    positions = [first, *pages]
+    assert positions == sorted(positions) and len(positions) > 2
+    for name in names:
+        projector.finish_rebuild(name)
+    replayed = projection_rows(database_url)
+    other.close()
+
+    fresh = Runtime(replace(settings), ledger)
+    for name in names:
+        fresh.projector().start_rebuild(name, fresh=True)
+        fresh.projector().finish_rebuild(name)
+    assert replayed == projection_rows(database_url)
+    assert len(replayed["message_status"]) == 2 and len(replayed["consent"]) == 1
+    fresh.close()
+
+
+def test_an_abandoned_replay_stops_reading_ahead(runtime: Runtime, ledger: Ledger) -> None:
+    accept_all(ledger, SCENARIO)
+    projector = runtime.projector()
+    projector.page_size = 1
+    projector.start_rebuild("messages")
+    pages = projector.build_all(["messages"])
+    next(pages)
+    pages.close()
+    assert not [t for t in threading.enumerate() if t.name == "ledger-read-ahead"]
+
+
 def test_replay_with_changed_keywords_rederives_consent(
     runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
