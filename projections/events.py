@@ -14,6 +14,7 @@ from callback_ledger.domain.message import Message
 
 from .db import Cursor
 
+MESSAGE_REGISTERED = get_topic(Message.Registered)
 DELIVERY_REPORTED = get_topic(Message.DeliveryReported)
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)

@@ -10,10 +10,10 @@ import orjson
 
 from . import rules
 from .db import Cursor, select_by_keys, upsert
-from .events import DELIVERY_REPORTED, LoggedEvent
+from .events import DELIVERY_REPORTED, MESSAGE_REGISTERED, LoggedEvent
 
 NAME = "messages"
-TOPICS = frozenset({DELIVERY_REPORTED})
+TOPICS = frozenset({MESSAGE_REGISTERED, DELIVERY_REPORTED})
 TABLES = ("message_status", "read_confirmations")
 
 STATUS_COLUMNS = (
@@ -85,13 +85,23 @@ def _load_reports(
 
 def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
     new: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    # A message registered in this page has no row yet (its reports all come after it in the
+    # log), so only the others are looked up: most of them during a replay.
+    registered: set[str] = set()
+    older: set[tuple[str, str]] = set()
     for event in events:
+        if event.topic == MESSAGE_REGISTERED:
+            registered.add(event.originator_id)
+            continue
         state = event.state
+        key = (state["project_id"], state["message_id"])
         ref = f"{event.originator_id}/{state.get('channel') or ''}|{state['status']}"
-        new[(state["project_id"], state["message_id"])].append(rules.report_fact(state, ref))
+        new[key].append(rules.report_fact(state, ref))
+        if event.originator_id not in registered:
+            older.add(key)
     if not new:
         return
-    known = _load_reports(cur, g, list(new))
+    known = _load_reports(cur, g, list(older))
     status_rows, read_rows = [], []
     for (project_id, message_id), facts in new.items():
         reports = rules.merge_reports(known.get((project_id, message_id), []), facts)
