@@ -177,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one projection (repeatable); default: all",
     )
     p.add_argument("--fresh", action="store_true", help="discard an interrupted rebuild")
-    p.add_argument("--page-size", type=int, default=1000)
+    p.add_argument(
+        "--page-size",
+        type=int,
+        default=5000,
+        help="events per transaction (5000: fastest measured; about 185 MB at most)",
+    )
     p.set_defaults(run=replay)
 
     add_audit_commands(commands)

@@ -28,7 +28,7 @@ def replay(
     names: Sequence[str] | None = None,
     *,
     fresh: bool = False,
-    page_size: int = 1000,
+    page_size: int = 5000,
     console: Console | None = None,
 ) -> dict[str, dict[str, float]]:
     """Rebuilds the named projections (all by default); returns events and seconds for each."""
