@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from callback_ledger.config import Settings
 from callback_ledger.ledger import Ledger
+from callback_ledger.projections.events import EventLog
+from callback_ledger.projections.projector import ReadAhead
 from callback_ledger.runtime import Runtime
 from callback_ledger.scripts.replay import replay
 
@@ -215,6 +217,15 @@ def test_an_abandoned_replay_stops_reading_ahead(runtime: Runtime, ledger: Ledge
     pages = projector.build_all(["messages"])
     next(pages)
     pages.close()
+    assert not [t for t in threading.enumerate() if t.name == "ledger-read-ahead"]
+
+
+def test_a_failing_read_ahead_fails_the_replay(runtime: Runtime) -> None:
+    projector = runtime.projector()
+    missing = EventLog("no_such_events_table", projector.db.dialect)
+    pages = ReadAhead(projector.db, missing, 0, 10, frozenset())
+    with pages, pytest.raises(Exception, match="no_such_events_table"):
+        next(iter(pages))
     assert not [t for t in threading.enumerate() if t.name == "ledger-read-ahead"]
 
 
