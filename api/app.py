@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from callback_ledger.config import Settings
+from callback_ledger.config import Settings, collect_less_often
 from callback_ledger.ledger import Ledger
 from callback_ledger.projections.live import LiveFollower
-from callback_ledger.runtime import Runtime, collect_less_often
+from callback_ledger.runtime import Runtime
 
 from .consent import ConsentQueries
 from .openapi import document

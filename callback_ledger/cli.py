@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from callback_ledger.audit_cli import add_commands as add_audit_commands
-from callback_ledger.config import ConfigError, Settings
+from callback_ledger.config import ConfigError, Settings, collect_less_often
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -191,8 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from callback_ledger.runtime import collect_less_often
-
     collect_less_often()
     try:
         settings = Settings.from_env()

@@ -4,7 +4,6 @@ still down, and heals without a restart when it comes back."""
 
 from __future__ import annotations
 
-import gc
 import threading
 
 from callback_ledger.config import Settings
@@ -16,14 +15,6 @@ from callback_ledger.projections.rules import Keywords
 from callback_ledger.writer import GroupCommitWriter
 
 Writer = GroupCommitWriter | LoopGroupCommit
-
-
-def collect_less_often() -> None:
-    """For the long-running commands. Ingest and replay allocate many short-lived dicts that
-    reference counting frees at once; at Python's default threshold (700 allocations) the
-    cyclic collector scans them again and again: a fifth of replay's CPU, measured. Cycles are
-    still collected, only later."""
-    gc.set_threshold(50_000, 20, 100)
 
 
 class Runtime:

@@ -20,19 +20,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from callback_ledger.runtime import collect_less_often
+from callback_ledger.config import collect_less_often
 
 OK = b'{"status":"accepted"}'
 
 
-def _like_for_like() -> None:
-    # The server of callback-ledger tunes the cyclic collector; the baselines get the same
-    # setting, or the comparison would credit that to callback-ledger's design.
-    collect_less_often()
-
-
 def null_app() -> Starlette:
-    _like_for_like()
+    # The same collector setting as callback-ledger's server, in both baselines, or the
+    # comparison would credit that setting to callback-ledger's design.
+    collect_less_often()
 
     async def receive(request: Request) -> Response:
         orjson.loads(await request.body())
@@ -42,7 +38,7 @@ def null_app() -> Starlette:
 
 
 def insert_app() -> Starlette:
-    _like_for_like()
+    collect_less_often()
     pool = AsyncConnectionPool(
         os.environ["BASELINE_DATABASE_URL"],
         min_size=8,
