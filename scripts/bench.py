@@ -388,6 +388,54 @@ def event_count(database_url: str) -> int:
         ledger.close()
 
 
+# ---- CPU accounting (Linux /proc) ------------------------------------------------------------
+
+
+def _cpu_of(pid: int) -> tuple[int, float]:
+    """(parent pid, CPU seconds so far) of a live process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far: `server:<pid>` for every process (counting its live
+    descendants too, as for uvicorn --workers) and `postgres` for all PostgreSQL processes."""
+    found: dict[int, tuple[int, float]] = {}
+    postgres = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as f:
+                comm = f.read().strip()
+            found[int(entry.name)] = _cpu_of(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue  # it exited meanwhile
+        if comm == "postgres":
+            postgres += found[int(entry.name)][1]
+    result = {f"server:{pid}": cpu for pid, (_, cpu) in found.items()}
+    result["postgres"] = postgres
+    for parent, cpu in found.values():
+        while parent in found:
+            result[f"server:{parent}"] += cpu
+            parent = found[parent][0]
+    return result
+
+
+def cpu_split(
+    before: dict[str, float], after: dict[str, float], pids: list[int]
+) -> dict[str, float]:
+    """CPU seconds between two readings: the receiver's processes (with their children) and
+    PostgreSQL. The rest of the machine's is not reported: it includes wrk's start-up (reading
+    the corpus), which would be charged to the callbacks."""
+
+    def spent(key: str) -> float:
+        return after.get(key, before.get(key, 0.0)) - before.get(key, 0.0)
+
+    return {"server": sum(spent(f"server:{pid}") for pid in pids), "postgres": spent("postgres")}
+
+
 # ---- replay ---------------------------------------------------------------------------------
 
 
@@ -431,6 +479,30 @@ def measure_replay(database_url: str) -> tuple[float, float, float]:
             f"replay failed: {process.stderr.read().decode() if process.stderr else ''}"
         )
     return event_count(database_url) / seconds, seconds, usage.ru_maxrss / 1024
+
+
+def cpu_per(row: dict[str, Any]) -> float:
+    """Microseconds of CPU per callback, the receiver's processes and PostgreSQL together."""
+    return 1e6 * (row["cpu"]["server"] + row["cpu"]["postgres"]) / max(row["requests"], 1)
+
+
+def print_cpu(rows: list[dict[str, Any]], base: float) -> None:
+    """Where each receiver's CPU went, per callback, against the most 2x the plain insert's
+    rate could allow: every core of the machine divided by that rate, as if wrk took none."""
+    cores = os.cpu_count() or 1
+    print("\nCPU per callback, in microseconds")
+    print(f"{'receiver':<26}{'receiver':>10}{'postgres':>10}{'both':>8}")
+    for r in rows:
+        per = 1e6 / max(r["requests"], 1)
+        print(
+            f"{r['name']:<26}{r['cpu']['server'] * per:>10.0f}{r['cpu']['postgres'] * per:>10.0f}"
+            f"{cpu_per(r):>8.0f}"
+        )
+    print(
+        f"(receiver: its processes, with the projection worker where there is one.) 2x the "
+        f"plain insert ({2 * base:,.0f}/s) would leave at most {1e6 * cores / (2 * base):.0f} us "
+        f"per callback for both on {cores} cores, if wrk took no CPU at all"
+    )
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -561,7 +633,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 probe = LagProbe(receiver.url) if name == "callback-ledger pg" else None
                 before = event_count(database_url) if kind == "ledger" and database_url else 0
+                pids = [receiver.process.pid] + ([worker.pid] if worker is not None else [])
+                cpu_before = cpu_seconds()
                 result = run_wrk(receiver.url, corpus, args.duration, args.connections)
+                result["cpu"] = cpu_split(cpu_before, cpu_seconds(), pids)
                 if probe is not None and database_url:
                     events = event_count(database_url) - before
                     event_rate = events / (result["duration_us"] / 1e6)
@@ -593,6 +668,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['p99_us'] / 1000:>9.1f}{r['rate'] / base:>10.2f}x{errors:>8}  "
                 f"{r['durability']}"
             )
+        print_cpu(rows, base)
         print(
             f"\nlive projection lag under that load (callback-ledger pg): worst "
             f"{lag['max_events']} events = {lag['max_seconds']:.2f} s of ingest; caught up "
@@ -619,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({split['rate'] / base:.2f}x) x2={two['rate']:.0f}/s ({two['rate'] / base:.2f}x; "
         f"{two['rate'] / insert_two['rate']:.2f}x insert x2) sqlite={lite['rate']:.0f}/s "
         f"insert={base:.0f}/s null={rows[0]['rate']:.0f}/s replay={rate:.0f}ev/s rss={rss:.0f}MB "
-        f"lag={lag['max_seconds']:.2f}s"
+        f"lag={lag['max_seconds']:.2f}s cpu_us/callback: insert={cpu_per(rows[1]):.0f} "
+        f"ledger_pg={cpu_per(pg):.0f} pg+worker={cpu_per(split):.0f}"
     )
     return 0
 
