@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import pytest
@@ -140,6 +141,31 @@ def test_positions_and_lag(runtime: Runtime, ledger: Ledger) -> None:
     catch_up(runtime)
     after = runtime.projector().positions()
     assert after["messages"]["lag"] == after["consent"]["lag"] == 0
+
+
+def test_catch_up_applies_what_came_before_it_and_stops_while_callbacks_keep_arriving(
+    runtime: Runtime, ledger: Ledger
+) -> None:
+    accept_all(ledger, SCENARIO)
+    head = ledger.ping()
+    projector = runtime.projector()
+    projector.page_size = 4
+    steps, late = projector._steps, iter(range(100))
+
+    def step_then_a_callback_arrives(*args: Any, **kwargs: Any) -> dict[str, int]:
+        moved = steps(*args, **kwargs)
+        # Under load something is always newer than the page just applied.
+        accept_all(ledger, [p.delivery(f"LATE{next(late)}", "DELIVERED")])
+        return moved
+
+    projector._steps = step_then_a_callback_arrives  # type: ignore[method-assign]
+    pages = projector.catch_up()
+    positions = projector.positions()
+    assert positions["messages"]["position"] >= head
+    assert positions["consent"]["position"] >= head
+    # Full pages while the backlog lasts (4 read and 2 new per page), the last one short.
+    assert pages == -(-head // 2)
+    assert positions["messages"]["lag"] > 0  # the late ones wait for the next call
 
 
 def test_replay_equals_live_and_swaps_generation(
