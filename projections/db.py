@@ -162,6 +162,21 @@ def upsert(
     )
 
 
+def insert(cur: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Inserts rows known to be new (a duplicate key fails, loudly): on PostgreSQL one COPY
+    straight into the table, without upsert's staging table and INSERT ... SELECT."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if cur.dialect == "sqlite":
+        marks = ", ".join("?" * len(columns))
+        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        return
+    with cur._raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 def select_by_keys(
     cur: Cursor,
     table: str,

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from . import rules
-from .db import Cursor, select_by_keys, upsert
+from .db import Cursor, insert, select_by_keys, upsert
 from .events import DELIVERY_REPORTED, MESSAGE_REGISTERED, LoggedEvent
 
 NAME = "messages"
@@ -102,15 +102,21 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
     if not new:
         return
     known = _load_reports(cur, g, list(older))
-    status_rows, read_rows = [], []
-    for (project_id, message_id), facts in new.items():
-        reports = rules.merge_reports(known.get((project_id, message_id), []), facts)
+    # Rows of messages registered in this page are new: they are inserted, not upserted.
+    status_rows: dict[bool, list[Any]] = {True: [], False: []}
+    read_rows: dict[bool, list[Any]] = {True: [], False: []}
+    for key, facts in new.items():
+        project_id, message_id = key
+        fresh = key not in older
+        reports = rules.merge_reports(known.get(key, []), facts)
         row = rules.message_row(project_id, message_id, reports)
         row["reports"] = orjson.dumps(reports).decode()
-        status_rows.append(STATUS_VALUES(row))
+        status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:
-            read_rows.append(READ_VALUES(read))
+            read_rows[fresh].append(READ_VALUES(read))
     keys = ("project_id", "message_id")
-    upsert(cur, f"message_status_g{g}", STATUS_COLUMNS, keys, status_rows)
-    upsert(cur, f"read_confirmations_g{g}", READ_COLUMNS, keys, read_rows)
+    upsert(cur, f"message_status_g{g}", STATUS_COLUMNS, keys, status_rows[False])
+    upsert(cur, f"read_confirmations_g{g}", READ_COLUMNS, keys, read_rows[False])
+    insert(cur, f"message_status_g{g}", STATUS_COLUMNS, status_rows[True])
+    insert(cur, f"read_confirmations_g{g}", READ_COLUMNS, read_rows[True])
