@@ -398,42 +398,40 @@ def _cpu_of(pid: int) -> tuple[int, float]:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far: `server:<pid>` for every process (counting its live
-    descendants too, as for uvicorn --workers) and `postgres` for all PostgreSQL processes."""
+def cpu_seconds() -> tuple[dict[int, float], float]:
+    """CPU seconds used so far by every process, each counting its live descendants too (as
+    for uvicorn --workers), and by all PostgreSQL processes together."""
     found: dict[int, tuple[int, float]] = {}
     postgres = 0.0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
-            with open(f"/proc/{entry.name}/comm") as f:
+            with open(f"/proc/{pid}/comm") as f:
                 comm = f.read().strip()
-            found[int(entry.name)] = _cpu_of(int(entry.name))
+            found[pid] = _cpu_of(pid)
         except (OSError, IndexError, ValueError):
             continue  # it exited meanwhile
         if comm == "postgres":
-            postgres += found[int(entry.name)][1]
-    result = {f"server:{pid}": cpu for pid, (_, cpu) in found.items()}
-    result["postgres"] = postgres
+            postgres += found[pid][1]
+    totals = {pid: cpu for pid, (_, cpu) in found.items()}
     for parent, cpu in found.values():
         while parent in found:
-            result[f"server:{parent}"] += cpu
+            totals[parent] += cpu
             parent = found[parent][0]
-    return result
+    return totals, postgres
 
 
 def cpu_split(
-    before: dict[str, float], after: dict[str, float], pids: list[int]
+    before: tuple[dict[int, float], float], after: tuple[dict[int, float], float], pids: list[int]
 ) -> dict[str, float]:
     """CPU seconds between two readings: the receiver's processes (with their children) and
     PostgreSQL. The rest of the machine's is not reported: it includes wrk's start-up (reading
     the corpus), which would be charged to the callbacks."""
-
-    def spent(key: str) -> float:
-        return after.get(key, before.get(key, 0.0)) - before.get(key, 0.0)
-
-    return {"server": sum(spent(f"server:{pid}") for pid in pids), "postgres": spent("postgres")}
+    (by_pid, postgres), (by_pid_after, postgres_after) = before, after
+    server = sum(by_pid_after.get(pid, by_pid.get(pid, 0.0)) - by_pid.get(pid, 0.0) for pid in pids)
+    return {"server": server, "postgres": postgres_after - postgres}
 
 
 # ---- replay ---------------------------------------------------------------------------------
