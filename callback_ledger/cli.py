@@ -126,7 +126,13 @@ def project(settings: Settings, args: argparse.Namespace) -> int:
 def replay(settings: Settings, args: argparse.Namespace) -> int:
     from callback_ledger.scripts.replay import replay as run_replay
 
-    run_replay(settings, args.projection or None, fresh=args.fresh, page_size=args.page_size)
+    run_replay(
+        settings,
+        args.projection or None,
+        fresh=args.fresh,
+        page_size=args.page_size,
+        jobs=args.jobs,
+    )
     return 0
 
 
@@ -182,6 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=5000,
         help="events per transaction (5000: fastest measured; about 185 MB at most)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes building the messages projection (PostgreSQL; default 1)",
     )
     p.set_defaults(run=replay)
 

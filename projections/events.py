@@ -3,6 +3,7 @@ without rebuilding domain objects (replay speed matters; the projections need on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -60,13 +61,41 @@ class EventLog:
         rows = cur.tuples(sql + f" ORDER BY {self.id_column} LIMIT ?", [*params, limit])
         if not rows:
             return after, []
+        return int(rows[-1][0]), self._events(rows, topics)
+
+    def part_page(
+        self,
+        cur: Cursor,
+        after: int,
+        limit: int,
+        topics: frozenset[str],
+        stop: int,
+        part: int,
+        parts: int,
+    ) -> tuple[int, list[LoggedEvent]]:
+        """As `page`, for part `part` of `parts` of the streams (by a byte of the stream id, so
+        a stream's events are all in one part), with topics and part filtered in PostgreSQL:
+        the events of the next `limit * parts` ids, and that range's end (at most `stop`). A
+        range, not a LIMIT, keeps the plan a walk along the id index."""
+        upper = min(after + limit * parts, stop)
+        sql = (
+            f"SELECT notification_id, originator_id::text, topic, state FROM {self.table} "
+            "WHERE notification_id > ? AND notification_id <= ? AND topic = ANY(?)"
+        )
+        params: list[Any] = [after, upper, sorted(topics)]
+        if parts > 1:
+            sql += " AND mod(get_byte(uuid_send(originator_id), 15), ?) = ?"
+            params += [parts, part]
+        rows = cur.tuples(sql + " ORDER BY notification_id", params)
+        return max(upper, after), self._events(rows, topics)
+
+    def _events(self, rows: Sequence[Sequence[Any]], topics: frozenset[str]) -> list[LoggedEvent]:
         as_text, loads = self.as_text, orjson.loads
-        events = [
+        return [
             LoggedEvent(int(id_), topic, as_text(originator_id), loads(state))
             for id_, originator_id, topic, state in rows
             if topic in topics
         ]
-        return int(rows[-1][0]), events
 
 
 def _hex_to_text(value: str) -> str:

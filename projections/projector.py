@@ -25,6 +25,10 @@ from .events import EventLog, LoggedEvent
 POSITIONS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projections (
     name TEXT PRIMARY KEY, generation INTEGER NOT NULL, position BIGINT NOT NULL,
     building_generation INTEGER, building_position BIGINT)"""
+# A rebuild split across processes: each part's own position (see `build_part`).
+PARTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_replay_parts (
+    name TEXT NOT NULL, part INTEGER NOT NULL, parts INTEGER NOT NULL, position BIGINT NOT NULL,
+    PRIMARY KEY (name, part))"""
 
 
 @dataclass(frozen=True)
@@ -39,24 +43,42 @@ class ReadAhead:
     pages ahead of the consumer; iteration ends at the head."""
 
     def __init__(
-        self, db: Database, log: EventLog, after: int, size: int, topics: frozenset[str]
+        self,
+        db: Database,
+        log: EventLog,
+        after: int,
+        size: int,
+        topics: frozenset[str],
+        stop: int | None = None,
+        part: tuple[int, int] | None = None,
     ) -> None:
         self._pages: queue.Queue[Page | BaseException] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._read,
-            args=(db, log, after, size, topics),
+            args=(db, log, after, size, topics, stop, part),
             name="ledger-read-ahead",
             daemon=True,
         )
 
     def _read(
-        self, db: Database, log: EventLog, after: int, size: int, topics: frozenset[str]
+        self,
+        db: Database,
+        log: EventLog,
+        after: int,
+        size: int,
+        topics: frozenset[str],
+        stop: int | None,
+        part: tuple[int, int] | None,
     ) -> None:
         try:
             while not self._stop.is_set():
                 with db.read() as cur:
-                    last, events = log.page(cur, after, size, topics)
+                    if part is None:
+                        last, events = log.page(cur, after, size, topics, stop)
+                    else:
+                        assert stop is not None
+                        last, events = log.part_page(cur, after, size, topics, stop, *part)
                 self._pages.put(Page(after, last, events))
                 if last == after:
                     return
@@ -131,6 +153,7 @@ class Projector:
                 # Two processes starting together must not both create generation 1.
                 cur.execute("SELECT pg_advisory_xact_lock(4711001)")
             cur.execute(POSITIONS_DDL)
+            cur.execute(PARTS_DDL)
             for projection in self.projections.values():
                 if cur.execute(
                     "SELECT 1 AS x FROM ledger_projections WHERE name = ?", (projection.name,)
@@ -275,6 +298,7 @@ class Projector:
             building = row["building_generation"]
             if building is not None and not fresh:
                 return int(building), int(row["building_position"])
+            cur.execute("DELETE FROM ledger_replay_parts WHERE name = ?", (name,))
             if building is not None:
                 self._drop_generation(cur, projection, int(building))
             building = int(row["generation"]) + 1
@@ -299,17 +323,97 @@ class Projector:
         all projections is one pass over the log); their new positions."""
         return self._steps(names, building=True)
 
-    def build_all(self, names: Sequence[str]) -> Iterator[int]:
+    def build_all(self, names: Sequence[str], stop: int | None = None) -> Iterator[int]:
         """Fills the generations being built up to the head, page by page as `build_steps`;
         yields the lowest position after each page. The next page is read and decoded on a
         second connection, in a thread, while this one is written, so PostgreSQL and Python
         work at the same time. That page is the one the transaction would read: the log only
         grows, and ids become visible in order (the library inserts under a table lock)."""
         after = min(self._position(name, "building_position") for name in names)
-        pages = ReadAhead(self.db, self.log, after, self.page_size, self._topics(names))
+        # With `stop` (PostgreSQL), up to that id and only the events of `names`, filtered in the
+        # database: for projections whose events are few, built beside a split one.
+        part = None if stop is None else (0, 1)
+        pages = ReadAhead(self.db, self.log, after, self.page_size, self._topics(names), stop, part)
         with pages:
             for page in pages:
                 yield min(self._steps(names, building=True, page=page).values())
+
+    def plan_parts(self, name: str, jobs: int) -> int | None:
+        """How many parts the rebuild of `name` under way is split into: the number an
+        interrupted split rebuild was started with (it resumes as it was split, whatever
+        `jobs`), else `jobs` if above 1 and the rebuild has not started (its parts are then
+        set up at its position), else None: one process."""
+        with self._locked(name) as (cur, row):
+            found = cur.execute(
+                "SELECT MAX(parts) AS parts FROM ledger_replay_parts WHERE name = ?", (name,)
+            ).fetchone()
+            if found and found["parts"]:
+                return int(found["parts"])
+            if jobs < 2 or row["building_position"] != 0 or cur.dialect != "postgresql":
+                return None
+            for part in range(jobs):
+                cur.execute(
+                    "INSERT INTO ledger_replay_parts (name, part, parts, position) "
+                    "VALUES (?, ?, ?, 0)",
+                    (name, part, jobs),
+                )
+            return jobs
+
+    def build_part(self, name: str, part: int, parts: int, stop: int) -> Iterator[int]:
+        """Fills part `part` of `parts` of the generation being built, up to notification id
+        `stop`, one page per transaction with the part's own position; yields it. A stream's
+        events are all in one part, so parts in separate processes never write the same row
+        (PostgreSQL only; see `plan_parts`, `join_parts`)."""
+        projection = self.projections[name]
+        generation = self._position(name, "building_generation")
+        after = self._part_position(name, part)
+        pages = ReadAhead(
+            self.db, self.log, after, self.page_size, projection.topics, stop, (part, parts)
+        )
+        with pages:
+            for page in pages:
+                with self.db.transaction() as cur:
+                    position = self._part_position(name, part, cur)
+                    if page.after == position:
+                        last, events = page.last, page.events
+                    else:  # another process moved this part: read from where it is
+                        last, events = self.log.part_page(
+                            cur, position, self.page_size, projection.topics, stop, part, parts
+                        )
+                    if events:
+                        projection.apply(cur, generation, events)
+                    cur.execute(
+                        "UPDATE ledger_replay_parts SET position = ? WHERE name = ? AND part = ?",
+                        (max(last, position), name, part),
+                    )
+                yield max(last, position)
+
+    def _part_position(self, name: str, part: int, cur: Cursor | None = None) -> int:
+        sql = "SELECT position FROM ledger_replay_parts WHERE name = ? AND part = ?"
+        if cur is not None:
+            row = cur.execute(sql + " FOR UPDATE", (name, part)).fetchone()
+        else:
+            with self.db.read() as reader:
+                row = reader.execute(sql, (name, part)).fetchone()
+        if row is None:
+            raise LookupError(f"part {part} of the rebuild of {name!r} is not set up")
+        return int(row["position"])
+
+    def part_positions(self, name: str) -> list[int]:
+        with self.db.read() as cur:
+            rows = cur.execute(
+                "SELECT position FROM ledger_replay_parts WHERE name = ?", (name,)
+            ).fetchall()
+        return [int(row["position"]) for row in rows] or [0]
+
+    def join_parts(self, name: str, stop: int) -> None:
+        """Once every part has been built up to `stop`: the rebuild of `name` goes on from
+        `stop` as one (`finish_rebuild`)."""
+        with self._locked(name) as (cur, _):
+            cur.execute(
+                "UPDATE ledger_projections SET building_position = ? WHERE name = ?", (stop, name)
+            )
+            cur.execute("DELETE FROM ledger_replay_parts WHERE name = ?", (name,))
 
     def finish_rebuild(self, name: str) -> int:
         """Catches the new generation up to the head and switches the views to it, in one

@@ -255,6 +255,49 @@ def test_a_failing_read_ahead_fails_the_replay(runtime: Runtime) -> None:
     assert not [t for t in threading.enumerate() if t.name == "ledger-read-ahead"]
 
 
+# Enough message streams for both parts of a split replay, and the consent scenario beside them.
+SPLIT_LOAD = [
+    p.delivery(f"S{i}", status, "SMS", event_time=f"2024-06-15T10:{i % 60:02d}:{k:02d}Z")
+    for i in range(40)
+    for k, status in enumerate(("QUEUED_ON_CHANNEL", "DELIVERED", "READ")[: 1 + i % 3])
+] + SCENARIO
+
+
+def test_replay_split_across_processes_equals_one_process(
+    ledger: Ledger, settings: Settings, database_url: str, backend: str
+) -> None:
+    accept_all(ledger, SPLIT_LOAD)
+    if backend == "sqlite":
+        with pytest.raises(SystemExit, match="needs PostgreSQL"):
+            replay(settings, jobs=2)
+        return
+    replay(settings, page_size=7)
+    one_process = projection_rows(database_url)
+    results = replay(settings, page_size=7, jobs=2)
+    assert projection_rows(database_url) == one_process
+    assert {name: r["generation"] for name, r in results.items()} == {"messages": 3, "consent": 3}
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_an_interrupted_split_replay_resumes_split(
+    runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    accept_all(ledger, SPLIT_LOAD)
+    replay(settings, page_size=5)
+    expected = projection_rows(database_url)
+    projector = runtime.projector()
+    projector.page_size = 5
+    projector.start_rebuild("messages", fresh=True)
+    assert projector.plan_parts("messages", 2) == 2
+    part = projector.build_part("messages", 0, 2, ledger.ping())
+    next(part), next(part)  # part 0 two pages in, part 1 not started: then interrupted
+    part.close()
+    # Asked for one process, it resumes as it was split: the parts' rows are not applied twice.
+    replay(settings, ["messages"], page_size=5)
+    assert projection_rows(database_url) == expected
+    assert projector.part_positions("messages") == [0]  # no parts left
+
+
 def test_replay_with_changed_keywords_rederives_consent(
     runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
