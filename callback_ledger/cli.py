@@ -193,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jobs",
         type=int,
         default=1,
-        help="processes building the messages projection (PostgreSQL; default 1)",
+        help="processes building the messages projection, each its share of the messages "
+        "(PostgreSQL; default 1; 2 on 2 cores: about 1.5x the events/s)",
     )
     p.set_defaults(run=replay)
 

@@ -101,8 +101,10 @@ def replay(
             else:
                 spawn = get_context("spawn")  # no pool connections inherited across a fork
                 with ProcessPoolExecutor(parts, mp_context=spawn) as pool:
+                    # Pages of page_size / parts each: together about the memory of one process.
+                    size = max(1, page_size // parts)
                     split: list[Future[int]] = [
-                        pool.submit(build_part, settings, part, parts, head, page_size)
+                        pool.submit(build_part, settings, part, parts, head, size)
                         for part in range(parts)
                     ]
                     rest = [name for name in names if name != SPLIT]
