@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--page-size",
         type=int,
         default=5000,
-        help="events per transaction (5000: fastest measured; about 185 MB at most)",
+        help="events per transaction (5000: fastest measured; about 120 MB at most)",
     )
     p.add_argument(
         "--jobs",
