@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from callback_ledger.config import Settings
 from callback_ledger.ledger import Ledger
 from callback_ledger.runtime import Runtime
@@ -82,3 +84,47 @@ def test_killed_worker_resumes_without_gaps(
     built = projection_rows(database_url)
     replay(settings)
     assert projection_rows(database_url) == built
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_killed_split_replay_resumes_as_it_was_split(
+    ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    accept_all(ledger, workload(1500))
+    replay(settings)
+    expected = projection_rows(database_url)
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "callback_ledger.cli", "replay", "--page-size", "4"]
+    runtime = Runtime(settings, ledger)
+    projector = runtime.projector()
+    rng = random.Random(7)
+    kills, parts = 0, [0]
+    # Until two kills landed, the last one in the middle of a split (a kill can also land
+    # between the parts and the switch; the next run then finishes without parts).
+    for _ in range(10):
+        # Its own process group: the kill takes the part processes down with it.
+        run = subprocess.Popen(
+            [*command, "--jobs", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while run.poll() is None and time.monotonic() < deadline:
+            if max(projector.part_positions("messages")) > 0:  # the parts are building
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.1))
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            kills += 1
+        run.wait()
+        parts = projector.part_positions("messages")
+        if kills >= 2 and len(parts) == 2:
+            break
+    runtime.close()
+    assert kills >= 2 and len(parts) == 2, "no kill landed while the parts were building"
+    # One process asked for: an interrupted split replay still resumes split.
+    subprocess.run(command, env=env, check=True, timeout=300)
+    assert projection_rows(database_url) == expected
