@@ -109,7 +109,7 @@ def replay(
                     ]
                     rest = [name for name in names if name != SPLIT]
                     for position in projector.build_all(rest, head) if rest else ():
-                        show(min(position, head))
+                        show(position)
                     while wait(split, timeout=0.5).not_done:
                         show(min(projector.part_positions(SPLIT)))
                     for future in split:

@@ -1,6 +1,7 @@
 """Kill the projection worker (`callback-ledger project`) with SIGKILL between and inside
 pages, many times: the rows it finally builds equal a replay from scratch, and its position
-ends at the head (nothing skipped; a page is applied with its position or not at all)."""
+ends at the head (nothing skipped; a page is applied with its position or not at all). Kill a
+replay split across processes the same way: resumed, its rows equal a one-process replay."""
 
 from __future__ import annotations
 
