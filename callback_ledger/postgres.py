@@ -19,8 +19,24 @@ from eventsourcing.postgres import (
 )
 from psycopg.sql import SQL, Composed, Identifier
 
+# Any number of ours: the advisory lock around the library's table creation.
+CREATE_TABLES_LOCK = 4711002
 
-class FailFastAggregateRecorder(PostgresAggregateRecorder):
+
+class CreatesTablesOneAtATime(PostgresAggregateRecorder):
+    def create_table(self) -> None:
+        """The library's, under an advisory lock: processes starting together (`serve
+        --workers`, `replay --jobs`) would create its types and tables at once, and
+        PostgreSQL refuses one of them ("tuple concurrently updated")."""
+        with self.datastore.get_connection() as conn:  # the pool's are autocommit
+            conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+
+
+class FailFastAggregateRecorder(CreatesTablesOneAtATime):
     insert_events = PostgresAggregateRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
     select_events = PostgresAggregateRecorder.select_events.__wrapped__  # type: ignore[attr-defined]
 
@@ -32,7 +48,7 @@ def copy_row(event: StoredEvent) -> tuple[Any, ...]:
     return (event.originator_id, event.originator_version, event.topic, event.state)
 
 
-class FailFastApplicationRecorder(PostgresApplicationRecorder):
+class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRecorder):
     """Also inserts with a binary COPY, in four round trips instead of the library's six or
     more: the library builds a composite-type array per save, which costs more CPU than the
     rest of a callback's handling. The insert still runs under the library's EXCLUSIVE table

@@ -4,9 +4,13 @@ duplicates stored once (optimistic-concurrency retry), on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+
+import pytest
 
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import Ledger, Outcome
@@ -66,3 +70,19 @@ def test_many_messages_in_parallel(ledger: Ledger, database_url: str) -> None:
     outcomes = run_concurrently(ledger, work + work[:25])
     assert Counter(o.status for o in outcomes) == {"accepted": 125, "duplicate": 25}
     assert names(stored_events(database_url)).count("Message.DeliveryReported") == 125
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_processes_starting_together_on_a_new_database_all_start(database_url: str) -> None:
+    # serve --workers and replay --jobs start several processes at once; each creates the
+    # library's tables and types if missing (without a lock, about one in five failed here).
+    start = (
+        "from callback_ledger.config import Settings\n"
+        "from callback_ledger.ledger import Ledger\n"
+        f"Ledger.from_settings(Settings(database_url={database_url!r})).close()\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", start], stderr=subprocess.PIPE) for _ in range(6)
+    ]
+    errors = [(proc, proc.communicate(timeout=60)[1]) for proc in processes]
+    assert [err.decode()[-300:] for proc, err in errors if proc.returncode] == []
