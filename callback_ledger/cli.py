@@ -124,7 +124,12 @@ def project(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def replay(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
     from callback_ledger.scripts.replay import replay as run_replay
+
+    # Stopped by SIGTERM as by Ctrl-C: its part processes are stopped too, and a rerun resumes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     run_replay(
         settings,

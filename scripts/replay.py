@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from multiprocessing.connection import wait
 
 from rich.console import Console
 from rich.progress import (
@@ -30,14 +30,15 @@ from callback_ledger.runtime import Runtime
 SPLIT = "messages"  # the projection worth splitting: nearly every event is one of its
 
 
-def build_part(settings: Settings, part: int, parts: int, stop: int, page_size: int) -> int:
-    """One part of the messages rebuild, in a process of its own; its final position."""
+def build_part(settings: Settings, part: int, parts: int, stop: int, page_size: int) -> None:
+    """One part of the messages rebuild, in a process of its own."""
     collect_less_often()
     runtime = Runtime(settings)
     try:
         projector = runtime.projector()
         projector.page_size = page_size
-        return max(projector.build_part(SPLIT, part, parts, stop), default=0)
+        for _ in projector.build_part(SPLIT, part, parts, stop):
+            pass
     finally:
         runtime.close()
 
@@ -100,20 +101,37 @@ def replay(
                     show(position)
             else:
                 spawn = get_context("spawn")  # no pool connections inherited across a fork
-                with ProcessPoolExecutor(parts, mp_context=spawn) as pool:
-                    # Pages of page_size / parts each: together about the memory of one process.
-                    size = max(1, page_size // parts)
-                    split: list[Future[int]] = [
-                        pool.submit(build_part, settings, part, parts, head, size)
-                        for part in range(parts)
-                    ]
+                # Pages of page_size / parts each: together about the memory of one process.
+                size = max(1, page_size // parts)
+                workers = [
+                    spawn.Process(
+                        target=build_part,
+                        args=(settings, part, parts, head, size),
+                        name=f"replay part {part + 1} of {parts}",
+                    )
+                    for part in range(parts)
+                ]
+                for worker in workers:
+                    worker.start()
+                try:
                     rest = [name for name in names if name != SPLIT]
                     for position in projector.build_all(rest, head) if rest else ():
                         show(position)
-                    while wait(split, timeout=0.5).not_done:
+                    while running := [w.sentinel for w in workers if w.is_alive()]:
+                        wait(running, timeout=0.5)
                         show(min(projector.part_positions(SPLIT)))
-                    for future in split:
-                        future.result()  # a failed part fails the replay
+                    failed = [w.name for w in workers if w.exitcode != 0]
+                    if failed:
+                        raise RuntimeError(
+                            f"{', '.join(failed)} failed (see above); run the replay again to "
+                            "resume it"
+                        )
+                finally:  # stopped or failed: no part goes on without this process
+                    for worker in workers:
+                        if worker.is_alive():
+                            worker.terminate()
+                    for worker in workers:
+                        worker.join()
                 projector.join_parts(SPLIT, head)
             for name in names:
                 generation = building[name][0]

@@ -129,3 +129,42 @@ def test_killed_split_replay_resumes_as_it_was_split(
     # One process asked for: an interrupted split replay still resumes split.
     subprocess.run(command, env=env, check=True, timeout=300)
     assert projection_rows(database_url) == expected
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_sigterm_to_a_split_replay_stops_its_parts(
+    ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    accept_all(ledger, workload(1500))
+    replay(settings)
+    expected = projection_rows(database_url)
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "callback_ledger.cli", "replay", "--page-size", "4"]
+    runtime = Runtime(settings, ledger)
+    projector = runtime.projector()
+    run = subprocess.Popen(
+        [*command, "--jobs", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while max(projector.part_positions("messages")) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.poll() is None, "the replay finished before SIGTERM: make the workload larger"
+    run.terminate()  # the main process only
+    assert run.wait(timeout=30) != 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(run.pid, 0)  # anything left of its process group?
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(run.pid, signal.SIGKILL)
+        raise AssertionError("part processes outlived the replay they belong to")
+    runtime.close()
+    subprocess.run(command, env=env, check=True, timeout=300)
+    assert projection_rows(database_url) == expected
