@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 
@@ -25,6 +25,7 @@ from rich.progress import (
 )
 
 from callback_ledger.config import Settings, collect_less_often
+from callback_ledger.projections.projector import Projector
 from callback_ledger.runtime import Runtime
 
 SPLIT = "messages"  # the projection worth splitting: nearly every event is one of its
@@ -41,6 +42,50 @@ def build_part(settings: Settings, part: int, parts: int, stop: int, page_size: 
             pass
     finally:
         runtime.close()
+
+
+def build_split(
+    projector: Projector,
+    settings: Settings,
+    names: list[str],
+    parts: int,
+    head: int,
+    page_size: int,
+    show: Callable[[int], None],
+) -> None:
+    """The messages projection by `parts` processes up to `head`, the other `names` here
+    meanwhile. Stopped or failed, it stops its processes too; a rerun resumes."""
+    spawn = get_context("spawn")  # no pool connections inherited across a fork
+    # Pages of page_size / parts each: together about the memory of one process.
+    size = max(1, page_size // parts)
+    workers = [
+        spawn.Process(
+            target=build_part,
+            args=(settings, part, parts, head, size),
+            name=f"replay part {part + 1} of {parts}",
+        )
+        for part in range(parts)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        rest = [name for name in names if name != SPLIT]
+        for position in projector.build_all(rest, head) if rest else ():
+            show(position)
+        while running := [w.sentinel for w in workers if w.is_alive()]:
+            wait(running, timeout=0.5)
+            show(min(projector.part_positions(SPLIT)))
+        failed = [w.name for w in workers if w.exitcode != 0]
+        if failed:
+            raise RuntimeError(
+                f"{', '.join(failed)} failed (see above); run the replay again to resume it"
+            )
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        for worker in workers:
+            worker.join()
 
 
 def replay(
@@ -100,38 +145,7 @@ def replay(
                 for position in projector.build_all(names):
                     show(position)
             else:
-                spawn = get_context("spawn")  # no pool connections inherited across a fork
-                # Pages of page_size / parts each: together about the memory of one process.
-                size = max(1, page_size // parts)
-                workers = [
-                    spawn.Process(
-                        target=build_part,
-                        args=(settings, part, parts, head, size),
-                        name=f"replay part {part + 1} of {parts}",
-                    )
-                    for part in range(parts)
-                ]
-                for worker in workers:
-                    worker.start()
-                try:
-                    rest = [name for name in names if name != SPLIT]
-                    for position in projector.build_all(rest, head) if rest else ():
-                        show(position)
-                    while running := [w.sentinel for w in workers if w.is_alive()]:
-                        wait(running, timeout=0.5)
-                        show(min(projector.part_positions(SPLIT)))
-                    failed = [w.name for w in workers if w.exitcode != 0]
-                    if failed:
-                        raise RuntimeError(
-                            f"{', '.join(failed)} failed (see above); run the replay again to "
-                            "resume it"
-                        )
-                finally:  # stopped or failed: no part goes on without this process
-                    for worker in workers:
-                        if worker.is_alive():
-                            worker.terminate()
-                    for worker in workers:
-                        worker.join()
+                build_split(projector, settings, names, parts, head, page_size, show)
                 projector.join_parts(SPLIT, head)
             for name in names:
                 generation = building[name][0]
