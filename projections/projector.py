@@ -54,31 +54,27 @@ class ReadAhead:
     ) -> None:
         self._pages: queue.Queue[Page | BaseException] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
+
+        def read(cur: Cursor, after: int) -> tuple[int, list[LoggedEvent]]:
+            if part is None:
+                return log.page(cur, after, size, topics, stop)
+            assert stop is not None
+            return log.part_page(cur, after, size, topics, stop, *part)
+
         self._thread = threading.Thread(
-            target=self._read,
-            args=(db, log, after, size, topics, stop, part),
-            name="ledger-read-ahead",
-            daemon=True,
+            target=self._read, args=(db, read, after), name="ledger-read-ahead", daemon=True
         )
 
     def _read(
         self,
         db: Database,
-        log: EventLog,
+        read: Callable[[Cursor, int], tuple[int, list[LoggedEvent]]],
         after: int,
-        size: int,
-        topics: frozenset[str],
-        stop: int | None,
-        part: tuple[int, int] | None,
     ) -> None:
         try:
             while not self._stop.is_set():
                 with db.read() as cur:
-                    if part is None:
-                        last, events = log.page(cur, after, size, topics, stop)
-                    else:
-                        assert stop is not None
-                        last, events = log.part_page(cur, after, size, topics, stop, *part)
+                    last, events = read(cur, after)
                 self._pages.put(Page(after, last, events))
                 if last == after:
                     return

@@ -16,6 +16,7 @@ import pytest
 
 from callback_ledger.config import Settings
 from callback_ledger.ledger import Ledger
+from callback_ledger.projections.projector import Projector
 from callback_ledger.runtime import Runtime
 from callback_ledger.scripts.replay import replay
 
@@ -87,15 +88,41 @@ def test_killed_worker_resumes_without_gaps(
     assert projection_rows(database_url) == built
 
 
+REPLAY = [sys.executable, "-m", "callback_ledger.cli", "replay", "--page-size", "4"]
+
+
+def logged_and_replayed(
+    ledger: Ledger, settings: Settings, database_url: str
+) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """A log replayed once: its rows, and the environment to run `callback-ledger` on it."""
+    accept_all(ledger, workload(1500))
+    replay(settings)
+    return projection_rows(database_url), {**os.environ, "LEDGER_DATABASE_URL": database_url}
+
+
+def start_split_replay(env: dict[str, str], projector: Projector) -> subprocess.Popen[bytes]:
+    """`replay --jobs 2` in a process group of its own (a signal to the group reaches its
+    parts), returned once its parts are building, or it ended."""
+    run = subprocess.Popen(
+        [*REPLAY, "--jobs", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while run.poll() is None and time.monotonic() < deadline:
+        if max(projector.part_positions("messages")) > 0:
+            break
+        time.sleep(0.02)
+    return run
+
+
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_killed_split_replay_resumes_as_it_was_split(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
-    accept_all(ledger, workload(1500))
-    replay(settings)
-    expected = projection_rows(database_url)
-    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "callback_ledger.cli", "replay", "--page-size", "4"]
+    expected, env = logged_and_replayed(ledger, settings, database_url)
     runtime = Runtime(settings, ledger)
     projector = runtime.projector()
     rng = random.Random(7)
@@ -103,19 +130,7 @@ def test_killed_split_replay_resumes_as_it_was_split(
     # Until two kills landed, the last one in the middle of a split (a kill can also land
     # between the parts and the switch; the next run then finishes without parts).
     for _ in range(10):
-        # Its own process group: the kill takes the part processes down with it.
-        run = subprocess.Popen(
-            [*command, "--jobs", "2"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while run.poll() is None and time.monotonic() < deadline:
-            if max(projector.part_positions("messages")) > 0:  # the parts are building
-                break
-            time.sleep(0.02)
+        run = start_split_replay(env, projector)
         time.sleep(rng.uniform(0, 0.1))
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
@@ -127,7 +142,7 @@ def test_killed_split_replay_resumes_as_it_was_split(
     runtime.close()
     assert kills >= 2 and len(parts) == 2, "no kill landed while the parts were building"
     # One process asked for: an interrupted split replay still resumes split.
-    subprocess.run(command, env=env, check=True, timeout=300)
+    subprocess.run(REPLAY, env=env, check=True, timeout=300)
     assert projection_rows(database_url) == expected
 
 
@@ -135,23 +150,9 @@ def test_killed_split_replay_resumes_as_it_was_split(
 def test_sigterm_to_a_split_replay_stops_its_parts(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
-    accept_all(ledger, workload(1500))
-    replay(settings)
-    expected = projection_rows(database_url)
-    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "callback_ledger.cli", "replay", "--page-size", "4"]
+    expected, env = logged_and_replayed(ledger, settings, database_url)
     runtime = Runtime(settings, ledger)
-    projector = runtime.projector()
-    run = subprocess.Popen(
-        [*command, "--jobs", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while max(projector.part_positions("messages")) == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    run = start_split_replay(env, runtime.projector())
     assert run.poll() is None, "the replay finished before SIGTERM: make the workload larger"
     run.terminate()  # the main process only
     assert run.wait(timeout=30) != 0
@@ -166,5 +167,5 @@ def test_sigterm_to_a_split_replay_stops_its_parts(
         os.killpg(run.pid, signal.SIGKILL)
         raise AssertionError("part processes outlived the replay they belong to")
     runtime.close()
-    subprocess.run(command, env=env, check=True, timeout=300)
+    subprocess.run(REPLAY, env=env, check=True, timeout=300)
     assert projection_rows(database_url) == expected
