@@ -17,6 +17,7 @@ from starlette.routing import Route
 from callback_ledger.config import Settings, collect_less_often
 from callback_ledger.ledger import Ledger
 from callback_ledger.projections.live import LiveFollower
+from callback_ledger.projections.projector import describe
 from callback_ledger.runtime import Runtime
 
 from .consent import ConsentQueries
@@ -45,7 +46,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
     runtime = Runtime(settings, ledger)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
     queries = Queries(runtime)
-    consent = ConsentQueries(runtime)
+    consent = ConsentQueries(runtime, follower.wake if follower else lambda: None)
 
     async def healthz(request: Request) -> Response:
         try:
@@ -53,8 +54,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
             projections = await run_in_threadpool(lambda: runtime.projector().positions())
         except UNAVAILABLE as exc:
             return unavailable(settings, exc)
+        stuck = {name: p["fault"] for name, p in projections.items() if "fault" in p}
         body: dict[str, Any] = {
-            "status": "ok",
+            "status": "failing" if stuck else "ok",
             "backend": settings.backend,
             "events": head,
             "projections": projections,
@@ -65,6 +67,12 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
             body["group_commit"] = {"batches": writer.batches, "callbacks": writer.commands}
         if follower is not None and follower.last_error:
             body["follower_error"] = follower.last_error
+        if stuck:
+            # A projection that cannot apply an event answers stale data: never "ok".
+            body["detail"] = "; ".join(
+                f"projection {name} is stuck: {describe(fault)}" for name, fault in stuck.items()
+            )
+            return JSON(body, status_code=503)
         return JSON(body)
 
     async def quarantine(request: Request) -> Response:

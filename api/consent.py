@@ -3,6 +3,8 @@ and the raw callback behind any fact."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callback_ledger import audit
+from callback_ledger.projections.consent import NAME
 from callback_ledger.projections.db import Cursor
+from callback_ledger.projections.projector import describe
 from callback_ledger.projections.rules import iso
 from callback_ledger.runtime import Runtime
 
@@ -34,8 +38,30 @@ def channel_and_identity(params: Params) -> tuple[str, str]:
 
 
 class ConsentQueries:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, wake: Callable[[], None], wait_s: float = 2.0) -> None:
         self.runtime = runtime
+        self.wake = wake  # the in-process follower, if any
+        self.wait_s = wait_s
+
+    async def stale(self) -> str | None:
+        """Why the consent projection cannot be trusted now, or None: it is stuck on an event,
+        or consent facts already in the log are not applied yet and do not get applied within
+        `wait_s` (the follower is woken and given that long)."""
+        deadline = time.monotonic() + self.wait_s
+        projector = self.runtime.projector
+        while True:
+            fault, pending = await run_in_threadpool(lambda: projector().freshness(NAME))
+            if fault is not None:
+                return f"the consent projection is stuck: {describe(fault)}"
+            if not pending:
+                return None
+            if time.monotonic() > deadline:
+                return (
+                    "the consent projection has not applied consent facts that are already "
+                    f"recorded (waited {self.wait_s:g} s); is the projection worker running?"
+                )
+            self.wake()
+            await asyncio.sleep(0.05)
 
     async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
         return await read_views(self.runtime, fn)
@@ -81,6 +107,20 @@ class ConsentQueries:
         params = Params(request, ["channel", "identity", "project_id"])
         channel, identity = channel_and_identity(params)
         project_id = params.text("project_id")
+        # Checked before the answer is read: the answer then holds every fact recorded before.
+        why = await self.stale()
+        if why is not None:
+            response = error(
+                503,
+                "consent_stale",
+                f"cannot tell whether sending is allowed: {why}. Do not send; ask again later",
+                channel=channel,
+                identity=identity,
+                may_send=False,
+                state=audit.UNKNOWN,
+            )
+            response.headers["Retry-After"] = "5"
+            return response
         answer = await self._run(lambda cur: audit.check(cur, channel, identity, project_id))
         return JSON({"channel": channel, "identity": identity, **answer})
 

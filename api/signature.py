@@ -40,10 +40,10 @@ def verify(
     if algorithm and algorithm.lower() != "hmacsha256":
         raise SignatureError(f"unsupported signature algorithm {algorithm[:40]!r}")
     timestamp = headers[TIMESTAMP]
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise SignatureError("signature timestamp is not unix seconds") from None
+    # Unix seconds have at most a dozen digits; hundreds would overflow the clock arithmetic.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise SignatureError("signature timestamp is not unix seconds")
+    sent_at = int(timestamp)
     if abs(now - sent_at) > tolerance_s:
         raise SignatureError(
             f"signature timestamp is {int(now - sent_at)} s from our clock "

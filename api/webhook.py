@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callback_ledger.config import Settings
-from callback_ledger.domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback
+from callback_ledger.domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback, loads_body
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import StoreContention
 from callback_ledger.runtime import Runtime
@@ -187,7 +187,7 @@ class SinchWebhook:
         )
 
         try:
-            body = orjson.loads(raw)
+            body = loads_body(raw)
         except orjson.JSONDecodeError as exc:
             return await self._refuse(
                 raw, receipt, 400, "not_json", UNKNOWN_TRIGGER, [f"the body is not JSON: {exc}"]

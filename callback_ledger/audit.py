@@ -31,6 +31,20 @@ DECIDING_ORDER = (
 )
 
 
+def about(alias: str, channel: str, identity: str) -> tuple[str, list[Any]]:
+    """SQL condition and parameters: the fact in `alias` (a consent or consent_history row) is
+    about this channel and (normalised) identity. A fact naming no number (identity "") stands
+    for the contact's whole channel, so it counts for every number that contact was seen with
+    (contact_identities)."""
+    sql = (
+        f"{alias}.channel = ? AND ({alias}.identity = ? OR ({alias}.identity = '' AND EXISTS ("
+        f"SELECT 1 FROM contact_identities l WHERE l.project_id = {alias}.project_id AND "
+        f"l.contact_id = {alias}.contact_id AND l.channel = {alias}.channel AND "
+        "l.identity = ?)))"
+    )
+    return sql, [channel, identity, identity]
+
+
 def history_view(row: dict[str, Any]) -> dict[str, Any]:
     trigger = {"OPT_IN": "OPT_IN", "OPT_OUT": "OPT_OUT", "KEYWORD": "MESSAGE_INBOUND"}
     return {
@@ -44,11 +58,12 @@ def state_at(
     cur: Cursor, channel: str, identity: str, at: str, project_id: str | None = None
 ) -> dict[str, Any]:
     """The consent of (channel, identity) at instant `at`, with the fact that decided it."""
+    condition, params = about("h", channel, normalise_identity(identity))
     sql = (
-        f"SELECT {HISTORY_COLUMNS} FROM consent_history WHERE channel = ? AND identity = ? "
+        f"SELECT {HISTORY_COLUMNS} FROM consent_history h WHERE {condition} "
         "AND effect IS NOT NULL AND event_time <= ?"
     )
-    params: list[Any] = [channel, normalise_identity(identity), at]
+    params.append(at)
     if project_id:
         sql += " AND project_id = ?"
         params.append(project_id)
@@ -72,11 +87,11 @@ def check(
     cur: Cursor, channel: str, identity: str, project_id: str | None = None
 ) -> dict[str, Any]:
     """May we send to (channel, identity) now? One indexed lookup on the consent view."""
+    condition, params = about("c", channel, normalise_identity(identity))
     sql = (
-        "SELECT contact_id, state, since, source_kind, source_ref FROM consent "
-        "WHERE channel = ? AND identity = ?"
+        "SELECT contact_id, identity, state, since, source_kind, source_ref FROM consent c "
+        f"WHERE {condition}"
     )
-    params: list[Any] = [channel, normalise_identity(identity)]
     if project_id:
         sql += " AND project_id = ?"
         params.append(project_id)
@@ -89,18 +104,19 @@ def check(
             "state": UNKNOWN,
             "reason": "no opt-in or opt-out is on record for this channel and identity",
         }
+    scope = ", for the contact's whole channel" if row["identity"] == "" else ""
     if row["state"] == OPTED_OUT:
         return {
             "may_send": False,
             "state": OPTED_OUT,
-            "reason": f"opted out since {row['since']} ({row['source_kind']})",
+            "reason": f"opted out since {row['since']} ({row['source_kind']}{scope})",
             "since": row["since"],
             "source_ref": row["source_ref"],
         }
     return {
         "may_send": True,
         "state": row["state"],
-        "reason": f"opted in since {row['since']} ({row['source_kind']})",
+        "reason": f"opted in since {row['since']} ({row['source_kind']}{scope})",
         "since": row["since"],
         "source_ref": row["source_ref"],
     }
@@ -164,11 +180,12 @@ def violations(
     def consent_facts(project_id: str, channel: str, identity: str) -> tuple[list[str], list]:
         key = (project_id, channel, identity)
         if key not in facts:
+            condition, params = about("h", channel, identity)
             rows = cur.execute(
-                f"SELECT {HISTORY_COLUMNS} FROM consent_history WHERE project_id = ? AND "
-                "channel = ? AND identity = ? AND effect IS NOT NULL ORDER BY event_time, "
+                f"SELECT {HISTORY_COLUMNS} FROM consent_history h WHERE project_id = ? AND "
+                f"{condition} AND effect IS NOT NULL ORDER BY event_time, "
                 "CASE WHEN effect = 'OPTED_OUT' THEN 1 ELSE 0 END, source_ref",
-                key,
+                [project_id, *params],
             ).fetchall()
             facts[key] = ([row["event_time"] for row in rows], rows)
         return facts[key]

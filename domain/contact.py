@@ -16,12 +16,32 @@ from .callbacks import InboundCallback, OptInCallback, OptOutCallback, normalise
 from .receipt import Receipt
 
 
-def contact_key(contact_id: str | None, channel: str, identity: str) -> str:
+def contact_key(contact_id: str | None, channel: str, identity: str | None) -> str:
     """Sinch names the contact; in DISPATCH mode it may not, and the channel identity is then
-    the only stable name we have."""
+    the only stable name we have. The callback models refuse a body that names neither."""
     if contact_id:
         return contact_id
+    if not identity:
+        raise ValueError("a contact needs a contact_id or a channel identity")
     return f"~{channel}:{normalise_identity(identity)}"
+
+
+def consent_key(
+    kind: str, callback: OptInCallback | OptOutCallback, note: Any, receipt: Receipt
+) -> str:
+    """What names one consent notification: its request_id; without one, who, what and when.
+    When is the provider's event_time, else its accepted_time, else (neither given) the body
+    itself, so two different notifications are never taken for one."""
+    if note.request_id:
+        return f"{kind}|request|{note.request_id}"
+    if callback.event_time:
+        when = callback.event_time.isoformat()
+    elif callback.accepted_time:
+        when = "accepted:" + callback.accepted_time.isoformat()
+    else:
+        when = "body:" + ids.body_hash(receipt.raw.encode())
+    identity = normalise_identity(note.identity) if note.identity else ""
+    return f"{kind}|{note.channel}|{identity}|{note.status}|{when}"
 
 
 class Contact(Aggregate):
@@ -43,7 +63,7 @@ class Contact(Aggregate):
         kind: str
         status: str
         channel: str
-        identity: str
+        identity: str | None
         request_id: str | None
         error_details: dict[str, Any] | None
         event_time: datetime | None
@@ -57,7 +77,7 @@ class Contact(Aggregate):
     class InboundMessageReceived(Aggregate.Event):
         project_id: str
         contact_key: str
-        message_id: str
+        message_id: str | None
         channel: str
         identity: str
         kind: str
@@ -78,11 +98,7 @@ class Contact(Aggregate):
             kind, note = "OPT_IN", callback.opt_in_notification
         else:
             kind, note = "OPT_OUT", callback.opt_out_notification
-        if note.request_id:
-            key = f"{kind}|request|{note.request_id}"
-        else:
-            when = callback.event_time.isoformat() if callback.event_time else ""
-            key = f"{kind}|{note.channel}|{normalise_identity(note.identity)}|{note.status}|{when}"
+        key = consent_key(kind, callback, note, receipt)
         if key in self.seen:
             return False
         self.trigger_event(
@@ -108,7 +124,8 @@ class Contact(Aggregate):
     def record_inbound(self, callback: InboundCallback, receipt: Receipt) -> bool:
         """Appends an InboundMessageReceived event; False when this message is already recorded."""
         message = callback.message
-        key = f"INBOUND|{message.id}"
+        # Without an id, the body's hash: a redelivery is byte-identical.
+        key = f"INBOUND|{message.id or 'body:' + ids.body_hash(receipt.raw.encode())}"
         if key in self.seen:
             return False
         self.trigger_event(

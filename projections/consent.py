@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from callback_ledger.domain.callbacks import normalise_identity
+
 from . import rules
 from .db import Cursor, select_by_keys, upsert
 from .events import CONSENT_REPORTED, INBOUND_RECEIVED, LoggedEvent
 
 NAME = "consent"
 TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED})
-TABLES = ("consent", "consent_history")
+TABLES = ("consent", "consent_history", "contact_identities")
 
 CONSENT_COLUMNS = (
     "project_id",
@@ -57,13 +59,29 @@ def schema(g: int) -> list[str]:
         f"CREATE INDEX ix_ch_g{g}_identity ON consent_history_g{g} (channel, identity, event_time)",
         f"CREATE INDEX ix_ch_g{g}_contact ON consent_history_g{g} (contact_id, event_time)",
         f"CREATE INDEX ix_ch_g{g}_time ON consent_history_g{g} (event_time)",
+        # Which numbers a contact was seen with, so an opt-out naming only the contact (no
+        # identity: consent for its whole channel) answers for those numbers too.
+        f"""CREATE TABLE contact_identities_g{g} (
+            project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
+            identity TEXT NOT NULL, PRIMARY KEY (project_id, contact_id, channel, identity))""",
+        f"CREATE INDEX ix_ci_g{g}_identity ON contact_identities_g{g} (channel, identity)",
     ]
 
 
 def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywords) -> None:
     history: list[dict[str, Any]] = []
+    links: set[tuple[str, str, str, str]] = set()
     for event in events:
         state = event.state
+        if state.get("contact_id") and state.get("identity"):
+            links.add(
+                (
+                    state["project_id"],
+                    state["contact_key"],
+                    state["channel"],
+                    normalise_identity(state["identity"]),
+                )
+            )
         kind = "ConsentReported" if event.topic == CONSENT_REPORTED else "InboundMessageReceived"
         fact = rules.consent_fact(
             state["project_id"],
@@ -75,6 +93,11 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
         )
         if fact is not None:
             history.append(fact)
+    cur.executemany(
+        f"INSERT INTO contact_identities_g{g} (project_id, contact_id, channel, identity) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        sorted(links),
+    )
     if not history:
         return
     cur.executemany(

@@ -45,6 +45,14 @@ class EventLog:
         row = cur.execute(f"SELECT MAX({self.id_column}) AS head FROM {self.table}").fetchone()
         return int(row["head"] or 0) if row else 0
 
+    def has_events_after(self, cur: Cursor, after: int, topics: frozenset[str]) -> bool:
+        row = cur.execute(
+            f"SELECT 1 AS found FROM {self.table} WHERE {self.id_column} > ? AND topic IN "
+            f"({', '.join('?' * len(topics))}) LIMIT 1",
+            [after, *sorted(topics)],
+        ).fetchone()
+        return row is not None
+
     def page(
         self, cur: Cursor, after: int, limit: int, topics: frozenset[str], stop: int | None = None
     ) -> tuple[int, list[LoggedEvent]]:
@@ -90,12 +98,35 @@ class EventLog:
         return max(upper, after), self._events(rows, topics)
 
     def _events(self, rows: Sequence[Sequence[Any]], topics: frozenset[str]) -> list[LoggedEvent]:
-        as_text, loads = self.as_text, orjson.loads
+        as_text = self.as_text
         return [
-            LoggedEvent(int(id_), topic, as_text(originator_id), loads(state))
+            LoggedEvent(int(id_), topic, as_text(originator_id), decode_state(state))
             for id_, originator_id, topic, state in rows
             if topic in topics
         ]
+
+
+# JSON writes a NUL character as this escape; the log (bytes) keeps it, but PostgreSQL text
+# cannot hold one, so the read tables get U+FFFD in its place, on both backends alike (the raw
+# callback behind every row keeps the original).
+_NUL_ESCAPE = b"\\u0000"
+
+
+def decode_state(state: bytes) -> dict[str, Any]:
+    decoded: dict[str, Any] = orjson.loads(state)
+    if _NUL_ESCAPE in state:
+        decoded = without_nul(decoded)
+    return decoded
+
+
+def without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def _hex_to_text(value: str) -> str:

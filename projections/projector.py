@@ -11,12 +11,18 @@ live one keeps answering, then switches the views in one transaction.
 
 from __future__ import annotations
 
+import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+import psycopg
+import psycopg_pool
 
 from . import consent, messages, rules
 from .db import Cursor, Database, Row
@@ -29,6 +35,46 @@ POSITIONS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projections (
 PARTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_replay_parts (
     name TEXT NOT NULL, part INTEGER NOT NULL, parts INTEGER NOT NULL, position BIGINT NOT NULL,
     PRIMARY KEY (name, part))"""
+
+
+# A projection that cannot apply an event: which one, and why (see `Projector.catch_up`).
+FAULTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projection_faults (
+    name TEXT PRIMARY KEY, position BIGINT NOT NULL, notification_id BIGINT, stream TEXT,
+    event TEXT, error TEXT NOT NULL, since TEXT NOT NULL)"""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The store is down or busy: no fault of an event, so retried as it is."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return not str(exc).startswith("no such")  # locked, I/O: yes; a missing table: no
+    return isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | OSError)
+
+
+log = logging.getLogger("callback_ledger")
+
+
+class ProjectionStuck(RuntimeError):
+    """Projections that cannot apply an event of the log: they stay where they are (an event
+    skipped would leave their rows wrong) until the cause is fixed."""
+
+    def __init__(self, faults: dict[str, dict[str, Any]]) -> None:
+        self.faults = faults
+        super().__init__(
+            "; ".join(f"{name}: {describe(fault)}" for name, fault in sorted(faults.items()))
+        )
+
+
+def describe(fault: dict[str, Any]) -> str:
+    where = (
+        f"event {fault['notification_id']} ({fault['event']} on stream {fault['stream']})"
+        if fault.get("notification_id") is not None
+        else f"the events after {fault['position']}"
+    )
+    return f"cannot apply {where}: {fault['error']}"
+
+
+class _Rollback(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -150,6 +196,7 @@ class Projector:
                 cur.execute("SELECT pg_advisory_xact_lock(4711001)")
             cur.execute(POSITIONS_DDL)
             cur.execute(PARTS_DDL)
+            cur.execute(FAULTS_DDL)
             for projection in self.projections.values():
                 if cur.execute(
                     "SELECT 1 AS x FROM ledger_projections WHERE name = ?", (projection.name,)
@@ -205,13 +252,37 @@ class Projector:
         return int(self._steps([name], building=False)[name] != before)
 
     def catch_up(self) -> int:
-        """Follows the log with every projection, one page (read once for all) per
-        transaction, up to a page that comes back short: everything committed before the call
-        is then applied. What arrives meanwhile waits for the next call: chasing it, the
-        in-process follower under load applied about 5 times as many pages (most of a few
-        events) for the same callbacks, and used 50% more CPU. Pages applied."""
-        pages = 0
+        """Follows the log with every projection (see `_follow`); pages applied.
+
+        A projection that fails on an event stops there and the others go on: the failure is
+        recorded in `ledger_projection_faults` (the event, the error), logged, and raised as
+        ProjectionStuck; /healthz reports it and the pre-send check refuses to answer from it.
+        The next call tries again, and clears the record once the projection moves on."""
         names = list(self.projections)
+        try:
+            pages = self._follow(names)
+        except Exception as exc:
+            if unreachable(exc):
+                raise
+            pages, faults = 0, {}
+            for name in names:
+                try:
+                    pages += self._follow([name])
+                except Exception as error:
+                    if unreachable(error):
+                        raise
+                    faults[name] = self._record_fault(name, error)
+            if faults:
+                raise ProjectionStuck(faults) from None
+        self._clear_faults(names)
+        return pages
+
+    def _follow(self, names: list[str]) -> int:
+        """Follows the log with `names`, one page (read once for all) per transaction, up to
+        a page that comes back short: everything committed before the call is then applied.
+        What arrives meanwhile waits for the next call: chasing it under load applies many
+        more pages of a few events each, for more CPU. Pages applied."""
+        pages = 0
         positions = {name: self._position(name) for name in names}
         while (moved := self._steps(names, building=False)) != positions:
             pages += 1
@@ -273,16 +344,136 @@ class Projector:
         with self.db.read() as cur:
             head = self.log.head(cur)
             rows = cur.execute("SELECT * FROM ledger_projections").fetchall()
-        return {
-            row["name"]: {
+            faults = self._faults(cur)
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row["name"] not in self.projections:
+                continue
+            found[row["name"]] = {
                 "generation": int(row["generation"]),
                 "position": int(row["position"]),
                 "lag": head - int(row["position"]),
                 "rebuilding": row["building_generation"] is not None,
             }
-            for row in rows
-            if row["name"] in self.projections
+            if row["name"] in faults:
+                found[row["name"]]["fault"] = faults[row["name"]]
+        return found
+
+    # ---- faults ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _faults(cur: Cursor) -> dict[str, dict[str, Any]]:
+        return {
+            row["name"]: {
+                "position": int(row["position"]),
+                "notification_id": row["notification_id"],
+                "stream": row["stream"],
+                "event": row["event"],
+                "error": row["error"],
+                "since": row["since"],
+            }
+            for row in cur.execute("SELECT * FROM ledger_projection_faults").fetchall()
         }
+
+    def faults(self) -> dict[str, dict[str, Any]]:
+        """The projections that are stuck on an event, and why."""
+        with self.db.read() as cur:
+            return self._faults(cur)
+
+    def freshness(self, name: str) -> tuple[dict[str, Any] | None, bool]:
+        """`name`'s fault if it is stuck, and whether the log holds events of its kinds that
+        it has not applied yet."""
+        projection = self.projections[name]
+        with self.db.read() as cur:
+            fault = self._faults(cur).get(name)
+            row = cur.execute(
+                "SELECT position FROM ledger_projections WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"projection {name!r} is not set up")
+            return fault, self.log.has_events_after(cur, int(row["position"]), projection.topics)
+
+    def _clear_faults(self, names: list[str]) -> None:
+        with self.db.read() as cur:
+            stale = set(self._faults(cur)) & set(names)
+        if stale:
+            with self.db.transaction() as cur:
+                for name in stale:
+                    cur.execute("DELETE FROM ledger_projection_faults WHERE name = ?", (name,))
+            log.warning("projection(s) %s moved on: no longer stuck", ", ".join(sorted(stale)))
+
+    def _record_fault(self, name: str, exc: Exception) -> dict[str, Any]:
+        """Finds the event `name` cannot apply (each event of the page alone, rolled back),
+        records it and logs it loudly; the record."""
+        position = self._position(name)
+        with self.db.read() as cur:
+            known = self._faults(cur).get(name)
+        if known is not None and known["position"] == position:
+            return known  # already found and logged; still stuck
+        culprit = self.locate_fault(name, position, building=False)
+        event, error = culprit if culprit else (None, exc)
+        fault = {
+            "position": position,
+            "notification_id": event.notification_id if event else None,
+            "stream": event.originator_id if event else None,
+            "event": event.topic.rpartition(":")[2] if event else None,
+            "error": f"{type(error).__name__}: {str(error)[:300]}",
+            "since": datetime.now(UTC).isoformat(),
+        }
+        with self.db.transaction() as cur:
+            cur.execute("DELETE FROM ledger_projection_faults WHERE name = ?", (name,))
+            cur.execute(
+                "INSERT INTO ledger_projection_faults (name, position, notification_id, stream, "
+                "event, error, since) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, *fault.values()),
+            )
+        log.error(
+            "PROJECTION %s IS STUCK: it %s. It retries, and /healthz answers 503 until the "
+            "cause is fixed",
+            name,
+            describe(fault),
+        )
+        return fault
+
+    def locate_fault(
+        self, name: str, position: int, *, building: bool
+    ) -> tuple[LoggedEvent, Exception] | None:
+        """The first event after `position` that `name` cannot apply on its own, and the
+        error; None when each applies (the page failed as a whole). Nothing is kept."""
+        projection = self.projections[name]
+        column = "building_generation" if building else "generation"
+        generation = self._position(name, column)
+        with self.db.read() as cur:
+            _, events = self.log.page(cur, position, self.page_size, projection.topics)
+        for event in events:
+            try:
+                with self.db.transaction() as cur:
+                    projection.apply(cur, generation, [event])
+                    raise _Rollback
+            except _Rollback:
+                continue
+            except Exception as error:
+                if unreachable(error):
+                    raise
+                return event, error
+        return None
+
+    def explain(self, names: Sequence[str], exc: Exception, *, building: bool) -> str:
+        """In words, which event which of `names` cannot apply (after `exc` stopped them)."""
+        column = "building_position" if building else "position"
+        found = []
+        for name in names:
+            culprit = self.locate_fault(name, self._position(name, column), building=building)
+            if culprit is not None:
+                event, error = culprit
+                fault = {
+                    "notification_id": event.notification_id,
+                    "event": event.topic.rpartition(":")[2],
+                    "stream": event.originator_id,
+                    "error": f"{type(error).__name__}: {str(error)[:300]}",
+                }
+                found.append(f"{name} {describe(fault)}")
+        return "; ".join(found) or f"{type(exc).__name__}: {str(exc)[:300]}"
 
     # ---- rebuild --------------------------------------------------------------------------
 

@@ -221,7 +221,8 @@ def consent_fact(
         "project_id": project_id,
         "contact_id": contact_key,
         "channel": state["channel"],
-        "identity": normalise_identity(state["identity"]),
+        # "" for a notification naming no number: consent for the contact's whole channel.
+        "identity": normalise_identity(state["identity"]) if state.get("identity") else "",
         "event_time": effective_time(state),
         "accepted_time": stored_time(state.get("accepted_time")),
         "source_ref": source_ref,

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 
 from callback_ledger.config import Settings, collect_less_often
-from callback_ledger.projections.projector import Projector
+from callback_ledger.projections.projector import Projector, unreachable
 from callback_ledger.runtime import Runtime
 
 SPLIT = "messages"  # the projection worth splitting: nearly every event is one of its
@@ -141,12 +141,20 @@ def replay(
                 )
 
             parts = projector.plan_parts(SPLIT, jobs) if SPLIT in names else None
-            if parts is None:
-                for position in projector.build_all(names):
-                    show(position)
-            else:
-                build_split(projector, settings, names, parts, head, page_size, show)
-                projector.join_parts(SPLIT, head)
+            try:
+                if parts is None:
+                    for position in projector.build_all(names):
+                        show(position)
+                else:
+                    build_split(projector, settings, names, parts, head, page_size, show)
+                    projector.join_parts(SPLIT, head)
+            except Exception as exc:
+                if unreachable(exc):
+                    raise
+                why = projector.explain(names, exc, building=True)
+                raise SystemExit(
+                    f"replay stopped: {why}. Fix the cause and run the replay again: it resumes"
+                ) from exc
             for name in names:
                 generation = building[name][0]
                 final = projector.finish_rebuild(name)

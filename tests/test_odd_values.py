@@ -1,0 +1,172 @@
+"""Odd but legal values in callbacks (NUL, lone surrogates, the edges of the calendar, huge
+signature timestamps), and what happens when a projection meets an event it cannot apply:
+never a silent stop, never a consent answer from a stale projection. Both backends."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from callback_ledger.domain.contact import Contact
+from callback_ledger.ledger import Ledger
+
+from . import payloads as p
+from .conftest import SECRET
+from .helpers import cli, stored_events
+from .test_queries import wait_for_projections
+
+URL = "/webhooks/sinch"
+
+
+def send(client: TestClient, body: dict | bytes, **headers: str):
+    raw = p.encode(body)
+    return client.post(URL, content=raw, headers={**p.signed_headers(raw, SECRET), **headers})
+
+
+def check(client: TestClient, identity: str, channel: str = "SMS"):
+    return client.get("/consent/check", params={"channel": channel, "identity": identity})
+
+
+def test_nul_anywhere_is_stored_and_projected(client: TestClient) -> None:
+    report = p.delivery(
+        "M-NUL\x00",
+        "FAILED",
+        metadata="order\x00123",
+        reason={"code": "X\x00", "description": "bad\x00thing"},
+    )
+    assert send(client, report).status_code == 200
+    opt = p.opt(
+        "OPT_IN", request_id="R\x00", identity="4670000\x0011", event_time="2024-06-15T10:00:00Z"
+    )
+    assert send(client, opt).status_code == 200
+    assert send(client, p.inbound("IN\x00", "hi\x00", identity="46700000011")).status_code == 200
+    # A later opt-out must still count.
+    later = p.opt(
+        "OPT_OUT", request_id="R2", identity="46700000011", event_time="2024-06-16T10:00:00Z"
+    )
+    assert send(client, later).status_code == 200
+    health = wait_for_projections(client)
+    assert health["status"] == "ok", health
+    assert check(client, "46700000011").json()["may_send"] is False
+    message = client.get("/messages/M-NUL\ufffd").json()
+    assert message["metadata"] == "order\ufffd123"
+    assert message["reason_description"] == "bad\ufffdthing"
+
+
+def test_lone_surrogate_is_accepted_and_the_raw_body_kept(
+    client: TestClient, database_url: str
+) -> None:
+    raw = p.encode(p.delivery("M-SUR")).replace(b'"order-123"', b'"order\\ud800-123"')
+    response = send(client, raw)
+    assert response.status_code == 200, response.text
+    assert stored_events(database_url)[-1].callback["raw"].encode() == raw
+    wait_for_projections(client)
+    assert client.get("/messages/M-SUR").json()["metadata"] == "order\ufffd-123"
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+@pytest.mark.parametrize("field", ["event_time", "accepted_time"])
+def test_a_time_outside_the_calendar_is_a_422_naming_the_field(
+    client: TestClient, when: str, field: str
+) -> None:
+    body = {**p.opt(), field: when}
+    response = send(client, body)
+    assert response.status_code == 422, response.text
+    assert response.json()["problems"][0].startswith(f"{field}:")
+    kept = client.get("/quarantine").json()["items"]
+    assert base64.b64decode(kept[0]["raw_base64"]) == p.encode(body)
+
+
+def test_the_calendars_own_edges_are_accepted(client: TestClient) -> None:
+    assert send(client, p.opt(request_id="A", event_time="0001-01-01T00:00:00Z")).status_code == 200
+    assert send(client, p.opt(request_id="B", event_time="9999-12-31T23:59:59Z")).status_code == 200
+    assert wait_for_projections(client)["status"] == "ok"
+    assert check(client, "46732001122").json()["since"] == "9999-12-31T23:59:59.000000Z"
+
+
+def test_a_huge_signature_timestamp_is_a_401(client: TestClient) -> None:
+    raw = p.encode(p.delivery())
+    headers = p.signed_headers(raw, SECRET, timestamp=int("9" * 400))
+    response = client.post(URL, content=raw, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "signature timestamp is not unix seconds"
+
+
+def poison(ledger: Ledger) -> None:
+    """An event in the log that the consent projection cannot apply (no channel: its rows
+    need one). Only a bug or a hand-edited log can make one; the store must say so."""
+    contact = Contact(project_id="P", contact_key="POISON")
+    contact.trigger_event(
+        Contact.ConsentReported,
+        project_id="P",
+        contact_key="POISON",
+        kind="OPT_OUT",
+        status="OPT_OUT_SUCCEEDED",
+        channel=None,
+        identity="1",
+        request_id="POISON",
+        error_details=None,
+        event_time=None,
+        accepted_time=None,
+        contact_id=None,
+        processing_mode=None,
+        app_id=None,
+        dedupe_key="poison",
+        callback={
+            "raw": "{}",
+            "received_at": "2024-06-15T00:00:00+00:00",
+            "signature_verified": False,
+            "headers": {},
+        },
+    )
+    ledger.save(contact)
+
+
+def wait_for(predicate, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_stuck_projection_says_so_and_consent_is_not_answered(
+    client: TestClient, ledger: Ledger, database_url: str
+) -> None:
+    assert send(client, p.opt("OPT_IN", request_id="R-IN", identity="4611")).status_code == 200
+    wait_for_projections(client)
+    assert check(client, "4611").json()["may_send"] is True
+    poison(ledger)
+    head = ledger.ping()
+    assert (
+        send(
+            client,
+            p.opt(
+                "OPT_OUT", request_id="R-OUT", identity="4611", event_time="2024-06-16T00:00:00Z"
+            ),
+        ).status_code
+        == 200
+    )
+
+    wait_for(lambda: client.get("/healthz").status_code == 503)
+    health = client.get("/healthz").json()
+    assert health["status"] == "failing"
+    fault = health["projections"]["consent"]["fault"]
+    assert fault["notification_id"] == head
+    assert fault["event"] == "Contact.ConsentReported"
+    assert "projection consent is stuck" in health["detail"]
+    # The other projection goes on.
+    assert send(client, p.delivery("M-AFTER")).status_code == 200
+    wait_for(lambda: client.get("/messages/M-AFTER").status_code == 200)
+
+    answer = check(client, "4611")
+    assert answer.status_code == 503
+    assert answer.json()["may_send"] is False
+    assert answer.json()["error"] == "consent_stale"
+
+    replay = cli(database_url, "replay", "--projection", "consent")
+    assert replay.returncode == 1
+    assert f"event {head} (Contact.ConsentReported" in replay.stderr
+    assert "Traceback" not in replay.stderr
