@@ -127,6 +127,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
     app = Starlette(
         routes=[
             Route(WEBHOOK_PATH, webhook.handle, methods=["POST"]),
+            # A target URL typed with a slash is served as it is: Sinch drops a callback
+            # answered 307, and a redirect built from the Host header is not ours to give.
+            Route(WEBHOOK_PATH + "/", webhook.handle, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/quarantine", quarantine, methods=["GET"]),
@@ -147,4 +150,5 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         },
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False
     return WebhookFirst(app, webhook)

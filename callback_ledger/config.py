@@ -47,9 +47,15 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        secrets = tuple(
-            s.strip() for s in env.get("SINCH_WEBHOOK_SECRET", "").split(",") if s.strip()
-        )
+        given = env.get("SINCH_WEBHOOK_SECRET", "")
+        secrets = tuple(s.strip() for s in given.split(",") if s.strip())
+        if given and not secrets:
+            # " , " must not quietly mean "accept unsigned callbacks".
+            raise ConfigError(
+                f"SINCH_WEBHOOK_SECRET is set to {given!r}, which holds no secret; set it to "
+                "the secret configured in Sinch (several, comma-separated, while rotating), "
+                "or unset it to accept unsigned callbacks"
+            )
         settings = cls(
             database_url=env.get("LEDGER_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             webhook_secrets=secrets,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from callback_ledger.config import ConfigError, Settings, eventsourcing_env
@@ -77,3 +81,19 @@ def test_cli_reports_configuration_errors(capsys: pytest.CaptureFixture[str]) ->
             main(["serve"])
     assert exit_info.value.code == 2
     assert "configuration error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [" , ", ",", "   ", " ,,, "])
+def test_a_secret_setting_without_a_secret_stops_serve(value: str) -> None:
+    with pytest.raises(ConfigError, match="holds no secret"):
+        Settings.from_env({"SINCH_WEBHOOK_SECRET": value})
+    done = subprocess.run(
+        [sys.executable, "-m", "callback_ledger.cli", "serve", "--port", "1"],
+        env={**os.environ, "SINCH_WEBHOOK_SECRET": value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "SINCH_WEBHOOK_SECRET" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -352,3 +352,20 @@ def test_healthz_reports_the_backend(client: TestClient, backend: str) -> None:
     assert body["status"] == "ok"
     assert body["backend"] == ("sqlite" if backend == "sqlite" else "postgresql")
     assert body["events"] == 2
+
+
+def test_a_trailing_slash_is_served_not_redirected(client: TestClient, database_url: str) -> None:
+    raw = p.encode(p.delivery("M-SLASH"))
+    response = client.post(
+        URL + "/",
+        content=raw,
+        headers={**p.signed_headers(raw, SECRET), "host": "evil.example"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "accepted"
+    assert "location" not in response.headers
+    # Nothing else redirects either.
+    other = client.get("/messages/", follow_redirects=False)
+    assert other.status_code == 404
+    assert "location" not in other.headers
