@@ -339,6 +339,69 @@ def test_replay_with_changed_keywords_rederives_consent(
     ]
 
 
+def drop_review_table(database_url: str, generation: int, view: bool = True) -> None:
+    """What a database set up before consent_review existed looks like."""
+    from callback_ledger.projections.db import Database
+
+    db = Database(database_url)
+    try:
+        with db.transaction() as cur:
+            if view:
+                cur.execute("DROP VIEW consent_review")
+            cur.execute(f"DROP TABLE consent_review_g{generation}")
+    finally:
+        db.close()
+
+
+def test_an_older_database_gains_the_review_table_and_a_replay_fills_it(
+    runtime: Runtime,
+    ledger: Ledger,
+    settings: Settings,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    accept_all(ledger, [*SCENARIO, FREE_TEXT_STOP])
+    catch_up(runtime)
+    expected = projection_rows(database_url)
+    assert len(expected["consent_review"]) == 1
+    drop_review_table(database_url, 1)
+
+    upgraded = Runtime(settings, ledger)
+    with caplog.at_level("WARNING", logger="callback_ledger"):
+        upgraded.projector()  # set-up, as at every start
+    assert "replay --projection consent" in caplog.text
+    assert projection_rows(database_url)["consent_review"] == []  # there, empty
+    upgraded.projector().setup()  # a second start changes nothing
+    accept_all(ledger, [p.inbound("IN4", "stop messaging me", event_time="2024-06-15T16:00:00Z")])
+    upgraded.projector().catch_up()  # the follower fills it from now on
+    assert [r["text"] for r in projection_rows(database_url)["consent_review"]] == [
+        "stop messaging me"
+    ]
+    upgraded.close()
+
+    replay(settings, ["consent"])  # and a replay with what came before
+    assert [r["inbound_message_id"] for r in projection_rows(database_url)["consent_review"]] == [
+        "IN3",
+        "IN4",
+    ]
+
+
+def test_a_rebuild_under_way_gains_the_review_table_too(
+    runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    accept_all(ledger, [*SCENARIO, FREE_TEXT_STOP])
+    catch_up(runtime)
+    expected = projection_rows(database_url)
+    generation, _ = runtime.projector().start_rebuild("consent")
+    drop_review_table(database_url, 1)
+    drop_review_table(database_url, generation, view=False)  # interrupted by the upgrade
+    upgraded = Runtime(settings, ledger)
+    upgraded.projector()
+    upgraded.close()
+    replay(settings, ["consent"])  # resumes the rebuild, now with the table, and switches
+    assert projection_rows(database_url) == expected
+
+
 def test_concurrent_followers_apply_each_page_once(
     settings: Settings, ledger: Ledger, database_url: str
 ) -> None:
