@@ -229,7 +229,10 @@ FREE_TEXT = [
 ]
 
 
-def test_help_is_history_without_effect(fed: TestClient) -> None:
+def test_help_is_history_without_effect(fed: TestClient, settings) -> None:
+    from callback_ledger import audit
+    from callback_ledger.runtime import Runtime
+
     post(fed, p.inbound("IN-HELP", "Help?", identity=NUMBER, event_time=f"{DAY}11:30:00Z"))
     wait_for_projections(fed)
     history = fed.get("/contacts/CONTACT1/consent/history").json()["items"]
@@ -246,6 +249,13 @@ def test_help_is_history_without_effect(fed: TestClient) -> None:
     assert (at.json()["state"], at.json()["decided_by"]["fact"]) == ("OPTED_OUT", "KEYWORD_OPT_OUT")
     check = fed.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
     assert check["state"] == "OPTED_IN"  # the 13:00 opt-in, not the HELP
+    runtime = Runtime(settings)
+    try:
+        with runtime.database().read() as cur:
+            [violation] = audit.violations(cur)  # B, proven by the STOP as before
+            assert violation["proof"]["fact"] == "KEYWORD_OPT_OUT"
+    finally:
+        runtime.close()
 
 
 def test_review_lists_free_text_revocations_not_keywords(fed: TestClient) -> None:

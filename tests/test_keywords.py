@@ -24,6 +24,7 @@ from callback_ledger.projections.keywords import (
         ("STOP", "STOP", OPT_OUT),
         ("Stop.", "STOP", OPT_OUT),
         ("!!STOP!!", "STOP", OPT_OUT),
+        ("Stop?", "STOP", OPT_OUT),  # a doubtful revocation is honoured
         ("«stop»", "STOP", OPT_OUT),
         ('"Stop"', "STOP", OPT_OUT),
         ("stop 🛑", "STOP", OPT_OUT),
