@@ -142,6 +142,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
             ),
             Route("/consent", consent.consent_at, methods=["GET"]),
             Route("/consent/check", consent.consent_check, methods=["GET"]),
+            Route("/consent/review", consent.review, methods=["GET"]),
             Route("/callbacks/{reference:path}", consent.callback, methods=["GET"]),
         ],
         exception_handlers={

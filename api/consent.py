@@ -1,5 +1,5 @@
 """Consent audit endpoints: current state, history, state at an instant, the pre-send check,
-and the raw callback behind any fact."""
+the free-text review list, and the raw callback behind any fact."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from callback_ledger.runtime import Runtime
 
 from .queries import Params, encode_cursor, read_views
 from .responses import JSON, error
+
+REVIEW_PARAMS = ("since", "until", "limit", "cursor")
 
 
 def now() -> str:
@@ -93,6 +95,26 @@ class ConsentQueries:
             encode_cursor([rows[-1]["event_time"], rows[-1]["source_ref"]]) if more else None
         )
         return JSON({"contact_id": contact_id, "items": rows, "next_cursor": next_cursor})
+
+    async def review(self, request: Request) -> Response:
+        params = Params(request, REVIEW_PARAMS)
+        since, until = params.time("since"), params.time("until")
+        limit, cursor = params.limit(), params.cursor(2)
+        rows = await self._run(
+            lambda cur: audit.review(
+                cur,
+                since=since,
+                until=until,
+                after=(cursor[0], cursor[1]) if cursor else None,
+                limit=limit + 1,
+            )
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = (
+            encode_cursor([rows[-1]["event_time"], rows[-1]["source_ref"]]) if more else None
+        )
+        return JSON({"items": rows, "next_cursor": next_cursor})
 
     async def consent_at(self, request: Request) -> Response:
         params = Params(request, ["channel", "identity", "at", "project_id"])

@@ -142,6 +142,11 @@ def document() -> dict[str, Any]:
                 _query("channel", "identity", "project_id", required=("channel", "identity")),
                 400,
             ),
+            "/consent/review": _get(
+                "Inbound free text that reads like a request to stop, for a human",
+                _query("since", "until", "limit", "cursor"),
+                400,
+            ),
             "/callbacks/{reference}": _get(
                 "The raw callback behind a fact", [_path("reference")], 400, 404
             ),

@@ -1,5 +1,6 @@
-"""Consent audit: history, point-in-time answers, the pre-send check, the violations report and
-the raw callback behind any fact. Shared by the HTTP API and `callback-ledger audit`.
+"""Consent audit: history, point-in-time answers, the pre-send check, the violations report, the
+free-text review list and the raw callback behind any fact. Shared by the HTTP API and
+`callback-ledger audit`.
 
 Every answer is read from the projections (plain SQL over the views) except `callback`, which
 reads the immutable event log itself."""
@@ -157,6 +158,41 @@ def history(
         sql += " LIMIT ?"
         params.append(limit)
     return [history_view(row) for row in cur.execute(sql, params).fetchall()]
+
+
+REVIEW_COLUMNS = (
+    "project_id, contact_id, channel, identity, text, event_time, inbound_message_id, "
+    "source_ref, matched"
+)
+
+
+def review(
+    cur: Cursor,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    after: tuple[str, str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Inbound free text that reads like a request to stop but is no keyword, in event-time
+    order, for a human to decide; `after` is a keyset cursor."""
+    filters = time_window("event_time", since, until)
+    where = [condition for condition, _ in filters]
+    params: list[Any] = [value for _, value in filters]
+    if after:
+        where.append("(event_time, source_ref) > (?, ?)")
+        params += list(after)
+    sql = f"SELECT {REVIEW_COLUMNS} FROM consent_review"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY event_time, source_ref"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [
+        {**row, "callback_url": f"/callbacks/{row['source_ref']}"}
+        for row in cur.execute(sql, params).fetchall()
+    ]
 
 
 def current(cur: Cursor, contact_id: str) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ def emit(rows: Iterable[dict[str, Any]], fmt: str, title: str, columns: list[str
 
 def add_commands(commands: Any) -> None:
     audit_parser = commands.add_parser(
-        "audit", help="consent audit: history, at, violations, export"
+        "audit", help="consent audit: history, at, violations, review, export"
     )
     sub = audit_parser.add_subparsers(dest="audit_command", required=True)
 
@@ -94,6 +94,14 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--until", type=time_arg)
     common(p, ["table", "json", "csv"], "table")
     p.set_defaults(run=run_violations)
+
+    p = sub.add_parser(
+        "review", help="inbound free text that reads like a request to stop, for a human"
+    )
+    p.add_argument("--since", type=time_arg)
+    p.add_argument("--until", type=time_arg)
+    common(p, ["table", "json", "csv"], "table")
+    p.set_defaults(run=run_review)
 
     p = sub.add_parser("export", help="the consent history, for archiving")
     p.add_argument("--since", type=time_arg)
@@ -182,6 +190,27 @@ def run_violations(settings: Settings, args: argparse.Namespace) -> int:
                 "opted_out_since",
                 "proof.fact",
                 "proof.source_ref",
+            ],
+        ),
+    )
+
+
+def run_review(settings: Settings, args: argparse.Namespace) -> int:
+    return _with_cursor(
+        settings,
+        lambda cur: emit(
+            audit.review(cur, since=args.since, until=args.until),
+            args.format,
+            "consent review",
+            [
+                "event_time",
+                "channel",
+                "identity",
+                "contact_id",
+                "text",
+                "matched",
+                "inbound_message_id",
+                "source_ref",
             ],
         ),
     )

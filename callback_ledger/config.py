@@ -9,19 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from callback_ledger.projections.keywords import DEFAULT_LANGUAGES, LANGUAGES
+
 DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
-# Industry defaults (CTIA; REVOKE and OPTOUT after the FCC's 2025 revocation rule).
-DEFAULT_OPT_OUT_KEYWORDS = (
-    "STOP",
-    "STOPALL",
-    "UNSUBSCRIBE",
-    "CANCEL",
-    "END",
-    "QUIT",
-    "OPTOUT",
-    "REVOKE",
-)
-DEFAULT_OPT_IN_KEYWORDS = ("START", "UNSTOP", "YES")
 
 
 class ConfigError(ValueError):
@@ -38,8 +28,11 @@ class Settings:
     # Bounds how long a request waits for the database before answering 503.
     db_timeout_s: int = 5
     retry_after_s: int = 5
-    opt_out_keywords: tuple[str, ...] = DEFAULT_OPT_OUT_KEYWORDS
-    opt_in_keywords: tuple[str, ...] = DEFAULT_OPT_IN_KEYWORDS
+    # The built-in keyword sets of these languages, plus the words listed here.
+    keyword_languages: tuple[str, ...] = DEFAULT_LANGUAGES
+    opt_out_keywords: tuple[str, ...] = ()
+    opt_in_keywords: tuple[str, ...] = ()
+    help_keywords: tuple[str, ...] = ()
     # "inline": `serve` follows the log into the read tables itself; "off": a separate
     # `callback-ledger project` worker does.
     projections: str = "inline"
@@ -64,8 +57,10 @@ class Settings:
             body_timeout_s=_int(env, "LEDGER_BODY_TIMEOUT_S", 10),
             db_timeout_s=_int(env, "LEDGER_DB_TIMEOUT_S", 5),
             retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
-            opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS", DEFAULT_OPT_OUT_KEYWORDS),
-            opt_in_keywords=_words(env, "LEDGER_OPT_IN_KEYWORDS", DEFAULT_OPT_IN_KEYWORDS),
+            keyword_languages=_languages(env),
+            opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS"),
+            opt_in_keywords=_words(env, "LEDGER_OPT_IN_KEYWORDS"),
+            help_keywords=_words(env, "LEDGER_HELP_KEYWORDS"),
             projections=env.get("LEDGER_PROJECTIONS", "inline").strip() or "inline",
         )
         if settings.projections not in ("inline", "off"):
@@ -80,10 +75,25 @@ class Settings:
         return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
 
 
-def _words(env: Mapping[str, str], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    if key not in env:
-        return default
-    return tuple(w.strip().upper() for w in env[key].split(",") if w.strip())
+def _words(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in env.get(key, "").split(",") if w.strip())
+
+
+def _languages(env: Mapping[str, str]) -> tuple[str, ...]:
+    """LEDGER_KEYWORD_LANGUAGES: unset means all; "none" means only the listed words."""
+    value = env.get("LEDGER_KEYWORD_LANGUAGES", "").strip().lower()
+    if not value:
+        return DEFAULT_LANGUAGES
+    if value == "none":
+        return ()
+    languages = tuple(dict.fromkeys(w.strip() for w in value.split(",") if w.strip()))
+    unknown = [w for w in languages if w not in LANGUAGES]
+    if unknown:
+        raise ConfigError(
+            f"LEDGER_KEYWORD_LANGUAGES: unknown {', '.join(unknown)}; known: "
+            f"{', '.join(LANGUAGES)} (or none)"
+        )
+    return languages
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

@@ -66,8 +66,11 @@ class Runtime:
                 if self._projector is None:
                     if self._db is None:
                         self._db = Database(self.settings.database_url, self.settings.db_timeout_s)
-                    keywords = Keywords.of(
-                        self.settings.opt_out_keywords, self.settings.opt_in_keywords
+                    keywords = Keywords.build(
+                        self.settings.keyword_languages,
+                        self.settings.opt_out_keywords,
+                        self.settings.opt_in_keywords,
+                        self.settings.help_keywords,
                     )
                     projector = Projector(
                         self._db, ledger.recorder.events_table_name, all_projections(keywords)

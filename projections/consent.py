@@ -1,7 +1,9 @@
-"""The consent projection: consent (current state) and consent_history (every fact)."""
+"""The consent projection: consent (current state), consent_history (every fact) and
+consent_review (inbound free text that reads like a revocation, for a human to decide)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from callback_ledger.domain.callbacks import normalise_identity
@@ -12,7 +14,7 @@ from .events import CONSENT_REPORTED, INBOUND_RECEIVED, LoggedEvent
 
 NAME = "consent"
 TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED})
-TABLES = ("consent", "consent_history", "contact_identities")
+TABLES = ("consent", "consent_history", "consent_review", "contact_identities")
 
 CONSENT_COLUMNS = (
     "project_id",
@@ -42,6 +44,18 @@ HISTORY_COLUMNS = (
     "source_ref",
 )
 
+REVIEW_COLUMNS = (
+    "project_id",
+    "contact_id",
+    "channel",
+    "identity",
+    "text",
+    "event_time",
+    "inbound_message_id",
+    "source_ref",
+    "matched",
+)
+
 
 def schema(g: int) -> list[str]:
     return [
@@ -65,12 +79,19 @@ def schema(g: int) -> list[str]:
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, PRIMARY KEY (project_id, contact_id, channel, identity))""",
         f"CREATE INDEX ix_ci_g{g}_identity ON contact_identities_g{g} (channel, identity)",
+        f"""CREATE TABLE consent_review_g{g} (
+            project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
+            identity TEXT NOT NULL, text TEXT NOT NULL, event_time TEXT NOT NULL,
+            inbound_message_id TEXT, source_ref TEXT NOT NULL PRIMARY KEY,
+            matched TEXT NOT NULL)""",
+        f"CREATE INDEX ix_cr_g{g}_time ON consent_review_g{g} (event_time, source_ref)",
     ]
 
 
 def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywords) -> None:
     history: list[dict[str, Any]] = []
     links: set[tuple[str, str, str, str]] = set()
+    review: list[tuple[Any, ...]] = []
     for event in events:
         state = event.state
         if state.get("contact_id") and state.get("identity"):
@@ -93,10 +114,17 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
         )
         if fact is not None:
             history.append(fact)
+        elif kind == "InboundMessageReceived":
+            review += review_row(state, f"{event.originator_id}/{state['dedupe_key']}", keywords)
     cur.executemany(
         f"INSERT INTO contact_identities_g{g} (project_id, contact_id, channel, identity) "
         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         sorted(links),
+    )
+    cur.executemany(
+        f"INSERT INTO consent_review_g{g} ({', '.join(REVIEW_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(REVIEW_COLUMNS))}) ON CONFLICT (source_ref) DO NOTHING",
+        review,
     )
     if not history:
         return
@@ -124,3 +152,26 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
         CONSENT_KEY,
         [tuple(row[c] for c in CONSENT_COLUMNS) for row in candidates.values()],
     )
+
+
+def review_row(
+    state: Mapping[str, Any], source_ref: str, keywords: rules.Keywords
+) -> list[tuple[Any, ...]]:
+    """A consent_review row (in REVIEW_COLUMNS order) for an inbound message that is not a
+    keyword but reads like a request to stop; else none."""
+    matched = keywords.review(state.get("text"))
+    if matched is None:
+        return []
+    return [
+        (
+            state["project_id"],
+            state["contact_key"],
+            state["channel"],
+            normalise_identity(state["identity"]),
+            state["text"],
+            rules.effective_time(state),
+            state.get("message_id"),
+            source_ref,
+            matched,
+        )
+    ]

@@ -28,6 +28,8 @@ from . import consent, messages, rules
 from .db import Cursor, Database, Row
 from .events import EventLog, LoggedEvent
 
+log = logging.getLogger("callback_ledger")
+
 POSITIONS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projections (
     name TEXT PRIMARY KEY, generation INTEGER NOT NULL, position BIGINT NOT NULL,
     building_generation INTEGER, building_position BIGINT)"""
@@ -189,7 +191,8 @@ class Projector:
     # ---- set-up ---------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Creates the positions table and generation 1 of any projection not yet there."""
+        """Creates the positions table and generation 1 of any projection not yet there, and
+        any table a projection has gained since its generation was built."""
         with self.db.transaction() as cur:
             if cur.dialect == "postgresql":
                 # Two processes starting together must not both create generation 1.
@@ -198,9 +201,12 @@ class Projector:
             cur.execute(PARTS_DDL)
             cur.execute(FAULTS_DDL)
             for projection in self.projections.values():
-                if cur.execute(
-                    "SELECT 1 AS x FROM ledger_projections WHERE name = ?", (projection.name,)
-                ).fetchone():
+                row = cur.execute(
+                    "SELECT generation, building_generation FROM ledger_projections WHERE name = ?",
+                    (projection.name,),
+                ).fetchone()
+                if row is not None:
+                    self._add_missing_tables(cur, projection, row)
                     continue
                 for statement in projection.schema(1):
                     cur.execute(statement)
@@ -209,6 +215,35 @@ class Projector:
                     (projection.name,),
                 )
                 self._point_views(cur, projection, 1)
+
+    @staticmethod
+    def _add_missing_tables(cur: Cursor, projection: Projection, row: Row) -> None:
+        """A database set up by an earlier version lacks the tables added to a projection
+        since (consent_review, say). Each is created empty, with its view, in the active
+        generation, and in a generation being built (without its indexes: those come at the
+        switch), so following and an interrupted replay go on. Only a replay fills it with
+        what the log held before."""
+        generations = [(int(row["generation"]), True)]
+        if row["building_generation"] is not None:
+            generations.append((int(row["building_generation"]), False))
+        for generation, active in generations:
+            statements = projection.schema(generation)
+            for table in projection.tables:
+                name = f"{table}_g{generation}"
+                if _table_exists(cur, name):
+                    continue
+                for statement in statements:
+                    if f"TABLE {name} (" in statement or (active and f"ON {name} (" in statement):
+                        cur.execute(statement)
+                if active:
+                    cur.execute(f"DROP VIEW IF EXISTS {table}")
+                    cur.execute(f"CREATE VIEW {table} AS SELECT * FROM {name}")
+                    log.warning(
+                        "%s is new in this version and starts empty: "
+                        "`callback-ledger replay --projection %s` fills it from the log",
+                        table,
+                        projection.name,
+                    )
 
     @staticmethod
     def _point_views(cur: Cursor, projection: Projection, generation: int) -> None:
@@ -628,3 +663,11 @@ class Projector:
     def _drop_generation(cur: Cursor, projection: Projection, generation: int) -> None:
         for table in projection.tables:
             cur.execute(f"DROP TABLE IF EXISTS {table}_g{generation}")
+
+
+def _table_exists(cur: Cursor, name: str) -> bool:
+    if cur.dialect == "postgresql":
+        found = cur.execute("SELECT to_regclass(?) IS NOT NULL AS x", (name,)).fetchone()
+        return bool(found and found["x"])
+    sql = "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return cur.execute(sql, (name,)).fetchone() is not None

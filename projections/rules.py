@@ -9,12 +9,17 @@ text, so text order is time order on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from callback_ledger.config import DEFAULT_OPT_IN_KEYWORDS, DEFAULT_OPT_OUT_KEYWORDS
 from callback_ledger.domain.callbacks import normalise_identity
+
+from . import keywords as keywords_module
+
+# Keyword matching lives in keywords.py; re-exported for the modules that import it from here.
+from .keywords import DEFAULT_KEYWORDS, Keywords
+
+__all__ = ["DEFAULT_KEYWORDS", "Keywords"]
 
 # A late QUEUED_ON_CHANNEL never moves a READ message back; evidence of delivery (on a fallback
 # channel after SWITCHING_CHANNEL, say) beats a failure.
@@ -179,32 +184,8 @@ def read_confirmation(
 # ---- consent --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Keywords:
-    opt_out: frozenset[str]
-    opt_in: frozenset[str]
-
-    @classmethod
-    def of(cls, opt_out: Iterable[str], opt_in: Iterable[str]) -> Keywords:
-        return cls(
-            frozenset(k.strip().upper() for k in opt_out if k.strip()),
-            frozenset(k.strip().upper() for k in opt_in if k.strip()),
-        )
-
-    def action(self, text: str | None) -> str | None:
-        """OPT_OUT / OPT_IN when the whole message, trimmed, is one keyword ("don't stop" is
-        not an opt-out)."""
-        if not text:
-            return None
-        word = text.strip().upper()
-        if word in self.opt_out:
-            return "OPT_OUT"
-        if word in self.opt_in:
-            return "OPT_IN"
-        return None
-
-
-DEFAULT_KEYWORDS = Keywords.of(DEFAULT_OPT_OUT_KEYWORDS, DEFAULT_OPT_IN_KEYWORDS)
+# A HELP keyword is history without effect: it changes no state.
+KEYWORD_EFFECT = {keywords_module.OPT_OUT: OPTED_OUT, keywords_module.OPT_IN: OPTED_IN}
 
 
 def consent_fact(
@@ -245,9 +226,9 @@ def consent_fact(
     return {
         **common,
         "fact": f"KEYWORD_{action}",
-        "effect": OPTED_OUT if action == "OPT_OUT" else OPTED_IN,
+        "effect": KEYWORD_EFFECT.get(action),
         "source_kind": "KEYWORD",
-        "keyword": state["text"].strip().upper(),
+        "keyword": keywords_module.normalise(state["text"]),
         "request_id": None,
         "inbound_message_id": state["message_id"],
     }

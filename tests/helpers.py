@@ -43,11 +43,12 @@ VIEWS = {
     "read_confirmations": ("project_id", "message_id"),
     "consent": ("project_id", "contact_id", "channel", "identity"),
     "consent_history": ("source_ref",),
+    "consent_review": ("source_ref",),
 }
 
 
 def projection_rows(database_url: str) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the four read views, in key order."""
+    """Every row of the read views, in key order."""
     from callback_ledger.projections.db import Database
 
     db = Database(database_url)

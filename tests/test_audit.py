@@ -216,3 +216,105 @@ def test_violations_agree_with_state_at_whatever_the_page_size(fed: TestClient, 
                 assert at["decided_by"]["source_ref"] == violation["proof"]["source_ref"]
     finally:
         runtime.close()
+
+
+# ---- keywords as regulators read them, HELP, and the review list -----------------------------
+
+FREE_TEXT = [
+    p.inbound("IN-FREE1", "please stop texting me", identity=NUMBER, event_time=f"{DAY}12:10:00Z"),
+    p.inbound("IN-FREE2", "Leave me alone!", identity="+46700000002", event_time=f"{DAY}12:20:00Z"),
+    p.inbound("IN-CHAT", "what time do you close?", identity=NUMBER, event_time=f"{DAY}12:30:00Z"),
+    p.inbound("IN-NOT", "don't stop", identity=NUMBER, event_time=f"{DAY}12:40:00Z"),
+    p.inbound("IN-KEY", "Opt-Out!", identity="+46700000003", event_time=f"{DAY}12:50:00Z"),
+]
+
+
+def test_help_is_history_without_effect(fed: TestClient, settings) -> None:
+    from callback_ledger import audit
+    from callback_ledger.runtime import Runtime
+
+    post(fed, p.inbound("IN-HELP", "Help?", identity=NUMBER, event_time=f"{DAY}11:30:00Z"))
+    wait_for_projections(fed)
+    history = fed.get("/contacts/CONTACT1/consent/history").json()["items"]
+    assert [(h["fact"], h["effect"], h["keyword"]) for h in history[:2]] == [
+        ("KEYWORD_OPT_OUT", "OPTED_OUT", "STOP"),  # " Stop ", normalised
+        ("KEYWORD_HELP", None, "HELP"),
+    ]
+    assert history[1]["source_trigger"] == "MESSAGE_INBOUND"
+    assert orjson.loads(fed.get(history[1]["callback_url"]).json()["raw"])["message"][
+        "contact_message"
+    ] == {"text_message": {"text": "Help?"}}
+    # Still opted out after the HELP: no state changes, and the STOP still decides.
+    at = fed.get("/consent", params={"channel": "SMS", "identity": NUMBER, "at": f"{DAY}11:45:00Z"})
+    assert (at.json()["state"], at.json()["decided_by"]["fact"]) == ("OPTED_OUT", "KEYWORD_OPT_OUT")
+    check = fed.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
+    assert check["state"] == "OPTED_IN"  # the 13:00 opt-in, not the HELP
+    runtime = Runtime(settings)
+    try:
+        with runtime.database().read() as cur:
+            [violation] = audit.violations(cur)  # B, proven by the STOP as before
+            assert violation["proof"]["fact"] == "KEYWORD_OPT_OUT"
+    finally:
+        runtime.close()
+
+
+def test_review_lists_free_text_revocations_not_keywords(fed: TestClient) -> None:
+    feed(fed, FREE_TEXT)
+    body = fed.get("/consent/review").json()
+    assert body["next_cursor"] is None
+    assert [(i["inbound_message_id"], i["text"], i["matched"]) for i in body["items"]] == [
+        ("IN-FREE1", "please stop texting me", "stop+contact"),
+        ("IN-FREE2", "Leave me alone!", "phrase"),
+    ]
+    first = body["items"][0]
+    assert (first["channel"], first["identity"], first["contact_id"], first["project_id"]) == (
+        "SMS",
+        "46700000001",
+        "CONTACT1",
+        "PROJECT1",
+    )
+    assert first["event_time"] == f"{DAY}12:10:00.000000Z"
+    assert first["callback_url"] == f"/callbacks/{first['source_ref']}"
+    raw = fed.get(first["callback_url"]).json()
+    assert orjson.loads(raw["raw"]) == FREE_TEXT[0]
+    # The keyword is a consent fact, with the keyword it matched.
+    keyword = fed.get("/consent", params={"channel": "SMS", "identity": "+46700000003"}).json()
+    assert (keyword["state"], keyword["decided_by"]["keyword"]) == ("OPTED_OUT", "OPTOUT")
+    # The free text changes no state.
+    free = fed.get("/consent", params={"channel": "SMS", "identity": "+46700000002"}).json()
+    assert free["state"] == "UNKNOWN"
+
+    page = fed.get("/consent/review", params={"limit": 1}).json()
+    rest = fed.get("/consent/review", params={"cursor": page["next_cursor"]}).json()
+    assert [i["source_ref"] for i in page["items"] + rest["items"]] == [
+        i["source_ref"] for i in body["items"]
+    ]
+    late = fed.get("/consent/review", params={"since": f"{DAY}12:15:00Z"}).json()["items"]
+    assert [i["inbound_message_id"] for i in late] == ["IN-FREE2"]
+    early = fed.get("/consent/review", params={"until": f"{DAY}12:15:00Z"}).json()["items"]
+    assert [i["inbound_message_id"] for i in early] == ["IN-FREE1"]
+    for bad in ({"channel": "SMS"}, {"cursor": "nope"}, {"since": "yesterday"}, {"limit": "0"}):
+        answer = fed.get("/consent/review", params=bad)
+        assert answer.status_code == 400, bad
+        assert answer.json()["error"] == "bad_request"
+    assert "/consent/review" in fed.get("/openapi.json").json()["paths"]
+
+
+def test_audit_review_command(fed: TestClient, database_url: str) -> None:
+    feed(fed, FREE_TEXT)
+    items = orjson.loads(audit_cli(database_url, "review", "--format", "json"))
+    assert [(i["inbound_message_id"], i["matched"]) for i in items] == [
+        ("IN-FREE1", "stop+contact"),
+        ("IN-FREE2", "phrase"),
+    ]
+    assert items[0]["callback_url"] == f"/callbacks/{items[0]['source_ref']}"
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                audit_cli(database_url, "review", "--since", f"{DAY}12:15:00Z", "--format", "csv")
+            )
+        )
+    )
+    assert [(r["text"], r["identity"]) for r in rows] == [("Leave me alone!", "46700000002")]
+    table = audit_cli(database_url, "review", "--until", f"{DAY}12:15:00Z")
+    assert "consent review (1)" in table and "please stop texting me" in table

@@ -76,10 +76,11 @@ SCENARIO = [
     ),
     p.inbound("IN2", "don't stop the music", event_time="2024-06-15T12:30:00Z"),
 ]
+FREE_TEXT_STOP = p.inbound("IN3", "please stop texting me", event_time="2024-06-15T12:40:00Z")
 
 
 def test_scenario_rows(runtime: Runtime, ledger: Ledger, database_url: str) -> None:
-    accept_all(ledger, SCENARIO)
+    accept_all(ledger, [*SCENARIO, FREE_TEXT_STOP])
     catch_up(runtime)
     rows = projection_rows(database_url)
 
@@ -132,6 +133,19 @@ def test_scenario_rows(runtime: Runtime, ledger: Ledger, database_url: str) -> N
     ]
     assert history[0]["inbound_message_id"] == "IN1"
     assert history[1]["request_id"] == "R1"
+    # Free text that reads like a revocation is listed for a human; "don't stop" is not.
+    [review] = rows["consent_review"]
+    assert (review["inbound_message_id"], review["text"], review["matched"]) == (
+        "IN3",
+        "please stop texting me",
+        "stop+contact",
+    )
+    assert (review["channel"], review["identity"], review["contact_id"]) == (
+        "SMS",
+        "46732001122",
+        "CONTACT1",
+    )
+    assert review["event_time"] == "2024-06-15T12:40:00.000000Z"
 
 
 def test_positions_and_lag(runtime: Runtime, ledger: Ledger) -> None:
@@ -301,12 +315,91 @@ def test_an_interrupted_split_replay_resumes_split(
 def test_replay_with_changed_keywords_rederives_consent(
     runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
-    accept_all(ledger, [p.inbound("IN1", "ARRET", event_time="2024-06-15T12:00:00Z")])
+    accept_all(
+        ledger,
+        [
+            p.inbound("IN1", "Arrêt !", event_time="2024-06-15T12:00:00Z"),
+            p.inbound("IN2", "BASTA", identity="+46700000009", event_time="2024-06-15T12:00:00Z"),
+        ],
+    )
     catch_up(runtime)
-    assert projection_rows(database_url)["consent"] == []
-    replay(replace(settings, opt_out_keywords=("ARRET",)), ["consent"])
-    [row] = projection_rows(database_url)["consent"]
-    assert row["state"] == "OPTED_OUT" and row["source_kind"] == "KEYWORD"
+    [row] = projection_rows(database_url)["consent"]  # ARRET: French, on by default
+    assert (row["identity"], row["state"]) == ("46732001122", "OPTED_OUT")
+    # English only, and BASTA added: the same stored texts read otherwise.
+    replay(replace(settings, keyword_languages=("en",), opt_out_keywords=("basta",)), ["consent"])
+    rows = projection_rows(database_url)
+    [row] = rows["consent"]
+    assert (row["identity"], row["state"], row["source_kind"]) == (
+        "46700000009",
+        "OPTED_OUT",
+        "KEYWORD",
+    )
+    assert [(h["inbound_message_id"], h["keyword"]) for h in rows["consent_history"]] == [
+        ("IN2", "BASTA")
+    ]
+
+
+def drop_review_table(database_url: str, generation: int, view: bool = True) -> None:
+    """What a database set up before consent_review existed looks like."""
+    from callback_ledger.projections.db import Database
+
+    db = Database(database_url)
+    try:
+        with db.transaction() as cur:
+            if view:
+                cur.execute("DROP VIEW consent_review")
+            cur.execute(f"DROP TABLE consent_review_g{generation}")
+    finally:
+        db.close()
+
+
+def test_an_older_database_gains_the_review_table_and_a_replay_fills_it(
+    runtime: Runtime,
+    ledger: Ledger,
+    settings: Settings,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    accept_all(ledger, [*SCENARIO, FREE_TEXT_STOP])
+    catch_up(runtime)
+    expected = projection_rows(database_url)
+    assert len(expected["consent_review"]) == 1
+    drop_review_table(database_url, 1)
+
+    upgraded = Runtime(settings, ledger)
+    with caplog.at_level("WARNING", logger="callback_ledger"):
+        upgraded.projector()  # set-up, as at every start
+    assert "replay --projection consent" in caplog.text
+    assert projection_rows(database_url)["consent_review"] == []  # there, empty
+    upgraded.projector().setup()  # a second start changes nothing
+    accept_all(ledger, [p.inbound("IN4", "stop messaging me", event_time="2024-06-15T16:00:00Z")])
+    upgraded.projector().catch_up()  # the follower fills it from now on
+    assert [r["text"] for r in projection_rows(database_url)["consent_review"]] == [
+        "stop messaging me"
+    ]
+    upgraded.close()
+
+    replay(settings, ["consent"])  # and a replay with what came before
+    assert [r["inbound_message_id"] for r in projection_rows(database_url)["consent_review"]] == [
+        "IN3",
+        "IN4",
+    ]
+
+
+def test_a_rebuild_under_way_gains_the_review_table_too(
+    runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    accept_all(ledger, [*SCENARIO, FREE_TEXT_STOP])
+    catch_up(runtime)
+    expected = projection_rows(database_url)
+    generation, _ = runtime.projector().start_rebuild("consent")
+    drop_review_table(database_url, 1)
+    drop_review_table(database_url, generation, view=False)  # interrupted by the upgrade
+    upgraded = Runtime(settings, ledger)
+    upgraded.projector()
+    upgraded.close()
+    replay(settings, ["consent"])  # resumes the rebuild, now with the table, and switches
+    assert projection_rows(database_url) == expected
 
 
 def test_concurrent_followers_apply_each_page_once(
@@ -365,7 +458,7 @@ callback = st.one_of(
     st.builds(
         lambda n, text, i, t: p.inbound(f"IN{n}", text, identity=i, event_time=t),
         st.integers(0, 5),
-        st.sampled_from(["STOP", "start", "hello", "Stop ", None]),
+        st.sampled_from(["STOP", "start", "hello", "Stop ", None, "stop texting me", "HELP"]),
         IDENTITIES,
         SECONDS,
     ),

@@ -140,7 +140,7 @@ def test_consent_latest_event_time_wins_and_opt_out_wins_ties() -> None:
         ("STOP please", None),
         ("", None),
         (None, None),
-        ("HELP", None),
+        ("HELP", "HELP"),
     ],
 )
 def test_keywords_match_the_whole_message_only(text: str | None, action: str | None) -> None:
@@ -149,7 +149,8 @@ def test_keywords_match_the_whole_message_only(text: str | None, action: str | N
 
 def test_keyword_lists_are_configurable() -> None:
     keywords = rules.Keywords.of(["ARRET"], ["OUI"])
-    assert keywords.action("arret") == "OPT_OUT"
+    assert keywords.action("arrêt") == "OPT_OUT"
+    assert keywords.action("oui") == "OPT_IN"
     assert keywords.action("STOP") is None
 
 
