@@ -127,6 +127,7 @@ def history(
     cur: Cursor,
     *,
     contact_id: str | None = None,
+    project_id: str | None = None,
     channel: str | None = None,
     identity: str | None = None,
     since: str | None = None,
@@ -139,6 +140,7 @@ def history(
         (f"{column} = ?", value)
         for column, value in (
             ("contact_id", contact_id),
+            ("project_id", project_id),
             ("channel", channel),
             ("identity", normalise_identity(identity) if identity else None),
         )

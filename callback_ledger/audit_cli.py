@@ -53,6 +53,14 @@ def emit(rows: Iterable[dict[str, Any]], fmt: str, title: str, columns: list[str
         writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    elif not out.isatty():
+        # Piped or redirected: every column whole, as tab-separated values (a drawn table
+        # would be cut to 80 columns).
+        writer = csv.writer(out, dialect="excel-tab")
+        writer.writerow(columns)
+        writer.writerows(
+            ["" if row.get(c) is None else row.get(c) for c in columns] for row in rows
+        )
     else:
         table = Table(title=f"{title} ({len(rows)})")
         for column in columns:
@@ -76,6 +84,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--contact")
     p.add_argument("--channel")
     p.add_argument("--identity")
+    p.add_argument("--project")
     p.add_argument("--since", type=time_arg)
     p.add_argument("--until", type=time_arg)
     common(p, ["table", "json", "csv"], "table")
@@ -142,6 +151,7 @@ def run_history(settings: Settings, args: argparse.Namespace) -> int:
             audit.history(
                 cur,
                 contact_id=args.contact,
+                project_id=args.project,
                 channel=args.channel and args.channel.upper(),
                 identity=args.identity,
                 since=args.since,

@@ -6,13 +6,14 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 
 from callback_ledger.audit_cli import add_commands as add_audit_commands
 from callback_ledger.config import ConfigError, Settings, collect_less_often
+from callback_ledger.domain.callbacks import loads_body
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -52,47 +53,75 @@ def quarantine(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def read_bodies(path: str) -> Iterator[tuple[str, bytes]]:
+    """(where, raw body) for each body in a file: one JSON document (an object, or an array of
+    them: a pretty-printed export), or JSON Lines. Raises OSError when it cannot be read."""
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        document = loads_body(data)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        yield path, data.strip()
+        return
+    if isinstance(document, list):
+        for number, body in enumerate(document, 1):
+            yield f"{path}[{number}]", orjson.dumps(body)
+        return
+    for number, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            yield f"{path}:{number}", line.strip()
+
+
 def ingest(settings: Settings, args: argparse.Namespace) -> int:
-    """Records callback bodies from files (one JSON object per line): a quarantined body once
-    an operator has fixed it, or a backfill. Kept like any callback, marked as not signed and
-    as coming from this command. Exit status 1 if any body was refused."""
+    """Records callback bodies from files (a JSON document, or one JSON object per line): a
+    quarantined body once an operator has fixed it, or a backfill. Kept like any callback,
+    marked as not signed and as coming from this command. Exit status 1 if any body was
+    refused or any file could not be read."""
     from datetime import UTC, datetime
 
     from callback_ledger.domain.callbacks import InvalidCallback
     from callback_ledger.domain.receipt import Receipt
     from callback_ledger.ledger import Ledger
 
+    unreadable = [path for path in args.files if not os.path.isfile(path)]
+    for path in unreadable:
+        sys.stderr.write(f"{path}: no such file\n")
     ledger = Ledger.from_settings(settings)
     refused = 0
     try:
         for path in args.files:
-            with open(path, "rb") as lines:
-                for number, line in enumerate(lines, 1):
-                    if not line.strip():
-                        continue
-                    where = f"{path}:{number}"
-                    raw = line.rstrip(b"\r\n")
-                    try:
-                        body = orjson.loads(raw)
-                        if not isinstance(body, dict):
-                            raise ValueError("not a JSON object")
-                        receipt = Receipt(
-                            raw.decode(),
-                            datetime.now(UTC),
-                            False,
-                            {"x-ledger-source": "callback-ledger ingest"},
-                        )
-                        outcome = ledger.accept(body, receipt)
-                    except (ValueError, InvalidCallback) as exc:
-                        refused += 1
-                        sys.stderr.write(f"{where}: refused: {exc}\n")
-                        continue
-                    sys.stdout.write(
-                        f"{where}: {outcome.status} {outcome.trigger} ({outcome.events} events)\n"
+            if path in unreadable:
+                continue
+            try:
+                bodies = list(read_bodies(path))
+            except OSError as exc:
+                refused += 1
+                sys.stderr.write(f"{path}: cannot read it: {exc.strerror or exc}\n")
+                continue
+            for where, raw in bodies:
+                try:
+                    body = loads_body(raw)
+                    if not isinstance(body, dict):
+                        raise ValueError("not a JSON object")
+                    receipt = Receipt(
+                        raw.decode(),
+                        datetime.now(UTC),
+                        False,
+                        {"x-ledger-source": "callback-ledger ingest"},
                     )
+                    outcome = ledger.accept(body, receipt)
+                except (ValueError, InvalidCallback) as exc:
+                    refused += 1
+                    sys.stderr.write(f"{where}: refused: {exc}\n")
+                    continue
+                sys.stdout.write(
+                    f"{where}: {outcome.status} {outcome.trigger} ({outcome.events} events)\n"
+                )
     finally:
         ledger.close()
-    return 1 if refused else 0
+    return 1 if refused or unreadable else 0
 
 
 def project(settings: Settings, args: argparse.Namespace) -> int:
@@ -169,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(run=quarantine)
 
     p = commands.add_parser(
-        "ingest", help="record callback bodies from files (JSON, one object per line)"
+        "ingest",
+        help="record callback bodies from files (a JSON object or array, or JSON Lines)",
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(run=ingest)

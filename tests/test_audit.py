@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import pty
+import subprocess
+import sys
 from urllib.parse import quote
 
 import orjson
@@ -158,8 +162,36 @@ def test_violations_report(fed: TestClient, database_url: str) -> None:
         )
         == []
     )
-    table = audit_cli(database_url, "violations")
-    assert "consent violations (1)" in table and "KEYWORD_OPT_OUT" in table
+    # Piped: tab-separated, every value whole (a drawn table would be cut to the width).
+    header, row = csv.reader(io.StringIO(audit_cli(database_url, "violations")), "excel-tab")
+    assert header[:3] == ["message_id", "channel", "identity"]
+    assert dict(zip(header, row, strict=True))["proof.source_ref"] == violation["proof.source_ref"]
+    # On a terminal: a table.
+    assert "consent violations (1)" in on_a_terminal(database_url, "audit", "violations")
+
+
+def on_a_terminal(database_url: str, *args: str) -> str:
+    leader, follower = pty.openpty()
+    done = subprocess.run(
+        [sys.executable, "-m", "callback_ledger.cli", *args],
+        env={**os.environ, "LEDGER_DATABASE_URL": database_url, "COLUMNS": "200"},
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        timeout=60,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert done.returncode == 0, done.stderr
+    return b"".join(chunks).decode(errors="replace")
 
 
 def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None:
@@ -316,5 +348,26 @@ def test_audit_review_command(fed: TestClient, database_url: str) -> None:
         )
     )
     assert [(r["text"], r["identity"]) for r in rows] == [("Leave me alone!", "46700000002")]
-    table = audit_cli(database_url, "review", "--until", f"{DAY}12:15:00Z")
-    assert "consent review (1)" in table and "please stop texting me" in table
+    piped = audit_cli(database_url, "review", "--until", f"{DAY}12:15:00Z")
+    [_, row] = list(csv.reader(io.StringIO(piped), "excel-tab"))
+    assert "please stop texting me" in row
+
+
+def test_audit_history_by_project(fed: TestClient, database_url: str) -> None:
+    def facts(project: str) -> list[str]:
+        out = audit_cli(
+            database_url,
+            "history",
+            "--channel",
+            "sms",
+            "--identity",
+            NUMBER,
+            "--project",
+            project,
+            "--format",
+            "json",
+        )
+        return [row["fact"] for row in orjson.loads(out)]
+
+    assert facts("PROJECT1") == ["KEYWORD_OPT_OUT", "OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]
+    assert facts("ANOTHER") == []

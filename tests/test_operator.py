@@ -66,3 +66,31 @@ def test_ingest_reports_refused_lines(database_url: str, tmp_path: Path) -> None
     assert f"{bodies}:2: refused: not a JSON object" in done.stderr
     assert "message_delivery_report.status" in done.stderr
     assert done.stdout.strip() == f"{bodies}:4: accepted MESSAGE_DELIVERY (2 events)"
+
+
+def test_ingest_names_a_missing_file_without_a_traceback(database_url: str, tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(orjson.dumps(p.delivery()) + b"\n")
+    done = cli(database_url, "ingest", str(tmp_path / "missing.jsonl"), str(good))
+    assert done.returncode == 1
+    assert f"{tmp_path / 'missing.jsonl'}: no such file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "accepted MESSAGE_DELIVERY" in done.stdout
+
+
+def test_ingest_takes_a_pretty_printed_document_or_an_array(
+    database_url: str, tmp_path: Path
+) -> None:
+    one = tmp_path / "one.json"
+    one.write_bytes(orjson.dumps(p.delivery("M-PRETTY"), option=orjson.OPT_INDENT_2))
+    many = tmp_path / "many.json"
+    many.write_bytes(
+        orjson.dumps([p.delivery("M-A"), p.delivery("M-B")], option=orjson.OPT_INDENT_2)
+    )
+    done = cli(database_url, "ingest", str(one), str(many))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{one}: accepted MESSAGE_DELIVERY (2 events)",
+        f"{many}[1]: accepted MESSAGE_DELIVERY (2 events)",
+        f"{many}[2]: accepted MESSAGE_DELIVERY (2 events)",
+    ]
