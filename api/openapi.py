@@ -20,7 +20,12 @@ def _text(max_length: int, pattern: str = NO_NUL) -> dict[str, Any]:
     return {"type": "string", "maxLength": max_length, "pattern": pattern}
 
 
-TIME = {"type": "string", "format": "date-time", "maxLength": q.MAX_TIME_TEXT}
+TIME = {
+    "type": "string",
+    "format": "date-time",
+    "maxLength": q.MAX_TIME_TEXT,
+    "pattern": q.TIME_PATTERN,
+}
 WORD = {"type": "string", "pattern": q.WORD_PATTERN}
 # What Params checks for each query parameter, in the same constants.
 QUERY: dict[str, dict[str, Any]] = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,12 @@ MAX_CURSOR = 2048
 MAX_REFERENCE = 2048
 WORD_PATTERN = r"^[A-Za-z0-9_\-]{1,100}$"
 _WORD = re.compile(WORD_PATTERN)
+# On the calendar's first day a positive UTC offset, and on its last a negative one, can put the
+# UTC time outside the years 1-9999; such times are refused, as the OpenAPI document says.
+TIME_PATTERN = r"^(?!0001-01-01T[^+]*\+(?!00:00)|9999-12-31T[^-]*-(?!00:00))"
+_TIME = re.compile(TIME_PATTERN)
+# The width of the UTC times the projections store and compare as text.
+_TIME_WIDTH = len("2024-06-15T15:00:00.000000Z")
 # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded for either store.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -89,14 +96,19 @@ class Params:
         value = self.text(name, MAX_TIME_TEXT)
         if value is None:
             return None
-        try:
-            return iso(value)
-        except (ValueError, OverflowError):  # OverflowError: its UTC time is outside years 1-9999
+        utc = None
+        if _TIME.match(value):
+            # OverflowError: a form of ISO 8601 the pattern does not see, taken outside the years.
+            with contextlib.suppress(ValueError, OverflowError):
+                utc = iso(value)
+        if utc is None:
             raise HTTPException(
                 400,
                 f"query parameter {name!r} must be an ISO 8601 time within the years 1-9999 UTC, "
                 "e.g. 2024-06-15T15:00:00Z",
-            ) from None
+            )
+        # strftime writes years below 1000 with fewer digits; padded, text order is time order.
+        return utc.rjust(_TIME_WIDTH, "0")
 
     def whole(self, name: str, minimum: int, maximum: int) -> int | None:
         value = self.text(name, MAX_NUMBER_TEXT)

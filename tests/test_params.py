@@ -11,6 +11,9 @@ from starlette.testclient import TestClient
 
 from callback_ledger.api.queries import encode_cursor, path_param
 
+from .test_projections import SCENARIO
+from .test_queries import feed
+
 UUID = "0b7e8f1c-6d5a-4c3b-9a2e-1f0d9c8b7a61"
 EARLY = "0001-01-01T00:00:00%2B01:00"  # UTC is the year 0
 LATE = "9999-12-31T23:59:59-01:00"  # UTC is the year 10000
@@ -39,6 +42,8 @@ NUL_CURSOR = encode_cursor(["\x00", "a", "b"])
         (f"/contacts/C1/consent/history?until={LATE}", "until"),
         (f"/consent?channel=SMS&identity=46700000001&at={EARLY}", "at"),
         (f"/consent?channel=SMS&identity=46700000001&at={LATE}", "at"),
+        ("/messages?since=0001-01-01T12:00:00%2B01:00", "since"),  # the rule the document states
+        ("/messages?since=00010101T000000%2B0100", "since"),  # another ISO 8601 form, same time
         (f"/messages?cursor={NUL_CURSOR}", "cursor"),
         ("/messages/a%00b", "message_id"),
         ("/messages/" + "x" * 1025, "message_id"),
@@ -56,6 +61,19 @@ def test_unusable_parameter_is_400_naming_it(client: TestClient, url: str, name:
     body = response.json()
     assert body["error"] == "bad_request"
     assert f"'{name}'" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "time", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00-01:00", "9999-12-31T23:59:59-00:00"]
+)
+def test_times_on_the_calendars_edges_in_utc_are_taken(client: TestClient, time: str) -> None:
+    assert client.get("/messages", params={"since": time}).status_code == 200
+
+
+def test_times_before_the_year_1000_compare_as_times(client: TestClient) -> None:
+    fed = feed(client, SCENARIO)
+    assert fed.get("/messages", params={"until": "0999-01-01T00:00:00Z"}).json()["items"] == []
+    assert fed.get("/messages", params={"since": "0999-01-01T00:00:00Z"}).json()["items"]
 
 
 def test_largest_after_is_taken(client: TestClient) -> None:
