@@ -86,6 +86,10 @@ class ConsentQueries:
 
     async def callback(self, request: Request) -> Response:
         Params(request, [])
+        # Starlette matches {reference:path} with '.*' then '$', which leaves out a newline that
+        # ends the path; put it back so that the reference looked up is the one asked for.
+        if request.scope["path"].endswith("\n"):
+            request.path_params["reference"] += "\n"
         reference = path_param(request, "reference", MAX_REFERENCE)
         found = await run_in_threadpool(lambda: audit.callback(self.runtime.ledger(), reference))
         if found is None:

@@ -76,6 +76,13 @@ def test_times_before_the_year_1000_compare_as_times(client: TestClient) -> None
     assert fed.get("/messages", params={"since": "0999-01-01T00:00:00Z"}).json()["items"]
 
 
+@pytest.mark.parametrize("url", ["/callbacks/%0A", f"/callbacks/{UUID}/x%0A"])
+def test_a_reference_ending_in_a_newline_is_looked_up_whole(client: TestClient, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code == 404, response.text
+    assert "\\n'" in response.json()["detail"]
+
+
 def test_largest_after_is_taken(client: TestClient) -> None:
     response = client.get(f"/quarantine?after={2**63 - 1}")
     assert response.status_code == 200, response.text
