@@ -45,20 +45,11 @@ QUERY: dict[str, dict[str, Any]] = {
     # Opaque: only a `next_cursor` this API gave out is taken.
     "cursor": {"type": "string", "maxLength": q.MAX_CURSOR, "pattern": "^[A-Za-z0-9_-]*$"},
 }
-# What path_param checks. A '/' ends a path segment, so only `reference` (a path) can hold one.
+# What path_param checks. A '/' ends a path segment: an id holding one reaches no route (404).
+SEGMENT = {"type": "string", "minLength": 1, "maxLength": q.MAX_TEXT, "pattern": "^[^/\\x00]*$"}
 PATH: dict[str, dict[str, Any]] = {
-    "message_id": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": q.MAX_TEXT,
-        "pattern": "^[^/\\x00]*$",
-    },
-    "contact_id": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": q.MAX_TEXT,
-        "pattern": "^[^/\\x00]*$",
-    },
+    "message_id": SEGMENT,
+    "contact_id": SEGMENT,
     "reference": {
         "type": "string",
         "minLength": 1,
@@ -68,7 +59,7 @@ PATH: dict[str, dict[str, Any]] = {
 }
 WHY = {
     400: "a parameter the server cannot use; the detail names it",
-    404: "not found",
+    404: "not found (or an id holding '/', which reaches no route)",
     409: "ambiguous: add ?project_id=",
     503: "the store is not reachable now; retry after Retry-After",
 }
@@ -227,12 +218,13 @@ def document() -> dict[str, Any]:
                 body=_page("next_cursor", "string"),
             ),
             "/contacts/{contact_id}/consent": _get(
-                "Current consent of a contact", [_path("contact_id")], 400, 503
+                "Current consent of a contact", [_path("contact_id")], 400, 404, 503
             ),
             "/contacts/{contact_id}/consent/history": _get(
                 "Consent history of a contact",
                 [_path("contact_id"), *_query("since", "until", "limit", "cursor")],
                 400,
+                404,
                 503,
                 body=_page("next_cursor", "string"),
             ),

@@ -102,3 +102,10 @@ def test_path_param_refuses_what_no_store_can_compare(value: str) -> None:
 def test_path_param_passes_ordinary_values() -> None:
     request = Request({"type": "http", "path_params": {"message_id": "01HZX/é"}})
     assert path_param(request, "message_id") == "01HZX/é"
+
+
+@pytest.mark.parametrize("url", ["/contacts/a%2Fb/consent", "/contacts/a%2Fb/consent/history"])
+def test_an_id_holding_a_slash_reaches_no_route(client: TestClient, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code == 404  # as the OpenAPI document says
+    assert response.json()["error"] == "http_error"
