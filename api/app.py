@@ -22,7 +22,7 @@ from callback_ledger.runtime import Runtime
 
 from .consent import ConsentQueries
 from .openapi import document
-from .queries import Params, Queries
+from .queries import MAX_INTEGER, Params, Queries
 from .responses import JSON, error
 from .webhook import PATH as WEBHOOK_PATH
 from .webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
@@ -77,13 +77,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
 
     async def quarantine(request: Request) -> Response:
         params = Params(request, ["after", "limit"])
-        after = params.text("after", 20) or "0"
-        if not after.isdigit():
-            raise HTTPException(400, "query parameter 'after' must be a whole number")
+        after = params.whole("after", 0, MAX_INTEGER) or 0
         limit = params.limit()
-        items = await run_in_threadpool(
-            lambda: list(runtime.ledger().quarantined(int(after), limit))
-        )
+        items = await run_in_threadpool(lambda: list(runtime.ledger().quarantined(after, limit)))
         next_after = items[-1]["id"] if len(items) == limit else None
         return JSON({"items": items, "next_after": next_after})
 

@@ -21,7 +21,7 @@ from callback_ledger.projections.projector import describe
 from callback_ledger.projections.rules import iso
 from callback_ledger.runtime import Runtime
 
-from .queries import Params, encode_cursor, read_views
+from .queries import MAX_IDENTITY, MAX_REFERENCE, Params, encode_cursor, path_param, read_views
 from .responses import JSON, error
 
 REVIEW_PARAMS = ("since", "until", "limit", "cursor")
@@ -33,7 +33,7 @@ def now() -> str:
 
 def channel_and_identity(params: Params) -> tuple[str, str]:
     channel = params.word("channel")
-    identity = params.text("identity", 256)
+    identity = params.text("identity", MAX_IDENTITY)
     if channel is None or identity is None:
         raise HTTPException(400, "query parameters 'channel' and 'identity' are both required")
     return channel.upper(), identity
@@ -70,13 +70,13 @@ class ConsentQueries:
 
     async def contact_consent(self, request: Request) -> Response:
         Params(request, [])
-        contact_id = request.path_params["contact_id"]
+        contact_id = path_param(request, "contact_id")
         rows = await self._run(lambda cur: audit.current(cur, contact_id))
         return JSON({"contact_id": contact_id, "consent": rows})
 
     async def contact_history(self, request: Request) -> Response:
         params = Params(request, ["since", "until", "limit", "cursor"])
-        contact_id = request.path_params["contact_id"]
+        contact_id = path_param(request, "contact_id")
         since, until = params.time("since"), params.time("until")
         limit, cursor = params.limit(), params.cursor(2)
         rows = await self._run(
@@ -148,9 +148,11 @@ class ConsentQueries:
 
     async def callback(self, request: Request) -> Response:
         Params(request, [])
-        reference = request.path_params["reference"]
-        if len(reference) > 2048:
-            raise HTTPException(400, "reference is too long")
+        # Starlette matches {reference:path} with '.*' then '$', which leaves out a newline that
+        # ends the path; put it back so that the reference looked up is the one asked for.
+        if request.scope["path"].endswith("\n"):
+            request.path_params["reference"] += "\n"
+        reference = path_param(request, "reference", MAX_REFERENCE)
         found = await run_in_threadpool(lambda: audit.callback(self.runtime.ledger(), reference))
         if found is None:
             return error(

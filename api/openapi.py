@@ -9,39 +9,116 @@ from pydantic import TypeAdapter
 
 from callback_ledger.domain.callbacks import Interpreted
 
-from .queries import MESSAGE_PARAMS, READ_PARAMS
+from . import queries as q
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+# Every store refuses NUL in text (PostgreSQL outright), so the server refuses it: a 400.
+NO_NUL = "^[^\\x00]*$"
+
+
+def _text(max_length: int, pattern: str = NO_NUL) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, "pattern": pattern}
+
+
+TIME = {
+    "type": "string",
+    "format": "date-time",
+    "maxLength": q.MAX_TIME_TEXT,
+    "pattern": q.TIME_PATTERN,
+}
+WORD = {"type": "string", "pattern": q.WORD_PATTERN}
+# What Params checks for each query parameter, in the same constants.
+QUERY: dict[str, dict[str, Any]] = {
+    "project_id": _text(q.MAX_TEXT),
+    "contact_id": _text(q.MAX_TEXT),
+    "conversation_id": _text(q.MAX_TEXT),
+    "metadata": _text(q.MAX_TEXT),
+    "identity": {**_text(q.MAX_IDENTITY), "minLength": 1},
+    "status": WORD,
+    "reason": WORD,
+    "channel": WORD,
+    "since": TIME,
+    "until": TIME,
+    "at": TIME,
+    "limit": {"type": "integer", "minimum": 1, "maximum": q.MAX_LIMIT, "default": 100},
+    "after": {"type": "integer", "minimum": 0, "maximum": q.MAX_INTEGER, "default": 0},
+    # Opaque: only a `next_cursor` this API gave out is taken.
+    "cursor": {"type": "string", "maxLength": q.MAX_CURSOR, "pattern": "^[A-Za-z0-9_-]*$"},
+}
+# What path_param checks. A '/' ends a path segment: an id holding one reaches no route (404).
+SEGMENT = {"type": "string", "minLength": 1, "maxLength": q.MAX_TEXT, "pattern": "^[^/\\x00]*$"}
+PATH: dict[str, dict[str, Any]] = {
+    "message_id": SEGMENT,
+    "contact_id": SEGMENT,
+    "reference": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": q.MAX_REFERENCE,
+        "pattern": NO_NUL,
+    },
+}
+WHY = {
+    400: "a parameter the server cannot use; the detail names it",
+    404: "not found (or an id holding '/', which reaches no route)",
+    409: "ambiguous: add ?project_id=",
+    503: "the store is not reachable now; retry after Retry-After",
+}
+RETRY_AFTER = {
+    "Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+}
 
 
 def _query(*names: str, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": n,
-            "in": "query",
-            "required": n in required,
-            "schema": {"type": "integer" if n == "limit" else "string"},
-        }
-        for n in names
-    ]
+    parameters = []
+    for name in names:
+        parameter = {"name": name, "in": "query", "required": name in required}
+        if name not in required:
+            # Params takes an empty value as not given (`?status=&limit=10`); OpenAPI's word for
+            # that is allowEmptyValue, discouraged in 3.1 but still the exact meaning.
+            parameter["allowEmptyValue"] = True
+        parameters.append({**parameter, "schema": QUERY[name]})
+    return parameters
 
 
 def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    return {"name": name, "in": "path", "required": True, "schema": PATH[name]}
 
 
-def _get(summary: str, parameters: list[dict[str, Any]], *codes: int) -> dict[str, Any]:
+def _error(code: int, why: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": why,
+        "content": {"application/json": {"schema": ERROR}},
+    }
+    if code == 503:
+        answer["headers"] = RETRY_AFTER
+    return answer
+
+
+def _page(cursor: str, cursor_type: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", cursor],
+        "properties": {
+            "items": {"type": "array", "items": {"type": "object"}},
+            cursor: {"type": [cursor_type, "null"]},
+        },
+    }
+
+
+def _get(
+    summary: str,
+    parameters: list[dict[str, Any]],
+    *codes: int,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
             "description": "OK",
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "content": {"application/json": {"schema": body or {"type": "object"}}},
         }
     }
     for code in codes:
-        responses[str(code)] = {
-            "description": "error",
-            "content": {"application/json": {"schema": ERROR}},
-        }
+        responses[str(code)] = _error(code, WHY[code])
     return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
 
 
@@ -63,7 +140,7 @@ def document() -> dict[str, Any]:
         )
     ]
     webhook_errors = {
-        str(code): {"description": why, "content": {"application/json": {"schema": ERROR}}}
+        str(code): _error(code, why)
         for code, why in [
             (400, "not a JSON object (kept in the quarantine)"),
             (401, "missing or bad signature"),
@@ -73,8 +150,8 @@ def document() -> dict[str, Any]:
             (503, "store unavailable; retry after Retry-After"),
         ]
     }
-    return {
-        "openapi": "3.0.3",
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
         "info": {
             "title": "callback-ledger",
             "version": "0.1.0",
@@ -114,42 +191,68 @@ def document() -> dict[str, Any]:
                 }
             },
             "/healthz": _get("Store and projection health", [], 503),
-            "/quarantine": _get("Refused callbacks", _query("after", "limit"), 400),
-            "/messages": _get("Messages", _query(*MESSAGE_PARAMS), 400),
+            "/openapi.json": _get("This document (OpenAPI 3.1)", []),
+            "/quarantine": _get(
+                "Refused callbacks",
+                _query("after", "limit"),
+                400,
+                503,
+                body=_page("next_after", "integer"),
+            ),
+            "/messages": _get(
+                "Messages", _query(*q.MESSAGE_PARAMS), 400, 503, body=_page("next_cursor", "string")
+            ),
             "/messages/{message_id}": _get(
                 "One message and its timeline",
                 [_path("message_id"), *_query("project_id")],
                 400,
                 404,
                 409,
+                503,
             ),
-            "/read-confirmations": _get("READ confirmations", _query(*READ_PARAMS), 400),
+            "/read-confirmations": _get(
+                "READ confirmations",
+                _query(*q.READ_PARAMS),
+                400,
+                503,
+                body=_page("next_cursor", "string"),
+            ),
             "/contacts/{contact_id}/consent": _get(
-                "Current consent of a contact", [_path("contact_id")], 400
+                "Current consent of a contact", [_path("contact_id")], 400, 404, 503
             ),
             "/contacts/{contact_id}/consent/history": _get(
                 "Consent history of a contact",
                 [_path("contact_id"), *_query("since", "until", "limit", "cursor")],
                 400,
+                404,
+                503,
+                body=_page("next_cursor", "string"),
             ),
             "/consent": _get(
                 "Consent at an instant",
                 _query("channel", "identity", "at", "project_id", required=("channel", "identity")),
                 400,
+                503,
             ),
             "/consent/check": _get(
                 "Pre-send check",
                 _query("channel", "identity", "project_id", required=("channel", "identity")),
                 400,
+                503,
             ),
             "/consent/review": _get(
                 "Inbound free text that reads like a request to stop, for a human",
                 _query("since", "until", "limit", "cursor"),
                 400,
+                503,
+                body=_page("next_cursor", "string"),
             ),
             "/callbacks/{reference}": _get(
-                "The raw callback behind a fact", [_path("reference")], 400, 404
+                "The raw callback behind a fact", [_path("reference")], 400, 404, 503
             ),
         },
         "components": {"schemas": components},
     }
+    # A target URL typed with a slash is served the same (see the route in app.py).
+    doc["paths"]["/webhooks/sinch/"] = doc["paths"]["/webhooks/sinch"]
+    return doc

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +26,36 @@ from callback_ledger.runtime import Runtime
 from .responses import JSON, error
 
 MAX_LIMIT = 1000
-_WORD = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
+# Integers past 64 bits overflow SQLite's integers and PostgreSQL's bigint.
+MAX_INTEGER = 2**63 - 1
+MAX_TEXT = 1024
+MAX_NUMBER_TEXT = 20
+MAX_TIME_TEXT = 64
+MAX_IDENTITY = 256
+MAX_CURSOR = 2048
+MAX_REFERENCE = 2048
+WORD_PATTERN = r"^[A-Za-z0-9_\-]{1,100}$"
+_WORD = re.compile(WORD_PATTERN)
+# On the calendar's first day a positive UTC offset, and on its last a negative one, can put the
+# UTC time outside the years 1-9999; such times are refused, as the OpenAPI document says.
+TIME_PATTERN = r"^(?!0001-01-01T[^+]*\+(?!00:00)|9999-12-31T[^-]*-(?!00:00))"
+_TIME = re.compile(TIME_PATTERN)
+# The width of the UTC times the projections store and compare as text.
+# PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded for either store.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def path_param(request: Request, name: str, max_length: int = MAX_TEXT) -> str:
+    """A path parameter every store can compare: 1 to `max_length` characters, no NUL byte and
+    no lone surrogate. Every route that reads one reads it through here."""
+    value: str = request.path_params[name]
+    if not value or len(value) > max_length or _UNSTORABLE.search(value):
+        raise HTTPException(
+            400,
+            f"path parameter {name!r} must be 1-{max_length} characters "
+            "with no NUL byte or lone surrogate",
+        )
+    return value
 
 
 class Params:
@@ -43,12 +73,16 @@ class Params:
             if len(self.query.getlist(name)) > 1:
                 raise HTTPException(400, f"query parameter {name!r} is given more than once")
 
-    def text(self, name: str, max_length: int = 1024) -> str | None:
+    def text(self, name: str, max_length: int = MAX_TEXT) -> str | None:
         value = self.query.get(name)
         if value is None or value == "":
             return None
-        if len(value) > max_length or "\x00" in value:
-            raise HTTPException(400, f"query parameter {name!r} is too long or has a NUL byte")
+        if len(value) > max_length or _UNSTORABLE.search(value):
+            raise HTTPException(
+                400,
+                f"query parameter {name!r} is over {max_length} characters "
+                "or has a NUL byte or lone surrogate",
+            )
         return value
 
     def word(self, name: str) -> str | None:
@@ -58,28 +92,39 @@ class Params:
         return value
 
     def time(self, name: str) -> str | None:
-        value = self.text(name, 64)
+        value = self.text(name, MAX_TIME_TEXT)
         if value is None:
             return None
-        try:
-            return iso(value)
-        except ValueError:
+        utc = None
+        if _TIME.match(value):
+            # OverflowError: a form of ISO 8601 the pattern does not see, taken outside the years.
+            with contextlib.suppress(ValueError, OverflowError):
+                utc = iso(value)
+        if utc is None:
             raise HTTPException(
-                400, f"query parameter {name!r} must be an ISO 8601 time, e.g. 2024-06-15T15:00:00Z"
-            ) from None
+                400,
+                f"query parameter {name!r} must be an ISO 8601 time within the years 1-9999 UTC, "
+                "e.g. 2024-06-15T15:00:00Z",
+            )
+        return utc
 
-    def limit(self, default: int = 100) -> int:
-        value = self.text("limit", 12)
+    def whole(self, name: str, minimum: int, maximum: int) -> int | None:
+        value = self.text(name, MAX_NUMBER_TEXT)
         if value is None:
-            return default
-        if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+            return None
+        # isascii too: str.isdigit accepts '²' and other digits that int() refuses.
+        if not (value.isascii() and value.isdigit() and minimum <= int(value) <= maximum):
             raise HTTPException(
-                400, f"query parameter 'limit' must be a whole number 1-{MAX_LIMIT}"
+                400, f"query parameter {name!r} must be a whole number {minimum}-{maximum}"
             )
         return int(value)
 
+    def limit(self, default: int = 100) -> int:
+        value = self.whole("limit", 1, MAX_LIMIT)
+        return default if value is None else value
+
     def cursor(self, size: int) -> list[str] | None:
-        value = self.text("cursor", 2048)
+        value = self.text("cursor", MAX_CURSOR)
         if value is None:
             return None
         try:
@@ -89,7 +134,7 @@ class Params:
         if not (
             isinstance(decoded, list)
             and len(decoded) == size
-            and all(isinstance(v, str) for v in decoded)
+            and all(isinstance(v, str) and not _UNSTORABLE.search(v) for v in decoded)
         ):
             raise HTTPException(400, "query parameter 'cursor' is not a cursor this API gave out")
         return decoded
@@ -186,11 +231,9 @@ class Queries:
         return await read_views(self.runtime, fn)
 
     async def message(self, request: Request) -> Response:
-        message_id = request.path_params["message_id"]
+        message_id = path_param(request, "message_id")
         params = Params(request, ["project_id"])
         project_id = params.text("project_id")
-        if len(message_id) > 1024:
-            raise HTTPException(400, "message id is too long")
 
         def query(cur: Cursor) -> list[dict[str, Any]]:
             sql = "SELECT * FROM message_status WHERE message_id = ?"

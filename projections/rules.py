@@ -42,7 +42,9 @@ def iso(value: str) -> str:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = parsed.astimezone(UTC)
+    # The year by hand: strftime writes years below 1000 with fewer digits, out of text order.
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def stored_time(value: Any) -> str | None:

@@ -85,6 +85,12 @@ def test_the_calendars_own_edges_are_accepted(client: TestClient) -> None:
     assert send(client, p.opt(request_id="B", event_time="9999-12-31T23:59:59Z")).status_code == 200
     assert wait_for_projections(client)["status"] == "ok"
     assert check(client, "46732001122").json()["since"] == "9999-12-31T23:59:59.000000Z"
+    history = client.get("/contacts/CONTACT1/consent/history").json()["items"]
+    # Year 1 written with all four digits, so text order is time order.
+    assert [h["event_time"] for h in history] == [
+        "0001-01-01T00:00:00.000000Z",
+        "9999-12-31T23:59:59.000000Z",
+    ]
 
 
 def test_a_huge_signature_timestamp_is_a_401(client: TestClient) -> None:
