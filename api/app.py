@@ -70,7 +70,10 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         if stuck:
             # A projection that cannot apply an event answers stale data: never "ok".
             body["detail"] = "; ".join(
-                f"projection {name} is stuck: {describe(fault)}" for name, fault in stuck.items()
+                f"projection {name} "
+                f"{'needs a replay' if fault['kind'] == 'replay' else 'is stuck'}: "
+                f"{describe(fault)}"
+                for name, fault in stuck.items()
             )
             return JSON(body, status_code=503)
         return JSON(body)

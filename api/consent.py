@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callback_ledger import audit
+from callback_ledger.domain.callbacks import normalise_identity
 from callback_ledger.projections.consent import NAME
 from callback_ledger.projections.db import Cursor
 from callback_ledger.projections.projector import describe
@@ -36,6 +37,9 @@ def channel_and_identity(params: Params) -> tuple[str, str]:
     identity = params.text("identity", MAX_IDENTITY)
     if channel is None or identity is None:
         raise HTTPException(400, "query parameters 'channel' and 'identity' are both required")
+    if not normalise_identity(identity):
+        # "" would stand for every contact-wide fact of the channel, whoever's.
+        raise HTTPException(400, "query parameter 'identity' is blank")
     return channel.upper(), identity
 
 
@@ -51,10 +55,13 @@ class ConsentQueries:
         `wait_s` (the follower is woken and given that long)."""
         deadline = time.monotonic() + self.wait_s
         projector = self.runtime.projector
+        # Facts recorded before this moment must be in the answer; later ones may not be:
+        # waiting for those would chase a log that grows under load.
+        head = await run_in_threadpool(lambda: projector().head())
         while True:
-            fault, pending = await run_in_threadpool(lambda: projector().freshness(NAME))
+            fault, pending = await run_in_threadpool(lambda: projector().freshness(NAME, head))
             if fault is not None:
-                return f"the consent projection is stuck: {describe(fault)}"
+                return f"the consent projection cannot be trusted now: {describe(fault)}"
             if not pending:
                 return None
             if time.monotonic() > deadline:

@@ -262,6 +262,10 @@ class Queries:
     async def messages(self, request: Request) -> Response:
         params = Params(request, MESSAGE_PARAMS)
         filters = equal_text(params, ("project_id", "contact_id", "conversation_id", "metadata"))
+        if (metadata := params.text("metadata")) is not None:
+            # The index holds the prefix (see projections/messages.py).
+            prefix = message_tables.METADATA_PREFIX
+            filters.append((f"substr(metadata, 1, {prefix}) = substr(?, 1, {prefix})", metadata))
         for name, column in [("status", "status"), ("reason", "reason_code")]:
             if (value := params.word(name)) is not None:
                 filters.append((f"{column} = ?", value.upper()))

@@ -8,7 +8,7 @@ reads the immutable event log itself."""
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -32,18 +32,27 @@ DECIDING_ORDER = (
 )
 
 
-def about(alias: str, channel: str, identity: str) -> tuple[str, list[Any]]:
-    """SQL condition and parameters: the fact in `alias` (a consent or consent_history row) is
-    about this channel and (normalised) identity. A fact naming no number (identity "") stands
-    for the contact's whole channel, so it counts for every number that contact was seen with
-    (contact_identities)."""
+def facts_about(
+    table: str,
+    columns: str,
+    channel: str,
+    identity: str,
+    where: str = "",
+    params: Sequence[Any] = (),
+) -> tuple[str, list[Any]]:
+    """SQL selecting `columns` of the rows of `table` (consent or consent_history) about this
+    channel and (normalised) identity that also meet `where`: the number's own, and those
+    naming no number (identity "", the contact's whole channel) of every contact seen with it
+    (contact_identities). Two indexed lookups, not an OR that scans the channel."""
+    picked = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
+    extra = f" AND {where}" if where else ""
     sql = (
-        f"{alias}.channel = ? AND ({alias}.identity = ? OR ({alias}.identity = '' AND EXISTS ("
-        f"SELECT 1 FROM contact_identities l WHERE l.project_id = {alias}.project_id AND "
-        f"l.contact_id = {alias}.contact_id AND l.channel = {alias}.channel AND "
-        "l.identity = ?)))"
+        f"SELECT {picked} FROM {table} t WHERE t.channel = ? AND t.identity = ?{extra} "
+        f"UNION ALL SELECT {picked} FROM contact_identities l JOIN {table} t ON "
+        "t.project_id = l.project_id AND t.contact_id = l.contact_id AND t.channel = l.channel "
+        f"AND t.identity = '' WHERE l.channel = ? AND l.identity = ?{extra}"
     )
-    return sql, [channel, identity, identity]
+    return sql, [channel, identity, *params, channel, identity, *params]
 
 
 def history_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -59,16 +68,16 @@ def state_at(
     cur: Cursor, channel: str, identity: str, at: str, project_id: str | None = None
 ) -> dict[str, Any]:
     """The consent of (channel, identity) at instant `at`, with the fact that decided it."""
-    condition, params = about("h", channel, normalise_identity(identity))
-    sql = (
-        f"SELECT {HISTORY_COLUMNS} FROM consent_history h WHERE {condition} "
-        "AND effect IS NOT NULL AND event_time <= ?"
-    )
-    params.append(at)
+    where, extra = "t.effect IS NOT NULL AND t.event_time <= ?", [at]
     if project_id:
-        sql += " AND project_id = ?"
-        params.append(project_id)
-    row = cur.execute(f"{sql} ORDER BY {DECIDING_ORDER} LIMIT 1", params).fetchone()
+        where += " AND t.project_id = ?"
+        extra.append(project_id)
+    sql, params = facts_about(
+        "consent_history", HISTORY_COLUMNS, channel, normalise_identity(identity), where, extra
+    )
+    row = cur.execute(
+        f"SELECT * FROM ({sql}) x ORDER BY {DECIDING_ORDER} LIMIT 1", params
+    ).fetchone()
     answer: dict[str, Any] = {
         "channel": channel,
         "identity": normalise_identity(identity),
@@ -88,16 +97,17 @@ def check(
     cur: Cursor, channel: str, identity: str, project_id: str | None = None
 ) -> dict[str, Any]:
     """May we send to (channel, identity) now? One indexed lookup on the consent view."""
-    condition, params = about("c", channel, normalise_identity(identity))
-    sql = (
-        "SELECT contact_id, identity, state, since, source_kind, source_ref FROM consent c "
-        f"WHERE {condition}"
+    sql, params = facts_about(
+        "consent",
+        "contact_id, identity, state, since, source_kind, source_ref, is_opt_out",
+        channel,
+        normalise_identity(identity),
+        "t.project_id = ?" if project_id else "",
+        [project_id] if project_id else [],
     )
-    if project_id:
-        sql += " AND project_id = ?"
-        params.append(project_id)
     row = cur.execute(
-        f"{sql} ORDER BY since DESC, is_opt_out DESC, source_ref DESC LIMIT 1", params
+        f"SELECT * FROM ({sql}) x ORDER BY since DESC, is_opt_out DESC, source_ref DESC LIMIT 1",
+        params,
     ).fetchone()
     if row is None:
         return {
@@ -218,12 +228,18 @@ def violations(
     def consent_facts(project_id: str, channel: str, identity: str) -> tuple[list[str], list]:
         key = (project_id, channel, identity)
         if key not in facts:
-            condition, params = about("h", channel, identity)
+            sql, params = facts_about(
+                "consent_history",
+                HISTORY_COLUMNS,
+                channel,
+                identity,
+                "t.project_id = ? AND t.effect IS NOT NULL",
+                [project_id],
+            )
             rows = cur.execute(
-                f"SELECT {HISTORY_COLUMNS} FROM consent_history h WHERE project_id = ? AND "
-                f"{condition} AND effect IS NOT NULL ORDER BY event_time, "
+                f"SELECT * FROM ({sql}) x ORDER BY event_time, "
                 "CASE WHEN effect = 'OPTED_OUT' THEN 1 ELSE 0 END, source_ref",
-                [project_id, *params],
+                params,
             ).fetchall()
             facts[key] = ([row["event_time"] for row in rows], rows)
         return facts[key]

@@ -24,8 +24,24 @@ from pydantic import (
     model_validator,
 )
 
-NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
+# The read tables index these values, and an index entry has a size limit (PostgreSQL's is
+# about 2.7 kB): ids, codes and identities are bounded so that any of them, in any script,
+# fits with the others of its key. Sinch's own are far shorter (ULIDs, enum names, numbers).
+Id = Annotated[str, Field(max_length=128)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=128)]
+Channel = Annotated[str, Field(min_length=1, max_length=64)]
+# Blank is no identity: "  " normalises to "", which stands for a contact's whole channel.
+Identity = Annotated[
+    str,
+    BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v),
+    Field(min_length=1, max_length=256),
+]
 Text = Annotated[str, Field(max_length=65536)]
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
 
 # Trigger name by the body key that carries it (Sinch's callback reference).
 TRIGGER_KEYS: dict[str, str] = {
@@ -74,25 +90,25 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class ChannelIdentity(_Model):
-    channel: NonEmpty
-    identity: NonEmpty
-    app_id: str | None = None
+    channel: Channel
+    identity: Identity
+    app_id: Id | None = None
 
 
 class Reason(_Model):
-    code: str | None = None
-    sub_code: str | None = None
+    code: Id | None = None
+    sub_code: Id | None = None
     description: Text | None = None
-    channel_code: str | None = None
+    channel_code: Id | None = None
 
 
 class DeliveryReport(_Model):
     message_id: NonEmpty
     status: NonEmpty
-    conversation_id: str | None = None
+    conversation_id: Id | None = None
     # FAILED with NO_CHANNELS_LEFT and similar reports may name no channel.
     channel_identity: ChannelIdentity | None = None
-    contact_id: str | None = None
+    contact_id: Id | None = None
     reason: Reason | None = None
     metadata: Text | None = None
     processing_mode: str | None = None
@@ -103,11 +119,11 @@ class ErrorDetails(_Model):
 
 
 class _ConsentNotification(_Model):
-    channel: NonEmpty
+    channel: Channel
     # The Java and .NET SDK fixtures leave it out: consent for the contact's whole channel.
-    identity: NonEmpty | None = None
-    contact_id: str | None = None
-    request_id: str | None = None
+    identity: Annotated[Identity | None, BeforeValidator(_blank_is_none)] = None
+    contact_id: Id | None = None
+    request_id: Id | None = None
     error_details: ErrorDetails | None = None
     processing_mode: str | None = None
 
@@ -132,8 +148,8 @@ class InboundMessage(_Model):
     channel_identity: ChannelIdentity
     contact_message: dict[str, Any]
     direction: str | None = None
-    conversation_id: str | None = None
-    contact_id: str | None = None
+    conversation_id: Id | None = None
+    contact_id: Id | None = None
     metadata: Text | None = None
     accept_time: datetime | None = None
     sender_id: str | None = None
@@ -158,9 +174,9 @@ class InboundMessage(_Model):
 class Envelope(_Model):
     # Missing or "" in Sinch's docs examples and its webhook test script: recorded as "".
     project_id: Annotated[
-        str, Field(max_length=1024), BeforeValidator(lambda v: "" if v is None else v)
+        str, Field(max_length=128), BeforeValidator(lambda v: "" if v is None else v)
     ] = ""
-    app_id: str | None = None
+    app_id: Id | None = None
     accepted_time: datetime | None = None
     event_time: datetime | None = None
     message_metadata: Text | None = None
@@ -211,6 +227,21 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _int(text: str) -> int:
+    # What orjson reads (64 bits); a larger number could be stored but not read back.
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise ValueError("an integer beyond 64 bits")
+    return value
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("a number beyond the range of a double")
+    return value
+
+
 def _without_surrogates(value: Any) -> Any:
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
@@ -230,10 +261,16 @@ def loads_body(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as refused:
         try:
-            body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            # Whatever orjson refuses for another reason is refused here too.
+            body = json.loads(
+                raw.decode("utf-8"),
+                parse_constant=_no_constant,
+                parse_int=_int,
+                parse_float=_float,
+            )
+            return _without_surrogates(body)
         except (ValueError, RecursionError):
             raise refused from None
-        return _without_surrogates(body)
 
 
 def detect_trigger(body: dict[str, Any]) -> str:

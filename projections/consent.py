@@ -10,10 +10,11 @@ from callback_ledger.domain.callbacks import normalise_identity
 
 from . import rules
 from .db import Cursor, select_by_keys, upsert
-from .events import CONSENT_REPORTED, INBOUND_RECEIVED, LoggedEvent
+from .events import CONSENT_REPORTED, DELIVERY_REPORTED, INBOUND_RECEIVED, LoggedEvent
 
 NAME = "consent"
-TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED})
+# Delivery reports only for contact_identities: the numbers a contact was sent to.
+TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED, DELIVERY_REPORTED})
 TABLES = ("consent", "consent_history", "consent_review", "contact_identities")
 
 CONSENT_COLUMNS = (
@@ -94,15 +95,17 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
     review: list[tuple[Any, ...]] = []
     for event in events:
         state = event.state
-        if state.get("contact_id") and state.get("identity"):
+        if state.get("contact_id") and state.get("identity") and state.get("channel"):
             links.add(
                 (
                     state["project_id"],
-                    state["contact_key"],
+                    state["contact_id"],
                     state["channel"],
                     normalise_identity(state["identity"]),
                 )
             )
+        if event.topic == DELIVERY_REPORTED:
+            continue
         kind = "ConsentReported" if event.topic == CONSENT_REPORTED else "InboundMessageReceived"
         fact = rules.consent_fact(
             state["project_id"],

@@ -45,11 +45,11 @@ class EventLog:
         row = cur.execute(f"SELECT MAX({self.id_column}) AS head FROM {self.table}").fetchone()
         return int(row["head"] or 0) if row else 0
 
-    def has_events_after(self, cur: Cursor, after: int, topics: frozenset[str]) -> bool:
+    def has_events_after(self, cur: Cursor, after: int, topics: frozenset[str], upto: int) -> bool:
         row = cur.execute(
-            f"SELECT 1 AS found FROM {self.table} WHERE {self.id_column} > ? AND topic IN "
-            f"({', '.join('?' * len(topics))}) LIMIT 1",
-            [after, *sorted(topics)],
+            f"SELECT 1 AS found FROM {self.table} WHERE {self.id_column} > ? AND "
+            f"{self.id_column} <= ? AND topic IN ({', '.join('?' * len(topics))}) LIMIT 1",
+            [after, upto, *sorted(topics)],
         ).fetchone()
         return row is not None
 

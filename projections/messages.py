@@ -41,6 +41,7 @@ STATUS_COLUMNS = (
 )
 READ_COLUMNS = ("project_id", "message_id", "contact_id", "channel", "identity", "read_at")
 STATUS_VALUES = itemgetter(*STATUS_COLUMNS)
+METADATA_PREFIX = 200
 READ_VALUES = itemgetter(*READ_COLUMNS)
 
 
@@ -60,7 +61,11 @@ def schema(g: int) -> list[str]:
         f"CREATE INDEX ix_ms_g{g}_contact ON message_status_g{g} (contact_id)",
         f"CREATE INDEX ix_ms_g{g}_conversation ON message_status_g{g} (conversation_id)",
         f"CREATE INDEX ix_ms_g{g}_status ON message_status_g{g} (status, reason_code)",
-        f"CREATE INDEX ix_ms_g{g}_metadata ON message_status_g{g} (metadata)",
+        # metadata is free text of any length, and an index entry has a size limit: its
+        # prefix is indexed (queries compare the prefix, then the whole value).
+        f"DROP INDEX IF EXISTS ix_ms_g{g}_metadata",
+        f"CREATE INDEX ix_ms_g{g}_metadata_prefix ON message_status_g{g} "
+        f"(substr(metadata, 1, {METADATA_PREFIX}))",
         f"""CREATE TABLE read_confirmations_g{g} (
             project_id TEXT NOT NULL, message_id TEXT NOT NULL, contact_id TEXT,
             channel TEXT, identity TEXT, read_at TEXT NOT NULL,

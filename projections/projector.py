@@ -40,16 +40,31 @@ PARTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_replay_parts (
 
 
 # A projection that cannot apply an event: which one, and why (see `Projector.catch_up`).
+# kind "event": it cannot apply an event (cleared once it moves on); kind "replay": a table
+# it gained in an upgrade holds nothing from before (cleared by `callback-ledger replay`).
 FAULTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projection_faults (
-    name TEXT PRIMARY KEY, position BIGINT NOT NULL, notification_id BIGINT, stream TEXT,
-    event TEXT, error TEXT NOT NULL, since TEXT NOT NULL)"""
+    name TEXT NOT NULL, kind TEXT NOT NULL, position BIGINT NOT NULL, notification_id BIGINT,
+    stream TEXT, event TEXT, error TEXT NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (name, kind))"""
+EVENT, REPLAY = "event", "replay"
+
+
+# SQLSTATE classes that say the server is unreachable, shutting down, out of resources, or
+# that the transaction lost a race or waited too long: nothing about the event itself.
+_TRANSIENT = ("08", "40", "53", "55", "57")
 
 
 def unreachable(exc: BaseException) -> bool:
     """The store is down or busy: no fault of an event, so retried as it is."""
     if isinstance(exc, sqlite3.OperationalError):
         return not str(exc).startswith("no such")  # locked, I/O: yes; a missing table: no
-    return isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | OSError)
+    if isinstance(exc, psycopg.Error):
+        # A connection failure has no SQLSTATE; "index row size exceeds maximum" (54000) is
+        # an OperationalError too, but caused by the event.
+        if exc.sqlstate is None:
+            return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+        return exc.sqlstate[:2] in _TRANSIENT
+    return isinstance(exc, psycopg_pool.PoolTimeout | OSError)
 
 
 log = logging.getLogger("callback_ledger")
@@ -67,6 +82,8 @@ class ProjectionStuck(RuntimeError):
 
 
 def describe(fault: dict[str, Any]) -> str:
+    if fault.get("kind") == REPLAY:
+        return str(fault["error"])
     where = (
         f"event {fault['notification_id']} ({fault['event']} on stream {fault['stream']})"
         if fault.get("notification_id") is not None
@@ -77,6 +94,26 @@ def describe(fault: dict[str, Any]) -> str:
 
 class _Rollback(Exception):
     pass
+
+
+def write_fault(cur: Cursor, name: str, fault: dict[str, Any]) -> None:
+    cur.execute(
+        "DELETE FROM ledger_projection_faults WHERE name = ? AND kind = ?", (name, fault["kind"])
+    )
+    cur.execute(
+        "INSERT INTO ledger_projection_faults (name, kind, position, notification_id, stream, "
+        "event, error, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            name,
+            fault["kind"],
+            fault["position"],
+            fault.get("notification_id"),
+            fault.get("stream"),
+            fault.get("event"),
+            fault["error"],
+            fault["since"],
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -238,12 +275,30 @@ class Projector:
                 if active:
                     cur.execute(f"DROP VIEW IF EXISTS {table}")
                     cur.execute(f"CREATE VIEW {table} AS SELECT * FROM {name}")
-                    log.warning(
-                        "%s is new in this version and starts empty: "
-                        "`callback-ledger replay --projection %s` fills it from the log",
-                        table,
-                        projection.name,
+                    # Until the replay its answers may be wrong (contact_identities decides
+                    # which numbers a contact-wide opt-out covers): said so, not guessed.
+                    why = (
+                        f"{table} is new in this version and holds nothing from before it: run "
+                        f"`callback-ledger replay --projection {projection.name}`"
                     )
+                    write_fault(
+                        cur,
+                        projection.name,
+                        {
+                            "kind": REPLAY,
+                            "position": int(row["generation"]),
+                            "error": why,
+                            "since": datetime.now(UTC).isoformat(),
+                        },
+                    )
+                    log.error("projection %s needs a replay: %s", projection.name, why)
+            if active:
+                # Indexes changed since (the metadata prefix): made as this version makes them.
+                for statement in statements:
+                    if statement.startswith("DROP INDEX"):
+                        cur.execute(statement)
+                    elif statement.startswith("CREATE INDEX"):
+                        cur.execute(statement.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
 
     @staticmethod
     def _point_views(cur: Cursor, projection: Projection, generation: int) -> None:
@@ -307,6 +362,7 @@ class Projector:
                     if unreachable(error):
                         raise
                     faults[name] = self._record_fault(name, error)
+            self._clear_faults([name for name in names if name not in faults])
             if faults:
                 raise ProjectionStuck(faults) from None
         self._clear_faults(names)
@@ -397,27 +453,40 @@ class Projector:
     # ---- faults ---------------------------------------------------------------------------
 
     @staticmethod
-    def _faults(cur: Cursor) -> dict[str, dict[str, Any]]:
-        return {
-            row["name"]: {
-                "position": int(row["position"]),
-                "notification_id": row["notification_id"],
-                "stream": row["stream"],
-                "event": row["event"],
-                "error": row["error"],
-                "since": row["since"],
-            }
-            for row in cur.execute("SELECT * FROM ledger_projection_faults").fetchall()
-        }
+    def _faults(cur: Cursor, kind: str | None = None) -> dict[str, dict[str, Any]]:
+        """A fault per projection that has one: cannot apply an event first, else needs a
+        replay."""
+        rows = cur.execute("SELECT * FROM ledger_projection_faults ORDER BY name, kind").fetchall()
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if kind is not None and row["kind"] != kind:
+                continue
+            found.setdefault(
+                row["name"],
+                {
+                    "kind": row["kind"],
+                    "position": int(row["position"]),
+                    "notification_id": row["notification_id"],
+                    "stream": row["stream"],
+                    "event": row["event"],
+                    "error": row["error"],
+                    "since": row["since"],
+                },
+            )
+        return found
 
     def faults(self) -> dict[str, dict[str, Any]]:
-        """The projections that are stuck on an event, and why."""
+        """The projections that cannot be trusted now, and why."""
         with self.db.read() as cur:
             return self._faults(cur)
 
-    def freshness(self, name: str) -> tuple[dict[str, Any] | None, bool]:
-        """`name`'s fault if it is stuck, and whether the log holds events of its kinds that
-        it has not applied yet."""
+    def head(self) -> int:
+        with self.db.read() as cur:
+            return self.log.head(cur)
+
+    def freshness(self, name: str, upto: int) -> tuple[dict[str, Any] | None, bool]:
+        """`name`'s fault if it has one, and whether the log holds events of its kinds up to
+        notification `upto` that it has not applied yet."""
         projection = self.projections[name]
         with self.db.read() as cur:
             fault = self._faults(cur).get(name)
@@ -426,15 +495,22 @@ class Projector:
             ).fetchone()
             if row is None:
                 raise LookupError(f"projection {name!r} is not set up")
-            return fault, self.log.has_events_after(cur, int(row["position"]), projection.topics)
+            position = int(row["position"])
+            pending = position < upto and self.log.has_events_after(
+                cur, position, projection.topics, upto
+            )
+            return fault, pending
 
     def _clear_faults(self, names: list[str]) -> None:
         with self.db.read() as cur:
-            stale = set(self._faults(cur)) & set(names)
+            stale = set(self._faults(cur, EVENT)) & set(names)
         if stale:
             with self.db.transaction() as cur:
                 for name in stale:
-                    cur.execute("DELETE FROM ledger_projection_faults WHERE name = ?", (name,))
+                    cur.execute(
+                        "DELETE FROM ledger_projection_faults WHERE name = ? AND kind = ?",
+                        (name, EVENT),
+                    )
             log.warning("projection(s) %s moved on: no longer stuck", ", ".join(sorted(stale)))
 
     def _record_fault(self, name: str, exc: Exception) -> dict[str, Any]:
@@ -442,12 +518,18 @@ class Projector:
         records it and logs it loudly; the record."""
         position = self._position(name)
         with self.db.read() as cur:
-            known = self._faults(cur).get(name)
+            known = self._faults(cur, EVENT).get(name)
         if known is not None and known["position"] == position:
             return known  # already found and logged; still stuck
-        culprit = self.locate_fault(name, position, building=False)
+        try:
+            culprit = self.locate_fault(name, position, building=False)
+        except Exception as failure:  # the page cannot even be read (decoded)
+            if unreachable(failure):
+                raise
+            culprit = None
         event, error = culprit if culprit else (None, exc)
         fault = {
+            "kind": EVENT,
             "position": position,
             "notification_id": event.notification_id if event else None,
             "stream": event.originator_id if event else None,
@@ -455,13 +537,7 @@ class Projector:
             "error": f"{type(error).__name__}: {str(error)[:300]}",
             "since": datetime.now(UTC).isoformat(),
         }
-        with self.db.transaction() as cur:
-            cur.execute("DELETE FROM ledger_projection_faults WHERE name = ?", (name,))
-            cur.execute(
-                "INSERT INTO ledger_projection_faults (name, position, notification_id, stream, "
-                "event, error, since) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, *fault.values()),
-            )
+        self._write_fault(name, fault)
         log.error(
             "PROJECTION %s IS STUCK: it %s. It retries, and /healthz answers 503 until the "
             "cause is fixed",
@@ -469,6 +545,10 @@ class Projector:
             describe(fault),
         )
         return fault
+
+    def _write_fault(self, name: str, fault: dict[str, Any]) -> None:
+        with self.db.transaction() as cur:
+            write_fault(cur, name, fault)
 
     def locate_fault(
         self, name: str, position: int, *, building: bool
@@ -655,6 +735,8 @@ class Projector:
                 (generation, position, name),
             )
             self._point_views(cur, projection, generation)
+            # Rebuilt from the first event: whatever was missing or stuck is behind it now.
+            cur.execute("DELETE FROM ledger_projection_faults WHERE name = ?", (name,))
         with self.db.transaction() as cur:
             self._drop_generation(cur, projection, old)
         return position

@@ -5,6 +5,7 @@ never a silent stop, never a consent answer from a stale projection. Both backen
 from __future__ import annotations
 
 import base64
+import random
 import time
 
 import pytest
@@ -176,3 +177,57 @@ def test_a_stuck_projection_says_so_and_consent_is_not_answered(
     assert replay.returncode == 1
     assert f"event {head} (Contact.ConsentReported" in replay.stderr
     assert "Traceback" not in replay.stderr
+
+
+@pytest.mark.parametrize("number", [b"1" * 400, b"1e400", b"-1e400", b"18446744073709551616"])
+def test_a_number_no_reader_can_hold_is_refused_and_kept(client: TestClient, number: bytes) -> None:
+    # With a lone surrogate, so the lenient parser is the one that reads it.
+    raw = p.encode(p.delivery("M-BIG")).replace(b'"order-123"', b'"order\\ud800", "n": ' + number)
+    response = send(client, raw)
+    assert response.status_code == 400, response.text
+    assert client.get("/quarantine").json()["items"][0]["raw_base64"]
+    assert wait_for_projections(client)["status"] == "ok"
+
+
+def test_a_blank_identity_is_no_identity(client: TestClient) -> None:
+    assert check(client, " ").status_code == 400
+    wide = p.envelope(
+        opt_out_notification={
+            "contact_id": "C-BLANK",
+            "identity": "   ",
+            "channel": "SMS",
+            "status": "OPT_OUT_SUCCEEDED",
+        }
+    )
+    assert send(client, wide).status_code == 200
+    other = p.opt("OPT_OUT", contact_id="C-OTHER", request_id="R-O", identity="4612")
+    assert send(client, other).status_code == 200
+    wait_for_projections(client)
+    rows = client.get("/contacts/C-BLANK/consent").json()["consent"]
+    assert [(r["identity"], r["state"]) for r in rows] == [("", "OPTED_OUT")]
+    # A number C-BLANK was never seen with is not covered.
+    assert check(client, "4699").json()["may_send"] is True
+
+
+def test_long_free_text_is_projected_and_found(client: TestClient) -> None:
+    # Random text does not compress: its index entry would be over PostgreSQL's size limit.
+    metadata = "".join(chr(random.randrange(0x4E00, 0x9FFF)) for _ in range(3000))
+    assert send(client, p.delivery("M-LONG", metadata=metadata)).status_code == 200
+    assert wait_for_projections(client)["status"] == "ok"
+    found = client.get("/messages", params={"metadata": metadata[:1000]}).json()["items"]
+    assert found == []
+    assert client.get("/messages/M-LONG").json()["metadata"] == metadata
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (p.delivery(contact_id="c" * 129), "message_delivery_report.contact_id"),
+        (p.opt(request_id="r" * 129), "opt_out_notification.request_id"),
+        (p.delivery("m" * 129), "message_delivery_report.message_id"),
+    ],
+)
+def test_ids_beyond_any_real_one_are_a_422(client: TestClient, body: dict, field: str) -> None:
+    response = send(client, body)
+    assert response.status_code == 422
+    assert response.json()["problems"][0].startswith(field)

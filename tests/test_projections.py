@@ -371,12 +371,17 @@ def test_an_older_database_gains_the_review_table_and_a_replay_fills_it(
         upgraded.projector()  # set-up, as at every start
     assert "replay --projection consent" in caplog.text
     assert projection_rows(database_url)["consent_review"] == []  # there, empty
+    # Said, not guessed: the projection is marked as needing a replay until it has one.
+    fault = upgraded.projector().faults()["consent"]
+    assert fault["kind"] == "replay"
+    assert "consent_review is new in this version" in fault["error"]
     upgraded.projector().setup()  # a second start changes nothing
     accept_all(ledger, [p.inbound("IN4", "stop messaging me", event_time="2024-06-15T16:00:00Z")])
     upgraded.projector().catch_up()  # the follower fills it from now on
     assert [r["text"] for r in projection_rows(database_url)["consent_review"]] == [
         "stop messaging me"
     ]
+    assert upgraded.projector().faults()["consent"]["kind"] == "replay"  # still: not replayed
     upgraded.close()
 
     replay(settings, ["consent"])  # and a replay with what came before
@@ -384,6 +389,9 @@ def test_an_older_database_gains_the_review_table_and_a_replay_fills_it(
         "IN3",
         "IN4",
     ]
+    replayed = Runtime(settings, ledger)
+    assert replayed.projector().faults() == {}
+    replayed.close()
 
 
 def test_a_rebuild_under_way_gains_the_review_table_too(

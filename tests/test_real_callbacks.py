@@ -94,3 +94,19 @@ def test_consent_without_a_number_stands_for_the_contacts_channel(client: TestCl
     # A number the contact was never seen with is not covered by it.
     other = client.get("/consent/check", params={"channel": "WHATSAPP", "identity": "4611"})
     assert other.json()["may_send"] is True
+
+
+def test_a_contact_wide_opt_out_covers_a_number_seen_only_in_delivery_reports(
+    client: TestClient,
+) -> None:
+    sent = p.delivery("M-C9", "DELIVERED", "SMS", "+46700000077", contact_id="C9")
+    assert post(client, p.encode(sent)).status_code == 200
+    wide = p.envelope(
+        opt_out_notification={"contact_id": "C9", "channel": "SMS", "status": "OPT_OUT_SUCCEEDED"}
+    )
+    assert post(client, p.encode(wide)).status_code == 200
+    wait_for_projections(client)
+    answer = client.get("/consent/check", params={"channel": "SMS", "identity": "46700000077"})
+    assert answer.json()["may_send"] is False, answer.json()
+    at = client.get("/consent", params={"channel": "SMS", "identity": "46700000077"}).json()
+    assert at["state"] == "OPTED_OUT"
