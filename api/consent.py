@@ -15,14 +15,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callback_ledger import audit
-from callback_ledger.domain.callbacks import normalise_identity
 from callback_ledger.projections.consent import NAME
 from callback_ledger.projections.db import Cursor
 from callback_ledger.projections.projector import describe
 from callback_ledger.projections.rules import iso
 from callback_ledger.runtime import Runtime
 
-from .queries import MAX_IDENTITY, MAX_REFERENCE, Params, encode_cursor, path_param, read_views
+from .queries import (
+    MAX_IDENTITY,
+    MAX_REFERENCE,
+    Params,
+    blank,
+    encode_cursor,
+    path_param,
+    read_views,
+)
 from .responses import JSON, error
 
 REVIEW_PARAMS = ("since", "until", "limit", "cursor")
@@ -37,7 +44,7 @@ def channel_and_identity(params: Params) -> tuple[str, str]:
     identity = params.text("identity", MAX_IDENTITY)
     if channel is None or identity is None:
         raise HTTPException(400, "query parameters 'channel' and 'identity' are both required")
-    if not normalise_identity(identity):
+    if blank(identity):
         # "" would stand for every contact-wide fact of the channel, whoever's.
         raise HTTPException(400, "query parameter 'identity' is blank")
     return channel.upper(), identity

@@ -33,7 +33,11 @@ QUERY: dict[str, dict[str, Any]] = {
     "contact_id": _text(q.MAX_TEXT),
     "conversation_id": _text(q.MAX_TEXT),
     "metadata": _text(q.MAX_TEXT),
-    "identity": {**_text(q.MAX_IDENTITY), "minLength": 1},
+    "identity": {
+        "type": "string",
+        "maxLength": q.MAX_IDENTITY,
+        "allOf": [{"pattern": NO_NUL}, {"pattern": q.NOT_BLANK_PATTERN}],
+    },
     "status": WORD,
     "reason": WORD,
     "channel": WORD,

@@ -43,6 +43,17 @@ _TIME = re.compile(TIME_PATTERN)
 # The width of the UTC times the projections store and compare as text.
 # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded for either store.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# An identity must hold something other than white space (spelled out: Python's and
+# ECMAScript's \s differ, and the OpenAPI document states this same pattern).
+NOT_BLANK_PATTERN = (
+    "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+)
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
+
+
+def blank(value: str) -> bool:
+    return _NOT_BLANK.search(value) is None
 
 
 def path_param(request: Request, name: str, max_length: int = MAX_TEXT) -> str:
