@@ -28,10 +28,11 @@ class Settings:
     # Bounds how long a request waits for the database before answering 503.
     db_timeout_s: int = 5
     retry_after_s: int = 5
-    # The built-in keyword sets of these languages, plus the words listed here.
+    # The built-in keyword sets of these languages, plus the opt-out and help words listed
+    # here. Opt-in words, when listed, replace the languages' own (None: theirs).
     keyword_languages: tuple[str, ...] = DEFAULT_LANGUAGES
     opt_out_keywords: tuple[str, ...] = ()
-    opt_in_keywords: tuple[str, ...] = ()
+    opt_in_keywords: tuple[str, ...] | None = None
     help_keywords: tuple[str, ...] = ()
     # "inline": `serve` follows the log into the read tables itself; "off": a separate
     # `callback-ledger project` worker does.
@@ -59,7 +60,7 @@ class Settings:
             retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
             keyword_languages=_languages(env),
             opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS"),
-            opt_in_keywords=_words(env, "LEDGER_OPT_IN_KEYWORDS"),
+            opt_in_keywords=_opt_in(env),
             help_keywords=_words(env, "LEDGER_HELP_KEYWORDS"),
             projections=env.get("LEDGER_PROJECTIONS", "inline").strip() or "inline",
         )
@@ -77,6 +78,26 @@ class Settings:
 
 def _words(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in env.get(key, "").split(",") if w.strip())
+
+
+def _opt_in(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """LEDGER_OPT_IN_KEYWORDS replaces the opt-in words of every language, as it replaced the
+    English list before languages existed: adding to them would bring back YES (and VOLVER...)
+    for an operator who listed START,UNSTOP to drop it, and a replay would then opt people
+    in. Unset means the languages' words; "none" means no opt-in keyword."""
+    value = env.get("LEDGER_OPT_IN_KEYWORDS", "")
+    if not value.strip():
+        return None
+    if value.strip().lower() == "none":
+        return ()
+    words = _words(env, "LEDGER_OPT_IN_KEYWORDS")
+    if not words:
+        raise ConfigError(
+            f"LEDGER_OPT_IN_KEYWORDS is set to {value!r}, which holds no word; list the opt-in "
+            "keywords (they replace the languages' own), set it to none for no opt-in "
+            "keyword, or unset it for the languages' opt-in keywords"
+        )
+    return words
 
 
 def _languages(env: Mapping[str, str]) -> tuple[str, ...]:

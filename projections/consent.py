@@ -106,19 +106,22 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
             )
         if event.topic == DELIVERY_REPORTED:
             continue
-        kind = "ConsentReported" if event.topic == CONSENT_REPORTED else "InboundMessageReceived"
+        inbound = event.topic != CONSENT_REPORTED
+        # Read once: the keyword, its normalised form and the review rule come from one pass.
+        reading = keywords.read(state.get("text")) if inbound else rules.NOTHING
+        source_ref = f"{event.originator_id}/{state['dedupe_key']}"
         fact = rules.consent_fact(
             state["project_id"],
             state["contact_key"],
-            kind,
+            "InboundMessageReceived" if inbound else "ConsentReported",
             state,
-            f"{event.originator_id}/{state['dedupe_key']}",
-            keywords,
+            source_ref,
+            reading,
         )
         if fact is not None:
             history.append(fact)
-        elif kind == "InboundMessageReceived":
-            review += review_row(state, f"{event.originator_id}/{state['dedupe_key']}", keywords)
+        elif inbound and reading.review is not None:
+            review.append(review_row(state, source_ref, reading.review))
     cur.executemany(
         f"INSERT INTO contact_identities_g{g} (project_id, contact_id, channel, identity) "
         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -157,24 +160,17 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
     )
 
 
-def review_row(
-    state: Mapping[str, Any], source_ref: str, keywords: rules.Keywords
-) -> list[tuple[Any, ...]]:
+def review_row(state: Mapping[str, Any], source_ref: str, matched: str) -> tuple[Any, ...]:
     """A consent_review row (in REVIEW_COLUMNS order) for an inbound message that is not a
-    keyword but reads like a request to stop; else none."""
-    matched = keywords.review(state.get("text"))
-    if matched is None:
-        return []
-    return [
-        (
-            state["project_id"],
-            state["contact_key"],
-            state["channel"],
-            normalise_identity(state["identity"]),
-            state["text"],
-            rules.effective_time(state),
-            state.get("message_id"),
-            source_ref,
-            matched,
-        )
-    ]
+    keyword but reads like a request to stop, by the rule `matched`."""
+    return (
+        state["project_id"],
+        state["contact_key"],
+        state["channel"],
+        normalise_identity(state["identity"]),
+        state["text"],
+        rules.effective_time(state),
+        state.get("message_id"),
+        source_ref,
+        matched,
+    )

@@ -2,21 +2,22 @@
 functions, no I/O: the consent projection calls them, so a `replay` re-reads every stored
 inbound text with the keyword configuration of the day.
 
-Two separate questions:
+Two separate questions, answered in one pass by `Keywords.read`:
 
-- `Keywords.action`: is the whole message, normalised, one keyword? Then it is a consent fact
-  (opt-out, opt-in) or a help request. "don't stop" and "stop by the shop later" are not.
-- `Keywords.review`: a message that is not a keyword but looks like a request to stop ("please
-  stop texting me", "remove me") is listed for a human. The FCC's 2025 rule asks that any
-  reasonable way of revoking consent be honoured; no word list can decide that, so the
+- the action: is the message a keyword? An opt-out when it is one opt-out keyword, or nothing
+  but opt-out keywords and courtesy ("STOP STOP", "stop please"); an opt-in or help request
+  when it is one such keyword with its words as written. "don't stop" is no keyword.
+- the review: a message that is not a keyword but looks like a request to stop ("please stop
+  texting me", "remove me", "YES STOP") is listed for a human. The FCC's 2025 rule asks that
+  any reasonable way of revoking consent be honoured; no word list can decide that, so the
   heuristic only picks what a person should read, and never changes the consent state.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 OPT_OUT = "OPT_OUT"
 OPT_IN = "OPT_IN"
@@ -61,11 +62,14 @@ LANGUAGES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 DEFAULT_LANGUAGES = ("en", "fr", "es")
 
-# Removed anywhere in a keyword comparison: spaces, dashes and underscores ("opt - out"),
+# Removed anywhere in an opt-out comparison: spaces, dashes and underscores ("opt - out"),
 # line breaks and invisible format characters.
 _JOINERS = ("Z", "Pd", "Pc", "Cc", "Cf")
 # Stripped at both ends: punctuation, symbols (emoji included), separators, controls.
 _EDGES = ("P", "S", "Z", "C")
+# The review heuristic reads this many characters of a message: a revocation is short, and a
+# long text must not cost its whole length on every replay.
+REVIEW_CHARS = 1000
 
 
 def _bare(text: str) -> str:
@@ -77,81 +81,174 @@ def _bare(text: str) -> str:
     )
 
 
-def normalise(text: str) -> str:
-    """The form a message is compared in: `_bare`, trimmed of punctuation, symbols and
-    whitespace at both ends ("Stop.", "!!STOP!!", "«stop»", "stop 🛑"), inner spaces, dashes and
-    underscores removed ("opt out", "OPT-OUT", "opt  -  out" are all OPTOUT), upper case.
-    Inner punctuation stays: "don't stop" is DON'TSTOP, no keyword."""
-    bare = _bare(text)
+def _trim(bare: str) -> str:
     start, end = 0, len(bare)
     while start < end and unicodedata.category(bare[start])[0] in _EDGES:
         start += 1
     while end > start and unicodedata.category(bare[end - 1])[0] in _EDGES:
         end -= 1
-    inner = bare[start:end]
-    return "".join(c for c in inner if not unicodedata.category(c).startswith(_JOINERS)).upper()
+    return bare[start:end]
+
+
+def _joined(trimmed: str) -> str:
+    return "".join(c for c in trimmed if not unicodedata.category(c).startswith(_JOINERS)).upper()
+
+
+def _spaced(trimmed: str) -> str:
+    out = []
+    for c in trimmed:
+        category = unicodedata.category(c)
+        if category == "Cf":  # invisible: "un\u200bstop" shows as "unstop"
+            continue
+        if category[0] == "Z" or category == "Cc":
+            c = " "
+        elif category == "Pd":
+            c = "-"
+        out.append(c)
+    return " ".join("".join(out).split()).upper()
+
+
+def _tokens(bare: str) -> list[str]:
+    bare = bare.replace("'", "").replace("\u2019", "")
+    return "".join(c if c.isalnum() else " " for c in bare).split()
+
+
+def normalise(text: str) -> str:
+    """The form a message is compared with the opt-out keywords in: `_bare`, trimmed of
+    punctuation, symbols and whitespace at both ends ("Stop.", "!!STOP!!", "«stop»", "stop 🛑"),
+    inner spaces, dashes and underscores removed ("opt out", "OPT-OUT", "opt  -  out" are all
+    OPTOUT), upper case. Inner punctuation stays: "don't stop" is DON'TSTOP, no keyword.
+    Joining words is safe only for opt-outs: it makes "un stop" UNSTOP, an opt-in."""
+    return _joined(_trim(_bare(text)))
+
+
+def spaced(text: str) -> str:
+    """The form a message is compared with the opt-in and help keywords in: trimmed like
+    `normalise`, but its words kept as written: runs of spaces one space, every dash "-",
+    invisible characters dropped. "non arrêt" is NON ARRET, not the opt-in NONARRET, and
+    "un-stop" is UN-STOP, not UNSTOP."""
+    return _spaced(_trim(_bare(text)))
 
 
 def words(text: str) -> list[str]:
     """The words of a message for the review heuristic: `_bare`, apostrophes dropped ("don't"
     is "dont", "m'envoyer" is "menvoyer"), split on anything that is not a letter or digit."""
-    bare = _bare(text).replace("'", "").replace("\u2019", "")
-    return "".join(c if c.isalnum() else " " for c in bare).split()
+    return _tokens(_bare(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What an inbound message says: a keyword's `action` and the normalised `keyword`, or,
+    for a message that is none, the `review` rule by which a person should read it."""
+
+    action: str | None = None
+    keyword: str | None = None
+    review: str | None = None
+
+
+NOTHING = Reading()
 
 
 @dataclass(frozen=True)
 class Keywords:
-    opt_out: frozenset[str]
-    opt_in: frozenset[str]
+    opt_out: frozenset[str]  # in `normalise` form
+    opt_in: frozenset[str]  # in `spaced` form, like help
     help: frozenset[str] = frozenset()
+    longest: int = field(init=False, repr=False, compare=False)
+    # A raw text longer than this is no keyword (the review still reads it). Generous, because
+    # normalising can shorten a text a lot: "STOP" and a row of emoji or exclamation marks,
+    # dropped accents and spaces, NFKC compositions.
+    limit: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        longest = max(map(len, self.opt_out | self.opt_in | self.help), default=0)
+        object.__setattr__(self, "longest", longest)
+        object.__setattr__(self, "limit", 8 * longest + 64)
 
     @classmethod
     def of(
         cls, opt_out: Iterable[str], opt_in: Iterable[str], help: Iterable[str] = ()
     ) -> Keywords:
-        def norm(found: Iterable[str]) -> frozenset[str]:
-            return frozenset(k for k in map(normalise, found) if k)
+        def norm(found: Iterable[str], form: Callable[[str], str]) -> frozenset[str]:
+            return frozenset(k for k in map(form, found) if k)
 
-        return cls(norm(opt_out), norm(opt_in), norm(help))
+        return cls(norm(opt_out, normalise), norm(opt_in, spaced), norm(help, spaced))
 
     @classmethod
     def build(
         cls,
         languages: Iterable[str] = DEFAULT_LANGUAGES,
         opt_out: Iterable[str] = (),
-        opt_in: Iterable[str] = (),
+        opt_in: Iterable[str] | None = None,
         help: Iterable[str] = (),
     ) -> Keywords:
-        """The sets of `languages`, plus the extra words given."""
+        """The sets of `languages`, plus the extra opt-out and help words given. Opt-in words,
+        when given, replace the languages' own: an opt-in is never added behind an operator's
+        back."""
         sets = [LANGUAGES[language] for language in languages]
         return cls.of(
             [*(w for s in sets for w in s[OPT_OUT]), *opt_out],
-            [*(w for s in sets for w in s[OPT_IN]), *opt_in],
+            [w for s in sets for w in s[OPT_IN]] if opt_in is None else opt_in,
             [*(w for s in sets for w in s[HELP]), *help],
         )
 
-    def action(self, text: str | None) -> str | None:
-        """OPT_OUT, OPT_IN or HELP when the whole message, normalised, is one keyword. A word in
-        several sets counts as an opt-out first (the safe reading), then as an opt-in."""
+    def read(self, text: str | None) -> Reading:
+        """The one pass over a message: `_bare` once, then every comparison on that."""
         if not text:
-            return None
-        word = normalise(text)
-        if word in self.opt_out:
-            return OPT_OUT
-        if word in self.opt_in:
-            return OPT_IN
-        if word in self.help:
-            return HELP
+            return NOTHING
+        short = len(text) <= self.limit
+        bare = _bare(text if short else text[:REVIEW_CHARS])
+        tokens = _tokens(bare)
+        if short:
+            found = self._keyword(bare, tokens)
+            if found is not None:
+                return found
+        rule = looks_like_revocation(tokens, self.opt_out)
+        if rule is None and STOP_SIGNS & set(bare):
+            rule = "stop sign"
+        return Reading(review=rule) if rule else NOTHING
+
+    def _keyword(self, bare: str, tokens: list[str]) -> Reading | None:
+        """OPT_OUT when the whole message is one opt-out keyword, or nothing but opt-out
+        keywords and courtesy ("STOP STOP", "stop please"); else OPT_IN or HELP when it is one
+        such keyword as written. Opt-out first: of two readings, the safe one."""
+        trimmed = _trim(bare)
+        joined = _joined(trimmed)
+        if joined in self.opt_out:
+            return Reading(OPT_OUT, joined)
+        said = self._opt_outs([t for t in tokens if t not in COURTESY])
+        if said:
+            return Reading(OPT_OUT, " ".join(said))
+        as_written = _spaced(trimmed)
+        if as_written in self.opt_in and NOT_CONSENT.isdisjoint(bare):
+            return Reading(OPT_IN, as_written)
+        if as_written in self.help:
+            return Reading(HELP, as_written)
         return None
+
+    def _opt_outs(self, tokens: list[str]) -> list[str] | None:
+        """The opt-out keywords that, one after another, are exactly these words ("opt out
+        stop" is OPTOUT, STOP), else None."""
+        after: dict[int, list[str]] = {len(tokens): []}
+        for i in range(len(tokens) - 1, -1, -1):
+            joined = ""
+            for j in range(i, len(tokens)):
+                joined += tokens[j].upper()
+                if len(joined) > self.longest:
+                    break
+                if joined in self.opt_out and j + 1 in after:
+                    after[i] = [joined, *after[j + 1]]
+                    break
+        return after.get(0) if tokens else None
+
+    def action(self, text: str | None) -> str | None:
+        """OPT_OUT, OPT_IN or HELP, when the message is a keyword (see `_keyword`)."""
+        return self.read(text).action
 
     def review(self, text: str | None) -> str | None:
         """For a message that is not a keyword: the name of the rule by which it reads like a
         request to stop, else None. See `looks_like_revocation`."""
-        if not text or self.action(text) is not None:
-            return None
-        if not normalise(text) and STOP_SIGNS & set(text):
-            return "stop sign"
-        return looks_like_revocation(words(text), self.opt_out)
+        return self.read(text).review
 
 
 # ---- the review heuristic -------------------------------------------------------------------
@@ -159,22 +256,28 @@ class Keywords:
 # A message is listed for review when one of these rules holds over its words (`words`):
 #
 #   keyword+filler    an opt-out keyword with only filler words around it: "unsubscribe me
-#                     please", "STOP NOW", "please stop", "how do I opt out", "stop stop"
+#                     please", "Stop it!", "how do I opt out", "I want to stop" (with only
+#                     courtesy, "STOP NOW", "stop stop", it is an opt-out: `_keyword`)
 #   stop+contact      a verb of stopping, not negated, then within four words a word of
 #                     contacting: "please stop texting me", "stop sending me messages",
 #                     "arrêtez de m'envoyer des sms", "dejen de enviarme mensajes"
 #   negated+contact   a negation, then within two words a word of contacting: "don't text me
 #                     anymore", "do not contact me", "never message me again", "no more texts"
 #   remove+me         a verb of removal right before me/my/us: "remove me", "delete my number"
-#   stop sign         nothing but symbols, one of them a stop sign or a raised hand: "🛑"
 #   phrase            a fixed phrase: "leave me alone", "take me off", "opt me out", "not
 #                     interested", "lose my number", and their French and Spanish kin
+#   keyword+other     any other opt-out keyword standing as a word (or up to three words,
+#                     "opt out"), unless right after a negation or "stop by": "YES STOP",
+#                     "Stop!!! Start", "un stop", "non arrêt", "cancel my appointment"
+#   stop sign         a stop sign or a raised hand anywhere: "🛑", "yes 🛑"
 #
-# What it leaves out on purpose: "don't stop" (a negated stop is not a request to stop, and
-# "dont" is no filler), "stop by the shop later" (no contact word, and "by the shop later" is no
-# filler), "can't wait", "thanks!", "what time do you close?". It errs towards listing: a
-# human dismisses a false candidate in seconds, while a missed revocation is a violation.
-# It is mostly English, with the commonest French and Spanish verbs; extend the sets below.
+# What it leaves out on purpose: "don't stop" (a negated stop is not a request to stop),
+# "stop by the shop later" (the visiting stop), "can't wait", "thanks!", "what time do you
+# close?". It errs towards listing: a human dismisses a false candidate in seconds, while a
+# missed revocation is a violation. So every message holding an opt-out keyword as a word is
+# listed unless one of those two exceptions explains the word. Only the first REVIEW_CHARS
+# characters are read. It is mostly English, with the commonest French and Spanish verbs;
+# extend the sets below.
 
 
 def _set(text: str) -> frozenset[str]:
@@ -186,6 +289,8 @@ FILLER = _set(
     "away asap immediately all it this that these them the messages texts thanks thank ok "
     "okay already again por favor gracias svp merci"
 )
+# Words that make no opt-out less of one: "STOP please", "stop now, thanks".
+COURTESY = _set("please pls plz now thanks thank you thx svp merci por favor gracias")
 STOP_VERBS = _set("stop quit cease arrete arretez arreter deja dejen deje dejar paren pare parar")
 CONTACT_WORDS = _set(
     "text texts texting txt txting message messages messaging msg msgs sms contact contacting "
@@ -198,6 +303,8 @@ MORE = _set("more mas")  # "no more", "no más"
 REMOVE_VERBS = _set("remove delete erase unsubscribe unsub")
 ME = _set("me my us")
 STOP_SIGNS = frozenset("\U0001f6d1\u26d4\U0001f6ab\u270b")  # 🛑 ⛔ 🚫 ✋
+# An opt-in never carries these: a question ("Yes?") is not consent, nor is a stop sign.
+NOT_CONSENT = STOP_SIGNS | frozenset("?\u00bf")
 PHRASES = (
     ("leave", "me", "alone"),
     ("take", "me", "off"),
@@ -214,6 +321,11 @@ PHRASES = (
     ("darme", "de", "baja"),
     ("dame", "de", "baja"),
 )
+
+
+PHRASE_STARTS: dict[str, list[tuple[str, ...]]] = {}
+for _phrase in PHRASES:
+    PHRASE_STARTS.setdefault(_phrase[0], []).append(_phrase)
 
 
 def looks_like_revocation(tokens: list[str], opt_out: frozenset[str]) -> str | None:
@@ -239,10 +351,21 @@ def looks_like_revocation(tokens: list[str], opt_out: frozenset[str]) -> str | N
             return "negated+contact"
         if token in REMOVE_VERBS and after in ME:
             return "remove+me"
-    for phrase in PHRASES:
-        n = len(phrase)
-        if any(tuple(tokens[i : i + n]) == phrase for i in range(len(tokens) - n + 1)):
-            return "phrase"
+    for i, token in enumerate(tokens):
+        for phrase in PHRASE_STARTS.get(token, ()):
+            if tuple(tokens[i : i + len(phrase)]) == phrase:
+                return "phrase"
+    upper = [t.upper() for t in tokens]
+    for i, token in enumerate(upper):
+        if (i and tokens[i - 1] in NEGATIONS) or (
+            token == "STOP" and upper[i + 1 : i + 2] == ["BY"]
+        ):
+            continue
+        joined = ""
+        for later in upper[i : i + 3]:
+            joined += later
+            if joined in opt_out:
+                return "keyword+other"
     return None
 
 

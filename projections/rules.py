@@ -17,9 +17,9 @@ from callback_ledger.domain.callbacks import normalise_identity
 from . import keywords as keywords_module
 
 # Keyword matching lives in keywords.py; re-exported for the modules that import it from here.
-from .keywords import DEFAULT_KEYWORDS, Keywords
+from .keywords import DEFAULT_KEYWORDS, NOTHING, Keywords, Reading
 
-__all__ = ["DEFAULT_KEYWORDS", "Keywords"]
+__all__ = ["DEFAULT_KEYWORDS", "NOTHING", "Keywords", "Reading"]
 
 # A late QUEUED_ON_CHANNEL never moves a READ message back; evidence of delivery (on a fallback
 # channel after SWITCHING_CHANNEL, say) beats a failure.
@@ -196,10 +196,10 @@ def consent_fact(
     kind: str,
     state: Mapping[str, Any],
     source_ref: str,
-    keywords: Keywords,
+    reading: Reading = NOTHING,
 ) -> dict[str, Any] | None:
-    """A consent_history row for a ConsentReported or InboundMessageReceived event, or None when
-    the inbound message is not a keyword."""
+    """A consent_history row for a ConsentReported or InboundMessageReceived event (with what
+    `Keywords.read` made of its text), or None when the inbound message is not a keyword."""
     common = {
         "project_id": project_id,
         "contact_id": contact_key,
@@ -222,15 +222,14 @@ def consent_fact(
             "request_id": state.get("request_id"),
             "inbound_message_id": None,
         }
-    action = keywords.action(state.get("text"))
-    if action is None:
+    if reading.action is None:
         return None
     return {
         **common,
-        "fact": f"KEYWORD_{action}",
-        "effect": KEYWORD_EFFECT.get(action),
+        "fact": f"KEYWORD_{reading.action}",
+        "effect": KEYWORD_EFFECT.get(reading.action),
         "source_kind": "KEYWORD",
-        "keyword": keywords_module.normalise(state["text"]),
+        "keyword": reading.keyword,
         "request_id": None,
         "inbound_message_id": state["message_id"],
     }

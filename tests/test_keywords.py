@@ -5,14 +5,18 @@ from __future__ import annotations
 import pytest
 
 from callback_ledger.config import ConfigError, Settings
+from callback_ledger.projections import keywords as keywords_module
 from callback_ledger.projections import rules
 from callback_ledger.projections.keywords import (
     DEFAULT_KEYWORDS,
     HELP,
     LANGUAGES,
+    NOTHING,
     OPT_IN,
     OPT_OUT,
+    REVIEW_CHARS,
     Keywords,
+    Reading,
     normalise,
     words,
 )
@@ -49,7 +53,7 @@ from callback_ledger.projections.keywords import (
         ("START", "START", OPT_IN),
         ("unstop", "UNSTOP", OPT_IN),
         ("Yes!", "YES", OPT_IN),
-        ("non arrêt", "NONARRET", OPT_IN),
+        ("nonarrêt", "NONARRET", OPT_IN),
         ("HELP", "HELP", HELP),
         ("help?", "HELP", HELP),
         ("Info", "INFO", HELP),
@@ -57,8 +61,9 @@ from callback_ledger.projections.keywords import (
         ("AYUDA", "AYUDA", HELP),
         ("don't stop", "DON'TSTOP", None),
         ("stop by the shop later", "STOPBYTHESHOPLATER", None),
-        ("STOP please", "STOPPLEASE", None),
-        ("stop.stop", "STOP.STOP", None),
+        ("STOP please", "STOPPLEASE", OPT_OUT),  # opt-out words and courtesy only
+        ("stop.stop", "STOP.STOP", OPT_OUT),
+        ("Yes, stop", "YES,STOP", None),
         ("🛑", "", None),
         ("", "", None),
     ],
@@ -70,6 +75,111 @@ def test_the_whole_message_normalised_is_the_keyword(
     assert DEFAULT_KEYWORDS.action(text) == action
 
 
+@pytest.mark.parametrize(
+    "text", ["Non arrêt", "non arret", "NON  ARRÊT", "non-arrêt", "un stop", "Un Stop!", "UN-STOP"]
+)
+def test_joining_words_never_makes_an_opt_in(text: str) -> None:
+    # "un stop" is "a stop", "non arrêt" a refusal: joined, they were UNSTOP and NONARRET.
+    reading = DEFAULT_KEYWORDS.read(text)
+    assert (reading.action, reading.review) == (None, "keyword+other")
+
+
+def test_no_opt_in_or_help_keyword_matches_split_in_two() -> None:
+    for sets in LANGUAGES.values():
+        for word in (normalise(w) for w in (*sets[OPT_IN], *sets[HELP])):
+            for i in range(1, len(word)):
+                for split in (f"{word[:i]} {word[i:]}", f"{word[:i]}-{word[i:]}"):
+                    assert DEFAULT_KEYWORDS.action(split) in (None, OPT_OUT), split
+
+
+def test_opt_in_and_help_words_match_as_written() -> None:
+    keywords = Keywords.build([], opt_in=["UN-STOP", "opt in"], help=["aide moi"])
+    assert keywords.opt_in == {"UN-STOP", "OPT IN"}
+    assert keywords.read("Un-Stop!") == Reading(OPT_IN, "UN-STOP")
+    assert keywords.action("un\u2011stop") == OPT_IN  # a non-breaking hyphen is a dash
+    assert keywords.action("opt  in\n") == OPT_IN  # spaces collapse to one
+    assert keywords.action("aide   moi") == HELP
+    for text in ("unstop", "un stop", "un - stop", "optin", "opt-in", "aidemoi"):
+        assert keywords.action(text) is None, text
+    # Joining stays for opt-outs, where a wrong match is the safe error.
+    assert Keywords.build([], opt_out=["no more"]).action("no-more") == OPT_OUT
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword"),
+    [
+        ("STOP STOP", "STOP STOP"),
+        ("stop stop stop", "STOP STOP STOP"),
+        ("stop please", "STOP"),
+        ("Please STOP!", "STOP"),
+        ("Stop, thank you", "STOP"),
+        ("STOP! STOP!", "STOP STOP"),
+        ("opt out, stop", "OPTOUT STOP"),
+        ("arrêt svp", "ARRET"),
+        ("No, más", "NOMAS"),
+        ("alto por favor", "ALTO"),
+        ("stop now", "STOP"),
+    ],
+)
+def test_opt_out_keywords_with_only_courtesy_are_an_opt_out(text: str, keyword: str) -> None:
+    assert DEFAULT_KEYWORDS.read(text) == Reading(OPT_OUT, keyword)
+
+
+@pytest.mark.parametrize("text", ["Yes?", "START?", "¿Volver?", "yes 🛑", "✋ start"])
+def test_a_question_or_a_stop_sign_is_no_opt_in(text: str) -> None:
+    assert DEFAULT_KEYWORDS.action(text) is None
+
+
+def test_every_message_holding_an_opt_out_word_is_an_opt_out_or_listed() -> None:
+    samples = [
+        f"{before} {keyword} {after}".strip()
+        for sets in LANGUAGES.values()
+        for keyword in sets[OPT_OUT]
+        for before in ("", "yes", "ok,", "start", "help", "un", "non", "the")
+        for after in ("", "yes", "start!", "later", "?", "my plan")
+    ]
+    assert not any(DEFAULT_KEYWORDS.read(t).action == OPT_IN for t in samples)
+    silent = [t for t in samples if DEFAULT_KEYWORDS.read(t) == NOTHING]
+    assert silent == []
+    # The documented exceptions: a negated stop, and the visiting stop.
+    assert DEFAULT_KEYWORDS.read("don't stop") == NOTHING
+    assert DEFAULT_KEYWORDS.read("stop by the shop later") == NOTHING
+
+
+# ---- one pass per message, bounded ---------------------------------------------------------
+
+
+def test_a_message_is_normalised_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    bare = keywords_module._bare
+
+    def counting(text: str) -> str:
+        seen.append(len(text))
+        return bare(text)
+
+    monkeypatch.setattr(keywords_module, "_bare", counting)
+    for text in ("STOP", "please stop texting me", "what time do you close?", "Yes"):
+        seen.clear()
+        DEFAULT_KEYWORDS.read(text)
+        assert seen == [len(text)], text
+    seen.clear()
+    DEFAULT_KEYWORDS.read("STOP " * 20_000)
+    assert seen == [REVIEW_CHARS]  # too long for a keyword; the review reads its start
+
+
+def test_a_long_text_is_no_keyword_but_is_read_for_review() -> None:
+    assert DEFAULT_KEYWORDS.limit == 8 * len("UNSUBSCRIBE") + 64
+    assert DEFAULT_KEYWORDS.action("STOP" + "!" * 100) == OPT_OUT
+    # Whatever NFKC or trimming would shrink it to, a text past the limit is no keyword...
+    padded = "STOP" + " " * DEFAULT_KEYWORDS.limit
+    assert DEFAULT_KEYWORDS.read(padded) == Reading(review="keyword+filler")
+    # ... and the review reads only the first REVIEW_CHARS characters.
+    late = "x" * REVIEW_CHARS + " please stop texting me"
+    assert DEFAULT_KEYWORDS.read(late) == NOTHING
+    early = "please stop texting me " + "x" * 100_000
+    assert DEFAULT_KEYWORDS.review(early) == "stop+contact"
+
+
 def test_no_text_is_no_keyword() -> None:
     assert DEFAULT_KEYWORDS.action(None) is None
     assert DEFAULT_KEYWORDS.review(None) is None
@@ -78,10 +188,12 @@ def test_no_text_is_no_keyword() -> None:
 def test_keywords_are_normalised_like_messages() -> None:
     keywords = Keywords.of(["Opt Out", "ARRÊT"], ["oui"], ["Aide-moi"])
     assert keywords.opt_out == {"OPTOUT", "ARRET"}
+    assert keywords.help == {"AIDE-MOI"}  # opt-in and help words as written
     assert keywords.action("opt-out") == OPT_OUT
     assert keywords.action("arret") == OPT_OUT
     assert keywords.action("OUI") == OPT_IN
-    assert keywords.action("aide moi") == HELP
+    assert keywords.action("aide\u2013moi") == HELP  # any dash is "-"
+    assert keywords.action("aide moi") is None and keywords.action("aidemoi") is None
 
 
 def test_an_opt_out_wins_over_a_word_in_another_set() -> None:
@@ -110,7 +222,8 @@ def test_every_language_names_its_three_sets() -> None:
 def test_keyword_configuration_from_the_environment() -> None:
     default = Settings.from_env({})
     assert default.keyword_languages == ("en", "fr", "es")
-    assert default.opt_out_keywords == default.opt_in_keywords == default.help_keywords == ()
+    assert default.opt_out_keywords == default.help_keywords == ()
+    assert default.opt_in_keywords is None  # the languages' own
     settings = Settings.from_env(
         {
             "LEDGER_KEYWORD_LANGUAGES": " EN, es ",
@@ -125,6 +238,38 @@ def test_keyword_configuration_from_the_environment() -> None:
     assert Settings.from_env({"LEDGER_KEYWORD_LANGUAGES": "none"}).keyword_languages == ()
     with pytest.raises(ConfigError, match="LEDGER_KEYWORD_LANGUAGES: unknown de"):
         Settings.from_env({"LEDGER_KEYWORD_LANGUAGES": "en,de"})
+
+
+def keywords_of(settings: Settings) -> Keywords:
+    """As the runtime builds them."""
+    return Keywords.build(
+        settings.keyword_languages,
+        settings.opt_out_keywords,
+        settings.opt_in_keywords,
+        settings.help_keywords,
+    )
+
+
+def test_listed_opt_in_words_replace_every_languages_own() -> None:
+    # An operator who listed START,UNSTOP to drop YES keeps it dropped, in every language.
+    settings = Settings.from_env({"LEDGER_OPT_IN_KEYWORDS": "START,UNSTOP"})
+    keywords = keywords_of(settings)
+    assert keywords.opt_in == {"START", "UNSTOP"}
+    for word in ("yes", "volver", "recibir", "nonarrêt"):
+        assert keywords.action(word) is None, word
+    assert keywords.action("start") == OPT_IN
+    # Opt-out and help words still add to the languages' own: the safe direction.
+    more = keywords_of(
+        Settings.from_env({"LEDGER_OPT_OUT_KEYWORDS": "basta", "LEDGER_HELP_KEYWORDS": "socorro"})
+    )
+    assert more.action("stop") == more.action("basta") == OPT_OUT
+    assert more.action("help") == more.action("socorro") == HELP
+    assert more.opt_in == DEFAULT_KEYWORDS.opt_in
+    # "none": no opt-in keyword at all; blank: the languages' own.
+    assert keywords_of(Settings.from_env({"LEDGER_OPT_IN_KEYWORDS": " None "})).opt_in == set()
+    assert Settings.from_env({"LEDGER_OPT_IN_KEYWORDS": "  "}).opt_in_keywords is None
+    with pytest.raises(ConfigError, match="LEDGER_OPT_IN_KEYWORDS is set to ' , ', which holds"):
+        Settings.from_env({"LEDGER_OPT_IN_KEYWORDS": " , "})
 
 
 # ---- the review heuristic -------------------------------------------------------------------
@@ -148,13 +293,22 @@ def test_keyword_configuration_from_the_environment() -> None:
         ("Please remove my number", "remove+me"),
         ("delete me from your list", "remove+me"),
         ("unsubscribe me please", "keyword+filler"),
-        ("STOP please", "keyword+filler"),
-        ("please stop", "keyword+filler"),
-        ("Stop stop stop", "keyword+filler"),
         ("Stop it!", "keyword+filler"),
         ("how do I opt out?", "keyword+filler"),
-        ("opt.out", "keyword+filler"),
-        ("arrêt svp", "keyword+filler"),
+        ("I want to stop", "keyword+filler"),
+        # An opt-out keyword beside other words: a person decides.
+        ("Yes, stop", "keyword+other"),
+        ("YES STOP", "keyword+other"),
+        ("Stop!!! Start", "keyword+other"),
+        ("stop, yes", "keyword+other"),
+        ("un stop", "keyword+other"),
+        ("Non arrêt", "keyword+other"),
+        ("UN-STOP", "keyword+other"),
+        ("help stop", "keyword+other"),
+        ("cancel my appointment", "keyword+other"),  # or a subscription: a person decides
+        ("see you at the end of the day", "keyword+other"),
+        ("I want to opt out of this", "keyword+other"),
+        ("no más dinero", "keyword+other"),
         ("leave me alone", "phrase"),
         ("take me off your list", "phrase"),
         ("Not interested", "phrase"),
@@ -162,6 +316,7 @@ def test_keyword_configuration_from_the_environment() -> None:
         ("déjame en paz", "phrase"),
         ("🛑", "stop sign"),
         ("⛔⛔", "stop sign"),
+        ("yes 🛑", "stop sign"),
     ],
 )
 def test_free_text_that_reads_like_a_revocation_is_listed(text: str, rule: str) -> None:
@@ -183,16 +338,17 @@ def test_free_text_that_reads_like_a_revocation_is_listed(text: str, rule: str) 
         "No, call me tomorrow",
         "don't forget to text me",
         "take me to the store",
-        "cancel my appointment",
         "I have no more money",
-        "see you at the end of the day",
         "Yes please",
+        "Yes?",  # no opt-in either: a question is not consent
         "😀",
         "",
         # Keywords are consent facts, not review candidates.
         "STOP",
         "Opt-Out!",
         "HELP",
+        "STOP STOP",
+        "stop please",
     ],
 )
 def test_ordinary_messages_and_keywords_are_not_listed(text: str) -> None:
@@ -200,8 +356,12 @@ def test_ordinary_messages_and_keywords_are_not_listed(text: str) -> None:
 
 
 def test_the_heuristic_follows_the_configured_opt_out_words() -> None:
-    assert DEFAULT_KEYWORDS.review("basta por favor") is None
-    assert Keywords.build(opt_out=["basta"]).review("basta por favor") == "keyword+filler"
+    assert DEFAULT_KEYWORDS.review("basta me") is None
+    assert DEFAULT_KEYWORDS.review("basta ya") is None
+    basta = Keywords.build(opt_out=["basta"])
+    assert basta.review("basta me") == "keyword+filler"
+    assert basta.review("basta ya") == "keyword+other"
+    assert basta.action("basta por favor") == OPT_OUT
 
 
 def test_words_drop_apostrophes_accents_and_punctuation() -> None:

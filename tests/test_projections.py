@@ -339,6 +339,43 @@ def test_replay_with_changed_keywords_rederives_consent(
     ]
 
 
+def test_joined_words_are_no_opt_in_and_listed_opt_ins_replace_the_defaults(
+    runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    accept_all(
+        ledger,
+        [
+            p.inbound("IN1", "un stop", event_time="2024-06-15T12:00:00Z"),
+            p.inbound(
+                "IN2", "Non arrêt", identity="+46700000008", event_time="2024-06-15T12:01:00Z"
+            ),
+            p.inbound("IN3", "Yes", identity="+46700000009", event_time="2024-06-15T12:02:00Z"),
+            p.inbound(
+                "IN4", "stop stop", identity="+46700000007", event_time="2024-06-15T12:03:00Z"
+            ),
+        ],
+    )
+    catch_up(runtime)
+    rows = projection_rows(database_url)
+    assert sorted((r["identity"], r["state"]) for r in rows["consent"]) == [
+        ("46700000007", "OPTED_OUT"),
+        ("46700000009", "OPTED_IN"),
+    ]
+    assert sorted((h["inbound_message_id"], h["keyword"]) for h in rows["consent_history"]) == [
+        ("IN3", "YES"),
+        ("IN4", "STOP STOP"),
+    ]
+    assert sorted((r["inbound_message_id"], r["matched"]) for r in rows["consent_review"]) == [
+        ("IN1", "keyword+other"),
+        ("IN2", "keyword+other"),
+    ]
+    # Listed opt-in words replace the languages' own: YES no longer opts anyone in.
+    replay(replace(settings, opt_in_keywords=("START", "UNSTOP")), ["consent"])
+    rows = projection_rows(database_url)
+    assert [(r["identity"], r["state"]) for r in rows["consent"]] == [("46700000007", "OPTED_OUT")]
+    assert [h["inbound_message_id"] for h in rows["consent_history"]] == ["IN4"]
+
+
 def drop_review_table(database_url: str, generation: int, view: bool = True) -> None:
     """What a database set up before consent_review existed looks like."""
     from callback_ledger.projections.db import Database

@@ -137,7 +137,9 @@ def test_consent_latest_event_time_wins_and_opt_out_wins_ties() -> None:
         ("unstop", "OPT_IN"),
         ("yes", "OPT_IN"),
         ("don't stop", None),
-        ("STOP please", None),
+        ("STOP please", "OPT_OUT"),  # an opt-out keyword and courtesy only
+        ("un stop", None),  # "a stop", not UNSTOP
+        ("non arrêt", None),  # a refusal, not NONARRET
         ("", None),
         (None, None),
         ("HELP", "HELP"),
