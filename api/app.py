@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from callback_ledger.config import Settings, collect_less_often
-from callback_ledger.ledger import Ledger
+from callback_ledger.ledger import Ledger, StoreMoved
 from callback_ledger.projections.live import LiveFollower
 from callback_ledger.projections.projector import describe
 from callback_ledger.runtime import Runtime
@@ -52,6 +52,8 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         try:
             head = await run_in_threadpool(lambda: runtime.ledger().ping())
             projections = await run_in_threadpool(lambda: runtime.projector().positions())
+        except StoreMoved as exc:
+            return error(503, "store_moved", str(exc), status="failing")
         except UNAVAILABLE as exc:
             return unavailable(settings, exc)
         stuck = {name: p["fault"] for name, p in projections.items() if "fault" in p}

@@ -6,6 +6,8 @@ Synchronous, like the library."""
 from __future__ import annotations
 
 import base64
+import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -30,7 +32,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
-from callback_ledger.config import Settings, eventsourcing_env
+from callback_ledger.config import Settings, eventsourcing_env, sqlite_path
 from callback_ledger.domain import ids
 from callback_ledger.domain.callbacks import (
     INTERPRETED_TRIGGERS,
@@ -47,12 +49,27 @@ from callback_ledger.domain.receipt import Receipt
 from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from callback_ledger.mapper import FastMapper
 
+log = logging.getLogger("callback_ledger")
+
 MAX_ATTEMPTS = 50
 BATCH_ATTEMPTS = 3
 
 
 class StoreContention(RuntimeError):
     """Optimistic-concurrency retries ran out; the sender should try again later."""
+
+
+class StoreMoved(OSError):
+    """The SQLite file at the configured path is not the one this process opened (deleted or
+    replaced while it ran): what it writes would go to a file nobody will read again."""
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 @dataclass(frozen=True)
@@ -99,9 +116,33 @@ class Ledger(Application[UUID]):
     # Contacts collect every inbound message; snapshots keep their reload short.
     snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Contact: 200}
 
+    # SQLite: the database file as opened, checked around every write (see `_check_file`).
+    _sqlite_file: str | None = None
+    _sqlite_identity: tuple[int, int] | None = None
+    _moved: str | None = None
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
-        return cls(env=eventsourcing_env(settings.database_url, settings.db_timeout_s))
+        ledger = cls(env=eventsourcing_env(settings.database_url, settings.db_timeout_s))
+        if settings.backend == "sqlite":
+            ledger._sqlite_file = os.path.abspath(sqlite_path(settings.database_url))
+            ledger._sqlite_identity = file_identity(ledger._sqlite_file)
+        return ledger
+
+    def _check_file(self) -> None:
+        """Raises StoreMoved, for good, once the SQLite file this process writes to is no
+        longer the one at its path: a 2xx must mean the callback is in the store people read.
+        A stat, a few microseconds, before and after each transaction."""
+        if self._sqlite_file is None:
+            return
+        if self._moved is None and file_identity(self._sqlite_file) != self._sqlite_identity:
+            self._moved = (
+                f"the SQLite database {self._sqlite_file} was deleted or replaced while this "
+                "process was running: it refuses to write anywhere else; restart it"
+            )
+            log.error("%s", self._moved)
+        if self._moved is not None:
+            raise StoreMoved(self._moved)
 
     def construct_mapper(self) -> Mapper[UUID]:
         return FastMapper(super().construct_mapper())
@@ -111,8 +152,11 @@ class Ledger(Application[UUID]):
         against runtime-checkable Protocols, which cost more than encoding its events."""
         if kwargs or not all(isinstance(a, Aggregate) for a in aggregates):
             return super().save(*aggregates, **kwargs)
+        self._check_file()
         processing = collected(aggregates)
         recordings = self._record(processing)
+        # Committed, but perhaps into a file that was just unlinked: then not acknowledged.
+        self._check_file()
         self._take_snapshots(processing)
         self._notify(recordings)
         return recordings
@@ -365,4 +409,5 @@ class Ledger(Application[UUID]):
 
     def ping(self) -> int:
         """The head of the event log; raises when the store cannot be reached."""
+        self._check_file()
         return self.recorder.max_notification_id() or 0

@@ -154,3 +154,23 @@ def test_several_server_processes_record_each_report_once(
         "Message.Registered": 20,
         "Message.DeliveryReported": 60,
     }
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_no_acknowledgement_once_the_sqlite_file_is_gone(
+    start_server, tmp_path: Path, how: str
+) -> None:
+    path = tmp_path / "moved" / "ledger.sqlite3"
+    path.parent.mkdir()
+    server = start_server(f"sqlite:///{path}")
+    assert post(server, p.delivery("M-BEFORE")).status_code == 200
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if how == "replaced":
+        path.write_bytes(b"")  # another file now at the path
+    answers = [post(server, p.delivery(f"M-{i}")).status_code for i in range(20)]
+    assert answers == [503] * 20
+    health = httpx.get(server.url + "/healthz", timeout=30)
+    assert health.status_code == 503
+    assert "deleted or replaced" in health.json()["detail"]
+    assert "deleted or replaced" in server.log()
