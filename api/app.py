@@ -21,6 +21,7 @@ from callback_ledger.projections.projector import describe
 from callback_ledger.runtime import Runtime
 
 from .consent import ConsentQueries
+from .health import Progress
 from .openapi import document
 from .queries import MAX_INTEGER, Params, Queries
 from .responses import JSON, error
@@ -46,6 +47,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
     runtime = Runtime(settings, ledger)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
     queries = Queries(runtime)
+    progress = Progress()
     consent = ConsentQueries(runtime, follower.wake if follower else lambda: None)
 
     async def healthz(request: Request) -> Response:
@@ -57,8 +59,21 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         except UNAVAILABLE as exc:
             return unavailable(settings, exc)
         stuck = {name: p["fault"] for name, p in projections.items() if "fault" in p}
+        problems = [
+            f"projection {name} "
+            f"{'needs a replay' if fault['kind'] == 'replay' else 'is stuck'}: {describe(fault)}"
+            for name, fault in stuck.items()
+        ]
+        for name, p in projections.items():
+            if name not in stuck and (
+                why := progress.stalled(name, p["position"], p["lag"], settings.health_max_lag_s)
+            ):
+                problems.append(f"projection {name} is {why}")
+        window = max(settings.retry_after_s * 2, 30)
+        if (why := webhook.health.problem(window)) is not None:
+            problems.append(f"callbacks cannot be recorded: {why}")
         body: dict[str, Any] = {
-            "status": "failing" if stuck else "ok",
+            "status": "failing" if problems else "ok",
             "backend": settings.backend,
             "events": head,
             "projections": projections,
@@ -69,14 +84,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
             body["group_commit"] = {"batches": writer.batches, "callbacks": writer.commands}
         if follower is not None and follower.last_error:
             body["follower_error"] = follower.last_error
-        if stuck:
-            # A projection that cannot apply an event answers stale data: never "ok".
-            body["detail"] = "; ".join(
-                f"projection {name} "
-                f"{'needs a replay' if fault['kind'] == 'replay' else 'is stuck'}: "
-                f"{describe(fault)}"
-                for name, fault in stuck.items()
-            )
+        if problems:
+            # Reachable is not the same as working: never "ok" while it cannot do its job.
+            body["detail"] = "; ".join(problems)
             return JSON(body, status_code=503)
         return JSON(body)
 

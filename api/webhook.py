@@ -28,6 +28,7 @@ from callback_ledger.ledger import StoreContention
 from callback_ledger.runtime import Runtime
 
 from . import signature
+from .health import WriteHealth
 from .responses import JSON, error
 
 log = logging.getLogger("callback_ledger")
@@ -135,6 +136,7 @@ class SinchWebhook:
         self.runtime = runtime
         self.on_commit = on_commit
         self.nonces = NonceMemory(settings.timestamp_tolerance_s)
+        self.health = WriteHealth()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The route as a bare ASGI app (see `WebhookFirst`)."""
@@ -215,10 +217,13 @@ class SinchWebhook:
                 raw, receipt, 422, "invalid_callback", exc.trigger, exc.problems
             )
         except UNAVAILABLE as exc:
+            self.health.failed(exc)
             return unavailable(settings, exc)
         except Exception as exc:  # a bug of ours must not lose the callback: sender retries
             log.exception("unexpected error while recording a callback")
+            self.health.failed(exc)
             return unavailable(settings, exc)
+        self.health.ok()
         if outcome.events:
             self.on_commit()
         if settings.webhook_secrets:

@@ -37,6 +37,8 @@ class Settings:
     # "inline": `serve` follows the log into the read tables itself; "off": a separate
     # `callback-ledger project` worker does.
     projections: str = "inline"
+    # /healthz answers 503 when a projection has not moved for this long while behind.
+    health_max_lag_s: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +60,7 @@ class Settings:
             body_timeout_s=_int(env, "LEDGER_BODY_TIMEOUT_S", 10),
             db_timeout_s=_int(env, "LEDGER_DB_TIMEOUT_S", 5),
             retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
+            health_max_lag_s=_int(env, "LEDGER_HEALTH_MAX_LAG_S", 60),
             keyword_languages=_languages(env),
             opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS"),
             opt_in_keywords=_opt_in(env),
