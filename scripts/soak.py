@@ -1,0 +1,271 @@
+"""The soak (`scripts/soak`): a long run of distinct signed callbacks of the bench's realistic mix
+at `callback-ledger serve`, on PostgreSQL and on SQLite, with one contact that keeps writing.
+
+    scripts/soak [--callbacks 1000000] [--chatty 50000] [--slices 10] [--backend both]
+
+For each tenth (slice) of the run it prints callbacks/s, p99, the server's RSS, the database's
+size, and how long one more inbound message of the chatty contact takes to record (sequential,
+median of a few); at the end, whether every distinct fact acknowledged is stored, and the bytes
+on disk per callback. Loopback only, bounded: each slice is a fixed set of callbacks sent once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+from callback_ledger.api.signature import sign
+from callback_ledger.scripts.bench import (
+    SECRET,
+    Receiver,
+    callback_mix,
+    postgres_databases,
+    stored_reports,
+)
+
+HERE = Path(__file__).parent
+CHATTY = "01HCHATTYCONTACT0000000000"
+
+
+def chatty_inbound(n: int, key: str) -> dict[str, Any]:
+    when = datetime(2024, 7, 1, tzinfo=UTC) + timedelta(seconds=n)
+    return {
+        "app_id": "01HBENCHAPP0000000000000000",
+        "project_id": "PROJECT0",
+        "event_time": when.isoformat().replace("+00:00", "Z"),
+        "message": {
+            "id": f"01HCHAT{key}{n:012d}",
+            "direction": "TO_APP",
+            "contact_message": {"text_message": {"text": f"message {n}"}},
+            "channel_identity": {"channel": "SMS", "identity": "46700000099"},
+            "contact_id": CHATTY,
+        },
+    }
+
+
+async def _connection(
+    host: str, port: int, requests: list[bytes], latencies: list[float], statuses: list[int]
+) -> None:
+    """One keep-alive connection sending its requests one after another."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for request in requests:
+            began = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - began)
+            statuses.append(int(head[9:12]))
+    finally:
+        writer.close()
+
+
+def request_bytes(port: int, raw: bytes, nonce: str, timestamp: str) -> bytes:
+    return (
+        f"POST /webhooks/sinch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/json\r\n"
+        f"x-sinch-webhook-signature: {sign(SECRET, raw, nonce, timestamp)}\r\n"
+        f"x-sinch-webhook-signature-nonce: {nonce}\r\n"
+        f"x-sinch-webhook-signature-timestamp: {timestamp}\r\n"
+        f"Content-Length: {len(raw)}\r\n\r\n"
+    ).encode() + raw
+
+
+def send_once(port: int, bodies: list[dict[str, Any]], prefix: str, connections: int) -> dict:
+    """Each body once, signed now with a nonce of its own, over `connections` keep-alive
+    connections: a plain asyncio client, lighter than an HTTP library on a 2-core machine."""
+    timestamp = str(int(time.time()))
+    requests = [
+        request_bytes(port, orjson.dumps(body), f"{prefix}{n:020d}", timestamp)
+        for n, body in enumerate(bodies)
+    ]
+    latencies: list[float] = []
+    statuses: list[int] = []
+
+    async def run() -> None:
+        await asyncio.gather(
+            *(
+                _connection("127.0.0.1", port, requests[k::connections], latencies, statuses)
+                for k in range(connections)
+            )
+        )
+
+    began = time.perf_counter()
+    asyncio.run(run())
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "body_bytes": sum(len(orjson.dumps(body)) for body in bodies),
+        "rate": len(requests) / elapsed,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0.0,
+        "non2xx": sum(not 200 <= status < 300 for status in statuses),
+    }
+
+
+def tree_rss_mb(root: int) -> float:
+    """RSS of a process and its children (the server's workers), from /proc."""
+    total, pids = 0, [root]
+    while pids:
+        pid = pids.pop()
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            continue
+    return total / 1024
+
+
+def database_bytes(url: str) -> int:
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///")
+        return sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
+
+
+def time_chatty(url: str, start: int, count: int = 15) -> float:
+    """Median ms to record one more inbound message of the chatty contact, one at a time."""
+    times = []
+    with httpx.Client(timeout=30) as client:
+        for n in range(start, start + count):
+            raw = orjson.dumps(chatty_inbound(n, "T"))
+            nonce, ts = os.urandom(10).hex(), str(int(time.time()))
+            headers = {
+                "content-type": "application/json",
+                "x-sinch-webhook-signature": sign(SECRET, raw, nonce, ts),
+                "x-sinch-webhook-signature-nonce": nonce,
+                "x-sinch-webhook-signature-timestamp": ts,
+            }
+            began = time.perf_counter()
+            response = client.post(url + "/webhooks/sinch", content=raw, headers=headers)
+            times.append((time.perf_counter() - began) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"chatty message refused: {response.text}")
+    return statistics.median(times)
+
+
+def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    env = {"LEDGER_DATABASE_URL": url, "SINCH_WEBHOOK_SECRET": SECRET}
+    server = Receiver(f"soak {name}", ["callback_ledger.cli", "serve"], env, work)
+    expected: set[tuple[str, str]] = set()
+    rows: list[dict[str, Any]] = []
+    sent = non2xx = body_bytes = 0
+    per_slice = args.callbacks // args.slices
+    chatty_per_slice = args.chatty // args.slices
+    chatty_sent = 0
+    try:
+        print(
+            f"\n{name}: {args.slices} slices of {per_slice:,} callbacks "
+            f"(+{chatty_per_slice:,} from one contact)",
+            flush=True,
+        )
+        print(
+            f"{'slice':>5} {'callbacks/s':>12} {'p99 ms':>8} {'RSS MB':>8} {'DB MB':>8} "
+            f"{'chatty ms':>10}",
+            flush=True,
+        )
+        for index in range(args.slices):
+            bodies = callback_mix(per_slice - chatty_per_slice, seed=index + 1)
+            bodies += [chatty_inbound(chatty_sent + k, "B") for k in range(chatty_per_slice)]
+            chatty_sent += chatty_per_slice
+            for body in bodies:
+                report = body.get("message_delivery_report")
+                if report:
+                    expected.add((report["message_id"], report["status"]))
+            result = send_once(server.port, bodies, f"{name[:2]}{index:03d}", args.connections)
+            sent += len(bodies)
+            body_bytes += result["body_bytes"]
+            non2xx += result["non2xx"]
+            chatty_ms = time_chatty(server.url, 10_000_000 + index * 100)
+            row = {
+                "slice": index + 1,
+                "rate": result["rate"],
+                "p99_ms": result["p99_ms"],
+                "rss_mb": tree_rss_mb(server.process.pid),
+                "db_mb": database_bytes(url) / 2**20,
+                "chatty_ms": chatty_ms,
+            }
+            rows.append(row)
+            print(
+                f"{row['slice']:>5} {row['rate']:>12,.0f} {row['p99_ms']:>8.1f} "
+                f"{row['rss_mb']:>8.0f} {row['db_mb']:>8.0f} {chatty_ms:>10.1f}",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    stored = stored_reports(url)
+    lost = len(expected - stored)
+    size = database_bytes(url)
+    half = rows[len(rows) // 2 :]
+    summary = {
+        "backend": name,
+        "callbacks": sent,
+        "non2xx": non2xx,
+        "lost": lost,
+        "distinct_reports": len(expected),
+        "last_vs_first_rate": rows[-1]["rate"] / rows[0]["rate"],
+        "rss_growth_second_half": half[-1]["rss_mb"] / half[0]["rss_mb"] - 1,
+        "chatty_last_vs_first": rows[-1]["chatty_ms"] / rows[0]["chatty_ms"],
+        "bytes_per_callback": size / max(sent, 1),
+        "disk_vs_body": size / max(body_bytes, 1),
+    }
+    print(
+        f"{name}: {sent:,} callbacks, non-2xx {non2xx}, delivery facts acknowledged = stored: "
+        f"{len(expected) - lost:,}/{len(expected):,} (lost {lost}); last slice "
+        f"{summary['last_vs_first_rate']:.2f}x the first; RSS over the second half "
+        f"{summary['rss_growth_second_half']:+.1%}; chatty contact's last message "
+        f"{summary['chatty_last_vs_first']:.2f}x the first; {summary['bytes_per_callback']:,.0f} "
+        f"bytes on disk per callback ({summary['disk_vs_body']:.1f}x the raw bodies)",
+        flush=True,
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--callbacks", type=int, default=1_000_000)
+    parser.add_argument("--chatty", type=int, default=50_000, help="inbound from one contact")
+    parser.add_argument("--slices", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--backend", choices=["both", "postgres", "sqlite"], default="both")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="ledger-soak-"))
+    summaries = []
+    try:
+        if args.backend in ("both", "postgres"):
+            with postgres_databases(1) as (url,):
+                summaries.append(soak("postgres", url, work, args))
+        if args.backend in ("both", "sqlite"):
+            summaries.append(soak("sqlite", f"sqlite:///{work}/soak.sqlite3", work, args))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("SOAK " + orjson.dumps(summaries).decode(), flush=True)
+    return 1 if any(s["lost"] or s["non2xx"] for s in summaries) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
