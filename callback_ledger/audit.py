@@ -157,19 +157,33 @@ def history(
         if value is not None
     ]
     filters += time_window("event_time", since, until)
+    rows = in_time_order(cur, "consent_history", HISTORY_COLUMNS, filters, after, limit)
+    return [history_view(row) for row in rows]
+
+
+def in_time_order(
+    cur: Cursor,
+    table: str,
+    columns: str,
+    filters: list[tuple[str, Any]],
+    after: tuple[str, str] | None,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """Rows of `table` meeting `filters` ((condition, value) pairs), ordered by event_time and
+    source_ref, after the keyset cursor `after`."""
     where = [condition for condition, _ in filters]
     params: list[Any] = [value for _, value in filters]
     if after:
         where.append("(event_time, source_ref) > (?, ?)")
         params += list(after)
-    sql = f"SELECT {HISTORY_COLUMNS} FROM consent_history"
+    sql = f"SELECT {columns} FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY event_time, source_ref"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return [history_view(row) for row in cur.execute(sql, params).fetchall()]
+    return cur.execute(sql, params).fetchall()
 
 
 REVIEW_COLUMNS = (
@@ -189,22 +203,8 @@ def review(
     """Inbound free text that reads like a request to stop but is no keyword, in event-time
     order, for a human to decide; `after` is a keyset cursor."""
     filters = time_window("event_time", since, until)
-    where = [condition for condition, _ in filters]
-    params: list[Any] = [value for _, value in filters]
-    if after:
-        where.append("(event_time, source_ref) > (?, ?)")
-        params += list(after)
-    sql = f"SELECT {REVIEW_COLUMNS} FROM consent_review"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY event_time, source_ref"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return [
-        {**row, "callback_url": f"/callbacks/{row['source_ref']}"}
-        for row in cur.execute(sql, params).fetchall()
-    ]
+    rows = in_time_order(cur, "consent_review", REVIEW_COLUMNS, filters, after, limit)
+    return [{**row, "callback_url": f"/callbacks/{row['source_ref']}"} for row in rows]
 
 
 def current(cur: Cursor, contact_id: str) -> list[dict[str, Any]]:
