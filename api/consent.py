@@ -50,6 +50,20 @@ def channel_and_identity(params: Params) -> tuple[str, str]:
     return channel.upper(), identity
 
 
+def stale_answer(detail: str, channel: str, identity: str, **extra: Any) -> Response:
+    response = error(
+        503,
+        "consent_stale",
+        detail,
+        channel=channel,
+        identity=identity,
+        state=audit.UNKNOWN,
+        **extra,
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 class ConsentQueries:
     def __init__(self, runtime: Runtime, wake: Callable[[], None], wait_s: float = 2.0) -> None:
         self.runtime = runtime
@@ -135,6 +149,12 @@ class ConsentQueries:
         channel, identity = channel_and_identity(params)
         at = params.time("at") or now()
         project_id = params.text("project_id")
+        # Any instant's answer may depend on a fact not applied yet (they arrive late).
+        why = await self.stale()
+        if why is not None:
+            return stale_answer(
+                f"cannot tell the consent at {at}: {why}. Ask again later", channel, identity
+            )
         return JSON(
             await self._run(lambda cur: audit.state_at(cur, channel, identity, at, project_id))
         )
@@ -146,17 +166,12 @@ class ConsentQueries:
         # Checked before the answer is read: the answer then holds every fact recorded before.
         why = await self.stale()
         if why is not None:
-            response = error(
-                503,
-                "consent_stale",
+            return stale_answer(
                 f"cannot tell whether sending is allowed: {why}. Do not send; ask again later",
-                channel=channel,
-                identity=identity,
+                channel,
+                identity,
                 may_send=False,
-                state=audit.UNKNOWN,
             )
-            response.headers["Retry-After"] = "5"
-            return response
         answer = await self._run(lambda cur: audit.check(cur, channel, identity, project_id))
         return JSON({"channel": channel, "identity": identity, **answer})
 

@@ -172,6 +172,8 @@ def test_a_stuck_projection_says_so_and_consent_is_not_answered(
     assert answer.status_code == 503
     assert answer.json()["may_send"] is False
     assert answer.json()["error"] == "consent_stale"
+    at = client.get("/consent", params={"channel": "SMS", "identity": "4611"})
+    assert (at.status_code, at.json()["error"]) == (503, "consent_stale")
 
     replay = cli(database_url, "replay", "--projection", "consent")
     assert replay.returncode == 1
