@@ -295,9 +295,17 @@ class WebhookFirst:
     def __init__(self, app: ASGIApp, webhook: SinchWebhook) -> None:
         self.app = app
         self.webhook = webhook
+        self.max_headers = webhook.settings.max_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
+        if scope["type"] == "http" and len(scope["headers"]) > self.max_headers:
+            # The head's bytes are capped by the connection guard; its lines are counted here.
+            response = error(
+                431, "too_many_headers", f"the request has over {self.max_headers} header lines"
+            )
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
             await self.webhook(scope, receive, send)
         else:
             await self.app(scope, receive, send)
