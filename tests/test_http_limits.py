@@ -4,6 +4,7 @@ the connection limit."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from .server import Server
+from .test_hostile import read_response
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
 
@@ -77,10 +79,8 @@ def test_many_headers_are_refused(server: Server) -> None:
     assert got.startswith(b"HTTP/1.1 431"), got[:200]
     assert b"over 100 header lines" in got
     with connect(server) as conn:  # 100,000 headers: over the head's size first
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             conn.sendall(HEAD + b"".join(b"a%d: b\r\n" % i for i in range(100_000)) + b"\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         got, _ = closed_within(conn, 5)
     assert got == b"" or got.startswith(b"HTTP/1.1 431"), got[:200]
 
@@ -111,7 +111,7 @@ def test_silent_and_idle_keep_alive_connections_are_closed(server: Server) -> No
     with connect(server) as silent, connect(server) as idle:
         idle.sendall(HEAD + b"\r\n")
         idle.settimeout(5)
-        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        assert read_response(idle).startswith(b"HTTP/1.1 200")
         got, elapsed = closed_within(idle, 5)
         assert got == b"" and elapsed < 3  # LEDGER_KEEPALIVE_S=1
         got, elapsed = closed_within(silent, 5)
@@ -131,3 +131,22 @@ def test_over_the_connection_limit_503_then_clients_get_through(server: Server) 
     finally:
         for conn in idle:
             conn.close()
+
+
+def test_past_twice_the_limit_connections_are_closed_at_once(server: Server) -> None:
+    held = [connect(server) for _ in range(40)]  # twice LEDGER_MAX_CONNECTIONS
+    try:
+        time.sleep(0.3)
+        with connect(server) as extra:
+            got, elapsed = closed_within(extra, 5)
+        assert got == b"" and elapsed < 1
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_the_fd_soft_limit_is_raised_to_the_hard_limit(server: Server) -> None:
+    limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+    line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    assert soft == hard, line
