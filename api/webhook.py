@@ -10,6 +10,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -102,20 +103,52 @@ async def read_body(request: Request, declared: str, limit: int, timeout_s: floa
 class NonceMemory:
     """Nonces of signed callbacks this process accepted, kept for the signature window: the
     same signed request sent again is a replay (Sinch's docs ask receivers to refuse them).
-    Only accepted ones are remembered, so a retry after a 503 is still taken."""
+    Only accepted ones are remembered, so a retry after a 503 is still taken.
 
-    def __init__(self, window_s: int) -> None:
-        self.window_s = window_s
-        self._seen: dict[str, float] = {}
+    A signature is taken while its timestamp is within `window_s` of our clock, so a request
+    can be replayed at most 2 * window_s after it was first accepted: each nonce is kept that
+    long. Expiry times come from a monotonic clock, so insertion order is expiry order and
+    expired nonces are popped from the front: O(1) amortised per callback, never a scan.
+    Memory is rate x 2 * window_s nonces, and at most `cap`: past it the oldest is dropped
+    early. A replay of a dropped nonce passes this check but not the store's dedupe, so it is
+    answered `duplicate` and nothing is stored twice; no callback is ever lost by it."""
 
-    def seen(self, nonce: str, now: float) -> bool:
+    def __init__(
+        self,
+        window_s: int,
+        cap: int = 1_000_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.keep_s = 2 * window_s
+        self.cap = cap
+        self.clock = clock
+        self.expired = 0  # dropped because their window passed
+        self.evicted = 0  # dropped early, over the cap
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def seen(self, nonce: str) -> bool:
         expiry = self._seen.get(nonce)
-        return expiry is not None and expiry > now
+        return expiry is not None and expiry > self.clock()
 
-    def remember(self, nonce: str, now: float) -> None:
-        self._seen[nonce] = now + 2 * self.window_s
-        if len(self._seen) > 100_000:
-            self._seen = {n: e for n, e in self._seen.items() if e > now}
+    def remember(self, nonce: str) -> None:
+        now = self.clock()
+        seen = self._seen
+        seen[nonce] = now + self.keep_s
+        # Two requests with one nonce may both pass `seen` before either is remembered: the
+        # later expiry must move to the back to keep the order.
+        seen.move_to_end(nonce)
+        while len(seen) > self.cap:
+            seen.popitem(last=False)
+            self.evicted += 1
+        while seen:
+            first = next(iter(seen))
+            if seen[first] > now:
+                break
+            del seen[first]
+            self.expired += 1
 
 
 def unavailable(settings: Settings, exc: BaseException) -> JSON:
@@ -175,7 +208,7 @@ class SinchWebhook:
                 )
             except signature.SignatureError as exc:
                 return error(401, "bad_signature", str(exc))
-            if self.nonces.seen(nonce, now):
+            if self.nonces.seen(nonce):
                 return error(
                     401,
                     "replayed_nonce",
@@ -227,7 +260,7 @@ class SinchWebhook:
         if outcome.events:
             self.on_commit()
         if settings.webhook_secrets:
-            self.nonces.remember(nonce, now)
+            self.nonces.remember(nonce)
         return JSON(
             {"status": outcome.status, "trigger": outcome.trigger, "events": outcome.events}
         )
@@ -267,9 +300,17 @@ class WebhookFirst:
     def __init__(self, app: ASGIApp, webhook: SinchWebhook) -> None:
         self.app = app
         self.webhook = webhook
+        self.max_headers = webhook.settings.max_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
+        if scope["type"] == "http" and len(scope["headers"]) > self.max_headers:
+            # The head's bytes are capped by the connection guard; its lines are counted here.
+            response = error(
+                431, "too_many_headers", f"the request has over {self.max_headers} header lines"
+            )
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
             await self.webhook(scope, receive, send)
         else:
             await self.app(scope, receive, send)

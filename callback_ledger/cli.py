@@ -15,18 +15,45 @@ from callback_ledger.audit_cli import add_commands as add_audit_commands
 from callback_ledger.config import ConfigError, Settings, collect_less_often
 from callback_ledger.domain.callbacks import loads_body
 
+# serve's HTTP limits: (option, environment variable). See api/connections.py.
+HTTP_LIMITS = (
+    ("max_connections", "LEDGER_MAX_CONNECTIONS"),
+    ("keepalive_s", "LEDGER_KEEPALIVE_S"),
+    ("header_timeout_s", "LEDGER_HEADER_TIMEOUT_S"),
+    ("max_header_bytes", "LEDGER_MAX_HEADER_BYTES"),
+    ("max_headers", "LEDGER_MAX_HEADERS"),
+)
+
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from callback_ledger.api.app import create_app
+    from callback_ledger.api.connections import FD_RESERVE, PROTOCOL, raise_fd_limit
 
+    # Options go through the environment: worker processes and the connection guard read
+    # their settings from it.
+    for name, key in HTTP_LIMITS:
+        if getattr(args, name) is not None:
+            os.environ[key] = str(getattr(args, name))
+    fds = raise_fd_limit()
+    budget = (fds - FD_RESERVE) // 2
+    if Settings.from_env().max_connections > budget:
+        logging.getLogger("callback_ledger").warning(
+            "LEDGER_MAX_CONNECTIONS lowered to %d: the file-descriptor limit is %d", budget, fds
+        )
+        os.environ["LEDGER_MAX_CONNECTIONS"] = str(max(budget, 1))
+    settings = Settings.from_env()
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
         # Let in-flight callbacks finish their commit on shutdown.
         "timeout_graceful_shutdown": 10,
+        "http": PROTOCOL,
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keepalive_s,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
@@ -188,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=int(os.environ.get("LEDGER_WORKERS", "1")),
         help="server processes (PostgreSQL only; default LEDGER_WORKERS or 1)",
     )
+    for name, key in HTTP_LIMITS:
+        p.add_argument("--" + name.replace("_", "-"), type=int, help=f"default {key}")
     p.set_defaults(run=serve)
 
     p = commands.add_parser(

@@ -39,6 +39,14 @@ class Settings:
     projections: str = "inline"
     # /healthz answers 503 when a projection has not moved for this long while behind.
     health_max_lag_s: int = 60
+    # HTTP limits (api/connections.py): open connections past which requests get 503 (twice
+    # as many are closed at once), seconds an idle keep-alive connection is kept, seconds a
+    # request head may take to arrive, and the head's size and number of header lines.
+    max_connections: int = 1000
+    keepalive_s: int = 5
+    header_timeout_s: int = 10
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +74,11 @@ class Settings:
             opt_in_keywords=_opt_in(env),
             help_keywords=_words(env, "LEDGER_HELP_KEYWORDS"),
             projections=env.get("LEDGER_PROJECTIONS", "inline").strip() or "inline",
+            max_connections=_int(env, "LEDGER_MAX_CONNECTIONS", 1000),
+            keepalive_s=_int(env, "LEDGER_KEEPALIVE_S", 5),
+            header_timeout_s=_int(env, "LEDGER_HEADER_TIMEOUT_S", 10),
+            max_header_bytes=_int(env, "LEDGER_MAX_HEADER_BYTES", 32 * 1024),
+            max_headers=_int(env, "LEDGER_MAX_HEADERS", 100),
         )
         if settings.projections not in ("inline", "off"):
             raise ConfigError(
