@@ -123,9 +123,13 @@ class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         values = ", ".join(["(?, ?)"] * len(pairs))
         params = [x for i, k in pairs for x in (i.hex, k)]
         with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT originator_id, dedupe_key FROM {TABLE} "
-                f"WHERE (originator_id, dedupe_key) IN (VALUES {values})",
-                params,
-            )
+            c.execute(self.recorded_sql(values), params)
             return {(UUID(i), bytes(k)) for i, k in c.fetchall()}
+
+    @staticmethod
+    def recorded_sql(values: str) -> str:
+        # A join, not `(a, b) IN (VALUES ...)`: SQLite scans the whole table for that.
+        return (
+            f"SELECT d.originator_id, d.dedupe_key FROM (VALUES {values}) q "
+            f"JOIN {TABLE} d ON d.originator_id = q.column1 AND d.dedupe_key = q.column2"
+        )

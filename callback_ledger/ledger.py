@@ -330,20 +330,31 @@ class Ledger(Application[UUID]):
         if self.snapshots is None:
             return f"SELECT {columns} FROM {table} WHERE {where} {order}", params
         snapshots = self.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
-
-        def latest(alias: str) -> str:
-            return (
-                f"(SELECT MAX(originator_version) FROM {snapshots} l "
-                f"WHERE l.originator_id = {alias}.originator_id)"
+        # Each stream's latest snapshot version once, then a range of the events' primary key
+        # (a condition per event row would read the whole stream again).
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            ids_sql = f"SELECT column1 AS i FROM (VALUES {', '.join(['(?)'] * len(params))})"
+            tail = (
+                f"latest JOIN {table} x ON x.originator_id = latest.i "
+                "AND x.originator_version > COALESCE(latest.v, 0)"
             )
-
+        else:
+            ids_sql = "SELECT i FROM unnest(%s::uuid[]) AS ids(i)"
+            # OFFSET 0 keeps it a per-stream index range: PostgreSQL would otherwise hash the
+            # streams' every event.
+            tail = (
+                f"latest, LATERAL (SELECT {columns} FROM {table} e WHERE e.originator_id = "
+                "latest.i AND e.originator_version > COALESCE(latest.v, 0) OFFSET 0) x"
+            )
+        picked = ", ".join(f"x.{c.strip()}" for c in columns.split(","))
         sql = (
-            f"SELECT {columns} FROM {snapshots} s WHERE {where} "
-            f"AND originator_version = {latest('s')} "
-            f"UNION ALL SELECT {columns} FROM {table} e WHERE {where} "
-            f"AND originator_version > COALESCE({latest('e')}, 0) {order}"
+            f"WITH latest AS (SELECT i, (SELECT MAX(originator_version) FROM {snapshots} l "
+            f"WHERE l.originator_id = q.i) AS v FROM ({ids_sql}) AS q) "
+            f"SELECT {picked} FROM latest JOIN {snapshots} x "
+            "ON x.originator_id = latest.i AND x.originator_version = latest.v "
+            f"UNION ALL SELECT {picked} FROM {tail} ORDER BY 1, 2"
         )
-        return sql, params + params
+        return sql, params
 
     def _select_events(self, ids: set[UUID]) -> list[Any]:
         sql, params = self.events_query(ids)

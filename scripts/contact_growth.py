@@ -9,8 +9,8 @@ recorded one at a time and timed, on both write paths:
 - `cold`: `execute_many` with an empty cache, one command per batch (a batch after a restart,
   after a conflict with another process, or once the contact left the cache).
 The rest are recorded in batches of 256 (snapshots are taken as usual). Each figure is the mean
-over 200 messages (20 for `cold`), in µs per message; then the contact's snapshots: how many,
-their bytes, and the latest one's bytes.
+over one snapshot interval of 200 messages (every 10th of them for `cold`), in µs per message;
+then the contact's snapshots: how many, their bytes, and the latest one's bytes.
 
     .venv/bin/python -m callback_ledger.scripts.contact_growth [N] [DATABASE_URL]
 
@@ -93,10 +93,13 @@ def main() -> None:
                 assert not isinstance(result, BaseException), result
             recorded += len(batch)
 
-    def timed(path: str, window: int = WINDOW) -> float:
+    def timed(path: str, every: int = 1) -> float:
+        """Over the next WINDOW messages (one snapshot interval, so each reload's tail takes
+        every length once), timing every `every`th."""
         nonlocal recorded
         total = 0.0
-        for _ in range(window):
+        for _ in range(WINDOW // every):
+            fill(recorded + every - 1)
             i = recorded
             if path != "alone":
                 c = command(ledger, i)
@@ -110,23 +113,22 @@ def main() -> None:
             total += time.perf_counter() - started
             assert not isinstance(result, BaseException) and result.status == "accepted", result
             recorded += 1
-        return total / window * 1e6
+        return total / (WINDOW // every) * 1e6
 
     rows = []
-    for upto in (0, n - 2 * WINDOW - 20):
+    for upto in (0, n - 3 * WINDOW):
         fill(upto)
-        # The three windows cover messages recorded at about the same stream length.
-        at = recorded + WINDOW
+        # Three windows of one snapshot interval each, at about the same stream length.
         group = timed("group")
         alone = timed("alone")
-        cold = timed("cold", 20)
-        rows.append((at, group, alone, cold, *snapshot_sizes(ledger)))
+        cold = timed("cold", 10)
+        rows.append((f"{upto + 1:,}-{recorded:,}", group, alone, cold, *snapshot_sizes(ledger)))
     ledger.close()
     print(f"{url.split(':')[0]}, one contact, {recorded} inbound messages")
-    print("around message | group µs | alone µs | cold µs | snapshots | all bytes | latest bytes")
+    print("messages | group µs | alone µs | cold µs | snapshots | all bytes | latest bytes")
     for at, group, alone, cold, count, total, latest in rows:
         print(
-            f"{at:>14,} | {group:>8,.0f} | {alone:>8,.0f} | {cold:>7,.0f} | {count:>9} "
+            f"{at} | {group:>8,.0f} | {alone:>8,.0f} | {cold:>7,.0f} | {count:>9} "
             f"| {total:>9,} | {latest:,}"
         )
 

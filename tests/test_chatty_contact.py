@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from eventsourcing.persistence import IntegrityError
+from psycopg.sql import SQL
 
 from callback_ledger.config import Settings
+from callback_ledger.dedupe import DedupeSQLiteApplicationRecorder
 from callback_ledger.domain.callbacks import parse_callback
 from callback_ledger.domain.contact import RECENT, Contact
 from callback_ledger.domain.receipt import Receipt
@@ -57,6 +59,23 @@ def keys_in_table(database_url: str) -> int:
         db.close()
 
 
+def lookup_plan(ledger: Ledger) -> str:
+    """The query plan of the key lookup for two facts of CONTACT."""
+    pairs = [(CONTACT, b"INBOUND|IN000000"), (CONTACT, b"INBOUND|IN000001")]
+    recorder: Any = ledger.recorder
+    if isinstance(recorder, DedupeSQLiteApplicationRecorder):
+        values = ", ".join(["(?, ?)"] * len(pairs))
+        sql = recorder.recorded_sql(values)
+        params = [x for i, k in pairs for x in (i.hex, k)]
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            return " ".join(str(tuple(row)) for row in c.fetchall())
+    sql, params = recorder.recorded_query(pairs)
+    with recorder.datastore.get_connection() as conn:
+        rows = conn.execute(SQL("EXPLAIN ") + sql, params).fetchall()
+        return " ".join(str(row) for row in rows)
+
+
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
     app = Ledger.from_settings(settings)
@@ -96,6 +115,8 @@ def test_a_chatty_contact_stays_bounded_and_old_redeliveries_stay_duplicates(
     assert first["rebuilt"] and last["rebuilt"]
     assert not hasattr(cache[CONTACT], "seen")
     assert keys_in_table(database_url) == total
+    # The lookup reads the key table by its primary key, never all of it.
+    assert "PRIMARY KEY" in lookup_plan(ledger) or "pkey" in lookup_plan(ledger)
 
     head = ledger.ping()
     old, recent = inbound(0), inbound(total - 1)
