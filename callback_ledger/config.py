@@ -168,6 +168,8 @@ def eventsourcing_env(url: str, timeout_s: int = 5) -> dict[str, str]:
         return {
             **common,
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            # The library's, plus the dedupe keys' table (callback_ledger.dedupe).
+            "APPLICATION_RECORDER_TOPIC": "callback_ledger.dedupe:DedupeSQLiteApplicationRecorder",
             "SQLITE_DBNAME": sqlite_path(url),
             "SQLITE_LOCK_TIMEOUT": str(timeout_s),
         }

@@ -32,6 +32,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
+from callback_ledger import dedupe
 from callback_ledger.config import Settings, eventsourcing_env, sqlite_path
 from callback_ledger.domain import ids
 from callback_ledger.domain.callbacks import (
@@ -43,7 +44,7 @@ from callback_ledger.domain.callbacks import (
     detect_trigger,
     parse_callback,
 )
-from callback_ledger.domain.contact import Contact, contact_key
+from callback_ledger.domain.contact import Contact, contact_key, fact_key
 from callback_ledger.domain.message import Message
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
@@ -75,12 +76,15 @@ def file_identity(path: str) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class Command:
     """Recording one interpreted callback: which stream, how to start it, and the aggregate's
-    decision (True: events were added; False: already recorded)."""
+    decision (True: events were added; False: already recorded). `dedupe_key`: the key of the
+    fact it would append to a Contact stream; when the contact no longer remembers all its keys,
+    the store's key table is asked first, and a key found there is a duplicate."""
 
     trigger: str
     aggregate_id: UUID
     create: Callable[[], Aggregate]
     decide: Callable[[Any], bool]
+    dedupe_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ class Outcome:
 
 # A command, whether its aggregate took it, and how many events that added.
 Planned = tuple[Command, bool, int]
+# (stream, dedupe key): a fact of a Contact stream.
+Fact = tuple[UUID, str]
 
 
 def collected(aggregates: Iterable[Aggregate]) -> ProcessingEvent[UUID]:
@@ -113,7 +119,8 @@ def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
 
 class Ledger(Application[UUID]):
     name = "Ledger"
-    # Contacts collect every inbound message; snapshots keep their reload short.
+    # Contacts collect every inbound message; snapshots (bounded: see Contact) keep their reload
+    # short.
     snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Contact: 200}
 
     # SQLite: the database file as opened, checked around every write (see `_check_file`).
@@ -161,6 +168,34 @@ class Ledger(Application[UUID]):
         self._notify(recordings)
         return recordings
 
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        """As the library's, with the dedupe keys of the Contact facts among the events, which
+        the recorder writes in the same transaction (callback_ledger.dedupe)."""
+        rows = dedupe.rows(processing_event.events)
+        if rows:
+            processing_event.saved_kwargs["dedupe"] = rows
+        return super()._record(processing_event)
+
+    def recorded(self, facts: Iterable[Fact]) -> set[Fact]:
+        """Which of these facts the store's key table holds (committed facts)."""
+        pairs = {(stream, dedupe.key_bytes(key)): (stream, key) for stream, key in facts}
+        if not pairs:
+            return set()
+        found = self.recorder.recorded(list(pairs))  # type: ignore[attr-defined]
+        return {pairs[pair] for pair in found}
+
+    @staticmethod
+    def to_look_up(commands: list[Command], touched: dict[UUID, Aggregate]) -> set[Fact]:
+        """The facts of `commands` their (loaded) streams cannot decide alone: the contact
+        has forgotten some keys. A stream not in the store yet has no facts there."""
+        return {
+            (c.aggregate_id, c.dedupe_key)
+            for c in commands
+            if c.dedupe_key is not None
+            and c.aggregate_id in touched
+            and not getattr(touched[c.aggregate_id], "remembers_all", True)
+        }
+
     def accept(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
         """Records a JSON callback body on its own. Raises InvalidCallback for a known trigger
         with invalid fields; persistence errors propagate (the caller answers 503)."""
@@ -193,6 +228,7 @@ class Ledger(Application[UUID]):
                 message.channel_identity.identity,
             )
             decide = lambda c: c.record_inbound(callback, receipt)  # noqa: E731
+            dedupe_key = fact_key(callback, receipt)
         else:
             assert isinstance(callback, OptInCallback | OptOutCallback)
             note = (
@@ -202,11 +238,13 @@ class Ledger(Application[UUID]):
             )
             key = contact_key(note.contact_id, note.channel, note.identity)
             decide = lambda c: c.record_consent(callback, receipt)  # noqa: E731
+            dedupe_key = fact_key(callback, receipt)
         return Command(
             trigger,
             Contact.create_id(project_id, key),
             lambda: Contact(project_id=project_id, contact_key=key),
             decide,
+            dedupe_key,
         )
 
     def _load_or_create(self, command: Command) -> tuple[Aggregate, bool]:
@@ -219,8 +257,9 @@ class Ledger(Application[UUID]):
         """One command in a transaction of its own, retried on optimistic-concurrency
         conflicts: a racing duplicate becomes "duplicate" and a different report is kept too."""
         for attempt in range(MAX_ATTEMPTS):
-            aggregate, _ = self._load_or_create(command)
-            if not command.decide(aggregate):
+            aggregate, created = self._load_or_create(command)
+            asked = set() if created else self.to_look_up([command], {aggregate.id: aggregate})
+            if (asked and self.recorded(asked)) or not command.decide(aggregate):
                 return Outcome("duplicate", command.trigger, 0)
             pending = len(aggregate.pending_events)
             try:
@@ -264,7 +303,8 @@ class Ledger(Application[UUID]):
         missing = {c.aggregate_id for c in commands} - touched.keys()
         if missing:
             touched.update(self.rebuild(self._select_events(missing)))
-        planned = self.decide_all(commands, touched)
+        recorded = self.recorded(self.to_look_up(commands, touched))
+        planned = self.decide_all(commands, touched, recorded)
         dirty = [a for a in touched.values() if a.pending_events]
         if dirty:
             self.save(*dirty)
@@ -282,20 +322,31 @@ class Ledger(Application[UUID]):
         }
 
     @staticmethod
-    def decide_all(commands: list[Command], touched: dict[UUID, Aggregate]) -> list[Planned]:
+    def decide_all(
+        commands: list[Command], touched: dict[UUID, Aggregate], recorded: set[Fact] | None = None
+    ) -> list[Planned]:
         """Each command's decision on its stream, in order; new streams are started in
-        `touched`. Pure: no storage."""
+        `touched`. `recorded`: the facts the store's key table was found to hold (a duplicate,
+        whatever the stream remembers). Pure: no storage."""
         planned: list[Planned] = []
+        # Also the facts this batch appends: a contact may forget one before the batch ends.
+        known = set(recorded or ())
         for command in commands:
             created = False
             aggregate = touched.get(command.aggregate_id)
             if aggregate is None:
                 aggregate, created = command.create(), True
             touched[command.aggregate_id] = aggregate
+            fact = (command.aggregate_id, command.dedupe_key)
+            if command.dedupe_key is not None and fact in known:
+                planned.append((command, False, 0))
+                continue
             # The stream's Registered event counts for the command that started it.
             before = 0 if created else len(aggregate.pending_events)
             accepted = command.decide(aggregate)
             planned.append((command, accepted, len(aggregate.pending_events) - before))
+            if accepted and command.dedupe_key is not None:
+                known.add(fact)  # type: ignore[arg-type]
         return planned
 
     def snapshots_due(self, processing: ProcessingEvent[UUID]) -> bool:
@@ -309,7 +360,9 @@ class Ledger(Application[UUID]):
         return False
 
     def events_query(self, ids: set[UUID]) -> tuple[str, list[Any]]:
-        """Many streams in one query (the repository takes two round trips per stream)."""
+        """Many streams in one query (the repository takes two round trips per stream): each
+        one's latest snapshot and the events after it, ordered by stream and version (a
+        snapshot comes before the events that follow it)."""
         table = self.recorder.events_table_name
         columns = "originator_id, originator_version, topic, state"
         if isinstance(self.recorder, SQLiteApplicationRecorder):
@@ -318,7 +371,34 @@ class Ledger(Application[UUID]):
         else:
             params, where = [list(ids)], "originator_id = ANY(%s)"
         order = "ORDER BY originator_id, originator_version"
-        return f"SELECT {columns} FROM {table} WHERE {where} {order}", params
+        if self.snapshots is None:
+            return f"SELECT {columns} FROM {table} WHERE {where} {order}", params
+        snapshots = self.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
+        # Each stream's latest snapshot version once, then a range of the events' primary key
+        # (a condition per event row would read the whole stream again).
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            ids_sql = f"SELECT column1 AS i FROM (VALUES {', '.join(['(?)'] * len(params))})"
+            tail = (
+                f"latest JOIN {table} x ON x.originator_id = latest.i "
+                "AND x.originator_version > COALESCE(latest.v, 0)"
+            )
+        else:
+            ids_sql = "SELECT i FROM unnest(%s::uuid[]) AS ids(i)"
+            # OFFSET 0 keeps it a per-stream index range: PostgreSQL would otherwise hash the
+            # streams' every event.
+            tail = (
+                f"latest, LATERAL (SELECT {columns} FROM {table} e WHERE e.originator_id = "
+                "latest.i AND e.originator_version > COALESCE(latest.v, 0) OFFSET 0) x"
+            )
+        picked = ", ".join(f"x.{c.strip()}" for c in columns.split(","))
+        sql = (
+            f"WITH latest AS (SELECT i, (SELECT MAX(originator_version) FROM {snapshots} l "
+            f"WHERE l.originator_id = q.i) AS v FROM ({ids_sql}) AS q) "
+            f"SELECT {picked} FROM latest JOIN {snapshots} x "
+            "ON x.originator_id = latest.i AND x.originator_version = latest.v "
+            f"UNION ALL SELECT {picked} FROM {tail} ORDER BY 1, 2"
+        )
+        return sql, params
 
     def _select_events(self, ids: set[UUID]) -> list[Any]:
         sql, params = self.events_query(ids)

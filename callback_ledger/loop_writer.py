@@ -19,9 +19,23 @@ import psycopg
 from eventsourcing.persistence import OperationalError
 from psycopg.rows import dict_row
 
+from callback_ledger import dedupe
 from callback_ledger.config import Settings, eventsourcing_env
-from callback_ledger.ledger import BATCH_ATTEMPTS, Command, Ledger, Outcome, collected, outcomes
-from callback_ledger.postgres import COPY_TYPES, FailFastApplicationRecorder, copy_row
+from callback_ledger.ledger import (
+    BATCH_ATTEMPTS,
+    Command,
+    Fact,
+    Ledger,
+    Outcome,
+    collected,
+    outcomes,
+)
+from callback_ledger.postgres import (
+    COPY_TYPES,
+    DEDUPE_COPY_TYPES,
+    FailFastApplicationRecorder,
+    copy_row,
+)
 from callback_ledger.writer import LRU
 
 log = logging.getLogger("callback_ledger")
@@ -118,10 +132,15 @@ class LoopGroupCommit:
             sql, params = ledger.events_query(missing)
             cursor = await conn.execute(sql, params)
             touched.update(ledger.rebuild(await cursor.fetchall()))
-        planned = ledger.decide_all(commands, touched)
+        recorded = await self._recorded(conn, ledger.to_look_up(commands, touched))
+        planned = ledger.decide_all(commands, touched, recorded)
         processing = collected(touched.values())
         if processing.events:
-            await self._insert(conn, [ledger.mapper.to_stored_event(e) for e in processing.events])
+            await self._insert(
+                conn,
+                [ledger.mapper.to_stored_event(e) for e in processing.events],
+                dedupe.rows(processing.events),
+            )
             if ledger.snapshots_due(processing):
                 try:
                     await asyncio.to_thread(ledger._take_snapshots, processing)
@@ -130,7 +149,24 @@ class LoopGroupCommit:
         self.cache.update(touched)
         return outcomes(planned)
 
-    async def _insert(self, conn: psycopg.AsyncConnection[Any], stored: list[Any]) -> None:
+    async def _recorded(
+        self, conn: psycopg.AsyncConnection[dict[str, Any]], facts: set[Fact]
+    ) -> set[Fact]:
+        """As `Ledger.recorded`, on this connection."""
+        if not facts:
+            return set()
+        pairs = {(stream, dedupe.key_bytes(key)): (stream, key) for stream, key in facts}
+        sql, params = self.recorder.recorded_query(list(pairs))
+        cursor = await conn.execute(sql, params)
+        return {pairs[r["originator_id"], bytes(r["dedupe_key"])] for r in await cursor.fetchall()}
+
+    async def _insert(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        stored: list[Any],
+        keys: list[dedupe.Row],
+    ) -> None:
+        """The events and their dedupe keys in one transaction (see callback_ledger.dedupe)."""
         begin, copy = self.recorder.insert_statements()
         async with conn.cursor() as cursor:
             try:
@@ -139,6 +175,11 @@ class LoopGroupCommit:
                     rows.set_types(COPY_TYPES)
                     for event in stored:
                         await rows.write_row(copy_row(event))
+                if keys:
+                    async with cursor.copy(self.recorder.dedupe_copy_statement()) as rows:
+                        rows.set_types(DEDUPE_COPY_TYPES)
+                        for key in keys:
+                            await rows.write_row(key)
                 await cursor.execute("COMMIT")
             except BaseException:
                 if not conn.closed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import (
@@ -17,7 +18,10 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresFactory,
 )
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
+
+from callback_ledger.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
 
 # Any number of ours: the advisory lock around the library's table creation.
 CREATE_TABLES_LOCK = 4711002
@@ -42,6 +46,7 @@ class FailFastAggregateRecorder(CreatesTablesOneAtATime):
 
 
 COPY_TYPES = ["uuid", "int8", "text", "bytea"]
+DEDUPE_COPY_TYPES = ["uuid", "bytea", "int8"]
 
 
 def copy_row(event: StoredEvent) -> tuple[Any, ...]:
@@ -54,7 +59,75 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     rest of a callback's handling. The insert still runs under the library's EXCLUSIVE table
     lock, so notification ids become visible in order and followers never skip an event.
     Notification ids are not returned: nothing here uses them (the projector reads the log
-    itself)."""
+    itself). The dedupe keys of the events (`dedupe=`, see callback_ledger.dedupe) go into
+    their table by a second COPY in the same transaction."""
+
+    def create_table(self) -> None:
+        super().create_table()
+        table = self.dedupe_table()
+        with self.datastore.get_connection() as conn:  # the pool's are autocommit
+            conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
+            try:
+                with conn.transaction():
+                    found = conn.execute(
+                        "SELECT to_regclass(%s) IS NOT NULL AS present",
+                        (f"{self.datastore.schema}.{TABLE}",),
+                    ).fetchone()
+                    if not found["present"]:
+                        conn.execute(
+                            SQL(
+                                "CREATE TABLE {0} (originator_id uuid, dedupe_key bytea, "
+                                "originator_version bigint, "
+                                "PRIMARY KEY (originator_id, dedupe_key))"
+                            ).format(table)
+                        )
+                        self._fill(conn)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+
+    def _fill(self, conn: Any) -> None:
+        events = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+        read = conn.cursor(name="ledger_dedupe_fill", row_factory=tuple_row)
+        read.execute(
+            SQL(
+                "SELECT originator_id, originator_version, state FROM {0} WHERE topic = ANY(%s)"
+            ).format(events),
+            (list(FACT_TOPICS),),
+        )
+        # In pages: the connection cannot read from the cursor while a COPY is under way.
+        while page := read.fetchmany(5000):
+            with conn.cursor() as cursor, cursor.copy(self.dedupe_copy_statement()) as rows:
+                rows.set_types(DEDUPE_COPY_TYPES)
+                for row in stored_rows(page):
+                    rows.write_row(row)
+        read.close()
+
+    def dedupe_table(self) -> Composed:
+        return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(TABLE))
+
+    def dedupe_copy_statement(self) -> Composed:
+        return SQL(
+            "COPY {0} (originator_id, dedupe_key, originator_version) FROM STDIN (FORMAT BINARY)"
+        ).format(self.dedupe_table())
+
+    def recorded_query(self, pairs: Sequence[tuple[UUID, bytes]]) -> tuple[Composed, list[Any]]:
+        """SQL selecting which of these (stream, key) pairs the dedupe table holds."""
+        sql = SQL(
+            "SELECT d.originator_id, d.dedupe_key FROM {0} d "
+            "JOIN unnest(%s::uuid[], %s::bytea[]) AS q(i, k) "
+            "ON d.originator_id = q.i AND d.dedupe_key = q.k"
+        ).format(self.dedupe_table())
+        return sql, [[i for i, _ in pairs], [k for _, k in pairs]]
+
+    def recorded(self, pairs: Sequence[tuple[UUID, bytes]]) -> set[tuple[UUID, bytes]]:
+        if not pairs:
+            return set()
+        sql, params = self.recorded_query(pairs)
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return {(r["originator_id"], bytes(r["dedupe_key"])) for r in cursor.fetchall()}
 
     def insert_statements(self) -> tuple[Composed, Composed]:
         """BEGIN with the lock statements as one simple query (no parameters, so several
@@ -68,7 +141,13 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         ).format(table)
         return begin, copy
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> None:
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        dedupe: Sequence[Row] = (),
+        **_: Any,
+    ) -> None:
         if not stored_events:
             return None
         begin, copy = self.insert_statements()
@@ -79,6 +158,11 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                     rows.set_types(COPY_TYPES)
                     for event in stored_events:
                         rows.write_row(copy_row(event))
+                if dedupe:
+                    with cursor.copy(self.dedupe_copy_statement()) as rows:
+                        rows.set_types(DEDUPE_COPY_TYPES)
+                        for row in dedupe:
+                            rows.write_row(row)
                 cursor.execute("COMMIT")
             except BaseException:
                 if not conn.closed:

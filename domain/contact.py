@@ -1,7 +1,15 @@
 """The Contact aggregate: one stream per (project_id, contact), holding the consent facts the
 provider reported (OPT_IN / OPT_OUT notifications) and the inbound messages (where SMS "STOP"
 arrives). Keywords are not interpreted here: projections read them, so a changed keyword list
-can be replayed over the same facts."""
+can be replayed over the same facts.
+
+A contact may write to us for years: its state must not grow with its stream. It remembers only
+the dedupe keys of its last RECENT facts (`recent`); the key of every fact is also written,
+in the same transaction as the fact, to the store's key table (`ledger_dedupe`, primary key
+(stream, key); see `callback_ledger.dedupe`). The ledger asks that table about a key only when
+the contact has forgotten some (`remembers_all` false), and the table's primary key refuses a
+second copy of a fact even when two processes decide at once. Snapshots of the first version
+(all keys in `seen`) are upcast on load (`upcast_v1_v2`)."""
 
 from __future__ import annotations
 
@@ -44,7 +52,36 @@ def consent_key(
     return f"{kind}|{note.channel}|{identity}|{note.status}|{when}"
 
 
+# How many dedupe keys a contact keeps in its state: redeliveries come soon after (Sinch retries
+# within minutes), and a contact with at most this many facts needs no lookup at all.
+RECENT = 64
+
+
+def inbound_key(callback: InboundCallback, receipt: Receipt) -> str:
+    """What names one inbound message: its id; without one, the body's hash (a redelivery is
+    byte-identical)."""
+    message = callback.message
+    return f"INBOUND|{message.id or 'body:' + ids.body_hash(receipt.raw.encode())}"
+
+
+def fact_key(callback: InboundCallback | OptInCallback | OptOutCallback, receipt: Receipt) -> str:
+    """The dedupe key of the event an inbound message or consent notification would append."""
+    if isinstance(callback, InboundCallback):
+        return inbound_key(callback, receipt)
+    if isinstance(callback, OptInCallback):
+        return consent_key("OPT_IN", callback, callback.opt_in_notification, receipt)
+    return consent_key("OPT_OUT", callback, callback.opt_out_notification, receipt)
+
+
 class Contact(Aggregate):
+    """Decides whether an inbound message or consent notification is new, from the keys of its
+    last RECENT facts. Older keys are not in the state: the caller (the ledger) looks a key up
+    in the store's key table when `remembers_all` is false, and treats a key found there as a
+    duplicate without asking the aggregate. Bounded state, so bounded snapshots and loads."""
+
+    # 2: `seen` (every key) became `recent` (the last RECENT) and `forgotten`.
+    class_version = 2
+
     @staticmethod
     def create_id(project_id: str, contact_key: str) -> UUID:
         return ids.contact_id(project_id, contact_key)
@@ -53,7 +90,30 @@ class Contact(Aggregate):
     def __init__(self, project_id: str, contact_key: str) -> None:
         self.project_id = project_id
         self.contact_key = contact_key
-        self.seen: dict[str, int] = {}
+        # The last RECENT facts' keys (-> version), oldest first; how many older ones left it.
+        self.recent: dict[str, int] = {}
+        self.forgotten = 0
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A first-version snapshot held every key in `seen` (insertion order is version
+        order): keep the last RECENT. Every key is in the store's key table (written with the
+        facts, or copied there when the table was created), so none is lost."""
+        seen: dict[str, int] = state.pop("seen", {})
+        kept = list(seen.items())[-RECENT:]
+        state["recent"] = dict(kept)
+        state["forgotten"] = len(seen) - len(kept)
+
+    @property
+    def remembers_all(self) -> bool:
+        """True when `recent` holds the key of every fact of this stream."""
+        return self.forgotten == 0
+
+    def _remember(self, key: str) -> None:
+        self.recent[key] = self.version
+        if len(self.recent) > RECENT:
+            del self.recent[next(iter(self.recent))]
+            self.forgotten += 1
 
     class ConsentReported(Aggregate.Event):
         """An OPT_IN or OPT_OUT notification, succeeded or failed."""
@@ -93,13 +153,14 @@ class Contact(Aggregate):
         callback: dict[str, Any]
 
     def record_consent(self, callback: OptInCallback | OptOutCallback, receipt: Receipt) -> bool:
-        """Appends a ConsentReported event; False when this notification is already recorded."""
+        """Appends a ConsentReported event; False when this notification is one of the recent
+        facts (older ones: the caller asks the store first, see the class docstring)."""
         if isinstance(callback, OptInCallback):
             kind, note = "OPT_IN", callback.opt_in_notification
         else:
             kind, note = "OPT_OUT", callback.opt_out_notification
         key = consent_key(kind, callback, note, receipt)
-        if key in self.seen:
+        if key in self.recent:
             return False
         self.trigger_event(
             self.ConsentReported,
@@ -122,11 +183,11 @@ class Contact(Aggregate):
         return True
 
     def record_inbound(self, callback: InboundCallback, receipt: Receipt) -> bool:
-        """Appends an InboundMessageReceived event; False when this message is already recorded."""
+        """Appends an InboundMessageReceived event; False when this message is one of the recent
+        facts (older ones: the caller asks the store first, see the class docstring)."""
         message = callback.message
-        # Without an id, the body's hash: a redelivery is byte-identical.
-        key = f"INBOUND|{message.id or 'body:' + ids.body_hash(receipt.raw.encode())}"
-        if key in self.seen:
+        key = inbound_key(callback, receipt)
+        if key in self.recent:
             return False
         self.trigger_event(
             self.InboundMessageReceived,
@@ -151,8 +212,8 @@ class Contact(Aggregate):
 
     @event(ConsentReported)
     def _apply_consent(self, dedupe_key: str, **_: Any) -> None:
-        self.seen[dedupe_key] = self.version
+        self._remember(dedupe_key)
 
     @event(InboundMessageReceived)
     def _apply_inbound(self, dedupe_key: str, **_: Any) -> None:
-        self.seen[dedupe_key] = self.version
+        self._remember(dedupe_key)
