@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from uuid import UUID
@@ -30,6 +30,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
+from callback_ledger import event_keys
 from callback_ledger.config import Settings, eventsourcing_env
 from callback_ledger.domain import ids
 from callback_ledger.domain.callbacks import (
@@ -42,7 +43,7 @@ from callback_ledger.domain.callbacks import (
     parse_callback,
 )
 from callback_ledger.domain.contact import Contact, contact_key
-from callback_ledger.domain.message import Message
+from callback_ledger.domain.message import Message, report_key
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from callback_ledger.mapper import FastMapper
@@ -102,6 +103,14 @@ class Ledger(Application[UUID]):
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
         return cls(env=eventsourcing_env(settings.database_url, settings.db_timeout_s))
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env=env)
+        # PostgreSQL's recorder makes its key index with its tables (under their lock).
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            index = event_keys.sqlite_index(self.recorder.events_table_name)
+            with self.recorder.datastore.transaction(commit=True) as cursor:
+                cursor.execute(index)
 
     def construct_mapper(self) -> Mapper[UUID]:
         return FastMapper(super().construct_mapper())
@@ -362,6 +371,42 @@ class Ledger(Application[UUID]):
                 "signature_verified": event.callback["signature_verified"],
                 "raw_base64": event.raw_base64,
             }
+
+    def keyed_event(self, originator_id: UUID, key: str) -> Any | None:
+        """The event a reference `<stream>/<key>` names, or None. A contact's is found by the
+        key index and only it is read; a message's stream holds one event per distinct report
+        (few), so it is read whole, as before."""
+        version = self._keyed_version(originator_id, key)
+        if version is not None:
+            stored = self.recorder.select_events(originator_id, gt=version - 1, lte=version)
+            return self.mapper.to_domain_event(stored[0]) if stored else None
+        first = self.recorder.select_events(originator_id, lte=1)
+        if not first or first[0].topic != get_topic(Message.Registered):  # type: ignore[attr-defined]
+            return None
+        for stored_event in self.recorder.select_events(originator_id, gt=1):
+            event = self.mapper.to_domain_event(stored_event)
+            if (
+                isinstance(event, Message.DeliveryReported)
+                and report_key(event.channel, event.status) == key
+            ):
+                return event
+        return None
+
+    def _keyed_version(self, originator_id: UUID, key: str) -> int | None:
+        recorder = self.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    event_keys.sqlite_query(recorder.events_table_name), [originator_id.hex, key]
+                )
+                row = cursor.fetchone()
+        else:
+            with recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+                row = conn.execute(
+                    recorder.keyed_version_query(),  # type: ignore[attr-defined]
+                    (originator_id, key),
+                ).fetchone()
+        return None if row is None else int(row["originator_version"])
 
     def ping(self) -> int:
         """The head of the event log; raises when the store cannot be reached."""

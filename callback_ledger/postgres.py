@@ -17,7 +17,9 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresFactory,
 )
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
+
+from callback_ledger.event_keys import KEY_INDEX, KEYED_TOPICS
 
 # Any number of ours: the advisory lock around the library's table creation.
 CREATE_TABLES_LOCK = 4711002
@@ -32,8 +34,13 @@ class CreatesTablesOneAtATime(PostgresAggregateRecorder):
             conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
             try:
                 super().create_table()
+                for statement in self.after_create_table():
+                    conn.execute(statement)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+
+    def after_create_table(self) -> list[Composed]:
+        return []
 
 
 class FailFastAggregateRecorder(CreatesTablesOneAtATime):
@@ -55,6 +62,36 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     lock, so notification ids become visible in order and followers never skip an event.
     Notification ids are not returned: nothing here uses them (the projector reads the log
     itself)."""
+
+    def after_create_table(self) -> list[Composed]:
+        """The index that finds a contact's event by its dedupe key (`Ledger.keyed_version`).
+        convert_from is only STABLE (it depends on the database encoding), and an index needs
+        an IMMUTABLE expression: our states are always UTF-8 JSON, so the wrapper is."""
+        schema = Identifier(self.datastore.schema)
+        table = SQL("{0}.{1}").format(schema, Identifier(self.events_table_name))
+        topics = SQL(", ").join(Literal(t) for t in KEYED_TOPICS)
+        return [
+            SQL(
+                "CREATE OR REPLACE FUNCTION {0}.ledger_event_key(state bytea) RETURNS text "
+                "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "
+                "AS $$ SELECT convert_from(state, 'UTF8')::jsonb ->> 'dedupe_key' $$"
+            ).format(schema),
+            SQL(
+                "CREATE INDEX IF NOT EXISTS {0} ON {1} "
+                "(originator_id, {2}.ledger_event_key(state)) WHERE topic IN ({3})"
+            ).format(Identifier(KEY_INDEX), table, schema, topics),
+        ]
+
+    def keyed_version_query(self) -> Composed:
+        schema = Identifier(self.datastore.schema)
+        return SQL(
+            "SELECT originator_version FROM {0}.{1} WHERE originator_id = %s "
+            "AND {0}.ledger_event_key(state) = %s AND topic IN ({2}) LIMIT 1"
+        ).format(
+            schema,
+            Identifier(self.events_table_name),
+            SQL(", ").join(Literal(t) for t in KEYED_TOPICS),
+        )
 
     def insert_statements(self) -> tuple[Composed, Composed]:
         """BEGIN with the lock statements as one simple query (no parameters, so several
