@@ -6,6 +6,7 @@ Synchronous, like the library."""
 from __future__ import annotations
 
 import base64
+import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -455,10 +456,12 @@ class Ledger(Application[UUID]):
                 )
                 row = cursor.fetchone()
         else:
+            # The index holds the key as JSON text, escaped as the stdlib (and orjson) write it.
+            as_json = json.dumps(key, ensure_ascii=False)
             with recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
                 row = conn.execute(
                     recorder.keyed_version_query(),  # type: ignore[attr-defined]
-                    (originator_id, key),
+                    (originator_id, as_json),
                 ).fetchone()
         return None if row is None else int(row["originator_version"])
 

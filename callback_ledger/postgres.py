@@ -66,7 +66,11 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     def after_create_table(self) -> list[Composed]:
         """The index that finds a contact's event by its dedupe key (`Ledger.keyed_version`).
         convert_from is only STABLE (it depends on the database encoding), and an index needs
-        an IMMUTABLE expression: our states are always UTF-8 JSON, so the wrapper is."""
+        an IMMUTABLE expression: our states are always UTF-8 JSON, so the wrapper is. The key
+        is read as its JSON text, escapes and all, by a pattern, not by a JSON parser: PostgreSQL
+        refuses to parse a \\u0000 anywhere in the event (its text cannot hold one), and the
+        insert must never fail for it. The events' top-level `"dedupe_key":` is the only match:
+        inside a string its quotes would be escaped."""
         schema = Identifier(self.datastore.schema)
         table = SQL("{0}.{1}").format(schema, Identifier(self.events_table_name))
         topics = SQL(", ").join(Literal(t) for t in KEYED_TOPICS)
@@ -74,7 +78,8 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
             SQL(
                 "CREATE OR REPLACE FUNCTION {0}.ledger_event_key(state bytea) RETURNS text "
                 "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "
-                "AS $$ SELECT convert_from(state, 'UTF8')::jsonb ->> 'dedupe_key' $$"
+                "AS $$ SELECT substring(convert_from(state, 'UTF8') "
+                'FROM \'"dedupe_key":("(?:[^"\\\\]|\\\\.)*")\') $$'
             ).format(schema),
             SQL(
                 "CREATE INDEX IF NOT EXISTS {0} ON {1} "
