@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,6 +35,25 @@ UNSIGNED_WARNING = (
     "Anyone who can reach this endpoint can write to the ledger. Set the webhook secret in "
     "Sinch and here before exposing this service."
 )
+
+
+# A page of the quarantine stops growing past this (bodies may be up to the body limit each):
+# one request must not hold the process's memory hostage. At least one item is always sent.
+QUARANTINE_PAGE_BYTES = 4 * 1024 * 1024
+
+
+def page_by_size(
+    items: Iterator[dict[str, Any]], max_bytes: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The items up to `max_bytes` (counting their bodies), and whether it stopped for size."""
+    page: list[dict[str, Any]] = []
+    size = 0
+    for item in items:
+        page.append(item)
+        size += len(item["raw_base64"]) + 256
+        if size >= max_bytes:
+            return page, True
+    return page, False
 
 
 def app_from_env() -> WebhookFirst:
@@ -94,8 +113,10 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         params = Params(request, ["after", "limit"])
         after = params.whole("after", 0, MAX_INTEGER) or 0
         limit = params.limit()
-        items = await run_in_threadpool(lambda: list(runtime.ledger().quarantined(after, limit)))
-        next_after = items[-1]["id"] if len(items) == limit else None
+        items, full = await run_in_threadpool(
+            lambda: page_by_size(runtime.ledger().quarantined(after, limit), QUARANTINE_PAGE_BYTES)
+        )
+        next_after = items[-1]["id"] if full or len(items) == limit else None
         return JSON({"items": items, "next_after": next_after})
 
     openapi = JSON(document())

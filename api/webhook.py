@@ -240,11 +240,11 @@ class SinchWebhook:
 
         try:
             ledger = self.runtime.opened_ledger() or await run_in_threadpool(self.runtime.ledger)
-            command = ledger.command_for(body, receipt)
-            if command is None:
-                outcome = await run_in_threadpool(ledger.keep_unrecognised, body, receipt)
-            else:
-                outcome = await self.runtime.writer().commit(command)
+            # Other triggers go through the same group commit as the ones we interpret.
+            command = ledger.command_for(body, receipt) or ledger.unrecognised_command(
+                body, receipt
+            )
+            outcome = await self.runtime.writer().commit(command)
         except InvalidCallback as exc:
             return await self._refuse(
                 raw, receipt, 422, "invalid_callback", exc.trigger, exc.problems
@@ -275,8 +275,9 @@ class SinchWebhook:
         problems: list[str],
     ) -> Response:
         try:
-            ledger = await run_in_threadpool(self.runtime.ledger)
-            await run_in_threadpool(ledger.quarantine, raw, trigger, status_code, problems, receipt)
+            ledger = self.runtime.opened_ledger() or await run_in_threadpool(self.runtime.ledger)
+            command = ledger.quarantine_command(raw, trigger, status_code, problems, receipt)
+            await self.runtime.writer().commit(command)
         except Exception as exc:
             # Not kept, so it must not be refused for good: let the sender retry.
             return unavailable(self.settings, exc)

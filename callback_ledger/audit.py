@@ -15,8 +15,6 @@ from uuid import UUID
 import orjson
 
 from callback_ledger.domain.callbacks import normalise_identity
-from callback_ledger.domain.contact import Contact
-from callback_ledger.domain.message import Message, report_key
 from callback_ledger.ledger import Ledger
 from callback_ledger.projections.db import Cursor, time_window
 from callback_ledger.projections.rules import OPTED_OUT, STATUS_RANK
@@ -303,24 +301,17 @@ def callback(ledger: Ledger, reference: str) -> dict[str, Any] | None:
         originator_id = UUID(stream)
     except ValueError:
         return None
-    for stored in ledger.recorder.select_events(originator_id):
-        event = ledger.mapper.to_domain_event(stored)
-        if isinstance(event, Message.DeliveryReported):
-            natural = report_key(event.channel, event.status)
-        elif isinstance(event, Contact.ConsentReported | Contact.InboundMessageReceived):
-            natural = event.dedupe_key
-        else:
-            continue
-        if natural == key:
-            received = event.callback
-            return {
-                "reference": reference,
-                "event": type(event).__qualname__,
-                "stream": str(originator_id),
-                "version": event.originator_version,
-                "raw": received["raw"],
-                "received_at": received["received_at"],
-                "signature_verified": received["signature_verified"],
-                "headers": received["headers"],
-            }
-    return None
+    event = ledger.keyed_event(originator_id, key)
+    if event is None:
+        return None
+    received = event.callback
+    return {
+        "reference": reference,
+        "event": type(event).__qualname__,
+        "stream": str(originator_id),
+        "version": event.originator_version,
+        "raw": received["raw"],
+        "received_at": received["received_at"],
+        "signature_verified": received["signature_verified"],
+        "headers": received["headers"],
+    }

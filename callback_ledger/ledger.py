@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
+import orjson
 from eventsourcing.application import (
     AggregateNotFoundError,
     Application,
@@ -45,7 +46,7 @@ from callback_ledger.domain.callbacks import (
     parse_callback,
 )
 from callback_ledger.domain.contact import Contact, contact_key, fact_key
-from callback_ledger.domain.message import Message
+from callback_ledger.domain.message import Message, report_key
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from callback_ledger.mapper import FastMapper
@@ -108,6 +109,34 @@ def collected(aggregates: Iterable[Aggregate]) -> ProcessingEvent[UUID]:
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
     return processing
+
+
+def created_once(trigger: str, aggregate_id: UUID, create: Callable[[], Aggregate]) -> Command:
+    """A command whose stream is its whole record (a body kept once, named by its hash): it is
+    accepted where this command created the stream, and a duplicate where the stream was there
+    already (stored, or started by an earlier command of the same batch)."""
+    made: list[Aggregate] = []
+
+    def start() -> Aggregate:
+        made[:] = [create()]
+        return made[0]
+
+    def decide(aggregate: Aggregate) -> bool:
+        # Made by this command and not yet committed: a command sent again finds it committed.
+        return bool(made) and aggregate is made[0] and bool(aggregate.pending_events)
+
+    return Command(trigger, aggregate_id, start, decide)
+
+
+def exact_text(raw: bytes, text: str) -> bool:
+    """Whether `text` is `raw` decoded, byte for byte, and stored as JSON text (quotes,
+    backslashes and control characters escaped) no longer than `raw` in base64."""
+    try:
+        if raw.decode() != text:
+            return False
+    except UnicodeDecodeError:
+        return False
+    return len(orjson.dumps(text)) <= (len(raw) + 2) // 3 * 4 + 2
 
 
 def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
@@ -436,45 +465,69 @@ class Ledger(Application[UUID]):
             return exc
 
     def keep_unrecognised(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
+        return self.execute(self.unrecognised_command(body, receipt))
+
+    def unrecognised_command(self, body: dict[str, Any], receipt: Receipt) -> Command:
+        """The catch-all's recording: one stream per distinct body (its hash). Pure."""
         trigger = detect_trigger(body)
         project_id = body.get("project_id")
-        aggregate = UnrecognisedCallback(
-            body_hash=ids.body_hash(receipt.raw.encode()),
-            trigger=trigger,
-            project_id=project_id if isinstance(project_id, str) else None,
-            callback=receipt.as_event_data(),
+        body_hash = ids.body_hash(receipt.raw.encode())
+        return created_once(
+            trigger,
+            UnrecognisedCallback.create_id(body_hash),
+            lambda: UnrecognisedCallback(
+                body_hash=body_hash,
+                trigger=trigger,
+                project_id=project_id if isinstance(project_id, str) else None,
+                callback=receipt.as_event_data(),
+            ),
         )
-        return self._save_once(aggregate, trigger)
 
     def quarantine(
         self, raw: bytes, trigger: str, status_code: int, problems: list[str], receipt: Receipt
     ) -> Outcome:
-        """Keeps a refused body whole (base64, since it may not even be UTF-8)."""
-        aggregate = QuarantinedCallback(
-            body_hash=ids.body_hash(raw),
-            trigger=trigger,
-            status_code=status_code,
-            problems=problems,
-            raw_base64=base64.b64encode(raw).decode(),
-            callback=receipt.as_event_data(),
+        return self.execute(self.quarantine_command(raw, trigger, status_code, problems, receipt))
+
+    def quarantine_command(
+        self, raw: bytes, trigger: str, status_code: int, problems: list[str], receipt: Receipt
+    ) -> Command:
+        """Keeps a refused body whole, once (see QuarantinedCallback). Pure."""
+        body_hash = ids.body_hash(raw)
+        raw_base64: str | None = None
+        callback = receipt.as_event_data()
+        if not exact_text(raw, receipt.raw):
+            raw_base64, callback["raw"] = base64.b64encode(raw).decode(), None
+        return created_once(
+            trigger,
+            QuarantinedCallback.create_id(body_hash),
+            lambda: QuarantinedCallback(
+                body_hash=body_hash,
+                trigger=trigger,
+                status_code=status_code,
+                problems=problems,
+                raw_base64=raw_base64,
+                callback=callback,
+            ),
         )
-        return self._save_once(aggregate, trigger)
 
-    def _save_once(self, aggregate: Aggregate, trigger: str) -> Outcome:
-        pending = len(aggregate.pending_events)
-        try:
-            self.save(aggregate)
-        except IntegrityError:
-            # The id is the body's hash: the very same body is already kept.
-            return Outcome("duplicate", trigger, 0)
-        return Outcome("accepted", trigger, pending)
-
-    def quarantined(self, after: int = 0, limit: int = 100) -> Iterator[dict[str, Any]]:
-        """The quarantine, oldest first; `id` is the cursor for the next page."""
+    def quarantined(
+        self, after: int = 0, limit: int = 100, page: int = 8
+    ) -> Iterator[dict[str, Any]]:
+        """The quarantine, oldest first; `id` is the cursor for the next page. Read from the log
+        `page` entries at a time: a caller that stops early, or writes each out, holds at most
+        that many bodies (each up to the body limit), however large `limit`."""
         topic = get_topic(QuarantinedCallback.Quarantined)
-        notifications = self.recorder.select_notifications(
-            start=after, limit=limit, topics=[topic], inclusive_of_start=False
-        )
+        while limit > 0:
+            notifications = self.recorder.select_notifications(
+                start=after, limit=min(page, limit), topics=[topic], inclusive_of_start=False
+            )
+            if not notifications:
+                return
+            limit -= len(notifications)
+            after = notifications[-1].id
+            yield from self._quarantine_items(notifications)
+
+    def _quarantine_items(self, notifications: Iterable[Any]) -> Iterator[dict[str, Any]]:
         for notification in notifications:
             event = self.mapper.to_domain_event(notification)
             yield {
@@ -484,8 +537,49 @@ class Ledger(Application[UUID]):
                 "problems": event.problems,
                 "received_at": event.callback["received_at"],
                 "signature_verified": event.callback["signature_verified"],
-                "raw_base64": event.raw_base64,
+                "raw_base64": event.raw_base64
+                or base64.b64encode(event.callback["raw"].encode()).decode(),
             }
+
+    def keyed_event(self, originator_id: UUID, key: str) -> Any | None:
+        """The event a reference `<stream>/<key>` names, or None. A contact's is found by the
+        key index and only it is read; a message's stream holds one event per distinct report
+        (few), so it is read whole, as before."""
+        version = self._keyed_version(originator_id, key)
+        if version is not None:
+            stored = self.recorder.select_events(originator_id, gt=version - 1, lte=version)
+            return self.mapper.to_domain_event(stored[0]) if stored else None
+        first = self.recorder.select_events(originator_id, lte=1)
+        if not first or first[0].topic != get_topic(Message.Registered):  # type: ignore[attr-defined]
+            return None
+        for stored_event in self.recorder.select_events(originator_id, gt=1):
+            event = self.mapper.to_domain_event(stored_event)
+            if (
+                isinstance(event, Message.DeliveryReported)
+                and report_key(event.channel, event.status) == key
+            ):
+                return event
+        return None
+
+    def _keyed_version(self, originator_id: UUID, key: str) -> int | None:
+        """The version of a Contact fact by its key: one primary-key lookup in the dedupe
+        table (callback_ledger.dedupe), whatever the stream's length."""
+        recorder = self.recorder
+        sqlite = isinstance(recorder, SQLiteApplicationRecorder)
+        stream: Any = originator_id.hex if sqlite else originator_id
+        sql = (
+            f"SELECT originator_version FROM {dedupe.TABLE} "
+            "WHERE originator_id = ? AND dedupe_key = ?"
+        )
+        params = [stream, dedupe.key_bytes(key)]
+        if sqlite:
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+        else:
+            with recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+                row = conn.execute(sql.replace("?", "%s"), params).fetchone()
+        return None if row is None else int(row["originator_version"])
 
     def ping(self) -> int:
         """The head of the event log; raises when the store cannot be reached."""

@@ -30,7 +30,9 @@ class UnrecognisedCallback(Aggregate):
 
 class QuarantinedCallback(Aggregate):
     """A body we refused (not JSON, or a known trigger with invalid fields) but still keep, so
-    an operator can see it, fix what is wrong and feed it back."""
+    an operator can see it, fix what is wrong and feed it back. The body is stored once: as
+    `callback["raw"]` when that text is exactly the body (valid UTF-8) and no longer than its
+    base64, else as `raw_base64` with `callback["raw"]` None. Events from before hold both."""
 
     @staticmethod
     def create_id(body_hash: str) -> UUID:
@@ -43,7 +45,7 @@ class QuarantinedCallback(Aggregate):
         trigger: str,
         status_code: int,
         problems: list[str],
-        raw_base64: str,
+        raw_base64: str | None,
         callback: dict[str, Any],
     ) -> None:
         self.trigger = trigger

@@ -16,6 +16,7 @@ from callback_ledger.domain.callbacks import parse_callback
 from callback_ledger.domain.contact import Contact
 from callback_ledger.domain.message import Message
 from callback_ledger.domain.receipt import Receipt
+from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from callback_ledger.ledger import Ledger
 from callback_ledger.mapper import FAST_EVENTS, FastMapper
 
@@ -34,7 +35,26 @@ def events_of_every_kind() -> list[Any]:
     opt_out, stop = p.opt("OPT_OUT"), p.inbound("IN1", text="STOP ünïcode ✓")
     contact.record_consent(parse_callback("OPT_OUT", opt_out), receipt(opt_out))
     contact.record_inbound(parse_callback("MESSAGE_INBOUND", stop), receipt(stop))
-    return [*message.collect_events(), *contact.collect_events()]
+    unknown = UnrecognisedCallback(
+        body_hash="h1",
+        trigger="EVENT_INBOUND",
+        project_id="P",
+        callback=receipt(stop).as_event_data(),
+    )
+    refused = QuarantinedCallback(
+        body_hash="h2",
+        trigger="UNKNOWN",
+        status_code=400,
+        problems=["the body is not JSON"],
+        raw_base64="/w==",
+        callback={**receipt(stop).as_event_data(), "raw": None},
+    )
+    return [
+        *message.collect_events(),
+        *contact.collect_events(),
+        *unknown.collect_events(),
+        *refused.collect_events(),
+    ]
 
 
 @pytest.fixture
