@@ -131,7 +131,10 @@ else:
             return self._pending
 
         def on_headers_complete(self) -> None:
+            # This head is whole: the next one on this keep-alive connection starts from zero
+            # bytes and a deadline of its own (it arms with its first byte).
             self._pending = False
+            self._disarm()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:

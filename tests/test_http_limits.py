@@ -150,3 +150,20 @@ def test_the_fd_soft_limit_is_raised_to_the_hard_limit(server: Server) -> None:
     line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
     soft, hard = line.split()[3:5]
     assert soft == hard, line
+
+
+def test_a_busy_keep_alive_connection_is_never_cut(server: Server) -> None:
+    """The head limits apply to each request's head: a connection that carries many requests,
+    more bytes in all than one head may have and for longer than the header timeout, is served
+    to the end (Sinch keeps its connections open)."""
+    body = b'{"project_id": "P", "event": {"x": "' + b"y" * 600 + b'"}}'
+    statuses = []
+    began = time.monotonic()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        while time.monotonic() - began < 3:  # past the 2 s header timeout
+            statuses.append(
+                client.post("/webhooks/sinch", content=body, headers={"x": "y" * 500}).status_code
+            )
+            time.sleep(0.01)
+    assert len(statuses) * (len(body) + 500) > 16384 * 3  # well past one head's limit
+    assert set(statuses) == {200}
