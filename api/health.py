@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from callback_ledger.projections.projector import summary
+
 
 @dataclass
 class WriteHealth:
@@ -21,7 +23,7 @@ class WriteHealth:
 
     def failed(self, exc: BaseException) -> None:
         self.last_error = time.monotonic()
-        self.reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        self.reason = summary(exc)
 
     def problem(self, window_s: float) -> str | None:
         """Why writes look broken: the last attempt failed, within `window_s`."""

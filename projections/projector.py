@@ -81,6 +81,13 @@ class ProjectionStuck(RuntimeError):
         )
 
 
+def summary(exc: BaseException) -> str:
+    """An error in one line for /healthz and the log: the database's DETAIL lines (which can
+    quote a row's values, a phone number among them) are left out."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
+
+
 def describe(fault: dict[str, Any]) -> str:
     if fault.get("kind") == REPLAY:
         return str(fault["error"])
@@ -534,7 +541,7 @@ class Projector:
             "notification_id": event.notification_id if event else None,
             "stream": event.originator_id if event else None,
             "event": event.topic.rpartition(":")[2] if event else None,
-            "error": f"{type(error).__name__}: {str(error)[:300]}",
+            "error": summary(error),
             "since": datetime.now(UTC).isoformat(),
         }
         self._write_fault(name, fault)
@@ -585,10 +592,10 @@ class Projector:
                     "notification_id": event.notification_id,
                     "event": event.topic.rpartition(":")[2],
                     "stream": event.originator_id,
-                    "error": f"{type(error).__name__}: {str(error)[:300]}",
+                    "error": summary(error),
                 }
                 found.append(f"{name} {describe(fault)}")
-        return "; ".join(found) or f"{type(exc).__name__}: {str(exc)[:300]}"
+        return "; ".join(found) or summary(exc)
 
     # ---- rebuild --------------------------------------------------------------------------
 
