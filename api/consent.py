@@ -50,6 +50,17 @@ def channel_and_identity(params: Params) -> tuple[str, str]:
     return channel.upper(), identity
 
 
+def time_ordered_page(
+    rows: list[dict[str, Any]], limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of rows read `limit + 1` at a time in (event_time, source_ref) order, and the
+    cursor of the next page if there is one."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor([rows[-1]["event_time"], rows[-1]["source_ref"]])
+
+
 def stale_answer(detail: str, channel: str, identity: str, **extra: Any) -> Response:
     response = error(
         503,
@@ -117,11 +128,7 @@ class ConsentQueries:
                 limit=limit + 1,  # type: ignore[arg-type]
             )
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = (
-            encode_cursor([rows[-1]["event_time"], rows[-1]["source_ref"]]) if more else None
-        )
+        rows, next_cursor = time_ordered_page(rows, limit)
         return JSON({"contact_id": contact_id, "items": rows, "next_cursor": next_cursor})
 
     async def review(self, request: Request) -> Response:
@@ -137,11 +144,7 @@ class ConsentQueries:
                 limit=limit + 1,
             )
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = (
-            encode_cursor([rows[-1]["event_time"], rows[-1]["source_ref"]]) if more else None
-        )
+        rows, next_cursor = time_ordered_page(rows, limit)
         return JSON({"items": rows, "next_cursor": next_cursor})
 
     async def consent_at(self, request: Request) -> Response:
