@@ -132,3 +132,20 @@ def next_action(
     if reason_code:
         return REVIEW, f"{reason_code}: a code this version does not know"
     return REVIEW, "failed without a reason code"
+
+
+# Which channels send READ reports, so "delivered but not read" is only counted where a READ can
+# arrive. Sources: Sinch's MESSAGE_DELIVERY reference (../shared/seeds: "READ: message read by
+# recipient (WhatsApp, RCS only)"); its Sinch Chat and Sinch Push pages (DELIVERED or FAILED
+# only). Other channels are left out until a source says they report READ; LEDGER_READ_CHANNELS
+# replaces the set.
+READ_CHANNELS: Final = frozenset({"WHATSAPP", "RCS"})
+
+
+def parse_channels(text: str) -> frozenset[str]:
+    """`LEDGER_READ_CHANNELS`: comma-separated channel names."""
+    return frozenset(part.strip().upper() for part in text.split(",") if part.strip())
+
+
+def reports_read(channel: str | None, read_channels: frozenset[str] = READ_CHANNELS) -> bool:
+    return bool(channel) and channel.upper() in read_channels

@@ -118,3 +118,11 @@ def test_overrides_replace_an_action_and_are_checked() -> None:
         with pytest.raises(ValueError, match="LEDGER_NEXT_ACTIONS"):
             followup.parse_overrides(bad)
     assert followup.parse_overrides("") == {}
+
+
+def test_read_is_expected_only_where_a_source_says_it_is_reported() -> None:
+    assert followup.reports_read("WHATSAPP")
+    assert followup.reports_read("rcs")
+    assert not followup.reports_read("SMS")
+    assert not followup.reports_read(None)
+    assert followup.reports_read("VIBERBM", followup.parse_channels("viberbm, WHATSAPP"))
