@@ -166,6 +166,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/quarantine", quarantine, methods=["GET"]),
             Route("/messages", queries.messages, methods=["GET"]),
+            Route("/messages/stalled", queries.stalled, methods=["GET"]),
             Route("/messages/{message_id}", queries.message, methods=["GET"]),
             Route("/read-confirmations", queries.read_confirmations, methods=["GET"]),
             Route("/contacts/{contact_id}/consent", consent.contact_consent, methods=["GET"]),

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from callback_ledger.domain.callbacks import Interpreted
+from callback_ledger.projections import followup
 
 from . import queries as q
 
@@ -40,6 +41,13 @@ QUERY: dict[str, dict[str, Any]] = {
     },
     "status": WORD,
     "reason": WORD,
+    "next_action": {"type": "string", "enum": list(followup.ACTIONS)},
+    "older_than": {
+        "type": "string",
+        "maxLength": q.MAX_NUMBER_TEXT,
+        "pattern": "^[0-9]{1,9}[smhdSMHD]?$",
+        "default": "24h",
+    },
     "channel": WORD,
     "since": TIME,
     "until": TIME,
@@ -205,6 +213,14 @@ def document() -> dict[str, Any]:
             ),
             "/messages": _get(
                 "Messages", _query(*q.MESSAGE_PARAMS), 400, 503, body=_page("next_cursor", "string")
+            ),
+            "/messages/stalled": _get(
+                "Messages that went quiet: latest report submitted, queued or switching channel, "
+                "and older than older_than (default 24h)",
+                _query(*q.STALLED_PARAMS),
+                400,
+                503,
+                body=_page("next_cursor", "string"),
             ),
             "/messages/{message_id}": _get(
                 "One message and its timeline",

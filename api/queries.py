@@ -18,8 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from callback_ledger import followups
+from callback_ledger.projections import followup
 from callback_ledger.projections import messages as message_tables
-from callback_ledger.projections.db import Cursor, time_window
+from callback_ledger.projections.db import Cursor, keyset_rows, time_window
 from callback_ledger.projections.rules import iso
 from callback_ledger.runtime import Runtime
 
@@ -170,22 +172,17 @@ def page(
     cursor: list[str] | None,
     limit: int,
     shape: Callable[[dict[str, Any]], dict[str, Any]],
+    keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
-    """One keyset page of `table` ordered by `order`; `filters` are (SQL condition, value)."""
-    where = [condition for condition, _ in filters]
-    params = [value for _, value in filters]
-    if cursor is not None:
-        where.append(f"({', '.join(order)}) > (?, ?, ?)")
-        params += cursor
-    sql = f"SELECT * FROM {table}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {', '.join(order)} LIMIT ?"
-    rows = cur.execute(sql, [*params, limit + 1]).fetchall()
+    """One keyset page of `table` ordered by `order`; `filters` are (SQL condition, value).
+    With `keep`, shaped items it refuses are left out: the page may then hold fewer than
+    `limit` items while `next_cursor` still leads on."""
+    rows = keyset_rows(cur, table, filters, order, cursor, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
+    items = [shape(row) for row in rows]
     return {
-        "items": [shape(row) for row in rows],
+        "items": [item for item in items if keep(item)] if keep else items,
         "next_cursor": encode_cursor([rows[-1][c] for c in order]) if more else None,
     }
 
@@ -213,6 +210,7 @@ MESSAGE_PARAMS = (
     "project_id",
     "status",
     "reason",
+    "next_action",
     "contact_id",
     "conversation_id",
     "metadata",
@@ -222,6 +220,7 @@ MESSAGE_PARAMS = (
     "cursor",
 )
 READ_PARAMS = ("project_id", "contact_id", "since", "until", "limit", "cursor")
+STALLED_PARAMS = ("project_id", "older_than", "limit", "cursor")
 
 
 async def read_views(runtime: Runtime, fn: Callable[[Cursor], Any]) -> Any:
@@ -237,6 +236,16 @@ async def read_views(runtime: Runtime, fn: Callable[[Cursor], Any]) -> Any:
 class Queries:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        settings = runtime.settings
+        self._overrides = dict(settings.next_actions)
+        self._read_channels = settings.read_channels
+
+    def _view(
+        self, cur: Cursor, row: dict[str, Any], with_timeline: bool = False
+    ) -> dict[str, Any]:
+        return message_view(row, with_timeline) | followups.annotate(
+            cur, row, self._overrides, self._read_channels
+        )
 
     async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
         return await read_views(self.runtime, fn)
@@ -268,7 +277,8 @@ class Queries:
                 "ambiguous",
                 f"message {message_id!r} exists in several projects; add ?project_id=",
             )
-        return JSON(message_view(rows[0], with_timeline=True))
+        row = rows[0]
+        return JSON(await self._run(lambda cur: self._view(cur, row, with_timeline=True)))
 
     async def messages(self, request: Request) -> Response:
         params = Params(request, MESSAGE_PARAMS)
@@ -281,11 +291,61 @@ class Queries:
             if (value := params.word(name)) is not None:
                 filters.append((f"{column} = ?", value.upper()))
         filters += time_window("first_event_time", params.time("since"), params.time("until"))
+        action = params.word("next_action")
+        keep = None
+        if action is not None:
+            if action not in followup.ACTIONS:
+                raise HTTPException(
+                    400,
+                    f"query parameter 'next_action' must be one of {', '.join(followup.ACTIONS)}",
+                )
+            filters.append(followups.action_filter(action))
+            keep = lambda item: item["next_action"] == action  # noqa: E731
         limit, cursor = params.limit(), params.cursor(3)
         order = ("first_event_time", "project_id", "message_id")
         return JSON(
             await self._run(
-                lambda cur: page(cur, "message_status", order, filters, cursor, limit, message_view)
+                lambda cur: page(
+                    cur,
+                    "message_status",
+                    order,
+                    filters,
+                    cursor,
+                    limit,
+                    lambda row: self._view(cur, row),
+                    keep,
+                )
+            )
+        )
+
+    async def stalled(self, request: Request) -> Response:
+        """Messages whose latest report (submitted, queued, switching channel) is older than
+        `older_than` (default 24h) as of now: nothing has been heard of them since."""
+        params = Params(request, STALLED_PARAMS)
+        older_than = params.text("older_than", MAX_NUMBER_TEXT)
+        try:
+            quiet_s = (
+                followups.DEFAULT_QUIET_S
+                if older_than is None
+                else followups.parse_duration(older_than)
+            )
+        except ValueError as exc:
+            raise HTTPException(400, f"query parameter 'older_than': {exc}") from None
+        filters: list[tuple[str, Any]] = [*equal_text(params, ("project_id",))]
+        filters += followups.quiet_filter(quiet_s)
+        limit, cursor = params.limit(), params.cursor(3)
+        order = ("last_event_time", "project_id", "message_id")
+        return JSON(
+            await self._run(
+                lambda cur: page(
+                    cur,
+                    "message_status",
+                    order,
+                    filters,
+                    cursor,
+                    limit,
+                    lambda row: self._view(cur, row),
+                )
             )
         )
 

@@ -14,6 +14,7 @@ import orjson
 from callback_ledger.audit_cli import add_commands as add_audit_commands
 from callback_ledger.config import ConfigError, Settings, collect_less_often
 from callback_ledger.domain.callbacks import loads_body
+from callback_ledger.followup_cli import add_commands as add_followup_commands
 
 # serve's HTTP limits: (option, environment variable). See api/connections.py.
 HTTP_LIMITS = (
@@ -263,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(run=replay)
 
     add_audit_commands(commands)
+    add_followup_commands(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from callback_ledger.projections import followup
 from callback_ledger.projections.keywords import DEFAULT_LANGUAGES, LANGUAGES
 
 DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
@@ -34,6 +35,10 @@ class Settings:
     opt_out_keywords: tuple[str, ...] = ()
     opt_in_keywords: tuple[str, ...] | None = None
     help_keywords: tuple[str, ...] = ()
+    # Reason codes whose next action replaces the table's (projections/followup.py), and the
+    # channels on which a READ report can arrive.
+    next_actions: tuple[tuple[str, str], ...] = ()
+    read_channels: frozenset[str] = followup.READ_CHANNELS
     # "inline": `serve` follows the log into the read tables itself; "off": a separate
     # `callback-ledger project` worker does.
     projections: str = "inline"
@@ -73,6 +78,8 @@ class Settings:
             opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS"),
             opt_in_keywords=_opt_in(env),
             help_keywords=_words(env, "LEDGER_HELP_KEYWORDS"),
+            next_actions=_next_actions(env),
+            read_channels=_read_channels(env),
             projections=env.get("LEDGER_PROJECTIONS", "inline").strip() or "inline",
             max_connections=_int(env, "LEDGER_MAX_CONNECTIONS", 1000),
             keepalive_s=_int(env, "LEDGER_KEEPALIVE_S", 5),
@@ -94,6 +101,18 @@ class Settings:
 
 def _words(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in env.get(key, "").split(",") if w.strip())
+
+
+def _next_actions(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    try:
+        return tuple(sorted(followup.parse_overrides(env.get("LEDGER_NEXT_ACTIONS", "")).items()))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _read_channels(env: Mapping[str, str]) -> frozenset[str]:
+    value = env.get("LEDGER_READ_CHANNELS", "")
+    return followup.parse_channels(value) if value.strip() else followup.READ_CHANNELS
 
 
 def _opt_in(env: Mapping[str, str]) -> tuple[str, ...] | None:

@@ -38,15 +38,18 @@ from callback_ledger.config import Settings, eventsourcing_env, sqlite_path
 from callback_ledger.domain import ids
 from callback_ledger.domain.callbacks import (
     INTERPRETED_TRIGGERS,
+    LENIENT_TRIGGERS,
     DeliveryCallback,
     InboundCallback,
+    InvalidCallback,
     OptInCallback,
     OptOutCallback,
+    SubmitCallback,
     detect_trigger,
     parse_callback,
 )
 from callback_ledger.domain.contact import Contact, contact_key, fact_key
-from callback_ledger.domain.message import Message, report_key
+from callback_ledger.domain.message import Message, report_key, submission_key
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from callback_ledger.mapper import FastMapper
@@ -137,6 +140,11 @@ def exact_text(raw: bytes, text: str) -> bool:
     except UnicodeDecodeError:
         return False
     return len(orjson.dumps(text)) <= (len(raw) + 2) // 3 * 4 + 2
+
+
+# A catch-all stream holds one event: its reference is `<stream>/received`.
+CATCH_ALL_KEY = "received"
+CATCH_ALL_TOPIC = get_topic(UnrecognisedCallback.Received)  # type: ignore[attr-defined]
 
 
 def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
@@ -239,8 +247,21 @@ class Ledger(Application[UUID]):
         trigger = detect_trigger(body)
         if trigger not in INTERPRETED_TRIGGERS:
             return None
-        callback = parse_callback(trigger, body)
+        try:
+            callback = parse_callback(trigger, body)
+        except InvalidCallback:
+            if trigger in LENIENT_TRIGGERS:
+                return None
+            raise
         project_id = callback.project_id
+        if isinstance(callback, SubmitCallback):
+            submitted_id = callback.message_submit_notification.message_id
+            return Command(
+                trigger,
+                Message.create_id(project_id, submitted_id),
+                lambda: Message(project_id=project_id, message_id=submitted_id),
+                lambda m: m.record_submission(callback, receipt),
+            )
         if isinstance(callback, DeliveryCallback):
             message_id = callback.message_delivery_report.message_id
             return Command(
@@ -550,6 +571,8 @@ class Ledger(Application[UUID]):
             stored = self.recorder.select_events(originator_id, gt=version - 1, lte=version)
             return self.mapper.to_domain_event(stored[0]) if stored else None
         first = self.recorder.select_events(originator_id, lte=1)
+        if first and key == CATCH_ALL_KEY and first[0].topic == CATCH_ALL_TOPIC:
+            return self.mapper.to_domain_event(first[0])  # the catch-all's one event
         if not first or first[0].topic != get_topic(Message.Registered):  # type: ignore[attr-defined]
             return None
         for stored_event in self.recorder.select_events(originator_id, gt=1):
@@ -557,7 +580,7 @@ class Ledger(Application[UUID]):
             if (
                 isinstance(event, Message.DeliveryReported)
                 and report_key(event.channel, event.status) == key
-            ):
+            ) or (isinstance(event, Message.Submitted) and submission_key(event.channel) == key):
                 return event
         return None
 

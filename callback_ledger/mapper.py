@@ -27,6 +27,7 @@ FAST_EVENTS: frozenset[type] = frozenset(
     {
         Message.Registered,  # type: ignore[attr-defined]
         Message.DeliveryReported,
+        Message.Submitted,
         Contact.Registered,  # type: ignore[attr-defined]
         Contact.ConsentReported,
         Contact.InboundMessageReceived,

@@ -73,7 +73,9 @@ class Runtime:
                         self.settings.help_keywords,
                     )
                     projector = Projector(
-                        self._db, ledger.recorder.events_table_name, all_projections(keywords)
+                        self._db,
+                        ledger.recorder.events_table_name,
+                        all_projections(keywords, dict(self.settings.next_actions)),
                     )
                     projector.setup()
                     self._projector = projector

@@ -67,7 +67,13 @@ TRIGGER_KEYS: dict[str, str] = {
     "message_redaction": "MESSAGE_INBOUND_SMART_CONVERSATION_REDACTION",
     "record_notification": "RECORD_NOTIFICATION",
 }
-INTERPRETED_TRIGGERS = frozenset({"MESSAGE_DELIVERY", "MESSAGE_INBOUND", "OPT_IN", "OPT_OUT"})
+INTERPRETED_TRIGGERS = frozenset(
+    {"MESSAGE_DELIVERY", "MESSAGE_INBOUND", "OPT_IN", "OPT_OUT", "MESSAGE_SUBMIT"}
+)
+# Interpreted when they fit the contract, kept in the catch-all (and acknowledged) when they do
+# not: a submission is context for a message's timeline, not a fact worth a refusal that Sinch
+# would answer by dropping the callback.
+LENIENT_TRIGGERS = frozenset({"MESSAGE_SUBMIT"})
 UNKNOWN_TRIGGER = "UNKNOWN"
 
 
@@ -110,6 +116,18 @@ class DeliveryReport(_Model):
     channel_identity: ChannelIdentity | None = None
     contact_id: Id | None = None
     reason: Reason | None = None
+    metadata: Text | None = None
+    processing_mode: str | None = None
+
+
+class SubmitNotification(_Model):
+    """MESSAGE_SUBMIT: Sinch handed the message to a channel. `submitted_message` (the content
+    as sent) stays in the raw body only."""
+
+    message_id: NonEmpty
+    conversation_id: Id | None = None
+    channel_identity: ChannelIdentity | None = None
+    contact_id: Id | None = None
     metadata: Text | None = None
     processing_mode: str | None = None
 
@@ -201,13 +219,18 @@ class InboundCallback(Envelope):
     message: InboundMessage
 
 
-Interpreted = DeliveryCallback | OptInCallback | OptOutCallback | InboundCallback
+class SubmitCallback(Envelope):
+    message_submit_notification: SubmitNotification
+
+
+Interpreted = DeliveryCallback | OptInCallback | OptOutCallback | InboundCallback | SubmitCallback
 
 _MODELS: dict[str, type[Envelope]] = {
     "MESSAGE_DELIVERY": DeliveryCallback,
     "MESSAGE_INBOUND": InboundCallback,
     "OPT_IN": OptInCallback,
     "OPT_OUT": OptOutCallback,
+    "MESSAGE_SUBMIT": SubmitCallback,
 }
 
 

@@ -11,7 +11,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from . import ids
-from .callbacks import DeliveryCallback
+from .callbacks import DeliveryCallback, SubmitCallback
 from .receipt import Receipt
 
 
@@ -19,6 +19,11 @@ def report_key(channel: str | None, status: str) -> str:
     # Sinch may send the same report twice (retries, several webhooks); a channel reports a
     # given status at most once, so (channel, status) names a report within a message.
     return f"{channel or ''}|{status}"
+
+
+def submission_key(channel: str | None) -> str:
+    # "submit:" cannot be the start of report_key's "channel|STATUS" for any channel we take.
+    return f"submit:{channel or ''}"
 
 
 class Message(Aggregate):
@@ -48,6 +53,49 @@ class Message(Aggregate):
         processing_mode: str | None
         app_id: str | None
         callback: dict[str, Any]
+
+    class Submitted(Aggregate.Event):
+        """MESSAGE_SUBMIT: the message was handed to a channel (before any delivery report)."""
+
+        project_id: str
+        message_id: str
+        channel: str | None
+        identity: str | None
+        event_time: datetime | None
+        accepted_time: datetime | None
+        conversation_id: str | None
+        contact_id: str | None
+        metadata: str | None
+        processing_mode: str | None
+        app_id: str | None
+        callback: dict[str, Any]
+
+    def record_submission(self, callback: SubmitCallback, receipt: Receipt) -> bool:
+        """Appends a Submitted event; False when this channel's submission is recorded."""
+        note = callback.message_submit_notification
+        channel = note.channel_identity.channel if note.channel_identity else None
+        if submission_key(channel) in self.report_keys:
+            return False
+        self.trigger_event(
+            self.Submitted,
+            project_id=self.project_id,
+            message_id=self.message_id,
+            channel=channel,
+            identity=note.channel_identity.identity if note.channel_identity else None,
+            event_time=callback.event_time,
+            accepted_time=callback.accepted_time,
+            conversation_id=note.conversation_id,
+            contact_id=note.contact_id,
+            metadata=note.metadata,
+            processing_mode=note.processing_mode,
+            app_id=callback.app_id,
+            callback=receipt.as_event_data(),
+        )
+        return True
+
+    @event(Submitted)
+    def _apply_submission(self, channel: str | None, **_: Any) -> None:
+        self.report_keys[submission_key(channel)] = self.version
 
     def record_report(self, callback: DeliveryCallback, receipt: Receipt) -> bool:
         """Appends a DeliveryReported event; False when this report is already recorded."""

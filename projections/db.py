@@ -217,3 +217,25 @@ def time_window(column: str, since: str | None, until: str | None) -> list[tuple
     if until is not None:
         window.append((f"{column} < ?", until))
     return window
+
+
+def keyset_rows(
+    cur: Cursor,
+    table: str,
+    conditions: Sequence[tuple[str, Any]],
+    order: Sequence[str],
+    after: Sequence[Any] | None,
+    limit: int,
+) -> list[Row]:
+    """Up to `limit` rows of `table` meeting `conditions` ((SQL, value) pairs; a list value
+    fills several placeholders, an empty one none), in `order`, after the key `after`."""
+    where = [sql for sql, _ in conditions]
+    params = [v for _, value in conditions for v in (value if isinstance(value, list) else [value])]
+    if after is not None:
+        where.append(f"({', '.join(order)}) > ({', '.join('?' * len(order))})")
+        params += list(after)
+    sql = f"SELECT * FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {', '.join(order)} LIMIT ?"
+    return cur.execute(sql, [*params, limit]).fetchall()

@@ -12,11 +12,14 @@ from eventsourcing.utils import get_topic
 
 from callback_ledger.domain.contact import Contact
 from callback_ledger.domain.message import Message
+from callback_ledger.domain.unrecognised import UnrecognisedCallback
 
 from .db import Cursor
 
 MESSAGE_REGISTERED = get_topic(Message.Registered)
 DELIVERY_REPORTED = get_topic(Message.DeliveryReported)
+MESSAGE_SUBMITTED = get_topic(Message.Submitted)
+UNRECOGNISED_RECEIVED = get_topic(UnrecognisedCallback.Received)  # type: ignore[attr-defined]
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
 

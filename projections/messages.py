@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
 import orjson
 
+from callback_ledger.domain.callbacks import (
+    InvalidCallback,
+    SubmitCallback,
+    loads_body,
+    parse_callback,
+)
+from callback_ledger.domain.message import report_key, submission_key
+
 from . import rules
 from .db import Cursor, insert, select_by_keys, upsert
-from .events import DELIVERY_REPORTED, MESSAGE_REGISTERED, LoggedEvent
+from .events import (
+    DELIVERY_REPORTED,
+    MESSAGE_REGISTERED,
+    MESSAGE_SUBMITTED,
+    UNRECOGNISED_RECEIVED,
+    LoggedEvent,
+)
 
 NAME = "messages"
-TOPICS = frozenset({MESSAGE_REGISTERED, DELIVERY_REPORTED})
+# The catch-all is read for the MESSAGE_SUBMIT callbacks it kept before they were interpreted,
+# so a replay puts them in the timeline too.
+TOPICS = frozenset(
+    {MESSAGE_REGISTERED, DELIVERY_REPORTED, MESSAGE_SUBMITTED, UNRECOGNISED_RECEIVED}
+)
 TABLES = ("message_status", "read_confirmations")
 
 STATUS_COLUMNS = (
@@ -38,11 +57,17 @@ STATUS_COLUMNS = (
     "report_count",
     "anomaly",
     "reports",
+    "submitted_at",
+    "next_action",
 )
 READ_COLUMNS = ("project_id", "message_id", "contact_id", "channel", "identity", "read_at")
 STATUS_VALUES = itemgetter(*STATUS_COLUMNS)
 METADATA_PREFIX = 200
 READ_VALUES = itemgetter(*READ_COLUMNS)
+ADDED_COLUMNS = (
+    ("message_status", "submitted_at", "TEXT"),
+    ("message_status", "next_action", "TEXT"),
+)
 
 
 def schema(g: int) -> list[str]:
@@ -54,8 +79,11 @@ def schema(g: int) -> list[str]:
             reason_code TEXT, reason_sub_code TEXT, reason_description TEXT,
             switched_from TEXT, metadata TEXT, first_event_time TEXT NOT NULL,
             last_event_time TEXT NOT NULL, report_count INTEGER NOT NULL, anomaly TEXT,
-            reports TEXT NOT NULL,
+            reports TEXT NOT NULL, submitted_at TEXT, next_action TEXT,
             PRIMARY KEY (project_id, message_id))""",
+        # Only messages with something to do are in it (next_action is NULL for "none").
+        f"CREATE INDEX ix_ms_g{g}_action ON message_status_g{g} "
+        "(next_action, first_event_time, project_id, message_id) WHERE next_action IS NOT NULL",
         f"CREATE INDEX ix_ms_g{g}_first ON message_status_g{g} (first_event_time, project_id, "
         "message_id)",
         f"CREATE INDEX ix_ms_g{g}_contact ON message_status_g{g} (contact_id)",
@@ -88,7 +116,51 @@ def _load_reports(
     return {(r["project_id"], r["message_id"]): orjson.loads(r["reports"]) for r in rows}
 
 
-def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
+def _fact(event: LoggedEvent) -> tuple[tuple[str, str], dict[str, Any]] | None:
+    """The message a log event is about and its report fact; None for other events."""
+    state = event.state
+    if event.topic == DELIVERY_REPORTED:
+        ref = f"{event.originator_id}/{report_key(state.get('channel'), state['status'])}"
+        return (state["project_id"], state["message_id"]), rules.report_fact(state, ref)
+    if event.topic == MESSAGE_SUBMITTED:
+        ref = f"{event.originator_id}/{submission_key(state.get('channel'))}"
+        return (state["project_id"], state["message_id"]), rules.submission_fact(state, ref)
+    if event.topic == UNRECOGNISED_RECEIVED and state.get("trigger") == "MESSAGE_SUBMIT":
+        return kept_submission(event)
+    return None
+
+
+def kept_submission(event: LoggedEvent) -> tuple[tuple[str, str], dict[str, Any]] | None:
+    """A MESSAGE_SUBMIT callback kept in the catch-all (by a version that did not interpret
+    the trigger, or because it does not fit the contract: then it is left out)."""
+    try:
+        callback = parse_callback("MESSAGE_SUBMIT", loads_body(event.state["callback"]["raw"]))
+    except (InvalidCallback, ValueError, TypeError, KeyError):
+        return None
+    assert isinstance(callback, SubmitCallback)
+    note = callback.message_submit_notification
+    identity = note.channel_identity
+    state = {
+        "project_id": callback.project_id,
+        "message_id": note.message_id,
+        "channel": identity.channel if identity else None,
+        "identity": identity.identity if identity else None,
+        "event_time": callback.event_time.isoformat() if callback.event_time else None,
+        "accepted_time": callback.accepted_time.isoformat() if callback.accepted_time else None,
+        "conversation_id": note.conversation_id,
+        "contact_id": note.contact_id,
+        "metadata": note.metadata,
+        "app_id": callback.app_id,
+        "callback": event.state["callback"],
+    }
+    return (callback.project_id, note.message_id), rules.submission_fact(
+        state, f"{event.originator_id}/received"
+    )
+
+
+def apply(
+    cur: Cursor, g: int, events: list[LoggedEvent], next_actions: Mapping[str, str] | None = None
+) -> None:
     new: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     # A message registered in this page has no row yet (its reports all come after it in the
     # log), so only the others are looked up: most of them during a replay.
@@ -98,10 +170,11 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
         if event.topic == MESSAGE_REGISTERED:
             registered.add(event.originator_id)
             continue
-        state = event.state
-        key = (state["project_id"], state["message_id"])
-        ref = f"{event.originator_id}/{state.get('channel') or ''}|{state['status']}"
-        new[key].append(rules.report_fact(state, ref))
+        found = _fact(event)
+        if found is None:
+            continue
+        key, fact = found
+        new[key].append(fact)
         if event.originator_id not in registered:
             older.add(key)
     if not new:
@@ -114,7 +187,7 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
         project_id, message_id = key
         fresh = key not in older
         reports = rules.merge_reports(known.get(key, []), facts)
-        row = rules.message_row(project_id, message_id, reports)
+        row = rules.message_row(project_id, message_id, reports, next_actions)
         row["reports"] = orjson.dumps(reports).decode()
         status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)

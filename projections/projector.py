@@ -15,7 +15,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -202,12 +202,23 @@ class Projection:
     tables: tuple[str, ...]
     schema: Callable[[int], list[str]]
     apply: Callable[[Cursor, int, list[LoggedEvent]], None]
+    # Columns added to a table since its first version: (table, column, SQL type). A database
+    # from before gets them (and is told it needs a replay to fill them).
+    added_columns: tuple[tuple[str, str, str], ...] = ()
 
 
-def all_projections(keywords: rules.Keywords = rules.DEFAULT_KEYWORDS) -> dict[str, Projection]:
+def all_projections(
+    keywords: rules.Keywords = rules.DEFAULT_KEYWORDS,
+    next_actions: Mapping[str, str] | None = None,
+) -> dict[str, Projection]:
     return {
         messages.NAME: Projection(
-            messages.NAME, messages.TOPICS, messages.TABLES, messages.schema, messages.apply
+            messages.NAME,
+            messages.TOPICS,
+            messages.TABLES,
+            messages.schema,
+            lambda cur, g, events: messages.apply(cur, g, events, next_actions),
+            messages.ADDED_COLUMNS,
         ),
         consent.NAME: Projection(
             consent.NAME,
@@ -287,6 +298,30 @@ class Projector:
                     why = (
                         f"{table} is new in this version and holds nothing from before it: run "
                         f"`callback-ledger replay --projection {projection.name}`"
+                    )
+                    write_fault(
+                        cur,
+                        projection.name,
+                        {
+                            "kind": REPLAY,
+                            "position": int(row["generation"]),
+                            "error": why,
+                            "since": datetime.now(UTC).isoformat(),
+                        },
+                    )
+                    log.error("projection %s needs a replay: %s", projection.name, why)
+            for table, column, sql_type in projection.added_columns:
+                name = f"{table}_g{generation}"
+                if not _table_exists(cur, name) or column in _columns(cur, name):
+                    continue
+                cur.execute(f"ALTER TABLE {name} ADD COLUMN {column} {sql_type}")
+                if active:
+                    # PostgreSQL fixed the view's columns when it was made.
+                    cur.execute(f"DROP VIEW IF EXISTS {table}")
+                    cur.execute(f"CREATE VIEW {table} AS SELECT * FROM {name}")
+                    why = (
+                        f"{table}.{column} is new in this version and empty for what came "
+                        f"before it: run `callback-ledger replay --projection {projection.name}`"
                     )
                     write_fault(
                         cur,
@@ -752,6 +787,18 @@ class Projector:
     def _drop_generation(cur: Cursor, projection: Projection, generation: int) -> None:
         for table in projection.tables:
             cur.execute(f"DROP TABLE IF EXISTS {table}_g{generation}")
+
+
+def _columns(cur: Cursor, name: str) -> set[str]:
+    if cur.dialect == "postgresql":
+        rows = cur.execute(
+            "SELECT column_name AS name FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema()",
+            (name,),
+        ).fetchall()
+    else:
+        rows = cur.execute(f"SELECT name FROM pragma_table_info('{name}')").fetchall()
+    return {row["name"] for row in rows}
 
 
 def _table_exists(cur: Cursor, name: str) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from callback_ledger.domain.callbacks import normalise_identity
 
+from . import followup
 from . import keywords as keywords_module
 
 # Keyword matching lives in keywords.py; re-exported for the modules that import it from here.
@@ -21,9 +22,13 @@ from .keywords import DEFAULT_KEYWORDS, NOTHING, Keywords, Reading
 
 __all__ = ["DEFAULT_KEYWORDS", "NOTHING", "Keywords", "Reading"]
 
+SUBMITTED = "SUBMITTED"
+
 # A late QUEUED_ON_CHANNEL never moves a READ message back; evidence of delivery (on a fallback
 # channel after SWITCHING_CHANNEL, say) beats a failure.
 STATUS_RANK: dict[str, int] = {
+    # Our name for a MESSAGE_SUBMIT notification: handed to a channel, nothing heard since.
+    SUBMITTED: 0,
     "QUEUED_ON_CHANNEL": 1,
     "SWITCHING_CHANNEL": 2,
     "FAILED": 3,
@@ -123,7 +128,17 @@ def _firsts(reports: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, An
 CARRIED = ("app_id", "conversation_id", "contact_id", "metadata")
 
 
-def message_row(project_id: str, message_id: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+def submission_fact(state: Mapping[str, Any], source_ref: str) -> dict[str, Any]:
+    """A Submitted event (or a MESSAGE_SUBMIT body's fields) as a report of status SUBMITTED."""
+    return report_fact({**state, "status": SUBMITTED, "reason": None}, source_ref)
+
+
+def message_row(
+    project_id: str,
+    message_id: str,
+    reports: list[dict[str, Any]],
+    next_actions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The current state of one message from all its reports (sorted, as merge_reports gives)."""
     first_at, carried = _firsts(reports)
     ranked = [r for r in reports if r["status"] in STATUS_RANK]
@@ -134,6 +149,13 @@ def message_row(project_id: str, message_id: str, reports: list[dict[str, Any]])
     contradicted = sorted(
         {r["channel"] or "" for r in reports if r["status"] == "FAILED"} & delivered_on
     )
+    status = top["status"] if top else reports[-1]["status"]
+    action, _ = followup.next_action(
+        status,
+        failure["reason_code"] if failure else None,
+        failure["reason_sub_code"] if failure else None,
+        next_actions,
+    )
     return {
         "project_id": project_id,
         "message_id": message_id,
@@ -141,11 +163,12 @@ def message_row(project_id: str, message_id: str, reports: list[dict[str, Any]])
         "conversation_id": carried.get("conversation_id"),
         "contact_id": carried.get("contact_id"),
         # Unknown future statuses are kept in the timeline but do not rank.
-        "status": top["status"] if top else reports[-1]["status"],
+        "status": status,
         "channel": (top or reports[-1])["channel"],
         "queued_at": first_at.get("QUEUED_ON_CHANNEL"),
         "delivered_at": first_at.get("DELIVERED"),
         "read_at": first_at.get("READ"),
+        "submitted_at": first_at.get(SUBMITTED),
         "failed_at": first_at.get("FAILED"),
         "reason_code": failure["reason_code"] if failure else None,
         "reason_sub_code": failure["reason_sub_code"] if failure else None,
@@ -158,6 +181,8 @@ def message_row(project_id: str, message_id: str, reports: list[dict[str, Any]])
         "first_event_time": reports[0]["at"],
         "last_event_time": reports[-1]["at"],
         "report_count": len(reports),
+        # None for "none": most messages need nothing, and an index then holds only the rest.
+        "next_action": None if action == followup.NONE else action,
         "anomaly": (
             "FAILED and delivered on the same channel: " + ",".join(contradicted)
             if contradicted

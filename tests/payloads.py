@@ -50,6 +50,28 @@ def delivery(
     return envelope(event_time=event_time, message_delivery_report=body)
 
 
+def submit(
+    message_id: str = "MSG1",
+    channel: str | None = "WHATSAPP",
+    identity: str = "46732001122",
+    event_time: str = "2024-06-15T14:25:08.000Z",
+    **note: Any,
+) -> dict[str, Any]:
+    """A MESSAGE_SUBMIT notification: Sinch handed the message to a channel."""
+    body: dict[str, Any] = {
+        "message_id": message_id,
+        "conversation_id": "CONV1",
+        "contact_id": "CONTACT1",
+        "metadata": "order-123",
+        "processing_mode": "CONVERSATION",
+        "submitted_message": {"text_message": {"text": "Your order has shipped"}},
+        **note,
+    }
+    if channel is not None:
+        body["channel_identity"] = {"channel": channel, "identity": identity, "app_id": "APP1"}
+    return envelope(event_time=event_time, message_submit_notification=body)
+
+
 def opt(
     kind: str = "OPT_OUT",
     status: str | None = None,

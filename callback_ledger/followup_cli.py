@@ -1,0 +1,70 @@
+"""`callback-ledger followup`: the messages the sending system should do something about (or,
+with --stalled, the ones nothing has been heard of), as a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from callback_ledger import followups
+from callback_ledger.api.queries import message_view
+from callback_ledger.audit_cli import _with_cursor, emit, time_arg
+from callback_ledger.config import Settings
+from callback_ledger.projections import followup
+from callback_ledger.projections.db import Cursor
+
+COLUMNS = [
+    "message_id",
+    "metadata",
+    "channel",
+    "identity",
+    "status",
+    "reason_code",
+    "reason_sub_code",
+    "next_action",
+    "next_action_why",
+    "last_event_time",
+]
+
+
+def duration_arg(value: str) -> int:
+    try:
+        return followups.parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_commands(commands: Any) -> None:
+    p = commands.add_parser(
+        "followup", help="messages to send again, fix or drop; or those that went quiet"
+    )
+    p.add_argument("--since", type=time_arg, help="messages first reported at or after this")
+    p.add_argument("--action", choices=followup.ACTIONS, help="only this next action")
+    p.add_argument(
+        "--stalled",
+        nargs="?",
+        const=followups.DEFAULT_QUIET_S,
+        type=duration_arg,
+        metavar="OLDER_THAN",
+        help="instead, messages quiet for longer than this (default 24h)",
+    )
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(run=run_followup)
+
+
+def run_followup(settings: Settings, args: argparse.Namespace) -> int:
+    overrides = dict(settings.next_actions)
+
+    def view(cur: Cursor, row: dict[str, Any]) -> dict[str, Any]:
+        shown = message_view(row) | followups.annotate(cur, row, overrides, settings.read_channels)
+        shown["identity"] = followups.recipient(row)
+        return shown
+
+    def listing(cur: Cursor) -> int:
+        rows = followups.follow_up_list(
+            cur, lambda row: view(cur, row), args.since, args.action, args.stalled
+        )
+        title = "stalled messages" if args.stalled is not None else "follow-up"
+        return emit(rows, args.format, title, COLUMNS)
+
+    return _with_cursor(settings, listing)

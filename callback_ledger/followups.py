@@ -1,0 +1,142 @@
+"""Delivery follow-up on the read side: each message's next action as the projection derived it,
+overridden by the recipient's consent now, and the messages that went quiet. Shared by the HTTP
+API and `callback-ledger followup`.
+
+The projection stores the action its delivery reports call for (`message_status.next_action`,
+NULL for "none"). Consent can change after the message failed, and lives in another projection,
+so the one override that matters for safety is applied when a message is read: a failed message
+to a number that is opted out now is `do_not_retry`, with the consent fact as the why."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from callback_ledger import audit
+from callback_ledger.projections import followup
+from callback_ledger.projections.db import Cursor, keyset_rows
+from callback_ledger.projections.rules import SUBMITTED, iso
+
+# The latest report says the message is on its way and nothing has been heard since.
+QUIET_STATUSES = (SUBMITTED, "QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL")
+# Sinch retries a callback for about 22 h 45 min: past a day, silence is not a late callback.
+DEFAULT_QUIET_S = 24 * 3600
+_DURATION = re.compile(r"^(\d{1,9})([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'24h', '90m', '2d', '3600s' or '3600' as seconds; ValueError otherwise."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 24h, 90m, 2d or 3600s")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def recipient(row: Mapping[str, Any]) -> str | None:
+    """The identity the message's deciding channel reported (the row keeps reports whole)."""
+    reports = orjson.loads(row["reports"])
+    on_channel = [r for r in reports if r["channel"] == row["channel"] and r["identity"]]
+    chosen = on_channel or [r for r in reports if r["identity"]]
+    return chosen[-1]["identity"] if chosen else None
+
+
+def annotate(
+    cur: Cursor,
+    row: Mapping[str, Any],
+    overrides: Mapping[str, str] | None = None,
+    read_channels: frozenset[str] = followup.READ_CHANNELS,
+) -> dict[str, Any]:
+    """The follow-up fields of one message_status row: next_action (with the consent override),
+    next_action_why, the consent fact behind an override, and whether a READ can still come."""
+    stored = row.get("next_action") or followup.NONE
+    action, why = followup.next_action(
+        row["status"], row["reason_code"], row["reason_sub_code"], overrides
+    )
+    if action != stored:
+        why = "as derived when the row was projected (LEDGER_NEXT_ACTIONS changed since: replay)"
+    consent_ref = None
+    identity = recipient(row) if stored != followup.NONE else None
+    if identity and row["channel"]:
+        answer = audit.check(cur, row["channel"], identity, row["project_id"])
+        if not answer["may_send"]:
+            stored, why = followup.DO_NOT_RETRY, f"the recipient is {answer['reason']}"
+            consent_ref = answer.get("source_ref")
+    return {
+        "next_action": stored,
+        "next_action_why": why,
+        "next_action_consent_ref": consent_ref,
+        "read_reported_on_channel": followup.reports_read(row["channel"], read_channels),
+    }
+
+
+def action_filter(action: str) -> tuple[str, list[Any]]:
+    """The SQL condition that finds every candidate for an effective action: the consent
+    override can turn any actionable row into do_not_retry, never a row needing nothing."""
+    if action == followup.NONE:
+        return "next_action IS NULL", []
+    if action == followup.DO_NOT_RETRY:
+        return "next_action IS NOT NULL", []
+    return "next_action = ?", [action]
+
+
+def quiet_cutoff(older_than_s: int, now: datetime | None = None) -> str:
+    try:
+        return iso(((now or datetime.now(UTC)) - timedelta(seconds=older_than_s)).isoformat())
+    except OverflowError:  # before the calendar's first day: nothing is that old
+        return "0001-01-01T00:00:00.000000Z"
+
+
+def quiet_filter(older_than_s: int, now: datetime | None = None) -> list[tuple[str, list[Any]]]:
+    placeholders = ", ".join("?" * len(QUIET_STATUSES))
+    return [
+        (f"status IN ({placeholders})", list(QUIET_STATUSES)),
+        ("last_event_time < ?", [quiet_cutoff(older_than_s, now)]),
+    ]
+
+
+def all_rows(
+    cur: Cursor,
+    conditions: list[tuple[str, list[Any]]],
+    order: tuple[str, str, str],
+    page_size: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    after: list[str] | None = None
+    while True:
+        rows = keyset_rows(cur, "message_status", conditions, order, after, page_size)
+        yield from rows
+        if len(rows) < page_size:
+            return
+        after = [rows[-1][column] for column in order]
+
+
+def follow_up_list(
+    cur: Cursor,
+    view: Callable[[Mapping[str, Any]], dict[str, Any]],
+    since: str | None = None,
+    action: str | None = None,
+    quiet_s: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """For `callback-ledger followup`: every message with something to do (or, with `quiet_s`,
+    every one that went quiet), oldest first, in the shape `view` gives."""
+    conditions: list[tuple[str, list[Any]]] = []
+    if quiet_s is not None:
+        conditions += quiet_filter(quiet_s)
+        order = ("last_event_time", "project_id", "message_id")
+    else:
+        sql, values = action_filter(action) if action else ("next_action IS NOT NULL", [])
+        conditions.append((sql, values))
+        order = ("first_event_time", "project_id", "message_id")
+    if since:
+        conditions.append((f"{order[0]} >= ?", [since]))
+    for row in all_rows(cur, conditions, order):
+        shown = view(row)
+        if quiet_s is None and shown["next_action"] == followup.NONE:
+            continue
+        if action and shown["next_action"] != action:
+            continue
+        yield shown
