@@ -301,21 +301,8 @@ class Queries:
                 )
             filters.append(followups.action_filter(action))
             keep = lambda item: item["next_action"] == action  # noqa: E731
-        limit, cursor = params.limit(), params.cursor(3)
-        order = ("first_event_time", "project_id", "message_id")
-        return JSON(
-            await self._run(
-                lambda cur: page(
-                    cur,
-                    "message_status",
-                    order,
-                    filters,
-                    cursor,
-                    limit,
-                    lambda row: self._view(cur, row),
-                    keep,
-                )
-            )
+        return await self._messages(
+            params, ("first_event_time", "project_id", "message_id"), filters, keep
         )
 
     async def stalled(self, request: Request) -> Response:
@@ -333,8 +320,19 @@ class Queries:
             raise HTTPException(400, f"query parameter 'older_than': {exc}") from None
         filters: list[tuple[str, Any]] = [*equal_text(params, ("project_id",))]
         filters += followups.quiet_filter(quiet_s)
+        return await self._messages(
+            params, ("last_event_time", "project_id", "message_id"), filters
+        )
+
+    async def _messages(
+        self,
+        params: Params,
+        order: tuple[str, str, str],
+        filters: list[tuple[str, Any]],
+        keep: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> Response:
+        """A page of messages, each with its follow-up fields."""
         limit, cursor = params.limit(), params.cursor(3)
-        order = ("last_event_time", "project_id", "message_id")
         return JSON(
             await self._run(
                 lambda cur: page(
@@ -345,6 +343,7 @@ class Queries:
                     cursor,
                     limit,
                     lambda row: self._view(cur, row),
+                    keep,
                 )
             )
         )

@@ -276,8 +276,9 @@ class Projector:
         """A database set up by an earlier version lacks the tables added to a projection
         since (consent_review, say). Each is created empty, with its view, in the active
         generation, and in a generation being built (without its indexes: those come at the
-        switch), so following and an interrupted replay go on. Only a replay fills it with
-        what the log held before."""
+        switch), so following and an interrupted replay go on; likewise each column added to
+        a table since (`Projection.added_columns`). Only a replay fills them with what the log
+        held before."""
         generations = [(int(row["generation"]), True)]
         if row["building_generation"] is not None:
             generations.append((int(row["building_generation"]), False))
@@ -299,17 +300,7 @@ class Projector:
                         f"{table} is new in this version and holds nothing from before it: run "
                         f"`callback-ledger replay --projection {projection.name}`"
                     )
-                    write_fault(
-                        cur,
-                        projection.name,
-                        {
-                            "kind": REPLAY,
-                            "position": int(row["generation"]),
-                            "error": why,
-                            "since": datetime.now(UTC).isoformat(),
-                        },
-                    )
-                    log.error("projection %s needs a replay: %s", projection.name, why)
+                    _needs_replay(cur, projection.name, int(row["generation"]), why)
             for table, column, sql_type in projection.added_columns:
                 name = f"{table}_g{generation}"
                 if not _table_exists(cur, name) or column in _columns(cur, name):
@@ -323,17 +314,7 @@ class Projector:
                         f"{table}.{column} is new in this version and empty for what came "
                         f"before it: run `callback-ledger replay --projection {projection.name}`"
                     )
-                    write_fault(
-                        cur,
-                        projection.name,
-                        {
-                            "kind": REPLAY,
-                            "position": int(row["generation"]),
-                            "error": why,
-                            "since": datetime.now(UTC).isoformat(),
-                        },
-                    )
-                    log.error("projection %s needs a replay: %s", projection.name, why)
+                    _needs_replay(cur, projection.name, int(row["generation"]), why)
             if active:
                 # Indexes changed since (the metadata prefix): made as this version makes them.
                 for statement in statements:
@@ -787,6 +768,14 @@ class Projector:
     def _drop_generation(cur: Cursor, projection: Projection, generation: int) -> None:
         for table in projection.tables:
             cur.execute(f"DROP TABLE IF EXISTS {table}_g{generation}")
+
+
+def _needs_replay(cur: Cursor, name: str, generation: int, why: str) -> None:
+    """Marks a projection as answering without what an earlier version never recorded, until
+    a replay rebuilds it (the mark goes with the rebuild)."""
+    fault = {"kind": REPLAY, "position": generation, "error": why}
+    write_fault(cur, name, {**fault, "since": datetime.now(UTC).isoformat()})
+    log.error("projection %s needs a replay: %s", name, why)
 
 
 def _columns(cur: Cursor, name: str) -> set[str]:
