@@ -34,6 +34,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from callback_ledger import dedupe
+from callback_ledger.compression import state_compressor
 from callback_ledger.config import Settings, eventsourcing_env, sqlite_path
 from callback_ledger.domain import ids
 from callback_ledger.domain.callbacks import (
@@ -152,6 +153,10 @@ class Ledger(Application[UUID]):
     # short.
     snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Contact: 200}
 
+    # Event state is stored zstd-compressed (callback_ledger.compression); off only to write
+    # the plain JSON a dictionary is trained on, or a store as earlier versions wrote it.
+    compress_state: ClassVar[bool] = True
+
     # SQLite: the database file as opened, checked around every write (see `_check_file`).
     _sqlite_file: str | None = None
     _sqlite_identity: tuple[int, int] | None = None
@@ -181,7 +186,9 @@ class Ledger(Application[UUID]):
             raise StoreMoved(self._moved)
 
     def construct_mapper(self) -> Mapper[UUID]:
-        return FastMapper(super().construct_mapper())
+        library = super().construct_mapper()
+        compressor = state_compressor() if self.compress_state else None
+        return FastMapper(Mapper(library.transcoder, compressor, library.cipher))
 
     def save(self, *aggregates: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """As the library's save, for aggregates only. The library first checks every object

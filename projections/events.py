@@ -10,6 +10,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.utils import get_topic
 
+from callback_ledger.compression import inflate
 from callback_ledger.domain.contact import Contact
 from callback_ledger.domain.message import Message
 
@@ -113,6 +114,7 @@ _NUL_ESCAPE = b"\\u0000"
 
 
 def decode_state(state: bytes) -> dict[str, Any]:
+    state = inflate(state)
     decoded: dict[str, Any] = orjson.loads(state)
     if _NUL_ESCAPE in state:
         decoded = without_nul(decoded)

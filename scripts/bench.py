@@ -32,6 +32,7 @@ import orjson
 import psycopg
 
 from callback_ledger.api.signature import sign
+from callback_ledger.compression import inflate
 from callback_ledger.config import Settings
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import Ledger
@@ -313,7 +314,7 @@ def stored_reports(database_url: str) -> set[tuple[str, str]]:
             start=after, limit=5000, topics=[DELIVERY_REPORTED], inclusive_of_start=False
         ):
             for n in page:
-                state = orjson.loads(n.state)
+                state = orjson.loads(inflate(n.state))
                 found.add((state["message_id"], state["status"]))
             after = page[-1].id
     finally:
