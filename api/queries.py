@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callback_ledger.projections import messages as message_tables
+from callback_ledger.projections import rules
 from callback_ledger.projections.db import Cursor, time_window
 from callback_ledger.projections.rules import iso
 from callback_ledger.runtime import Runtime
@@ -204,7 +205,7 @@ def message_view(row: dict[str, Any], with_timeline: bool = False) -> dict[str, 
                 "reason_description": r["reason_description"],
                 "reference": r["source_ref"],
             }
-            for r in orjson.loads(row["reports"])
+            for r in rules.expanded_reports(row)
         ]
     return view
 

@@ -6,8 +6,6 @@ from collections import defaultdict
 from operator import itemgetter
 from typing import Any
 
-import orjson
-
 from . import rules
 from .db import Cursor, insert, select_by_keys, upsert
 from .events import DELIVERY_REPORTED, MESSAGE_REGISTERED, LoggedEvent
@@ -81,11 +79,11 @@ def _load_reports(
     rows = select_by_keys(
         cur,
         f"message_status_g{g}",
-        ("project_id", "message_id", "reports"),
+        ("project_id", "message_id", "reports", *rules.CARRIED),
         ("project_id", "message_id"),
         keys,
     )
-    return {(r["project_id"], r["message_id"]): orjson.loads(r["reports"]) for r in rows}
+    return {(r["project_id"], r["message_id"]): rules.expanded_reports(r) for r in rows}
 
 
 def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
@@ -115,7 +113,7 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
         fresh = key not in older
         reports = rules.merge_reports(known.get(key, []), facts)
         row = rules.message_row(project_id, message_id, reports)
-        row["reports"] = orjson.dumps(reports).decode()
+        row["reports"] = rules.compact_reports(row, reports)
         status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:

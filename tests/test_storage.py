@@ -14,8 +14,10 @@ from starlette.testclient import TestClient
 
 from callback_ledger.compression import MAGIC, StateCompressor, inflate
 from callback_ledger.config import Settings
+from callback_ledger.domain.message import Message
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import Ledger
+from callback_ledger.projections import rules
 
 from . import payloads as p
 from .conftest import fresh_database
@@ -145,3 +147,31 @@ def test_state_compressor_round_trips_and_passes_plain_json_through() -> None:
     assert compressor.decompress(b'{"plain":1}') == b'{"plain":1}'
     with pytest.raises(ValueError, match="unknown dictionary"):
         compressor.decompress(MAGIC + b"\x23\x01\x00\x00\x00\x00\x00\x00")
+
+
+def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -> None:
+    stream = str(Message.create_id("P", "M"))
+    common = {"app_id": "A", "conversation_id": "CONV", "contact_id": "C", "metadata": "order-1"}
+    reason = {"reason_code": None, "reason_sub_code": None, "reason_description": None}
+    reports = [
+        {"status": "QUEUED_ON_CHANNEL", "channel": "WHATSAPP", "identity": "467", "at": "t1"},
+        {"status": "FAILED", "channel": None, "identity": None, "at": "t2"},
+        {"status": "DELIVERED", "channel": "SMS", "identity": "467", "at": "t3"},
+    ]
+    facts = [{**r, **reason, **common} for r in reports]
+    facts[0]["contact_id"] = None  # null where the row has a value: kept as null
+    facts[1].update(reason_code="NO_CHANNELS_LEFT", metadata="other")
+    for fact in facts:
+        fact["source_ref"] = f"{stream}/{fact['channel'] or ''}|{fact['status']}"
+    facts[2]["source_ref"] = "another-stream/SMS|DELIVERED"  # not derivable: kept
+    row = {**rules.message_row("P", "M", facts)}
+    assert row["contact_id"] == "C"
+    row["reports"] = rules.compact_reports(row, facts)
+    assert rules.expanded_reports(row) == facts
+    stored = orjson.loads(row["reports"])
+    assert stored[0] == {**reports[0], "contact_id": None}
+    assert stored[1] == {**reports[1], "reason_code": "NO_CHANNELS_LEFT", "metadata": "other"}
+    assert stored[2] == {**reports[2], "source_ref": "another-stream/SMS|DELIVERED"}
+    assert len(row["reports"]) < len(orjson.dumps(facts)) / 2
+    # A timeline stored whole, as earlier versions did, reads as it is.
+    assert rules.expanded_reports({**row, "reports": orjson.dumps(facts).decode()}) == facts
