@@ -53,6 +53,8 @@ from callback_ledger.domain.unrecognised import QuarantinedCallback, Unrecognise
 from callback_ledger.mapper import FastMapper
 
 log = logging.getLogger("callback_ledger")
+# How a message's stream starts: Registered (then its first report), or FirstReported.
+MESSAGE_CREATED = (get_topic(Message.Registered), get_topic(Message.FirstReported))  # type: ignore[attr-defined]
 
 MAX_ATTEMPTS = 50
 BATCH_ATTEMPTS = 3
@@ -557,12 +559,14 @@ class Ledger(Application[UUID]):
             stored = self.recorder.select_events(originator_id, gt=version - 1, lte=version)
             return self.mapper.to_domain_event(stored[0]) if stored else None
         first = self.recorder.select_events(originator_id, lte=1)
-        if not first or first[0].topic != get_topic(Message.Registered):  # type: ignore[attr-defined]
+        if not first or first[0].topic not in MESSAGE_CREATED:
             return None
-        for stored_event in self.recorder.select_events(originator_id, gt=1):
+        for stored_event in self.recorder.select_events(originator_id):
+            if stored_event.topic == MESSAGE_CREATED[0]:
+                continue
             event = self.mapper.to_domain_event(stored_event)
             if (
-                isinstance(event, Message.DeliveryReported)
+                isinstance(event, Message.DeliveryReported | Message.FirstReported)
                 and report_key(event.channel, event.status) == key
             ):
                 return event

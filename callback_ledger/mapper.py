@@ -31,6 +31,7 @@ FAST_EVENTS: frozenset[type] = frozenset(
     {
         Message.Registered,  # type: ignore[attr-defined]
         Message.DeliveryReported,
+        Message.FirstReported,
         Contact.Registered,  # type: ignore[attr-defined]
         Contact.ConsentReported,
         Contact.InboundMessageReceived,

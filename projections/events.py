@@ -18,6 +18,10 @@ from .db import Cursor
 
 MESSAGE_REGISTERED = get_topic(Message.Registered)
 DELIVERY_REPORTED = get_topic(Message.DeliveryReported)
+# A new message's registration and first report in one event (earlier: Registered, then
+# DeliveryReported); the projections read it as both.
+FIRST_REPORTED = get_topic(Message.FirstReported)
+REPORTS = frozenset({DELIVERY_REPORTED, FIRST_REPORTED})
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from . import rules
 from .db import Cursor, insert, select_by_keys, upsert
-from .events import DELIVERY_REPORTED, MESSAGE_REGISTERED, LoggedEvent
+from .events import FIRST_REPORTED, MESSAGE_REGISTERED, REPORTS, LoggedEvent
 
 NAME = "messages"
-TOPICS = frozenset({MESSAGE_REGISTERED, DELIVERY_REPORTED})
+TOPICS = frozenset({MESSAGE_REGISTERED, *REPORTS})
 TABLES = ("message_status", "read_confirmations")
 
 STATUS_COLUMNS = (
@@ -96,6 +96,8 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
         if event.topic == MESSAGE_REGISTERED:
             registered.add(event.originator_id)
             continue
+        if event.topic == FIRST_REPORTED:
+            registered.add(event.originator_id)
         state = event.state
         key = (state["project_id"], state["message_id"])
         ref = f"{event.originator_id}/{state.get('channel') or ''}|{state['status']}"
