@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callback_ledger import followups
-from callback_ledger.projections import followup
+from callback_ledger.projections import followup, rules
 from callback_ledger.projections import messages as message_tables
 from callback_ledger.projections.db import Cursor, keyset_rows, time_window
 from callback_ledger.projections.rules import iso
@@ -201,7 +201,7 @@ def message_view(row: dict[str, Any], with_timeline: bool = False) -> dict[str, 
                 "reason_description": r["reason_description"],
                 "reference": r["source_ref"],
             }
-            for r in orjson.loads(row["reports"])
+            for r in rules.expanded_reports(row)
         ]
     return view
 

@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
-import orjson
-
 from callback_ledger.domain.callbacks import normalise_identity
 from callback_ledger.ledger import Ledger
+from callback_ledger.projections import rules
 from callback_ledger.projections.db import Cursor, time_window
 from callback_ledger.projections.rules import OPTED_OUT, STATUS_RANK
 
@@ -251,7 +250,8 @@ def violations(
         if after:
             conditions.append("(first_event_time, project_id, message_id) > (?, ?, ?)")
         sql = (
-            "SELECT project_id, message_id, contact_id, metadata, reports, first_event_time "
+            "SELECT project_id, message_id, app_id, conversation_id, contact_id, metadata, "
+            "reports, first_event_time "
             "FROM message_status"
         )
         if conditions:
@@ -270,7 +270,7 @@ def _message_violations(
     message: dict[str, Any], consent_facts: Callable[[str, str, str], tuple[list[str], list]]
 ) -> Iterator[dict[str, Any]]:
     first_on: dict[tuple[str, str], str] = {}
-    for report in orjson.loads(message["reports"]):
+    for report in rules.expanded_reports(message):
         if report["status"] not in STATUS_RANK or not report["channel"] or not report["identity"]:
             continue
         key = (report["channel"], normalise_identity(report["identity"]))

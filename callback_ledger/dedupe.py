@@ -31,6 +31,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
 
+from callback_ledger.compression import inflate
 from callback_ledger.domain.contact import Contact
 
 TABLE = "ledger_dedupe"
@@ -56,10 +57,10 @@ def rows(events: Iterable[Any]) -> list[Row]:
 
 def stored_rows(stored: Iterable[tuple[Any, int, bytes]]) -> Iterator[Row]:
     """Key rows of stored fact events (originator_id, version, state), for filling the table
-    from a log written before it existed. The state is the library's JSON (no compressor or
-    cipher is configured here); only its top-level `dedupe_key`, a plain string, is read."""
+    from a log written before it existed. The state is the library's JSON, compressed or not
+    (no cipher is configured here); only its top-level `dedupe_key`, a plain string, is read."""
     for originator_id, version, state in stored:
-        key = json.loads(bytes(state))["dedupe_key"]
+        key = json.loads(inflate(bytes(state)))["dedupe_key"]
         stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
         yield stream, key_bytes(key), version
 

@@ -14,10 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
 from callback_ledger import audit
-from callback_ledger.projections import followup
+from callback_ledger.projections import followup, rules
 from callback_ledger.projections.db import Cursor, keyset_rows
 from callback_ledger.projections.rules import SUBMITTED, iso
 
@@ -39,7 +37,7 @@ def parse_duration(text: str) -> int:
 
 def recipient(row: Mapping[str, Any]) -> str | None:
     """The identity the message's deciding channel reported (the row keeps reports whole)."""
-    reports = orjson.loads(row["reports"])
+    reports = rules.expanded_reports(row)
     on_channel = [r for r in reports if r["channel"] == row["channel"] and r["identity"]]
     chosen = on_channel or [r for r in reports if r["identity"]]
     return chosen[-1]["identity"] if chosen else None

@@ -34,6 +34,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from callback_ledger import dedupe
+from callback_ledger.compression import state_compressor
 from callback_ledger.config import Settings, eventsourcing_env, sqlite_path
 from callback_ledger.domain import ids
 from callback_ledger.domain.callbacks import (
@@ -55,6 +56,8 @@ from callback_ledger.domain.unrecognised import QuarantinedCallback, Unrecognise
 from callback_ledger.mapper import FastMapper
 
 log = logging.getLogger("callback_ledger")
+# How a message's stream starts: Registered (then its first report), or FirstReported.
+MESSAGE_CREATED = (get_topic(Message.Registered), get_topic(Message.FirstReported))  # type: ignore[attr-defined]
 
 MAX_ATTEMPTS = 50
 BATCH_ATTEMPTS = 3
@@ -160,6 +163,10 @@ class Ledger(Application[UUID]):
     # short.
     snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Contact: 200}
 
+    # Event state is stored zstd-compressed (callback_ledger.compression); off only to write
+    # the plain JSON a dictionary is trained on, or a store as earlier versions wrote it.
+    compress_state: ClassVar[bool] = True
+
     # SQLite: the database file as opened, checked around every write (see `_check_file`).
     _sqlite_file: str | None = None
     _sqlite_identity: tuple[int, int] | None = None
@@ -189,7 +196,9 @@ class Ledger(Application[UUID]):
             raise StoreMoved(self._moved)
 
     def construct_mapper(self) -> Mapper[UUID]:
-        return FastMapper(super().construct_mapper())
+        library = super().construct_mapper()
+        compressor = state_compressor() if self.compress_state else None
+        return FastMapper(Mapper(library.transcoder, compressor, library.cipher))
 
     def save(self, *aggregates: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """As the library's save, for aggregates only. The library first checks every object
@@ -573,12 +582,14 @@ class Ledger(Application[UUID]):
         first = self.recorder.select_events(originator_id, lte=1)
         if first and key == CATCH_ALL_KEY and first[0].topic == CATCH_ALL_TOPIC:
             return self.mapper.to_domain_event(first[0])  # the catch-all's one event
-        if not first or first[0].topic != get_topic(Message.Registered):  # type: ignore[attr-defined]
+        if not first or first[0].topic not in MESSAGE_CREATED:
             return None
-        for stored_event in self.recorder.select_events(originator_id, gt=1):
+        for stored_event in self.recorder.select_events(originator_id):
+            if stored_event.topic == MESSAGE_CREATED[0]:
+                continue
             event = self.mapper.to_domain_event(stored_event)
             if (
-                isinstance(event, Message.DeliveryReported)
+                isinstance(event, Message.DeliveryReported | Message.FirstReported)
                 and report_key(event.channel, event.status) == key
             ) or (isinstance(event, Message.Submitted) and submission_key(event.channel) == key):
                 return event

@@ -54,6 +54,31 @@ class Message(Aggregate):
         app_id: str | None
         callback: dict[str, Any]
 
+    class FirstReported(Aggregate.Created):
+        """A message's registration and its first report as one event: one row in the log
+        where earlier versions wrote two (Registered, then DeliveryReported; both still load
+        and replay). The same fields as DeliveryReported (frozen dataclasses do not share
+        annotations through a plain mixin)."""
+
+        # The stream's names are repeated on each event so every event reads on its own.
+        project_id: str
+        message_id: str
+        status: str
+        channel: str | None
+        identity: str | None
+        event_time: datetime | None
+        accepted_time: datetime | None
+        reason: dict[str, Any] | None
+        conversation_id: str | None
+        contact_id: str | None
+        metadata: str | None
+        processing_mode: str | None
+        app_id: str | None
+        callback: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.report_keys[report_key(self.channel, self.status)] = self.originator_version
+
     class Submitted(Aggregate.Event):
         """MESSAGE_SUBMIT: the message was handed to a channel (before any delivery report)."""
 
@@ -98,13 +123,13 @@ class Message(Aggregate):
         self.report_keys[submission_key(channel)] = self.version
 
     def record_report(self, callback: DeliveryCallback, receipt: Receipt) -> bool:
-        """Appends a DeliveryReported event; False when this report is already recorded."""
+        """Appends the report's event (FirstReported on a new message, else DeliveryReported);
+        False when this report is already recorded."""
         report = callback.message_delivery_report
         channel = report.channel_identity.channel if report.channel_identity else None
         if report_key(channel, report.status) in self.report_keys:
             return False
-        self.trigger_event(
-            self.DeliveryReported,
+        fields = dict(
             project_id=self.project_id,
             message_id=self.message_id,
             status=report.status,
@@ -120,7 +145,25 @@ class Message(Aggregate):
             app_id=callback.app_id,
             callback=receipt.as_event_data(),
         )
+        if self._only_registered():
+            # Not saved yet: its Registered event becomes the first report.
+            registered = self.pending_events[0]
+            first = self.FirstReported(
+                originator_id=self.id,
+                originator_version=registered.originator_version,
+                timestamp=registered.timestamp,
+                originator_topic=registered.originator_topic,  # type: ignore[attr-defined]
+                **fields,
+            )
+            self.pending_events[0] = first
+            first.apply(self)
+        else:
+            self.trigger_event(self.DeliveryReported, **fields)
         return True
+
+    def _only_registered(self) -> bool:
+        pending = self.pending_events
+        return len(pending) == 1 and type(pending[0]) is Message.Registered  # type: ignore[attr-defined]
 
     @event(DeliveryReported)
     def _apply_report(self, status: str, channel: str | None, **_: Any) -> None:

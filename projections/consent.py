@@ -10,11 +10,11 @@ from callback_ledger.domain.callbacks import normalise_identity
 
 from . import rules
 from .db import Cursor, select_by_keys, upsert
-from .events import CONSENT_REPORTED, DELIVERY_REPORTED, INBOUND_RECEIVED, LoggedEvent
+from .events import CONSENT_REPORTED, INBOUND_RECEIVED, REPORTS, LoggedEvent
 
 NAME = "consent"
 # Delivery reports only for contact_identities: the numbers a contact was sent to.
-TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED, DELIVERY_REPORTED})
+TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED, *REPORTS})
 TABLES = ("consent", "consent_history", "consent_review", "contact_identities")
 
 CONSENT_COLUMNS = (
@@ -104,7 +104,7 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
                     normalise_identity(state["identity"]),
                 )
             )
-        if event.topic == DELIVERY_REPORTED:
+        if event.topic in REPORTS:
             continue
         inbound = event.topic != CONSENT_REPORTED
         # Read once: the keyword, its normalised form and the review rule come from one pass.

@@ -10,6 +10,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.utils import get_topic
 
+from callback_ledger.compression import inflate
 from callback_ledger.domain.contact import Contact
 from callback_ledger.domain.message import Message
 from callback_ledger.domain.unrecognised import UnrecognisedCallback
@@ -20,6 +21,10 @@ MESSAGE_REGISTERED = get_topic(Message.Registered)
 DELIVERY_REPORTED = get_topic(Message.DeliveryReported)
 MESSAGE_SUBMITTED = get_topic(Message.Submitted)
 UNRECOGNISED_RECEIVED = get_topic(UnrecognisedCallback.Received)  # type: ignore[attr-defined]
+# A new message's registration and first report in one event (earlier: Registered, then
+# DeliveryReported); the projections read it as both.
+FIRST_REPORTED = get_topic(Message.FirstReported)
+REPORTS = frozenset({DELIVERY_REPORTED, FIRST_REPORTED})
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
 
@@ -116,6 +121,7 @@ _NUL_ESCAPE = b"\\u0000"
 
 
 def decode_state(state: bytes) -> dict[str, Any]:
+    state = inflate(state)
     decoded: dict[str, Any] = orjson.loads(state)
     if _NUL_ESCAPE in state:
         decoded = without_nul(decoded)

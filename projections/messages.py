@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
-import orjson
-
 from callback_ledger.domain.callbacks import (
     InvalidCallback,
     SubmitCallback,
@@ -20,9 +18,10 @@ from callback_ledger.domain.message import report_key, submission_key
 from . import rules
 from .db import Cursor, insert, select_by_keys, upsert
 from .events import (
-    DELIVERY_REPORTED,
+    FIRST_REPORTED,
     MESSAGE_REGISTERED,
     MESSAGE_SUBMITTED,
+    REPORTS,
     UNRECOGNISED_RECEIVED,
     LoggedEvent,
 )
@@ -30,9 +29,7 @@ from .events import (
 NAME = "messages"
 # The catch-all is read for the MESSAGE_SUBMIT callbacks it kept before they were interpreted,
 # so a replay puts them in the timeline too.
-TOPICS = frozenset(
-    {MESSAGE_REGISTERED, DELIVERY_REPORTED, MESSAGE_SUBMITTED, UNRECOGNISED_RECEIVED}
-)
+TOPICS = frozenset({MESSAGE_REGISTERED, *REPORTS, MESSAGE_SUBMITTED, UNRECOGNISED_RECEIVED})
 TABLES = ("message_status", "read_confirmations")
 
 STATUS_COLUMNS = (
@@ -109,17 +106,17 @@ def _load_reports(
     rows = select_by_keys(
         cur,
         f"message_status_g{g}",
-        ("project_id", "message_id", "reports"),
+        ("project_id", "message_id", "reports", *rules.CARRIED),
         ("project_id", "message_id"),
         keys,
     )
-    return {(r["project_id"], r["message_id"]): orjson.loads(r["reports"]) for r in rows}
+    return {(r["project_id"], r["message_id"]): rules.expanded_reports(r) for r in rows}
 
 
 def _fact(event: LoggedEvent) -> tuple[tuple[str, str], dict[str, Any]] | None:
     """The message a log event is about and its report fact; None for other events."""
     state = event.state
-    if event.topic == DELIVERY_REPORTED:
+    if event.topic in REPORTS:
         ref = f"{event.originator_id}/{report_key(state.get('channel'), state['status'])}"
         return (state["project_id"], state["message_id"]), rules.report_fact(state, ref)
     if event.topic == MESSAGE_SUBMITTED:
@@ -170,6 +167,8 @@ def apply(
         if event.topic == MESSAGE_REGISTERED:
             registered.add(event.originator_id)
             continue
+        if event.topic == FIRST_REPORTED:
+            registered.add(event.originator_id)
         found = _fact(event)
         if found is None:
             continue
@@ -188,7 +187,7 @@ def apply(
         fresh = key not in older
         reports = rules.merge_reports(known.get(key, []), facts)
         row = rules.message_row(project_id, message_id, reports, next_actions)
-        row["reports"] = orjson.dumps(reports).decode()
+        row["reports"] = rules.compact_reports(row, reports)
         status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:

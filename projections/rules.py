@@ -12,7 +12,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from callback_ledger.domain.callbacks import normalise_identity
+from callback_ledger.domain.ids import message_id as message_stream
 
 from . import followup
 from . import keywords as keywords_module
@@ -189,6 +192,60 @@ def message_row(
             else None
         ),
     }
+
+
+# ---- the stored timeline (message_status.reports) --------------------------------------------
+
+# Every report of a message repeats its stream id (in source_ref) and, nearly always, the
+# message's contact, conversation, app and metadata: stored as they are, the timeline was most
+# of the message_status table. So a stored report leaves out what its row says already: a
+# carried field equal to the row's column, reason fields that are null, and a source_ref that
+# names its own stream and natural key. `expanded_reports` puts them back exactly; a timeline
+# stored whole (by earlier versions) reads as it is.
+REASON_FIELDS = ("reason_code", "reason_sub_code", "reason_description")
+
+
+def _own_ref(stream: str, fact: Mapping[str, Any]) -> str:
+    return f"{stream}/{fact['channel'] or ''}|{fact['status']}"
+
+
+def compact_reports(row: Mapping[str, Any], reports: list[dict[str, Any]]) -> str:
+    """The JSON stored in message_status.reports for a row and its full reports."""
+    stream = str(message_stream(row["project_id"], row["message_id"]))
+    out = []
+    for fact in reports:
+        kept = {"status": fact["status"], "channel": fact["channel"], "at": fact["at"]}
+        kept["identity"] = fact["identity"]
+        for field in REASON_FIELDS:
+            if fact[field] is not None:
+                kept[field] = fact[field]
+        for field in CARRIED:
+            if fact[field] != row[field]:
+                kept[field] = fact[field]
+        if fact["source_ref"] != _own_ref(stream, fact):
+            kept["source_ref"] = fact["source_ref"]
+        out.append(kept)
+    return orjson.dumps(out).decode()
+
+
+def expanded_reports(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The full reports of a message_status row (its `reports` and the columns they lean on)."""
+    stream = str(message_stream(row["project_id"], row["message_id"]))
+    out = []
+    for kept in orjson.loads(row["reports"]):
+        fact = {
+            "status": kept["status"],
+            "channel": kept["channel"],
+            "identity": kept["identity"],
+            "at": kept["at"],
+        }
+        for field in REASON_FIELDS:
+            fact[field] = kept.get(field)
+        for field in CARRIED:
+            fact[field] = kept[field] if field in kept else row[field]
+        fact["source_ref"] = kept.get("source_ref") or _own_ref(stream, fact)
+        out.append(fact)
+    return out
 
 
 def read_confirmation(

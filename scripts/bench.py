@@ -32,10 +32,11 @@ import orjson
 import psycopg
 
 from callback_ledger.api.signature import sign
+from callback_ledger.compression import inflate
 from callback_ledger.config import Settings
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import Ledger
-from callback_ledger.projections.events import DELIVERY_REPORTED
+from callback_ledger.projections.events import REPORTS
 from callback_ledger.scripts.postgres import (
     create_database,
     drop_database,
@@ -310,10 +311,10 @@ def stored_reports(database_url: str) -> set[tuple[str, str]]:
     after = 0
     try:
         while page := ledger.recorder.select_notifications(
-            start=after, limit=5000, topics=[DELIVERY_REPORTED], inclusive_of_start=False
+            start=after, limit=5000, topics=sorted(REPORTS), inclusive_of_start=False
         ):
             for n in page:
-                state = orjson.loads(n.state)
+                state = orjson.loads(inflate(n.state))
                 found.add((state["message_id"], state["status"]))
             after = page[-1].id
     finally:

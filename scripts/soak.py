@@ -145,6 +145,29 @@ def database_bytes(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def storage_breakdown(url: str) -> list[tuple[str, str, int]]:
+    """Bytes on disk per table and per index (kind, name, bytes), largest first: where the bytes
+    per callback go. SQLite: its `dbstat` table (pages of each b-tree); PostgreSQL: each table
+    with its TOAST and maps, each index on its own."""
+    if url.startswith("sqlite:"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute(
+                "SELECT s.type, d.name, SUM(d.pgsize) FROM dbstat AS d "
+                "LEFT JOIN sqlite_schema AS s ON s.name = d.name GROUP BY d.name"
+            ).fetchall()
+        return sorted(((t or "table", n, int(b)) for t, n, b in rows), key=lambda r: -r[2])
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT CASE c.relkind WHEN 'i' THEN 'index' ELSE 'table' END, c.relname, "
+            "CASE c.relkind WHEN 'i' THEN pg_relation_size(c.oid) ELSE pg_table_size(c.oid) END "
+            "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')"
+        ).fetchall()
+    return sorted(((t, n, int(b)) for t, n, b in rows), key=lambda r: -r[2])
+
+
 def time_chatty(url: str, start: int, count: int = 15) -> float:
     """Median ms to record one more inbound message of the chatty contact, one at a time."""
     times = []
@@ -218,6 +241,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
     stored = stored_reports(url)
     lost = len(expected - stored)
     size = database_bytes(url)
+    breakdown = storage_breakdown(url)
     half = rows[len(rows) // 2 :]
     summary = {
         "backend": name,
@@ -230,6 +254,8 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
         "chatty_last_vs_first": rows[-1]["chatty_ms"] / rows[0]["chatty_ms"],
         "bytes_per_callback": size / max(sent, 1),
         "disk_vs_body": size / max(body_bytes, 1),
+        "body_bytes_per_callback": body_bytes / max(sent, 1),
+        "breakdown": {name: nbytes for _, name, nbytes in breakdown},
     }
     print(
         f"{name}: {sent:,} callbacks, non-2xx {non2xx}, delivery facts acknowledged = stored: "
@@ -240,6 +266,14 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
         f"bytes on disk per callback ({summary['disk_vs_body']:.1f}x the raw bodies)",
         flush=True,
     )
+    print(
+        f"{name}: bytes per callback by table and index (raw body: "
+        f"{summary['body_bytes_per_callback']:,.0f})",
+        flush=True,
+    )
+    for kind, table, nbytes in breakdown:
+        if nbytes >= size / 1000:
+            print(f"  {kind:<5} {table:<48} {nbytes / max(sent, 1):>8,.1f}", flush=True)
     return summary
 
 

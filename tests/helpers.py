@@ -25,6 +25,15 @@ def names(events: list[Any]) -> list[str]:
     return [type(e).__qualname__ for e in events]
 
 
+# A message's reports: the first starts its stream (FirstReported; before, a Registered event
+# came first and every report was a DeliveryReported).
+REPORT_EVENTS = ("Message.FirstReported", "Message.DeliveryReported")
+
+
+def delivery_reports(events: list[Any]) -> list[Any]:
+    return [e for e in events if type(e).__qualname__ in REPORT_EVENTS]
+
+
 def accept_all(ledger: Ledger, bodies: list[dict[str, Any]]) -> list[Any]:
     from datetime import UTC, datetime
 

@@ -20,7 +20,7 @@ from callback_ledger.scripts.replay import replay
 
 from . import payloads as p
 from .conftest import SECRET
-from .helpers import projection_rows, stored_events
+from .helpers import REPORT_EVENTS, projection_rows, stored_events
 from .server import Server
 
 STATUSES = ["QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL", "FAILED", "DELIVERED", "READ"]
@@ -35,7 +35,7 @@ def stored_report_keys(database_url: str) -> Counter:
     return Counter(
         (e.message_id, e.channel, e.status)
         for e in stored_events(database_url)
-        if type(e).__qualname__ == "Message.DeliveryReported"
+        if type(e).__qualname__ in REPORT_EVENTS
     )
 
 

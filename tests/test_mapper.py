@@ -31,8 +31,12 @@ def events_of_every_kind() -> list[Any]:
     delivery = p.delivery(reason={"code": "RATE_LIMITED", "sub_code": "X", "extra": [1, 2.5]})
     message = Message(project_id="P", message_id="M1")
     message.record_report(parse_callback("MESSAGE_DELIVERY", delivery), receipt(delivery))
+    read = p.delivery(status="READ")
+    message.record_report(parse_callback("MESSAGE_DELIVERY", read), receipt(read))
     submit = p.submit("M1")
     message.record_submission(parse_callback("MESSAGE_SUBMIT", submit), receipt(submit))
+    # Streams written before FirstReported start with Registered.
+    registered_only = Message(project_id="P", message_id="M2")
     contact = Contact(project_id="P", contact_key="CONTACT1")
     opt_out, stop = p.opt("OPT_OUT"), p.inbound("IN1", text="STOP ünïcode ✓")
     contact.record_consent(parse_callback("OPT_OUT", opt_out), receipt(opt_out))
@@ -53,6 +57,7 @@ def events_of_every_kind() -> list[Any]:
     )
     return [
         *message.collect_events(),
+        *registered_only.collect_events(),
         *contact.collect_events(),
         *unknown.collect_events(),
         *refused.collect_events(),

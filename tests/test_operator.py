@@ -38,12 +38,10 @@ def test_fix_a_quarantined_callback_and_feed_it_back(
     done = cli(database_url, "ingest", str(bodies))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"{bodies}:1: accepted MESSAGE_DELIVERY (2 events)",
+        f"{bodies}:1: accepted MESSAGE_DELIVERY (1 events)",
         f"{bodies}:3: accepted MESSAGE_INBOUND (2 events)",
     ]
-    event = next(
-        e for e in stored_events(database_url) if names([e]) == ["Message.DeliveryReported"]
-    )
+    event = next(e for e in stored_events(database_url) if names([e]) == ["Message.FirstReported"])
     assert event.message_id == "MSG-FIXED"
     assert event.callback["signature_verified"] is False
     assert event.callback["headers"] == {"x-ledger-source": "callback-ledger ingest"}
@@ -65,7 +63,7 @@ def test_ingest_reports_refused_lines(database_url: str, tmp_path: Path) -> None
     assert f"{bodies}:1: refused" in done.stderr
     assert f"{bodies}:2: refused: not a JSON object" in done.stderr
     assert "message_delivery_report.status" in done.stderr
-    assert done.stdout.strip() == f"{bodies}:4: accepted MESSAGE_DELIVERY (2 events)"
+    assert done.stdout.strip() == f"{bodies}:4: accepted MESSAGE_DELIVERY (1 events)"
 
 
 def test_ingest_names_a_missing_file_without_a_traceback(database_url: str, tmp_path: Path) -> None:
@@ -90,7 +88,7 @@ def test_ingest_takes_a_pretty_printed_document_or_an_array(
     done = cli(database_url, "ingest", str(one), str(many))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"{one}: accepted MESSAGE_DELIVERY (2 events)",
-        f"{many}[1]: accepted MESSAGE_DELIVERY (2 events)",
-        f"{many}[2]: accepted MESSAGE_DELIVERY (2 events)",
+        f"{one}: accepted MESSAGE_DELIVERY (1 events)",
+        f"{many}[1]: accepted MESSAGE_DELIVERY (1 events)",
+        f"{many}[2]: accepted MESSAGE_DELIVERY (1 events)",
     ]

@@ -121,11 +121,11 @@ def test_readme_curl_example_posts_a_signed_seed_callback(tmp_path: Path) -> Non
         again = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True)
     finally:
         server.stop()
-    assert first.stdout == '{"status":"accepted","trigger":"MESSAGE_DELIVERY","events":2}', (
+    assert first.stdout == '{"status":"accepted","trigger":"MESSAGE_DELIVERY","events":1}', (
         first.stdout + first.stderr
     )
     assert '"status":"duplicate"' in again.stdout
-    assert names(stored_events(database_url)) == ["Message.Registered", "Message.DeliveryReported"]
+    assert names(stored_events(database_url)) == ["Message.FirstReported"]
 
 
 def test_readme_serve_command_runs_the_service(tmp_path: Path) -> None:

@@ -169,7 +169,9 @@ def test_catch_up_applies_what_came_before_it_and_stops_while_callbacks_keep_arr
     def step_then_a_callback_arrives(*args: Any, **kwargs: Any) -> dict[str, int]:
         moved = steps(*args, **kwargs)
         # Under load something is always newer than the page just applied.
-        accept_all(ledger, [p.delivery(f"LATE{next(late)}", "DELIVERED")])
+        # A new contact's first message: two events (Registered and the message).
+        n = next(late)
+        accept_all(ledger, [p.inbound(f"LATE{n}", text="hi", contact_id=f"LATE{n}")])
         return moved
 
     projector._steps = step_then_a_callback_arrives  # type: ignore[method-assign]

@@ -95,6 +95,8 @@ def test_message_references_and_old_forms_keep_working(client: TestClient, ledge
     stream = Message.create_id("PROJECT1", "M1")
     response = client.get(f"/callbacks/{stream}/WHATSAPP|DELIVERED")
     assert response.status_code == 200
-    assert response.json()["version"] == 3
+    assert response.json()["version"] == 2
+    first = client.get(f"/callbacks/{stream}/WHATSAPP|QUEUED_ON_CHANNEL").json()
+    assert (first["event"], first["version"]) == ("Message.FirstReported", 1)
     assert client.get(f"/callbacks/{stream}/WHATSAPP|READ").status_code == 404
     assert client.get(f"/callbacks/{stream}/INBOUND|IN1").status_code == 404
