@@ -260,6 +260,11 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> ASGIApp:
     app.router.redirect_slashes = False
     served: ASGIApp = WebhookFirst(app, webhook)
     if settings.private_address is not None:
-        public = {("POST", WEBHOOK_PATH), ("POST", WEBHOOK_PATH + "/"), ("GET", "/healthz")}
+        public = {
+            ("POST", WEBHOOK_PATH),
+            ("POST", WEBHOOK_PATH + "/"),
+            ("GET", "/healthz"),
+            ("HEAD", "/healthz"),  # some load balancers probe with HEAD
+        }
         served = PublicSide(served, settings.private_address[1], public)
     return served
