@@ -365,6 +365,15 @@ def test_serve_refuses_unsigned_callbacks_on_a_public_address(tmp_path: Path) ->
     assert private.returncode == 2
 
 
+def test_serve_refuses_a_private_listener_it_cannot_tell_apart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    port = str(free_port())
+    same = cli(url, "serve", "--port", port, "--private-listen", f"127.0.0.1:{port}", timeout=20)
+    assert same.returncode == 2 and "another port" in same.stderr
+    bad = cli(url, "serve", "--port", port, "--private-listen", "nowhere", timeout=20)
+    assert bad.returncode == 2 and "host:port" in bad.stderr
+
+
 def test_serve_on_a_public_address_with_a_secret_or_allow_unsigned(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/x.sqlite3"
     for env, args in [
