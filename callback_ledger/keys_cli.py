@@ -57,7 +57,7 @@ def run_revoke(settings: Settings, args: argparse.Namespace) -> int:
         sys.stderr.write(f"keys revoke: no active key is named {args.name!r}\n")
         return 1
     sys.stdout.write(
-        f"revoked key {args.name!r}; servers refuse it within a few seconds (their key cache)\n"
+        f"revoked key {args.name!r}; running servers refuse it within 5 seconds (their key cache)\n"
     )
     return 0
 

@@ -166,6 +166,13 @@ def test_healthz_says_only_the_status_without_a_key(settings: Settings, client: 
     only_read = make_key(settings.database_url, "reader", ("read",))
     assert "projections" in client.get("/healthz", headers=bearer(only_read)).json()
     assert client.get("/healthz", headers=bearer("clk_nope")).status_code == 401
+    revoked = make_key(settings.database_url, "revoked")
+    revoke(settings.database_url, "revoked")
+    expired = make_key(settings.database_url, "expired", expires_in_days=1)
+    expire(settings.database_url, "expired")
+    for key, code in [(revoked, "revoked_key"), (expired, "expired_key")]:
+        answer = client.get("/healthz", headers=bearer(key))
+        assert (answer.status_code, answer.json()["error"]) == (401, code)
 
 
 def test_healthz_without_a_key_keeps_the_failing_code(tmp_path: Path) -> None:
