@@ -7,12 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from callback_ledger.config import Settings, collect_less_often
 from callback_ledger.ledger import Ledger, StoreMoved
@@ -20,6 +22,16 @@ from callback_ledger.projections.live import LiveFollower
 from callback_ledger.projections.projector import describe
 from callback_ledger.runtime import Runtime
 
+from .auth import (
+    ANY_KEY,
+    AUDIT,
+    HEALTH,
+    READ,
+    Denied,
+    Guard,
+    PublicSide,
+    consent_scope,
+)
 from .consent import ConsentQueries
 from .health import Progress
 from .openapi import document
@@ -56,20 +68,61 @@ def page_by_size(
     return page, False
 
 
-def app_from_env() -> WebhookFirst:
+# The scope each route needs (auth.py). A test checks every route of the app against this
+# table and against the issue's; a route missing here cannot be registered (KeyError below).
+ROUTE_SCOPES: dict[str, Any] = {
+    "/healthz": HEALTH,
+    "/openapi.json": ANY_KEY,
+    "/messages": READ,
+    "/messages/stalled": READ,
+    "/messages/{message_id}": READ,
+    "/read-confirmations": READ,
+    "/contacts/{contact_id}/consent": READ,
+    "/consent/check": READ,
+    "/consent": consent_scope,  # read; audit with ?at=
+    "/contacts/{contact_id}/consent/history": AUDIT,
+    "/consent/review": AUDIT,
+    # The raw body with phone numbers, message text and the signature headers: audit only.
+    "/callbacks/{reference:path}": AUDIT,
+    "/quarantine": AUDIT,
+    "/access-log": AUDIT,
+}
+
+
+def app_from_env() -> ASGIApp:
     """The factory each server process calls when `serve --workers` starts several."""
     collect_less_often()
     return create_app(Settings.from_env())
 
 
-def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst:
+def create_app(settings: Settings, ledger: Ledger | None = None) -> ASGIApp:
     runtime = Runtime(settings, ledger)
+    guard = Guard(runtime)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
     queries = Queries(runtime)
     progress = Progress()
     consent = ConsentQueries(runtime, follower.wake if follower else lambda: None)
 
     async def healthz(request: Request) -> Response:
+        # Without a key (and always on the public port of a private listener) only the status
+        # is said, with the same code: enough for a load balancer, nothing about the data.
+        bare = "ledger.public" in request.scope or not request.headers.get("authorization")
+        if not bare:
+            try:
+                await guard.authenticate(request)
+            except Denied as denied:
+                return denied.response
+        response = await health_detail()
+        if bare:
+            body = orjson.loads(response.body)
+            status = body.get("status") or ("ok" if response.status_code == 200 else "failing")
+            short = JSON({"status": status}, response.status_code)
+            if "retry-after" in response.headers:
+                short.headers["Retry-After"] = response.headers["retry-after"]
+            return short
+        return response
+
+    async def health_detail() -> Response:
         try:
             head = await run_in_threadpool(lambda: runtime.ledger().ping())
             projections = await run_in_threadpool(lambda: runtime.projector().positions())
@@ -119,6 +172,15 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         next_after = items[-1]["id"] if full or len(items) == limit else None
         return JSON({"items": items, "next_after": next_after})
 
+    async def access_log(request: Request) -> Response:
+        params = Params(request, ["since", "key", "after", "limit"])
+        since, actor = params.time("since"), params.text("key")
+        after = params.whole("after", 0, MAX_INTEGER) or 0
+        limit = params.limit()
+        items = await run_in_threadpool(lambda: guard.store().accesses(since, actor, after, limit))
+        next_after = items[-1]["id"] if len(items) == limit else None
+        return JSON({"items": items, "next_after": next_after})
+
     openapi = JSON(document())
 
     async def openapi_json(request: Request) -> Response:
@@ -156,27 +218,40 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         runtime.close()
 
     webhook = SinchWebhook(settings, runtime, follower.wake if follower else lambda: None)
+    handlers: dict[str, Any] = {
+        "/healthz": healthz,
+        "/openapi.json": openapi_json,
+        "/quarantine": quarantine,
+        "/messages": queries.messages,
+        "/messages/stalled": queries.stalled,  # before the id: a route, not a message
+        "/messages/{message_id}": queries.message,
+        "/read-confirmations": queries.read_confirmations,
+        "/contacts/{contact_id}/consent": consent.contact_consent,
+        "/contacts/{contact_id}/consent/history": consent.contact_history,
+        "/consent": consent.consent_at,
+        "/consent/check": consent.consent_check,
+        "/consent/review": consent.review,
+        "/callbacks/{reference:path}": consent.callback,
+        "/access-log": access_log,
+    }
+
+    def guarded(path: str) -> Route:
+        needs = ROUTE_SCOPES[path]
+        handler = handlers[path]
+        if needs != HEALTH:  # /healthz checks a key itself, only when one is sent
+            handler = guard.protect(handler, needs, path.replace(":path", ""))
+        route = Route(path, handler, methods=["GET"])
+        route.needs = needs  # type: ignore[attr-defined]
+        return route
+
     app = Starlette(
         routes=[
+            # The webhook needs no key (Sinch sends none): its signature is checked instead.
             Route(WEBHOOK_PATH, webhook.handle, methods=["POST"]),
             # A target URL typed with a slash is served as it is: Sinch drops a callback
             # answered 307, and a redirect built from the Host header is not ours to give.
             Route(WEBHOOK_PATH + "/", webhook.handle, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/openapi.json", openapi_json, methods=["GET"]),
-            Route("/quarantine", quarantine, methods=["GET"]),
-            Route("/messages", queries.messages, methods=["GET"]),
-            Route("/messages/stalled", queries.stalled, methods=["GET"]),
-            Route("/messages/{message_id}", queries.message, methods=["GET"]),
-            Route("/read-confirmations", queries.read_confirmations, methods=["GET"]),
-            Route("/contacts/{contact_id}/consent", consent.contact_consent, methods=["GET"]),
-            Route(
-                "/contacts/{contact_id}/consent/history", consent.contact_history, methods=["GET"]
-            ),
-            Route("/consent", consent.consent_at, methods=["GET"]),
-            Route("/consent/check", consent.consent_check, methods=["GET"]),
-            Route("/consent/review", consent.review, methods=["GET"]),
-            Route("/callbacks/{reference:path}", consent.callback, methods=["GET"]),
+            *(guarded(path) for path in handlers),
         ],
         exception_handlers={
             HTTPException: http_error,
@@ -185,4 +260,13 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
-    return WebhookFirst(app, webhook)
+    served: ASGIApp = WebhookFirst(app, webhook)
+    if settings.private_address is not None:
+        public = {
+            ("POST", WEBHOOK_PATH),
+            ("POST", WEBHOOK_PATH + "/"),
+            ("GET", "/healthz"),
+            ("HEAD", "/healthz"),  # some load balancers probe with HEAD
+        }
+        served = PublicSide(served, settings.private_address[1], public)
+    return served

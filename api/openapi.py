@@ -56,6 +56,7 @@ QUERY: dict[str, dict[str, Any]] = {
     "after": {"type": "integer", "minimum": 0, "maximum": q.MAX_INTEGER, "default": 0},
     # Opaque: only a `next_cursor` this API gave out is taken.
     "cursor": {"type": "string", "maxLength": q.MAX_CURSOR, "pattern": "^[A-Za-z0-9_-]*$"},
+    "key": _text(q.MAX_TEXT),
 }
 # What path_param checks. A '/' ends a path segment: an id holding one reaches no route (404).
 SEGMENT = {"type": "string", "minLength": 1, "maxLength": q.MAX_TEXT, "pattern": "^[^/\\x00]*$"}
@@ -71,6 +72,8 @@ PATH: dict[str, dict[str, Any]] = {
 }
 WHY = {
     400: "a parameter the server cannot use; the detail names it",
+    401: "no API key, or one that is unknown, revoked or expired (Authorization: Bearer <key>)",
+    403: "the API key lacks the scope this route needs; the detail names it",
     404: "not found (or an id holding '/', which reaches no route)",
     409: "ambiguous: add ?project_id=",
     503: "the store is not reachable now; retry after Retry-After",
@@ -122,16 +125,26 @@ def _get(
     parameters: list[dict[str, Any]],
     *codes: int,
     body: dict[str, Any] | None = None,
+    scope: str | None = None,
 ) -> dict[str, Any]:
+    """A GET needing a key (with `scope`, if given): 401 and 403 are among its answers."""
     responses: dict[str, Any] = {
         "200": {
             "description": "OK",
             "content": {"application/json": {"schema": body or {"type": "object"}}},
         }
     }
-    for code in codes:
+    for code in sorted({*codes, 401, 403}):
         responses[str(code)] = _error(code, WHY[code])
-    return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
+    needs = f" Needs an API key with the `{scope}` scope." if scope else " Needs any API key."
+    return {
+        "get": {
+            "summary": summary,
+            "description": summary + "." + needs,
+            "parameters": parameters,
+            "responses": responses,
+        }
+    }
 
 
 def document() -> dict[str, Any]:
@@ -173,6 +186,7 @@ def document() -> dict[str, Any]:
             "/webhooks/sinch": {
                 "post": {
                     "summary": "Receive a Sinch callback (any trigger; unknown ones are kept too)",
+                    "security": [],
                     "parameters": signature_headers,
                     "requestBody": {
                         "required": True,
@@ -202,7 +216,26 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/healthz": _get("Store and projection health", [], 503),
+            "/healthz": {
+                "get": {
+                    "summary": "Health: only {status} without a key (for load balancers); "
+                    "store and projection detail with any valid key",
+                    "security": [{}, {"bearer": []}],
+                    "parameters": [],
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "object", "required": ["status"]}
+                                }
+                            },
+                        },
+                        "401": _error(401, "a key was sent that is unknown, revoked or expired"),
+                        "503": _error(503, "failing: the detail (with a key) says why"),
+                    },
+                }
+            },
             "/openapi.json": _get("This document (OpenAPI 3.1)", []),
             "/quarantine": _get(
                 "Refused callbacks",
@@ -210,9 +243,15 @@ def document() -> dict[str, Any]:
                 400,
                 503,
                 body=_page("next_after", "integer"),
+                scope="audit",
             ),
             "/messages": _get(
-                "Messages", _query(*q.MESSAGE_PARAMS), 400, 503, body=_page("next_cursor", "string")
+                "Messages",
+                _query(*q.MESSAGE_PARAMS),
+                400,
+                503,
+                body=_page("next_cursor", "string"),
+                scope="read",
             ),
             "/messages/stalled": _get(
                 "Messages that went quiet: latest report submitted, queued or switching channel, "
@@ -229,6 +268,7 @@ def document() -> dict[str, Any]:
                 404,
                 409,
                 503,
+                scope="read",
             ),
             "/read-confirmations": _get(
                 "READ confirmations",
@@ -236,9 +276,10 @@ def document() -> dict[str, Any]:
                 400,
                 503,
                 body=_page("next_cursor", "string"),
+                scope="read",
             ),
             "/contacts/{contact_id}/consent": _get(
-                "Current consent of a contact", [_path("contact_id")], 400, 404, 503
+                "Current consent of a contact", [_path("contact_id")], 400, 404, 503, scope="read"
             ),
             "/contacts/{contact_id}/consent/history": _get(
                 "Consent history of a contact",
@@ -247,9 +288,10 @@ def document() -> dict[str, Any]:
                 404,
                 503,
                 body=_page("next_cursor", "string"),
+                scope="audit",
             ),
             "/consent": _get(
-                "Consent at an instant",
+                "Consent now (`read` scope) or at an instant `at` (`audit` scope)",
                 _query("channel", "identity", "at", "project_id", required=("channel", "identity")),
                 400,
                 503,
@@ -259,6 +301,7 @@ def document() -> dict[str, Any]:
                 _query("channel", "identity", "project_id", required=("channel", "identity")),
                 400,
                 503,
+                scope="read",
             ),
             "/consent/review": _get(
                 "Inbound free text that reads like a request to stop, for a human",
@@ -266,12 +309,33 @@ def document() -> dict[str, Any]:
                 400,
                 503,
                 body=_page("next_cursor", "string"),
+                scope="audit",
+            ),
+            "/access-log": _get(
+                "Who read audit data: each audit-scope request and CLI audit command",
+                _query("since", "key", "after", "limit"),
+                400,
+                503,
+                body=_page("next_after", "integer"),
+                scope="audit",
             ),
             "/callbacks/{reference}": _get(
-                "The raw callback behind a fact", [_path("reference")], 400, 404, 503
+                "The raw callback behind a fact", [_path("reference")], 400, 404, 503, scope="audit"
             ),
         },
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key from `callback-ledger keys create`; its scopes "
+                    "(read, audit, metrics, admin) decide which routes it may call",
+                }
+            },
+        },
+        # Every route needs a key but the webhook (signed instead) and the bare /healthz.
+        "security": [{"bearer": []}],
     }
     # A target URL typed with a slash is served the same (see the route in app.py).
     doc["paths"]["/webhooks/sinch/"] = doc["paths"]["/webhooks/sinch"]

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from callback_ledger import audit
 from callback_ledger.config import Settings
+from callback_ledger.keys import KeyStore, cli_user
 from callback_ledger.projections.db import Cursor
 from callback_ledger.projections.rules import iso
 from callback_ledger.runtime import Runtime
@@ -73,7 +74,7 @@ def emit(rows: Iterable[dict[str, Any]], fmt: str, title: str, columns: list[str
 
 def add_commands(commands: Any) -> None:
     audit_parser = commands.add_parser(
-        "audit", help="consent audit: history, at, violations, review, export"
+        "audit", help="consent audit: history, at, violations, review, export, access"
     )
     sub = audit_parser.add_subparsers(dest="audit_command", required=True)
 
@@ -118,14 +119,37 @@ def add_commands(commands: Any) -> None:
     common(p, ["csv", "jsonl"], "jsonl")
     p.set_defaults(run=run_export)
 
+    p = sub.add_parser(
+        "access", help="the access log: who read audit data (HTTP keys and CLI users), when"
+    )
+    p.add_argument("--since", type=time_arg)
+    p.add_argument("--key", help="only this key's name (or cli:USER)")
+    common(p, ["table", "json", "csv"], "table")
+    p.set_defaults(run=run_access)
 
-def _with_cursor(settings: Settings, fn: Callable[[Cursor], int]) -> int:
+
+def _audited(
+    settings: Settings,
+    args: argparse.Namespace,
+    read: Callable[[Cursor], Iterable[dict[str, Any]]],
+    title: str,
+    columns: list[str],
+) -> int:
+    """Reads the rows, writes who asked for what to the access log, then prints them."""
     runtime = Runtime(settings)
     try:
         with runtime.database().read() as cur:
-            return fn(cur)
+            rows = list(read(cur))
+        record_cli_access(KeyStore(runtime.database()), args, len(rows))
     finally:
         runtime.close()
+    return emit(rows, args.format, title, columns)
+
+
+def record_cli_access(store: KeyStore, args: argparse.Namespace, results: int) -> None:
+    skip = {"format", "run", "command", "audit_command"}
+    subject = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+    store.record_access(cli_user(), f"audit {args.audit_command}", subject, results)
 
 
 HISTORY = [
@@ -145,94 +169,103 @@ HISTORY = [
 def run_history(settings: Settings, args: argparse.Namespace) -> int:
     if not args.contact and not (args.channel and args.identity):
         raise SystemExit("audit history: give --contact, or --channel and --identity")
-    return _with_cursor(
+    return _audited(
         settings,
-        lambda cur: emit(
-            audit.history(
-                cur,
-                contact_id=args.contact,
-                project_id=args.project,
-                channel=args.channel and args.channel.upper(),
-                identity=args.identity,
-                since=args.since,
-                until=args.until,
-            ),
-            args.format,
-            "consent history",
-            HISTORY,
+        args,
+        lambda cur: audit.history(
+            cur,
+            contact_id=args.contact,
+            project_id=args.project,
+            channel=args.channel and args.channel.upper(),
+            identity=args.identity,
+            since=args.since,
+            until=args.until,
         ),
+        "consent history",
+        HISTORY,
     )
 
 
 def run_at(settings: Settings, args: argparse.Namespace) -> int:
     at = args.at or iso(datetime.now(UTC).isoformat())
-    return _with_cursor(
+    return _audited(
         settings,
-        lambda cur: emit(
-            [audit.state_at(cur, args.channel.upper(), args.identity, at, args.project)],
-            args.format,
-            "consent at " + at,
-            [
-                "channel",
-                "identity",
-                "at",
-                "state",
-                "since",
-                "decided_by.fact",
-                "decided_by.source_ref",
-            ],
-        ),
+        args,
+        lambda cur: [audit.state_at(cur, args.channel.upper(), args.identity, at, args.project)],
+        "consent at " + at,
+        [
+            "channel",
+            "identity",
+            "at",
+            "state",
+            "since",
+            "decided_by.fact",
+            "decided_by.source_ref",
+        ],
     )
 
 
 def run_violations(settings: Settings, args: argparse.Namespace) -> int:
-    return _with_cursor(
+    return _audited(
         settings,
-        lambda cur: emit(
-            audit.violations(cur, args.since, args.until),
-            args.format,
-            "consent violations",
-            [
-                "message_id",
-                "channel",
-                "identity",
-                "sent_at",
-                "opted_out_since",
-                "proof.fact",
-                "proof.source_ref",
-            ],
-        ),
+        args,
+        lambda cur: audit.violations(cur, args.since, args.until),
+        "consent violations",
+        [
+            "message_id",
+            "channel",
+            "identity",
+            "sent_at",
+            "opted_out_since",
+            "proof.fact",
+            "proof.source_ref",
+        ],
     )
 
 
 def run_review(settings: Settings, args: argparse.Namespace) -> int:
-    return _with_cursor(
+    return _audited(
         settings,
-        lambda cur: emit(
-            audit.review(cur, since=args.since, until=args.until),
-            args.format,
-            "consent review",
-            [
-                "event_time",
-                "channel",
-                "identity",
-                "contact_id",
-                "text",
-                "matched",
-                "inbound_message_id",
-                "source_ref",
-            ],
-        ),
+        args,
+        lambda cur: audit.review(cur, since=args.since, until=args.until),
+        "consent review",
+        [
+            "event_time",
+            "channel",
+            "identity",
+            "contact_id",
+            "text",
+            "matched",
+            "inbound_message_id",
+            "source_ref",
+        ],
     )
 
 
 def run_export(settings: Settings, args: argparse.Namespace) -> int:
-    return _with_cursor(
+    return _audited(
         settings,
-        lambda cur: emit(
-            audit.history(cur, since=args.since, until=args.until),
-            args.format,
-            "consent history",
-            HISTORY,
-        ),
+        args,
+        lambda cur: audit.history(cur, since=args.since, until=args.until),
+        "consent history",
+        HISTORY,
     )
+
+
+ACCESS = ["id", "at", "actor", "route", "subject", "results", "status"]
+
+
+def run_access(settings: Settings, args: argparse.Namespace) -> int:
+    from callback_ledger.projections.db import Database
+
+    db = Database(settings.database_url, settings.db_timeout_s)
+    try:
+        store = KeyStore(db)
+        rows = store.accesses(args.since, args.key)
+        record_cli_access(store, args, len(rows))
+    finally:
+        db.close()
+    for row in rows:
+        if args.format != "json":  # one column in a table or CSV
+            row["subject"] = orjson.dumps(row["subject"], option=orjson.OPT_SORT_KEYS).decode()
+    return emit(rows, args.format, "access log", ACCESS)

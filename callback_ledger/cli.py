@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from callback_ledger.audit_cli import add_commands as add_audit_commands
 from callback_ledger.config import ConfigError, Settings, collect_less_often
 from callback_ledger.domain.callbacks import loads_body
 from callback_ledger.followup_cli import add_commands as add_followup_commands
+from callback_ledger.keys_cli import add_commands as add_key_commands
 
 # serve's HTTP limits: (option, environment variable). See api/connections.py.
 HTTP_LIMITS = (
@@ -26,8 +28,64 @@ HTTP_LIMITS = (
 )
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may be reachable from anywhere
+
+
+def refuse_unsigned(settings: Settings, args: argparse.Namespace) -> None:
+    """Secure by default: no unsigned callbacks from beyond this machine unless asked for."""
+    if settings.webhook_secrets or args.allow_unsigned:
+        return
+    hosts = [args.host] + ([settings.private_address[0]] if settings.private_address else [])
+    exposed = [h for h in hosts if not is_loopback(h)]
+    if exposed:
+        raise ConfigError(
+            f"refusing to accept unsigned callbacks on {', '.join(exposed)}, which is not a "
+            "loopback address: anyone who can reach it could write to the ledger and forge "
+            "consent. Set SINCH_WEBHOOK_SECRET to the secret configured in Sinch (or pass "
+            "--allow-unsigned if something in front of this service checks signatures)"
+        )
+
+
+def first_key(settings: Settings) -> None:
+    """On a store with no key at all: an all-scopes key named admin, printed once, so the
+    first queries work (as Jupyter prints its token)."""
+    from callback_ledger.keys import SCOPES, KeyStore
+    from callback_ledger.projections.db import Database
+
+    log = logging.getLogger("callback_ledger")
+    db = Database(settings.database_url, settings.db_timeout_s)
+    try:
+        key = KeyStore(db).create_first()
+    except Exception as exc:  # the store may be down: serve starts anyway and answers 503
+        log.warning("could not check the API keys now (%s); create one with `keys create`", exc)
+        return
+    finally:
+        db.close()
+    if key is None:
+        return
+    log.warning("=" * 72)
+    log.warning(
+        "No API key existed: created the key 'admin' with every scope (%s). It is shown this "
+        "once only; every route but the webhook needs it:",
+        ", ".join(SCOPES),
+    )
+    log.warning("    Authorization: Bearer %s", key)
+    log.warning(
+        "Create narrower keys with: callback-ledger keys create --name NAME --scope read "
+        "[--expires-in DAYS]; then revoke this one: callback-ledger keys revoke admin"
+    )
+    log.warning("=" * 72)
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from callback_ledger.api.app import create_app
     from callback_ledger.api.connections import FD_RESERVE, PROTOCOL, raise_fd_limit
@@ -37,6 +95,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     for name, key in HTTP_LIMITS:
         if getattr(args, name) is not None:
             os.environ[key] = str(getattr(args, name))
+    if args.private_listen:
+        os.environ["LEDGER_PRIVATE_LISTEN"] = args.private_listen
     fds = raise_fd_limit()
     budget = (fds - FD_RESERVE) // 2
     if Settings.from_env().max_connections > budget:
@@ -45,6 +105,20 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         os.environ["LEDGER_MAX_CONNECTIONS"] = str(max(budget, 1))
     settings = Settings.from_env()
+    refuse_unsigned(settings, args)
+    private = settings.private_address
+    if private is not None and private[1] == args.port:
+        raise ConfigError(
+            f"the private listener {settings.private_listen} must use another port than the "
+            f"public one ({args.port}): the port tells them apart"
+        )
+    if args.workers > 1 and settings.database_url.startswith("sqlite:"):
+        raise ConfigError(
+            "--workers above 1 needs PostgreSQL: SQLite takes one writer at a time, so more "
+            "processes would only queue on its lock"
+        )
+    # Before any worker starts: the key tables are made once, and the first key printed once.
+    first_key(settings)
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -56,28 +130,55 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         "timeout_keep_alive": settings.keepalive_s,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
     }
-    if args.workers == 1:
-        uvicorn.run(create_app(settings), **options)
-        return 0
-    if settings.database_url.startswith("sqlite:"):
-        raise ConfigError(
-            "--workers above 1 needs PostgreSQL: SQLite takes one writer at a time, so more "
-            "processes would only queue on its lock"
+    if private is None:
+        if args.workers == 1:
+            uvicorn.run(create_app(settings), **options)
+            return 0
+        # Each process reads the same environment and group-commits on its own; conflicts
+        # between processes on one stream are resolved by the store's optimistic concurrency.
+        uvicorn.run(
+            "callback_ledger.api.app:app_from_env", factory=True, workers=args.workers, **options
         )
-    # Each process reads the same environment and group-commits on its own; conflicts between
-    # processes on one stream are resolved by the store's optimistic concurrency.
-    uvicorn.run(
-        "callback_ledger.api.app:app_from_env", factory=True, workers=args.workers, **options
+        return 0
+    # Two listening sockets served by the same app (in each worker): it tells them apart by
+    # the port a request arrived on (api/auth.py PublicSide).
+    app: Any = create_app(settings) if args.workers == 1 else "callback_ledger.api.app:app_from_env"
+    config = uvicorn.Config(app, factory=args.workers > 1, workers=args.workers, **options)
+    private_config = uvicorn.Config(app, **{**options, "host": private[0], "port": private[1]})
+    sockets = [config.bind_socket(), private_config.bind_socket()]
+    logging.getLogger("callback_ledger").info(
+        "public listener %s:%d (webhook and bare /healthz only); private listener %s:%d",
+        args.host,
+        args.port,
+        *private,
     )
-    return 0
+    if args.workers > 1:
+        Multiprocess(config, sockets=sockets).run()
+        return 0
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    return 0 if server.started else 3
 
 
 def quarantine(settings: Settings, args: argparse.Namespace) -> int:
+    from callback_ledger.keys import KeyStore, cli_user
     from callback_ledger.ledger import Ledger
+    from callback_ledger.projections.db import Database
 
     ledger = Ledger.from_settings(settings)
-    for item in ledger.quarantined(args.after, args.limit):
-        sys.stdout.write(orjson.dumps(item).decode() + "\n")
+    count = 0
+    try:
+        for item in ledger.quarantined(args.after, args.limit):
+            sys.stdout.write(orjson.dumps(item).decode() + "\n")
+            count += 1
+    finally:
+        ledger.close()
+    # Refused bodies are audit data (GET /quarantine needs the audit scope): logged as read.
+    db = Database(settings.database_url, settings.db_timeout_s)
+    try:
+        KeyStore(db).record_access(cli_user(), "quarantine", {}, count)
+    finally:
+        db.close()
     return 0
 
 
@@ -218,6 +319,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name, key in HTTP_LIMITS:
         p.add_argument("--" + name.replace("_", "-"), type=int, help=f"default {key}")
+    p.add_argument(
+        "--private-listen",
+        metavar="HOST:PORT",
+        help="serve every route but the webhook only on this address (default "
+        "LEDGER_PRIVATE_LISTEN; unset: all routes on --host/--port, all needing a key)",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept unsigned callbacks on a non-loopback address (without "
+        "SINCH_WEBHOOK_SECRET, serve refuses to)",
+    )
     p.set_defaults(run=serve)
 
     p = commands.add_parser(
@@ -265,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_audit_commands(commands)
     add_followup_commands(commands)
+    add_key_commands(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -52,6 +52,9 @@ class Settings:
     header_timeout_s: int = 10
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
+    # "host:port" of the private listener (LEDGER_PRIVATE_LISTEN): when set, every route but
+    # the webhook and the bare /healthz is served only there.
+    private_listen: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,13 +89,29 @@ class Settings:
             header_timeout_s=_int(env, "LEDGER_HEADER_TIMEOUT_S", 10),
             max_header_bytes=_int(env, "LEDGER_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int(env, "LEDGER_MAX_HEADERS", 100),
+            private_listen=env.get("LEDGER_PRIVATE_LISTEN", "").strip(),
         )
         if settings.projections not in ("inline", "off"):
             raise ConfigError(
                 f"LEDGER_PROJECTIONS must be 'inline' or 'off', got {settings.projections!r}"
             )
         eventsourcing_env(settings.database_url, settings.db_timeout_s)  # fail early on a bad URL
+        settings.private_address  # noqa: B018 (fails early on a bad address)
         return settings
+
+    @property
+    def private_address(self) -> tuple[str, int] | None:
+        """(host, port) of the private listener, or None."""
+        if not self.private_listen:
+            return None
+        host, _, port = self.private_listen.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"LEDGER_PRIVATE_LISTEN / --private-listen must be host:port (e.g. "
+                f"10.0.0.5:8001), got {self.private_listen!r}"
+            )
+        return host, int(port)
 
     @property
     def backend(self) -> str:

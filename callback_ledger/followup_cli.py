@@ -8,10 +8,11 @@ from typing import Any
 
 from callback_ledger import followups
 from callback_ledger.api.queries import message_view
-from callback_ledger.audit_cli import _with_cursor, emit, time_arg
+from callback_ledger.audit_cli import emit, time_arg
 from callback_ledger.config import Settings
 from callback_ledger.projections import followup
 from callback_ledger.projections.db import Cursor
+from callback_ledger.runtime import Runtime
 
 COLUMNS = [
     "message_id",
@@ -60,11 +61,15 @@ def run_followup(settings: Settings, args: argparse.Namespace) -> int:
         shown["identity"] = followups.recipient(row)
         return shown
 
-    def listing(cur: Cursor) -> int:
-        rows = followups.follow_up_list(
-            cur, lambda row: view(cur, row), args.since, args.action, args.stalled
-        )
-        title = "stalled messages" if args.stalled is not None else "follow-up"
-        return emit(rows, args.format, title, COLUMNS)
-
-    return _with_cursor(settings, listing)
+    runtime = Runtime(settings)
+    try:
+        with runtime.database().read() as cur:
+            rows = list(
+                followups.follow_up_list(
+                    cur, lambda row: view(cur, row), args.since, args.action, args.stalled
+                )
+            )
+    finally:
+        runtime.close()
+    title = "stalled messages" if args.stalled is not None else "follow-up"
+    return emit(rows, args.format, title, COLUMNS)

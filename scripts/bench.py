@@ -349,11 +349,25 @@ def check_durability(receiver: Receiver, kind: str, database_url: str | None) ->
     return f"{len(acknowledged)} acked, {len(acknowledged) - lost} stored, lost {lost}"
 
 
+def key_headers(database_url: str) -> dict[str, str]:
+    """An API key for /healthz's detail (a key is created in the store, as `keys create` does)."""
+    from callback_ledger.keys import SCOPES, KeyStore
+    from callback_ledger.projections.db import Database
+
+    db = Database(database_url)
+    try:
+        key = KeyStore(db).create(f"bench-{time.time_ns()}", SCOPES)
+    finally:
+        db.close()
+    return {"Authorization": f"Bearer {key}"}
+
+
 class LagProbe:
     """Samples /healthz during a run: the worst projection lag, in events."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.url = url
+        self.headers = headers
         self.samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -362,7 +376,7 @@ class LagProbe:
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             try:
-                health = httpx.get(self.url + "/healthz", timeout=5).json()
+                health = httpx.get(self.url + "/healthz", headers=self.headers, timeout=5).json()
                 self.samples.append(max(p["lag"] for p in health["projections"].values()))
             except (httpx.HTTPError, KeyError, ValueError):
                 continue
@@ -375,7 +389,7 @@ class LagProbe:
     def seconds_to_catch_up(self, limit_s: float = 60) -> float:
         started = time.monotonic()
         while time.monotonic() - started < limit_s:
-            health = httpx.get(self.url + "/healthz", timeout=5).json()
+            health = httpx.get(self.url + "/healthz", headers=self.headers, timeout=5).json()
             if all(p["lag"] == 0 for p in health["projections"].values()):
                 return time.monotonic() - started
             time.sleep(0.05)
@@ -674,7 +688,11 @@ def main(argv: list[str] | None = None) -> int:
                     stderr=subprocess.DEVNULL,
                 )
             try:
-                probe = LagProbe(receiver.url) if name in LAG_MEASURED else None
+                probe = (
+                    LagProbe(receiver.url, key_headers(database_url))
+                    if name in LAG_MEASURED and database_url
+                    else None
+                )
                 before = event_count(database_url) if kind == "ledger" and database_url else 0
                 pids = [receiver.process.pid] + ([worker.pid] if worker is not None else [])
                 cpu_before = cpu_seconds()

@@ -18,6 +18,7 @@ from callback_ledger.scripts.postgres import (
     drop_database,
     find_or_start,
 )
+from tests.helpers import make_key
 
 SECRET = "test-secret-0123456789"
 
@@ -78,8 +79,20 @@ def ledger(settings: Settings) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def client(settings: Settings, ledger: Ledger) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, ledger), raise_server_exceptions=False) as test_client:
+def admin_key(settings: Settings) -> str:
+    """A key with every scope: what the `client` fixture sends by default."""
+    return make_key(settings.database_url, "test-admin")
+
+
+@pytest.fixture
+def client(settings: Settings, ledger: Ledger, admin_key: str) -> Iterator[TestClient]:
+    """The app, sending an all-scopes key with every request (tests/test_keys.py checks
+    requests without one, or with a narrower one)."""
+    with TestClient(
+        create_app(settings, ledger),
+        raise_server_exceptions=False,
+        headers={"Authorization": f"Bearer {admin_key}"},
+    ) as test_client:
         yield test_client
 
 

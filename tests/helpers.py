@@ -82,3 +82,29 @@ def cli(
         text=True,
         timeout=timeout,
     )
+
+
+def make_key(
+    database_url: str,
+    name: str,
+    scopes: tuple[str, ...] | None = None,
+    expires_in_days: float | None = None,
+) -> str:
+    """A new API key in the store at `database_url` (all scopes by default), as `keys create`
+    makes one."""
+    from callback_ledger.keys import SCOPES, KeyStore
+    from callback_ledger.projections.db import Database
+
+    db = Database(database_url)
+    try:
+        return KeyStore(db).create(name, SCOPES if scopes is None else scopes, expires_in_days)
+    finally:
+        db.close()
+
+
+def printed_key(log: str) -> str | None:
+    """The admin key `serve` printed on its first start, if this log holds it."""
+    import re
+
+    found = re.search(r"Authorization: Bearer (clk_[A-Za-z0-9_-]+)", log)
+    return found.group(1) if found else None

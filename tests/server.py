@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from callback_ledger.scripts.postgres import free_port
+from tests.helpers import make_key, printed_key
 
 
 class Server:
@@ -19,6 +20,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.env = env
+        self._key: str | None = None
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -49,6 +52,19 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.log()}")
+
+    @property
+    def key(self) -> str:
+        """An all-scopes key: the one this server printed on a first start, else a new one."""
+        if self._key is None:
+            self._key = printed_key(self.log()) or make_key(
+                self.env["LEDGER_DATABASE_URL"], f"test-server-{self.port}-{time.time_ns()}"
+            )
+        return self._key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

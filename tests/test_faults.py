@@ -56,7 +56,7 @@ def start(database_url: str, tmp_path: Path, name: str) -> Server:
 def wait_caught_up(server: Server, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        health = httpx.get(server.url + "/healthz", timeout=10).json()
+        health = httpx.get(server.url + "/healthz", headers=server.headers, timeout=10).json()
         if all(p["lag"] == 0 for p in health["projections"].values()):
             return
         assert time.monotonic() < deadline, health

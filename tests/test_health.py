@@ -53,10 +53,15 @@ def test_a_full_disk_is_reported(client: TestClient, ledger: Ledger, database_ur
     assert client.get("/healthz").status_code == 200
 
 
-def test_a_projection_that_does_not_move_is_reported(settings: Settings, ledger: Ledger) -> None:
+def test_a_projection_that_does_not_move_is_reported(
+    settings: Settings, ledger: Ledger, admin_key: str
+) -> None:
     # No follower in this process and no worker running: the projections fall behind.
     still = dataclasses.replace(settings, projections="off", health_max_lag_s=1)
-    with TestClient(create_app(still, ledger), raise_server_exceptions=False) as client:
+    key = {"Authorization": f"Bearer {admin_key}"}
+    with TestClient(
+        create_app(still, ledger), raise_server_exceptions=False, headers=key
+    ) as client:
         assert client.get("/healthz").status_code == 200
         assert send(client, p.delivery("M1")).status_code == 200
         assert client.get("/healthz").status_code == 200  # behind, but not for long yet

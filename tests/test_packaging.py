@@ -11,12 +11,14 @@ import tomllib
 from pathlib import Path
 
 import httpx
+import orjson
 import yaml
 
 from callback_ledger.config import Settings, eventsourcing_env
+from callback_ledger.scripts.postgres import free_port
 
 from . import payloads as p
-from .helpers import names, stored_events
+from .helpers import names, printed_key, stored_events
 from .server import Server
 
 ROOT = Path(__file__).parent.parent
@@ -65,6 +67,11 @@ def test_compose_configures_the_service_against_its_postgres() -> None:
     assert "postgres" in ledger["depends_on"]
     assert "SINCH_WEBHOOK_SECRET" in ledger["environment"]
     assert "callback-ledger serve --host 0.0.0.0 --port 8000" in ledger["command"][-1]
+    # The secret is required (compose stops with the message when it is unset), and only the
+    # public port (the webhook, the bare /healthz) is published; the private listener is not.
+    assert ledger["environment"]["SINCH_WEBHOOK_SECRET"].startswith("${SINCH_WEBHOOK_SECRET:?")
+    assert ledger["environment"]["LEDGER_PRIVATE_LISTEN"] == "0.0.0.0:8001"
+    assert ledger["ports"] == ["8000:8000"]
 
 
 def test_compose_command_and_configuration_run_here(tmp_path: Path, pg_admin_url: str) -> None:
@@ -83,24 +90,39 @@ def test_compose_command_and_configuration_run_here(tmp_path: Path, pg_admin_url
             **ledger["environment"],
             "LEDGER_DATABASE_URL": database_url,
             "SINCH_WEBHOOK_SECRET": "s3",
+            # compose keeps the private listener inside its network; here on a free port.
+            "LEDGER_PRIVATE_LISTEN": f"127.0.0.1:{(private_port := free_port())}",
         }
         server = Server(env, tmp_path / "server.log")
         try:
-            health = httpx.get(server.url + "/healthz").json()
+            private = f"http://127.0.0.1:{private_port}"
+            health = httpx.get(private + "/healthz", headers=server.headers).json()
             assert (health["backend"], health["follower"]) == ("postgresql", "off")
             raw = p.encode(p.delivery())
             response = httpx.post(
                 server.url + "/webhooks/sinch", content=raw, headers=p.signed_headers(raw, "s3")
             )
             assert response.json()["status"] == "accepted"
-            assert httpx.get(server.url + "/healthz").json()["projections"]["messages"]["lag"] > 0
+            assert (
+                httpx.get(private + "/healthz", headers=server.headers).json()["projections"][
+                    "messages"
+                ]["lag"]
+                > 0
+            )
             subprocess.run(
                 [sys.executable, "-m", "callback_ledger.cli", *compose_projector_args(), "--once"],
                 env={**os.environ, "LEDGER_DATABASE_URL": database_url},
                 check=True,
                 timeout=60,
             )
-            assert httpx.get(server.url + "/messages/MSG1").json()["status"] == "DELIVERED"
+            # Only on the private listener; the public port has the webhook and bare /healthz.
+            assert (
+                httpx.get(server.url + "/messages/MSG1", headers=server.headers).status_code == 404
+            )
+            assert (
+                httpx.get(private + "/messages/MSG1", headers=server.headers).json()["status"]
+                == "DELIVERED"
+            )
         finally:
             server.stop()
     finally:
@@ -129,26 +151,41 @@ def test_readme_curl_example_posts_a_signed_seed_callback(tmp_path: Path) -> Non
 
 
 def test_readme_serve_command_runs_the_service(tmp_path: Path) -> None:
-    from callback_ledger.scripts.postgres import free_port
-
+    """The README's first command, then its first query with the key the log printed."""
     port = free_port()
     env = {**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.sqlite3"}
-    process = subprocess.Popen(
-        [str(ROOT / "scripts/serve"), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    env.pop("SINCH_WEBHOOK_SECRET", None)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(ROOT / "scripts/serve"), "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 180  # the first run may install the project
         while True:
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            assert process.poll() is None, log.read_text()
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+                bare = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "scripts/serve did not come up"
                 time.sleep(0.5)
+        assert bare.json() == {"status": "ok"}
+        key = printed_key(log.read_text())
+        assert key, log.read_text()
+        query = re.search(r"\n    (curl .*/messages)\n", README)
+        assert query, "README lost its first query"
+        script = f"KEY={key}\n" + query.group(1).replace(
+            "http://127.0.0.1:8000", f"http://127.0.0.1:{port}"
+        )
+        answer = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+        assert orjson.loads(answer.stdout) == {"items": [], "next_cursor": None}, answer
+        health = httpx.get(
+            f"http://127.0.0.1:{port}/healthz", headers={"Authorization": f"Bearer {key}"}
+        ).json()
         assert health["backend"] == "sqlite" and health["follower"] == "inline"
     finally:
         process.terminate()

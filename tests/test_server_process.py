@@ -62,7 +62,9 @@ def test_events_written_by_one_process_are_read_by_the_next(
         assert post(second, p.seed(seed)).json()["status"] == "duplicate"
     assert post(second, p.delivery(status="READ")).json()["status"] == "accepted"
     assert (
-        httpx.get(second.url + "/healthz").json()["events"] == len(stored_events(database_url)) == 5
+        httpx.get(second.url + "/healthz", headers=second.headers).json()["events"]
+        == len(stored_events(database_url))
+        == 5
     )
 
 
@@ -164,13 +166,17 @@ def test_no_acknowledgement_once_the_sqlite_file_is_gone(
     path.parent.mkdir()
     server = start_server(f"sqlite:///{path}")
     assert post(server, p.delivery("M-BEFORE")).status_code == 200
+    # The key is looked up now, while the file is there, and cached for the detail below.
+    assert httpx.get(server.url + "/healthz", headers=server.headers).status_code == 200
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     if how == "replaced":
         path.write_bytes(b"")  # another file now at the path
     answers = [post(server, p.delivery(f"M-{i}")).status_code for i in range(20)]
     assert answers == [503] * 20
-    health = httpx.get(server.url + "/healthz", timeout=30)
+    health = httpx.get(server.url + "/healthz", headers=server.headers, timeout=30)
     assert health.status_code == 503
     assert "deleted or replaced" in health.json()["detail"]
+    bare = httpx.get(server.url + "/healthz", timeout=30)
+    assert (bare.status_code, bare.json()) == (503, {"status": "failing"})
     assert "deleted or replaced" in server.log()
