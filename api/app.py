@@ -22,6 +22,7 @@ from callback_ledger.runtime import Runtime
 
 from .consent import ConsentQueries
 from .health import Progress
+from .observe import Observed, metrics_endpoint
 from .openapi import document
 from .queries import MAX_INTEGER, Params, Queries
 from .responses import JSON, error
@@ -56,13 +57,13 @@ def page_by_size(
     return page, False
 
 
-def app_from_env() -> WebhookFirst:
+def app_from_env() -> Observed:
     """The factory each server process calls when `serve --workers` starts several."""
     collect_less_often()
     return create_app(Settings.from_env())
 
 
-def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst:
+def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
     runtime = Runtime(settings, ledger)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
     queries = Queries(runtime)
@@ -177,6 +178,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
             Route("/consent/check", consent.consent_check, methods=["GET"]),
             Route("/consent/review", consent.review, methods=["GET"]),
             Route("/callbacks/{reference:path}", consent.callback, methods=["GET"]),
+            Route(
+                "/metrics", metrics_endpoint(runtime, settings.metrics_refresh_s), methods=["GET"]
+            ),
         ],
         exception_handlers={
             HTTPException: http_error,
@@ -185,4 +189,4 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> WebhookFirst
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
-    return WebhookFirst(app, webhook)
+    return Observed(WebhookFirst(app, webhook))

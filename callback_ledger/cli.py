@@ -15,6 +15,7 @@ from callback_ledger.audit_cli import add_commands as add_audit_commands
 from callback_ledger.config import ConfigError, Settings, collect_less_often
 from callback_ledger.domain.callbacks import loads_body
 from callback_ledger.followup_cli import add_commands as add_followup_commands
+from callback_ledger.logs import setup as setup_logs
 
 # serve's HTTP limits: (option, environment variable). See api/connections.py.
 HTTP_LIMITS = (
@@ -27,8 +28,22 @@ HTTP_LIMITS = (
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    from callback_ledger import metrics
+
+    # Before any server process imports prometheus_client: one fresh directory for this run.
+    multiprocess = args.workers > 1 or bool(os.environ.get(metrics.MULTIPROC_ENV))
+    metrics_dir = metrics.multiprocess_dir() if multiprocess else None
+    try:
+        return _serve(settings, args)
+    finally:
+        if metrics_dir is not None:
+            metrics.remove_multiprocess_dir(metrics_dir)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from callback_ledger import logs
     from callback_ledger.api.app import create_app
     from callback_ledger.api.connections import FD_RESERVE, PROTOCOL, raise_fd_limit
 
@@ -49,6 +64,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
+        # Every line in one format (LEDGER_LOG_FORMAT); our request line replaces the access log.
+        "log_config": logs.config(args.log_level),
+        "access_log": False,
         # Let in-flight callbacks finish their commit on shutdown.
         "timeout_graceful_shutdown": 10,
         "http": PROTOCOL,
@@ -267,11 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_followup_commands(commands)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     collect_less_often()
     try:
+        setup_logs(getattr(args, "log_level", "info"))
         settings = Settings.from_env()
         return int(args.run(settings, args))
     except ConfigError as exc:

@@ -52,6 +52,8 @@ class Settings:
     header_timeout_s: int = 10
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
+    # /metrics counts the quarantine again at most this often (callback_ledger/metrics.py).
+    metrics_refresh_s: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +88,7 @@ class Settings:
             header_timeout_s=_int(env, "LEDGER_HEADER_TIMEOUT_S", 10),
             max_header_bytes=_int(env, "LEDGER_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int(env, "LEDGER_MAX_HEADERS", 100),
+            metrics_refresh_s=_int(env, "LEDGER_METRICS_REFRESH_S", 30),
         )
         if settings.projections not in ("inline", "off"):
             raise ConfigError(

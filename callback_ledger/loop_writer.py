@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +20,7 @@ import psycopg
 from eventsourcing.persistence import OperationalError
 from psycopg.rows import dict_row
 
-from callback_ledger import dedupe
+from callback_ledger import dedupe, metrics
 from callback_ledger.config import Settings, eventsourcing_env
 from callback_ledger.ledger import (
     BATCH_ATTEMPTS,
@@ -83,6 +84,7 @@ class LoopGroupCommit:
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
+            started = time.perf_counter()
             try:
                 results = await self._execute_many([command for command, _ in batch])
             except asyncio.CancelledError:
@@ -92,6 +94,7 @@ class LoopGroupCommit:
             except Exception as exc:  # never leave a request waiting
                 log.exception("group commit failed")
                 results = [exc] * len(batch)
+            metrics.group_commit(time.perf_counter() - started, results)
             self.batches += 1
             self.commands += len(batch)
             for (_, future), result in zip(batch, results, strict=True):

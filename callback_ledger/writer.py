@@ -12,6 +12,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from callback_ledger import metrics
 from callback_ledger.ledger import Command, Ledger, Outcome
 
 log = logging.getLogger("callback_ledger")
@@ -97,11 +99,13 @@ class GroupCommitWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
         try:
             results = self.ledger.execute_many([job.command for job in batch], self.cache)
         except BaseException as exc:  # never leave a request waiting
             log.exception("group commit failed")
             results = [exc] * len(batch)
+        metrics.group_commit(time.perf_counter() - started, results)
         self.batches += 1
         self.commands += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Outcome | BaseException]]] = {}

@@ -6,6 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from callback_ledger import metrics
+
 from .projector import Projector
 
 log = logging.getLogger("callback_ledger")
@@ -51,6 +53,7 @@ class LiveFollower:
                 backoff = self._idle_s
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                metrics.follower_error()
                 log.warning("projections could not catch up (retrying): %s", self.last_error)
                 backoff = min(backoff * 2, 30.0)
             self._stop.wait(self._min_interval_s)
