@@ -28,16 +28,16 @@ HTTP_LIMITS = (
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    from callback_ledger import metrics
+    from callback_ledger import multiproc
 
     # Before any server process imports prometheus_client: one fresh directory for this run.
-    multiprocess = args.workers > 1 or bool(os.environ.get(metrics.MULTIPROC_ENV))
-    metrics_dir = metrics.multiprocess_dir() if multiprocess else None
+    multiprocess = args.workers > 1 or bool(os.environ.get(multiproc.ENV))
+    metrics_dir = multiproc.fresh_dir() if multiprocess else None
     try:
         return _serve(settings, args)
     finally:
         if metrics_dir is not None:
-            metrics.remove_multiprocess_dir(metrics_dir)
+            multiproc.remove(metrics_dir)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:

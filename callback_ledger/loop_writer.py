@@ -20,7 +20,7 @@ import psycopg
 from eventsourcing.persistence import OperationalError
 from psycopg.rows import dict_row
 
-from callback_ledger import dedupe, metrics
+from callback_ledger import dedupe
 from callback_ledger.config import Settings, eventsourcing_env
 from callback_ledger.ledger import (
     BATCH_ATTEMPTS,
@@ -51,6 +51,9 @@ class LoopGroupCommit:
         cache_size: int = 20_000,
     ) -> None:
         assert isinstance(ledger.recorder, FailFastApplicationRecorder)
+        from callback_ledger.metrics import group_commit  # once serve has set up metrics
+
+        self._observe = group_commit
         self.ledger = ledger
         self.recorder = ledger.recorder
         self.max_batch = max_batch
@@ -94,7 +97,7 @@ class LoopGroupCommit:
             except Exception as exc:  # never leave a request waiting
                 log.exception("group commit failed")
                 results = [exc] * len(batch)
-            metrics.group_commit(time.perf_counter() - started, results)
+            self._observe(time.perf_counter() - started, results)
             self.batches += 1
             self.commands += len(batch)
             for (_, future), result in zip(batch, results, strict=True):

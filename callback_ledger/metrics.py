@@ -3,7 +3,7 @@
 Counted where things happen, in the process they happen in: callbacks by trigger and outcome,
 group commits (their time and size), events appended, requests by route, follower errors.
 With `serve --workers N`, `serve` gives every process one fresh PROMETHEUS_MULTIPROC_DIR
-(`multiprocess_dir`) before any of them imports prometheus_client: each process writes its
+(`multiproc.fresh_dir`) before any of them imports prometheus_client: each process writes its
 values to its own files there, and a scrape, whichever process answers it, sums them all.
 
 Read from the store at scrape time (`StoreCollector`), so they are right whatever the number
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +33,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from callback_ledger import multiproc
+
 if TYPE_CHECKING:
     from callback_ledger.projections.db import Cursor
     from callback_ledger.projections.events import EventLog
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("callback_ledger.metrics")
 commit_log = logging.getLogger("callback_ledger.commit")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # `_created` samples (a start time per series) double the output and no rule here needs them.
 disable_created_metrics()
@@ -133,22 +132,6 @@ def follower_error() -> None:
 # ---- multiprocess ---------------------------------------------------------------------------
 
 
-def multiprocess_dir() -> str:
-    """A fresh, empty directory for this run's processes' metric files, set as
-    PROMETHEUS_MULTIPROC_DIR for them (inside the one given, if any). Files of an earlier run
-    would be summed in otherwise. `serve` removes it when it exits."""
-    parent = os.environ.get(MULTIPROC_ENV) or None
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    path = tempfile.mkdtemp(prefix="callback-ledger-metrics-", dir=parent)
-    os.environ[MULTIPROC_ENV] = path
-    return path
-
-
-def remove_multiprocess_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 class _Default:
     """The default registry's metrics (ours and the process's), collected at each scrape."""
 
@@ -163,7 +146,7 @@ def registry(runtime: Runtime, refresh_s: float = 30.0) -> CollectorRegistry:
     """What /metrics shows: this process's metrics (or every process's, in multiprocess mode)
     and the store's."""
     found = CollectorRegistry()
-    if os.environ.get(MULTIPROC_ENV):
+    if os.environ.get(multiproc.ENV):
         MultiProcessCollector(found)
     else:
         found.register(_Default())
@@ -201,7 +184,7 @@ class QuarantineCount:
             if self.complete and now - self.checked < self.refresh_s:
                 return self.count
             deadline = now + self.budget_s
-            while self.upto < head and time.monotonic() < deadline:
+            while self.upto < head:
                 end = min(head, self.upto + self.chunk)
                 row = cur.execute(
                     f"SELECT COUNT(*) AS n FROM {log.table} WHERE {log.id_column} > ? "
@@ -210,6 +193,8 @@ class QuarantineCount:
                 ).fetchone()
                 self.count += int(row["n"]) if row else 0
                 self.upto = end
+                if time.monotonic() >= deadline:
+                    break
             if self.upto >= head:
                 self.complete = True
                 self.checked = now

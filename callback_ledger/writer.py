@@ -20,7 +20,6 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from callback_ledger import metrics
 from callback_ledger.ledger import Command, Ledger, Outcome
 
 log = logging.getLogger("callback_ledger")
@@ -49,11 +48,14 @@ class LRU(OrderedDict[UUID, Aggregate]):
 
 class GroupCommitWriter:
     def __init__(self, ledger: Ledger, max_batch: int = 256, cache_size: int = 20_000) -> None:
+        from callback_ledger.metrics import group_commit  # once serve has set up metrics
+
         self.ledger = ledger
         self.max_batch = max_batch
         self.cache = LRU(cache_size)
         self.batches = 0
         self.commands = 0
+        self._observe = group_commit
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
@@ -105,7 +107,7 @@ class GroupCommitWriter:
         except BaseException as exc:  # never leave a request waiting
             log.exception("group commit failed")
             results = [exc] * len(batch)
-        metrics.group_commit(time.perf_counter() - started, results)
+        self._observe(time.perf_counter() - started, results)
         self.batches += 1
         self.commands += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Outcome | BaseException]]] = {}

@@ -6,8 +6,6 @@ import logging
 import threading
 from collections.abc import Callable
 
-from callback_ledger import metrics
-
 from .projector import Projector
 
 log = logging.getLogger("callback_ledger")
@@ -44,6 +42,8 @@ class LiveFollower:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        from callback_ledger.metrics import follower_error  # once serve has set up metrics
+
         backoff = self._idle_s
         while not self._stop.is_set():
             self._wake.clear()
@@ -53,7 +53,7 @@ class LiveFollower:
                 backoff = self._idle_s
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                metrics.follower_error()
+                follower_error()
                 log.warning("projections could not catch up (retrying): %s", self.last_error)
                 backoff = min(backoff * 2, 30.0)
             self._stop.wait(self._min_interval_s)
