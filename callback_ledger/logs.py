@@ -65,7 +65,14 @@ class Redactor:
             text = _BEARER.sub(r"\1 [redacted]", text)
         if "clk_" in text:
             text = _API_KEY.sub("clk_[redacted]", text)
-        return _PHONE.sub(lambda m: mask_identity(m.group(0)), text)
+        return _PHONE.sub(_masked, text)
+
+
+def _masked(match: re.Match[str]) -> str:
+    found = match.group(0)
+    if found[:3] in ("%2B", "%2b"):  # a URL-encoded +
+        return found[:3] + mask_identity(found[3:])
+    return mask_identity(found)
 
 
 def _secrets_from_env() -> list[str]:
