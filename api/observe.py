@@ -78,15 +78,20 @@ def new_request_id() -> str:
 
 class Observed:
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+        self.inner = app
         # Children of the labelled metrics, by label values: one dict lookup per request.
         self._latency: dict[str, Any] = {}
         self._responses: dict[tuple[str, int], Any] = {}
         self._callbacks: dict[tuple[str, str], Any] = {}
 
+    @property
+    def app(self) -> Any:
+        """The Starlette application behind (as `WebhookFirst.app`): its routes, for tests."""
+        return getattr(self.inner, "app", self.inner)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.inner(scope, receive, send)
             return
         started = time.perf_counter()
         given = None
@@ -115,7 +120,7 @@ class Observed:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_observed)
+            await self.inner(scope, receive, send_observed)
         finally:
             self._record(scope, request_id, status, body, callback, started)
 
