@@ -172,7 +172,10 @@ class Observed:
         if key is not None:
             fields["key"] = key
         if log.isEnabledFor(logging.INFO):
-            log.info("request", extra={"fields": fields})
+            # As log.info, without looking up the caller's file and line (unused here).
+            record = log.makeRecord(log.name, logging.INFO, __file__, 0, "request", (), None)
+            record.fields = fields
+            log.handle(record)
 
 
 def metrics_endpoint(runtime: Runtime, refresh_s: float) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -33,6 +34,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     # Before any server process imports prometheus_client: one fresh directory for this run.
     multiprocess = args.workers > 1 or bool(os.environ.get(multiproc.ENV))
     metrics_dir = multiproc.fresh_dir() if multiprocess else None
+    if metrics_dir is not None:
+        # uvicorn stops on SIGTERM, then raises it again: exit through `finally` instead.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return _serve(settings, args)
     finally:

@@ -53,11 +53,26 @@ def mask_identity(value: str) -> str:
 
 
 class Redactor:
+    # Short texts come back again and again (a route, a trigger, "request"): remembered.
+    CACHED_CHARS = 64
+    CACHE_SIZE = 4096
+
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Short values would mangle ordinary words; a real secret is long.
         self.secrets = tuple(sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True))
+        self._cache: dict[str, str] = {}
 
     def __call__(self, text: str) -> str:
+        if len(text) > self.CACHED_CHARS:
+            return self._redact(text)
+        found = self._cache.get(text)
+        if found is None:
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            found = self._cache[text] = self._redact(text)
+        return found
+
+    def _redact(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "[secret]")
@@ -82,11 +97,16 @@ def _secrets_from_env() -> list[str]:
 redact = Redactor(_secrets_from_env())
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _utc(created: float) -> str:
+    """`2026-11-30T20:05:34.123Z`; the part up to the second made once a second."""
+    global _second
     seconds = int(created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + (
-        f".{int((created - seconds) * 1000):03d}Z"
-    )
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):

@@ -205,3 +205,15 @@ def test_the_log_of_a_real_server(database_url: str, tmp_path: Path) -> None:
     # Nothing that identifies a person or opens a door.
     for secret in (NUMBER, NUMBER[1:], "732001122", bearer, other_token, SECRET, "Bearer "):
         assert secret not in log, secret
+
+
+def test_text_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "redact", logs.Redactor([]))
+    record = logging.LogRecord("callback_ledger.access", logging.INFO, "", 0, "request", (), None)
+    record.fields = {"request_id": "r-1", "route": "/consent/check", "note": f"+{NUMBER}"}
+    line = logs.TextFormatter().format(record)
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO callback_ledger.access: request "
+        r"request_id=r-1 route=/consent/check note=\+\*{7}1122",
+        line,
+    ), line

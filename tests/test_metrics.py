@@ -281,3 +281,37 @@ def test_the_command_imports_prometheus_client_only_once_serve_has_set_it_up() -
         check=True,
     )
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_one_process_given_a_metrics_directory_starts_it_fresh(
+    database_url: str, tmp_path: Path
+) -> None:
+    parent = tmp_path / "metrics"
+    parent.mkdir()
+    # A file left by an earlier run in the directory given: never summed in.
+    (parent / "counter_1.db").write_bytes(b"\0" * 16)
+    server = Server(
+        {
+            "LEDGER_DATABASE_URL": database_url,
+            "SINCH_WEBHOOK_SECRET": SECRET,
+            "PROMETHEUS_MULTIPROC_DIR": str(parent),
+        },
+        tmp_path / "server.log",
+    )
+    try:
+        raw = p.encode(p.delivery("ONE"))
+        httpx.post(
+            server.url + "/webhooks/sinch",
+            content=raw,
+            headers=p.signed_headers(raw, SECRET),
+            timeout=30,
+        ).raise_for_status()
+        found = scrape(server.url)
+        accepted = {"trigger": "MESSAGE_DELIVERY", "outcome": "accepted"}
+        assert value(found, "callback_ledger_callbacks_total", **accepted) == 1
+        assert value(found, "callback_ledger_store_up") == 1
+        assert len(list(parent.iterdir())) == 2  # the old file and this run's directory
+    finally:
+        server.stop()
+    assert [path.name for path in parent.iterdir()] == ["counter_1.db"]
