@@ -26,6 +26,7 @@ from .auth import (
     ANY_KEY,
     AUDIT,
     HEALTH,
+    METRICS,
     READ,
     Denied,
     Guard,
@@ -34,6 +35,7 @@ from .auth import (
 )
 from .consent import ConsentQueries
 from .health import Progress
+from .observe import Observed, metrics_endpoint
 from .openapi import document
 from .queries import MAX_INTEGER, Params, Queries
 from .responses import JSON, error
@@ -86,16 +88,17 @@ ROUTE_SCOPES: dict[str, Any] = {
     "/callbacks/{reference:path}": AUDIT,
     "/quarantine": AUDIT,
     "/access-log": AUDIT,
+    "/metrics": METRICS,
 }
 
 
-def app_from_env() -> ASGIApp:
+def app_from_env() -> Observed:
     """The factory each server process calls when `serve --workers` starts several."""
     collect_less_often()
     return create_app(Settings.from_env())
 
 
-def create_app(settings: Settings, ledger: Ledger | None = None) -> ASGIApp:
+def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
     runtime = Runtime(settings, ledger)
     guard = Guard(runtime)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
@@ -233,6 +236,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> ASGIApp:
         "/consent/review": consent.review,
         "/callbacks/{reference:path}": consent.callback,
         "/access-log": access_log,
+        "/metrics": metrics_endpoint(runtime, settings.metrics_refresh_s),
     }
 
     def guarded(path: str) -> Route:
@@ -269,4 +273,4 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> ASGIApp:
             ("HEAD", "/healthz"),  # some load balancers probe with HEAD
         }
         served = PublicSide(served, settings.private_address[1], public)
-    return served
+    return Observed(served)

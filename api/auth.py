@@ -129,6 +129,7 @@ class Guard:
                 key = await self.authenticate(request)
             except Denied as denied:
                 return denied.response
+            request.scope["ledger.key_name"] = key.name  # for the request's log line
             if scope != ANY_KEY and scope not in key.scopes:
                 return error(
                     403,

@@ -322,6 +322,18 @@ def document() -> dict[str, Any]:
             "/callbacks/{reference}": _get(
                 "The raw callback behind a fact", [_path("reference")], 400, 404, 503, scope="audit"
             ),
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics, in its text format (README: Operating it)",
+                    "parameters": [],
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
         },
         "components": {
             "schemas": components,

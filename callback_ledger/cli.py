@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from callback_ledger.config import ConfigError, Settings, collect_less_often
 from callback_ledger.domain.callbacks import loads_body
 from callback_ledger.followup_cli import add_commands as add_followup_commands
 from callback_ledger.keys_cli import add_commands as add_key_commands
+from callback_ledger.logs import setup as setup_logs
 
 # serve's HTTP limits: (option, environment variable). See api/connections.py.
 HTTP_LIMITS = (
@@ -56,6 +58,7 @@ def first_key(settings: Settings) -> None:
     """On a store with no key at all: an all-scopes key named admin, printed once, so the
     first queries work (as Jupyter prints its token)."""
     from callback_ledger.keys import SCOPES, KeyStore
+    from callback_ledger.logs import SHOWN_ONCE
     from callback_ledger.projections.db import Database
 
     log = logging.getLogger("callback_ledger")
@@ -75,7 +78,8 @@ def first_key(settings: Settings) -> None:
         "once only; every route but the webhook needs it:",
         ", ".join(SCOPES),
     )
-    log.warning("    Authorization: Bearer %s", key)
+    # The log redacts every key but this one, shown once (see logs.SHOWN_ONCE).
+    log.warning("send it as the Authorization header:", extra={SHOWN_ONCE: key})
     log.warning(
         "Create narrower keys with: callback-ledger keys create --name NAME --scope read "
         "[--expires-in DAYS]; then revoke this one: callback-ledger keys revoke admin"
@@ -84,9 +88,26 @@ def first_key(settings: Settings) -> None:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    from callback_ledger import multiproc
+
+    # Before any server process imports prometheus_client: one fresh directory for this run.
+    multiprocess = args.workers > 1 or bool(os.environ.get(multiproc.ENV))
+    metrics_dir = multiproc.fresh_dir() if multiprocess else None
+    if metrics_dir is not None:
+        # uvicorn stops on SIGTERM, then raises it again: exit through `finally` instead.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return _serve(settings, args)
+    finally:
+        if metrics_dir is not None:
+            multiproc.remove(metrics_dir)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from callback_ledger import logs
     from callback_ledger.api.app import create_app
     from callback_ledger.api.connections import FD_RESERVE, PROTOCOL, raise_fd_limit
 
@@ -123,6 +144,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
+        # Every line in one format (LEDGER_LOG_FORMAT); our request line replaces the access log.
+        "log_config": logs.config(args.log_level),
+        "access_log": False,
         # Let in-flight callbacks finish their commit on shutdown.
         "timeout_graceful_shutdown": 10,
         "http": PROTOCOL,
@@ -381,11 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_key_commands(commands)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     collect_less_often()
     try:
+        setup_logs(getattr(args, "log_level", "info"))
         settings = Settings.from_env()
         return int(args.run(settings, args))
     except ConfigError as exc:

@@ -55,6 +55,8 @@ class Settings:
     # "host:port" of the private listener (LEDGER_PRIVATE_LISTEN): when set, every route but
     # the webhook and the bare /healthz is served only there.
     private_listen: str = ""
+    # /metrics counts the quarantine again at most this often (callback_ledger/metrics.py).
+    metrics_refresh_s: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +92,7 @@ class Settings:
             max_header_bytes=_int(env, "LEDGER_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int(env, "LEDGER_MAX_HEADERS", 100),
             private_listen=env.get("LEDGER_PRIVATE_LISTEN", "").strip(),
+            metrics_refresh_s=_int(env, "LEDGER_METRICS_REFRESH_S", 30),
         )
         if settings.projections not in ("inline", "off"):
             raise ConfigError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 from uuid import UUID
 
@@ -50,6 +51,9 @@ class LoopGroupCommit:
         cache_size: int = 20_000,
     ) -> None:
         assert isinstance(ledger.recorder, FailFastApplicationRecorder)
+        from callback_ledger.metrics import group_commit  # once serve has set up metrics
+
+        self._observe = group_commit
         self.ledger = ledger
         self.recorder = ledger.recorder
         self.max_batch = max_batch
@@ -83,6 +87,7 @@ class LoopGroupCommit:
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
+            started = time.perf_counter()
             try:
                 results = await self._execute_many([command for command, _ in batch])
             except asyncio.CancelledError:
@@ -92,6 +97,7 @@ class LoopGroupCommit:
             except Exception as exc:  # never leave a request waiting
                 log.exception("group commit failed")
                 results = [exc] * len(batch)
+            self._observe(time.perf_counter() - started, results)
             self.batches += 1
             self.commands += len(batch)
             for (_, future), result in zip(batch, results, strict=True):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -47,11 +48,14 @@ class LRU(OrderedDict[UUID, Aggregate]):
 
 class GroupCommitWriter:
     def __init__(self, ledger: Ledger, max_batch: int = 256, cache_size: int = 20_000) -> None:
+        from callback_ledger.metrics import group_commit  # once serve has set up metrics
+
         self.ledger = ledger
         self.max_batch = max_batch
         self.cache = LRU(cache_size)
         self.batches = 0
         self.commands = 0
+        self._observe = group_commit
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
@@ -97,11 +101,13 @@ class GroupCommitWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
         try:
             results = self.ledger.execute_many([job.command for job in batch], self.cache)
         except BaseException as exc:  # never leave a request waiting
             log.exception("group commit failed")
             results = [exc] * len(batch)
+        self._observe(time.perf_counter() - started, results)
         self.batches += 1
         self.commands += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Outcome | BaseException]]] = {}

@@ -42,6 +42,8 @@ class LiveFollower:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        from callback_ledger.metrics import follower_error  # once serve has set up metrics
+
         backoff = self._idle_s
         while not self._stop.is_set():
             self._wake.clear()
@@ -51,6 +53,7 @@ class LiveFollower:
                 backoff = self._idle_s
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                follower_error()
                 log.warning("projections could not catch up (retrying): %s", self.last_error)
                 backoff = min(backoff * 2, 30.0)
             self._stop.wait(self._min_interval_s)

@@ -15,6 +15,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -428,6 +429,7 @@ class Projector:
         positions are, else the page is read here."""
         generation_column = "building_generation" if building else "generation"
         position_column = "building_position" if building else "position"
+        started = time.perf_counter()
         with self.db.transaction() as cur:
             # Rows locked in a fixed order, so two followers or replays never deadlock.
             rows = {name: self._lock_row(cur, name) for name in sorted(names)}
@@ -452,7 +454,12 @@ class Projector:
                         f"UPDATE ledger_projections SET {position_column} = ? WHERE name = ?",
                         (positions[name], name),
                     )
-            return positions
+        if last != start and log.isEnabledFor(logging.DEBUG):  # a page read, not an empty poll
+            fields = {"projections": ",".join(rows), "after": start, "last": last}
+            fields |= {"events": len(events), "building": building}
+            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            log.debug("projection page", extra={"fields": fields})
+        return positions
 
     def positions(self) -> dict[str, dict[str, Any]]:
         with self.db.read() as cur:

@@ -106,5 +106,5 @@ def printed_key(log: str) -> str | None:
     """The admin key `serve` printed on its first start, if this log holds it."""
     import re
 
-    found = re.search(r"Authorization: Bearer (clk_[A-Za-z0-9_-]+)", log)
+    found = re.search(r'(?:Authorization: Bearer |"api_key":")(clk_[A-Za-z0-9_-]+)', log)
     return found.group(1) if found else None

@@ -46,6 +46,7 @@ SCOPE_TABLE = {
     "/callbacks/{reference:path}": "audit",
     "/quarantine": "audit",
     "/access-log": "audit",
+    "/metrics": "metrics",
     "/openapi.json": "any key",
     "/healthz": "bare status without a key",
 }
@@ -64,6 +65,7 @@ REQUESTS = [
     ("/callbacks/00000000-0000-0000-0000-000000000000/k", "audit"),
     ("/quarantine", "audit"),
     ("/access-log", "audit"),
+    ("/metrics", "metrics"),
     ("/openapi.json", None),  # any valid key
 ]
 

@@ -1,0 +1,322 @@
+"""GET /metrics: counters move with the webhook's answers, lag is read from the store, and
+`serve --workers 2` sums its processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from eventsourcing.utils import get_topic
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from callback_ledger.api.app import create_app
+from callback_ledger.config import Settings
+from callback_ledger.domain.unrecognised import QuarantinedCallback
+from callback_ledger.ledger import Ledger
+from callback_ledger.metrics import QuarantineCount
+from callback_ledger.runtime import Runtime
+
+from . import payloads as p
+from .conftest import SECRET
+from .helpers import cli
+from .server import Server
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    found: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def scrape(client: TestClient | str, headers: dict[str, str] | None = None) -> Samples:
+    if isinstance(client, str):
+        response = httpx.get(client + "/metrics", headers=headers, timeout=30)
+    else:
+        response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return parse(response.text)
+
+
+def signed(client: TestClient, raw: bytes, secret: str = SECRET, **headers: str) -> httpx.Response:
+    return client.post(
+        "/webhooks/sinch", content=raw, headers={**p.signed_headers(raw, secret), **headers}
+    )
+
+
+@pytest.fixture
+def observed(settings: Settings, ledger: Ledger, admin_key: str) -> Iterator[TestClient]:
+    """The app, with the quarantine counted again at every scrape."""
+    app = create_app(dataclasses.replace(settings, metrics_refresh_s=0), ledger)
+    bearer = {"Authorization": f"Bearer {admin_key}"}
+    with TestClient(app, raise_server_exceptions=False, headers=bearer) as client:
+        yield client
+
+
+def test_callbacks_are_counted_by_trigger_and_outcome(observed: TestClient) -> None:
+    before = scrape(observed)
+    report = p.encode(p.delivery("M1", "DELIVERED"))
+    assert signed(observed, report).json()["status"] == "accepted"
+    assert signed(observed, report).json()["status"] == "duplicate"
+    no_id = p.delivery("M2")
+    del no_id["message_delivery_report"]["message_id"]
+    assert signed(observed, p.encode(no_id)).status_code == 422
+    assert signed(observed, b"this is not JSON").status_code == 400
+    assert signed(observed, report, secret="another-secret-entirely").status_code == 401
+    too_large = b" " * (1024 * 1024 + 1)
+    assert signed(observed, too_large).status_code == 413
+    after = scrape(observed)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    callbacks = "callback_ledger_callbacks_total"
+    delivery = "MESSAGE_DELIVERY"
+    assert moved(callbacks, trigger=delivery, outcome="accepted") == 1
+    assert moved(callbacks, trigger=delivery, outcome="duplicate") == 1
+    assert moved(callbacks, trigger=delivery, outcome="invalid") == 1
+    assert moved(callbacks, trigger="UNKNOWN", outcome="quarantined") == 1
+    assert moved(callbacks, trigger="UNKNOWN", outcome="unsigned_rejected") == 1
+    assert moved(callbacks, trigger="UNKNOWN", outcome="too_large") == 1
+    # Four commits: the report, its duplicate and the two quarantined bodies.
+    assert moved("callback_ledger_batch_size_count") == 4
+    assert moved("callback_ledger_commit_seconds_count") == 4
+    assert moved("callback_ledger_batch_size_sum") == 4
+    assert moved("callback_ledger_events_total") >= 3  # the report's, and one per body kept
+    assert value(after, "callback_ledger_quarantine_size") == 2
+    assert value(after, "callback_ledger_store_up") == 1
+    route = "/webhooks/sinch"
+    assert moved("callback_ledger_request_seconds_count", route=route) == 6
+    assert moved("callback_ledger_responses_total", route=route, status="200") == 2
+    assert moved("callback_ledger_responses_total", route=route, status="422") == 1
+
+
+def test_requests_are_timed_by_route_template_and_carry_a_request_id(
+    observed: TestClient,
+) -> None:
+    before = scrape(observed)
+    mine = observed.get("/messages/SOME-MESSAGE", headers={"X-Request-ID": "trace-42.a:b"})
+    assert mine.status_code == 404
+    assert mine.headers["x-request-id"] == "trace-42.a:b"
+    insane = observed.get("/messages/OTHER", headers={"X-Request-ID": "no spaces allowed!"})
+    assert insane.headers["x-request-id"] != "no spaces allowed!"
+    assert len(insane.headers["x-request-id"]) == 24
+    made = observed.get("/nothing/here")
+    assert made.status_code == 404
+    assert made.headers["x-request-id"]
+    after = scrape(observed)
+    counts = "callback_ledger_request_seconds_count"
+    template = "/messages/{message_id}"
+    assert value(after, counts, route=template) - value(before, counts, route=template) == 2
+    assert value(after, counts, route="unmatched") - value(before, counts, route="unmatched") == 1
+    # Never the raw path: it holds ids (and, in a query, phone numbers).
+    assert not any("SOME-MESSAGE" in str(labels) for _, labels in after)
+
+
+def test_a_stopped_projection_is_reported_behind_with_its_age(
+    settings: Settings, ledger: Ledger, database_url: str, admin_key: str
+) -> None:
+    off = dataclasses.replace(settings, projections="off")
+    bearer = {"Authorization": f"Bearer {admin_key}"}
+    with TestClient(create_app(off, ledger), headers=bearer) as client:
+        assert (
+            scrape(client)["callback_ledger_projection_lag_events", (("projection", "messages"),)]
+            == 0
+        )
+        for body in (p.delivery("M1", "QUEUED_ON_CHANNEL"), p.opt("OPT_OUT")):
+            assert signed(client, p.encode(body)).status_code == 200
+        time.sleep(0.05)
+        behind = scrape(client)
+        head = value(behind, "callback_ledger_log_head")
+        assert head >= 2
+        for name in ("messages", "consent"):
+            assert value(behind, "callback_ledger_projection_lag_events", projection=name) == head
+            age = value(behind, "callback_ledger_projection_lag_seconds", projection=name)
+            assert 0.05 <= age < 60
+            assert value(behind, "callback_ledger_projection_stuck", projection=name) == 0
+        time.sleep(0.2)
+        older = scrape(client)
+        assert value(older, "callback_ledger_projection_lag_seconds", projection="messages") > age
+
+        # A worker catches up: the same scrape now says so.
+        assert cli(database_url, "project", "--once").returncode == 0
+        caught_up = scrape(client)
+        for name in ("messages", "consent"):
+            assert value(caught_up, "callback_ledger_projection_lag_events", projection=name) == 0
+            assert value(caught_up, "callback_ledger_projection_lag_seconds", projection=name) == 0
+
+
+def test_the_quarantine_is_counted_incrementally(settings: Settings, ledger: Ledger) -> None:
+    runtime = Runtime(settings, ledger)
+    projector = runtime.projector()
+    topic = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]
+    with TestClient(create_app(settings, ledger)) as client:
+        for n in range(3):
+            assert signed(client, f"not JSON {n}".encode()).status_code == 400
+            assert signed(client, p.encode(p.delivery(f"M{n}"))).status_code == 200
+        # In ranges of two ids, at most one range per call when the budget is spent at once.
+        slow = QuarantineCount(refresh_s=3600, budget_s=0, chunk=2)
+        cached = QuarantineCount(refresh_s=3600)
+        with projector.db.read() as cur:
+            head = projector.log.head(cur)
+            assert cached.value(cur, projector.log, head, topic) == 3
+            seen = [slow.value(cur, projector.log, head, topic) for _ in range(head)]
+        assert seen[0] is None  # not counted to the head yet: left out of the scrape
+        assert seen[-1] == 3
+        assert signed(client, b"one more refused body").status_code == 400
+        with projector.db.read() as cur:
+            newer = projector.log.head(cur)
+            # Within refresh_s the cached count stands; once due, only the new ids are read.
+            assert cached.value(cur, projector.log, newer, topic) == 3
+            cached.checked -= 3600
+            assert cached.value(cur, projector.log, newer, topic) == 4
+            assert cached.upto == newer
+    runtime.close()
+
+
+def test_store_down_is_a_503_not_an_error(tmp_path: Path) -> None:
+    # A SQLite path in a directory that does not exist: the store cannot be opened, so no key
+    # can be checked either. /metrics needs a key: the scrape fails with a 503 (Prometheus's
+    # `up` goes to 0 and its alert fires), never a 500.
+    missing = Settings(database_url=f"sqlite:///{tmp_path}/no/such/dir/ledger.sqlite3")
+    bearer = {"Authorization": "Bearer clk_" + "A" * 43}
+    with TestClient(create_app(missing), raise_server_exceptions=False, headers=bearer) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"]
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # several processes need PostgreSQL
+def test_several_workers_are_summed(database_url: str, tmp_path: Path) -> None:
+    parent = tmp_path / "metrics"
+    server = Server(
+        {
+            "LEDGER_DATABASE_URL": database_url,
+            "SINCH_WEBHOOK_SECRET": SECRET,
+            "LEDGER_LOG_FORMAT": "json",
+            "PROMETHEUS_MULTIPROC_DIR": str(parent),
+        },
+        tmp_path / "server.log",
+        ("--workers", "2", "--log-level", "info"),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while len(children(server.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(children(server.process.pid)) >= 2
+        [run_dir] = list(parent.iterdir())  # a fresh directory inside the one given
+
+        def post(n: int) -> int:
+            raw = p.encode(p.delivery(f"W{n}", "DELIVERED"))
+            # A new connection each: each may be accepted by either process.
+            response = httpx.post(
+                server.url + "/webhooks/sinch",
+                content=raw,
+                headers=p.signed_headers(raw, SECRET),
+                timeout=30,
+            )
+            assert response.json()["status"] == "accepted"
+            return n
+
+        posted = 0
+        pids: set[int] = set()
+        with ThreadPoolExecutor(8) as pool:
+            while posted < 400 and (posted < 40 or len(pids) < 2):
+                list(pool.map(post, range(posted, posted + 20)))
+                posted += 20
+                pids = {
+                    line["pid"]
+                    for line in map(orjson.loads, server.log().splitlines())
+                    if line.get("outcome") == "accepted"
+                }
+        assert len(pids) == 2, "one process took every callback"
+        for _ in range(4):  # whichever process answers the scrape
+            found = scrape(server.url, server.headers)
+            assert (
+                value(
+                    found,
+                    "callback_ledger_callbacks_total",
+                    trigger="MESSAGE_DELIVERY",
+                    outcome="accepted",
+                )
+                == posted
+            )
+            assert value(found, "callback_ledger_batch_size_sum") == posted
+        assert len(list(run_dir.iterdir())) >= 2  # a file per process at least
+    finally:
+        server.stop()
+    assert not run_dir.exists()  # removed when serve exits
+
+
+def test_the_command_imports_prometheus_client_only_once_serve_has_set_it_up() -> None:
+    # The library reads PROMETHEUS_MULTIPROC_DIR once, at import: `serve` must set it first.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, callback_ledger.cli; print('prometheus_client' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_one_process_given_a_metrics_directory_starts_it_fresh(
+    database_url: str, tmp_path: Path
+) -> None:
+    parent = tmp_path / "metrics"
+    parent.mkdir()
+    # A file left by an earlier run in the directory given: never summed in.
+    (parent / "counter_1.db").write_bytes(b"\0" * 16)
+    server = Server(
+        {
+            "LEDGER_DATABASE_URL": database_url,
+            "SINCH_WEBHOOK_SECRET": SECRET,
+            "PROMETHEUS_MULTIPROC_DIR": str(parent),
+        },
+        tmp_path / "server.log",
+    )
+    try:
+        raw = p.encode(p.delivery("ONE"))
+        httpx.post(
+            server.url + "/webhooks/sinch",
+            content=raw,
+            headers=p.signed_headers(raw, SECRET),
+            timeout=30,
+        ).raise_for_status()
+        found = scrape(server.url, server.headers)
+        accepted = {"trigger": "MESSAGE_DELIVERY", "outcome": "accepted"}
+        assert value(found, "callback_ledger_callbacks_total", **accepted) == 1
+        assert value(found, "callback_ledger_store_up") == 1
+        assert len(list(parent.iterdir())) == 2  # the old file and this run's directory
+    finally:
+        server.stop()
+    assert [path.name for path in parent.iterdir()] == ["counter_1.db"]
