@@ -260,6 +260,7 @@ def document() -> dict[str, Any]:
                 400,
                 503,
                 body=_page("next_cursor", "string"),
+                scope="read",
             ),
             "/messages/{message_id}": _get(
                 "One message and its timeline",
@@ -326,11 +327,13 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "Prometheus metrics, in its text format (README: Operating it)",
                     "parameters": [],
+                    "description": "Prometheus metrics. Needs an API key with the `metrics` scope.",
                     "responses": {
                         "200": {
                             "description": "OK",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **{str(code): _error(code, WHY[code]) for code in (401, 403, 503)},
                     },
                 }
             },
