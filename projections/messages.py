@@ -74,16 +74,20 @@ def schema(g: int) -> list[str]:
 
 
 def _load_reports(
-    cur: Cursor, g: int, keys: list[tuple[str, str]]
+    cur: Cursor, g: int, streams: dict[tuple[str, str], str]
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     rows = select_by_keys(
         cur,
         f"message_status_g{g}",
         ("project_id", "message_id", "reports", *rules.CARRIED),
         ("project_id", "message_id"),
-        keys,
+        list(streams),
     )
-    return {(r["project_id"], r["message_id"]): rules.expanded_reports(r) for r in rows}
+    found = {}
+    for row in rows:
+        key = (row["project_id"], row["message_id"])
+        found[key] = rules.expanded_reports(row, streams[key])
+    return found
 
 
 def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
@@ -91,6 +95,7 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
     # A message registered in this page has no row yet (its reports all come after it in the
     # log), so only the others are looked up: most of them during a replay.
     registered: set[str] = set()
+    streams: dict[tuple[str, str], str] = {}
     older: set[tuple[str, str]] = set()
     for event in events:
         if event.topic == MESSAGE_REGISTERED:
@@ -102,11 +107,12 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
         key = (state["project_id"], state["message_id"])
         ref = f"{event.originator_id}/{state.get('channel') or ''}|{state['status']}"
         new[key].append(rules.report_fact(state, ref))
+        streams[key] = event.originator_id
         if event.originator_id not in registered:
             older.add(key)
     if not new:
         return
-    known = _load_reports(cur, g, list(older))
+    known = _load_reports(cur, g, {key: streams[key] for key in older})
     # Rows of messages registered in this page are new: they are inserted, not upserted.
     status_rows: dict[bool, list[Any]] = {True: [], False: []}
     read_rows: dict[bool, list[Any]] = {True: [], False: []}
@@ -115,7 +121,7 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
         fresh = key not in older
         reports = rules.merge_reports(known.get(key, []), facts)
         row = rules.message_row(project_id, message_id, reports)
-        row["reports"] = rules.compact_reports(row, reports)
+        row["reports"] = rules.compact_reports(row, reports, streams[key])
         status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:
