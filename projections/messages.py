@@ -101,16 +101,20 @@ def schema(g: int) -> list[str]:
 
 
 def _load_reports(
-    cur: Cursor, g: int, keys: list[tuple[str, str]]
+    cur: Cursor, g: int, streams: dict[tuple[str, str], str]
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     rows = select_by_keys(
         cur,
         f"message_status_g{g}",
         ("project_id", "message_id", "reports", *rules.CARRIED),
         ("project_id", "message_id"),
-        keys,
+        list(streams),
     )
-    return {(r["project_id"], r["message_id"]): rules.expanded_reports(r) for r in rows}
+    found = {}
+    for row in rows:
+        key = (row["project_id"], row["message_id"])
+        found[key] = rules.expanded_reports(row, streams[key])
+    return found
 
 
 def _fact(event: LoggedEvent) -> tuple[tuple[str, str], dict[str, Any]] | None:
@@ -162,6 +166,7 @@ def apply(
     # A message registered in this page has no row yet (its reports all come after it in the
     # log), so only the others are looked up: most of them during a replay.
     registered: set[str] = set()
+    streams: dict[tuple[str, str], str] = {}
     older: set[tuple[str, str]] = set()
     for event in events:
         if event.topic == MESSAGE_REGISTERED:
@@ -174,11 +179,18 @@ def apply(
             continue
         key, fact = found
         new[key].append(fact)
+        # The message's own stream names its timeline's references; a submission kept in the
+        # catch-all lives in a stream of its own.
+        streams[key] = (
+            event.originator_id
+            if event.topic != UNRECOGNISED_RECEIVED
+            else str(rules.message_stream(*key))
+        )
         if event.originator_id not in registered:
             older.add(key)
     if not new:
         return
-    known = _load_reports(cur, g, list(older))
+    known = _load_reports(cur, g, {key: streams[key] for key in older})
     # Rows of messages registered in this page are new: they are inserted, not upserted.
     status_rows: dict[bool, list[Any]] = {True: [], False: []}
     read_rows: dict[bool, list[Any]] = {True: [], False: []}
@@ -187,7 +199,7 @@ def apply(
         fresh = key not in older
         reports = rules.merge_reports(known.get(key, []), facts)
         row = rules.message_row(project_id, message_id, reports, next_actions)
-        row["reports"] = rules.compact_reports(row, reports)
+        row["reports"] = rules.compact_reports(row, reports, streams[key])
         status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:

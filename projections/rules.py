@@ -209,9 +209,12 @@ def _own_ref(stream: str, fact: Mapping[str, Any]) -> str:
     return f"{stream}/{fact['channel'] or ''}|{fact['status']}"
 
 
-def compact_reports(row: Mapping[str, Any], reports: list[dict[str, Any]]) -> str:
-    """The JSON stored in message_status.reports for a row and its full reports."""
-    stream = str(message_stream(row["project_id"], row["message_id"]))
+def compact_reports(
+    row: Mapping[str, Any], reports: list[dict[str, Any]], stream: str | None = None
+) -> str:
+    """The JSON stored in message_status.reports for a row and its full reports. `stream`: the
+    message's stream id as text, when the caller has it (deriving it costs a uuid5)."""
+    stream = stream or str(message_stream(row["project_id"], row["message_id"]))
     out = []
     for fact in reports:
         kept = {"status": fact["status"], "channel": fact["channel"], "at": fact["at"]}
@@ -228,9 +231,9 @@ def compact_reports(row: Mapping[str, Any], reports: list[dict[str, Any]]) -> st
     return orjson.dumps(out).decode()
 
 
-def expanded_reports(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+def expanded_reports(row: Mapping[str, Any], stream: str | None = None) -> list[dict[str, Any]]:
     """The full reports of a message_status row (its `reports` and the columns they lean on)."""
-    stream = str(message_stream(row["project_id"], row["message_id"]))
+    stream = stream or str(message_stream(row["project_id"], row["message_id"]))
     out = []
     for kept in orjson.loads(row["reports"]):
         fact = {

@@ -5,8 +5,9 @@ at `callback-ledger serve`, on PostgreSQL and on SQLite, with one contact that k
 
 For each tenth (slice) of the run it prints callbacks/s, p99, the server's RSS, the database's
 size, and how long one more inbound message of the chatty contact takes to record (sequential,
-median of a few); at the end, whether every distinct fact acknowledged is stored, and the bytes
-on disk per callback. Loopback only, bounded: each slice is a fixed set of callbacks sent once.
+median of a few); at the end, whether every distinct fact acknowledged is stored, the bytes on
+disk per callback and their ratio to the raw bodies, and those bytes table by table and index by
+index. Loopback only, bounded: each slice is a fixed set of callbacks sent once.
 """
 
 from __future__ import annotations
