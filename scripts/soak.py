@@ -136,6 +136,75 @@ def tree_rss_mb(root: int) -> float:
     return total / 1024
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used, from /proc; 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(root: int) -> list[int]:
+    found, pids = [], [root]
+    while pids:
+        pid = pids.pop()
+        found.append(pid)
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def backend_pids(url: str) -> list[int]:
+    """The PostgreSQL server processes serving this database (none for SQLite): their CPU is
+    part of each callback's cost. Read from /proc, so only for a server on this machine."""
+    if url.startswith("sqlite:"):
+        return []
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+class CpuMeter:
+    """CPU seconds used since the last reading, per group of processes (the server's tree, the
+    database's backends); a process that started in between counts whole."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, float] = {}
+
+    def used(self, pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            now = cpu_s(pid)
+            total += now - self.last.get(pid, 0.0)
+            self.last[pid] = now
+        return total
+
+
+def projection_lag(url: str) -> int:
+    """The largest lag of the projections, in events, from /healthz (-1 if not given)."""
+    try:
+        health = httpx.get(url + "/healthz", timeout=30).json()
+        return max(int(p.get("lag", 0)) for p in health["projections"].values())
+    except (httpx.HTTPError, KeyError, ValueError, TypeError):
+        return -1
+
+
+def wait_caught_up(url: str, limit_s: float = 120) -> float:
+    """Seconds until the projections have caught up (lag 0), at most `limit_s`."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s and projection_lag(url) != 0:
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
 def database_bytes(url: str) -> int:
     if url.startswith("sqlite:"):
         path = url.removeprefix("sqlite:///")
@@ -175,6 +244,9 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
     per_slice = args.callbacks // args.slices
     chatty_per_slice = args.chatty // args.slices
     chatty_sent = 0
+    server_cpu, db_cpu = CpuMeter(), CpuMeter()
+    server_cpu.used(tree_pids(server.process.pid))
+    db_cpu.used(backend_pids(url))
     try:
         print(
             f"\n{name}: {args.slices} slices of {per_slice:,} callbacks "
@@ -183,7 +255,8 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
         )
         print(
             f"{'slice':>5} {'callbacks/s':>12} {'p99 ms':>8} {'RSS MB':>8} {'DB MB':>8} "
-            f"{'chatty ms':>10}",
+            f"{'chatty ms':>10} {'srv CPU ms/cb':>14} {'db CPU ms/cb':>13} {'lag':>7} "
+            f"{'catch-up s':>10} {'chatty idle ms':>15}",
             flush=True,
         )
         for index in range(args.slices):
@@ -198,7 +271,17 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             sent += len(bodies)
             body_bytes += result["body_bytes"]
             non2xx += result["non2xx"]
+            # Read before anything else runs: the CPU the slice's callbacks cost.
+            srv_ms = server_cpu.used(tree_pids(server.process.pid)) * 1000 / len(bodies)
+            db_ms = db_cpu.used(backend_pids(url)) * 1000 / len(bodies)
+            lag = projection_lag(server.url)
             chatty_ms = time_chatty(server.url, 10_000_000 + index * 100)
+            # Again once the projections have caught up: the recording alone, without the
+            # follower applying the slice's backlog beside it.
+            catch_up_s = wait_caught_up(server.url)
+            chatty_idle_ms = time_chatty(server.url, 10_000_000 + index * 100 + 50)
+            server_cpu.used(tree_pids(server.process.pid))
+            db_cpu.used(backend_pids(url))
             row = {
                 "slice": index + 1,
                 "rate": result["rate"],
@@ -206,11 +289,18 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
                 "rss_mb": tree_rss_mb(server.process.pid),
                 "db_mb": database_bytes(url) / 2**20,
                 "chatty_ms": chatty_ms,
+                "server_cpu_ms": srv_ms,
+                "db_cpu_ms": db_ms,
+                "lag": lag,
+                "catch_up_s": catch_up_s,
+                "chatty_idle_ms": chatty_idle_ms,
             }
             rows.append(row)
             print(
                 f"{row['slice']:>5} {row['rate']:>12,.0f} {row['p99_ms']:>8.1f} "
-                f"{row['rss_mb']:>8.0f} {row['db_mb']:>8.0f} {chatty_ms:>10.1f}",
+                f"{row['rss_mb']:>8.0f} {row['db_mb']:>8.0f} {chatty_ms:>10.1f} "
+                f"{srv_ms:>14.2f} {db_ms:>13.2f} {lag:>7} {catch_up_s:>10.1f} "
+                f"{chatty_idle_ms:>15.1f}",
                 flush=True,
             )
     finally:
@@ -228,6 +318,9 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
         "last_vs_first_rate": rows[-1]["rate"] / rows[0]["rate"],
         "rss_growth_second_half": half[-1]["rss_mb"] / half[0]["rss_mb"] - 1,
         "chatty_last_vs_first": rows[-1]["chatty_ms"] / rows[0]["chatty_ms"],
+        "chatty_idle_last_vs_first": rows[-1]["chatty_idle_ms"] / rows[0]["chatty_idle_ms"],
+        "server_cpu_last_vs_first": rows[-1]["server_cpu_ms"] / max(rows[0]["server_cpu_ms"], 1e-9),
+        "rows": rows,
         "bytes_per_callback": size / max(sent, 1),
         "disk_vs_body": size / max(body_bytes, 1),
     }
