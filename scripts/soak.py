@@ -114,6 +114,7 @@ def send_once(port: int, bodies: list[dict[str, Any]], prefix: str, connections:
     return {
         "body_bytes": sum(len(orjson.dumps(body)) for body in bodies),
         "rate": len(requests) / elapsed,
+        "elapsed_s": elapsed,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0.0,
         "non2xx": sum(not 200 <= status < 300 for status in statuses),
     }
@@ -188,6 +189,29 @@ class CpuMeter:
         return total
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all cores), from /proc/stat:
+    with the server's and the database's own, what other work took from the run."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def written_bytes(pids: list[int]) -> int:
+    """Bytes these processes caused to be written to storage (/proc/<pid>/io write_bytes)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/io") as f:
+                for line in f:
+                    if line.startswith("write_bytes:"):
+                        total += int(line.split()[1])
+        except (FileNotFoundError, PermissionError):
+            continue
+    return total
+
+
 def projection_lag(url: str) -> int:
     """The largest lag of the projections, in events, from /healthz (-1 if not given)."""
     try:
@@ -214,12 +238,17 @@ def database_bytes(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def time_chatty(url: str, start: int, count: int = 15) -> float:
-    """Median ms to record one more inbound message of the chatty contact, one at a time."""
+def time_chatty(url: str, start: int, count: int = 15, fresh: bool = False) -> float:
+    """Median ms to record one more inbound message of the chatty contact, one at a time; with
+    `fresh`, the first message of as many new contacts instead (the same work on a stream of
+    one event, at the same moment: what the store as a whole costs then)."""
     times = []
     with httpx.Client(timeout=30) as client:
         for n in range(start, start + count):
-            raw = orjson.dumps(chatty_inbound(n, "T"))
+            body = chatty_inbound(n, "T")
+            if fresh:
+                body["message"]["contact_id"] = f"01HFRESH{n:018d}"
+            raw = orjson.dumps(body)
             nonce, ts = os.urandom(10).hex(), str(int(time.time()))
             headers = {
                 "content-type": "application/json",
@@ -244,9 +273,12 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
     per_slice = args.callbacks // args.slices
     chatty_per_slice = args.chatty // args.slices
     chatty_sent = 0
-    server_cpu, db_cpu = CpuMeter(), CpuMeter()
+    server_cpu, db_cpu, client_cpu = CpuMeter(), CpuMeter(), CpuMeter()
+    client_cpu.used([os.getpid()])
     server_cpu.used(tree_pids(server.process.pid))
     db_cpu.used(backend_pids(url))
+    busy = machine_busy_s()
+    written = written_bytes(tree_pids(server.process.pid) + backend_pids(url))
     try:
         print(
             f"\n{name}: {args.slices} slices of {per_slice:,} callbacks "
@@ -256,7 +288,8 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
         print(
             f"{'slice':>5} {'callbacks/s':>12} {'p99 ms':>8} {'RSS MB':>8} {'DB MB':>8} "
             f"{'chatty ms':>10} {'srv CPU ms/cb':>14} {'db CPU ms/cb':>13} {'lag':>7} "
-            f"{'catch-up s':>10} {'chatty idle ms':>15}",
+            f"{'catch-up s':>10} {'chatty idle ms':>15} {'fresh ms':>9} {'client':>7} "
+            f"{'others':>7} {'written B/cb':>12}",
             flush=True,
         )
         for index in range(args.slices):
@@ -272,16 +305,28 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             body_bytes += result["body_bytes"]
             non2xx += result["non2xx"]
             # Read before anything else runs: the CPU the slice's callbacks cost.
-            srv_ms = server_cpu.used(tree_pids(server.process.pid)) * 1000 / len(bodies)
-            db_ms = db_cpu.used(backend_pids(url)) * 1000 / len(bodies)
+            srv_s = server_cpu.used(tree_pids(server.process.pid))
+            db_s = db_cpu.used(backend_pids(url))
+            srv_ms, db_ms = srv_s * 1000 / len(bodies), db_s * 1000 / len(bodies)
+            client_s = client_cpu.used([os.getpid()])
+            # Cores the load client, and anything else on the machine, kept busy meanwhile.
+            client = client_s / result["elapsed_s"]
+            others = (machine_busy_s() - busy - srv_s - db_s - client_s) / result["elapsed_s"]
+            written_per_cb = (
+                written_bytes(tree_pids(server.process.pid) + backend_pids(url)) - written
+            ) / len(bodies)
             lag = projection_lag(server.url)
             chatty_ms = time_chatty(server.url, 10_000_000 + index * 100)
             # Again once the projections have caught up: the recording alone, without the
             # follower applying the slice's backlog beside it.
             catch_up_s = wait_caught_up(server.url)
             chatty_idle_ms = time_chatty(server.url, 10_000_000 + index * 100 + 50)
+            fresh_ms = time_chatty(server.url, 20_000_000 + index * 100, fresh=True)
             server_cpu.used(tree_pids(server.process.pid))
             db_cpu.used(backend_pids(url))
+            client_cpu.used([os.getpid()])
+            busy = machine_busy_s()
+            written = written_bytes(tree_pids(server.process.pid) + backend_pids(url))
             row = {
                 "slice": index + 1,
                 "rate": result["rate"],
@@ -294,13 +339,18 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
                 "lag": lag,
                 "catch_up_s": catch_up_s,
                 "chatty_idle_ms": chatty_idle_ms,
+                "fresh_contact_ms": fresh_ms,
+                "client_cores": client,
+                "other_cores": others,
+                "server_written_per_cb": written_per_cb,
             }
             rows.append(row)
             print(
                 f"{row['slice']:>5} {row['rate']:>12,.0f} {row['p99_ms']:>8.1f} "
                 f"{row['rss_mb']:>8.0f} {row['db_mb']:>8.0f} {chatty_ms:>10.1f} "
                 f"{srv_ms:>14.2f} {db_ms:>13.2f} {lag:>7} {catch_up_s:>10.1f} "
-                f"{chatty_idle_ms:>15.1f}",
+                f"{chatty_idle_ms:>15.1f} {fresh_ms:>9.1f} {client:>7.2f} {others:>7.2f} "
+                f"{written_per_cb:>12,.0f}",
                 flush=True,
             )
     finally:
