@@ -212,6 +212,18 @@ def written_bytes(pids: list[int]) -> int:
     return total
 
 
+def blocks_read(url: str) -> int:
+    """Blocks this PostgreSQL database read from outside its shared buffers so far (the OS
+    cache or the disk; 0 for SQLite): pages its working set no longer keeps in memory."""
+    if url.startswith("sqlite:"):
+        return 0
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def projection_lag(url: str) -> int:
     """The largest lag of the projections, in events, from /healthz (-1 if not given)."""
     try:
@@ -277,7 +289,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
     client_cpu.used([os.getpid()])
     server_cpu.used(tree_pids(server.process.pid))
     db_cpu.used(backend_pids(url))
-    busy = machine_busy_s()
+    busy, blocks = machine_busy_s(), blocks_read(url)
     written = written_bytes(tree_pids(server.process.pid) + backend_pids(url))
     try:
         print(
@@ -289,7 +301,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             f"{'slice':>5} {'callbacks/s':>12} {'p99 ms':>8} {'RSS MB':>8} {'DB MB':>8} "
             f"{'chatty ms':>10} {'srv CPU ms/cb':>14} {'db CPU ms/cb':>13} {'lag':>7} "
             f"{'catch-up s':>10} {'chatty idle ms':>15} {'fresh ms':>9} {'client':>7} "
-            f"{'others':>7} {'written B/cb':>12}",
+            f"{'others':>7} {'written B/cb':>12} {'blk reads/cb':>12}",
             flush=True,
         )
         for index in range(args.slices):
@@ -312,6 +324,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             # Cores the load client, and anything else on the machine, kept busy meanwhile.
             client = client_s / result["elapsed_s"]
             others = (machine_busy_s() - busy - srv_s - db_s - client_s) / result["elapsed_s"]
+            reads_per_cb = (blocks_read(url) - blocks) / len(bodies)
             written_per_cb = (
                 written_bytes(tree_pids(server.process.pid) + backend_pids(url)) - written
             ) / len(bodies)
@@ -325,7 +338,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             server_cpu.used(tree_pids(server.process.pid))
             db_cpu.used(backend_pids(url))
             client_cpu.used([os.getpid()])
-            busy = machine_busy_s()
+            busy, blocks = machine_busy_s(), blocks_read(url)
             written = written_bytes(tree_pids(server.process.pid) + backend_pids(url))
             row = {
                 "slice": index + 1,
@@ -343,6 +356,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
                 "client_cores": client,
                 "other_cores": others,
                 "server_written_per_cb": written_per_cb,
+                "db_blocks_read_per_cb": reads_per_cb,
             }
             rows.append(row)
             print(
@@ -350,7 +364,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
                 f"{row['rss_mb']:>8.0f} {row['db_mb']:>8.0f} {chatty_ms:>10.1f} "
                 f"{srv_ms:>14.2f} {db_ms:>13.2f} {lag:>7} {catch_up_s:>10.1f} "
                 f"{chatty_idle_ms:>15.1f} {fresh_ms:>9.1f} {client:>7.2f} {others:>7.2f} "
-                f"{written_per_cb:>12,.0f}",
+                f"{written_per_cb:>12,.0f} {reads_per_cb:>12.2f}",
                 flush=True,
             )
     finally:
