@@ -32,6 +32,7 @@ from callback_ledger.ledger import (
 )
 from callback_ledger.postgres import (
     COPY_TYPES,
+    CUSTOM_PLANS,
     DEDUPE_COPY_TYPES,
     FailFastApplicationRecorder,
     copy_row,
@@ -190,7 +191,7 @@ class LoopGroupCommit:
     async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                **self._connect, autocommit=True, row_factory=dict_row
+                **self._connect, autocommit=True, row_factory=dict_row, options=CUSTOM_PLANS
             )
         return self._conn
 
