@@ -436,10 +436,9 @@ class Ledger(Application[UUID]):
             with datastore.transaction(commit=False) as cursor:
                 cursor.execute(sql, params)
                 return list(cursor.fetchall())
-        # One statement in autocommit: its own snapshot, one round trip; planned at the tables'
-        # size of now (see postgres.CUSTOM_PLANS).
+        # One statement in autocommit: its own snapshot, one round trip.
         with datastore.get_connection() as conn:
-            return conn.execute(sql, params, prepare=False).fetchall()
+            return conn.execute(sql, params).fetchall()
 
     def rebuild(self, rows: list[Any]) -> dict[UUID, Aggregate]:
         """Aggregates from their stored events (rows ordered by stream and version)."""

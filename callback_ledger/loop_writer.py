@@ -32,7 +32,6 @@ from callback_ledger.ledger import (
 )
 from callback_ledger.postgres import (
     COPY_TYPES,
-    CUSTOM_PLANS,
     DEDUPE_COPY_TYPES,
     FailFastApplicationRecorder,
     copy_row,
@@ -158,7 +157,7 @@ class LoopGroupCommit:
             return set()
         pairs = {(stream, dedupe.key_bytes(key)): (stream, key) for stream, key in facts}
         sql, params = self.recorder.recorded_query(list(pairs))
-        cursor = await conn.execute(sql, params)
+        cursor = await conn.execute(sql, params, prepare=False)  # see recorded_query
         return {pairs[r["originator_id"], bytes(r["dedupe_key"])] for r in await cursor.fetchall()}
 
     async def _insert(
@@ -191,7 +190,7 @@ class LoopGroupCommit:
     async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                **self._connect, autocommit=True, row_factory=dict_row, options=CUSTOM_PLANS
+                **self._connect, autocommit=True, row_factory=dict_row
             )
         return self._conn
 

@@ -26,15 +26,6 @@ from callback_ledger.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
 # Any number of ours: the advisory lock around the library's table creation.
 CREATE_TABLES_LOCK = 4711002
 
-# For our connections that run the same statements for months (the writer's, the read tables'):
-# psycopg prepares a statement after its fifth execution, and PostgreSQL then keeps one generic
-# plan for the connection's life, chosen at the tables' size of that moment and not replanned
-# while nothing analyses them. The dedupe lookup got a hash join over a sequential scan of
-# ledger_dedupe, planned when the table was nearly empty: its cost then grew with the table
-# (4.0 ms instead of 0.26 at 30,000 keys). Custom plans are planned with the real parameters
-# at the real sizes, every time (a fraction of a millisecond, once per batch).
-CUSTOM_PLANS = "-c plan_cache_mode=force_custom_plan"
-
 
 class CreatesTablesOneAtATime(PostgresAggregateRecorder):
     def create_table(self) -> None:
@@ -122,7 +113,13 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         ).format(self.dedupe_table())
 
     def recorded_query(self, pairs: Sequence[tuple[UUID, bytes]]) -> tuple[Composed, list[Any]]:
-        """SQL selecting which of these (stream, key) pairs the dedupe table holds."""
+        """SQL selecting which of these (stream, key) pairs the dedupe table holds. Run it
+        unprepared (`prepare=False`): psycopg prepares a statement after its fifth run, and
+        PostgreSQL then keeps a generic plan for the connection's life, chosen at the table's
+        size of that moment; for this lookup, planned when ledger_dedupe held a few hundred
+        keys, that was a hash join over a sequential scan of the whole table, so the writer's
+        lookups cost more as the table grew. Unprepared, each run is planned for its own
+        arrays at the table's size of now: an index lookup per pair."""
         sql = SQL(
             "SELECT d.originator_id, d.dedupe_key FROM {0} d "
             "JOIN unnest(%s::uuid[], %s::bytea[]) AS q(i, k) "
@@ -135,7 +132,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
             return set()
         sql, params = self.recorded_query(pairs)
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute(sql, params, prepare=False)  # see CUSTOM_PLANS
+            cursor.execute(sql, params, prepare=False)  # see `recorded_query`
             return {(r["originator_id"], bytes(r["dedupe_key"])) for r in cursor.fetchall()}
 
     def insert_statements(self) -> tuple[Composed, Composed]:

@@ -14,7 +14,6 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from callback_ledger.config import eventsourcing_env, sqlite_path
-from callback_ledger.postgres import CUSTOM_PLANS
 
 Row = dict[str, Any]
 
@@ -77,8 +76,6 @@ class Database:
                     "password": env["POSTGRES_PASSWORD"],
                     "row_factory": dict_row,
                     "connect_timeout": timeout_s,
-                    # The follower runs the same lookups for months: see postgres.CUSTOM_PLANS.
-                    "options": CUSTOM_PLANS,
                 },
                 min_size=1,
                 max_size=4,
