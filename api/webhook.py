@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
-from collections import OrderedDict
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable
 from datetime import UTC, datetime
+from hashlib import blake2b
+from heapq import heappop, heappush
+from itertools import chain
 
 import orjson
 import psycopg
@@ -100,55 +105,129 @@ async def read_body(request: Request, declared: str, limit: int, timeout_s: floa
         timer.cancel()
 
 
-class NonceMemory:
-    """Nonces of signed callbacks this process accepted, kept for the signature window: the
-    same signed request sent again is a replay (Sinch's docs ask receivers to refuse them).
-    Only accepted ones are remembered, so a retry after a 503 is still taken.
+def _packed_holds(packed: array[int], key: int) -> bool:
+    at = bisect_left(packed, key)
+    return at < len(packed) and packed[at] == key
 
-    A signature is taken while its timestamp is within `window_s` of our clock, so a request
-    can be replayed at most 2 * window_s after it was first accepted: each nonce is kept that
-    long. Expiry times come from a monotonic clock, so insertion order is expiry order and
-    expired nonces are popped from the front: O(1) amortised per callback, never a scan.
-    Memory is rate x 2 * window_s nonces, and at most `cap`: past it the oldest is dropped
-    early. A replay of a dropped nonce passes this check but not the store's dedupe, so it is
-    answered `duplicate` and nothing is stored twice; no callback is ever lost by it."""
+
+class _Second:
+    """The nonces of the signatures of one timestamp second: 64-bit keys, a set while the
+    second is being written, then packed into a sorted array of 8 bytes a key."""
+
+    __slots__ = ("fresh", "packed", "written")
+
+    def __init__(self) -> None:
+        self.fresh: set[int] = set()
+        self.packed: array[int] = array("Q")
+        self.written = 0.0
+
+    def __len__(self) -> int:
+        return len(self.fresh) + len(self.packed)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self.fresh or (bool(self.packed) and _packed_holds(self.packed, key))
+
+    def pack(self) -> None:
+        self.packed = array("Q", sorted(chain(self.packed, self.fresh)))
+        self.fresh = set()
+
+
+class NonceMemory:
+    """Nonces of signed callbacks this process accepted, kept while their signature could still
+    be accepted: the same signed request sent again is a replay (Sinch's docs ask receivers to
+    refuse them). Only accepted ones are remembered, so a retry after a 503 is still taken.
+
+    A signature is taken while its timestamp `t` is within `window_s` of our clock, so once the
+    clock is past `t + window_s` it can never be taken again: a nonce is kept until then, and
+    not from its arrival (a replay carries the same timestamp, or its signature would not
+    match). Nonces are grouped by their signature's timestamp second; whole seconds leave in
+    timestamp order (a heap of at most 2 * window_s + 1 live seconds), so expiry is O(1)
+    amortised per callback and never a scan, and a lookup reads one second's keys.
+
+    Each nonce is kept as a keyed 64-bit hash: in a set while its second is being written, then
+    in the second's sorted array (8 bytes a nonce) once nothing was added to it for a second.
+    Memory is rate x window_s nonces for senders whose clock agrees with ours (up to
+    rate x 2 * window_s for timestamps ahead of it), and at most `cap`: past it the oldest
+    seconds are dropped early. A replay of a dropped nonce passes this check but not the store's
+    dedupe, so it is answered `duplicate` and nothing is stored twice. Two nonces of one second
+    with the same hash would make the second look like a replay (401); with a 64-bit hash keyed
+    per process that takes about 2^32 nonces in one second."""
+
+    PACK_AFTER_S = 1.0
+    FRESH_MAX = 4096  # a second written for long is packed as it grows (one merge per 4,096)
 
     def __init__(
         self,
         window_s: int,
         cap: int = 1_000_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.keep_s = 2 * window_s
+        self.window_s = window_s
         self.cap = cap
-        self.clock = clock
+        self.clock = clock  # the wall clock the signature's timestamp is checked against
         self.expired = 0  # dropped because their window passed
         self.evicted = 0  # dropped early, over the cap
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._salt = os.urandom(16)
+        self._seconds: dict[int, _Second] = {}
+        self._order: list[int] = []  # heap of the seconds held
+        self._size = 0
+        self._unpacked: set[int] = set()
+        self._next_pack = 0.0
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._size
 
-    def seen(self, nonce: str) -> bool:
-        expiry = self._seen.get(nonce)
-        return expiry is not None and expiry > self.clock()
+    def _key(self, nonce: str) -> int:
+        digest = blake2b(
+            nonce.encode("utf-8", "surrogatepass"), digest_size=8, key=self._salt
+        ).digest()
+        return int.from_bytes(digest, "little")
 
-    def remember(self, nonce: str) -> None:
+    def seen(self, nonce: str, timestamp: int) -> bool:
+        """Whether a callback signed with this nonce and timestamp was accepted already."""
+        if self.clock() - timestamp > self.window_s:
+            return False
+        second = self._seconds.get(timestamp)
+        return second is not None and self._key(nonce) in second
+
+    def remember(self, nonce: str, timestamp: int) -> None:
         now = self.clock()
-        seen = self._seen
-        seen[nonce] = now + self.keep_s
-        # Two requests with one nonce may both pass `seen` before either is remembered: the
-        # later expiry must move to the back to keep the order.
-        seen.move_to_end(nonce)
-        while len(seen) > self.cap:
-            seen.popitem(last=False)
-            self.evicted += 1
-        while seen:
-            first = next(iter(seen))
-            if seen[first] > now:
-                break
-            del seen[first]
-            self.expired += 1
+        if now - timestamp <= self.window_s:  # else it can never be accepted again
+            second = self._seconds.get(timestamp)
+            if second is None:
+                second = self._seconds[timestamp] = _Second()
+                heappush(self._order, timestamp)
+            key = self._key(nonce)
+            if key not in second:
+                second.fresh.add(key)
+                self._size += 1
+                second.written = now
+                self._unpacked.add(timestamp)
+                if len(second.fresh) >= self.FRESH_MAX:
+                    second.pack()
+        self._expire(now)
+        if now >= self._next_pack:
+            self._pack(now)
+
+    def _expire(self, now: float) -> None:
+        order, seconds = self._order, self._seconds
+        while order and (now - order[0] > self.window_s or self._size > self.cap):
+            timestamp = heappop(order)
+            second = seconds.pop(timestamp)
+            if now - timestamp > self.window_s:
+                self.expired += len(second)
+            else:
+                self.evicted += len(second)
+            self._size -= len(second)
+            self._unpacked.discard(timestamp)
+
+    def _pack(self, now: float) -> None:
+        """Packs the seconds nothing was added to for PACK_AFTER_S (checked once a second)."""
+        self._next_pack = now + self.PACK_AFTER_S
+        idle = [t for t in self._unpacked if now - self._seconds[t].written >= self.PACK_AFTER_S]
+        for timestamp in idle:
+            self._seconds[timestamp].pack()
+            self._unpacked.discard(timestamp)
 
 
 def unavailable(settings: Settings, exc: BaseException) -> JSON:
@@ -201,6 +280,7 @@ class SinchWebhook:
 
         now = time.time()
         nonce = headers.get(signature.NONCE, "")
+        timestamp = 0
         if settings.webhook_secrets:
             try:
                 signature.verify(
@@ -208,7 +288,9 @@ class SinchWebhook:
                 )
             except signature.SignatureError as exc:
                 return error(401, "bad_signature", str(exc))
-            if self.nonces.seen(nonce):
+            # verify checked it is unix seconds
+            timestamp = int(headers[signature.TIMESTAMP])
+            if self.nonces.seen(nonce, timestamp):
                 return error(
                     401,
                     "replayed_nonce",
@@ -260,7 +342,7 @@ class SinchWebhook:
         if outcome.events:
             self.on_commit()
         if settings.webhook_secrets:
-            self.nonces.remember(nonce)
+            self.nonces.remember(nonce, timestamp)
         return JSON(
             {"status": outcome.status, "trigger": outcome.trigger, "events": outcome.events}
         )

@@ -163,7 +163,7 @@ class LoopGroupCommit:
             return set()
         pairs = {(stream, dedupe.key_bytes(key)): (stream, key) for stream, key in facts}
         sql, params = self.recorder.recorded_query(list(pairs))
-        cursor = await conn.execute(sql, params)
+        cursor = await conn.execute(sql, params, prepare=False)  # see recorded_query
         return {pairs[r["originator_id"], bytes(r["dedupe_key"])] for r in await cursor.fetchall()}
 
     async def _insert(

@@ -113,7 +113,13 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         ).format(self.dedupe_table())
 
     def recorded_query(self, pairs: Sequence[tuple[UUID, bytes]]) -> tuple[Composed, list[Any]]:
-        """SQL selecting which of these (stream, key) pairs the dedupe table holds."""
+        """SQL selecting which of these (stream, key) pairs the dedupe table holds. Run it
+        unprepared (`prepare=False`): psycopg prepares a statement after its fifth run, and
+        PostgreSQL then keeps a generic plan for the connection's life, chosen at the table's
+        size of that moment; for this lookup, planned when ledger_dedupe held a few hundred
+        keys, that was a hash join over a sequential scan of the whole table, so the writer's
+        lookups cost more as the table grew. Unprepared, each run is planned for its own
+        arrays at the table's size of now: an index lookup per pair."""
         sql = SQL(
             "SELECT d.originator_id, d.dedupe_key FROM {0} d "
             "JOIN unnest(%s::uuid[], %s::bytea[]) AS q(i, k) "
@@ -126,7 +132,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
             return set()
         sql, params = self.recorded_query(pairs)
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql, params, prepare=False)  # see `recorded_query`
             return {(r["originator_id"], bytes(r["dedupe_key"])) for r in cursor.fetchall()}
 
     def insert_statements(self) -> tuple[Composed, Composed]:

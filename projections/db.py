@@ -186,6 +186,7 @@ def select_by_keys(
 ) -> list[Row]:
     """Rows whose key is one of `keys`: on PostgreSQL one join against unnested arrays (one
     parameter per key column, however many keys), on SQLite chunks of row-value IN lists."""
+    keys = list(dict.fromkeys(keys))  # a key given twice: its row once, as IN would
     if not keys:
         return []
     names = ", ".join(f"t.{c}" for c in columns)
@@ -197,13 +198,16 @@ def select_by_keys(
             f"SELECT {names} FROM {table} t JOIN unnest({arrays}) AS k({aliases}) ON {on}",
             [list(column) for column in zip(*keys, strict=True)],
         ).fetchall()
+    # A join against the keys, not `(a, b) IN (VALUES ...)`: SQLite plans that as a scan of the
+    # whole table for every chunk, so each page of the log cost more as the table grew.
     rows: list[Row] = []
     per_key = "(" + ", ".join("?" * len(key_columns)) + ")"
+    on = " AND ".join(f"t.{c} = k.column{i + 1}" for i, c in enumerate(key_columns))
     for start in range(0, len(keys), 300):
         chunk = keys[start : start + 300]
         rows += cur.execute(
-            f"SELECT {names} FROM {table} t WHERE ({', '.join(key_columns)}) "
-            f"IN (VALUES {', '.join(per_key for _ in chunk)})",
+            f"SELECT {names} FROM (VALUES {', '.join(per_key for _ in chunk)}) AS k "
+            f"JOIN {table} t ON {on}",
             [v for key in chunk for v in key],
         ).fetchall()
     return rows

@@ -115,6 +115,7 @@ def send_once(port: int, bodies: list[dict[str, Any]], prefix: str, connections:
     return {
         "body_bytes": sum(len(orjson.dumps(body)) for body in bodies),
         "rate": len(requests) / elapsed,
+        "elapsed_s": elapsed,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0.0,
         "non2xx": sum(not 200 <= status < 300 for status in statuses),
     }
@@ -135,6 +136,110 @@ def tree_rss_mb(root: int) -> float:
         except FileNotFoundError:
             continue
     return total / 1024
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used, from /proc; 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(root: int) -> list[int]:
+    found, pids = [], [root]
+    while pids:
+        pid = pids.pop()
+        found.append(pid)
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def backend_pids(url: str) -> list[int]:
+    """The PostgreSQL server processes serving this database (none for SQLite): their CPU is
+    part of each callback's cost. Read from /proc, so only for a server on this machine."""
+    if url.startswith("sqlite:"):
+        return []
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+class CpuMeter:
+    """CPU seconds used since the last reading, per group of processes (the server's tree, the
+    database's backends); a process that started in between counts whole."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, float] = {}
+
+    def used(self, pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            now = cpu_s(pid)
+            total += now - self.last.get(pid, 0.0)
+            self.last[pid] = now
+        return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all cores), from /proc/stat:
+    with the server's and the database's own, what other work took from the run."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def written_bytes(pids: list[int]) -> int:
+    """Bytes these processes caused to be written to storage (/proc/<pid>/io write_bytes)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/io") as f:
+                for line in f:
+                    if line.startswith("write_bytes:"):
+                        total += int(line.split()[1])
+        except (FileNotFoundError, PermissionError):
+            continue
+    return total
+
+
+def blocks_read(url: str) -> int:
+    """Blocks this PostgreSQL database read from outside its shared buffers so far (the OS
+    cache or the disk; 0 for SQLite): pages its working set no longer keeps in memory."""
+    if url.startswith("sqlite:"):
+        return 0
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def projection_lag(url: str) -> int:
+    """The largest lag of the projections, in events, from /healthz (-1 if not given)."""
+    try:
+        health = httpx.get(url + "/healthz", timeout=30).json()
+        return max(int(p.get("lag", 0)) for p in health["projections"].values())
+    except (httpx.HTTPError, KeyError, ValueError, TypeError):
+        return -1
+
+
+def wait_caught_up(url: str, limit_s: float = 120) -> float:
+    """Seconds until the projections have caught up (lag 0), at most `limit_s`."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s and projection_lag(url) != 0:
+        time.sleep(0.05)
+    return time.monotonic() - began
 
 
 def database_bytes(url: str) -> int:
@@ -169,12 +274,17 @@ def storage_breakdown(url: str) -> list[tuple[str, str, int]]:
     return sorted(((t, n, int(b)) for t, n, b in rows), key=lambda r: -r[2])
 
 
-def time_chatty(url: str, start: int, count: int = 15) -> float:
-    """Median ms to record one more inbound message of the chatty contact, one at a time."""
+def time_chatty(url: str, start: int, count: int = 15, fresh: bool = False) -> float:
+    """Median ms to record one more inbound message of the chatty contact, one at a time; with
+    `fresh`, the first message of as many new contacts instead (the same work on a stream of
+    one event, at the same moment: what the store as a whole costs then)."""
     times = []
     with httpx.Client(timeout=30) as client:
         for n in range(start, start + count):
-            raw = orjson.dumps(chatty_inbound(n, "T"))
+            body = chatty_inbound(n, "T")
+            if fresh:
+                body["message"]["contact_id"] = f"01HFRESH{n:018d}"
+            raw = orjson.dumps(body)
             nonce, ts = os.urandom(10).hex(), str(int(time.time()))
             headers = {
                 "content-type": "application/json",
@@ -199,6 +309,12 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
     per_slice = args.callbacks // args.slices
     chatty_per_slice = args.chatty // args.slices
     chatty_sent = 0
+    server_cpu, db_cpu, client_cpu = CpuMeter(), CpuMeter(), CpuMeter()
+    client_cpu.used([os.getpid()])
+    server_cpu.used(tree_pids(server.process.pid))
+    db_cpu.used(backend_pids(url))
+    busy, blocks = machine_busy_s(), blocks_read(url)
+    written = written_bytes(tree_pids(server.process.pid) + backend_pids(url))
     try:
         print(
             f"\n{name}: {args.slices} slices of {per_slice:,} callbacks "
@@ -207,7 +323,9 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
         )
         print(
             f"{'slice':>5} {'callbacks/s':>12} {'p99 ms':>8} {'RSS MB':>8} {'DB MB':>8} "
-            f"{'chatty ms':>10}",
+            f"{'chatty ms':>10} {'srv CPU ms/cb':>14} {'db CPU ms/cb':>13} {'lag':>7} "
+            f"{'catch-up s':>10} {'chatty idle ms':>15} {'fresh ms':>9} {'client':>7} "
+            f"{'others':>7} {'written B/cb':>12} {'blk reads/cb':>12}",
             flush=True,
         )
         for index in range(args.slices):
@@ -222,7 +340,30 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             sent += len(bodies)
             body_bytes += result["body_bytes"]
             non2xx += result["non2xx"]
+            # Read before anything else runs: the CPU the slice's callbacks cost.
+            srv_s = server_cpu.used(tree_pids(server.process.pid))
+            db_s = db_cpu.used(backend_pids(url))
+            srv_ms, db_ms = srv_s * 1000 / len(bodies), db_s * 1000 / len(bodies)
+            client_s = client_cpu.used([os.getpid()])
+            # Cores the load client, and anything else on the machine, kept busy meanwhile.
+            client = client_s / result["elapsed_s"]
+            others = (machine_busy_s() - busy - srv_s - db_s - client_s) / result["elapsed_s"]
+            reads_per_cb = (blocks_read(url) - blocks) / len(bodies)
+            written_per_cb = (
+                written_bytes(tree_pids(server.process.pid) + backend_pids(url)) - written
+            ) / len(bodies)
+            lag = projection_lag(server.url)
             chatty_ms = time_chatty(server.url, 10_000_000 + index * 100)
+            # Again once the projections have caught up: the recording alone, without the
+            # follower applying the slice's backlog beside it.
+            catch_up_s = wait_caught_up(server.url)
+            chatty_idle_ms = time_chatty(server.url, 10_000_000 + index * 100 + 50)
+            fresh_ms = time_chatty(server.url, 20_000_000 + index * 100, fresh=True)
+            server_cpu.used(tree_pids(server.process.pid))
+            db_cpu.used(backend_pids(url))
+            client_cpu.used([os.getpid()])
+            busy, blocks = machine_busy_s(), blocks_read(url)
+            written = written_bytes(tree_pids(server.process.pid) + backend_pids(url))
             row = {
                 "slice": index + 1,
                 "rate": result["rate"],
@@ -230,11 +371,24 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
                 "rss_mb": tree_rss_mb(server.process.pid),
                 "db_mb": database_bytes(url) / 2**20,
                 "chatty_ms": chatty_ms,
+                "server_cpu_ms": srv_ms,
+                "db_cpu_ms": db_ms,
+                "lag": lag,
+                "catch_up_s": catch_up_s,
+                "chatty_idle_ms": chatty_idle_ms,
+                "fresh_contact_ms": fresh_ms,
+                "client_cores": client,
+                "other_cores": others,
+                "server_written_per_cb": written_per_cb,
+                "db_blocks_read_per_cb": reads_per_cb,
             }
             rows.append(row)
             print(
                 f"{row['slice']:>5} {row['rate']:>12,.0f} {row['p99_ms']:>8.1f} "
-                f"{row['rss_mb']:>8.0f} {row['db_mb']:>8.0f} {chatty_ms:>10.1f}",
+                f"{row['rss_mb']:>8.0f} {row['db_mb']:>8.0f} {chatty_ms:>10.1f} "
+                f"{srv_ms:>14.2f} {db_ms:>13.2f} {lag:>7} {catch_up_s:>10.1f} "
+                f"{chatty_idle_ms:>15.1f} {fresh_ms:>9.1f} {client:>7.2f} {others:>7.2f} "
+                f"{written_per_cb:>12,.0f} {reads_per_cb:>12.2f}",
                 flush=True,
             )
     finally:
@@ -253,6 +407,9 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
         "last_vs_first_rate": rows[-1]["rate"] / rows[0]["rate"],
         "rss_growth_second_half": half[-1]["rss_mb"] / half[0]["rss_mb"] - 1,
         "chatty_last_vs_first": rows[-1]["chatty_ms"] / rows[0]["chatty_ms"],
+        "chatty_idle_last_vs_first": rows[-1]["chatty_idle_ms"] / rows[0]["chatty_idle_ms"],
+        "server_cpu_last_vs_first": rows[-1]["server_cpu_ms"] / max(rows[0]["server_cpu_ms"], 1e-9),
+        "rows": rows,
         "bytes_per_callback": size / max(sent, 1),
         "disk_vs_body": size / max(body_bytes, 1),
         "body_bytes_per_callback": body_bytes / max(sent, 1),

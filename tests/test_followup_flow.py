@@ -295,3 +295,32 @@ def test_stalled_route_is_not_a_message_id(client: TestClient) -> None:
     post(client, p.delivery("M1", "DELIVERED", "SMS"))
     wait_for_projections(client)
     assert client.get("/messages/stalled").json() == {"items": [], "next_cursor": None}
+
+
+def test_every_reference_resolves_when_a_kept_submission_follows_reports(
+    ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    """The stored timeline leaves out references it can derive from the message's stream: a
+    submission from the catch-all (another stream) applied in a later page must not change
+    what they are derived from."""
+    from callback_ledger import audit
+
+    runtime = Runtime(settings, ledger)
+    try:
+        accept_all(ledger, [p.delivery("MIX", "QUEUED_ON_CHANNEL", "SMS")])
+        runtime.projector().catch_up()
+        keep_in_catch_all(ledger, p.submit("MIX", "SMS", event_time="2024-06-15T14:25:01Z"))
+        runtime.projector().catch_up()
+        accept_all(ledger, [p.delivery("MIX", "DELIVERED", "SMS")])
+        runtime.projector().catch_up()
+    finally:
+        runtime.close()
+    [row] = projection_rows(database_url)["message_status"]
+    from callback_ledger.projections import rules
+
+    timeline = rules.expanded_reports(row)
+    assert [r["status"] for r in timeline] == ["SUBMITTED", "QUEUED_ON_CHANNEL", "DELIVERED"]
+    for report in timeline:
+        found = audit.callback(ledger, report["source_ref"])
+        assert found is not None, report["source_ref"]
+        assert report["status"].lower()[:4] in found["raw"].lower() or "submit" in found["raw"]

@@ -1,0 +1,101 @@
+"""One contact's next message as its stream grows, against a new contact's first at the same
+moments (`python -m callback_ledger.scripts.chatty_probe --backend postgres`).
+
+Issue 13 asks that the 50,000th inbound message of one contact be recorded as fast as the 100th.
+In the soak that time moves with everything else the machine does; here the contact grows
+alone, at a real `serve`, and at each mark one message of the contact and the first message of
+a new contact are sent alternately, one at a time (medians of `--samples` each), so what the
+store costs at that moment cancels out of their ratio."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from callback_ledger.api.signature import sign
+from callback_ledger.scripts.bench import SECRET, Receiver, postgres_databases
+from callback_ledger.scripts.soak import chatty_inbound, send_once
+
+MARKS = (100, 1_000, 10_000, 50_000)
+
+
+def one(client: httpx.Client, url: str, body: dict) -> float:
+    raw = orjson.dumps(body)
+    nonce, ts = f"probe{time.perf_counter_ns()}", str(int(time.time()))
+    headers = {
+        "content-type": "application/json",
+        "x-sinch-webhook-signature": sign(SECRET, raw, nonce, ts),
+        "x-sinch-webhook-signature-nonce": nonce,
+        "x-sinch-webhook-signature-timestamp": ts,
+    }
+    began = time.perf_counter()
+    response = client.post(url + "/webhooks/sinch", content=raw, headers=headers)
+    elapsed = (time.perf_counter() - began) * 1000
+    if response.status_code != 200 or response.json()["status"] != "accepted":
+        raise RuntimeError(f"refused: {response.text}")
+    return elapsed
+
+
+def probe(name: str, url: str, work: Path, samples: int) -> list[tuple[int, float, float]]:
+    server = Receiver(
+        f"probe {name}",
+        ["callback_ledger.cli", "serve"],
+        {"LEDGER_DATABASE_URL": url, "SINCH_WEBHOOK_SECRET": SECRET},
+        work,
+    )
+    results = []
+    sent = 0
+    try:
+        with httpx.Client(timeout=30) as client:
+            for mark in MARKS:
+                bodies = [chatty_inbound(n, "B") for n in range(sent, mark - samples)]
+                if bodies:
+                    send_once(server.port, bodies, f"p{mark}", 32)
+                sent = mark - samples
+                time.sleep(1.0)  # the projections catch up
+                chatty, fresh = [], []
+                for k in range(samples):
+                    chatty.append(one(client, server.url, chatty_inbound(sent + k, "P")))
+                    body = chatty_inbound(k, f"F{mark}")
+                    body["message"]["contact_id"] = f"01HNEW{mark:08d}{k:012d}"
+                    fresh.append(one(client, server.url, body))
+                sent += samples
+                results.append((mark, statistics.median(chatty), statistics.median(fresh)))
+                print(
+                    f"{name}: message {mark:>6,} of one contact {results[-1][1]:6.2f} ms, "
+                    f"a new contact's first {results[-1][2]:6.2f} ms, "
+                    f"ratio {results[-1][1] / results[-1][2]:.2f}",
+                    flush=True,
+                )
+    finally:
+        server.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", choices=["both", "postgres", "sqlite"], default="both")
+    parser.add_argument("--samples", type=int, default=41)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="ledger-probe-"))
+    try:
+        if args.backend in ("both", "postgres"):
+            with postgres_databases(1) as (url,):
+                probe("postgres", url, work, args.samples)
+        if args.backend in ("both", "sqlite"):
+            probe("sqlite", f"sqlite:///{work}/probe.sqlite3", work, args.samples)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
