@@ -227,6 +227,22 @@ def read_bodies(path: str) -> Iterator[tuple[str, bytes]]:
             yield f"{path}:{number}", line.strip()
 
 
+def reinterpret(settings: Settings, args: argparse.Namespace) -> int:
+    """Records what an earlier version kept in the catch-all and this one interprets."""
+    from callback_ledger.ledger import Ledger
+
+    ledger = Ledger.from_settings(settings)
+    try:
+        counts = ledger.reinterpret_kept()
+    finally:
+        ledger.close()
+    print(
+        f"recorded {counts['accepted']}, already recorded {counts['duplicate']}, "
+        f"left in the catch-all {counts['not_interpretable']} (they do not fit the contract)"
+    )
+    return 0
+
+
 def ingest(settings: Settings, args: argparse.Namespace) -> int:
     """Records callback bodies from files (a JSON document, or one JSON object per line): a
     quarantined body once an operator has fixed it, or a backfill. Kept like any callback,
@@ -370,6 +386,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(run=ingest)
+
+    p = commands.add_parser(
+        "reinterpret",
+        help="record the catch-all's callbacks of triggers this version interprets "
+        "(MESSAGE_SUBMIT kept by earlier versions) on their messages; run once after upgrading",
+    )
+    p.set_defaults(run=reinterpret)
 
     p = commands.add_parser("project", help="follow the log into the read tables (worker)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between polls")

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
@@ -47,6 +48,7 @@ from callback_ledger.domain.callbacks import (
     OptOutCallback,
     SubmitCallback,
     detect_trigger,
+    loads_body,
     parse_callback,
 )
 from callback_ledger.domain.contact import Contact, contact_key, fact_key
@@ -493,6 +495,41 @@ class Ledger(Application[UUID]):
             return self.execute(command)
         except Exception as exc:
             return exc
+
+    def reinterpret_kept(self, page: int = 500) -> dict[str, int]:
+        """Records the callbacks an earlier version kept in the catch-all whose trigger this
+        version interprets (MESSAGE_SUBMIT), each with its original receipt (raw body, arrival
+        time, signature check, headers), on the stream it belongs to. Appends only; what is
+        already recorded is a duplicate, so running it again changes nothing. Reads the whole
+        log once (the catch-all's events are found by topic). Counts by outcome."""
+        counts = {"accepted": 0, "duplicate": 0, "not_interpretable": 0}
+        after = 0
+        while True:
+            notifications = self.recorder.select_notifications(
+                start=after, limit=page, topics=[CATCH_ALL_TOPIC], inclusive_of_start=False
+            )
+            if not notifications:
+                return counts
+            after = notifications[-1].id
+            for notification in notifications:
+                kept = self.mapper.to_domain_event(notification)
+                if kept.trigger not in INTERPRETED_TRIGGERS:
+                    continue
+                received = kept.callback
+                receipt = Receipt(
+                    received["raw"],
+                    datetime.fromisoformat(received["received_at"]),
+                    received["signature_verified"],
+                    received.get("headers") or {},
+                )
+                try:
+                    command = self.command_for(loads_body(receipt.raw.encode()), receipt)
+                except (InvalidCallback, ValueError):
+                    command = None
+                if command is None:  # still not fit to interpret: it stays where it is
+                    counts["not_interpretable"] += 1
+                    continue
+                counts[self.execute(command).status] += 1
 
     def keep_unrecognised(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
         return self.execute(self.unrecognised_command(body, receipt))

@@ -7,12 +7,6 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
-from callback_ledger.domain.callbacks import (
-    InvalidCallback,
-    SubmitCallback,
-    loads_body,
-    parse_callback,
-)
 from callback_ledger.domain.message import report_key, submission_key
 
 from . import rules
@@ -22,14 +16,13 @@ from .events import (
     MESSAGE_REGISTERED,
     MESSAGE_SUBMITTED,
     REPORTS,
-    UNRECOGNISED_RECEIVED,
     LoggedEvent,
 )
 
 NAME = "messages"
-# The catch-all is read for the MESSAGE_SUBMIT callbacks it kept before they were interpreted,
-# so a replay puts them in the timeline too.
-TOPICS = frozenset({MESSAGE_REGISTERED, *REPORTS, MESSAGE_SUBMITTED, UNRECOGNISED_RECEIVED})
+# MESSAGE_SUBMIT callbacks an earlier version kept in the catch-all are not read here (their
+# stream is not their message's): `callback-ledger reinterpret` records them on the message.
+TOPICS = frozenset({MESSAGE_REGISTERED, *REPORTS, MESSAGE_SUBMITTED})
 TABLES = ("message_status", "read_confirmations")
 
 STATUS_COLUMNS = (
@@ -126,37 +119,7 @@ def _fact(event: LoggedEvent) -> tuple[tuple[str, str], dict[str, Any]] | None:
     if event.topic == MESSAGE_SUBMITTED:
         ref = f"{event.originator_id}/{submission_key(state.get('channel'))}"
         return (state["project_id"], state["message_id"]), rules.submission_fact(state, ref)
-    if event.topic == UNRECOGNISED_RECEIVED and state.get("trigger") == "MESSAGE_SUBMIT":
-        return kept_submission(event)
     return None
-
-
-def kept_submission(event: LoggedEvent) -> tuple[tuple[str, str], dict[str, Any]] | None:
-    """A MESSAGE_SUBMIT callback kept in the catch-all (by a version that did not interpret
-    the trigger, or because it does not fit the contract: then it is left out)."""
-    try:
-        callback = parse_callback("MESSAGE_SUBMIT", loads_body(event.state["callback"]["raw"]))
-    except (InvalidCallback, ValueError, TypeError, KeyError):
-        return None
-    assert isinstance(callback, SubmitCallback)
-    note = callback.message_submit_notification
-    identity = note.channel_identity
-    state = {
-        "project_id": callback.project_id,
-        "message_id": note.message_id,
-        "channel": identity.channel if identity else None,
-        "identity": identity.identity if identity else None,
-        "event_time": callback.event_time.isoformat() if callback.event_time else None,
-        "accepted_time": callback.accepted_time.isoformat() if callback.accepted_time else None,
-        "conversation_id": note.conversation_id,
-        "contact_id": note.contact_id,
-        "metadata": note.metadata,
-        "app_id": callback.app_id,
-        "callback": event.state["callback"],
-    }
-    return (callback.project_id, note.message_id), rules.submission_fact(
-        state, f"{event.originator_id}/received"
-    )
 
 
 def apply(
@@ -179,13 +142,7 @@ def apply(
             continue
         key, fact = found
         new[key].append(fact)
-        # The message's own stream names its timeline's references; a submission kept in the
-        # catch-all lives in a stream of its own.
-        streams[key] = (
-            event.originator_id
-            if event.topic != UNRECOGNISED_RECEIVED
-            else str(rules.message_stream(*key))
-        )
+        streams[key] = event.originator_id
         if event.originator_id not in registered:
             older.add(key)
     if not new:

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from callback_ledger.config import Settings
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import Ledger
+from callback_ledger.projections import rules
 from callback_ledger.projections.db import Database
 from callback_ledger.runtime import Runtime
 from callback_ledger.scripts.replay import replay
@@ -166,26 +167,43 @@ def keep_in_catch_all(ledger: Ledger, body: dict) -> None:
     ledger.execute(ledger.unrecognised_command(body, receipt))
 
 
-def test_a_replay_reads_submissions_kept_by_an_earlier_version(
+def test_submissions_kept_by_an_earlier_version_are_recorded_by_reinterpret(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
+    from callback_ledger import audit
+
+    # As 501b7cc left a store: a submission in the catch-all, before and after the message's
+    # first report (pages of one event apart when followed: the row exists before either).
     keep_in_catch_all(ledger, p.submit("OLD", "SMS", event_time="2024-06-15T14:25:08Z"))
     accept_all(ledger, [p.delivery("OLD", "QUEUED_ON_CHANNEL", "SMS")])
-    replay(settings, None)
-    rows = projection_rows(database_url)["message_status"]
-    assert [(r["message_id"], r["submitted_at"]) for r in rows] == [
-        ("OLD", "2024-06-15T14:25:08.000000Z")
-    ]
-    reports = orjson.loads(rows[0]["reports"])
-    reference = reports[0]["source_ref"]
-    assert reference.endswith("/received")
+    keep_in_catch_all(ledger, p.submit("OLD", "WHATSAPP", event_time="2024-06-15T14:25:07Z"))
+    broken = p.submit("OLD2")
+    del broken["message_submit_notification"]["message_id"]
+    keep_in_catch_all(ledger, broken)
+    done = cli(database_url, "reinterpret")
+    assert done.returncode == 0, done.stderr
+    assert "recorded 2, already recorded 0, left in the catch-all 1" in done.stdout
+    again = cli(database_url, "reinterpret")
+    assert "recorded 0, already recorded 2, left in the catch-all 1" in again.stdout
     runtime = Runtime(settings, ledger)
     try:
-        from callback_ledger import audit
-
-        assert "message_submit_notification" in audit.callback(ledger, reference)["raw"]
+        runtime.projector().catch_up()
+        [row] = projection_rows(database_url)["message_status"]
+        assert row["submitted_at"] == "2024-06-15T14:25:07.000000Z"
+        timeline = rules.expanded_reports(row)
+        assert [(r["status"], r["channel"]) for r in timeline] == [
+            ("SUBMITTED", "WHATSAPP"),
+            ("SUBMITTED", "SMS"),
+            ("QUEUED_ON_CHANNEL", "SMS"),
+        ]
+        # Each reference gives the body exactly as it arrived then.
+        raws = [audit.callback(ledger, r["source_ref"])["raw"] for r in timeline]
     finally:
         runtime.close()
+    assert all("message_submit_notification" in raw for raw in raws[:2])
+    live = projection_rows(database_url)
+    replay(settings, None)
+    assert projection_rows(database_url) == live
 
 
 def test_replay_rebuilds_the_same_rows(
@@ -297,14 +315,12 @@ def test_stalled_route_is_not_a_message_id(client: TestClient) -> None:
     assert client.get("/messages/stalled").json() == {"items": [], "next_cursor": None}
 
 
-def test_every_reference_resolves_when_a_kept_submission_follows_reports(
+def test_every_reference_resolves_when_a_submission_is_reinterpreted_between_reports(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
     """The stored timeline leaves out references it can derive from the message's stream: a
-    submission from the catch-all (another stream) applied in a later page must not change
-    what they are derived from."""
+    submission recorded later from the catch-all must leave them all resolvable."""
     from callback_ledger import audit
-    from callback_ledger.projections import rules
 
     runtime = Runtime(settings, ledger)
     try:
@@ -312,6 +328,7 @@ def test_every_reference_resolves_when_a_kept_submission_follows_reports(
         accept_all(ledger, [queued])
         runtime.projector().catch_up()
         keep_in_catch_all(ledger, p.submit("MIX", "SMS", event_time="2024-06-15T14:25:01Z"))
+        assert ledger.reinterpret_kept()["accepted"] == 1
         runtime.projector().catch_up()
         delivered = p.delivery("MIX", "DELIVERED", "SMS", event_time="2024-06-15T14:25:03Z")
         accept_all(ledger, [delivered])
