@@ -281,8 +281,24 @@ class Projector:
         a table since (`Projection.added_columns`). Only a replay fills them with what the log
         held before."""
         generations = [(int(row["generation"]), True)]
-        if row["building_generation"] is not None:
-            generations.append((int(row["building_generation"]), False))
+        building = row["building_generation"]
+        if building is not None and _lacks(cur, projection, int(building)):
+            # Its rows up to its position were built without what this version adds (and
+            # resuming would switch to it and clear the mark): the next replay starts over.
+            cur.execute("DELETE FROM ledger_replay_parts WHERE name = ?", (projection.name,))
+            for table in projection.tables:
+                cur.execute(f"DROP TABLE IF EXISTS {table}_g{int(building)}")
+            cur.execute(
+                "UPDATE ledger_projections SET building_generation = NULL WHERE name = ?",
+                (projection.name,),
+            )
+            log.warning(
+                "projection %s: an interrupted rebuild started by an earlier version was "
+                "discarded; the next replay starts from the first event",
+                projection.name,
+            )
+        elif building is not None:
+            generations.append((int(building), False))
         for generation, active in generations:
             statements = projection.schema(generation)
             for table in projection.tables:
@@ -783,6 +799,18 @@ def _needs_replay(cur: Cursor, name: str, generation: int, why: str) -> None:
     fault = {"kind": REPLAY, "position": generation, "error": why}
     write_fault(cur, name, {**fault, "since": datetime.now(UTC).isoformat()})
     log.error("projection %s needs a replay: %s", name, why)
+
+
+def _lacks(cur: Cursor, projection: Projection, generation: int) -> bool:
+    """Whether a generation lacks a table or a column this version's projection has."""
+    for table in projection.tables:
+        if not _table_exists(cur, f"{table}_g{generation}"):
+            return True
+    return any(
+        _table_exists(cur, f"{table}_g{generation}")
+        and column not in _columns(cur, f"{table}_g{generation}")
+        for table, column, _ in projection.added_columns
+    )
 
 
 def _columns(cur: Cursor, name: str) -> set[str]:

@@ -345,3 +345,43 @@ def test_every_reference_resolves_when_a_submission_is_reinterpreted_between_rep
             "message_submit_notification" if status == "SUBMITTED" else f'"status":"{status}"'
         )
         assert expected in callback["raw"].replace(" ", ""), (status, callback["raw"])
+
+
+def test_a_rebuild_interrupted_before_the_upgrade_starts_over(
+    ledger: Ledger, settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows a rebuild made before the upgrade lack next_action: resuming it would switch to
+    them and clear the needs-replay mark."""
+    accept_all(ledger, [failed("F1", "RATE_LIMITED"), failed("F2", "RATE_LIMITED")])
+    runtime = Runtime(settings, ledger)
+    projector = runtime.projector()
+    projector.catch_up()
+    projector.page_size = 1
+    generation, _ = projector.start_rebuild("messages")
+    projector.build_step("messages")  # F1's row built, then the process stopped
+    runtime.close()
+    db = Database(database_url)
+    try:
+        with db.transaction() as cur:  # both generations as the earlier version made them
+            cur.execute("DROP VIEW message_status")
+            cur.execute("DROP INDEX ix_ms_g1_action")
+            for g in (1, generation):
+                cur.execute(f"ALTER TABLE message_status_g{g} DROP COLUMN next_action")
+                cur.execute(f"ALTER TABLE message_status_g{g} DROP COLUMN submitted_at")
+            cur.execute("CREATE VIEW message_status AS SELECT * FROM message_status_g1")
+    finally:
+        db.close()
+    upgraded = Runtime(settings, ledger)
+    with caplog.at_level("WARNING", logger="callback_ledger"):
+        upgraded.projector()
+    assert "interrupted rebuild started by an earlier version was discarded" in caplog.text
+    upgraded.close()
+    replay(settings, ["messages"])
+    rows = projection_rows(database_url)["message_status"]
+    assert [(r["message_id"], r["next_action"]) for r in rows] == [
+        ("F1", "retry_later"),
+        ("F2", "retry_later"),
+    ]
+    replayed = Runtime(settings, ledger)
+    assert replayed.projector().faults() == {}
+    replayed.close()

@@ -445,7 +445,7 @@ def test_a_rebuild_under_way_gains_the_review_table_too(
     upgraded = Runtime(settings, ledger)
     upgraded.projector()
     upgraded.close()
-    replay(settings, ["consent"])  # resumes the rebuild, now with the table, and switches
+    replay(settings, ["consent"])  # the rebuild from before is discarded: it starts over
     assert projection_rows(database_url) == expected
 
 
