@@ -102,9 +102,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
     runtime = Runtime(settings, ledger)
     guard = Guard(runtime)
     follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
-    queries = Queries(runtime)
     progress = Progress()
     consent = ConsentQueries(runtime, follower.wake if follower else lambda: None)
+    queries = Queries(runtime, consent.stale)
 
     async def healthz(request: Request) -> Response:
         # Without a key (and always on the public port of a private listener) only the status

@@ -9,7 +9,7 @@ import base64
 import binascii
 import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -234,17 +234,28 @@ async def read_views(runtime: Runtime, fn: Callable[[Cursor], Any]) -> Any:
 
 
 class Queries:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, consent_stale: Callable[[], Awaitable[str | None]] | None = None
+    ) -> None:
         self.runtime = runtime
+        # Why consent cannot be trusted now (api/consent.py), for the follow-up's override.
+        self._consent_stale = consent_stale
         settings = runtime.settings
         self._overrides = dict(settings.next_actions)
         self._read_channels = settings.read_channels
 
+    async def _stale(self) -> str | None:
+        return await self._consent_stale() if self._consent_stale else None
+
     def _view(
-        self, cur: Cursor, row: dict[str, Any], with_timeline: bool = False
+        self,
+        cur: Cursor,
+        row: dict[str, Any],
+        stale: str | None,
+        with_timeline: bool = False,
     ) -> dict[str, Any]:
         return message_view(row, with_timeline) | followups.annotate(
-            cur, row, self._overrides, self._read_channels
+            cur, row, self._overrides, self._read_channels, stale
         )
 
     async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
@@ -278,7 +289,8 @@ class Queries:
                 f"message {message_id!r} exists in several projects; add ?project_id=",
             )
         row = rows[0]
-        return JSON(await self._run(lambda cur: self._view(cur, row, with_timeline=True)))
+        stale = await self._stale()
+        return JSON(await self._run(lambda cur: self._view(cur, row, stale, with_timeline=True)))
 
     async def messages(self, request: Request) -> Response:
         params = Params(request, MESSAGE_PARAMS)
@@ -333,6 +345,7 @@ class Queries:
     ) -> Response:
         """A page of messages, each with its follow-up fields."""
         limit, cursor = params.limit(), params.cursor(3)
+        stale = await self._stale()
         return JSON(
             await self._run(
                 lambda cur: page(
@@ -342,7 +355,7 @@ class Queries:
                     filters,
                     cursor,
                     limit,
-                    lambda row: self._view(cur, row),
+                    lambda row: self._view(cur, row, stale),
                     keep,
                 )
             )

@@ -4,6 +4,7 @@ with --stalled, the ones nothing has been heard of), as a table, JSON or CSV."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from callback_ledger import followups
@@ -53,15 +54,39 @@ def add_commands(commands: Any) -> None:
     p.set_defaults(run=run_followup)
 
 
+def consent_stale(runtime: Runtime) -> str | None:
+    """Why the consent projection cannot be trusted now, as /consent/check decides it (without
+    waiting: this command follows nothing itself)."""
+    from callback_ledger.projections.consent import NAME
+    from callback_ledger.projections.projector import describe
+
+    projector = runtime.projector()
+    fault, pending = projector.freshness(NAME, projector.head())
+    if fault is not None:
+        return f"the consent projection cannot be trusted now: {describe(fault)}"
+    if pending:
+        return "the consent projection has not applied consent facts already recorded"
+    return None
+
+
 def run_followup(settings: Settings, args: argparse.Namespace) -> int:
     overrides = dict(settings.next_actions)
 
+    runtime = Runtime(settings)
+    stale = consent_stale(runtime)
+    if stale is not None:
+        sys.stderr.write(
+            f"followup: consent cannot be checked now ({stale}); messages with something to "
+            "do are listed as review\n"
+        )
+
     def view(cur: Cursor, row: dict[str, Any]) -> dict[str, Any]:
-        shown = message_view(row) | followups.annotate(cur, row, overrides, settings.read_channels)
+        shown = message_view(row) | followups.annotate(
+            cur, row, overrides, settings.read_channels, stale
+        )
         shown["identity"] = followups.recipient(row)
         return shown
 
-    runtime = Runtime(settings)
     try:
         with runtime.database().read() as cur:
             rows = list(

@@ -48,9 +48,13 @@ def annotate(
     row: Mapping[str, Any],
     overrides: Mapping[str, str] | None = None,
     read_channels: frozenset[str] = followup.READ_CHANNELS,
+    consent_stale: str | None = None,
 ) -> dict[str, Any]:
     """The follow-up fields of one message_status row: next_action (with the consent override),
-    next_action_why, the consent fact behind an override, and whether a READ can still come."""
+    next_action_why, the consent fact behind an override, and whether a READ can still come.
+    `consent_stale`: why the consent projection cannot be trusted now (as /consent/check
+    decides it); then a message with something to do is `review`, never a retry that consent
+    might forbid."""
     stored = row.get("next_action") or followup.NONE
     action, why = followup.next_action(
         row["status"], row["reason_code"], row["reason_sub_code"], overrides
@@ -59,7 +63,10 @@ def annotate(
         why = "as derived when the row was projected (LEDGER_NEXT_ACTIONS changed since: replay)"
     consent_ref = None
     identity = recipient(row) if stored != followup.NONE else None
-    if identity and row["channel"]:
+    if stored != followup.NONE and consent_stale is not None:
+        stored = followup.REVIEW
+        why = f"consent cannot be checked now ({consent_stale}): ask /consent/check first"
+    elif identity and row["channel"]:
         answer = audit.check(cur, row["channel"], identity, row["project_id"])
         if not answer["may_send"]:
             stored, why = followup.DO_NOT_RETRY, f"the recipient is {answer['reason']}"

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from callback_ledger.api.app import create_app
 from callback_ledger.config import Settings
 from callback_ledger.domain.receipt import Receipt
 from callback_ledger.ledger import Ledger
@@ -385,3 +386,33 @@ def test_a_rebuild_interrupted_before_the_upgrade_starts_over(
     replayed = Runtime(settings, ledger)
     assert replayed.projector().faults() == {}
     replayed.close()
+
+
+def test_the_override_is_never_skipped_while_consent_is_behind(
+    ledger: Ledger, settings: Settings, database_url: str, admin_key: str
+) -> None:
+    """An opt-out recorded but not yet projected: the follow-up must not say retry."""
+    from dataclasses import replace
+
+    off = replace(settings, projections="off")  # no follower: nothing is projected
+    accept_all(ledger, [failed("RETRY", "CHANNEL_FAILURE")])
+    runtime = Runtime(settings)  # a ledger of its own: closing it leaves the fixture's open
+    runtime.projector().catch_up()
+    runtime.close()
+    accept_all(ledger, [p.opt("OPT_OUT", identity=NUMBER, request_id="R9")])
+    bearer = {"Authorization": f"Bearer {admin_key}"}
+    app = create_app(off, ledger)
+    with TestClient(app, raise_server_exceptions=False, headers=bearer) as client:
+        assert (
+            client.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).status_code
+            == 503
+        )
+        shown = client.get("/messages/RETRY").json()
+        assert shown["next_action"] == "review"
+        assert "consent cannot be checked now" in shown["next_action_why"]
+        listed = client.get("/messages", params={"next_action": "retry_later"}).json()
+        assert listed["items"] == []
+    done = cli(database_url, "followup", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert "consent cannot be checked now" in done.stderr
+    assert [m["next_action"] for m in orjson.loads(done.stdout)] == ["review"]
