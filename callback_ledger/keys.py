@@ -169,8 +169,9 @@ class KeyStore:
         """Stores a new key's hash and returns the key: the only time it is ever known."""
         self.setup()
         name = name.strip()
-        if not name or len(name) > 100 or any(c.isspace() for c in name):
-            raise KeyProblem("a key name is 1-100 characters without spaces")
+        # No ":": the access log names CLI users "cli:<user>", which a key must not imitate.
+        if not name or len(name) > 100 or any(c.isspace() or c == ":" for c in name):
+            raise KeyProblem("a key name is 1-100 characters without spaces or ':'")
         now = utc_now()
         expires = None
         if expires_in_days is not None:

@@ -96,8 +96,22 @@ RESPONSES = Counter(
 )
 
 
+_hook_failed = False
+
+
 def group_commit(seconds: float, results: Sequence[Any]) -> None:
-    """One group commit done (a hook in both writers): its time, size, events appended."""
+    """One group commit done (a hook in both writers): its time, size, events appended. Never
+    raises: it runs where an exception would stop the writer and leave callbacks waiting."""
+    global _hook_failed
+    try:
+        _group_commit(seconds, results)
+    except Exception:
+        if not _hook_failed:  # said once, not per batch
+            _hook_failed = True
+            commit_log.exception("counting a group commit failed; the metrics are incomplete")
+
+
+def _group_commit(seconds: float, results: Sequence[Any]) -> None:
     COMMIT_SECONDS.observe(seconds)
     BATCH_SIZE.observe(len(results))
     events = 0

@@ -33,6 +33,7 @@ from callback_ledger.scripts.bench import (
     SECRET,
     Receiver,
     callback_mix,
+    key_headers,
     postgres_databases,
     stored_reports,
 )
@@ -225,19 +226,20 @@ def blocks_read(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def projection_lag(url: str) -> int:
-    """The largest lag of the projections, in events, from /healthz (-1 if not given)."""
+def projection_lag(url: str, headers: dict[str, str]) -> int:
+    """The largest lag of the projections, in events, from /healthz's detail (a key's; -1 if
+    not given)."""
     try:
-        health = httpx.get(url + "/healthz", timeout=30).json()
+        health = httpx.get(url + "/healthz", headers=headers, timeout=30).json()
         return max(int(p.get("lag", 0)) for p in health["projections"].values())
     except (httpx.HTTPError, KeyError, ValueError, TypeError):
         return -1
 
 
-def wait_caught_up(url: str, limit_s: float = 120) -> float:
+def wait_caught_up(url: str, headers: dict[str, str], limit_s: float = 120) -> float:
     """Seconds until the projections have caught up (lag 0), at most `limit_s`."""
     began = time.monotonic()
-    while time.monotonic() - began < limit_s and projection_lag(url) != 0:
+    while time.monotonic() - began < limit_s and projection_lag(url, headers) != 0:
         time.sleep(0.05)
     return time.monotonic() - began
 
@@ -303,6 +305,7 @@ def time_chatty(url: str, start: int, count: int = 15, fresh: bool = False) -> f
 def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     env = {"LEDGER_DATABASE_URL": url, "SINCH_WEBHOOK_SECRET": SECRET}
     server = Receiver(f"soak {name}", ["callback_ledger.cli", "serve"], env, work)
+    key = key_headers(url)  # /healthz's detail (the projections' lag) needs a key
     expected: set[tuple[str, str]] = set()
     rows: list[dict[str, Any]] = []
     sent = non2xx = body_bytes = 0
@@ -352,11 +355,11 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             written_per_cb = (
                 written_bytes(tree_pids(server.process.pid) + backend_pids(url)) - written
             ) / len(bodies)
-            lag = projection_lag(server.url)
+            lag = projection_lag(server.url, key)
             chatty_ms = time_chatty(server.url, 10_000_000 + index * 100)
             # Again once the projections have caught up: the recording alone, without the
             # follower applying the slice's backlog beside it.
-            catch_up_s = wait_caught_up(server.url)
+            catch_up_s = wait_caught_up(server.url, key)
             chatty_idle_ms = time_chatty(server.url, 10_000_000 + index * 100 + 50)
             fresh_ms = time_chatty(server.url, 20_000_000 + index * 100, fresh=True)
             server_cpu.used(tree_pids(server.process.pid))
