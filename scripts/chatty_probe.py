@@ -18,27 +18,15 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 
-from callback_ledger.api.signature import sign
 from callback_ledger.scripts.bench import SECRET, Receiver, postgres_databases
-from callback_ledger.scripts.soak import chatty_inbound, send_once
+from callback_ledger.scripts.soak import chatty_inbound, send_once, signed_post
 
 MARKS = (100, 1_000, 10_000, 50_000)
 
 
 def one(client: httpx.Client, url: str, body: dict) -> float:
-    raw = orjson.dumps(body)
-    nonce, ts = f"probe{time.perf_counter_ns()}", str(int(time.time()))
-    headers = {
-        "content-type": "application/json",
-        "x-sinch-webhook-signature": sign(SECRET, raw, nonce, ts),
-        "x-sinch-webhook-signature-nonce": nonce,
-        "x-sinch-webhook-signature-timestamp": ts,
-    }
-    began = time.perf_counter()
-    response = client.post(url + "/webhooks/sinch", content=raw, headers=headers)
-    elapsed = (time.perf_counter() - began) * 1000
+    elapsed, response = signed_post(client, url, body)
     if response.status_code != 200 or response.json()["status"] != "accepted":
         raise RuntimeError(f"refused: {response.text}")
     return elapsed
