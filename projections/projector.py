@@ -309,8 +309,7 @@ class Projector:
                     if f"TABLE {name} (" in statement or (active and f"ON {name} (" in statement):
                         cur.execute(statement)
                 if active:
-                    cur.execute(f"DROP VIEW IF EXISTS {table}")
-                    cur.execute(f"CREATE VIEW {table} AS SELECT * FROM {name}")
+                    _point_view(cur, table, name)
                     # Until the replay its answers may be wrong (contact_identities decides
                     # which numbers a contact-wide opt-out covers): said so, not guessed.
                     why = (
@@ -324,9 +323,7 @@ class Projector:
                     continue
                 cur.execute(f"ALTER TABLE {name} ADD COLUMN {column} {sql_type}")
                 if active:
-                    # PostgreSQL fixed the view's columns when it was made.
-                    cur.execute(f"DROP VIEW IF EXISTS {table}")
-                    cur.execute(f"CREATE VIEW {table} AS SELECT * FROM {name}")
+                    _point_view(cur, table, name)
                     why = (
                         f"{table}.{column} is new in this version and empty for what came "
                         f"before it: run `callback-ledger replay --projection {projection.name}`"
@@ -343,8 +340,7 @@ class Projector:
     @staticmethod
     def _point_views(cur: Cursor, projection: Projection, generation: int) -> None:
         for table in projection.tables:
-            cur.execute(f"DROP VIEW IF EXISTS {table}")
-            cur.execute(f"CREATE VIEW {table} AS SELECT * FROM {table}_g{generation}")
+            _point_view(cur, table, f"{table}_g{generation}")
 
     @contextmanager
     def _locked(self, name: str) -> Iterator[tuple[Cursor, Row]]:
@@ -791,6 +787,12 @@ class Projector:
     def _drop_generation(cur: Cursor, projection: Projection, generation: int) -> None:
         for table in projection.tables:
             cur.execute(f"DROP TABLE IF EXISTS {table}_g{generation}")
+
+
+def _point_view(cur: Cursor, view: str, table: str) -> None:
+    # Made again, not altered: PostgreSQL fixes a view's columns when it is made.
+    cur.execute(f"DROP VIEW IF EXISTS {view}")
+    cur.execute(f"CREATE VIEW {view} AS SELECT * FROM {table}")
 
 
 def _needs_replay(cur: Cursor, name: str, generation: int, why: str) -> None:

@@ -35,6 +35,7 @@ from callback_ledger.scripts.bench import (
     callback_mix,
     key_headers,
     postgres_databases,
+    signed_request,
     stored_reports,
 )
 
@@ -278,14 +279,7 @@ def storage_breakdown(url: str) -> list[tuple[str, str, int]]:
 
 def signed_post(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, Any]:
     """One callback, signed with a nonce of its own: (milliseconds to the answer, the answer)."""
-    raw = orjson.dumps(body)
-    nonce, ts = os.urandom(10).hex(), str(int(time.time()))
-    headers = {
-        "content-type": "application/json",
-        "x-sinch-webhook-signature": sign(SECRET, raw, nonce, ts),
-        "x-sinch-webhook-signature-nonce": nonce,
-        "x-sinch-webhook-signature-timestamp": ts,
-    }
+    raw, headers = signed_request(body)
     began = time.perf_counter()
     response = client.post(url + "/webhooks/sinch", content=raw, headers=headers)
     return (time.perf_counter() - began) * 1000, response
