@@ -16,13 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from callback_ledger.config import Settings, collect_less_often
-from callback_ledger.ledger import Ledger, StoreMoved
-from callback_ledger.projections.live import LiveFollower
-from callback_ledger.projections.projector import describe
-from callback_ledger.runtime import Runtime
-
-from .auth import (
+from api.auth import (
     ANY_KEY,
     AUDIT,
     HEALTH,
@@ -33,14 +27,19 @@ from .auth import (
     PublicSide,
     consent_scope,
 )
-from .consent import ConsentQueries
-from .health import Progress
-from .observe import Observed, metrics_endpoint
-from .openapi import document
-from .queries import MAX_INTEGER, Params, Queries
-from .responses import JSON, error
-from .webhook import PATH as WEBHOOK_PATH
-from .webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
+from api.consent_routes import ConsentQueries
+from api.health import Progress
+from api.observe import Observed, metrics_endpoint
+from api.openapi import document
+from api.query_routes import MAX_INTEGER, Params, Queries
+from api.responses import JSON, error
+from api.webhook import PATH as WEBHOOK_PATH
+from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
+from projections.follower import LiveFollower
+from projections.projector import describe
+from service.runtime import Runtime
+from store.config import Settings, collect_less_often
+from store.ledger import Ledger, StoreMoved
 
 log = logging.getLogger("callback_ledger")
 

@@ -18,7 +18,7 @@ import h11
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from callback_ledger.config import Settings
+from store.config import Settings
 
 # File descriptors kept for the process itself: the database, its WAL, logs, the listener.
 FD_RESERVE = 64

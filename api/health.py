@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from callback_ledger.projections.projector import summary
+from projections.projector import summary
 
 
 @dataclass

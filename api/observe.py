@@ -22,11 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from callback_ledger import metrics
-from callback_ledger.domain.callbacks import TRIGGER_KEYS, UNKNOWN_TRIGGER
-from callback_ledger.runtime import Runtime
-
-from .webhook import PATH as WEBHOOK_PATH
+from api.webhook import PATH as WEBHOOK_PATH
+from domain.callbacks import TRIGGER_KEYS, UNKNOWN_TRIGGER
+from service import metrics
+from service.runtime import Runtime
 
 log = logging.getLogger("callback_ledger.access")
 

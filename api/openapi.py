@@ -7,10 +7,9 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from callback_ledger.domain.callbacks import Interpreted
-from callback_ledger.projections import followup
-
-from . import queries as q
+from api import query_routes as q
+from domain import followup
+from domain.callbacks import Interpreted
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 # Every store refuses NUL in text (PostgreSQL outright), so the server refuses it: a 400.

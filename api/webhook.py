@@ -27,15 +27,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from callback_ledger.config import Settings
-from callback_ledger.domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback, loads_body
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import StoreContention
-from callback_ledger.runtime import Runtime
-
-from . import signature
-from .health import WriteHealth
-from .responses import JSON, error
+from api import signature
+from api.health import WriteHealth
+from api.responses import JSON, error
+from domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback, loads_body
+from domain.receipt import Receipt
+from service.runtime import Runtime
+from store.config import Settings
+from store.ledger import StoreContention
 
 log = logging.getLogger("callback_ledger")
 

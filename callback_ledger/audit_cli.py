@@ -14,12 +14,12 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from callback_ledger import audit
-from callback_ledger.config import Settings
-from callback_ledger.keys import KeyStore, cli_user
-from callback_ledger.projections.db import Cursor
-from callback_ledger.projections.rules import iso
-from callback_ledger.runtime import Runtime
+from projections import audit
+from projections.rules import iso
+from service.runtime import Runtime
+from store.config import Settings
+from store.db import Cursor
+from store.keys import KeyStore, cli_user
 
 
 def time_arg(value: str) -> str:
@@ -256,7 +256,7 @@ ACCESS = ["id", "at", "actor", "route", "subject", "results", "status"]
 
 
 def run_access(settings: Settings, args: argparse.Namespace) -> int:
-    from callback_ledger.projections.db import Database
+    from store.db import Database
 
     db = Database(settings.database_url, settings.db_timeout_s)
     try:

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 
 from callback_ledger.audit_cli import add_commands as add_audit_commands
-from callback_ledger.config import ConfigError, Settings, collect_less_often
-from callback_ledger.domain.callbacks import loads_body
 from callback_ledger.followup_cli import add_commands as add_followup_commands
 from callback_ledger.keys_cli import add_commands as add_key_commands
-from callback_ledger.logs import setup as setup_logs
+from domain.callbacks import loads_body
+from service.logs import setup as setup_logs
+from store.config import ConfigError, Settings, collect_less_often
 
 # serve's HTTP limits: (option, environment variable). See api/connections.py.
 HTTP_LIMITS = (
@@ -57,9 +57,9 @@ def refuse_unsigned(settings: Settings, args: argparse.Namespace) -> None:
 def first_key(settings: Settings) -> None:
     """On a store with no key at all: an all-scopes key named admin, printed once, so the
     first queries work (as Jupyter prints its token)."""
-    from callback_ledger.keys import SCOPES, KeyStore
-    from callback_ledger.logs import SHOWN_ONCE
-    from callback_ledger.projections.db import Database
+    from service.logs import SHOWN_ONCE
+    from store.db import Database
+    from store.keys import SCOPES, KeyStore
 
     log = logging.getLogger("callback_ledger")
     db = Database(settings.database_url, settings.db_timeout_s)
@@ -88,7 +88,7 @@ def first_key(settings: Settings) -> None:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    from callback_ledger import multiproc
+    from service import multiproc
 
     # Before any server process imports prometheus_client: one fresh directory for this run.
     multiprocess = args.workers > 1 or bool(os.environ.get(multiproc.ENV))
@@ -107,9 +107,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from callback_ledger import logs
-    from callback_ledger.api.app import create_app
-    from callback_ledger.api.connections import FD_RESERVE, PROTOCOL, raise_fd_limit
+    from api.app import create_app
+    from api.connections import FD_RESERVE, PROTOCOL, raise_fd_limit
+    from service import logs
 
     # Options go through the environment: worker processes and the connection guard read
     # their settings from it.
@@ -161,12 +161,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # Each process reads the same environment and group-commits on its own; conflicts
         # between processes on one stream are resolved by the store's optimistic concurrency.
         uvicorn.run(
-            "callback_ledger.api.app:app_from_env", factory=True, workers=args.workers, **options
+            "api.app:app_from_env", factory=True, workers=args.workers, **options
         )
         return 0
     # Two listening sockets served by the same app (in each worker): it tells them apart by
     # the port a request arrived on (api/auth.py PublicSide).
-    app: Any = create_app(settings) if args.workers == 1 else "callback_ledger.api.app:app_from_env"
+    app: Any = create_app(settings) if args.workers == 1 else "api.app:app_from_env"
     config = uvicorn.Config(app, factory=args.workers > 1, workers=args.workers, **options)
     private_config = uvicorn.Config(app, **{**options, "host": private[0], "port": private[1]})
     sockets = [config.bind_socket(), private_config.bind_socket()]
@@ -185,9 +185,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def quarantine(settings: Settings, args: argparse.Namespace) -> int:
-    from callback_ledger.keys import KeyStore, cli_user
-    from callback_ledger.ledger import Ledger
-    from callback_ledger.projections.db import Database
+    from store.db import Database
+    from store.keys import KeyStore, cli_user
+    from store.ledger import Ledger
 
     ledger = Ledger.from_settings(settings)
     count = 0
@@ -229,7 +229,7 @@ def read_bodies(path: str) -> Iterator[tuple[str, bytes]]:
 
 def reinterpret(settings: Settings, args: argparse.Namespace) -> int:
     """Records what an earlier version kept in the catch-all and this one interprets."""
-    from callback_ledger.ledger import Ledger
+    from store.ledger import Ledger
 
     ledger = Ledger.from_settings(settings)
     try:
@@ -250,9 +250,9 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
     refused or any file could not be read."""
     from datetime import UTC, datetime
 
-    from callback_ledger.domain.callbacks import InvalidCallback
-    from callback_ledger.domain.receipt import Receipt
-    from callback_ledger.ledger import Ledger
+    from domain.callbacks import InvalidCallback
+    from domain.receipt import Receipt
+    from store.ledger import Ledger
 
     unreadable = [path for path in args.files if not os.path.isfile(path)]
     for path in unreadable:
@@ -298,7 +298,7 @@ def project(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from callback_ledger.runtime import Runtime
+    from service.runtime import Runtime
 
     runtime = Runtime(settings)
     runtime.projector().page_size = args.page_size
@@ -324,7 +324,7 @@ def project(settings: Settings, args: argparse.Namespace) -> int:
 def replay(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
-    from callback_ledger.scripts.replay import replay as run_replay
+    from projections.replay import replay as run_replay
 
     # Stopped by SIGTERM as by Ctrl-C: its part processes are stopped too, and a rerun resumes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

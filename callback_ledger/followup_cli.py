@@ -7,13 +7,13 @@ import argparse
 import sys
 from typing import Any
 
-from callback_ledger import followups
-from callback_ledger.api.queries import message_view
+from api.query_routes import message_view
 from callback_ledger.audit_cli import emit, time_arg
-from callback_ledger.config import Settings
-from callback_ledger.projections import followup
-from callback_ledger.projections.db import Cursor
-from callback_ledger.runtime import Runtime
+from domain import followup
+from service import followups
+from service.runtime import Runtime
+from store.config import Settings
+from store.db import Cursor
 
 COLUMNS = [
     "message_id",
@@ -57,8 +57,8 @@ def add_commands(commands: Any) -> None:
 def consent_stale(runtime: Runtime) -> str | None:
     """Why the consent projection cannot be trusted now, as /consent/check decides it (without
     waiting: this command follows nothing itself)."""
-    from callback_ledger.projections.consent import NAME
-    from callback_ledger.projections.projector import describe
+    from projections.consent import NAME
+    from projections.projector import describe
 
     projector = runtime.projector()
     fault, pending = projector.freshness(NAME, projector.head())

@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from callback_ledger.config import Settings
-from callback_ledger.keys import SCOPES, KeyProblem, KeyStore, parse_scopes
-from callback_ledger.projections.db import Database
+from store.config import Settings
+from store.db import Database
+from store.keys import SCOPES, KeyProblem, KeyStore, parse_scopes
 
 
 def store_for(settings: Settings) -> tuple[KeyStore, Database]:

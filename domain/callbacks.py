@@ -179,8 +179,10 @@ class InboundMessage(_Model):
     @property
     def text(self) -> str | None:
         text_message = self.contact_message.get("text_message")
-        if isinstance(text_message, dict) and isinstance(text_message.get("text"), str):
-            return text_message["text"]
+        if isinstance(text_message, dict):
+            text = text_message.get("text")
+            if isinstance(text, str):
+                return text
         return None
 
     @property

@@ -6,7 +6,7 @@ can be replayed over the same facts.
 A contact may write to us for years: its state must not grow with its stream. It remembers only
 the dedupe keys of its last RECENT facts (`recent`); the key of every fact is also written,
 in the same transaction as the fact, to the store's key table (`ledger_dedupe`, primary key
-(stream, key); see `callback_ledger.dedupe`). The ledger asks that table about a key only when
+(stream, key); see `store.dedupe`). The ledger asks that table about a key only when
 the contact has forgotten some (`remembers_all` false), and the table's primary key refuses a
 second copy of a fact even when two processes decide at once. Snapshots of the first version
 (all keys in `seen`) are upcast on load (`upcast_v1_v2`)."""
@@ -19,9 +19,16 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from . import ids
-from .callbacks import InboundCallback, OptInCallback, OptOutCallback, normalise_identity
-from .receipt import Receipt
+from domain import ids
+from domain.callbacks import (
+    InboundCallback,
+    OptInCallback,
+    OptInNotification,
+    OptOutCallback,
+    OptOutNotification,
+    normalise_identity,
+)
+from domain.receipt import Receipt
 
 
 def contact_key(contact_id: str | None, channel: str, identity: str | None) -> str:
@@ -155,6 +162,7 @@ class Contact(Aggregate):
     def record_consent(self, callback: OptInCallback | OptOutCallback, receipt: Receipt) -> bool:
         """Appends a ConsentReported event; False when this notification is one of the recent
         facts (older ones: the caller asks the store first, see the class docstring)."""
+        note: OptInNotification | OptOutNotification
         if isinstance(callback, OptInCallback):
             kind, note = "OPT_IN", callback.opt_in_notification
         else:

@@ -10,9 +10,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from . import ids
-from .callbacks import DeliveryCallback, SubmitCallback
-from .receipt import Receipt
+from domain import ids
+from domain.callbacks import DeliveryCallback, SubmitCallback
+from domain.receipt import Receipt
 
 
 def report_key(channel: str | None, status: str) -> str:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from . import ids
+from domain import ids
 
 
 class UnrecognisedCallback(Aggregate):

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from callback_ledger.domain.callbacks import normalise_identity
-
-from . import rules
-from .db import Cursor, select_by_keys, upsert
-from .events import CONSENT_REPORTED, INBOUND_RECEIVED, REPORTS, LoggedEvent
+from domain.callbacks import normalise_identity
+from projections import rules
+from projections.log_reader import CONSENT_REPORTED, INBOUND_RECEIVED, REPORTS, LoggedEvent
+from store.db import Cursor, select_by_keys, upsert
 
 NAME = "consent"
 # Delivery reports only for contact_identities: the numbers a contact was sent to.

@@ -7,17 +7,16 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
-from callback_ledger.domain.message import report_key, submission_key
-
-from . import rules
-from .db import Cursor, insert, select_by_keys, upsert
-from .events import (
+from domain.message import report_key, submission_key
+from projections import rules
+from projections.log_reader import (
     FIRST_REPORTED,
     MESSAGE_REGISTERED,
     MESSAGE_SUBMITTED,
     REPORTS,
     LoggedEvent,
 )
+from store.db import Cursor, insert, select_by_keys, upsert
 
 NAME = "messages"
 # MESSAGE_SUBMIT callbacks an earlier version kept in the catch-all are not read here (their

@@ -25,9 +25,9 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from . import consent, messages, rules
-from .db import Cursor, Database, Row
-from .events import EventLog, LoggedEvent
+from projections import consent, messages, rules
+from projections.log_reader import EventLog, LoggedEvent
+from store.db import Cursor, Database, Row
 
 log = logging.getLogger("callback_ledger")
 

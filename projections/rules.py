@@ -14,14 +14,13 @@ from typing import Any
 
 import orjson
 
-from callback_ledger.domain.callbacks import normalise_identity
-from callback_ledger.domain.ids import message_id as message_stream
-
-from . import followup
-from . import keywords as keywords_module
+from domain import followup
+from domain import keywords as keywords_module
+from domain.callbacks import normalise_identity
+from domain.ids import message_id as message_stream
 
 # Keyword matching lives in keywords.py; re-exported for the modules that import it from here.
-from .keywords import DEFAULT_KEYWORDS, NOTHING, Keywords, Reading
+from domain.keywords import DEFAULT_KEYWORDS, NOTHING, Keywords, Reading
 
 __all__ = ["DEFAULT_KEYWORDS", "NOTHING", "Keywords", "Reading"]
 

@@ -4,7 +4,7 @@
 - `insert_app`: one plain INSERT of the raw JSON per request through a psycopg pool, committed
   before answering (the simplest durable receiver).
 
-Run with: uvicorn --factory callback_ledger.scripts.baselines:insert_app (BASELINE_DATABASE_URL).
+Run with: uvicorn --factory scripts.baselines:insert_app (BASELINE_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from callback_ledger.config import collect_less_often
+from store.config import collect_less_often
 
 OK = b'{"status":"accepted"}'
 

@@ -31,19 +31,19 @@ import httpx
 import orjson
 import psycopg
 
-from callback_ledger.api.signature import sign
-from callback_ledger.compression import inflate
-from callback_ledger.config import Settings
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Ledger
-from callback_ledger.projections.events import REPORTS
-from callback_ledger.scripts.postgres import (
+from api.signature import sign
+from domain.receipt import Receipt
+from projections.log_reader import REPORTS
+from store.compression import inflate
+from store.config import Settings
+from store.ledger import Ledger
+from store.sqlite_writer import LRU
+from tests.postgres_server import (
     create_database,
     drop_database,
     find_or_start,
     free_port,
 )
-from callback_ledger.writer import LRU
 
 SECRET = "bench-secret"
 HERE = Path(__file__).parent
@@ -356,8 +356,8 @@ def check_durability(receiver: Receiver, kind: str, database_url: str | None) ->
 
 def key_headers(database_url: str) -> dict[str, str]:
     """An API key for /healthz's detail (a key is created in the store, as `keys create` does)."""
-    from callback_ledger.keys import SCOPES, KeyStore
-    from callback_ledger.projections.db import Database
+    from store.db import Database
+    from store.keys import SCOPES, KeyStore
 
     db = Database(database_url)
     try:
@@ -622,14 +622,14 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "null",
                 "null",
-                ["uvicorn", "--factory", "callback_ledger.scripts.baselines:null_app"],
+                ["uvicorn", "--factory", "scripts.baselines:null_app"],
                 {},
                 None,
             ),
             (
                 "plain insert",
                 "insert",
-                ["uvicorn", "--factory", "callback_ledger.scripts.baselines:insert_app"],
+                ["uvicorn", "--factory", "scripts.baselines:insert_app"],
                 {"BASELINE_DATABASE_URL": insert_db},
                 insert_db,
             ),
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     "uvicorn",
                     "--factory",
-                    "callback_ledger.scripts.baselines:insert_app",
+                    "scripts.baselines:insert_app",
                     "--workers",
                     "2",
                 ],

@@ -2,7 +2,7 @@
 loaded by wrk with pre-signed distinct callbacks (scripts/bench.lua), projections off so only
 the writing is measured.
 
-Usage: python -m callback_ledger.scripts.bench_unknown [--duration 8] [--connections 64]"""
+Usage: python -m scripts.bench_unknown [--duration 8] [--connections 64]"""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from callback_ledger.scripts.bench import SECRET, Receiver, envelope, report, run_wrk, write_signed
-from callback_ledger.scripts.postgres import create_database, drop_database, find_or_start
+from scripts.bench import SECRET, Receiver, envelope, report, run_wrk, write_signed
+from tests.postgres_server import create_database, drop_database, find_or_start
 
 N = 60_000
 

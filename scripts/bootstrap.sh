@@ -11,6 +11,6 @@ extras=${1:-}
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)${extras:+-$extras}"
 if [ ! -f "$stamp" ]; then
   echo "installing callback-ledger${extras:+ [$extras]} into .venv ..." >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e ".${extras:+[$extras]}"
   touch "$stamp"
 fi

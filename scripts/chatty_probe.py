@@ -1,5 +1,5 @@
 """One contact's next message as its stream grows, against a new contact's first at the same
-moments (`python -m callback_ledger.scripts.chatty_probe --backend postgres`).
+moments (`python -m scripts.chatty_probe --backend postgres`).
 
 Issue 13 asks that the 50,000th inbound message of one contact be recorded as fast as the 100th.
 In the soak that time moves with everything else the machine does; here the contact grows
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from callback_ledger.scripts.bench import SECRET, Receiver, postgres_databases
-from callback_ledger.scripts.soak import chatty_inbound, send_once, signed_post
+from scripts.bench import SECRET, Receiver, postgres_databases
+from scripts.soak import chatty_inbound, send_once, signed_post
 
 MARKS = (100, 1_000, 10_000, 50_000)
 

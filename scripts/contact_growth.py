@@ -12,7 +12,7 @@ The rest are recorded in batches of 256 (snapshots are taken as usual). Each fig
 over one snapshot interval of 200 messages (every 10th of them for `cold`), in µs per message;
 then the contact's snapshots: how many, their bytes, and the latest one's bytes.
 
-    .venv/bin/python -m callback_ledger.scripts.contact_growth [N] [DATABASE_URL]
+    .venv/bin/python -m scripts.contact_growth [N] [DATABASE_URL]
 
 N defaults to 10,000; the URL to a new SQLite file in a temp dir (a PostgreSQL URL must name an
 empty database)."""
@@ -27,11 +27,11 @@ from typing import Any
 
 import orjson
 
-from callback_ledger.config import Settings
-from callback_ledger.domain.contact import Contact
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Command, Ledger
-from callback_ledger.writer import LRU
+from domain.contact import Contact
+from domain.receipt import Receipt
+from store.config import Settings
+from store.ledger import Command, Ledger
+from store.sqlite_writer import LRU
 
 WINDOW = 200
 

@@ -2,7 +2,7 @@
 messages, then `GET /callbacks/{reference}`'s lookup (audit.callback) is timed for references
 near the start, middle and end of the stream.
 
-Usage: python -m callback_ledger.scripts.lookup_bench [--events 10000] [--backend sqlite|postgres]
+Usage: python -m scripts.lookup_bench [--events 10000] [--backend sqlite|postgres]
 (postgres: a database of its own on 127.0.0.1:5432 or LEDGER_TEST_POSTGRES_URL, dropped after)."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 
 import orjson
 
-from callback_ledger import audit
-from callback_ledger.config import Settings
-from callback_ledger.domain.contact import Contact, contact_key
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Ledger
-from callback_ledger.writer import LRU
+from domain.contact import Contact, contact_key
+from domain.receipt import Receipt
+from projections import audit
+from store.config import Settings
+from store.ledger import Ledger
+from store.sqlite_writer import LRU
 
 
 def inbound(i: int) -> dict[str, object]:
@@ -48,7 +48,7 @@ def database(backend: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as tmp:
             yield f"sqlite:///{tmp}/ledger.sqlite3"
         return
-    from callback_ledger.scripts.postgres import create_database, drop_database, find_or_start
+    from tests.postgres_server import create_database, drop_database, find_or_start
 
     admin, _ = find_or_start()
     url = create_database(admin, "ledger_lookup")

@@ -28,8 +28,8 @@ import httpx
 import orjson
 import psycopg
 
-from callback_ledger.api.signature import sign
-from callback_ledger.scripts.bench import (
+from api.signature import sign
+from scripts.bench import (
     SECRET,
     Receiver,
     callback_mix,

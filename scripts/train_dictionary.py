@@ -1,7 +1,7 @@
-"""Trains the zstd dictionary for event state (callback_ledger.compression) and writes it as
+"""Trains the zstd dictionary for event state (store.compression) and writes it as
 the next version, `callback_ledger/dictionaries/events-<version>.zdict`:
 
-    .venv/bin/python -m callback_ledger.scripts.train_dictionary [--fixtures DIR] [--version N]
+    .venv/bin/python -m scripts.train_dictionary [--fixtures DIR] [--version N]
 
 The samples are the events this code stores for: the real Sinch bodies in --fixtures (Sinch's
 published shapes), and the bench's mix with every identifier, number and order id replaced by a
@@ -24,11 +24,11 @@ from typing import Any
 import orjson
 import zstandard
 
-from callback_ledger.compression import DICT_ID_BASE, dictionary_path
-from callback_ledger.config import Settings
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Ledger
-from callback_ledger.scripts.bench import callback_mix
+from domain.receipt import Receipt
+from scripts.bench import callback_mix
+from store.compression import DICT_ID_BASE, dictionary_path
+from store.config import Settings
+from store.ledger import Ledger
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sinch-callbacks"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -9,16 +9,16 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from callback_ledger.api.app import create_app
-from callback_ledger.config import Settings
-from callback_ledger.ledger import Ledger
-from callback_ledger.scripts.postgres import (
+from api.app import create_app
+from store.config import Settings
+from store.ledger import Ledger
+from tests.helpers import make_key
+from tests.postgres_server import (
     PrivateServer,
     create_database,
     drop_database,
     find_or_start,
 )
-from tests.helpers import make_key
 
 SECRET = "test-secret-0123456789"
 

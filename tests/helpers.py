@@ -8,8 +8,8 @@ import subprocess
 import sys
 from typing import Any
 
-from callback_ledger.config import Settings
-from callback_ledger.ledger import Ledger
+from store.config import Settings
+from store.ledger import Ledger
 
 
 def stored_events(database_url: str) -> list[Any]:
@@ -39,7 +39,7 @@ def accept_all(ledger: Ledger, bodies: list[dict[str, Any]]) -> list[Any]:
 
     import orjson
 
-    from callback_ledger.domain.receipt import Receipt
+    from domain.receipt import Receipt
 
     return [
         ledger.accept(body, Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True))
@@ -58,7 +58,7 @@ VIEWS = {
 
 def projection_rows(database_url: str) -> dict[str, list[dict[str, Any]]]:
     """Every row of the read views, in key order."""
-    from callback_ledger.projections.db import Database
+    from store.db import Database
 
     db = Database(database_url)
     try:
@@ -92,8 +92,8 @@ def make_key(
 ) -> str:
     """A new API key in the store at `database_url` (all scopes by default), as `keys create`
     makes one."""
-    from callback_ledger.keys import SCOPES, KeyStore
-    from callback_ledger.projections.db import Database
+    from store.db import Database
+    from store.keys import SCOPES, KeyStore
 
     db = Database(database_url)
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from callback_ledger.api.signature import sign
+from api.signature import sign
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from callback_ledger.scripts.postgres import free_port
 from tests.helpers import make_key, printed_key
+from tests.postgres_server import free_port
 
 
 class Server:

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from . import payloads as p
-from .helpers import cli
-from .test_queries import feed, post, wait_for_projections
+from tests import payloads as p
+from tests.helpers import cli
+from tests.test_queries import feed, post, wait_for_projections
 
 NUMBER = "+46700000001"
 DAY = "2024-06-15T"
@@ -229,8 +229,8 @@ def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None
 
 
 def test_violations_agree_with_state_at_whatever_the_page_size(fed: TestClient, settings) -> None:
-    from callback_ledger import audit
-    from callback_ledger.runtime import Runtime
+    from projections import audit
+    from service.runtime import Runtime
 
     for i in range(7):  # more messages to the opted-out number, around the opt-out and opt-in
         post(fed, p.delivery(f"X{i}", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}1{i}:30:00Z"))
@@ -262,8 +262,8 @@ FREE_TEXT = [
 
 
 def test_help_is_history_without_effect(fed: TestClient, settings) -> None:
-    from callback_ledger import audit
-    from callback_ledger.runtime import Runtime
+    from projections import audit
+    from service.runtime import Runtime
 
     post(fed, p.inbound("IN-HELP", "Help?", identity=NUMBER, event_time=f"{DAY}11:30:00Z"))
     wait_for_projections(fed)

@@ -1,6 +1,6 @@
 """A contact that writes for years: its state, its snapshots and the work of recording one more
 of its messages stay bounded, and a redelivery of any of its facts, however old, is still a
-duplicate (the store's key table, see callback_ledger.dedupe). On SQLite and PostgreSQL."""
+duplicate (the store's key table, see store.dedupe). On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,18 +13,17 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL
 
-from callback_ledger.compression import inflate
-from callback_ledger.config import Settings
-from callback_ledger.dedupe import DedupeSQLiteApplicationRecorder
-from callback_ledger.domain.callbacks import parse_callback
-from callback_ledger.domain.contact import RECENT, Contact
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Command, Ledger, Outcome
-from callback_ledger.projections.db import Database
-from callback_ledger.writer import LRU
-
-from . import payloads as p
-from .helpers import accept_all
+from domain.callbacks import parse_callback
+from domain.contact import RECENT, Contact
+from domain.receipt import Receipt
+from store.compression import inflate
+from store.config import Settings
+from store.db import Database
+from store.dedupe import DedupeSQLiteApplicationRecorder
+from store.ledger import Command, Ledger, Outcome
+from store.sqlite_writer import LRU
+from tests import payloads as p
+from tests.helpers import accept_all
 
 CONTACT = Contact.create_id("PROJECT1", "CONTACT1")
 

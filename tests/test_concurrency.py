@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Ledger, Outcome
-
-from . import payloads as p
-from .helpers import delivery_reports, names, stored_events
+from domain.receipt import Receipt
+from store.ledger import Ledger, Outcome
+from tests import payloads as p
+from tests.helpers import delivery_reports, names, stored_events
 
 STATUSES = ["QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL", "FAILED", "DELIVERED", "READ"]
 CHANNELS = ["WHATSAPP", "RCS", "SMS", "VIBERBM"]
@@ -78,8 +77,8 @@ def test_processes_starting_together_on_a_new_database_all_start(database_url: s
     # serve --workers and replay --jobs start several processes at once; each creates the
     # library's tables and types if missing (without a lock, about one in five failed here).
     start = (
-        "from callback_ledger.config import Settings\n"
-        "from callback_ledger.ledger import Ledger\n"
+        "from store.config import Settings\n"
+        "from store.ledger import Ledger\n"
         f"Ledger.from_settings(Settings(database_url={database_url!r})).close()\n"
     )
     processes = [

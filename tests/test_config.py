@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from callback_ledger.config import ConfigError, Settings, eventsourcing_env
+from store.config import ConfigError, Settings, eventsourcing_env
 
 
 def test_defaults() -> None:

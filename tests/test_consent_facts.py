@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from . import payloads as p
-from .conftest import SECRET
-from .test_queries import wait_for_projections
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.test_queries import wait_for_projections
 
 
 def bare(kind: str, accepted_time: str | None, **envelope: str) -> dict:

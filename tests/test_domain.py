@@ -8,18 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callback_ledger.domain.callbacks import (
+from domain.callbacks import (
     InboundCallback,
     InvalidCallback,
     detect_trigger,
     normalise_identity,
     parse_callback,
 )
-from callback_ledger.domain.contact import Contact, contact_key
-from callback_ledger.domain.message import Message
-from callback_ledger.domain.receipt import Receipt
-
-from . import payloads as p
+from domain.contact import Contact, contact_key
+from domain.message import Message
+from domain.receipt import Receipt
+from tests import payloads as p
 
 RECEIPT = Receipt("{}", datetime(2024, 6, 15, tzinfo=UTC), True, {})
 STATUSES = ["QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL", "FAILED", "DELIVERED", "READ", "NEW_STATUS"]

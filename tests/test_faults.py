@@ -15,13 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from callback_ledger.config import Settings
-from callback_ledger.scripts.replay import replay
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import REPORT_EVENTS, projection_rows, stored_events
-from .server import Server
+from projections.replay import replay
+from store.config import Settings
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import REPORT_EVENTS, projection_rows, stored_events
+from tests.server import Server
 
 STATUSES = ["QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL", "FAILED", "DELIVERED", "READ"]
 

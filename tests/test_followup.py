@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from callback_ledger.projections import followup, rules
+from domain import followup
+from projections import rules
 
 REFERENCE = (
     Path(__file__).resolve().parents[1].parent

@@ -11,19 +11,18 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from callback_ledger.api.app import create_app
-from callback_ledger.config import Settings
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Ledger
-from callback_ledger.projections import rules
-from callback_ledger.projections.db import Database
-from callback_ledger.runtime import Runtime
-from callback_ledger.scripts.replay import replay
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import accept_all, cli, projection_rows
-from .test_queries import feed, post, wait_for_projections
+from api.app import create_app
+from domain.receipt import Receipt
+from projections import rules
+from projections.replay import replay
+from service.runtime import Runtime
+from store.config import Settings
+from store.db import Database
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import accept_all, cli, projection_rows
+from tests.test_queries import feed, post, wait_for_projections
 
 NUMBER = "46700000123"
 
@@ -171,7 +170,7 @@ def keep_in_catch_all(ledger: Ledger, body: dict) -> None:
 def test_submissions_kept_by_an_earlier_version_are_recorded_by_reinterpret(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
-    from callback_ledger import audit
+    from projections import audit
 
     # As 501b7cc left a store: a submission in the catch-all, before and after the message's
     # first report (pages of one event apart when followed: the row exists before either).
@@ -321,7 +320,7 @@ def test_every_reference_resolves_when_a_submission_is_reinterpreted_between_rep
 ) -> None:
     """The stored timeline leaves out references it can derive from the message's stream: a
     submission recorded later from the catch-all must leave them all resolvable."""
-    from callback_ledger import audit
+    from projections import audit
 
     runtime = Runtime(settings, ledger)
     try:

@@ -9,15 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from callback_ledger.config import Settings
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Command, Ledger, Outcome
-from callback_ledger.loop_writer import LoopGroupCommit
-from callback_ledger.runtime import Runtime
-from callback_ledger.writer import LRU, GroupCommitWriter
-
-from . import payloads as p
-from .helpers import delivery_reports, names, stored_events
+from domain.receipt import Receipt
+from service.runtime import Runtime
+from store.config import Settings
+from store.ledger import Command, Ledger, Outcome
+from store.postgres_writer import LoopGroupCommit
+from store.sqlite_writer import LRU, GroupCommitWriter
+from tests import payloads as p
+from tests.helpers import delivery_reports, names, stored_events
 
 
 def command(ledger: Ledger, body: dict) -> Command:

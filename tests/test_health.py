@@ -10,13 +10,12 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from callback_ledger.api.app import create_app
-from callback_ledger.config import Settings
-from callback_ledger.ledger import Ledger
-
-from . import payloads as p
-from .conftest import SECRET
-from .test_queries import wait_for_projections
+from api.app import create_app
+from store.config import Settings
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.test_queries import wait_for_projections
 
 
 def send(client: TestClient, body: dict):

@@ -16,14 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from callback_ledger.api.app import create_app
-from callback_ledger.config import Settings
-from callback_ledger.ledger import Ledger
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import delivery_reports, stored_events
-from .server import Server
+from api.app import create_app
+from store.config import Settings
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import delivery_reports, stored_events
+from tests.server import Server
 
 URL = "/webhooks/sinch"
 FUZZ = settings(

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .server import Server
-from .test_hostile import read_response
+from tests.server import Server
+from tests.test_hostile import read_response
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
 

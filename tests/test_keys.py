@@ -17,16 +17,16 @@ import pytest
 from starlette.routing import Match
 from starlette.testclient import TestClient
 
-from callback_ledger.api import auth
-from callback_ledger.api.app import create_app
-from callback_ledger.config import Settings, sqlite_path
-from callback_ledger.keys import KEYS_TABLE, SCOPES
-from callback_ledger.ledger import Ledger
-from callback_ledger.projections.db import Database
-from callback_ledger.scripts.postgres import free_port
+from api import auth
+from api.app import create_app
+from store.config import Settings, sqlite_path
+from store.db import Database
+from store.keys import KEYS_TABLE, SCOPES
+from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import cli, make_key, printed_key
+from tests.postgres_server import free_port
 from tests.server import Server
 
 WEBHOOK = "/webhooks/sinch"
@@ -92,7 +92,7 @@ def revoke(database_url: str, name: str) -> None:
 
 
 def test_every_route_is_in_the_scope_table(client: TestClient) -> None:
-    from callback_ledger.api.app import ROUTE_SCOPES
+    from api.app import ROUTE_SCOPES
 
     starlette = client.app.app  # inside WebhookFirst
     seen = set()
@@ -204,7 +204,7 @@ def test_revocation_takes_effect_within_the_cache_bound(
 def test_a_query_costs_one_cached_lookup(
     settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from callback_ledger.keys import KeyStore
+    from store.keys import KeyStore
 
     lookups = []
     find = KeyStore.find
@@ -218,7 +218,7 @@ def test_a_query_costs_one_cached_lookup(
 def test_last_used_is_written_at_most_once_a_minute(
     settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from callback_ledger.keys import KeyStore
+    from store.keys import KeyStore
 
     touches = []
     touch = KeyStore.touch

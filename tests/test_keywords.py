@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from callback_ledger.config import ConfigError, Settings
-from callback_ledger.projections import keywords as keywords_module
-from callback_ledger.projections import rules
-from callback_ledger.projections.keywords import (
+from domain import keywords as keywords_module
+from domain.keywords import (
     DEFAULT_KEYWORDS,
     HELP,
     LANGUAGES,
@@ -20,6 +18,8 @@ from callback_ledger.projections.keywords import (
     normalise,
     words,
 )
+from projections import rules
+from store.config import ConfigError, Settings
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,12 @@ import httpx
 import orjson
 import pytest
 
-from callback_ledger import logs
-from callback_ledger.config import ConfigError
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import cli, make_key
-from .server import Server
+from service import logs
+from store.config import ConfigError
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import cli, make_key
+from tests.server import Server
 
 NUMBER = "46732001122"
 

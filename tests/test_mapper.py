@@ -12,15 +12,14 @@ import pytest
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 
-from callback_ledger.domain.callbacks import parse_callback
-from callback_ledger.domain.contact import Contact
-from callback_ledger.domain.message import Message
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
-from callback_ledger.ledger import Ledger
-from callback_ledger.mapper import FAST_EVENTS, FastMapper
-
-from . import payloads as p
+from domain.callbacks import parse_callback
+from domain.contact import Contact
+from domain.message import Message
+from domain.receipt import Receipt
+from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
+from store.ledger import Ledger
+from store.mapper import FAST_EVENTS, FastMapper
+from tests import payloads as p
 
 
 def receipt(body: dict[str, Any]) -> Receipt:

@@ -16,17 +16,16 @@ from eventsourcing.utils import get_topic
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from callback_ledger.api.app import create_app
-from callback_ledger.config import Settings
-from callback_ledger.domain.unrecognised import QuarantinedCallback
-from callback_ledger.ledger import Ledger
-from callback_ledger.metrics import QuarantineCount
-from callback_ledger.runtime import Runtime
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import cli
-from .server import Server
+from api.app import create_app
+from domain.unrecognised import QuarantinedCallback
+from service.metrics import QuarantineCount
+from service.runtime import Runtime
+from store.config import Settings
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import cli
+from tests.server import Server
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

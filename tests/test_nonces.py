@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from callback_ledger.api.webhook import NonceMemory
+from api.webhook import NonceMemory
 
 START = 1_800_000_000
 

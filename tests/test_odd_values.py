@@ -11,13 +11,12 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
-from callback_ledger.domain.contact import Contact
-from callback_ledger.ledger import Ledger
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import cli, stored_events
-from .test_queries import wait_for_projections
+from domain.contact import Contact
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import cli, stored_events
+from tests.test_queries import wait_for_projections
 
 URL = "/webhooks/sinch"
 

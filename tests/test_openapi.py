@@ -15,8 +15,8 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.python import asgi
 from starlette.testclient import TestClient
 
-from callback_ledger.api.openapi import document
-from callback_ledger.api.queries import MAX_INTEGER, MAX_LIMIT, MAX_TEXT
+from api.openapi import document
+from api.query_routes import MAX_INTEGER, MAX_LIMIT, MAX_TEXT
 
 SCHEMA = schemathesis.openapi.from_dict(document())
 QUICK = settings(

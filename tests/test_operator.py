@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 from starlette.testclient import TestClient
 
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import cli, names, stored_events
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import cli, names, stored_events
 
 
 def test_fix_a_quarantined_callback_and_feed_it_back(

@@ -16,12 +16,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from callback_ledger.api.app import create_app
-from callback_ledger.config import Settings
-from callback_ledger.ledger import Ledger
-
-from . import payloads as p
-from .conftest import SECRET
+from api.app import create_app
+from store.config import Settings
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.conftest import SECRET
 
 OPS = Path(__file__).parent.parent / "ops"
 RULES = OPS / "prometheus" / "alerts.yml"

@@ -14,12 +14,11 @@ import httpx
 import orjson
 import yaml
 
-from callback_ledger.config import Settings, eventsourcing_env
-from callback_ledger.scripts.postgres import free_port
-
-from . import payloads as p
-from .helpers import names, printed_key, stored_events
-from .server import Server
+from store.config import Settings, eventsourcing_env
+from tests import payloads as p
+from tests.helpers import names, printed_key, stored_events
+from tests.postgres_server import free_port
+from tests.server import Server
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -32,12 +31,13 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert re.search(r"^scripts/test$", (ROOT / ".ci/run").read_text(), re.M)
 
 
-def test_distribution_installs_only_under_callback_ledger() -> None:
+def test_distribution_installs_the_layers_as_packages_whose_import_path_is_their_folder() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = config["tool"]["setuptools"]["packages"]
-    assert all(p == "callback_ledger" or p.startswith("callback_ledger.") for p in packages)
-    for folder in ("domain", "projections", "api", "scripts"):
-        assert config["tool"]["setuptools"]["package-dir"][f"callback_ledger.{folder}"] == folder
+    assert set(packages) == {"domain", "store", "projections", "service", "api", "callback_ledger"}
+    assert "package-dir" not in config["tool"]["setuptools"]  # no import hook: path == folder
+    for package in packages:
+        assert (ROOT / package / "__init__.py").is_file()
     assert config["project"]["scripts"]["callback-ledger"] == "callback_ledger.cli:main"
 
 
@@ -77,7 +77,7 @@ def test_compose_configures_the_service_against_its_postgres() -> None:
 def test_compose_command_and_configuration_run_here(tmp_path: Path, pg_admin_url: str) -> None:
     """The compose service's own command and environment, with only the database host swapped for
     the test's PostgreSQL."""
-    from .conftest import create_database, drop_database
+    from tests.conftest import create_database, drop_database
 
     ledger = compose_ledger()
     database_url = create_database(pg_admin_url)

@@ -9,10 +9,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from callback_ledger.api.queries import encode_cursor, path_param
-
-from .test_projections import SCENARIO
-from .test_queries import feed
+from api.query_routes import encode_cursor, path_param
+from tests.test_projections import SCENARIO
+from tests.test_queries import feed
 
 UUID = "0b7e8f1c-6d5a-4c3b-9a2e-1f0d9c8b7a61"
 EARLY = "0001-01-01T00:00:00%2B01:00"  # UTC is the year 0

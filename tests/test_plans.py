@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from callback_ledger.config import Settings
-from callback_ledger.domain.contact import RECENT
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Ledger
-from callback_ledger.loop_writer import LoopGroupCommit
-
-from . import payloads as p
+from domain.contact import RECENT
+from domain.receipt import Receipt
+from store.config import Settings
+from store.ledger import Ledger
+from store.postgres_writer import LoopGroupCommit
+from tests import payloads as p
 
 
 def command(ledger: Ledger, i: int) -> Any:

@@ -14,14 +14,13 @@ import time
 
 import pytest
 
-from callback_ledger.config import Settings
-from callback_ledger.ledger import Ledger
-from callback_ledger.projections.projector import Projector
-from callback_ledger.runtime import Runtime
-from callback_ledger.scripts.replay import replay
-
-from . import payloads as p
-from .helpers import accept_all, projection_rows
+from projections.projector import Projector
+from projections.replay import replay
+from service.runtime import Runtime
+from store.config import Settings
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.helpers import accept_all, projection_rows
 
 STATUSES = ["QUEUED_ON_CHANNEL", "DELIVERED", "READ", "FAILED", "SWITCHING_CHANNEL"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from callback_ledger.projections.db import Cursor, Database, select_by_keys
+from store.db import Cursor, Database, select_by_keys
 
 TABLE = "lookup_probe"
 

@@ -15,15 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callback_ledger.config import Settings
-from callback_ledger.ledger import Ledger
-from callback_ledger.projections.events import EventLog
-from callback_ledger.projections.projector import ReadAhead
-from callback_ledger.runtime import Runtime
-from callback_ledger.scripts.replay import replay
-
-from . import payloads as p
-from .helpers import accept_all, cli, projection_rows
+from projections.log_reader import EventLog
+from projections.projector import ReadAhead
+from projections.replay import replay
+from service.runtime import Runtime
+from store.config import Settings
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.helpers import accept_all, cli, projection_rows
 
 
 @pytest.fixture
@@ -380,7 +379,7 @@ def test_joined_words_are_no_opt_in_and_listed_opt_ins_replace_the_defaults(
 
 def drop_review_table(database_url: str, generation: int, view: bool = True) -> None:
     """What a database set up before consent_review existed looks like."""
-    from callback_ledger.projections.db import Database
+    from store.db import Database
 
     db = Database(database_url)
     try:
@@ -514,7 +513,7 @@ callback = st.one_of(
 
 @pytest.fixture
 def second_database_url(backend: str, tmp_path_factory, request) -> Iterator[str]:
-    from .conftest import fresh_database
+    from tests.conftest import fresh_database
 
     yield from fresh_database(backend, tmp_path_factory, request)
 

@@ -7,9 +7,9 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
-from . import payloads as p
-from .conftest import SECRET
-from .test_projections import SCENARIO
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.test_projections import SCENARIO
 
 
 def post(client: TestClient, body: dict) -> None:

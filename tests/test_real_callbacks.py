@@ -11,9 +11,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from . import payloads as p
-from .conftest import SECRET
-from .test_queries import wait_for_projections
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.test_queries import wait_for_projections
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "sinch-callbacks"
 # A delivery report that names no message: no aggregate to put it on (see the fixtures' README).

@@ -9,14 +9,13 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from callback_ledger import audit
-from callback_ledger.domain.contact import Contact, contact_key
-from callback_ledger.domain.message import Message
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Ledger
-from callback_ledger.writer import LRU
-
-from . import payloads as p
+from domain.contact import Contact, contact_key
+from domain.message import Message
+from domain.receipt import Receipt
+from projections import audit
+from store.ledger import Ledger
+from store.sqlite_writer import LRU
+from tests import payloads as p
 
 EVENTS = 3000
 
@@ -88,7 +87,7 @@ def test_a_reference_on_a_long_stream_reads_one_event(
 
 
 def test_message_references_and_old_forms_keep_working(client: TestClient, ledger: Ledger) -> None:
-    from .test_webhook import post
+    from tests.test_webhook import post
 
     for status in ("QUEUED_ON_CHANNEL", "DELIVERED"):
         assert post(client, p.delivery("M1", status)).status_code == 200

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callback_ledger.projections import rules
+from projections import rules
 
 T = "2024-06-15T14:00:0{}.000000Z"
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from callback_ledger.scripts.postgres import PrivateServer
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import cli, delivery_reports, names, stored_events
-from .server import Server
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import cli, delivery_reports, names, stored_events
+from tests.postgres_server import PrivateServer
+from tests.server import Server
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from callback_ledger.api import signature
-
-from . import payloads as p
+from api import signature
+from tests import payloads as p
 
 VECTOR_SECRET = "foo_secret1234"
 VECTOR_NONCE = "01FJA8B4A7BM43YGWSG9GBV067"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from callback_ledger.scripts import soak
+from scripts import soak
 
 
 def test_a_short_soak_loses_nothing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""Event state is stored compressed (callback_ledger.compression) and a new message's first
+"""Event state is stored compressed (store.compression) and a new message's first
 report is one event: every raw body comes back byte for byte, and a store written before both
 (plain JSON, Registered then DeliveryReported) still reads, dedupes and replays."""
 
@@ -13,18 +13,17 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from callback_ledger.compression import MAGIC, StateCompressor, inflate
-from callback_ledger.config import Settings
-from callback_ledger.domain.message import Message
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.ledger import Ledger
-from callback_ledger.projections import rules
-
-from . import payloads as p
-from .conftest import fresh_database
-from .helpers import cli, projection_rows, stored_events
-from .test_queries import wait_for_projections
-from .test_real_callbacks import post, real_bodies
+from domain.message import Message
+from domain.receipt import Receipt
+from projections import rules
+from store.compression import MAGIC, StateCompressor, inflate
+from store.config import Settings
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.conftest import fresh_database
+from tests.helpers import cli, projection_rows, stored_events
+from tests.test_queries import wait_for_projections
+from tests.test_real_callbacks import post, real_bodies
 
 
 @pytest.fixture

@@ -11,18 +11,17 @@ from datetime import UTC, datetime
 import orjson
 from starlette.testclient import TestClient
 
-from callback_ledger.api.app import QUARANTINE_PAGE_BYTES
-from callback_ledger.compression import inflate
-from callback_ledger.config import Settings
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.domain.unrecognised import QuarantinedCallback
-from callback_ledger.ledger import Ledger, Outcome
-from callback_ledger.runtime import Runtime
-from callback_ledger.writer import LRU
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import cli, names, stored_events
+from api.app import QUARANTINE_PAGE_BYTES
+from domain.receipt import Receipt
+from domain.unrecognised import QuarantinedCallback
+from service.runtime import Runtime
+from store.compression import inflate
+from store.config import Settings
+from store.ledger import Ledger, Outcome
+from store.sqlite_writer import LRU
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import cli, names, stored_events
 
 MB = 1_000_000
 

@@ -8,13 +8,12 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from callback_ledger.api.app import create_app
-from callback_ledger.config import Settings
-from callback_ledger.domain.message import Message
-
-from . import payloads as p
-from .conftest import SECRET
-from .helpers import names, stored_events
+from api.app import create_app
+from domain.message import Message
+from store.config import Settings
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import names, stored_events
 
 URL = "/webhooks/sinch"
 

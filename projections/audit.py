@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
-from callback_ledger.domain.callbacks import normalise_identity
-from callback_ledger.ledger import Ledger
-from callback_ledger.projections import rules
-from callback_ledger.projections.db import Cursor, time_window
-from callback_ledger.projections.rules import OPTED_OUT, STATUS_RANK
+from domain.callbacks import normalise_identity
+from projections import rules
+from projections.rules import OPTED_OUT, STATUS_RANK
+from store.db import Cursor, time_window
+from store.ledger import Ledger
 
 UNKNOWN = "UNKNOWN"
 HISTORY_COLUMNS = (

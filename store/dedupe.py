@@ -31,8 +31,8 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
 
-from callback_ledger.compression import inflate
-from callback_ledger.domain.contact import Contact
+from domain.contact import Contact
+from store.compression import inflate
 
 TABLE = "ledger_dedupe"
 FACT_EVENTS = (Contact.ConsentReported, Contact.InboundMessageReceived)

@@ -10,12 +10,11 @@ from uuid import UUID
 import orjson
 from eventsourcing.utils import get_topic
 
-from callback_ledger.compression import inflate
-from callback_ledger.domain.contact import Contact
-from callback_ledger.domain.message import Message
-from callback_ledger.domain.unrecognised import UnrecognisedCallback
-
-from .db import Cursor
+from domain.contact import Contact
+from domain.message import Message
+from domain.unrecognised import UnrecognisedCallback
+from store.compression import inflate
+from store.db import Cursor
 
 MESSAGE_REGISTERED = get_topic(Message.Registered)
 DELIVERY_REPORTED = get_topic(Message.DeliveryReported)

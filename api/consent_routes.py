@@ -14,14 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callback_ledger import audit
-from callback_ledger.projections.consent import NAME
-from callback_ledger.projections.db import Cursor
-from callback_ledger.projections.projector import describe
-from callback_ledger.projections.rules import iso
-from callback_ledger.runtime import Runtime
-
-from .queries import (
+from api.query_routes import (
     MAX_IDENTITY,
     MAX_REFERENCE,
     Params,
@@ -30,7 +23,13 @@ from .queries import (
     path_param,
     read_views,
 )
-from .responses import JSON, error
+from api.responses import JSON, error
+from projections import audit
+from projections.consent import NAME
+from projections.projector import describe
+from projections.rules import iso
+from service.runtime import Runtime
+from store.db import Cursor
 
 REVIEW_PARAMS = ("since", "until", "limit", "cursor")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from callback_ledger.projections.db import Cursor, Database
+from store.db import Cursor, Database
 
 SCOPES = ("read", "audit", "metrics", "admin")
 # A prefix makes a leaked key recognisable (secret scanners, logs) and says what it is for.

@@ -13,7 +13,7 @@ from typing import Any
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
-from callback_ledger.config import eventsourcing_env, sqlite_path
+from store.config import eventsourcing_env, sqlite_path
 
 Row = dict[str, Any]
 

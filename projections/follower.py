@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .projector import Projector
+from projections.projector import Projector
 
 log = logging.getLogger("callback_ledger")
 
@@ -42,7 +42,7 @@ class LiveFollower:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        from callback_ledger.metrics import follower_error  # once serve has set up metrics
+        from service.metrics import follower_error  # once serve has set up metrics
 
         backoff = self._idle_s
         while not self._stop.is_set():

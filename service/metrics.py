@@ -33,14 +33,14 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from callback_ledger import multiproc
+from service import multiproc
 
 if TYPE_CHECKING:
-    from callback_ledger.projections.db import Cursor
-    from callback_ledger.projections.events import EventLog
-    from callback_ledger.runtime import Runtime
+    from projections.log_reader import EventLog
+    from service.runtime import Runtime
+    from store.db import Cursor
 
-log = logging.getLogger("callback_ledger.metrics")
+log = logging.getLogger("service.metrics")
 commit_log = logging.getLogger("callback_ledger.commit")
 
 
@@ -218,7 +218,7 @@ class QuarantineCount:
 def _event_time(state: bytes) -> datetime | None:
     """When an event was recorded: its `timestamp`, set as it is decided, just before the
     commit."""
-    from callback_ledger.projections.events import decode_state
+    from projections.log_reader import decode_state
 
     stamp = decode_state(state).get("timestamp")
     if isinstance(stamp, dict) and isinstance(stamp.get("_data_"), str):
@@ -251,7 +251,7 @@ class StoreCollector:
     def _read(self) -> list[Metric]:
         from eventsourcing.utils import get_topic
 
-        from callback_ledger.domain.unrecognised import QuarantinedCallback
+        from domain.unrecognised import QuarantinedCallback
 
         if self._quarantine_topic is None:
             self._quarantine_topic = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]

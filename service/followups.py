@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from callback_ledger import audit
-from callback_ledger.projections import followup, rules
-from callback_ledger.projections.db import Cursor, keyset_rows
-from callback_ledger.projections.rules import SUBMITTED, iso
+from domain import followup
+from projections import audit, rules
+from projections.rules import SUBMITTED, iso
+from store.db import Cursor, keyset_rows
 
 # The latest report says the message is on its way and nothing has been heard since.
 QUIET_STATUSES = (SUBMITTED, "QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL")

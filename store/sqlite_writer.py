@@ -20,7 +20,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from callback_ledger.ledger import Command, Ledger, Outcome
+from store.ledger import Command, Ledger, Outcome
 
 log = logging.getLogger("callback_ledger")
 
@@ -48,7 +48,7 @@ class LRU(OrderedDict[UUID, Aggregate]):
 
 class GroupCommitWriter:
     def __init__(self, ledger: Ledger, max_batch: int = 256, cache_size: int = 20_000) -> None:
-        from callback_ledger.metrics import group_commit  # once serve has set up metrics
+        from service.metrics import group_commit  # once serve has set up metrics
 
         self.ledger = ledger
         self.max_batch = max_batch

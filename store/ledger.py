@@ -34,11 +34,8 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
-from callback_ledger import dedupe
-from callback_ledger.compression import state_compressor
-from callback_ledger.config import Settings, eventsourcing_env, sqlite_path
-from callback_ledger.domain import ids
-from callback_ledger.domain.callbacks import (
+from domain import ids
+from domain.callbacks import (
     INTERPRETED_TRIGGERS,
     LENIENT_TRIGGERS,
     DeliveryCallback,
@@ -51,11 +48,14 @@ from callback_ledger.domain.callbacks import (
     loads_body,
     parse_callback,
 )
-from callback_ledger.domain.contact import Contact, contact_key, fact_key
-from callback_ledger.domain.message import Message, report_key, submission_key
-from callback_ledger.domain.receipt import Receipt
-from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
-from callback_ledger.mapper import FastMapper
+from domain.contact import Contact, contact_key, fact_key
+from domain.message import Message, report_key, submission_key
+from domain.receipt import Receipt
+from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
+from store import dedupe
+from store.compression import state_compressor
+from store.config import Settings, eventsourcing_env, sqlite_path
+from store.mapper import FastMapper
 
 log = logging.getLogger("callback_ledger")
 # How a message's stream starts: Registered (then its first report), or FirstReported.
@@ -165,7 +165,7 @@ class Ledger(Application[UUID]):
     # short.
     snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Contact: 200}
 
-    # Event state is stored zstd-compressed (callback_ledger.compression); off only to write
+    # Event state is stored zstd-compressed (store.compression); off only to write
     # the plain JSON a dictionary is trained on, or a store as earlier versions wrote it.
     compress_state: ClassVar[bool] = True
 
@@ -218,7 +218,7 @@ class Ledger(Application[UUID]):
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         """As the library's, with the dedupe keys of the Contact facts among the events, which
-        the recorder writes in the same transaction (callback_ledger.dedupe)."""
+        the recorder writes in the same transaction (store.dedupe)."""
         rows = dedupe.rows(processing_event.events)
         if rows:
             processing_event.saved_kwargs["dedupe"] = rows
@@ -634,7 +634,7 @@ class Ledger(Application[UUID]):
 
     def _keyed_version(self, originator_id: UUID, key: str) -> int | None:
         """The version of a Contact fact by its key: one primary-key lookup in the dedupe
-        table (callback_ledger.dedupe), whatever the stream's length."""
+        table (store.dedupe), whatever the stream's length."""
         recorder = self.recorder
         sqlite = isinstance(recorder, SQLiteApplicationRecorder)
         stream: Any = originator_id.hex if sqlite else originator_id

@@ -64,7 +64,8 @@ class StateCompressor(Compressor):
                 write_content_size=True,
                 write_checksum=False,
             )
-        return compressor.compress(data)
+        compressed: bytes = compressor.compress(data)
+        return compressed
 
     def decompress(self, data: bytes) -> bytes:
         if data[:4] != MAGIC:

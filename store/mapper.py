@@ -8,7 +8,7 @@ fields we know (text, numbers, datetimes, JSON objects) take this path: orjson w
 UUID as a bare string, which the library would then read back as text. Everything else
 (snapshots, foreign events) is encoded by the library as usual.
 
-With a compressor (callback_ledger.compression) the JSON is compressed here, as the library would
+With a compressor (store.compression) the JSON is compressed here, as the library would
 do it: the same bytes, without the library's slower encoding. With a cipher everything goes
 through the library, which compresses before it encrypts."""
 
@@ -23,9 +23,9 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
-from callback_ledger.domain.contact import Contact
-from callback_ledger.domain.message import Message
-from callback_ledger.domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
+from domain.contact import Contact
+from domain.message import Message
+from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 
 FAST_EVENTS: frozenset[type] = frozenset(
     {

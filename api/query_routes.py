@@ -18,14 +18,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callback_ledger import followups
-from callback_ledger.projections import followup, rules
-from callback_ledger.projections import messages as message_tables
-from callback_ledger.projections.db import Cursor, keyset_rows, time_window
-from callback_ledger.projections.rules import iso
-from callback_ledger.runtime import Runtime
-
-from .responses import JSON, error
+from api.responses import JSON, error
+from domain import followup
+from projections import messages as message_tables
+from projections import rules
+from projections.rules import iso
+from service import followups
+from service.runtime import Runtime
+from store.db import Cursor, keyset_rows, time_window
 
 MAX_LIMIT = 1000
 # Integers past 64 bits overflow SQLite's integers and PostgreSQL's bigint.

@@ -21,7 +21,7 @@ from eventsourcing.postgres import (
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from callback_ledger.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
+from store.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
 
 # Any number of ours: the advisory lock around the library's table creation.
 CREATE_TABLES_LOCK = 4711002
@@ -59,7 +59,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     rest of a callback's handling. The insert still runs under the library's EXCLUSIVE table
     lock, so notification ids become visible in order and followers never skip an event.
     Notification ids are not returned: nothing here uses them (the projector reads the log
-    itself). The dedupe keys of the events (`dedupe=`, see callback_ledger.dedupe) go into
+    itself). The dedupe keys of the events (`dedupe=`, see store.dedupe) go into
     their table by a second COPY in the same transaction."""
 
     def create_table(self) -> None:

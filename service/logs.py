@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from callback_ledger.config import ConfigError
+from store.config import ConfigError
 
 FORMATS = ("json", "text")
 # `serve --log-level` takes uvicorn's names; "trace" is uvicorn's level below debug.

@@ -20,9 +20,9 @@ import psycopg
 from eventsourcing.persistence import OperationalError
 from psycopg.rows import dict_row
 
-from callback_ledger import dedupe
-from callback_ledger.config import Settings, eventsourcing_env
-from callback_ledger.ledger import (
+from store import dedupe
+from store.config import Settings, eventsourcing_env
+from store.ledger import (
     BATCH_ATTEMPTS,
     Command,
     Fact,
@@ -31,13 +31,13 @@ from callback_ledger.ledger import (
     collected,
     outcomes,
 )
-from callback_ledger.postgres import (
+from store.postgres import (
     COPY_TYPES,
     DEDUPE_COPY_TYPES,
     FailFastApplicationRecorder,
     copy_row,
 )
-from callback_ledger.writer import LRU
+from store.sqlite_writer import LRU
 
 log = logging.getLogger("callback_ledger")
 
@@ -51,7 +51,7 @@ class LoopGroupCommit:
         cache_size: int = 20_000,
     ) -> None:
         assert isinstance(ledger.recorder, FailFastApplicationRecorder)
-        from callback_ledger.metrics import group_commit  # once serve has set up metrics
+        from service.metrics import group_commit  # once serve has set up metrics
 
         self._observe = group_commit
         self.ledger = ledger
@@ -172,7 +172,7 @@ class LoopGroupCommit:
         stored: list[Any],
         keys: list[dedupe.Row],
     ) -> None:
-        """The events and their dedupe keys in one transaction (see callback_ledger.dedupe)."""
+        """The events and their dedupe keys in one transaction (see store.dedupe)."""
         begin, copy = self.recorder.insert_statements()
         async with conn.cursor() as cursor:
             try:

@@ -148,4 +148,4 @@ def parse_channels(text: str) -> frozenset[str]:
 
 
 def reports_read(channel: str | None, read_channels: frozenset[str] = READ_CHANNELS) -> bool:
-    return bool(channel) and channel.upper() in read_channels
+    return channel is not None and channel.upper() in read_channels

@@ -24,9 +24,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from callback_ledger.config import Settings, collect_less_often
-from callback_ledger.projections.projector import Projector, unreachable
-from callback_ledger.runtime import Runtime
+from projections.projector import Projector, unreachable
+from service.runtime import Runtime
+from store.config import Settings, collect_less_often
 
 SPLIT = "messages"  # the projection worth splitting: nearly every event is one of its
 

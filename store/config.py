@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from callback_ledger.projections import followup
-from callback_ledger.projections.keywords import DEFAULT_LANGUAGES, LANGUAGES
+from domain import followup
+from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES
 
 DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
 
@@ -209,8 +209,8 @@ def eventsourcing_env(url: str, timeout_s: int = 5) -> dict[str, str]:
         return {
             **common,
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            # The library's, plus the dedupe keys' table (callback_ledger.dedupe).
-            "APPLICATION_RECORDER_TOPIC": "callback_ledger.dedupe:DedupeSQLiteApplicationRecorder",
+            # The library's, plus the dedupe keys' table (store.dedupe).
+            "APPLICATION_RECORDER_TOPIC": "store.dedupe:DedupeSQLiteApplicationRecorder",
             "SQLITE_DBNAME": sqlite_path(url),
             "SQLITE_LOCK_TIMEOUT": str(timeout_s),
         }
@@ -233,7 +233,7 @@ def eventsourcing_env(url: str, timeout_s: int = 5) -> dict[str, str]:
         raise ConfigError(f"LEDGER_DATABASE_URL {url!r}: the port is not a number") from None
     return {
         **common,
-        "PERSISTENCE_MODULE": "callback_ledger.postgres:FailFastPostgresFactory",
+        "PERSISTENCE_MODULE": "store.postgres:FailFastPostgresFactory",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": host,
         "POSTGRES_PORT": port,

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import threading
 
-from callback_ledger.config import Settings
-from callback_ledger.ledger import Ledger
-from callback_ledger.loop_writer import LoopGroupCommit
-from callback_ledger.projections.db import Database
-from callback_ledger.projections.projector import Projector, all_projections
-from callback_ledger.projections.rules import Keywords
-from callback_ledger.writer import GroupCommitWriter
+from projections.projector import Projector, all_projections
+from projections.rules import Keywords
+from store.config import Settings
+from store.db import Database
+from store.ledger import Ledger
+from store.postgres_writer import LoopGroupCommit
+from store.sqlite_writer import GroupCommitWriter
 
 Writer = GroupCommitWriter | LoopGroupCommit
 
