@@ -110,7 +110,9 @@ class HeadGuard:
             self.transport.close()
 
 
-class GuardedH11(HeadGuard, H11Protocol):
+# uvicorn's protocols narrow connection_made to a Transport as HeadGuard does; asyncio's
+# BaseProtocol says BaseTransport, so mypy sees the two bases disagree.
+class GuardedH11(HeadGuard, H11Protocol):  # type: ignore[misc]
     conn: h11.Connection
 
     def _head_pending(self) -> bool:
@@ -124,7 +126,7 @@ except ImportError:  # httptools is optional: uvicorn then uses h11
     pass
 else:
 
-    class GuardedHttpTools(HeadGuard, HttpToolsProtocol):
+    class GuardedHttpTools(HeadGuard, HttpToolsProtocol):  # type: ignore[misc]
         _pending = True
 
         def _head_pending(self) -> bool:
