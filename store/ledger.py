@@ -67,8 +67,8 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
 
     # The database file as opened, when the store is one, checked around every write (see
     # `_check_file`).
-    _sqlite_file: str | None = None
-    _sqlite_identity: tuple[int, int] | None = None
+    _store_file: str | None = None
+    _store_identity: tuple[int, int] | None = None
     _moved: str | None = None
 
     # What differs between the databases (store.backend).
@@ -78,9 +78,9 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     def for_backend(cls, backend: Backend) -> Ledger:
         ledger = cls(env=backend.eventsourcing_env)
         ledger.backend = backend
-        ledger._sqlite_file = backend.store_file()
-        if ledger._sqlite_file is not None:
-            ledger._sqlite_identity = file_identity(ledger._sqlite_file)
+        ledger._store_file = backend.store_file()
+        if ledger._store_file is not None:
+            ledger._store_identity = file_identity(ledger._store_file)
         return ledger
 
     @classmethod
@@ -92,11 +92,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         """Raises StoreMoved, for good, once the SQLite file this process writes to is no
         longer the one at its path: a 2xx must mean the callback is in the store people read.
         A stat, a few microseconds, before and after each transaction."""
-        if self._sqlite_file is None:
+        if self._store_file is None:
             return
-        if self._moved is None and file_identity(self._sqlite_file) != self._sqlite_identity:
+        if self._moved is None and file_identity(self._store_file) != self._store_identity:
             self._moved = (
-                f"the SQLite database {self._sqlite_file} was deleted or replaced while this "
+                f"the SQLite database {self._store_file} was deleted or replaced while this "
                 "process was running: it refuses to write anywhere else; restart it"
             )
             log.error("%s", self._moved)
