@@ -35,7 +35,6 @@ from api.query_routes import MAX_INTEGER, Params, Queries
 from api.responses import JSON, error
 from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
-from projections.follower import LiveFollower
 from projections.projector import describe
 from service.runtime import Runtime
 from store.config import Settings, collect_less_often
@@ -100,7 +99,7 @@ def app_from_env() -> Observed:
 def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
     runtime = Runtime(settings, ledger)
     guard = Guard(runtime)
-    follower = LiveFollower(runtime.projector) if settings.projections == "inline" else None
+    follower = runtime.follower()
     progress = Progress()
     consent = ConsentQueries(runtime, follower.wake if follower else lambda: None)
     queries = Queries(runtime, consent.stale)

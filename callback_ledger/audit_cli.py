@@ -256,9 +256,7 @@ ACCESS = ["id", "at", "actor", "route", "subject", "results", "status"]
 
 
 def run_access(settings: Settings, args: argparse.Namespace) -> int:
-    from store.db import Database
-
-    db = Database(settings.database_url, settings.db_timeout_s)
+    db = Runtime(settings).store_database()
     try:
         store = KeyStore(db)
         rows = store.accesses(args.since, args.key)

@@ -58,18 +58,18 @@ def first_key(settings: Settings) -> None:
     """On a store with no key at all: an all-scopes key named admin, printed once, so the
     first queries work (as Jupyter prints its token)."""
     from service.logs import SHOWN_ONCE
-    from store.db import Database
+    from service.runtime import Runtime
     from store.keys import SCOPES, KeyStore
 
     log = logging.getLogger("callback_ledger")
-    db = Database(settings.database_url, settings.db_timeout_s)
+    runtime = Runtime(settings)
     try:
-        key = KeyStore(db).create_first()
+        key = KeyStore(runtime.store_database()).create_first()
     except Exception as exc:  # the store may be down: serve starts anyway and answers 503
         log.warning("could not check the API keys now (%s); create one with `keys create`", exc)
         return
     finally:
-        db.close()
+        runtime.close()
     if key is None:
         return
     log.warning("=" * 72)
@@ -133,7 +133,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"the private listener {settings.private_listen} must use another port than the "
             f"public one ({args.port}): the port tells them apart"
         )
-    if args.workers > 1 and settings.database_url.startswith("sqlite:"):
+    if args.workers > 1 and not settings.store_backend().several_writers:
         raise ConfigError(
             "--workers above 1 needs PostgreSQL: SQLite takes one writer at a time, so more "
             "processes would only queue on its lock"
@@ -185,24 +185,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def quarantine(settings: Settings, args: argparse.Namespace) -> int:
-    from store.db import Database
+    from service.runtime import Runtime
     from store.keys import KeyStore, cli_user
-    from store.ledger import Ledger
 
-    ledger = Ledger.from_settings(settings)
+    runtime = Runtime(settings)
     count = 0
     try:
-        for item in ledger.quarantined(args.after, args.limit):
+        for item in runtime.ledger().quarantined(args.after, args.limit):
             sys.stdout.write(orjson.dumps(item).decode() + "\n")
             count += 1
+        # Refused bodies are audit data (GET /quarantine needs the audit scope): logged as read.
+        KeyStore(runtime.store_database()).record_access(cli_user(), "quarantine", {}, count)
     finally:
-        ledger.close()
-    # Refused bodies are audit data (GET /quarantine needs the audit scope): logged as read.
-    db = Database(settings.database_url, settings.db_timeout_s)
-    try:
-        KeyStore(db).record_access(cli_user(), "quarantine", {}, count)
-    finally:
-        db.close()
+        runtime.close()
     return 0
 
 
@@ -229,13 +224,13 @@ def read_bodies(path: str) -> Iterator[tuple[str, bytes]]:
 
 def reinterpret(settings: Settings, args: argparse.Namespace) -> int:
     """Records what an earlier version kept in the catch-all and this one interprets."""
-    from store.ledger import Ledger
+    from service.runtime import Runtime
 
-    ledger = Ledger.from_settings(settings)
+    runtime = Runtime(settings)
     try:
-        counts = ledger.reinterpret_kept()
+        counts = runtime.ledger().reinterpret_kept()
     finally:
-        ledger.close()
+        runtime.close()
     print(
         f"recorded {counts['accepted']}, already recorded {counts['duplicate']}, "
         f"left in the catch-all {counts['not_interpretable']} (they do not fit the contract)"
@@ -252,14 +247,15 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
 
     from domain.callbacks import InvalidCallback
     from domain.receipt import Receipt
-    from store.ledger import Ledger
+    from service.runtime import Runtime
 
     unreadable = [path for path in args.files if not os.path.isfile(path)]
     for path in unreadable:
         sys.stderr.write(f"{path}: no such file\n")
-    ledger = Ledger.from_settings(settings)
+    runtime = Runtime(settings)
     refused = 0
     try:
+        ledger = runtime.ledger()
         for path in args.files:
             if path in unreadable:
                 continue
@@ -289,7 +285,7 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
                     f"{where}: {outcome.status} {outcome.trigger} ({outcome.events} events)\n"
                 )
     finally:
-        ledger.close()
+        runtime.close()
     return 1 if refused or unreadable else 0
 
 

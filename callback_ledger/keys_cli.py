@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import Any
 
+from service.runtime import Runtime
 from store.config import Settings
 from store.db import Database
 from store.keys import SCOPES, KeyProblem, KeyStore, parse_scopes
 
 
 def store_for(settings: Settings) -> tuple[KeyStore, Database]:
-    db = Database(settings.database_url, settings.db_timeout_s)
+    db = Runtime(settings).store_database()
     return KeyStore(db), db
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, NamedTuple
-from uuid import UUID
 
 import orjson
 from eventsourcing.utils import get_topic
@@ -13,6 +12,7 @@ from eventsourcing.utils import get_topic
 from domain.contact import Contact
 from domain.message import Message
 from domain.unrecognised import UnrecognisedCallback
+from store.backend import Backend
 from store.compression import inflate
 from store.db import Cursor
 
@@ -41,12 +41,11 @@ class EventLog:
     position in one snapshot, and on SQLite avoids waiting on the library's writer while holding
     the write lock. Ids become visible in order: the library inserts under a table lock."""
 
-    def __init__(self, table: str, dialect: str) -> None:
+    def __init__(self, table: str, backend: Backend) -> None:
         self.table = table
-        self.id_column = "rowid" if dialect == "sqlite" else "notification_id"
-        # The SQLite store keeps ids as 32 hex digits; PostgreSQL can spell them out itself.
-        self.id_text = "originator_id" if dialect == "sqlite" else "originator_id::text"
-        self.as_text = _hex_to_text if dialect == "sqlite" else str
+        self.id_column = backend.log_id_column
+        self.id_text = backend.log_id_text
+        self.as_text = backend.log_text
 
     def head(self, cur: Cursor) -> int:
         row = cur.execute(f"SELECT MAX({self.id_column}) AS head FROM {self.table}").fetchone()
@@ -135,7 +134,3 @@ def without_nul(value: Any) -> Any:
     if isinstance(value, list):
         return [without_nul(v) for v in value]
     return value
-
-
-def _hex_to_text(value: str) -> str:
-    return str(UUID(value))

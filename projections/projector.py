@@ -240,7 +240,7 @@ class Projector:
         page_size: int = 1000,
     ) -> None:
         self.db = db
-        self.log = EventLog(events_table, db.dialect)
+        self.log = EventLog(events_table, db.backend)
         self.projections = projections
         self.page_size = page_size
 
@@ -250,9 +250,8 @@ class Projector:
         """Creates the positions table and generation 1 of any projection not yet there, and
         any table a projection has gained since its generation was built."""
         with self.db.transaction() as cur:
-            if cur.dialect == "postgresql":
-                # Two processes starting together must not both create generation 1.
-                cur.execute("SELECT pg_advisory_xact_lock(4711001)")
+            # Two processes starting together must not both create generation 1.
+            cur.backend.setup_lock(cur, 4711001)
             cur.execute(POSITIONS_DDL)
             cur.execute(PARTS_DDL)
             cur.execute(FAULTS_DDL)
@@ -349,7 +348,7 @@ class Projector:
 
     @staticmethod
     def _lock_row(cur: Cursor, name: str) -> Row:
-        lock = " FOR UPDATE" if cur.dialect == "postgresql" else ""
+        lock = cur.backend.for_update
         row = cur.execute(f"SELECT * FROM ledger_projections WHERE name = ?{lock}", (name,))
         found = row.fetchone()
         if found is None:
@@ -693,7 +692,7 @@ class Projector:
             ).fetchone()
             if found and found["parts"]:
                 return int(found["parts"])
-            if jobs < 2 or row["building_position"] != 0 or cur.dialect != "postgresql":
+            if jobs < 2 or row["building_position"] != 0 or not cur.backend.several_writers:
                 return None
             for part in range(jobs):
                 cur.execute(
@@ -816,20 +815,8 @@ def _lacks(cur: Cursor, projection: Projection, generation: int) -> bool:
 
 
 def _columns(cur: Cursor, name: str) -> set[str]:
-    if cur.dialect == "postgresql":
-        rows = cur.execute(
-            "SELECT column_name AS name FROM information_schema.columns "
-            "WHERE table_name = ? AND table_schema = current_schema()",
-            (name,),
-        ).fetchall()
-    else:
-        rows = cur.execute(f"SELECT name FROM pragma_table_info('{name}')").fetchall()
-    return {row["name"] for row in rows}
+    return cur.backend.columns(cur, name)
 
 
 def _table_exists(cur: Cursor, name: str) -> bool:
-    if cur.dialect == "postgresql":
-        found = cur.execute("SELECT to_regclass(?) IS NOT NULL AS x", (name,)).fetchone()
-        return bool(found and found["x"])
-    sql = "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return cur.execute(sql, (name,)).fetchone() is not None
+    return cur.backend.table_exists(cur, name)

@@ -98,7 +98,7 @@ def replay(
     console: Console | None = None,
 ) -> dict[str, dict[str, float]]:
     """Rebuilds the named projections (all by default); returns events and seconds for each."""
-    if jobs > 1 and settings.backend != "postgresql":
+    if jobs > 1 and not settings.store_backend().several_writers:
         raise SystemExit("--jobs above 1 needs PostgreSQL: SQLite takes one writer at a time")
     console = console or Console(stderr=True)
     runtime = Runtime(settings)

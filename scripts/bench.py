@@ -36,8 +36,8 @@ from domain.receipt import Receipt
 from projections.log_reader import REPORTS
 from store.compression import inflate
 from store.config import Settings
+from store.group_commit import LRU, execute_many
 from store.ledger import Ledger
-from store.sqlite_writer import LRU
 from tests.postgres_server import (
     create_database,
     drop_database,
@@ -474,7 +474,7 @@ def generate_log(database_url: str, n_events: int) -> int:
                     command = ledger.command_for(body, Receipt(raw, receipt_time, True))
                     if command is not None:
                         commands.append(command)
-                ledger.execute_many(commands, LRU(0))
+                execute_many(ledger, commands, LRU(0))
                 if ledger.ping() >= n_events:
                     break
         return ledger.ping()

@@ -30,8 +30,8 @@ import orjson
 from domain.contact import Contact
 from domain.receipt import Receipt
 from store.config import Settings
+from store.group_commit import LRU, execute_many
 from store.ledger import Command, Ledger
-from store.sqlite_writer import LRU
 
 WINDOW = 200
 
@@ -89,7 +89,7 @@ def main() -> None:
         nonlocal recorded
         while recorded < upto:
             batch = [command(ledger, i) for i in range(recorded, min(upto, recorded + 256))]
-            for result in ledger.execute_many(batch, cache):
+            for result in execute_many(ledger, batch, cache):
                 assert not isinstance(result, BaseException), result
             recorded += len(batch)
 
@@ -104,7 +104,7 @@ def main() -> None:
             if path != "alone":
                 c = command(ledger, i)
                 started = time.perf_counter()
-                result = ledger.execute_many([c], cache if path == "group" else LRU(10))[0]
+                result = execute_many(ledger, [c], cache if path == "group" else LRU(10))[0]
             else:
                 b = body(i)
                 r = receipt(b)

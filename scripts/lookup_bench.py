@@ -21,8 +21,8 @@ from domain.contact import Contact, contact_key
 from domain.receipt import Receipt
 from projections import audit
 from store.config import Settings
+from store.group_commit import LRU, execute_many
 from store.ledger import Ledger
-from store.sqlite_writer import LRU
 
 
 def inbound(i: int) -> dict[str, object]:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 command = ledger.command_for(body, receipt)
                 assert command is not None
                 commands.append(command)
-            ledger.execute_many(commands, cache)
+            execute_many(ledger, commands, cache)
         stream = Contact.create_id("P", contact_key("CHATTY", "SMS", "+46700000001"))
         for i in (0, args.events // 2, args.events - 1):
             reference = f"{stream}/INBOUND|IN{i}"

@@ -1,25 +1,27 @@
-"""The one wiring module: builds the Ledger, the read-table database and the projector from
-Settings. Opened on first use, so the service starts (and answers 503) while its database is
-still down, and heals without a restart when it comes back."""
+"""The one wiring point: from Settings it builds the backend (store.backend) once, and from it
+the Ledger, the group commit (the backend's driver, told of each batch by the metrics), the
+read-table database, the projector and the live follower. `serve`, the CLI commands and the
+tests obtain these here. Opened on first use, so the service starts (and answers 503) while
+its database is still down, and heals without a restart when it comes back."""
 
 from __future__ import annotations
 
 import threading
 
+from projections.follower import LiveFollower
 from projections.projector import Projector, all_projections
 from projections.rules import Keywords
+from store.backend import Backend
 from store.config import Settings
 from store.db import Database
+from store.group_commit import Writer
 from store.ledger import Ledger
-from store.postgres_writer import LoopGroupCommit
-from store.sqlite_writer import GroupCommitWriter
-
-Writer = GroupCommitWriter | LoopGroupCommit
 
 
 class Runtime:
     def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
         self.settings = settings
+        self.backend: Backend = ledger.backend if ledger is not None else settings.store_backend()
         self._ledger = ledger
         self._projector: Projector | None = None
         self._db: Database | None = None
@@ -35,7 +37,7 @@ class Runtime:
         if self._ledger is None:
             with self._lock:
                 if self._ledger is None:
-                    self._ledger = Ledger.from_settings(self.settings)
+                    self._ledger = Ledger.for_backend(self.backend)
         return self._ledger
 
     def opened_writer(self) -> Writer | None:
@@ -48,10 +50,10 @@ class Runtime:
             ledger = self.ledger()
             with self._lock:
                 if self._writer is None:
-                    if self.settings.database_url.startswith("sqlite:"):
-                        self._writer = GroupCommitWriter(ledger)
-                    else:
-                        self._writer = LoopGroupCommit(ledger, self.settings)
+                    # Imported here: the metrics are set up by `serve` before the first request.
+                    from service.metrics import group_commit
+
+                    self._writer = self.backend.group_commit(ledger, observe=group_commit)
         return self._writer
 
     async def aclose_writer(self) -> None:
@@ -59,13 +61,21 @@ class Runtime:
             await self._writer.aclose()
             self._writer = None
 
+    def store_database(self) -> Database:
+        """The database's connections for the tables beside the log (the API keys, the
+        access log), without setting up the read tables."""
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    self._db = Database(self.backend)
+        return self._db
+
     def projector(self) -> Projector:
         if self._projector is None:
             ledger = self.ledger()
+            db = self.store_database()
             with self._lock:
                 if self._projector is None:
-                    if self._db is None:
-                        self._db = Database(self.settings.database_url, self.settings.db_timeout_s)
                     keywords = Keywords.build(
                         self.settings.keyword_languages,
                         self.settings.opt_out_keywords,
@@ -73,8 +83,8 @@ class Runtime:
                         self.settings.help_keywords,
                     )
                     projector = Projector(
-                        self._db,
-                        ledger.recorder.events_table_name,
+                        db,
+                        ledger.events_table,
                         all_projections(keywords, dict(self.settings.next_actions)),
                     )
                     projector.setup()
@@ -82,11 +92,19 @@ class Runtime:
         return self._projector
 
     def database(self) -> Database:
+        """The read tables' database, set up."""
         return self.projector().db
 
+    def follower(self) -> LiveFollower | None:
+        """The in-process follower of the log into the read tables, when `serve` keeps them
+        itself (LEDGER_PROJECTIONS=inline); not started."""
+        if self.settings.projections != "inline":
+            return None
+        return LiveFollower(self.projector)
+
     def close(self) -> None:
-        if isinstance(self._writer, GroupCommitWriter):
-            self._writer.stop()
+        if self._writer is not None:
+            self._writer.close()
         if self._db is not None:
             self._db.close()
         if self._ledger is not None:

@@ -1,5 +1,5 @@
-"""Configuration from the environment, its translation into `eventsourcing` settings, and the
-process's garbage-collector setting."""
+"""Configuration from the environment, and the process's garbage-collector setting. What the
+database URL means (connection settings, dialect) is the backend's (store.backend)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ import gc
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from domain import followup
 from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES
+from store.backend import Backend, backend_for
+from store.backend import ConfigError as ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ class Settings:
             raise ConfigError(
                 f"LEDGER_PROJECTIONS must be 'inline' or 'off', got {settings.projections!r}"
             )
-        eventsourcing_env(settings.database_url, settings.db_timeout_s)  # fail early on a bad URL
+        settings.store_backend()  # fails early on a bad URL
         settings.private_address  # noqa: B018 (fails early on a bad address)
         return settings
 
@@ -116,9 +113,14 @@ class Settings:
             )
         return host, int(port)
 
+    def store_backend(self) -> Backend:
+        """The backend the database URL names (built anew: the wiring builds it once)."""
+        return backend_for(self.database_url, self.db_timeout_s)
+
     @property
     def backend(self) -> str:
-        return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
+        """The backend's name, as /healthz reports it."""
+        return self.store_backend().name
 
 
 def _words(env: Mapping[str, str], key: str) -> tuple[str, ...]:
@@ -185,72 +187,6 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
     if number <= 0:
         raise ConfigError(f"{key} must be positive, got {number}")
     return number
-
-
-def sqlite_path(url: str) -> str:
-    """SQLAlchemy's convention: sqlite:///relative/path, sqlite:////absolute/path."""
-    path = url.removeprefix("sqlite:///")
-    if path == url or not path:
-        raise ConfigError(
-            f"LEDGER_DATABASE_URL {url!r}: expected sqlite:///relative/path.sqlite3 "
-            "or sqlite:////absolute/path.sqlite3"
-        )
-    return path
-
-
-def eventsourcing_env(url: str, timeout_s: int = 5) -> dict[str, str]:
-    """The settings `eventsourcing` reads, for a database URL. Every key the library would
-    otherwise take from os.environ that matters for safety is set here explicitly."""
-    common = {
-        "CREATE_TABLE": "y",
-        "IS_SNAPSHOTTING_ENABLED": "y",
-    }
-    if url.startswith("sqlite:"):
-        return {
-            **common,
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            # The library's, plus the dedupe keys' table (store.dedupe).
-            "APPLICATION_RECORDER_TOPIC": "store.dedupe:DedupeSQLiteApplicationRecorder",
-            "SQLITE_DBNAME": sqlite_path(url),
-            "SQLITE_LOCK_TIMEOUT": str(timeout_s),
-        }
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
-        raise ConfigError(
-            f"LEDGER_DATABASE_URL {url!r}: expected sqlite:///path or "
-            "postgresql://user[:password]@host[:port]/dbname"
-        )
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    dbname = unquote(parts.path.lstrip("/"))
-    host = parts.hostname or query.get("host", "")
-    if not dbname or not host:
-        raise ConfigError(
-            f"LEDGER_DATABASE_URL {url!r}: a PostgreSQL URL needs a host and a database name"
-        )
-    try:
-        port = str(parts.port or 5432)
-    except ValueError:
-        raise ConfigError(f"LEDGER_DATABASE_URL {url!r}: the port is not a number") from None
-    return {
-        **common,
-        "PERSISTENCE_MODULE": "store.postgres:FailFastPostgresFactory",
-        "POSTGRES_DBNAME": dbname,
-        "POSTGRES_HOST": host,
-        "POSTGRES_PORT": port,
-        "POSTGRES_USER": unquote(parts.username or query.get("user", "") or "postgres"),
-        "POSTGRES_PASSWORD": unquote(parts.password or query.get("password", "")),
-        "POSTGRES_CONNECT_TIMEOUT": str(timeout_s),
-        "POSTGRES_LOCK_TIMEOUT": str(timeout_s),
-        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(timeout_s * 2),
-        "POSTGRES_POOL_SIZE": "4",
-        "POSTGRES_MAX_OVERFLOW": "8",
-        # No pre-ping: it costs a round trip per checkout. A connection broken by a database
-        # restart fails one request with 503 (the sender retries) and is then replaced.
-        "POSTGRES_PRE_PING": "n",
-        # Never the library's DB-functions mode: it drops the insert lock and followers then
-        # skip events whose ids committed out of order.
-        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-    }
 
 
 def collect_less_often() -> None:

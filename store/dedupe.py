@@ -17,7 +17,7 @@ store whose table exists is complete. (Stop the processes of an older version be
 this one: they would append facts without keys.)
 
 SQLite's application recorder is replaced through the library's APPLICATION_RECORDER_TOPIC
-(config.eventsourcing_env); PostgreSQL's is `postgres.FailFastApplicationRecorder`."""
+(store.sqlite_backend); PostgreSQL's is `postgres.FailFastApplicationRecorder`."""
 
 from __future__ import annotations
 

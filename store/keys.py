@@ -44,32 +44,10 @@ KEYS_DDL = f"""CREATE TABLE IF NOT EXISTS {KEYS_TABLE} (
     last_used_at TEXT
 )"""
 ACCESS_COLUMNS = "at, actor, route, subject, results, status"
-ACCESS_DDL = {
-    "sqlite": [
-        f"""CREATE TABLE IF NOT EXISTS {ACCESS_TABLE} (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            at TEXT NOT NULL, actor TEXT NOT NULL, route TEXT NOT NULL, subject TEXT NOT NULL,
-            results INTEGER NOT NULL, status INTEGER NOT NULL)""",
-        f"""CREATE TRIGGER IF NOT EXISTS {ACCESS_TABLE}_no_update BEFORE UPDATE ON {ACCESS_TABLE}
-            BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END""",
-        f"""CREATE TRIGGER IF NOT EXISTS {ACCESS_TABLE}_no_delete BEFORE DELETE ON {ACCESS_TABLE}
-            BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END""",
-    ],
-    "postgresql": [
-        f"""CREATE TABLE IF NOT EXISTS {ACCESS_TABLE} (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            at TEXT NOT NULL, actor TEXT NOT NULL, route TEXT NOT NULL, subject TEXT NOT NULL,
-            results INTEGER NOT NULL, status INTEGER NOT NULL)""",
-        f"""CREATE OR REPLACE FUNCTION {ACCESS_TABLE}_append_only() RETURNS trigger
-            LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION 'the access log is append-only'; END $$""",
-        # TRUNCATE too: it is not a row delete, so it needs a statement trigger of its own.
-        f"""CREATE TRIGGER {ACCESS_TABLE}_append_only BEFORE UPDATE OR DELETE ON {ACCESS_TABLE}
-            FOR EACH ROW EXECUTE FUNCTION {ACCESS_TABLE}_append_only()""",
-        f"""CREATE TRIGGER {ACCESS_TABLE}_no_truncate BEFORE TRUNCATE ON {ACCESS_TABLE}
-            FOR EACH STATEMENT EXECUTE FUNCTION {ACCESS_TABLE}_append_only()""",
-    ],
-}
+ACCESS_COLUMN_DDL = (
+    "at TEXT NOT NULL, actor TEXT NOT NULL, route TEXT NOT NULL, subject TEXT NOT NULL, "
+    "results INTEGER NOT NULL, status INTEGER NOT NULL"
+)
 
 
 class KeyProblem(ValueError):
@@ -150,18 +128,14 @@ class KeyStore:
         with self.db.transaction() as cur:
             if not self._exists(cur):
                 cur.execute(KEYS_DDL)
-                for statement in ACCESS_DDL[cur.dialect]:
+                # The database refuses updates and deletes (a trigger on each backend).
+                for statement in cur.backend.append_only_table_ddl(ACCESS_TABLE, ACCESS_COLUMN_DDL):
                     cur.execute(statement)
         self._ready = True
 
     @staticmethod
     def _exists(cur: Cursor) -> bool:
-        if cur.dialect == "sqlite":
-            sql = "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)"
-        else:
-            sql = "SELECT count(*) AS n FROM pg_tables WHERE tablename IN (?, ?)"
-        row = cur.execute(sql, [KEYS_TABLE, ACCESS_TABLE]).fetchone()
-        return row is not None and int(row["n"]) == 2
+        return cur.backend.tables_present(cur, [KEYS_TABLE, ACCESS_TABLE]) == 2
 
     # ---- keys ----
 
@@ -281,7 +255,8 @@ class KeyStore:
     ) -> list[dict[str, Any]]:
         """Entries in the order they were written, from id `after` on."""
         self.setup()
-        where, params = ["id > ?"], [after]
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after]
         if since is not None:
             where.append("at >= ?")
             params.append(text_time(datetime.fromisoformat(since.replace("Z", "+00:00"))))

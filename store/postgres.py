@@ -8,7 +8,8 @@ a database restart fails one request and is replaced by the pool."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -41,8 +42,8 @@ class CreatesTablesOneAtATime(PostgresAggregateRecorder):
 
 
 class FailFastAggregateRecorder(CreatesTablesOneAtATime):
-    insert_events = PostgresAggregateRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
-    select_events = PostgresAggregateRecorder.select_events.__wrapped__  # type: ignore[attr-defined]
+    insert_events = PostgresAggregateRecorder.insert_events.__wrapped__
+    select_events = PostgresAggregateRecorder.select_events.__wrapped__
 
 
 COPY_TYPES = ["uuid", "int8", "text", "bytea"]
@@ -51,6 +52,16 @@ DEDUPE_COPY_TYPES = ["uuid", "bytea", "int8"]
 
 def copy_row(event: StoredEvent) -> tuple[Any, ...]:
     return (event.originator_id, event.originator_version, event.topic, event.state)
+
+
+@dataclass(frozen=True)
+class CopyInsert:
+    """The one way events go in, whoever sends it (the recorder's synchronous connection, or
+    the group commit's asynchronous one): `begin` (BEGIN and the table lock, one simple query),
+    then each binary COPY of `copies` (statement, column types, rows), then COMMIT."""
+
+    begin: Composed
+    copies: list[tuple[Composed, list[str], Iterable[tuple[Any, ...]]]]
 
 
 class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRecorder):
@@ -73,7 +84,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                         "SELECT to_regclass(%s) IS NOT NULL AS present",
                         (f"{self.datastore.schema}.{TABLE}",),
                     ).fetchone()
-                    if not found["present"]:
+                    if found is None or not found["present"]:
                         conn.execute(
                             SQL(
                                 "CREATE TABLE {0} (originator_id uuid, dedupe_key bytea, "
@@ -135,17 +146,22 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
             cursor.execute(sql, params, prepare=False)  # see `recorded_query`
             return {(r["originator_id"], bytes(r["dedupe_key"])) for r in cursor.fetchall()}
 
-    def insert_statements(self) -> tuple[Composed, Composed]:
-        """BEGIN with the lock statements as one simple query (no parameters, so several
-        statements go in one round trip), and the binary COPY of COPY_TYPES rows."""
+    def copy_insert(
+        self, stored_events: Sequence[StoredEvent], dedupe: Sequence[Row]
+    ) -> CopyInsert:
+        """The events and their dedupe keys in one transaction (see store.dedupe)."""
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
-        begin = SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements])
         copy = SQL(
             "COPY {0} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(table)
-        return begin, copy
+        copies: list[tuple[Composed, list[str], Iterable[tuple[Any, ...]]]] = [
+            (copy, COPY_TYPES, (copy_row(event) for event in stored_events))
+        ]
+        if dedupe:
+            copies.append((self.dedupe_copy_statement(), DEDUPE_COPY_TYPES, dedupe))
+        return CopyInsert(SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements]), copies)
 
     def insert_events(
         self,
@@ -156,19 +172,15 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     ) -> None:
         if not stored_events:
             return None
-        begin, copy = self.insert_statements()
+        insert = self.copy_insert(stored_events, dedupe)
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             try:
-                cursor.execute(begin)
-                with cursor.copy(copy) as rows:
-                    rows.set_types(COPY_TYPES)
-                    for event in stored_events:
-                        rows.write_row(copy_row(event))
-                if dedupe:
-                    with cursor.copy(self.dedupe_copy_statement()) as rows:
-                        rows.set_types(DEDUPE_COPY_TYPES)
-                        for row in dedupe:
-                            rows.write_row(row)
+                cursor.execute(insert.begin)
+                for statement, types, rows in insert.copies:
+                    with cursor.copy(statement) as copy:
+                        copy.set_types(types)
+                        for row in rows:
+                            copy.write_row(row)
                 cursor.execute("COMMIT")
             except BaseException:
                 if not conn.closed:
@@ -177,9 +189,9 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                 raise
         return None
 
-    select_events = PostgresAggregateRecorder.select_events.__wrapped__  # type: ignore[attr-defined]
-    select_notifications = PostgresApplicationRecorder.select_notifications.__wrapped__  # type: ignore[attr-defined]
-    max_notification_id = PostgresApplicationRecorder.max_notification_id.__wrapped__  # type: ignore[attr-defined]
+    select_events = PostgresAggregateRecorder.select_events.__wrapped__
+    select_notifications = PostgresApplicationRecorder.select_notifications.__wrapped__
+    max_notification_id = PostgresApplicationRecorder.max_notification_id.__wrapped__
 
 
 class FailFastPostgresFactory(PostgresFactory):

@@ -10,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
 from tests.helpers import make_key
@@ -73,9 +74,9 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
-    app = Ledger.from_settings(settings)
-    yield app
-    app.close()
+    runtime = Runtime(settings)
+    yield runtime.ledger()
+    runtime.close()
 
 
 @pytest.fixture

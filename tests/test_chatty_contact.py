@@ -20,8 +20,8 @@ from store.compression import inflate
 from store.config import Settings
 from store.db import Database
 from store.dedupe import DedupeSQLiteApplicationRecorder
+from store.group_commit import LRU, execute_many
 from store.ledger import Command, Ledger, Outcome
-from store.sqlite_writer import LRU
 from tests import payloads as p
 from tests.helpers import accept_all
 
@@ -39,7 +39,7 @@ def command(ledger: Ledger, body: dict[str, Any]) -> Command:
 
 
 def record(ledger: Ledger, bodies: list[dict[str, Any]], cache: LRU) -> list[Outcome]:
-    results = ledger.execute_many([command(ledger, b) for b in bodies], cache)
+    results = execute_many(ledger, [command(ledger, b) for b in bodies], cache)
     assert all(isinstance(r, Outcome) for r in results), results
     return results  # type: ignore[return-value]
 
@@ -113,7 +113,7 @@ def test_a_chatty_contact_stays_bounded_and_old_redeliveries_stay_duplicates(
             contact = cache[CONTACT]
             # What a load reads when the stream is not cached: the latest snapshot and the
             # events after it, never the whole stream.
-            rows = ledger._select_events({CONTACT})
+            rows = ledger.stored_rows({CONTACT})
             checkpoints[done] = {
                 "recent": len(contact.recent),
                 "forgotten": contact.forgotten,

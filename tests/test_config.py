@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from store.config import ConfigError, Settings, eventsourcing_env
+from store.backend import backend_for
+from store.config import ConfigError, Settings
 
 
 def test_defaults() -> None:
@@ -27,13 +28,13 @@ def test_defaults() -> None:
     ],
 )
 def test_sqlite_urls_follow_sqlalchemy(url: str, path: str) -> None:
-    env = eventsourcing_env(url)
+    env = backend_for(url).eventsourcing_env
     assert env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
     assert env["SQLITE_DBNAME"] == path
 
 
 def test_postgresql_url() -> None:
-    env = eventsourcing_env("postgresql://app:p%40ss@db.example:6543/ledger", 7)
+    env = backend_for("postgresql://app:p%40ss@db.example:6543/ledger", 7).eventsourcing_env
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("app", "p@ss")
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]) == (
         "db.example",
@@ -42,7 +43,7 @@ def test_postgresql_url() -> None:
     )
     assert env["POSTGRES_CONNECT_TIMEOUT"] == "7"
     assert env["POSTGRES_ENABLE_DB_FUNCTIONS"] == "n"
-    assert eventsourcing_env("postgresql://u@h/d")["POSTGRES_PORT"] == "5432"
+    assert backend_for("postgresql://u@h/d").eventsourcing_env["POSTGRES_PORT"] == "5432"
 
 
 @pytest.mark.parametrize(

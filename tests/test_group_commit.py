@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from domain.receipt import Receipt
 from service.runtime import Runtime
 from store.config import Settings
+from store.group_commit import LRU, execute_many
 from store.ledger import Command, Ledger, Outcome
-from store.postgres_writer import LoopGroupCommit
-from store.sqlite_writer import LRU, GroupCommitWriter
+from store.postgres_driver import PostgresGroupCommit
+from store.sqlite_driver import SQLiteGroupCommit
 from tests import payloads as p
 from tests.helpers import delivery_reports, names, stored_events
 
@@ -35,7 +36,7 @@ def test_one_batch_merges_commands_for_one_stream(ledger: Ledger, database_url: 
         p.opt("OPT_OUT", request_id="R1"),
     ]
     head = ledger.ping()
-    results = ledger.execute_many([command(ledger, b) for b in bodies], LRU(100))
+    results = execute_many(ledger, [command(ledger, b) for b in bodies], LRU(100))
     assert [(r.status, r.events) for r in results if isinstance(r, Outcome)] == [
         ("accepted", 1),
         ("accepted", 1),
@@ -58,12 +59,13 @@ def test_stale_cache_conflict_is_split_and_nothing_is_lost(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
     cache = LRU(100)
-    ledger.execute_many([command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL"))], cache)
+    execute_many(ledger, [command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL"))], cache)
     # Another process appends to the same stream behind this one's cache.
     other = Ledger.from_settings(settings)
     other.accept(p.delivery("M1", "DELIVERED"), Receipt("{}", datetime.now(UTC), True))
     other.close()
-    results = ledger.execute_many(
+    results = execute_many(
+        ledger,
         [
             command(ledger, p.delivery("M1", "READ")),
             command(ledger, p.delivery("M1", "DELIVERED")),
@@ -91,7 +93,7 @@ def test_a_bad_member_does_not_sink_the_batch(ledger: Ledger, database_url: str)
 
     good = command(ledger, p.delivery("M1", "DELIVERED"))
     bad = replace(command(ledger, p.delivery("M2", "DELIVERED")), decide=explode)
-    results = ledger.execute_many([good, bad, command(ledger, p.inbound("IN1"))], LRU(100))
+    results = execute_many(ledger, [good, bad, command(ledger, p.inbound("IN1"))], LRU(100))
     assert isinstance(results[0], Outcome) and results[0].status == "accepted"
     assert isinstance(results[1], RuntimeError)
     assert isinstance(results[2], Outcome) and results[2].status == "accepted"
@@ -99,7 +101,7 @@ def test_a_bad_member_does_not_sink_the_batch(ledger: Ledger, database_url: str)
 
 
 def test_writer_batches_concurrent_submissions(ledger: Ledger, database_url: str) -> None:
-    writer = GroupCommitWriter(ledger)
+    writer = SQLiteGroupCommit(ledger)
     bodies = [
         p.delivery(f"M{i % 40}", s)
         for i in range(40)
@@ -120,7 +122,7 @@ def test_the_servers_writer_batches_merges_and_resolves_conflicts(
     """What `serve` uses: on the event loop for PostgreSQL, a thread for SQLite."""
     runtime = Runtime(settings, ledger)
     writer = runtime.writer()
-    assert isinstance(writer, GroupCommitWriter if backend == "sqlite" else LoopGroupCommit)
+    assert isinstance(writer, SQLiteGroupCommit if backend == "sqlite" else PostgresGroupCommit)
 
     def explode(_: object) -> bool:
         raise RuntimeError("a bug in one decision")
@@ -142,7 +144,7 @@ def test_the_servers_writer_batches_merges_and_resolves_conflicts(
         # One batch (all are waiting before the writer's next turn), deciding M1 on a stale
         # cache: its commit conflicts and the batch is decided again.
         results = await asyncio.gather(*(writer.commit(c) for c in commands))
-        if isinstance(writer, LoopGroupCommit):
+        if isinstance(writer, PostgresGroupCommit):
             assert writer.batches == 2
         assert writer.batches < writer.commands
         # A bug in one decision: the others of its batch still commit.

@@ -19,10 +19,11 @@ from starlette.testclient import TestClient
 
 from api import auth
 from api.app import create_app
-from store.config import Settings, sqlite_path
+from store.config import Settings
 from store.db import Database
 from store.keys import KEYS_TABLE, SCOPES
 from store.ledger import Ledger
+from store.sqlite_backend import sqlite_path
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import cli, make_key, printed_key

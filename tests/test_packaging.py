@@ -14,7 +14,8 @@ import httpx
 import orjson
 import yaml
 
-from store.config import Settings, eventsourcing_env
+from store.backend import backend_for
+from store.config import Settings
 from tests import payloads as p
 from tests.helpers import names, printed_key, stored_events
 from tests.postgres_server import free_port
@@ -61,7 +62,7 @@ def compose_projector_args() -> list[str]:
 def test_compose_configures_the_service_against_its_postgres() -> None:
     ledger = compose_ledger()
     url = ledger["environment"]["LEDGER_DATABASE_URL"]
-    env = eventsourcing_env(url)
+    env = backend_for(url).eventsourcing_env
     assert env["POSTGRES_HOST"] == "postgres"
     assert env["POSTGRES_DBNAME"] == "ledger"
     assert "postgres" in ledger["depends_on"]

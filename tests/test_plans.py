@@ -16,7 +16,7 @@ from domain.contact import RECENT
 from domain.receipt import Receipt
 from store.config import Settings
 from store.ledger import Ledger
-from store.postgres_writer import LoopGroupCommit
+from store.postgres_driver import PostgresGroupCommit
 from tests import payloads as p
 
 
@@ -32,7 +32,7 @@ def test_the_writers_dedupe_lookup_is_planned_at_the_tables_size(
         pytest.skip("PostgreSQL's plan cache")
 
     async def scenario() -> tuple[list[dict[str, Any]], list[str], int]:
-        writer = LoopGroupCommit(ledger, settings)
+        writer = PostgresGroupCommit(ledger, settings.store_backend())
         try:
             # Past RECENT keys every message asks the table: many more runs than psycopg's
             # five before it prepares a statement, while the table is small.

@@ -263,7 +263,7 @@ def test_an_abandoned_replay_stops_reading_ahead(runtime: Runtime, ledger: Ledge
 
 def test_a_failing_read_ahead_fails_the_replay(runtime: Runtime) -> None:
     projector = runtime.projector()
-    missing = EventLog("no_such_events_table", projector.db.dialect)
+    missing = EventLog("no_such_events_table", projector.db.backend)
     pages = ReadAhead(projector.db, missing, 0, 10, frozenset())
     with pages, pytest.raises(Exception, match="no_such_events_table"):
         next(iter(pages))

@@ -13,8 +13,8 @@ from domain.contact import Contact, contact_key
 from domain.message import Message
 from domain.receipt import Receipt
 from projections import audit
+from store.group_commit import LRU, execute_many
 from store.ledger import Ledger
-from store.sqlite_writer import LRU
 from tests import payloads as p
 
 EVENTS = 3000
@@ -29,7 +29,7 @@ def fill(ledger: Ledger, bodies: list[dict[str, Any]]) -> None:
             command = ledger.command_for(body, receipt)
             assert command is not None
             commands.append(command)
-        ledger.execute_many(commands, cache)
+        execute_many(ledger, commands, cache)
 
 
 class Counting:

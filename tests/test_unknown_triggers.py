@@ -17,8 +17,8 @@ from domain.unrecognised import QuarantinedCallback
 from service.runtime import Runtime
 from store.compression import inflate
 from store.config import Settings
+from store.group_commit import LRU, execute_many
 from store.ledger import Ledger, Outcome
-from store.sqlite_writer import LRU
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import cli, names, stored_events
@@ -43,7 +43,7 @@ def quarantine_all(ledger: Ledger, bodies: list[bytes]) -> None:
             ledger.quarantine_command(raw, "UNKNOWN", 400, ["not JSON"], receipt(raw))
             for raw in bodies[start : start + 10]
         ]
-        assert all(isinstance(r, Outcome) for r in ledger.execute_many(commands, LRU(10)))
+        assert all(isinstance(r, Outcome) for r in execute_many(ledger, commands, LRU(10)))
 
 
 def test_a_large_quarantine_is_listed_in_pages_bounded_by_size(

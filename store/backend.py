@@ -1,0 +1,195 @@
+"""The backend seam: one object per database kind, built once from the database URL.
+
+Everything that differs between SQLite and PostgreSQL lives behind it: the connection settings
+(for the `eventsourcing` library, the read tables' connections and the group commit), the SQL
+dialect (placeholders, bulk upserts and inserts, catalog queries, the events query), and which
+group-commit driver serves requests. Nothing outside `store/sqlite_backend.py` and
+`store/postgres_backend.py` asks which database it is talking to; it asks this object.
+
+`backend_for` is the only place that looks at the URL's scheme."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from store.db import Cursor, Row
+    from store.group_commit import Observer, Writer
+    from store.ledger import Ledger
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Connections(Protocol):
+    """Where the read tables' connections come from: a raw DB-API cursor per transaction."""
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def read(self) -> AbstractContextManager[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    # Whether several processes may write at once (`serve --workers`, `replay --jobs`, a
+    # replay split in parts); SQLite takes one writer at a time, so more would only queue.
+    several_writers: ClassVar[bool]
+    # Appended to a SELECT of a row the same transaction will update.
+    for_update: ClassVar[str]
+    # The notification log as the projector reads it: the id column, and the stream id as text.
+    log_id_column: ClassVar[str]
+    log_id_text: ClassVar[str]
+
+    def __init__(self, url: str, timeout_s: int = 5) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    # ---- connection settings ----------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The settings `eventsourcing` reads. Every key the library would otherwise take from
+        os.environ that matters for safety is set explicitly."""
+
+    @abstractmethod
+    def connections(self) -> Connections:
+        """A new source of connections for the read tables (store.db.Database)."""
+
+    def store_file(self) -> str | None:
+        """The file the store lives in, when it is one (checked around every write)."""
+        return None
+
+    # ---- the SQL dialect --------------------------------------------------------------------
+
+    @abstractmethod
+    def sql(self, sql: str) -> str:
+        """SQL written with `?` placeholders, in this driver's placeholder style."""
+
+    @abstractmethod
+    def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        """All rows of a query as positional rows (cheaper than dicts for large reads)."""
+
+    @abstractmethod
+    def dicts(self, rows: list[Any]) -> list[Row]:
+        """Fetched rows as dicts."""
+
+    @abstractmethod
+    def upsert(
+        self,
+        cur: Cursor,
+        table: str,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None: ...
+
+    @abstractmethod
+    def insert(
+        self, cur: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None: ...
+
+    @abstractmethod
+    def select_by_keys(
+        self,
+        cur: Cursor,
+        table: str,
+        columns: Sequence[str],
+        key_columns: Sequence[str],
+        keys: Sequence[tuple[Any, ...]],
+    ) -> list[Row]: ...
+
+    @abstractmethod
+    def table_exists(self, cur: Cursor, name: str) -> bool: ...
+
+    @abstractmethod
+    def columns(self, cur: Cursor, name: str) -> set[str]: ...
+
+    @abstractmethod
+    def tables_present(self, cur: Cursor, names: Sequence[str]) -> int:
+        """How many of these tables exist."""
+
+    @abstractmethod
+    def setup_lock(self, cur: Cursor, lock: int) -> None:
+        """Serialises table creation by processes starting together (a no-op where one
+        writer at a time is all the database allows anyway)."""
+
+    @abstractmethod
+    def append_only_table_ddl(self, table: str, columns: str) -> list[str]:
+        """A table with an identity `id` column and `columns`, and the triggers that refuse
+        to update or delete its rows."""
+
+    @abstractmethod
+    def log_text(self, value: Any) -> str:
+        """A stream id as the log query returns it (`log_id_text`), as UUID text."""
+
+    # ---- the event store --------------------------------------------------------------------
+
+    @abstractmethod
+    def stream_param(self, stream: UUID) -> Any:
+        """A stream id as the events and dedupe tables store it."""
+
+    @abstractmethod
+    def select(self, datastore: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One read statement (`?` placeholders) on the library's datastore, outside any
+        write transaction: its rows as mappings."""
+
+    def events_query(
+        self, table: str, snapshots: str | None, ids: set[UUID]
+    ) -> tuple[str, list[Any]]:
+        """Many streams in one query (the library's repository takes two round trips per
+        stream): each one's latest snapshot and the events after it, ordered by stream and
+        version (a snapshot comes before the events that follow it). In this driver's
+        placeholder style."""
+        columns = "originator_id, originator_version, topic, state"
+        params, where = self._streams_where(ids)
+        order = "ORDER BY originator_id, originator_version"
+        if snapshots is None:
+            return f"SELECT {columns} FROM {table} WHERE {where} {order}", params
+        # Each stream's latest snapshot version once, then a range of the events' primary key
+        # (a condition per event row would read the whole stream again).
+        ids_sql, tail = self._streams_after_snapshot(table, columns, len(ids))
+        picked = ", ".join(f"x.{c.strip()}" for c in columns.split(","))
+        sql = (
+            f"WITH latest AS (SELECT i, (SELECT MAX(originator_version) FROM {snapshots} l "
+            f"WHERE l.originator_id = q.i) AS v FROM ({ids_sql}) AS q) "
+            f"SELECT {picked} FROM latest JOIN {snapshots} x "
+            "ON x.originator_id = latest.i AND x.originator_version = latest.v "
+            f"UNION ALL SELECT {picked} FROM {tail} ORDER BY 1, 2"
+        )
+        return sql, params
+
+    @abstractmethod
+    def _streams_where(self, ids: set[UUID]) -> tuple[list[Any], str]: ...
+
+    @abstractmethod
+    def _streams_after_snapshot(self, table: str, columns: str, count: int) -> tuple[str, str]:
+        """The streams as a one-column query `i`, and the FROM clause of their events after
+        `latest.v` (aliased x)."""
+
+    # ---- the group commit -------------------------------------------------------------------
+
+    @abstractmethod
+    def group_commit(
+        self, ledger: Ledger, observe: Observer | None = None, cache_size: int = 20_000
+    ) -> Writer:
+        """The group commit that serves requests on an event loop, for this database."""
+
+
+def backend_for(url: str, timeout_s: int = 5) -> Backend:
+    """The backend a database URL names; raises ConfigError for a URL neither understands."""
+    # Imported here: both import this module for the base class.
+    from store.postgres_backend import PostgresBackend
+    from store.sqlite_backend import SQLiteBackend
+
+    kind: Callable[[str, int], Backend] = (
+        SQLiteBackend if url.startswith("sqlite:") else PostgresBackend
+    )
+    return kind(url, timeout_s)

@@ -1,0 +1,206 @@
+"""Commands: what recording a callback means (which stream, how to start it, the aggregate's
+decision), and how a batch of them is decided on its streams. Pure: no storage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from uuid import UUID
+
+import orjson
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.domain import Aggregate
+
+from domain.callbacks import (
+    INTERPRETED_TRIGGERS,
+    LENIENT_TRIGGERS,
+    DeliveryCallback,
+    InboundCallback,
+    InvalidCallback,
+    OptInCallback,
+    OptOutCallback,
+    SubmitCallback,
+    detect_trigger,
+    parse_callback,
+)
+from domain.contact import Contact, contact_key, fact_key
+from domain.message import Message
+from domain.receipt import Receipt
+
+
+@dataclass(frozen=True)
+class Command:
+    """Recording one interpreted callback: which stream, how to start it, and the aggregate's
+    decision (True: events were added; False: already recorded). `dedupe_key`: the key of the
+    fact it would append to a Contact stream; when the contact no longer remembers all its keys,
+    the store's key table is asked first, and a key found there is a duplicate."""
+
+    trigger: str
+    aggregate_id: UUID
+    create: Callable[[], Aggregate]
+    decide: Callable[[Any], bool]
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Literal["accepted", "duplicate"]
+    trigger: str
+    events: int
+
+
+# A command, whether its aggregate took it, and how many events that added.
+Planned = tuple[Command, bool, int]
+# (stream, dedupe key): a fact of a Contact stream.
+Fact = tuple[UUID, str]
+
+
+def collected(aggregates: Iterable[Aggregate]) -> ProcessingEvent[UUID]:
+    """The pending events of `aggregates`, taken from them, as the library records them."""
+    processing: ProcessingEvent[UUID] = ProcessingEvent()
+    for aggregate in aggregates:
+        if aggregate.pending_events:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+    return processing
+
+
+def created_once(trigger: str, aggregate_id: UUID, create: Callable[[], Aggregate]) -> Command:
+    """A command whose stream is its whole record (a body kept once, named by its hash): it is
+    accepted where this command created the stream, and a duplicate where the stream was there
+    already (stored, or started by an earlier command of the same batch)."""
+    made: list[Aggregate] = []
+
+    def start() -> Aggregate:
+        made[:] = [create()]
+        return made[0]
+
+    def decide(aggregate: Aggregate) -> bool:
+        # Made by this command and not yet committed: a command sent again finds it committed.
+        return bool(made) and aggregate is made[0] and bool(aggregate.pending_events)
+
+    return Command(trigger, aggregate_id, start, decide)
+
+
+def exact_text(raw: bytes, text: str) -> bool:
+    """Whether `text` is `raw` decoded, byte for byte, and stored as JSON text (quotes,
+    backslashes and control characters escaped) no longer than `raw` in base64."""
+    try:
+        if raw.decode() != text:
+            return False
+    except UnicodeDecodeError:
+        return False
+    return len(orjson.dumps(text)) <= (len(raw) + 2) // 3 * 4 + 2
+
+
+def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
+    return [
+        Outcome("accepted" if accepted else "duplicate", command.trigger, events if accepted else 0)
+        for command, accepted, events in planned
+    ]
+
+
+def command_for(body: dict[str, Any], receipt: Receipt) -> Command | None:
+    """What recording this body means, or None for a trigger we keep uninterpreted.
+    Pure: validates and decides which stream, touches no storage."""
+    trigger = detect_trigger(body)
+    if trigger not in INTERPRETED_TRIGGERS:
+        return None
+    try:
+        callback = parse_callback(trigger, body)
+    except InvalidCallback:
+        if trigger in LENIENT_TRIGGERS:
+            return None
+        raise
+    project_id = callback.project_id
+    if isinstance(callback, SubmitCallback):
+        submitted_id = callback.message_submit_notification.message_id
+        return Command(
+            trigger,
+            Message.create_id(project_id, submitted_id),
+            lambda: Message(project_id=project_id, message_id=submitted_id),
+            lambda m: m.record_submission(callback, receipt),
+        )
+    if isinstance(callback, DeliveryCallback):
+        message_id = callback.message_delivery_report.message_id
+        return Command(
+            trigger,
+            Message.create_id(project_id, message_id),
+            lambda: Message(project_id=project_id, message_id=message_id),
+            lambda m: m.record_report(callback, receipt),
+        )
+    if isinstance(callback, InboundCallback):
+        message = callback.message
+        key = contact_key(
+            message.contact_id,
+            message.channel_identity.channel,
+            message.channel_identity.identity,
+        )
+        decide = lambda c: c.record_inbound(callback, receipt)  # noqa: E731
+        dedupe_key = fact_key(callback, receipt)
+    else:
+        assert isinstance(callback, OptInCallback | OptOutCallback)
+        note = (
+            callback.opt_in_notification
+            if isinstance(callback, OptInCallback)
+            else callback.opt_out_notification
+        )
+        key = contact_key(note.contact_id, note.channel, note.identity)
+        decide = lambda c: c.record_consent(callback, receipt)  # noqa: E731
+        dedupe_key = fact_key(callback, receipt)
+    return Command(
+        trigger,
+        Contact.create_id(project_id, key),
+        lambda: Contact(project_id=project_id, contact_key=key),
+        decide,
+        dedupe_key,
+    )
+
+
+def to_look_up(commands: list[Command], touched: dict[UUID, Aggregate]) -> set[Fact]:
+    """The facts of `commands` their (loaded) streams cannot decide alone: the contact
+    has forgotten some keys. A stream not in the store yet has no facts there."""
+    return {
+        (c.aggregate_id, c.dedupe_key)
+        for c in commands
+        if c.dedupe_key is not None
+        and c.aggregate_id in touched
+        and not getattr(touched[c.aggregate_id], "remembers_all", True)
+    }
+
+
+def take_cached(
+    commands: list[Command], cache: MutableMapping[UUID, Aggregate]
+) -> dict[UUID, Aggregate]:
+    """The batch's streams the cache holds, taken out of it: until the batch commits they
+    may carry uncommitted events."""
+    return {c.aggregate_id: cache.pop(c.aggregate_id) for c in commands if c.aggregate_id in cache}
+
+
+def decide_all(
+    commands: list[Command], touched: dict[UUID, Aggregate], recorded: set[Fact] | None = None
+) -> list[Planned]:
+    """Each command's decision on its stream, in order; new streams are started in
+    `touched`. `recorded`: the facts the store's key table was found to hold (a duplicate,
+    whatever the stream remembers). Pure: no storage."""
+    planned: list[Planned] = []
+    # Also the facts this batch appends: a contact may forget one before the batch ends.
+    known = set(recorded or ())
+    for command in commands:
+        created = False
+        aggregate = touched.get(command.aggregate_id)
+        if aggregate is None:
+            aggregate, created = command.create(), True
+        touched[command.aggregate_id] = aggregate
+        fact = (command.aggregate_id, command.dedupe_key)
+        if command.dedupe_key is not None and fact in known:
+            planned.append((command, False, 0))
+            continue
+        # The stream's Registered event counts for the command that started it.
+        before = 0 if created else len(aggregate.pending_events)
+        accepted = command.decide(aggregate)
+        planned.append((command, accepted, len(aggregate.pending_events) - before))
+        if accepted and command.dedupe_key is not None:
+            known.add(fact)  # type: ignore[arg-type]
+    return planned

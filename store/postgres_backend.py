@@ -1,0 +1,253 @@
+"""PostgreSQL behind the backend seam (store.backend): a server, several writers at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
+
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import ConnectionPool
+
+from store.backend import Backend, ConfigError
+
+if TYPE_CHECKING:
+    from store.db import Cursor, Row
+    from store.group_commit import Observer, Writer
+    from store.ledger import Ledger
+
+SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+
+
+class PoolConnections:
+    """A small pool, opened on first use: the service starts while the database is down."""
+
+    def __init__(self, connect: dict[str, Any], timeout_s: int) -> None:
+        self._pool = ConnectionPool(
+            kwargs={**connect, "row_factory": dict_row},
+            min_size=1,
+            max_size=4,
+            timeout=timeout_s,
+            open=False,
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        self._pool.open(wait=False)
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        self._pool.open(wait=False)
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class PostgresBackend(Backend):
+    name = "postgresql"
+    several_writers = True
+    for_update = " FOR UPDATE"
+    log_id_column = "notification_id"
+    log_id_text = "originator_id::text"
+
+    def __init__(self, url: str, timeout_s: int = 5) -> None:
+        super().__init__(url, timeout_s)
+        parts = urlsplit(url)
+        if parts.scheme not in SCHEMES:
+            raise ConfigError(
+                f"LEDGER_DATABASE_URL {url!r}: expected sqlite:///path or "
+                "postgresql://user[:password]@host[:port]/dbname"
+            )
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        dbname = unquote(parts.path.lstrip("/"))
+        host = parts.hostname or query.get("host", "")
+        if not dbname or not host:
+            raise ConfigError(
+                f"LEDGER_DATABASE_URL {url!r}: a PostgreSQL URL needs a host and a database name"
+            )
+        try:
+            port = str(parts.port or 5432)
+        except ValueError:
+            raise ConfigError(f"LEDGER_DATABASE_URL {url!r}: the port is not a number") from None
+        # What psycopg connects with, for every connection of this process.
+        self.connect: dict[str, Any] = {
+            "dbname": dbname,
+            "host": host,
+            "port": port,
+            "user": unquote(parts.username or query.get("user", "") or "postgres"),
+            "password": unquote(parts.password or query.get("password", "")),
+            "connect_timeout": timeout_s,
+        }
+
+    @property
+    def eventsourcing_env(self) -> dict[str, str]:
+        timeout = str(self.timeout_s)
+        return {
+            "CREATE_TABLE": "y",
+            "IS_SNAPSHOTTING_ENABLED": "y",
+            "PERSISTENCE_MODULE": "store.postgres:FailFastPostgresFactory",
+            "POSTGRES_DBNAME": self.connect["dbname"],
+            "POSTGRES_HOST": self.connect["host"],
+            "POSTGRES_PORT": self.connect["port"],
+            "POSTGRES_USER": self.connect["user"],
+            "POSTGRES_PASSWORD": self.connect["password"],
+            "POSTGRES_CONNECT_TIMEOUT": timeout,
+            "POSTGRES_LOCK_TIMEOUT": timeout,
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(self.timeout_s * 2),
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "8",
+            # No pre-ping: it costs a round trip per checkout. A connection broken by a database
+            # restart fails one request with 503 (the sender retries) and is then replaced.
+            "POSTGRES_PRE_PING": "n",
+            # Never the library's DB-functions mode: it drops the insert lock and followers then
+            # skip events whose ids committed out of order.
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        }
+
+    def connections(self) -> PoolConnections:
+        return PoolConnections(self.connect, self.timeout_s)
+
+    def sql(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        # In binary format: `bytea` arrives as it is stored instead of as hex text (reading
+        # the log in text took more than twice as long).
+        with raw.connection.cursor(row_factory=tuple_row, binary=True) as cur:
+            rows: Sequence[Sequence[Any]] = cur.execute(self.sql(sql), tuple(params)).fetchall()
+            return rows
+
+    def dicts(self, rows: list[Any]) -> list[Row]:
+        return rows  # dict_row already
+
+    def upsert(
+        self,
+        cur: Cursor,
+        table: str,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """A large batch goes through COPY into a staging table and one INSERT ... SELECT:
+        one statement instead of one per row."""
+        from store.db import upsert_sql
+
+        if len(rows) < 200:
+            cur.executemany(upsert_sql(table, columns, keys), rows)
+            return
+        names = ", ".join(columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+        raw = cur.raw
+        raw.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} (LIKE {table}) ON COMMIT DELETE ROWS"
+        )
+        with raw.copy(f"COPY stage_{table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        raw.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM stage_{table} "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        )
+
+    def insert(
+        self, cur: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """One COPY straight into the table."""
+        with cur.raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def select_by_keys(
+        self,
+        cur: Cursor,
+        table: str,
+        columns: Sequence[str],
+        key_columns: Sequence[str],
+        keys: Sequence[tuple[Any, ...]],
+    ) -> list[Row]:
+        """One join against unnested arrays: one parameter per key column, however many
+        keys."""
+        names = ", ".join(f"t.{c}" for c in columns)
+        arrays = ", ".join("?::text[]" for _ in key_columns)
+        on = " AND ".join(f"t.{c} = k.c{i}" for i, c in enumerate(key_columns))
+        aliases = ", ".join(f"c{i}" for i in range(len(key_columns)))
+        return cur.execute(
+            f"SELECT {names} FROM {table} t JOIN unnest({arrays}) AS k({aliases}) ON {on}",
+            [list(column) for column in zip(*keys, strict=True)],
+        ).fetchall()
+
+    def table_exists(self, cur: Cursor, name: str) -> bool:
+        found = cur.execute("SELECT to_regclass(?) IS NOT NULL AS x", (name,)).fetchone()
+        return bool(found and found["x"])
+
+    def columns(self, cur: Cursor, name: str) -> set[str]:
+        rows = cur.execute(
+            "SELECT column_name AS name FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema()",
+            (name,),
+        ).fetchall()
+        return {row["name"] for row in rows}
+
+    def tables_present(self, cur: Cursor, names: Sequence[str]) -> int:
+        row = cur.execute(
+            f"SELECT count(*) AS n FROM pg_tables WHERE tablename IN "
+            f"({', '.join('?' * len(names))})",
+            list(names),
+        ).fetchone()
+        return 0 if row is None else int(row["n"])
+
+    def setup_lock(self, cur: Cursor, lock: int) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
+
+    def append_only_table_ddl(self, table: str, columns: str) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {table} (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            {columns})""",
+            f"""CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'the access log is append-only'; END $$""",
+            # TRUNCATE too: it is not a row delete, so it needs a statement trigger of its own.
+            f"""CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+            FOR EACH ROW EXECUTE FUNCTION {table}_append_only()""",
+            f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+            FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()""",
+        ]
+
+    def log_text(self, value: Any) -> str:
+        return str(value)
+
+    def stream_param(self, stream: UUID) -> Any:
+        return stream
+
+    def select(self, datastore: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+        # One statement in autocommit: its own snapshot, one round trip.
+        with datastore.get_connection() as conn:
+            return list(conn.execute(self.sql(sql), list(params)).fetchall())
+
+    def _streams_where(self, ids: set[UUID]) -> tuple[list[Any], str]:
+        return [list(ids)], "originator_id = ANY(%s)"
+
+    def _streams_after_snapshot(self, table: str, columns: str, count: int) -> tuple[str, str]:
+        ids_sql = "SELECT i FROM unnest(%s::uuid[]) AS ids(i)"
+        # OFFSET 0 keeps it a per-stream index range: PostgreSQL would otherwise hash the
+        # streams' every event.
+        tail = (
+            f"latest, LATERAL (SELECT {columns} FROM {table} e WHERE e.originator_id = "
+            "latest.i AND e.originator_version > COALESCE(latest.v, 0) OFFSET 0) x"
+        )
+        return ids_sql, tail
+
+    def group_commit(
+        self, ledger: Ledger, observe: Observer | None = None, cache_size: int = 20_000
+    ) -> Writer:
+        """On the event loop, through an asynchronous connection."""
+        from store.postgres_driver import PostgresGroupCommit
+
+        return PostgresGroupCommit(ledger, self, observe=observe, cache_size=cache_size)

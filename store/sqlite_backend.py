@@ -1,0 +1,211 @@
+"""SQLite behind the backend seam (store.backend): a file, one writer at a time."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from store.backend import Backend, ConfigError
+
+if TYPE_CHECKING:
+    from store.db import Cursor, Row
+    from store.group_commit import Observer, Writer
+    from store.ledger import Ledger
+
+
+def sqlite_path(url: str) -> str:
+    """SQLAlchemy's convention: sqlite:///relative/path, sqlite:////absolute/path."""
+    path = url.removeprefix("sqlite:///")
+    if path == url or not path:
+        raise ConfigError(
+            f"LEDGER_DATABASE_URL {url!r}: expected sqlite:///relative/path.sqlite3 "
+            "or sqlite:////absolute/path.sqlite3"
+        )
+    return path
+
+
+class SQLiteConnections:
+    """A connection per transaction: opening a SQLite file costs less than sharing one
+    connection between threads safely."""
+
+    def __init__(self, path: str, timeout_s: int) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        conn = self._connect()
+        try:
+            # IMMEDIATE takes the write lock up front, so two followers never interleave.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn.cursor()
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        finally:
+            conn.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        conn = self._connect()
+        try:
+            yield conn.cursor()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        return None
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+    several_writers = False
+    for_update = ""
+    log_id_column = "rowid"
+    # The SQLite store keeps stream ids as 32 hex digits.
+    log_id_text = "originator_id"
+
+    def __init__(self, url: str, timeout_s: int = 5) -> None:
+        super().__init__(url, timeout_s)
+        self.path = sqlite_path(url)
+
+    @property
+    def eventsourcing_env(self) -> dict[str, str]:
+        return {
+            "CREATE_TABLE": "y",
+            "IS_SNAPSHOTTING_ENABLED": "y",
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            # The library's, plus the dedupe keys' table (store.dedupe).
+            "APPLICATION_RECORDER_TOPIC": "store.dedupe:DedupeSQLiteApplicationRecorder",
+            "SQLITE_DBNAME": self.path,
+            "SQLITE_LOCK_TIMEOUT": str(self.timeout_s),
+        }
+
+    def connections(self) -> SQLiteConnections:
+        return SQLiteConnections(self.path, self.timeout_s)
+
+    def store_file(self) -> str | None:
+        return os.path.abspath(self.path)
+
+    def sql(self, sql: str) -> str:
+        return sql
+
+    def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        rows: Sequence[Sequence[Any]] = raw.execute(sql, tuple(params)).fetchall()
+        return rows  # sqlite3.Row is positional
+
+    def dicts(self, rows: list[Any]) -> list[Row]:
+        return [dict(row) for row in rows]
+
+    def upsert(
+        self,
+        cur: Cursor,
+        table: str,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        from store.db import upsert_sql
+
+        cur.executemany(upsert_sql(table, columns, keys), rows)
+
+    def insert(
+        self, cur: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        marks = ", ".join("?" * len(columns))
+        cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def select_by_keys(
+        self,
+        cur: Cursor,
+        table: str,
+        columns: Sequence[str],
+        key_columns: Sequence[str],
+        keys: Sequence[tuple[Any, ...]],
+    ) -> list[Row]:
+        # A join against the keys, not `(a, b) IN (VALUES ...)`: SQLite plans that as a scan of
+        # the whole table for every chunk, so each page of the log cost more as the table grew.
+        names = ", ".join(f"t.{c}" for c in columns)
+        rows: list[Row] = []
+        per_key = "(" + ", ".join("?" * len(key_columns)) + ")"
+        on = " AND ".join(f"t.{c} = k.column{i + 1}" for i, c in enumerate(key_columns))
+        for start in range(0, len(keys), 300):
+            chunk = keys[start : start + 300]
+            rows += cur.execute(
+                f"SELECT {names} FROM (VALUES {', '.join(per_key for _ in chunk)}) AS k "
+                f"JOIN {table} t ON {on}",
+                [v for key in chunk for v in key],
+            ).fetchall()
+        return rows
+
+    def table_exists(self, cur: Cursor, name: str) -> bool:
+        sql = "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return cur.execute(sql, (name,)).fetchone() is not None
+
+    def columns(self, cur: Cursor, name: str) -> set[str]:
+        rows = cur.execute(f"SELECT name FROM pragma_table_info('{name}')").fetchall()
+        return {row["name"] for row in rows}
+
+    def tables_present(self, cur: Cursor, names: Sequence[str]) -> int:
+        row = cur.execute(
+            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' "
+            f"AND name IN ({', '.join('?' * len(names))})",
+            list(names),
+        ).fetchone()
+        return 0 if row is None else int(row["n"])
+
+    def setup_lock(self, cur: Cursor, lock: int) -> None:
+        return None  # the transaction's write lock already keeps others out
+
+    def append_only_table_ddl(self, table: str, columns: str) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {table} (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            {columns})""",
+            f"""CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
+            BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END""",
+            f"""CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}
+            BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END""",
+        ]
+
+    def log_text(self, value: Any) -> str:
+        return str(UUID(value))
+
+    def stream_param(self, stream: UUID) -> Any:
+        return stream.hex
+
+    def select(self, datastore: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(sql, list(params))
+            return list(cursor.fetchall())
+
+    def _streams_where(self, ids: set[UUID]) -> tuple[list[Any], str]:
+        params: list[Any] = [i.hex for i in ids]
+        return params, f"originator_id IN ({', '.join('?' * len(params))})"
+
+    def _streams_after_snapshot(self, table: str, columns: str, count: int) -> tuple[str, str]:
+        ids_sql = f"SELECT column1 AS i FROM (VALUES {', '.join(['(?)'] * count)})"
+        tail = (
+            f"latest JOIN {table} x ON x.originator_id = latest.i "
+            "AND x.originator_version > COALESCE(latest.v, 0)"
+        )
+        return ids_sql, tail
+
+    def group_commit(
+        self, ledger: Ledger, observe: Observer | None = None, cache_size: int = 20_000
+    ) -> Writer:
+        """A writer thread: SQLite has no asynchronous driver."""
+        from store.sqlite_driver import SQLiteGroupCommit
+
+        return SQLiteGroupCommit(ledger, observe=observe, cache_size=cache_size)
