@@ -35,8 +35,8 @@ from api.query_routes import MAX_INTEGER, Params, Queries
 from api.responses import JSON, error
 from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
+from projections.faults import describe
 from projections.follower import LiveFollower
-from projections.projector import describe
 from service.runtime import Runtime
 from store.config import Settings, collect_less_often
 from store.ledger import Ledger, StoreMoved

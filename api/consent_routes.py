@@ -26,7 +26,7 @@ from api.query_routes import (
 from api.responses import JSON, error
 from projections import audit
 from projections.consent import NAME
-from projections.projector import describe
+from projections.faults import describe
 from projections.rules import iso
 from service.runtime import Runtime
 from store.db import Cursor

@@ -58,7 +58,7 @@ def consent_stale(runtime: Runtime) -> str | None:
     """Why the consent projection cannot be trusted now, as /consent/check decides it (without
     waiting: this command follows nothing itself)."""
     from projections.consent import NAME
-    from projections.projector import describe
+    from projections.faults import describe
 
     projector = runtime.projector()
     fault, pending = projector.freshness(NAME, projector.head())

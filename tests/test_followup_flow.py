@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from domain.receipt import Receipt
 from projections import rules
-from projections.replay import replay
+from projections.replay import Rebuild, replay
 from service.runtime import Runtime
 from store.config import Settings
 from store.db import Database
@@ -357,8 +357,8 @@ def test_a_rebuild_interrupted_before_the_upgrade_starts_over(
     projector = runtime.projector()
     projector.catch_up()
     projector.page_size = 1
-    generation, _ = projector.start_rebuild("messages")
-    projector.build_step("messages")  # F1's row built, then the process stopped
+    generation, _ = Rebuild(projector).start("messages")
+    Rebuild(projector).step("messages")  # F1's row built, then the process stopped
     runtime.close()
     db = Database(database_url)
     try:
