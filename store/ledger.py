@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -576,37 +576,6 @@ class Ledger(Application[UUID]):
                 callback=callback,
             ),
         )
-
-    def quarantined(
-        self, after: int = 0, limit: int = 100, page: int = 8
-    ) -> Iterator[dict[str, Any]]:
-        """The quarantine, oldest first; `id` is the cursor for the next page. Read from the log
-        `page` entries at a time: a caller that stops early, or writes each out, holds at most
-        that many bodies (each up to the body limit), however large `limit`."""
-        topic = get_topic(QuarantinedCallback.Quarantined)
-        while limit > 0:
-            notifications = self.recorder.select_notifications(
-                start=after, limit=min(page, limit), topics=[topic], inclusive_of_start=False
-            )
-            if not notifications:
-                return
-            limit -= len(notifications)
-            after = notifications[-1].id
-            yield from self._quarantine_items(notifications)
-
-    def _quarantine_items(self, notifications: Iterable[Any]) -> Iterator[dict[str, Any]]:
-        for notification in notifications:
-            event = self.mapper.to_domain_event(notification)
-            yield {
-                "id": notification.id,
-                "trigger": event.trigger,
-                "status_code": event.status_code,
-                "problems": event.problems,
-                "received_at": event.callback["received_at"],
-                "signature_verified": event.callback["signature_verified"],
-                "raw_base64": event.raw_base64
-                or base64.b64encode(event.callback["raw"].encode()).decode(),
-            }
 
     def keyed_event(self, originator_id: UUID, key: str) -> Any | None:
         """The event a reference `<stream>/<key>` names, or None. A contact's is found by the
