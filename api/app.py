@@ -35,7 +35,8 @@ from api.query_routes import MAX_INTEGER, Params, Queries
 from api.responses import JSON, error
 from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
-from projections.projector import describe
+from projections.faults import describe
+from projections.read_model.quarantine import quarantined
 from service.runtime import Runtime
 from store.config import Settings, collect_less_often
 from store.ledger import Ledger, StoreMoved
@@ -168,7 +169,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         after = params.whole("after", 0, MAX_INTEGER) or 0
         limit = params.limit()
         items, full = await run_in_threadpool(
-            lambda: page_by_size(runtime.ledger().quarantined(after, limit), QUARANTINE_PAGE_BYTES)
+            lambda: page_by_size(quarantined(runtime.ledger(), after, limit), QUARANTINE_PAGE_BYTES)
         )
         next_after = items[-1]["id"] if full or len(items) == limit else None
         return JSON({"items": items, "next_after": next_after})

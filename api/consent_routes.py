@@ -24,9 +24,9 @@ from api.query_routes import (
     read_views,
 )
 from api.responses import JSON, error
-from projections import audit
 from projections.consent import NAME
-from projections.projector import describe
+from projections.faults import describe
+from projections.read_model import callbacks, consent
 from projections.rules import iso
 from service.runtime import Runtime
 from store.db import Cursor
@@ -67,7 +67,7 @@ def stale_answer(detail: str, channel: str, identity: str, **extra: Any) -> Resp
         detail,
         channel=channel,
         identity=identity,
-        state=audit.UNKNOWN,
+        state=consent.UNKNOWN,
         **extra,
     )
     response.headers["Retry-After"] = "5"
@@ -109,7 +109,7 @@ class ConsentQueries:
     async def contact_consent(self, request: Request) -> Response:
         Params(request, [])
         contact_id = path_param(request, "contact_id")
-        rows = await self._run(lambda cur: audit.current(cur, contact_id))
+        rows = await self._run(lambda cur: consent.current(cur, contact_id))
         return JSON({"contact_id": contact_id, "consent": rows})
 
     async def contact_history(self, request: Request) -> Response:
@@ -118,13 +118,13 @@ class ConsentQueries:
         since, until = params.time("since"), params.time("until")
         limit, cursor = params.limit(), params.cursor(2)
         rows = await self._run(
-            lambda cur: audit.history(
+            lambda cur: consent.history(
                 cur,
                 contact_id=contact_id,
                 since=since,
                 until=until,
-                after=tuple(cursor) if cursor else None,
-                limit=limit + 1,  # type: ignore[arg-type]
+                after=(cursor[0], cursor[1]) if cursor else None,
+                limit=limit + 1,
             )
         )
         rows, next_cursor = time_ordered_page(rows, limit)
@@ -135,7 +135,7 @@ class ConsentQueries:
         since, until = params.time("since"), params.time("until")
         limit, cursor = params.limit(), params.cursor(2)
         rows = await self._run(
-            lambda cur: audit.review(
+            lambda cur: consent.review(
                 cur,
                 since=since,
                 until=until,
@@ -158,7 +158,7 @@ class ConsentQueries:
                 f"cannot tell the consent at {at}: {why}. Ask again later", channel, identity
             )
         return JSON(
-            await self._run(lambda cur: audit.state_at(cur, channel, identity, at, project_id))
+            await self._run(lambda cur: consent.state_at(cur, channel, identity, at, project_id))
         )
 
     async def consent_check(self, request: Request) -> Response:
@@ -174,7 +174,7 @@ class ConsentQueries:
                 identity,
                 may_send=False,
             )
-        answer = await self._run(lambda cur: audit.check(cur, channel, identity, project_id))
+        answer = await self._run(lambda cur: consent.check(cur, channel, identity, project_id))
         return JSON({"channel": channel, "identity": identity, **answer})
 
     async def callback(self, request: Request) -> Response:
@@ -184,7 +184,8 @@ class ConsentQueries:
         if request.scope["path"].endswith("\n"):
             request.path_params["reference"] += "\n"
         reference = path_param(request, "reference", MAX_REFERENCE)
-        found = await run_in_threadpool(lambda: audit.callback(self.runtime.ledger(), reference))
+        ledger = self.runtime.ledger
+        found = await run_in_threadpool(lambda: callbacks.callback(ledger(), reference))
         if found is None:
             return error(
                 404,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from projections.projector import summary
+from projections.faults import summary
 
 
 @dataclass

@@ -20,12 +20,12 @@ from starlette.responses import Response
 
 from api.responses import JSON, error
 from domain import followup
-from projections import messages as message_tables
-from projections import rules
+from projections.read_model import messages
+from projections.read_model.paging import KeysetPage
 from projections.rules import iso
 from service import followups
 from service.runtime import Runtime
-from store.db import Cursor, keyset_rows, time_window
+from store.db import Cursor
 
 MAX_LIMIT = 1000
 # Integers past 64 bits overflow SQLite's integers and PostgreSQL's bigint.
@@ -153,57 +153,17 @@ class Params:
         return decoded
 
 
-def equal_text(params: Params, columns: Sequence[str]) -> list[tuple[str, Any]]:
-    """`column = value` for each of these query parameters that was given (named as the column)."""
-    return [
-        (f"{column} = ?", value) for column in columns if (value := params.text(column)) is not None
-    ]
-
-
 def encode_cursor(values: Sequence[str]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
 
 
-def page(
-    cur: Cursor,
-    table: str,
-    order: tuple[str, str, str],
-    filters: list[tuple[str, Any]],
-    cursor: list[str] | None,
-    limit: int,
-    shape: Callable[[dict[str, Any]], dict[str, Any]],
-    keep: Callable[[dict[str, Any]], bool] | None = None,
-) -> dict[str, Any]:
-    """One keyset page of `table` ordered by `order`; `filters` are (SQL condition, value).
-    With `keep`, shaped items it refuses are left out: the page may then hold fewer than
-    `limit` items while `next_cursor` still leads on."""
-    rows = keyset_rows(cur, table, filters, order, cursor, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [shape(row) for row in rows]
-    return {
-        "items": [item for item in items if keep(item)] if keep else items,
-        "next_cursor": encode_cursor([rows[-1][c] for c in order]) if more else None,
-    }
+def cursor_of(page: KeysetPage) -> str | None:
+    """The opaque cursor of a read-model page's next page, if any."""
+    return encode_cursor(page.next_key) if page.next_key is not None else None
 
 
-def message_view(row: dict[str, Any], with_timeline: bool = False) -> dict[str, Any]:
-    view = {c: row[c] for c in message_tables.STATUS_COLUMNS if c != "reports"}
-    if with_timeline:
-        view["timeline"] = [
-            {
-                "status": r["status"],
-                "channel": r["channel"],
-                "identity": r["identity"],
-                "event_time": r["at"],
-                "reason_code": r["reason_code"],
-                "reason_sub_code": r["reason_sub_code"],
-                "reason_description": r["reason_description"],
-                "reference": r["source_ref"],
-            }
-            for r in rules.expanded_reports(row)
-        ]
-    return view
+def page_body(page: KeysetPage) -> dict[str, Any]:
+    return {"items": page.items, "next_cursor": cursor_of(page)}
 
 
 MESSAGE_PARAMS = (
@@ -254,7 +214,7 @@ class Queries:
         stale: str | None,
         with_timeline: bool = False,
     ) -> dict[str, Any]:
-        return message_view(row, with_timeline) | followups.annotate(
+        return messages.message_view(row, with_timeline) | followups.annotate(
             cur, row, self._overrides, self._read_channels, stale
         )
 
@@ -265,16 +225,7 @@ class Queries:
         message_id = path_param(request, "message_id")
         params = Params(request, ["project_id"])
         project_id = params.text("project_id")
-
-        def query(cur: Cursor) -> list[dict[str, Any]]:
-            sql = "SELECT * FROM message_status WHERE message_id = ?"
-            args = [message_id]
-            if project_id:
-                sql += " AND project_id = ?"
-                args.append(project_id)
-            return cur.execute(sql + " LIMIT 2", args).fetchall()
-
-        rows = await self._run(query)
+        rows = await self._run(lambda cur: messages.message_rows(cur, message_id, project_id))
         if not rows:
             return error(
                 404,
@@ -294,27 +245,38 @@ class Queries:
 
     async def messages(self, request: Request) -> Response:
         params = Params(request, MESSAGE_PARAMS)
-        filters = equal_text(params, ("project_id", "contact_id", "conversation_id", "metadata"))
-        if (metadata := params.text("metadata")) is not None:
-            # The index holds the prefix (see projections/messages.py).
-            prefix = message_tables.METADATA_PREFIX
-            filters.append((f"substr(metadata, 1, {prefix}) = substr(?, 1, {prefix})", metadata))
-        for name, column in [("status", "status"), ("reason", "reason_code")]:
-            if (value := params.word(name)) is not None:
-                filters.append((f"{column} = ?", value.upper()))
-        filters += time_window("first_event_time", params.time("since"), params.time("until"))
+        # Read in this order: with several bad parameters, the first is the one named.
+        project_id, contact_id = params.text("project_id"), params.text("contact_id")
+        conversation_id, metadata = params.text("conversation_id"), params.text("metadata")
+        status, reason = params.word("status"), params.word("reason")
+        since, until = params.time("since"), params.time("until")
         action = params.word("next_action")
-        keep = None
-        if action is not None:
-            if action not in followup.ACTIONS:
-                raise HTTPException(
-                    400,
-                    f"query parameter 'next_action' must be one of {', '.join(followup.ACTIONS)}",
+        if action is not None and action not in followup.ACTIONS:
+            raise HTTPException(
+                400,
+                f"query parameter 'next_action' must be one of {', '.join(followup.ACTIONS)}",
+            )
+        where = messages.MessageFilter(
+            project_id=project_id,
+            contact_id=contact_id,
+            conversation_id=conversation_id,
+            metadata=metadata,
+            status=status.upper() if status is not None else None,
+            reason=reason.upper() if reason is not None else None,
+            since=since,
+            until=until,
+            next_action=action,
+        )
+        limit, cursor = params.limit(), params.cursor(3)
+        stale = await self._stale()
+        return JSON(
+            await self._run(
+                lambda cur: page_body(
+                    messages.messages_page(
+                        cur, where, cursor, limit, lambda row: self._view(cur, row, stale)
+                    )
                 )
-            filters.append(followups.action_filter(action))
-            keep = lambda item: item["next_action"] == action  # noqa: E731
-        return await self._messages(
-            params, ("first_event_time", "project_id", "message_id"), filters, keep
+            )
         )
 
     async def stalled(self, request: Request) -> Response:
@@ -330,45 +292,35 @@ class Queries:
             )
         except ValueError as exc:
             raise HTTPException(400, f"query parameter 'older_than': {exc}") from None
-        filters: list[tuple[str, Any]] = [*equal_text(params, ("project_id",))]
-        filters += followups.quiet_filter(quiet_s)
-        return await self._messages(
-            params, ("last_event_time", "project_id", "message_id"), filters
-        )
-
-    async def _messages(
-        self,
-        params: Params,
-        order: tuple[str, str, str],
-        filters: list[tuple[str, Any]],
-        keep: Callable[[dict[str, Any]], bool] | None = None,
-    ) -> Response:
-        """A page of messages, each with its follow-up fields."""
+        project_id = params.text("project_id")
         limit, cursor = params.limit(), params.cursor(3)
         stale = await self._stale()
         return JSON(
             await self._run(
-                lambda cur: page(
-                    cur,
-                    "message_status",
-                    order,
-                    filters,
-                    cursor,
-                    limit,
-                    lambda row: self._view(cur, row, stale),
-                    keep,
+                lambda cur: page_body(
+                    messages.stalled_page(
+                        cur,
+                        project_id,
+                        quiet_s,
+                        cursor,
+                        limit,
+                        lambda row: self._view(cur, row, stale),
+                    )
                 )
             )
         )
 
     async def read_confirmations(self, request: Request) -> Response:
         params = Params(request, READ_PARAMS)
-        filters = equal_text(params, ("project_id", "contact_id"))
-        filters += time_window("read_at", params.time("since"), params.time("until"))
+        project_id, contact_id = params.text("project_id"), params.text("contact_id")
+        since, until = params.time("since"), params.time("until")
         limit, cursor = params.limit(), params.cursor(3)
-        order = ("read_at", "project_id", "message_id")
         return JSON(
             await self._run(
-                lambda cur: page(cur, "read_confirmations", order, filters, cursor, limit, dict)
+                lambda cur: page_body(
+                    messages.read_confirmations_page(
+                        cur, project_id, contact_id, since, until, cursor, limit
+                    )
+                )
             )
         )

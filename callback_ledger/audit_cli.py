@@ -14,7 +14,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from projections import audit
+from projections.read_model import consent
 from projections.rules import iso
 from service.runtime import Runtime
 from store.config import Settings
@@ -51,9 +51,9 @@ def emit(rows: Iterable[dict[str, Any]], fmt: str, title: str, columns: list[str
             out.write(orjson.dumps(row).decode() + "\n")
     elif fmt == "csv":
         fields = list(dict.fromkeys(k for row in rows for k in row)) or columns
-        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+        by_name = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        by_name.writeheader()
+        by_name.writerows(rows)
     elif not out.isatty():
         # Piped or redirected: every column whole, as tab-separated values (a drawn table
         # would be cut to 80 columns).
@@ -172,7 +172,7 @@ def run_history(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: audit.history(
+        lambda cur: consent.history(
             cur,
             contact_id=args.contact,
             project_id=args.project,
@@ -191,7 +191,7 @@ def run_at(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: [audit.state_at(cur, args.channel.upper(), args.identity, at, args.project)],
+        lambda cur: [consent.state_at(cur, args.channel.upper(), args.identity, at, args.project)],
         "consent at " + at,
         [
             "channel",
@@ -209,7 +209,7 @@ def run_violations(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: audit.violations(cur, args.since, args.until),
+        lambda cur: consent.violations(cur, args.since, args.until),
         "consent violations",
         [
             "message_id",
@@ -227,7 +227,7 @@ def run_review(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: audit.review(cur, since=args.since, until=args.until),
+        lambda cur: consent.review(cur, since=args.since, until=args.until),
         "consent review",
         [
             "event_time",
@@ -246,7 +246,7 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: audit.history(cur, since=args.since, until=args.until),
+        lambda cur: consent.history(cur, since=args.since, until=args.until),
         "consent history",
         HISTORY,
     )

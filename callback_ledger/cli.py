@@ -185,13 +185,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def quarantine(settings: Settings, args: argparse.Namespace) -> int:
+    from projections.read_model.quarantine import quarantined
     from service.runtime import Runtime
     from store.keys import KeyStore, cli_user
 
     runtime = Runtime(settings)
     count = 0
     try:
-        for item in runtime.ledger().quarantined(args.after, args.limit):
+        for item in quarantined(runtime.ledger(), args.after, args.limit):
             sys.stdout.write(orjson.dumps(item).decode() + "\n")
             count += 1
         # Refused bodies are audit data (GET /quarantine needs the audit scope): logged as read.
@@ -292,28 +293,21 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
 def project(settings: Settings, args: argparse.Namespace) -> int:
     """The projection worker, for deployments that run `serve` with LEDGER_PROJECTIONS=off."""
     import signal
-    import threading
 
+    from projections.follower import Follower
     from service.runtime import Runtime
 
     runtime = Runtime(settings)
     runtime.projector().page_size = args.page_size
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Nothing wakes the worker: it polls every `interval` (backing off on errors).
+    follower = Follower(runtime.projector, idle_s=args.interval, min_interval_s=0)
+    signal.signal(signal.SIGTERM, lambda *_: follower.halt())
+    signal.signal(signal.SIGINT, lambda *_: follower.halt())
     logging.getLogger("callback_ledger").info("projection worker following the log")
-    backoff = args.interval
-    while not stop.is_set():
-        try:
-            runtime.projector().catch_up()
-            backoff = args.interval
-        except Exception as exc:
-            logging.getLogger("callback_ledger").warning("projections: %s (retrying)", exc)
-            backoff = min(backoff * 2, 30.0)
-        if args.once:
-            break
-        stop.wait(backoff)
-    runtime.close()
+    try:
+        follower.run(once=args.once)
+    finally:
+        runtime.close()
     return 0
 
 

@@ -7,9 +7,9 @@ import argparse
 import sys
 from typing import Any
 
-from api.query_routes import message_view
 from callback_ledger.audit_cli import emit, time_arg
 from domain import followup
+from projections.read_model import messages
 from service import followups
 from service.runtime import Runtime
 from store.config import Settings
@@ -58,7 +58,7 @@ def consent_stale(runtime: Runtime) -> str | None:
     """Why the consent projection cannot be trusted now, as /consent/check decides it (without
     waiting: this command follows nothing itself)."""
     from projections.consent import NAME
-    from projections.projector import describe
+    from projections.faults import describe
 
     projector = runtime.projector()
     fault, pending = projector.freshness(NAME, projector.head())
@@ -81,7 +81,7 @@ def run_followup(settings: Settings, args: argparse.Namespace) -> int:
         )
 
     def view(cur: Cursor, row: dict[str, Any]) -> dict[str, Any]:
-        shown = message_view(row) | followups.annotate(
+        shown = messages.message_view(row) | followups.annotate(
             cur, row, overrides, settings.read_channels, stale
         )
         shown["identity"] = followups.recipient(row)
@@ -90,7 +90,7 @@ def run_followup(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with runtime.database().read() as cur:
             rows = list(
-                followups.follow_up_list(
+                messages.follow_up_list(
                     cur, lambda row: view(cur, row), args.since, args.action, args.stalled
                 )
             )

@@ -1,4 +1,5 @@
-"""Keeps the read tables following the log while the service runs (or in the worker)."""
+"""Keeps the read tables following the log: the one loop, run in a daemon thread while the
+service runs (`LiveFollower`) or in the foreground by the worker (`callback-ledger project`)."""
 
 from __future__ import annotations
 
@@ -11,39 +12,38 @@ from projections.projector import Projector
 log = logging.getLogger("callback_ledger")
 
 
-class LiveFollower:
-    """A daemon thread that catches the projections up whenever woken (after each accepted
-    callback) and at least every `idle_s`. An error is logged and retried with back-off; the
-    lag on /healthz shows it."""
+class Follower:
+    """Catches the projections up whenever woken (after each accepted callback) and at least
+    every `idle_s`, no more often than every `min_interval_s`. An error is logged, passed to
+    `on_error`, kept in `last_error` and retried with back-off; the lag on /healthz shows it."""
 
     def __init__(
-        self, projector: Callable[[], Projector], idle_s: float = 0.5, min_interval_s: float = 0.3
+        self,
+        projector: Callable[[], Projector],
+        idle_s: float = 0.5,
+        min_interval_s: float = 0.3,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self._projector = projector
         self._idle_s = idle_s
         # Under load, waking on every commit would apply pages of a few events each: waiting a
         # little between catch-ups makes pages larger and keeps the lag well under a second.
-        # 0.3 s took 7-15% more callbacks/s than 0.1 s in the same process (wrk, PostgreSQL).
         self._min_interval_s = min_interval_s
+        self._on_error = on_error
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="projections", daemon=True)
         self.last_error: str | None = None
-
-    def start(self) -> None:
-        self._thread.start()
 
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Ends `run` after the catch-up under way (safe in a signal handler)."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=30)
 
-    def _run(self) -> None:
-        from service.metrics import follower_error  # once serve has set up metrics
-
+    def run(self, once: bool = False) -> None:
+        """Follows until halted; with `once`, catches up once (or fails once) and returns."""
         backoff = self._idle_s
         while not self._stop.is_set():
             self._wake.clear()
@@ -53,8 +53,32 @@ class LiveFollower:
                 backoff = self._idle_s
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                follower_error()
+                if self._on_error is not None:
+                    self._on_error()
                 log.warning("projections could not catch up (retrying): %s", self.last_error)
                 backoff = min(backoff * 2, 30.0)
+            if once:
+                return
             self._stop.wait(self._min_interval_s)
             self._wake.wait(backoff)
+
+
+class LiveFollower(Follower):
+    """The follower in a daemon thread of the service (LEDGER_PROJECTIONS=inline)."""
+
+    def __init__(
+        self,
+        projector: Callable[[], Projector],
+        idle_s: float = 0.5,
+        min_interval_s: float = 0.3,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(projector, idle_s, min_interval_s, on_error)
+        self._thread = threading.Thread(target=self.run, name="projections", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.halt()
+        self._thread.join(timeout=30)

@@ -16,7 +16,7 @@ from store.backend import Backend
 from store.compression import inflate
 from store.db import Cursor
 
-MESSAGE_REGISTERED = get_topic(Message.Registered)
+MESSAGE_REGISTERED = get_topic(Message.Registered)  # type: ignore[attr-defined]
 DELIVERY_REPORTED = get_topic(Message.DeliveryReported)
 MESSAGE_SUBMITTED = get_topic(Message.Submitted)
 UNRECOGNISED_RECEIVED = get_topic(UnrecognisedCallback.Received)  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
 """Reading one callback by its reference on a long stream: one contact receives N inbound
-messages, then `GET /callbacks/{reference}`'s lookup (audit.callback) is timed for references
+messages, then `GET /callbacks/{reference}`'s lookup (callbacks.callback) is timed for references
 near the start, middle and end of the stream.
 
 Usage: python -m scripts.lookup_bench [--events 10000] [--backend sqlite|postgres]
@@ -19,7 +19,7 @@ import orjson
 
 from domain.contact import Contact, contact_key
 from domain.receipt import Receipt
-from projections import audit
+from projections.read_model import callbacks
 from store.config import Settings
 from store.group_commit import LRU, execute_many
 from store.ledger import Ledger
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             times = []
             for _ in range(args.reads):
                 began = time.perf_counter()
-                found = audit.callback(ledger, reference)
+                found = callbacks.callback(ledger, reference)
                 times.append(time.perf_counter() - began)
                 assert found is not None and f'"IN{i}"' in found["raw"]
             print(

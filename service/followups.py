@@ -1,6 +1,7 @@
 """Delivery follow-up on the read side: each message's next action as the projection derived it,
-overridden by the recipient's consent now, and the messages that went quiet. Shared by the HTTP
-API and `callback-ledger followup`.
+overridden by the recipient's consent now. Shared by the HTTP API and `callback-ledger
+followup`; the lists themselves (and the messages that went quiet) are the read model's
+(projections/read_model/messages.py).
 
 The projection stores the action its delivery reports call for (`message_status.next_action`,
 NULL for "none"). Consent can change after the message failed, and lives in another projection,
@@ -10,17 +11,14 @@ to a number that is opted out now is `do_not_retry`, with the consent fact as th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from typing import Any
 
 from domain import followup
-from projections import audit, rules
-from projections.rules import SUBMITTED, iso
-from store.db import Cursor, keyset_rows
+from projections import rules
+from projections.read_model import consent
+from store.db import Cursor
 
-# The latest report says the message is on its way and nothing has been heard since.
-QUIET_STATUSES = (SUBMITTED, "QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL")
 # Sinch retries a callback for about 22 h 45 min: past a day, silence is not a late callback.
 DEFAULT_QUIET_S = 24 * 3600
 _DURATION = re.compile(r"^(\d{1,9})([smhd]?)$")
@@ -67,7 +65,7 @@ def annotate(
         stored = followup.REVIEW
         why = f"consent cannot be checked now ({consent_stale}): ask /consent/check first"
     elif identity and row["channel"]:
-        answer = audit.check(cur, row["channel"], identity, row["project_id"])
+        answer = consent.check(cur, row["channel"], identity, row["project_id"])
         if not answer["may_send"]:
             stored, why = followup.DO_NOT_RETRY, f"the recipient is {answer['reason']}"
             consent_ref = answer.get("source_ref")
@@ -77,71 +75,3 @@ def annotate(
         "next_action_consent_ref": consent_ref,
         "read_reported_on_channel": followup.reports_read(row["channel"], read_channels),
     }
-
-
-def action_filter(action: str) -> tuple[str, list[Any]]:
-    """The SQL condition that finds every candidate for an effective action: the consent
-    override can turn any actionable row into do_not_retry, never a row needing nothing."""
-    if action == followup.NONE:
-        return "next_action IS NULL", []
-    if action == followup.DO_NOT_RETRY:
-        return "next_action IS NOT NULL", []
-    return "next_action = ?", [action]
-
-
-def quiet_cutoff(older_than_s: int, now: datetime | None = None) -> str:
-    try:
-        return iso(((now or datetime.now(UTC)) - timedelta(seconds=older_than_s)).isoformat())
-    except OverflowError:  # before the calendar's first day: nothing is that old
-        return "0001-01-01T00:00:00.000000Z"
-
-
-def quiet_filter(older_than_s: int, now: datetime | None = None) -> list[tuple[str, list[Any]]]:
-    placeholders = ", ".join("?" * len(QUIET_STATUSES))
-    return [
-        (f"status IN ({placeholders})", list(QUIET_STATUSES)),
-        ("last_event_time < ?", [quiet_cutoff(older_than_s, now)]),
-    ]
-
-
-def all_rows(
-    cur: Cursor,
-    conditions: list[tuple[str, list[Any]]],
-    order: tuple[str, str, str],
-    page_size: int = 1000,
-) -> Iterator[dict[str, Any]]:
-    after: list[str] | None = None
-    while True:
-        rows = keyset_rows(cur, "message_status", conditions, order, after, page_size)
-        yield from rows
-        if len(rows) < page_size:
-            return
-        after = [rows[-1][column] for column in order]
-
-
-def follow_up_list(
-    cur: Cursor,
-    view: Callable[[Mapping[str, Any]], dict[str, Any]],
-    since: str | None = None,
-    action: str | None = None,
-    quiet_s: int | None = None,
-) -> Iterator[dict[str, Any]]:
-    """For `callback-ledger followup`: every message with something to do (or, with `quiet_s`,
-    every one that went quiet), oldest first, in the shape `view` gives."""
-    conditions: list[tuple[str, list[Any]]] = []
-    if quiet_s is not None:
-        conditions += quiet_filter(quiet_s)
-        order = ("last_event_time", "project_id", "message_id")
-    else:
-        sql, values = action_filter(action) if action else ("next_action IS NOT NULL", [])
-        conditions.append((sql, values))
-        order = ("first_event_time", "project_id", "message_id")
-    if since:
-        conditions.append((f"{order[0]} >= ?", [since]))
-    for row in all_rows(cur, conditions, order):
-        shown = view(row)
-        if quiet_s is None and shown["next_action"] == followup.NONE:
-            continue
-        if action and shown["next_action"] != action:
-            continue
-        yield shown

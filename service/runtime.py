@@ -100,7 +100,10 @@ class Runtime:
         itself (LEDGER_PROJECTIONS=inline); not started."""
         if self.settings.projections != "inline":
             return None
-        return LiveFollower(self.projector)
+        # Imported here, as for the group commit: the metrics are set up by `serve` first.
+        from service.metrics import follower_error
+
+        return LiveFollower(self.projector, on_error=follower_error)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -6,7 +6,6 @@ version kept in the catch-all and this one interprets."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -86,37 +85,6 @@ class CatchAll(Application[UUID]):
         self, raw: bytes, trigger: str, status_code: int, problems: list[str], receipt: Receipt
     ) -> Outcome:
         return self.execute(self.quarantine_command(raw, trigger, status_code, problems, receipt))
-
-    def quarantined(
-        self, after: int = 0, limit: int = 100, page: int = 8
-    ) -> Iterator[dict[str, Any]]:
-        """The quarantine, oldest first; `id` is the cursor for the next page. Read from the log
-        `page` entries at a time: a caller that stops early, or writes each out, holds at most
-        that many bodies (each up to the body limit), however large `limit`."""
-        topic = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]
-        while limit > 0:
-            notifications = self.recorder.select_notifications(
-                start=after, limit=min(page, limit), topics=[topic], inclusive_of_start=False
-            )
-            if not notifications:
-                return
-            limit -= len(notifications)
-            after = notifications[-1].id
-            yield from self._quarantine_items(notifications)
-
-    def _quarantine_items(self, notifications: Iterable[Any]) -> Iterator[dict[str, Any]]:
-        for notification in notifications:
-            event: Any = self.mapper.to_domain_event(notification)
-            yield {
-                "id": notification.id,
-                "trigger": event.trigger,
-                "status_code": event.status_code,
-                "problems": event.problems,
-                "received_at": event.callback["received_at"],
-                "signature_verified": event.callback["signature_verified"],
-                "raw_base64": event.raw_base64
-                or base64.b64encode(event.callback["raw"].encode()).decode(),
-            }
 
     def reinterpret_kept(self, page: int = 500) -> dict[str, int]:
         """Records the callbacks an earlier version kept in the catch-all whose trigger this

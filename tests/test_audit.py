@@ -229,7 +229,7 @@ def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None
 
 
 def test_violations_agree_with_state_at_whatever_the_page_size(fed: TestClient, settings) -> None:
-    from projections import audit
+    from projections.read_model import consent
     from service.runtime import Runtime
 
     for i in range(7):  # more messages to the opted-out number, around the opt-out and opt-in
@@ -238,12 +238,12 @@ def test_violations_agree_with_state_at_whatever_the_page_size(fed: TestClient, 
     runtime = Runtime(settings)
     try:
         with runtime.database().read() as cur:
-            whole = list(audit.violations(cur))
-            paged = list(audit.violations(cur, page_size=1))
+            whole = list(consent.violations(cur))
+            paged = list(consent.violations(cur, page_size=1))
             assert paged == whole
             assert {v["message_id"] for v in whole} == {"B", "X1", "X2"}
             for violation in whole:
-                at = audit.state_at(cur, "SMS", NUMBER, violation["sent_at"], "PROJECT1")
+                at = consent.state_at(cur, "SMS", NUMBER, violation["sent_at"], "PROJECT1")
                 assert at["state"] == "OPTED_OUT"
                 assert at["decided_by"]["source_ref"] == violation["proof"]["source_ref"]
     finally:
@@ -262,7 +262,7 @@ FREE_TEXT = [
 
 
 def test_help_is_history_without_effect(fed: TestClient, settings) -> None:
-    from projections import audit
+    from projections.read_model import consent
     from service.runtime import Runtime
 
     post(fed, p.inbound("IN-HELP", "Help?", identity=NUMBER, event_time=f"{DAY}11:30:00Z"))
@@ -284,7 +284,7 @@ def test_help_is_history_without_effect(fed: TestClient, settings) -> None:
     runtime = Runtime(settings)
     try:
         with runtime.database().read() as cur:
-            [violation] = audit.violations(cur)  # B, proven by the STOP as before
+            [violation] = consent.violations(cur)  # B, proven by the STOP as before
             assert violation["proof"]["fact"] == "KEYWORD_OPT_OUT"
     finally:
         runtime.close()

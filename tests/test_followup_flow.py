@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from domain.receipt import Receipt
 from projections import rules
-from projections.replay import replay
+from projections.replay import Rebuild, replay
 from service.runtime import Runtime
 from store.config import Settings
 from store.db import Database
@@ -170,7 +170,7 @@ def keep_in_catch_all(ledger: Ledger, body: dict) -> None:
 def test_submissions_kept_by_an_earlier_version_are_recorded_by_reinterpret(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
-    from projections import audit
+    from projections.read_model import callbacks
 
     # As 501b7cc left a store: a submission in the catch-all, before and after the message's
     # first report (pages of one event apart when followed: the row exists before either).
@@ -197,7 +197,7 @@ def test_submissions_kept_by_an_earlier_version_are_recorded_by_reinterpret(
             ("QUEUED_ON_CHANNEL", "SMS"),
         ]
         # Each reference gives the body exactly as it arrived then.
-        raws = [audit.callback(ledger, r["source_ref"])["raw"] for r in timeline]
+        raws = [callbacks.callback(ledger, r["source_ref"])["raw"] for r in timeline]
     finally:
         runtime.close()
     assert all("message_submit_notification" in raw for raw in raws[:2])
@@ -320,7 +320,7 @@ def test_every_reference_resolves_when_a_submission_is_reinterpreted_between_rep
 ) -> None:
     """The stored timeline leaves out references it can derive from the message's stream: a
     submission recorded later from the catch-all must leave them all resolvable."""
-    from projections import audit
+    from projections.read_model import callbacks
 
     runtime = Runtime(settings, ledger)
     try:
@@ -336,7 +336,7 @@ def test_every_reference_resolves_when_a_submission_is_reinterpreted_between_rep
         [row] = projection_rows(database_url)["message_status"]
         timeline = rules.expanded_reports(row)
         assert [r["status"] for r in timeline] == ["SUBMITTED", "QUEUED_ON_CHANNEL", "DELIVERED"]
-        found = {r["status"]: audit.callback(ledger, r["source_ref"]) for r in timeline}
+        found = {r["status"]: callbacks.callback(ledger, r["source_ref"]) for r in timeline}
     finally:
         runtime.close()
     for status, callback in found.items():
@@ -357,8 +357,8 @@ def test_a_rebuild_interrupted_before_the_upgrade_starts_over(
     projector = runtime.projector()
     projector.catch_up()
     projector.page_size = 1
-    generation, _ = projector.start_rebuild("messages")
-    projector.build_step("messages")  # F1's row built, then the process stopped
+    generation, _ = Rebuild(projector).start("messages")
+    Rebuild(projector).step("messages")  # F1's row built, then the process stopped
     runtime.close()
     db = Database(database_url)
     try:

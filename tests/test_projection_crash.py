@@ -15,7 +15,7 @@ import time
 import pytest
 
 from projections.projector import Projector
-from projections.replay import replay
+from projections.replay import Rebuild, replay
 from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
@@ -111,7 +111,7 @@ def start_split_replay(env: dict[str, str], projector: Projector) -> subprocess.
     )
     deadline = time.monotonic() + 60
     while run.poll() is None and time.monotonic() < deadline:
-        if max(projector.part_positions("messages")) > 0:
+        if max(Rebuild(projector).part_positions("messages")) > 0:
             break
         time.sleep(0.02)
     return run
@@ -135,7 +135,7 @@ def test_killed_split_replay_resumes_as_it_was_split(
             os.killpg(run.pid, signal.SIGKILL)
             kills += 1
         run.wait()
-        parts = projector.part_positions("messages")
+        parts = Rebuild(projector).part_positions("messages")
         if kills >= 2 and len(parts) == 2:
             break
     runtime.close()

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from projections.log_reader import EventLog
-from projections.projector import ReadAhead
-from projections.replay import replay
+from projections.read_ahead import ReadAhead
+from projections.replay import Rebuild, replay
 from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
@@ -163,7 +163,7 @@ def test_catch_up_applies_what_came_before_it_and_stops_while_callbacks_keep_arr
     head = ledger.ping()
     projector = runtime.projector()
     projector.page_size = 4
-    steps, late = projector._steps, iter(range(100))
+    steps, late = projector.apply_next_page, iter(range(100))
 
     def step_then_a_callback_arrives(*args: Any, **kwargs: Any) -> dict[str, int]:
         moved = steps(*args, **kwargs)
@@ -173,7 +173,7 @@ def test_catch_up_applies_what_came_before_it_and_stops_while_callbacks_keep_arr
         accept_all(ledger, [p.inbound(f"LATE{n}", text="hi", contact_id=f"LATE{n}")])
         return moved
 
-    projector._steps = step_then_a_callback_arrives  # type: ignore[method-assign]
+    projector.apply_next_page = step_then_a_callback_arrives  # type: ignore[method-assign]
     pages = projector.catch_up()
     positions = projector.positions()
     assert positions["messages"]["position"] >= head
@@ -206,8 +206,8 @@ def test_interrupted_replay_resumes(
     live = projection_rows(database_url)
     projector = runtime.projector()
     projector.page_size = 2
-    generation, _ = projector.start_rebuild("messages")
-    first = projector.build_step("messages")
+    generation, _ = Rebuild(projector).start("messages")
+    first = Rebuild(projector).step("messages")
     assert first > 0  # then the process "dies"; queries still answer from the live tables
     assert projection_rows(database_url) == live
 
@@ -229,22 +229,22 @@ def test_replay_reading_ahead_meets_another_replay_and_new_events(
     other.projector().page_size = 3
     names = ["messages", "consent"]
     for name in names:
-        projector.start_rebuild(name)
-    pages = projector.build_all(names)
+        Rebuild(projector).start(name)
+    pages = Rebuild(projector).build_all(names)
     first = next(pages)
-    other.projector().build_steps(names)  # the read-ahead pages no longer fit
+    Rebuild(other.projector()).steps(names)  # the read-ahead pages no longer fit
     accept_all(ledger, SCENARIO[8:])  # and the log grows meanwhile
     positions = [first, *pages]
     assert positions == sorted(positions) and len(positions) > 2
     for name in names:
-        projector.finish_rebuild(name)
+        Rebuild(projector).finish(name)
     replayed = projection_rows(database_url)
     other.close()
 
     fresh = Runtime(replace(settings), ledger)
     for name in names:
-        fresh.projector().start_rebuild(name, fresh=True)
-        fresh.projector().finish_rebuild(name)
+        Rebuild(fresh.projector()).start(name, fresh=True)
+        Rebuild(fresh.projector()).finish(name)
     assert replayed == projection_rows(database_url)
     assert len(replayed["message_status"]) == 2 and len(replayed["consent"]) == 1
     fresh.close()
@@ -254,8 +254,8 @@ def test_an_abandoned_replay_stops_reading_ahead(runtime: Runtime, ledger: Ledge
     accept_all(ledger, SCENARIO)
     projector = runtime.projector()
     projector.page_size = 1
-    projector.start_rebuild("messages")
-    pages = projector.build_all(["messages"])
+    Rebuild(projector).start("messages")
+    pages = Rebuild(projector).build_all(["messages"])
     next(pages)
     pages.close()
     assert not [t for t in threading.enumerate() if t.name == "ledger-read-ahead"]
@@ -302,15 +302,15 @@ def test_an_interrupted_split_replay_resumes_split(
     expected = projection_rows(database_url)
     projector = runtime.projector()
     projector.page_size = 5
-    projector.start_rebuild("messages", fresh=True)
-    assert projector.plan_parts("messages", 2) == 2
-    part = projector.build_part("messages", 0, 2, ledger.ping())
+    Rebuild(projector).start("messages", fresh=True)
+    assert Rebuild(projector).plan_parts("messages", 2) == 2
+    part = Rebuild(projector).build_part("messages", 0, 2, ledger.ping())
     next(part), next(part)  # part 0 two pages in, part 1 not started: then interrupted
     part.close()
     # Asked for one process, it resumes as it was split: the parts' rows are not applied twice.
     replay(settings, ["messages"], page_size=5)
     assert projection_rows(database_url) == expected
-    assert projector.part_positions("messages") == [0]  # no parts left
+    assert Rebuild(projector).part_positions("messages") == [0]  # no parts left
 
 
 def test_replay_with_changed_keywords_rederives_consent(
@@ -438,7 +438,7 @@ def test_a_rebuild_under_way_gains_the_review_table_too(
     accept_all(ledger, [*SCENARIO, FREE_TEXT_STOP])
     catch_up(runtime)
     expected = projection_rows(database_url)
-    generation, _ = runtime.projector().start_rebuild("consent")
+    generation, _ = Rebuild(runtime.projector()).start("consent")
     drop_review_table(database_url, 1)
     drop_review_table(database_url, generation, view=False)  # interrupted by the upgrade
     upgraded = Runtime(settings, ledger)

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from domain.contact import Contact, contact_key
 from domain.message import Message
 from domain.receipt import Receipt
-from projections import audit
+from projections.read_model import callbacks
 from store.group_commit import LRU, execute_many
 from store.ledger import Ledger
 from tests import payloads as p
@@ -60,14 +60,14 @@ def test_a_reference_on_a_long_stream_reads_one_event(
     stream = Contact.create_id("PROJECT1", contact_key("CONTACT1", "SMS", "+46732001122"))
     counting = Counting(ledger, monkeypatch)
     for i in (0, EVENTS // 2, EVENTS - 1):
-        found = audit.callback(ledger, f"{stream}/INBOUND|IN{i}")
+        found = callbacks.callback(ledger, f"{stream}/INBOUND|IN{i}")
         assert found is not None and found["version"] == i + 2
         assert orjson.loads(found["raw"])["message"]["id"] == f"IN{i}"
-    found = audit.callback(ledger, f"{stream}/OPT_OUT|request|R1")
+    found = callbacks.callback(ledger, f"{stream}/OPT_OUT|request|R1")
     assert found is not None and found["event"] == "Contact.ConsentReported"
     assert (counting.selected, counting.decoded) == (4, 4)
     # Absent keys read nothing but the stream's first event.
-    assert audit.callback(ledger, f"{stream}/INBOUND|nope") is None
+    assert callbacks.callback(ledger, f"{stream}/INBOUND|nope") is None
     assert counting.decoded == 4
     # The lookup is by the dedupe table's primary key, not by a scan of the stream's rows.
     sql = "SELECT originator_version FROM ledger_dedupe WHERE originator_id = ? AND dedupe_key = ?"

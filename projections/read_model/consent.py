@@ -1,28 +1,26 @@
-"""Consent audit: history, point-in-time answers, the pre-send check, the violations report, the
-free-text review list and the raw callback behind any fact. Shared by the HTTP API and
-`callback-ledger audit`.
-
-Every answer is read from the projections (plain SQL over the views) except `callback`, which
-reads the immutable event log itself."""
+"""Consent on the read side: consent now, history, point-in-time answers, the pre-send check,
+the violations report and the free-text review list. Shared by the HTTP API, `callback-ledger
+audit` and the follow-up's consent override. Plain SQL over the consent views."""
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from uuid import UUID
 
 from domain.callbacks import normalise_identity
 from projections import rules
+from projections.read_model.paging import in_time_order
 from projections.rules import OPTED_OUT, STATUS_RANK
 from store.db import Cursor, time_window
-from store.ledger import Ledger
 
 UNKNOWN = "UNKNOWN"
 HISTORY_COLUMNS = (
     "project_id, contact_id, channel, identity, event_time, accepted_time, fact, effect, "
     "source_kind, keyword, request_id, inbound_message_id, source_ref"
 )
+# A number's consent facts in the deciding order: their event times, and the rows.
+Facts = tuple[list[str], list[dict[str, Any]]]
 # The same order as projections.rules.merge_consent: latest time, then opt-out, then source.
 DECIDING_ORDER = (
     "event_time DESC, CASE WHEN effect = 'OPTED_OUT' THEN 1 ELSE 0 END DESC, source_ref DESC"
@@ -158,31 +156,6 @@ def history(
     return [history_view(row) for row in rows]
 
 
-def in_time_order(
-    cur: Cursor,
-    table: str,
-    columns: str,
-    filters: list[tuple[str, Any]],
-    after: tuple[str, str] | None,
-    limit: int | None,
-) -> list[dict[str, Any]]:
-    """Rows of `table` meeting `filters` ((condition, value) pairs), ordered by event_time and
-    source_ref, after the keyset cursor `after`."""
-    where = [condition for condition, _ in filters]
-    params: list[Any] = [value for _, value in filters]
-    if after:
-        where.append("(event_time, source_ref) > (?, ?)")
-        params += list(after)
-    sql = f"SELECT {columns} FROM {table}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY event_time, source_ref"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return cur.execute(sql, params).fetchall()
-
-
 REVIEW_COLUMNS = (
     "project_id, contact_id, channel, identity, text, event_time, inbound_message_id, "
     "source_ref, matched"
@@ -220,9 +193,9 @@ def violations(
     fact that proves it. `since`/`until` bound the message's first report. Messages are read in
     pages and each number's consent facts once, so a year of messages costs one query per page
     and per distinct number, not per message."""
-    facts: dict[tuple[str, str, str], tuple[list[str], list[dict[str, Any]]]] = {}
+    facts: dict[tuple[str, str, str], Facts] = {}
 
-    def consent_facts(project_id: str, channel: str, identity: str) -> tuple[list[str], list]:
+    def consent_facts(project_id: str, channel: str, identity: str) -> Facts:
         key = (project_id, channel, identity)
         if key not in facts:
             sql, params = facts_about(
@@ -267,7 +240,7 @@ def violations(
 
 
 def _message_violations(
-    message: dict[str, Any], consent_facts: Callable[[str, str, str], tuple[list[str], list]]
+    message: dict[str, Any], consent_facts: Callable[[str, str, str], Facts]
 ) -> Iterator[dict[str, Any]]:
     first_on: dict[tuple[str, str], str] = {}
     for report in rules.expanded_reports(message):
@@ -292,26 +265,3 @@ def _message_violations(
                 "opted_out_since": rows[index]["event_time"],
                 "proof": history_view(rows[index]),
             }
-
-
-def callback(ledger: Ledger, reference: str) -> dict[str, Any] | None:
-    """The raw callback behind a `source_ref` / timeline `reference`: `<stream id>/<key>`."""
-    stream, _, key = reference.partition("/")
-    try:
-        originator_id = UUID(stream)
-    except ValueError:
-        return None
-    event = ledger.keyed_event(originator_id, key)
-    if event is None:
-        return None
-    received = event.callback
-    return {
-        "reference": reference,
-        "event": type(event).__qualname__,
-        "stream": str(originator_id),
-        "version": event.originator_version,
-        "raw": received["raw"],
-        "received_at": received["received_at"],
-        "signature_verified": received["signature_verified"],
-        "headers": received["headers"],
-    }

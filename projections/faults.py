@@ -1,0 +1,129 @@
+"""The faults table: which projection cannot be trusted now, and why.
+
+Kind "event": a projection cannot apply an event of the log (cleared once it moves on); kind
+"replay": a table it gained in an upgrade holds nothing from before (cleared by
+`callback-ledger replay`). Also what tells a fault of the store (retried as it is) from a
+fault of an event, and the words both are reported in."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from store.db import Cursor
+
+FAULTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projection_faults (
+    name TEXT NOT NULL, kind TEXT NOT NULL, position BIGINT NOT NULL, notification_id BIGINT,
+    stream TEXT, event TEXT, error TEXT NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (name, kind))"""
+EVENT, REPLAY = "event", "replay"
+
+# A fault as the table holds it (and /healthz shows it): kind, position, notification_id,
+# stream, event, error, since.
+Fault = dict[str, Any]
+
+# SQLSTATE classes that say the server is unreachable, shutting down, out of resources, or
+# that the transaction lost a race or waited too long: nothing about the event itself.
+_TRANSIENT = ("08", "40", "53", "55", "57")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The store is down or busy: no fault of an event, so retried as it is."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return not str(exc).startswith("no such")  # locked, I/O: yes; a missing table: no
+    if isinstance(exc, psycopg.Error):
+        # A connection failure has no SQLSTATE; "index row size exceeds maximum" (54000) is
+        # an OperationalError too, but caused by the event.
+        if exc.sqlstate is None:
+            return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+        return exc.sqlstate[:2] in _TRANSIENT
+    return isinstance(exc, psycopg_pool.PoolTimeout | OSError)
+
+
+class ProjectionStuck(RuntimeError):
+    """Projections that cannot apply an event of the log: they stay where they are (an event
+    skipped would leave their rows wrong) until the cause is fixed."""
+
+    def __init__(self, faults: dict[str, Fault]) -> None:
+        self.faults = faults
+        super().__init__(
+            "; ".join(f"{name}: {describe(fault)}" for name, fault in sorted(faults.items()))
+        )
+
+
+def summary(exc: BaseException) -> str:
+    """An error in one line for /healthz and the log: the database's DETAIL lines (which can
+    quote a row's values, a phone number among them) are left out."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
+
+
+def describe(fault: Fault) -> str:
+    if fault.get("kind") == REPLAY:
+        return str(fault["error"])
+    where = (
+        f"event {fault['notification_id']} ({fault['event']} on stream {fault['stream']})"
+        if fault.get("notification_id") is not None
+        else f"the events after {fault['position']}"
+    )
+    return f"cannot apply {where}: {fault['error']}"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def write_fault(cur: Cursor, name: str, fault: Fault) -> None:
+    cur.execute(
+        "DELETE FROM ledger_projection_faults WHERE name = ? AND kind = ?", (name, fault["kind"])
+    )
+    cur.execute(
+        "INSERT INTO ledger_projection_faults (name, kind, position, notification_id, stream, "
+        "event, error, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            name,
+            fault["kind"],
+            fault["position"],
+            fault.get("notification_id"),
+            fault.get("stream"),
+            fault.get("event"),
+            fault["error"],
+            fault["since"],
+        ),
+    )
+
+
+def clear_faults(cur: Cursor, name: str, kind: str | None = None) -> None:
+    if kind is None:
+        cur.execute("DELETE FROM ledger_projection_faults WHERE name = ?", (name,))
+    else:
+        cur.execute(
+            "DELETE FROM ledger_projection_faults WHERE name = ? AND kind = ?", (name, kind)
+        )
+
+
+def read_faults(cur: Cursor, kind: str | None = None) -> dict[str, Fault]:
+    """A fault per projection that has one: cannot apply an event first, else needs a
+    replay."""
+    rows = cur.execute("SELECT * FROM ledger_projection_faults ORDER BY name, kind").fetchall()
+    found: dict[str, Fault] = {}
+    for row in rows:
+        if kind is not None and row["kind"] != kind:
+            continue
+        found.setdefault(
+            row["name"],
+            {
+                "kind": row["kind"],
+                "position": int(row["position"]),
+                "notification_id": row["notification_id"],
+                "stream": row["stream"],
+                "event": row["event"],
+                "error": row["error"],
+                "since": row["since"],
+            },
+        )
+    return found

@@ -1,0 +1,45 @@
+"""What a projection is to the projector, and the projections this service keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from projections import consent, messages, rules
+from projections.log_reader import LoggedEvent
+from store.db import Cursor
+
+
+@dataclass(frozen=True)
+class Projection:
+    name: str
+    topics: frozenset[str]
+    tables: tuple[str, ...]
+    schema: Callable[[int], list[str]]
+    apply: Callable[[Cursor, int, list[LoggedEvent]], None]
+    # Columns added to a table since its first version: (table, column, SQL type). A database
+    # from before gets them (and is told it needs a replay to fill them).
+    added_columns: tuple[tuple[str, str, str], ...] = ()
+
+
+def all_projections(
+    keywords: rules.Keywords = rules.DEFAULT_KEYWORDS,
+    next_actions: Mapping[str, str] | None = None,
+) -> dict[str, Projection]:
+    return {
+        messages.NAME: Projection(
+            messages.NAME,
+            messages.TOPICS,
+            messages.TABLES,
+            messages.schema,
+            lambda cur, g, events: messages.apply(cur, g, events, next_actions),
+            messages.ADDED_COLUMNS,
+        ),
+        consent.NAME: Projection(
+            consent.NAME,
+            consent.TOPICS,
+            consent.TABLES,
+            consent.schema,
+            lambda cur, g, events: consent.apply(cur, g, events, keywords),
+        ),
+    }

@@ -1,0 +1,215 @@
+"""Messages on the read side: one message with its timeline, the message lists (filtered, and
+those that went quiet), READ confirmations, and the follow-up lists. Plain SQL over the
+message_status and read_confirmations views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from domain import followup
+from projections import messages as message_tables
+from projections import rules
+from projections.read_model.paging import Conditions, KeysetPage, keyset_page
+from projections.rules import SUBMITTED, iso
+from store.db import Cursor, Row, keyset_rows, time_window
+
+# The latest report says the message is on its way and nothing has been heard since.
+QUIET_STATUSES = (SUBMITTED, "QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL")
+
+BY_FIRST_EVENT = ("first_event_time", "project_id", "message_id")
+BY_LAST_EVENT = ("last_event_time", "project_id", "message_id")
+BY_READ_AT = ("read_at", "project_id", "message_id")
+
+Shape = Callable[[Row], dict[str, Any]]
+
+
+def message_view(row: Mapping[str, Any], with_timeline: bool = False) -> dict[str, Any]:
+    """A message_status row as answered: its columns, and with `with_timeline` each report."""
+    view = {c: row[c] for c in message_tables.STATUS_COLUMNS if c != "reports"}
+    if with_timeline:
+        view["timeline"] = [
+            {
+                "status": r["status"],
+                "channel": r["channel"],
+                "identity": r["identity"],
+                "event_time": r["at"],
+                "reason_code": r["reason_code"],
+                "reason_sub_code": r["reason_sub_code"],
+                "reason_description": r["reason_description"],
+                "reference": r["source_ref"],
+            }
+            for r in rules.expanded_reports(row)
+        ]
+    return view
+
+
+def message_rows(cur: Cursor, message_id: str, project_id: str | None = None) -> list[Row]:
+    """The rows of message `message_id` (in `project_id`): none, one, or two when the id is
+    in several projects (no more are read)."""
+    sql = "SELECT * FROM message_status WHERE message_id = ?"
+    args = [message_id]
+    if project_id:
+        sql += " AND project_id = ?"
+        args.append(project_id)
+    return cur.execute(sql + " LIMIT 2", args).fetchall()
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """Which messages a list holds; None: any. `status` and `reason` as stored (upper case);
+    `since`/`until` bound the first report (UTC, as the projections store it)."""
+
+    project_id: str | None = None
+    contact_id: str | None = None
+    conversation_id: str | None = None
+    metadata: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    since: str | None = None
+    until: str | None = None
+    next_action: str | None = None  # one of domain.followup.ACTIONS, consent override included
+
+
+def messages_page(
+    cur: Cursor,
+    where: MessageFilter,
+    after: Sequence[Any] | None,
+    limit: int,
+    shape: Shape,
+) -> KeysetPage:
+    """A page of messages in first-report order. With `next_action`, `shape` must give the
+    effective `next_action` (see service.followups.annotate): the rows are found by the stored
+    action, and those the consent override turns into another are left out."""
+    conditions: Conditions = [
+        (f"{column} = ?", value)
+        for column, value in (
+            ("project_id", where.project_id),
+            ("contact_id", where.contact_id),
+            ("conversation_id", where.conversation_id),
+            ("metadata", where.metadata),
+        )
+        if value is not None
+    ]
+    if where.metadata is not None:
+        # The index holds the prefix (see projections/messages.py).
+        prefix = message_tables.METADATA_PREFIX
+        condition = f"substr(metadata, 1, {prefix}) = substr(?, 1, {prefix})"
+        conditions.append((condition, where.metadata))
+    for column, value in (("status", where.status), ("reason_code", where.reason)):
+        if value is not None:
+            conditions.append((f"{column} = ?", value))
+    conditions += time_window("first_event_time", where.since, where.until)
+    keep = None
+    if (action := where.next_action) is not None:
+        conditions.append(action_filter(action))
+        keep = lambda item: item["next_action"] == action  # noqa: E731
+    return keyset_page(cur, "message_status", BY_FIRST_EVENT, conditions, after, limit, shape, keep)
+
+
+def stalled_page(
+    cur: Cursor,
+    project_id: str | None,
+    quiet_s: int,
+    after: Sequence[Any] | None,
+    limit: int,
+    shape: Shape,
+) -> KeysetPage:
+    """A page of the messages whose latest report (submitted, queued, switching channel) is
+    older than `quiet_s` as of now: nothing has been heard of them since."""
+    conditions: Conditions = [("project_id = ?", project_id)] if project_id is not None else []
+    conditions += quiet_filter(quiet_s)
+    return keyset_page(cur, "message_status", BY_LAST_EVENT, conditions, after, limit, shape)
+
+
+def read_confirmations_page(
+    cur: Cursor,
+    project_id: str | None,
+    contact_id: str | None,
+    since: str | None,
+    until: str | None,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> KeysetPage:
+    """A page of READ confirmations in the order they were read; `since`/`until` bound that."""
+    conditions: Conditions = [
+        (f"{column} = ?", value)
+        for column, value in (("project_id", project_id), ("contact_id", contact_id))
+        if value is not None
+    ]
+    conditions += time_window("read_at", since, until)
+    return keyset_page(cur, "read_confirmations", BY_READ_AT, conditions, after, limit, dict)
+
+
+# ---- follow-up --------------------------------------------------------------------------------
+
+
+def action_filter(action: str) -> tuple[str, list[Any]]:
+    """The SQL condition that finds every candidate for an effective action: the consent
+    override can turn any actionable row into do_not_retry, never a row needing nothing."""
+    if action == followup.NONE:
+        return "next_action IS NULL", []
+    if action == followup.DO_NOT_RETRY:
+        return "next_action IS NOT NULL", []
+    return "next_action = ?", [action]
+
+
+def quiet_cutoff(older_than_s: int, now: datetime | None = None) -> str:
+    try:
+        return iso(((now or datetime.now(UTC)) - timedelta(seconds=older_than_s)).isoformat())
+    except OverflowError:  # before the calendar's first day: nothing is that old
+        return "0001-01-01T00:00:00.000000Z"
+
+
+def quiet_filter(older_than_s: int, now: datetime | None = None) -> list[tuple[str, list[Any]]]:
+    placeholders = ", ".join("?" * len(QUIET_STATUSES))
+    return [
+        (f"status IN ({placeholders})", list(QUIET_STATUSES)),
+        ("last_event_time < ?", [quiet_cutoff(older_than_s, now)]),
+    ]
+
+
+def _all_rows(
+    cur: Cursor,
+    conditions: Conditions,
+    order: tuple[str, str, str],
+    page_size: int = 1000,
+) -> Iterator[Row]:
+    after: list[Any] | None = None
+    while True:
+        rows = keyset_rows(cur, "message_status", conditions, order, after, page_size)
+        yield from rows
+        if len(rows) < page_size:
+            return
+        after = [rows[-1][column] for column in order]
+
+
+def follow_up_list(
+    cur: Cursor,
+    view: Callable[[Row], dict[str, Any]],
+    since: str | None = None,
+    action: str | None = None,
+    quiet_s: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """For `callback-ledger followup`: every message with something to do (or, with `quiet_s`,
+    every one that went quiet), oldest first, in the shape `view` gives (with the effective
+    `next_action`)."""
+    conditions: Conditions = []
+    if quiet_s is not None:
+        conditions += quiet_filter(quiet_s)
+        order = BY_LAST_EVENT
+    else:
+        sql, values = action_filter(action) if action else ("next_action IS NOT NULL", [])
+        conditions.append((sql, values))
+        order = BY_FIRST_EVENT
+    if since:
+        conditions.append((f"{order[0]} >= ?", [since]))
+    for row in _all_rows(cur, conditions, order):
+        shown = view(row)
+        if quiet_s is None and shown["next_action"] == followup.NONE:
+            continue
+        if action and shown["next_action"] != action:
+            continue
+        yield shown
