@@ -314,7 +314,7 @@ def project(settings: Settings, args: argparse.Namespace) -> int:
 def replay(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
-    from projections.replay import replay as run_replay
+    from service.replay import replay as run_replay
 
     # Stopped by SIGTERM as by Ctrl-C: its part processes are stopped too, and a rerun resumes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

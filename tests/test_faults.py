@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from projections.replay import replay
+from service.replay import replay
 from store.config import Settings
 from tests import payloads as p
 from tests.conftest import SECRET

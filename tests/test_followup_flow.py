@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from domain.receipt import Receipt
 from projections import rules
-from projections.replay import Rebuild, replay
+from projections.rebuild import Rebuild
+from service.replay import replay
 from service.runtime import Runtime
 from store.config import Settings
 from store.db import Database

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from projections.projector import Projector
-from projections.replay import Rebuild, replay
+from projections.rebuild import Rebuild
+from service.replay import replay
 from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger

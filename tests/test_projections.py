@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from projections.log_reader import EventLog
 from projections.read_ahead import ReadAhead
-from projections.replay import Rebuild, replay
+from projections.rebuild import Rebuild
+from service.replay import replay
 from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger

@@ -1,38 +1,18 @@
-"""`callback-ledger replay`: rebuilds projections from the first event into fresh tables, then
-switches the views to them in one transaction, so queries keep answering during the rebuild.
+"""Rebuilding a projection from the first event into a fresh generation of its tables, then
+switching the views to it in one transaction, so queries keep answering during the rebuild.
 
-Interrupt it at any time (Ctrl-C, kill): run it again and it resumes from the last committed
-page; `--fresh` starts over. Progress (events, events/s, ETA) shows on a terminal.
-
-With `jobs` above 1 (PostgreSQL), the messages projection is built by that many processes, each
-taking its share of the message streams, while this process builds the rest.
-
-`Rebuild` is the machinery (the generation being built, its parts, its switch); `replay` the
-command's driver over it."""
+`Rebuild` is the machinery: the generation being built (resumed after an interruption unless
+started fresh), its parts (the messages projection split by stream among processes), the
+read-ahead, and the switch. `callback-ledger replay` drives it (service/replay.py)."""
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from multiprocessing import get_context
-from multiprocessing.connection import wait
+from collections.abc import Iterator, Sequence
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-
-from projections.faults import clear_faults, unreachable
+from projections.faults import clear_faults
 from projections.projector import Projector
 from projections.read_ahead import ReadAhead
 from projections.schema import drop_generation, point_views
-from service.runtime import Runtime
-from store.config import Settings, collect_less_often
 from store.db import Cursor
 
 SPLIT = "messages"  # the projection worth splitting: nearly every event is one of its
@@ -206,152 +186,3 @@ class Rebuild:
         with projector.db.transaction() as cur:
             drop_generation(cur, projection, old)
         return position
-
-
-def run_part(settings: Settings, part: int, parts: int, stop: int, page_size: int) -> None:
-    """One part of the messages rebuild, in a process of its own."""
-    collect_less_often()
-    runtime = Runtime(settings)
-    try:
-        projector = runtime.projector()
-        projector.page_size = page_size
-        for _ in Rebuild(projector).build_part(SPLIT, part, parts, stop):
-            pass
-    finally:
-        runtime.close()
-
-
-def build_split(
-    rebuild: Rebuild,
-    settings: Settings,
-    names: list[str],
-    parts: int,
-    head: int,
-    page_size: int,
-    show: Callable[[int], None],
-) -> None:
-    """The messages projection by `parts` processes up to `head`, the other `names` here
-    meanwhile. Stopped or failed, it stops its processes too; a rerun resumes."""
-    spawn = get_context("spawn")  # no pool connections inherited across a fork
-    # Pages of page_size / parts each: together about the memory of one process.
-    size = max(1, page_size // parts)
-    workers = [
-        spawn.Process(
-            target=run_part,
-            args=(settings, part, parts, head, size),
-            name=f"replay part {part + 1} of {parts}",
-        )
-        for part in range(parts)
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        rest = [name for name in names if name != SPLIT]
-        for position in rebuild.build_all(rest, head) if rest else ():
-            show(position)
-        while running := [w.sentinel for w in workers if w.is_alive()]:
-            wait(running, timeout=0.5)
-            show(min(rebuild.part_positions(SPLIT)))
-        failed = [w.name for w in workers if w.exitcode != 0]
-        if failed:
-            raise RuntimeError(
-                f"{', '.join(failed)} failed (see above); run the replay again to resume it"
-            )
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-        for worker in workers:
-            worker.join()
-
-
-def replay(
-    settings: Settings,
-    names: Sequence[str] | None = None,
-    *,
-    fresh: bool = False,
-    page_size: int = 5000,
-    jobs: int = 1,
-    console: Console | None = None,
-) -> dict[str, dict[str, float]]:
-    """Rebuilds the named projections (all by default); returns events and seconds for each."""
-    if jobs > 1 and not settings.store_backend().several_writers:
-        raise SystemExit("--jobs above 1 needs PostgreSQL: SQLite takes one writer at a time")
-    console = console or Console(stderr=True)
-    runtime = Runtime(settings)
-    try:
-        projector = runtime.projector()
-        projector.page_size = page_size
-        rebuild = Rebuild(projector)
-        names = list(names or projector.projections)
-        unknown = sorted(set(names) - set(projector.projections))
-        if unknown:
-            raise SystemExit(
-                f"unknown projection(s): {', '.join(unknown)}; "
-                f"known: {', '.join(projector.projections)}"
-            )
-        head = runtime.ledger().ping()
-        results: dict[str, dict[str, float]] = {}
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>9,.0f} events/s"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        )
-        with progress:
-            started = time.perf_counter()
-            building = {name: rebuild.start(name, fresh=fresh) for name in names}
-            position = min(pos for _, pos in building.values())
-            resumed_from = position
-            task = progress.add_task(
-                f"replay {', '.join(names)}", total=max(head, 1), completed=position, rate=0.0
-            )
-
-            def show(position: int) -> None:
-                elapsed = time.perf_counter() - started
-                progress.update(
-                    task,
-                    completed=min(position, head),
-                    rate=(position - resumed_from) / max(elapsed, 1e-9),
-                )
-
-            parts = rebuild.plan_parts(SPLIT, jobs) if SPLIT in names else None
-            try:
-                if parts is None:
-                    for position in rebuild.build_all(names):
-                        show(position)
-                else:
-                    build_split(rebuild, settings, names, parts, head, page_size, show)
-                    rebuild.join_parts(SPLIT, head)
-            except Exception as exc:
-                if unreachable(exc):
-                    raise
-                why = projector.explain(names, exc, building=True)
-                raise SystemExit(
-                    f"replay stopped: {why}. Fix the cause and run the replay again: it resumes"
-                ) from exc
-            for name in names:
-                generation = building[name][0]
-                final = rebuild.finish(name)
-                results[name] = {
-                    "events": final - building[name][1],
-                    "seconds": time.perf_counter() - started,
-                    "generation": generation,
-                }
-                if not console.is_terminal:
-                    console.print(
-                        f"{name}: rebuilt generation {generation} from "
-                        f"{final - building[name][1]} events in "
-                        f"{results[name]['seconds']:.1f}s; views switched"
-                    )
-            progress.update(task, completed=head)
-        return results
-    finally:
-        runtime.close()
-
-
-if __name__ == "__main__":
-    replay(Settings.from_env(), sys.argv[1:] or None)
