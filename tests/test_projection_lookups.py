@@ -71,9 +71,9 @@ def test_sqlite_finds_rows_by_the_primary_key(tmp_path: Any) -> None:
     try:
         fill(db, 2000)
         with db.read() as cur:
-            spy = Spy(cur._raw)
+            spy = Spy(cur.raw)
             select_by_keys(
-                Cursor(spy, "sqlite"),
+                Cursor(spy, cur.backend),
                 TABLE,
                 ("reports",),
                 ("project_id", "message_id"),
@@ -81,7 +81,7 @@ def test_sqlite_finds_rows_by_the_primary_key(tmp_path: Any) -> None:
             )
             plan = [
                 str(tuple(row)[3])
-                for row in cur._raw.execute(f"EXPLAIN QUERY PLAN {spy.sql}", spy.params).fetchall()
+                for row in cur.raw.execute(f"EXPLAIN QUERY PLAN {spy.sql}", spy.params).fetchall()
             ]
     finally:
         db.close()
