@@ -1,6 +1,6 @@
-"""POST /webhooks/sinch: raw bytes -> size limit -> signature -> JSON -> Ledger.accept.
+"""POST /webhooks/sinch: raw bytes -> size limit -> signature -> service.recorder.Recorder.
 
-Only translates: HTTP in, one call to the Ledger, HTTP out. A 200 is sent only after the
+Only translates: HTTP in, one call to the recorder, HTTP out. A 200 is sent only after the
 callback's events are committed; anything refused after the signature check is kept in the
 quarantine first, so nothing a signed sender said is lost."""
 
@@ -19,7 +19,6 @@ from hashlib import blake2b
 from heapq import heappop, heappush
 from itertools import chain
 
-import orjson
 import psycopg
 from eventsourcing.persistence import PersistenceError
 from starlette.concurrency import run_in_threadpool
@@ -30,11 +29,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import signature
 from api.health import WriteHealth
 from api.responses import JSON, error
-from domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback, loads_body
+from domain.callbacks import UNKNOWN_TRIGGER
 from domain.receipt import Receipt
+from service.recorder import QuarantineFailed, Recorder, Refusal, Store
 from service.runtime import Runtime
+from store.commands import Command
+from store.commands import Outcome as Committed
 from store.config import Settings
-from store.ledger import StoreContention
+from store.ledger import Ledger, StoreContention
 
 log = logging.getLogger("callback_ledger")
 
@@ -248,6 +250,17 @@ class SinchWebhook:
         self.on_commit = on_commit
         self.nonces = NonceMemory(settings.timestamp_tolerance_s)
         self.health = WriteHealth()
+        self.recorder = Recorder(Store(self._ledger, self._commit))
+
+    async def _ledger(self) -> Ledger:
+        opened = self.runtime.opened_ledger()
+        if opened is not None:
+            return opened
+        return await run_in_threadpool(self.runtime.ledger)
+
+    async def _commit(self, command: Command) -> Committed:
+        # The group commit of this event loop: concurrent callbacks share a transaction.
+        return await self.runtime.writer().commit(command)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The route as a bare ASGI app (see `WebhookFirst`)."""
@@ -301,35 +314,11 @@ class SinchWebhook:
             signature_verified=bool(settings.webhook_secrets),
             headers=headers,
         )
-
         try:
-            body = loads_body(raw)
-        except orjson.JSONDecodeError as exc:
-            return await self._refuse(
-                raw, receipt, 400, "not_json", UNKNOWN_TRIGGER, [f"the body is not JSON: {exc}"]
-            )
-        if not isinstance(body, dict):
-            kind = type(body).__name__.replace("dict", "object").replace("list", "array")
-            return await self._refuse(
-                raw,
-                receipt,
-                400,
-                "not_an_object",
-                UNKNOWN_TRIGGER,
-                [f"the body must be a JSON object, got a JSON {kind}"],
-            )
-
-        try:
-            ledger = self.runtime.opened_ledger() or await run_in_threadpool(self.runtime.ledger)
-            # Other triggers go through the same group commit as the ones we interpret.
-            command = ledger.command_for(body, receipt) or ledger.unrecognised_command(
-                body, receipt
-            )
-            outcome = await self.runtime.writer().commit(command)
-        except InvalidCallback as exc:
-            return await self._refuse(
-                raw, receipt, 422, "invalid_callback", exc.trigger, exc.problems
-            )
+            outcome = await self.recorder.record(raw, receipt)
+        except QuarantineFailed as exc:
+            # Not kept, so it must not be refused for good: let the sender retry.
+            return unavailable(settings, exc.__cause__ or exc)
         except UNAVAILABLE as exc:
             self.health.failed(exc)
             return unavailable(settings, exc)
@@ -337,6 +326,8 @@ class SinchWebhook:
             log.exception("unexpected error while recording a callback")
             self.health.failed(exc)
             return unavailable(settings, exc)
+        if outcome.refusal is not None:
+            return refused(outcome.trigger, outcome.refusal)
         self.health.ok()
         if outcome.events:
             self.on_commit()
@@ -346,31 +337,17 @@ class SinchWebhook:
             {"status": outcome.status, "trigger": outcome.trigger, "events": outcome.events}
         )
 
-    async def _refuse(
-        self,
-        raw: bytes,
-        receipt: Receipt,
-        status_code: int,
-        code: str,
-        trigger: str,
-        problems: list[str],
-    ) -> Response:
-        try:
-            ledger = self.runtime.opened_ledger() or await run_in_threadpool(self.runtime.ledger)
-            command = ledger.quarantine_command(raw, trigger, status_code, problems, receipt)
-            await self.runtime.writer().commit(command)
-        except Exception as exc:
-            # Not kept, so it must not be refused for good: let the sender retry.
-            return unavailable(self.settings, exc)
-        what = "callback" if trigger == UNKNOWN_TRIGGER else f"{trigger} callback"
-        return error(
-            status_code,
-            code,
-            f"this {what} was refused: {'; '.join(problems)}. "
-            "The body is kept in the quarantine for an operator.",
-            trigger=trigger,
-            problems=problems,
-        )
+
+def refused(trigger: str, refusal: Refusal) -> Response:
+    what = "callback" if trigger == UNKNOWN_TRIGGER else f"{trigger} callback"
+    return error(
+        refusal.status_code,
+        refusal.code,
+        f"this {what} was refused: {'; '.join(refusal.problems)}. "
+        "The body is kept in the quarantine for an operator.",
+        trigger=trigger,
+        problems=refusal.problems,
+    )
 
 
 class WebhookFirst:

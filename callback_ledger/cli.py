@@ -244,47 +244,47 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
     quarantined body once an operator has fixed it, or a backfill. Kept like any callback,
     marked as not signed and as coming from this command. Exit status 1 if any body was
     refused or any file could not be read."""
+    import asyncio
     from datetime import UTC, datetime
 
-    from domain.callbacks import InvalidCallback
     from domain.receipt import Receipt
+    from service.recorder import Recorder, alone
     from service.runtime import Runtime
 
     unreadable = [path for path in args.files if not os.path.isfile(path)]
     for path in unreadable:
         sys.stderr.write(f"{path}: no such file\n")
     runtime = Runtime(settings)
+    # Refusals are reported, not quarantined: the operator reads them and fixes the file.
+    recorder = Recorder(alone(runtime.ledger()), keep_refused=False)
     refused = 0
     try:
-        ledger = runtime.ledger()
-        for path in args.files:
-            if path in unreadable:
-                continue
-            try:
-                bodies = list(read_bodies(path))
-            except OSError as exc:
-                refused += 1
-                sys.stderr.write(f"{path}: cannot read it: {exc.strerror or exc}\n")
-                continue
-            for where, raw in bodies:
+        with asyncio.Runner() as runner:
+            for path in args.files:
+                if path in unreadable:
+                    continue
                 try:
-                    body = loads_body(raw)
-                    if not isinstance(body, dict):
-                        raise ValueError("not a JSON object")
+                    bodies = list(read_bodies(path))
+                except OSError as exc:
+                    refused += 1
+                    sys.stderr.write(f"{path}: cannot read it: {exc.strerror or exc}\n")
+                    continue
+                for where, raw in bodies:
                     receipt = Receipt(
-                        raw.decode(),
+                        # Not UTF-8 is refused as not JSON before the receipt is read.
+                        raw.decode("utf-8", errors="replace"),
                         datetime.now(UTC),
                         False,
                         {"x-ledger-source": "callback-ledger ingest"},
                     )
-                    outcome = ledger.accept(body, receipt)
-                except (ValueError, InvalidCallback) as exc:
-                    refused += 1
-                    sys.stderr.write(f"{where}: refused: {exc}\n")
-                    continue
-                sys.stdout.write(
-                    f"{where}: {outcome.status} {outcome.trigger} ({outcome.events} events)\n"
-                )
+                    outcome = runner.run(recorder.record(raw, receipt))
+                    if outcome.refusal is not None:
+                        refused += 1
+                        sys.stderr.write(f"{where}: refused: {outcome.refusal.reason}\n")
+                        continue
+                    sys.stdout.write(
+                        f"{where}: {outcome.status} {outcome.trigger} ({outcome.events} events)\n"
+                    )
     finally:
         runtime.close()
     return 1 if refused or unreadable else 0

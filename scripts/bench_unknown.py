@@ -11,7 +11,8 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from scripts.bench import SECRET, Receiver, envelope, report, run_wrk, write_signed
+from scripts.callback_mix import SECRET, envelope, report, write_signed
+from scripts.receiver import Receiver, run_wrk
 from tests.postgres_server import create_database, drop_database, find_or_start
 
 N = 60_000

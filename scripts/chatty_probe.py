@@ -16,16 +16,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from scripts.bench import SECRET, Receiver, postgres_databases
-from scripts.soak import chatty_inbound, send_once, signed_post
+from scripts.callback_mix import SECRET
+from scripts.receiver import Receiver, postgres_databases
+from scripts.soak_client import chatty_inbound, send_once, signed_post
 
 MARKS = (100, 1_000, 10_000, 50_000)
 
 
-def one(client: httpx.Client, url: str, body: dict) -> float:
+def one(client: httpx.Client, url: str, body: dict[str, Any]) -> float:
     elapsed, response = signed_post(client, url, body)
     if response.status_code != 200 or response.json()["status"] != "accepted":
         raise RuntimeError(f"refused: {response.text}")

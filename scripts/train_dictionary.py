@@ -25,7 +25,7 @@ import orjson
 import zstandard
 
 from domain.receipt import Receipt
-from scripts.bench import callback_mix
+from scripts.callback_mix import callback_mix
 from store.compression import DICT_ID_BASE, dictionary_path
 from store.config import Settings
 from store.ledger import Ledger
@@ -100,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if path.exists():
         print(f"{path} exists: shipped dictionaries are never rewritten", file=sys.stderr)
         return 1
-    states = samples(args.fixtures, args.samples, seed=args.version)
+    # zstandard's stub takes any buffer; a list of bytes is one (lists are invariant for mypy).
+    states: list[bytes | bytearray | memoryview[int]] = list(
+        samples(args.fixtures, args.samples, seed=args.version)
+    )
     dictionary = zstandard.train_dictionary(
         SIZE, states, dict_id=DICT_ID_BASE + args.version, level=3, threads=1
     )

@@ -40,12 +40,12 @@ if TYPE_CHECKING:
     from service.runtime import Runtime
     from store.db import Cursor
 
-log = logging.getLogger("service.metrics")
+log = logging.getLogger("callback_ledger.metrics")
 commit_log = logging.getLogger("callback_ledger.commit")
 
 
 # `_created` samples (a start time per series) double the output and no rule here needs them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus-client leaves it untyped
 
 # The webhook's answers, as outcomes (README, "Operating it").
 OUTCOMES = (
@@ -161,7 +161,7 @@ def registry(runtime: Runtime, refresh_s: float = 30.0) -> CollectorRegistry:
     and the store's."""
     found = CollectorRegistry()
     if os.environ.get(multiproc.ENV):
-        MultiProcessCollector(found)
+        MultiProcessCollector(found)  # type: ignore[no-untyped-call]
     else:
         found.register(_Default())
     found.register(StoreCollector(runtime, refresh_s))

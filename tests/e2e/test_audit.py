@@ -1,0 +1,192 @@
+"""Consent audit on both backends, with callbacks arriving out of order: the answers follow
+event_time, not arrival."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import pty
+import subprocess
+import sys
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from tests import payloads as p
+from tests.helpers import cli
+from tests.integration.test_queries import feed
+
+NUMBER = "+46700000001"
+DAY = "2024-06-15T"
+
+A_BEFORE = [
+    p.delivery("A", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}10:00:00Z"),
+    p.delivery("A", "DELIVERED", "SMS", NUMBER, f"{DAY}10:01:00Z"),
+]
+STOP = p.inbound("IN-STOP", " Stop ", identity="46700000001", event_time=f"{DAY}11:00:00Z")
+B_AFTER = [
+    p.delivery("B", "QUEUED_ON_CHANNEL", "SMS", "46700000001", f"{DAY}12:00:00Z"),
+    p.delivery("B", "DELIVERED", "SMS", "46700000001", f"{DAY}12:00:05Z"),
+]
+C_OTHER_CHANNEL = [p.delivery("C", "DELIVERED", "WHATSAPP", NUMBER, f"{DAY}12:30:00Z")]
+OPT_IN = p.opt("OPT_IN", request_id="R-IN", identity=NUMBER, event_time=f"{DAY}13:00:00Z")
+D_REOPTED = [p.delivery("D", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}14:00:00Z")]
+FAILED_OPT_OUT = p.opt(
+    "OPT_OUT",
+    status="OPT_OUT_FAILED",
+    request_id="R-F",
+    identity=NUMBER,
+    event_time=f"{DAY}13:30:00Z",
+)
+
+# Arrival order is not event order: the opt-in arrives first, the STOP after the message it
+# should have blocked, the earliest message last.
+ARRIVAL = [OPT_IN, *D_REOPTED, *B_AFTER, STOP, *C_OTHER_CHANNEL, FAILED_OPT_OUT, *A_BEFORE]
+
+
+@pytest.fixture
+def fed(client: TestClient) -> TestClient:
+    return feed(client, ARRIVAL)
+
+
+def audit_cli(database_url: str, *args: str) -> str:
+    done = cli(database_url, "audit", *args, COLUMNS="200")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_violations_report(fed: TestClient, database_url: str) -> None:
+    [violation] = orjson.loads(audit_cli(database_url, "violations", "--format", "json"))
+    assert (violation["message_id"], violation["channel"], violation["identity"]) == (
+        "B",
+        "SMS",
+        "46700000001",
+    )
+    assert violation["sent_at"] == f"{DAY}12:00:00.000000Z"
+    assert violation["opted_out_since"] == f"{DAY}11:00:00.000000Z"
+    assert violation["proof.fact"] == "KEYWORD_OPT_OUT"
+    assert violation["proof.inbound_message_id"] == "IN-STOP"
+    assert (
+        orjson.loads(
+            audit_cli(database_url, "violations", "--format", "json", "--since", f"{DAY}12:10:00Z")
+        )
+        == []
+    )
+    # Piped: tab-separated, every value whole (a drawn table would be cut to the width).
+    header, row = csv.reader(io.StringIO(audit_cli(database_url, "violations")), "excel-tab")
+    assert header[:3] == ["message_id", "channel", "identity"]
+    assert dict(zip(header, row, strict=True))["proof.source_ref"] == violation["proof.source_ref"]
+    # On a terminal: a table.
+    assert "consent violations (1)" in on_a_terminal(database_url, "audit", "violations")
+
+
+def on_a_terminal(database_url: str, *args: str) -> str:
+    leader, follower = pty.openpty()
+    done = subprocess.run(
+        [sys.executable, "-m", "callback_ledger.cli", *args],
+        env={**os.environ, "LEDGER_DATABASE_URL": database_url, "COLUMNS": "200"},
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        timeout=60,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert done.returncode == 0, done.stderr
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None:
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                audit_cli(database_url, "history", "--contact", "CONTACT1", "--format", "csv")
+            )
+        )
+    )
+    assert [r["fact"] for r in rows] == ["KEYWORD_OPT_OUT", "OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]
+    by_number = orjson.loads(
+        audit_cli(
+            database_url, "history", "--channel", "sms", "--identity", NUMBER, "--format", "json"
+        )
+    )
+    assert len(by_number) == 3
+    [at] = orjson.loads(
+        audit_cli(
+            database_url,
+            "at",
+            "--channel",
+            "SMS",
+            "--identity",
+            NUMBER,
+            "--at",
+            f"{DAY}12:00:00Z",
+            "--format",
+            "json",
+        )
+    )
+    assert (at["state"], at["decided_by.fact"]) == ("OPTED_OUT", "KEYWORD_OPT_OUT")
+    lines = audit_cli(database_url, "export", "--since", f"{DAY}12:00:00Z").splitlines()
+    assert [orjson.loads(line)["fact"] for line in lines] == ["OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]
+
+
+# ---- keywords as regulators read them, HELP, and the review list -----------------------------
+
+FREE_TEXT = [
+    p.inbound("IN-FREE1", "please stop texting me", identity=NUMBER, event_time=f"{DAY}12:10:00Z"),
+    p.inbound("IN-FREE2", "Leave me alone!", identity="+46700000002", event_time=f"{DAY}12:20:00Z"),
+    p.inbound("IN-CHAT", "what time do you close?", identity=NUMBER, event_time=f"{DAY}12:30:00Z"),
+    p.inbound("IN-NOT", "don't stop", identity=NUMBER, event_time=f"{DAY}12:40:00Z"),
+    p.inbound("IN-KEY", "Opt-Out!", identity="+46700000003", event_time=f"{DAY}12:50:00Z"),
+]
+
+
+def test_audit_review_command(fed: TestClient, database_url: str) -> None:
+    feed(fed, FREE_TEXT)
+    items = orjson.loads(audit_cli(database_url, "review", "--format", "json"))
+    assert [(i["inbound_message_id"], i["matched"]) for i in items] == [
+        ("IN-FREE1", "stop+contact"),
+        ("IN-FREE2", "phrase"),
+    ]
+    assert items[0]["callback_url"] == f"/callbacks/{items[0]['source_ref']}"
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                audit_cli(database_url, "review", "--since", f"{DAY}12:15:00Z", "--format", "csv")
+            )
+        )
+    )
+    assert [(r["text"], r["identity"]) for r in rows] == [("Leave me alone!", "46700000002")]
+    piped = audit_cli(database_url, "review", "--until", f"{DAY}12:15:00Z")
+    [_, row] = list(csv.reader(io.StringIO(piped), "excel-tab"))
+    assert "please stop texting me" in row
+
+
+def test_audit_history_by_project(fed: TestClient, database_url: str) -> None:
+    def facts(project: str) -> list[str]:
+        out = audit_cli(
+            database_url,
+            "history",
+            "--channel",
+            "sms",
+            "--identity",
+            NUMBER,
+            "--project",
+            project,
+            "--format",
+            "json",
+        )
+        return [row["fact"] for row in orjson.loads(out)]
+
+    assert facts("PROJECT1") == ["KEYWORD_OPT_OUT", "OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]
+    assert facts("ANOTHER") == []

@@ -1,0 +1,51 @@
+"""Event state is stored compressed (store.compression) and a new message's first
+report is one event: every raw body comes back byte for byte, and a store written before both
+(plain JSON, Registered then DeliveryReported) still reads, dedupes and replays."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from domain.message import Message
+from projections import rules
+from store.compression import MAGIC, StateCompressor, inflate
+
+
+def test_state_compressor_round_trips_and_passes_plain_json_through() -> None:
+    compressor = StateCompressor()
+    for state in (b"{}", b'{"raw":"' + b"x" * 100_000 + b'"}', "é\u0000✓".encode()):
+        packed = compressor.compress(state)
+        assert packed.startswith(MAGIC)
+        assert compressor.decompress(packed) == state == inflate(packed)
+    assert compressor.decompress(b'{"plain":1}') == b'{"plain":1}'
+    with pytest.raises(ValueError, match="unknown dictionary"):
+        compressor.decompress(MAGIC + b"\x23\x01\x00\x00\x00\x00\x00\x00")
+
+
+def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -> None:
+    stream = str(Message.create_id("P", "M"))
+    common = {"app_id": "A", "conversation_id": "CONV", "contact_id": "C", "metadata": "order-1"}
+    reason = {"reason_code": None, "reason_sub_code": None, "reason_description": None}
+    reports = [
+        {"status": "QUEUED_ON_CHANNEL", "channel": "WHATSAPP", "identity": "467", "at": "t1"},
+        {"status": "FAILED", "channel": None, "identity": None, "at": "t2"},
+        {"status": "DELIVERED", "channel": "SMS", "identity": "467", "at": "t3"},
+    ]
+    facts = [{**r, **reason, **common} for r in reports]
+    facts[0]["contact_id"] = None  # null where the row has a value: kept as null
+    facts[1].update(reason_code="NO_CHANNELS_LEFT", metadata="other")
+    for fact in facts:
+        fact["source_ref"] = f"{stream}/{fact['channel'] or ''}|{fact['status']}"
+    facts[2]["source_ref"] = "another-stream/SMS|DELIVERED"  # not derivable: kept
+    row = {**rules.message_row("P", "M", facts)}
+    assert row["contact_id"] == "C"
+    row["reports"] = rules.compact_reports(row, facts)
+    assert rules.expanded_reports(row) == facts
+    stored = orjson.loads(row["reports"])
+    assert stored[0] == {**reports[0], "contact_id": None}
+    assert stored[1] == {**reports[1], "reason_code": "NO_CHANNELS_LEFT", "metadata": "other"}
+    assert stored[2] == {**reports[2], "source_ref": "another-stream/SMS|DELIVERED"}
+    assert len(row["reports"]) < len(orjson.dumps(facts)) / 2
+    # A timeline stored whole, as earlier versions did, reads as it is.
+    assert rules.expanded_reports({**row, "reports": orjson.dumps(facts).decode()}) == facts
