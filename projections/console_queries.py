@@ -10,19 +10,19 @@ from collections import Counter
 from typing import Any
 
 from domain.callbacks import normalise_identity
-from projections import rules
+from projections import audit, rules
 from projections.messages import METADATA_PREFIX
 from store.db import Cursor, time_window
 
 MESSAGE_COLUMNS = (
-    "project_id, message_id, contact_id, conversation_id, status, channel, metadata, "
-    "first_event_time, last_event_time, reason_code, anomaly"
+    "project_id, message_id, app_id, contact_id, conversation_id, status, channel, metadata, "
+    "first_event_time, last_event_time, reason_code, anomaly, reports"
 )
 # The channels of the Conversation API: the identity indexes lead with the channel, so a lookup
 # of a number names them all (an IN list of index probes, not a scan).
-CHANNELS = tuple(
-    "WHATSAPP RCS SMS MMS MESSENGER INSTAGRAM VIBER VIBERBM TELEGRAM KAKAOTALK KAKAOTALKCHAT "
-    "LINE WECHAT APPLEBC".split()
+CHANNELS = (
+    *("WHATSAPP", "RCS", "SMS", "MMS", "MESSENGER", "INSTAGRAM", "VIBER", "VIBERBM"),
+    *("TELEGRAM", "KAKAOTALK", "KAKAOTALKCHAT", "LINE", "WECHAT", "APPLEBC"),
 )
 IN_CHANNELS = f"channel IN ({', '.join('?' * len(CHANNELS))})"
 # The most report rows read to count reports per minute: a range beyond that is cut short
@@ -36,6 +36,17 @@ def _messages(cur: Cursor, where: str, params: list[Any], limit: int) -> list[di
         "ORDER BY first_event_time DESC, project_id, message_id LIMIT ?",
         [*params, limit],
     ).fetchall()
+
+
+def message_rows(
+    cur: Cursor, message_id: str, project_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The message_status rows of a message id (several when it exists in several projects)."""
+    sql, params = "SELECT * FROM message_status WHERE message_id = ?", [message_id]
+    if project_id:
+        sql += " AND project_id = ?"
+        params.append(project_id)
+    return cur.execute(sql + " ORDER BY project_id LIMIT 20", params).fetchall()
 
 
 def search(cur: Cursor, query: str, limit: int = 50) -> dict[str, list[dict[str, Any]]]:
@@ -215,3 +226,41 @@ def reports_per_minute(
         for fact in facts:
             minutes[fact["event_time"][:16]] += 1
     return sorted(minutes.items()), cut
+
+
+def violations_of(
+    cur: Cursor, messages: list[dict[str, Any]], identity: str | None = None
+) -> list[dict[str, Any]]:
+    """Of these messages (rows with their reports), those sent on a channel to a number (this
+    one, or any) that was opted out when the message was first reported there, each with the
+    opt-out fact that proves it: the same rule as the violations report (projections.audit),
+    asked per message with `audit.state_at`."""
+    number = normalise_identity(identity) if identity else None
+    found: list[dict[str, Any]] = []
+    for message in messages:
+        first_on: dict[tuple[str, str], str] = {}
+        for report in rules.expanded_reports(message):
+            if report["status"] not in rules.STATUS_RANK or not report["channel"]:
+                continue
+            if not report["identity"]:
+                continue
+            to = normalise_identity(report["identity"])
+            if number is not None and to != number:
+                continue
+            key = (report["channel"], to)
+            first_on[key] = min(first_on.get(key, report["at"]), report["at"])
+        for (channel, to), sent_at in sorted(first_on.items(), key=lambda kv: kv[1]):
+            state = audit.state_at(cur, channel, to, sent_at, message["project_id"])
+            if state["state"] == rules.OPTED_OUT:
+                found.append(
+                    {
+                        "project_id": message["project_id"],
+                        "message_id": message["message_id"],
+                        "channel": channel,
+                        "identity": to,
+                        "sent_at": sent_at,
+                        "opted_out_since": state["since"],
+                        "proof": state["decided_by"],
+                    }
+                )
+    return found

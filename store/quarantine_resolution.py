@@ -66,7 +66,7 @@ class Entry:
 
 
 def _entry(ledger: Ledger, notification: Any) -> Entry:
-    event = ledger.mapper.to_domain_event(notification)
+    event: Any = ledger.mapper.to_domain_event(notification)
     callback = event.callback
     raw = (
         base64.b64decode(event.raw_base64)
@@ -91,7 +91,7 @@ def resolution(ledger: Ledger, stream: UUID) -> dict[str, Any] | None:
     """The entry's resolution: its stream's second event, if any (one indexed read)."""
     for stored in ledger.recorder.select_events(stream, gt=1, limit=1):
         if stored.topic == RESOLVED_TOPIC:
-            done = ledger.mapper.to_domain_event(stored)
+            done: Any = ledger.mapper.to_domain_event(stored)
             return {name: getattr(done, name) for name in RESOLUTION_FIELDS}
     return None
 
