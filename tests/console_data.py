@@ -41,7 +41,9 @@ def story() -> list[dict[str, Any]]:
 
 
 # A delivery report an earlier version refused (kept in the quarantine): this one accepts it.
-ACCEPTABLE = p.delivery("MSG-3", "DELIVERED", event_time="2024-06-15T12:00:00Z")
+ACCEPTABLE = p.delivery(
+    "MSG-3", "DELIVERED", identity="46700000003", event_time="2024-06-15T12:00:00Z"
+)
 REFUSED = b'{"not a callback": ' + HOSTILE.encode() + b"}"
 
 

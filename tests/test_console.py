@@ -51,8 +51,12 @@ def fed(client: TestClient, ledger: Ledger) -> TestClient:
 
 
 def quarantine_ids(client: TestClient) -> list[int]:
-    return [int(i) for i in re.findall(r'href="/console/quarantine/(\d+)"', client.get(
-        "/console/quarantine").text)]
+    return [
+        int(i)
+        for i in re.findall(
+            r'href="/console/quarantine/(\d+)"', client.get("/console/quarantine").text
+        )
+    ]
 
 
 def sign_in(client: TestClient, key: str) -> None:
@@ -269,7 +273,9 @@ def test_sign_in_csrf_cookie_flags_sign_out_and_revocation(
     assert page.status_code == 200 and "console-user" in page.text
     # Forms of a session need its CSRF token.
     entry = quarantine_ids(fed)[0]
-    answer = fed.post(f"/console/quarantine/{entry}/resolve", data={"action": "review", "note": "n"})
+    answer = fed.post(
+        f"/console/quarantine/{entry}/resolve", data={"action": "review", "note": "n"}
+    )
     assert answer.status_code == 403
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     answer = fed.post(
