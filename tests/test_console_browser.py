@@ -8,6 +8,7 @@ session refused. With LEDGER_SCREENSHOTS=<dir> it saves a PNG of each main page 
 
 from __future__ import annotations
 
+import base64
 import csv
 import os
 import time
@@ -72,17 +73,38 @@ def settle(server: Server, timeout_s: float = 30) -> None:
 def shot(driver: Any, name: str) -> None:
     if not SHOTS:
         return
-    # The whole page, not only the window: as tall as its content.
+    # The whole page (up to a limit), not only the window: as tall as its content.
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1024, "height": 700, "deviceScaleFactor": 1, "mobile": False},
+    )
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1100, min(max(height, 600), 1600))
-    driver.save_screenshot(str(Path(SHOTS) / f"console-{name}.png"))
-    driver.set_window_size(1280, 900)
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1024, "height": min(height, 1400), "deviceScaleFactor": 1, "mobile": False},
+    )
+    png = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]
+    (Path(SHOTS) / f"console-{name}.png").write_bytes(base64.b64decode(png))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def css(driver: Any, selector: str) -> Any:
+    """The element, waiting for it: a click that loads a page returns before the page is in."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    return driver.find_element(By.CSS_SELECTOR, selector)
+    return WebDriverWait(driver, 15).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, selector))
+    )
+
+
+def arrive(driver: Any, part: str) -> None:
+    """Waits until the browser is on a URL holding `part`."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 15).until(expected_conditions.url_contains(part))
 
 
 def css_all(driver: Any, selector: str) -> list[Any]:
@@ -93,8 +115,12 @@ def css_all(driver: Any, selector: str) -> list[Any]:
 
 def link(driver: Any, text: str) -> Any:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    return driver.find_element(By.PARTIAL_LINK_TEXT, text)
+    return WebDriverWait(driver, 15).until(
+        expected_conditions.element_to_be_clickable((By.PARTIAL_LINK_TEXT, text))
+    )
 
 
 def sign_in(driver: Any, server: Server, key: str) -> None:
@@ -106,6 +132,7 @@ def sign_in(driver: Any, server: Server, key: str) -> None:
     assert css(driver, "label[for=key]").text == "API key"
     field.send_keys(key)
     field.send_keys(Keys.ENTER)  # the keyboard alone signs in
+    css(driver, "#q")
     assert driver.current_url.endswith("/console/search"), driver.page_source[:500]
 
 
@@ -134,9 +161,11 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
     box = css(driver, "#q")
     box.send_keys(data.NUMBER_AS_TYPED)
     box.submit()
+    arrive(driver, "?q=")
     shot(driver, "search")
     assert fits_a_phone(driver)
     link(driver, data.NUMBER).click()
+    arrive(driver, "/console/numbers/")
 
     # The number: consent now, the violation with its proof, consent at a time.
     states = [e.text for e in css_all(driver, "#consent .consent-state")]
@@ -147,11 +176,14 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
     Select(css(driver, "#at-channel")).select_by_visible_text("WHATSAPP")
     css(driver, "#at").send_keys("2024-06-15T09:30:00Z")
     css(driver, "#at").submit()
+    arrive(driver, "at=")
     assert "OPTED_OUT" in css(driver, "#at-answer").text
     shot(driver, "number")
+    assert fits_a_phone(driver)
 
     # The message: timeline in event-time order, arrival beside it, the late one visible.
     link(driver, "MSG-1").click()
+    arrive(driver, "/console/messages/")
     assert css(driver, "#status").text == "READ"
     times = [e.text for e in css_all(driver, "#timeline .event-time")]
     assert times == sorted(times) and len(times) == 3
@@ -166,6 +198,7 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
     assert len(flagged) == 1 and "DELIVERED" in flagged[0].text
     assert "out of order" in css(driver, "#flags").text
     shot(driver, "message")
+    assert fits_a_phone(driver)  # wide tables scroll inside their box, not the page
 
     # The hostile metadata of the other message is text, not markup.
     driver.get(server.url + "/console/messages/MSG-2")
@@ -222,7 +255,7 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
 
     # Sign out: the console asks for a key again.
     css(driver, "#sign-out").click()
-    assert "/console/sign-in" in driver.current_url
+    arrive(driver, "/console/sign-in")
     driver.get(server.url + "/console/search")
     assert "/console/sign-in" in driver.current_url
     shot(driver, "sign-in")

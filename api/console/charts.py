@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 WIDTH = 640
 BAR_HEIGHT = 26
-LABEL_WIDTH = 170
+LABEL_WIDTH = 230
+MAX_LABEL = 30
+MAX_COLUMN = 24
 COLUMN_HEIGHT = 160
 
 
@@ -37,7 +39,7 @@ def bars(items: list[tuple[str, int]]) -> Chart:
     room = WIDTH - LABEL_WIDTH - 60
     drawn = [
         Bar(
-            label=label,
+            label=label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…",
             value=value,
             x=LABEL_WIDTH,
             y=i * (BAR_HEIGHT + 8),
@@ -53,7 +55,8 @@ def columns(series: list[tuple[str, int]], max_columns: int = 240) -> Chart:
     """Vertical columns, one per minute that had any (the latest `max_columns` of them)."""
     series = series[-max_columns:]
     peak = max((value for _, value in series), default=0)
-    step = WIDTH / max(len(series), 1)
+    # A few minutes stay thin columns at the left rather than a few wide blocks.
+    step = min(WIDTH / max(len(series), 1), MAX_COLUMN)
     drawn = [
         Bar(
             label=minute,

@@ -16,6 +16,7 @@ from api.console.render import page, problem
 from api.query_routes import message_view
 from domain.message import Message, report_key, submission_key
 from projections import console_queries
+from projections.rules import iso
 from service import followups
 from store.ledger import Ledger
 
@@ -53,7 +54,7 @@ def annotate_timeline(timeline: list[dict[str, Any]], arrived: dict[str, str]) -
     # time came out of order (it is the one marked).
     for entry in timeline:
         received = arrived.get(entry["reference"] or "")
-        entry["received_at"] = received
+        entry["received_at"] = iso(received) if received else None
         entry["late_s"] = None
         entry["out_of_order"] = False
         if received is None:

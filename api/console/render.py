@@ -38,6 +38,14 @@ def _ref(value: Any) -> str:
     return quote(str(value), safe="/")
 
 
+def _duration(seconds: float) -> str:
+    """A lateness as people read it: 45 s, 12 min, 5 h, 3 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 environment = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=True,  # every template, whatever its name
@@ -48,6 +56,7 @@ environment = Environment(
 environment.filters["seg"] = _path
 environment.filters["ref"] = _ref
 environment.filters["masked"] = mask_identity
+environment.filters["duration"] = _duration
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
