@@ -76,12 +76,12 @@ def shot(driver: Any, name: str) -> None:
     # The whole page (up to a limit), not only the window: as tall as its content.
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
-        {"width": 1024, "height": 700, "deviceScaleFactor": 1, "mobile": False},
+        {"width": 960, "height": 700, "deviceScaleFactor": 1, "mobile": False},
     )
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
-        {"width": 1024, "height": min(height, 1400), "deviceScaleFactor": 1, "mobile": False},
+        {"width": 960, "height": min(height, 1200), "deviceScaleFactor": 1, "mobile": False},
     )
     png = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]
     (Path(SHOTS) / f"console-{name}.png").write_bytes(base64.b64decode(png))
@@ -212,7 +212,6 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
 
     # Quarantine: re-ingest the body this version accepts; mark the other reviewed.
     driver.get(server.url + "/console/quarantine")
-    shot(driver, "quarantine")
     entries = [e.get_attribute("href") for e in css_all(driver, "#quarantine td:first-child a")]
     assert len(entries) == 2
     resolved = set()
@@ -228,9 +227,11 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
             css(driver, "#note").send_keys("probe from a scanner; nothing to recover")
             css(driver, "#resolve-submit").click()
             assert "reviewed" in css(driver, "#resolution").text
-            shot(driver, "quarantine-entry")
             resolved.add("reviewed")
     assert resolved == {"reingested", "reviewed"}
+    driver.get(server.url + "/console/quarantine")
+    assert len(css_all(driver, "#quarantine .resolved")) == 2
+    shot(driver, "quarantine")
     settle(server)
     driver.get(server.url + "/console/search?q=MSG-3")
     assert "DELIVERED" in css(driver, "table.messages").text
@@ -258,7 +259,6 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
     arrive(driver, "/console/sign-in")
     driver.get(server.url + "/console/search")
     assert "/console/sign-in" in driver.current_url
-    shot(driver, "sign-in")
 
     # A revoked key's session is refused at once.
     url = server.env["LEDGER_DATABASE_URL"]
