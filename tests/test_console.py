@@ -8,11 +8,13 @@ import csv
 import io
 import logging
 import re
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient
 
+from api.app import create_app
 from api.console.routes import CONSOLE_SCOPES
 from store.config import Settings
 from store.ledger import Ledger
@@ -317,3 +319,12 @@ def test_search_queries_do_not_reach_the_log(
 
 def test_a_post_for_the_webhook_is_not_a_console_form(fed: TestClient) -> None:
     post(fed, data.story()[1])  # the webhook still answers as before beside the console
+
+
+def test_a_store_that_cannot_be_reached_is_a_503_page(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        answer = client.get("/console/search", headers=bearer("clk_" + "A" * 43))
+        assert answer.status_code == 503
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "The store is unavailable" in answer.text

@@ -20,6 +20,8 @@ from api.console import compliance, contact, health, message, overview, quaranti
 from api.console.context import Context, form, visitor
 from api.console.render import page, problem
 from api.console.session import Refused, SignIn, csrf_ok
+from api.webhook import UNAVAILABLE
+from projections.projector import summary
 
 PUBLIC = "no key: the sign-in form and the stylesheet"
 STATIC = Path(__file__).parent / "static"
@@ -72,6 +74,15 @@ class Console:
         context = self.context
 
         async def guarded(request: Request) -> Response:
+            try:
+                return await checked(request)
+            except UNAVAILABLE as exc:
+                # The store cannot be reached: a page that says so, as the API's 503.
+                answer = problem(request, 503, "The store is unavailable", summary(exc))
+                answer.headers["Retry-After"] = str(context.runtime.settings.retry_after_s)
+                return answer
+
+        async def checked(request: Request) -> Response:
             try:
                 who = await context.sessions.visitor(request)
             except SignIn:
