@@ -13,6 +13,7 @@ from starlette.responses import Response
 from api.auth import AUDIT
 from api.console.context import Context, mark_audited, query, visitor
 from api.console.render import page
+from api.query_routes import MAX_IDENTITY, path_param
 from domain.callbacks import normalise_identity
 from projections import audit, console_queries
 from projections.rules import iso
@@ -29,7 +30,7 @@ def _time(value: str) -> str | None:
 
 
 async def number_page(context: Context, request: Request) -> Response:
-    identity = normalise_identity(request.path_params["identity"][:256])
+    identity = normalise_identity(path_param(request, "identity", MAX_IDENTITY))
     auditor = visitor(request).may(AUDIT)
     at_text, at_channel = query(request, "at", 64), query(request, "channel", 64).upper()
     at = _time(at_text)
@@ -71,7 +72,7 @@ async def number_page(context: Context, request: Request) -> Response:
 
 
 async def contact_page(context: Context, request: Request) -> Response:
-    contact_id = request.path_params["contact_id"][:1024]
+    contact_id = path_param(request, "contact_id")
     auditor = visitor(request).may(AUDIT)
     stale = await context.consent_stale()
 

@@ -3,6 +3,7 @@ few callables of the API it shares (consent freshness, the health detail, waking
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,10 +60,15 @@ async def form(request: Request) -> dict[str, str]:
     return {name: values[-1] for name, values in fields.items()}
 
 
+# PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded for either store.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def query(request: Request, name: str, max_length: int = 256) -> str:
-    """A query parameter as text (absent: ""), cut to `max_length`, without NUL bytes."""
+    """A query parameter as text (absent: ""), cut to `max_length`, without what no store can
+    compare (NUL, lone surrogates): a search box forgives what the API would refuse."""
     value = request.query_params.get(name, "")
-    return value[:max_length].replace("\x00", "")
+    return UNSTORABLE.sub("", value[:max_length])
 
 
 def mark_audited(request: Request) -> None:

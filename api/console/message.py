@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from api.console.context import Context, query
 from api.console.render import page, problem
-from api.query_routes import message_view
+from api.query_routes import message_view, path_param
 from domain.message import Message, report_key, submission_key
 from projections import console_queries
 from projections.rules import iso
@@ -87,7 +87,7 @@ def channel_paths(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def message_page(context: Context, request: Request) -> Response:
-    message_id = request.path_params["message_id"][:1024]
+    message_id = path_param(request, "message_id")
     project_id = query(request, "project_id") or None
     rows = await context.read(lambda cur: console_queries.message_rows(cur, message_id, project_id))
     if not rows:

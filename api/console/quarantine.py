@@ -15,8 +15,11 @@ from starlette.responses import RedirectResponse, Response
 
 from api.console.context import Context, form, query, visitor
 from api.console.render import page, problem
+from api.console.session import csrf_ok
+from api.query_routes import MAX_INTEGER, MAX_REFERENCE, path_param
 from projections import audit
 from store import quarantine_resolution as resolutions
+from store.ledger import Ledger
 
 PAGE_ENTRIES = 50
 
@@ -29,9 +32,23 @@ def pretty(raw: str) -> str:
         return raw
 
 
+def entry_number(request: Request) -> int | None:
+    """The entry's number (its log position) from the path; None if it cannot be one."""
+    text = str(request.path_params["entry_id"])
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_INTEGER else None
+
+
+def find(ledger: Ledger, entry_id: int | None) -> resolutions.Entry | None:
+    return None if entry_id is None else resolutions.entry(ledger, entry_id)
+
+
 async def list_page(context: Context, request: Request) -> Response:
     after_text = query(request, "after", 20)
     after = int(after_text) if after_text.isascii() and after_text.isdigit() else 0
+    after = min(after, MAX_INTEGER)
     ledger = await run_in_threadpool(context.runtime.ledger)
     items = await run_in_threadpool(lambda: list(resolutions.entries(ledger, after, PAGE_ENTRIES)))
     more = len(items) == PAGE_ENTRIES
@@ -44,9 +61,9 @@ async def list_page(context: Context, request: Request) -> Response:
 
 
 async def entry_page(context: Context, request: Request, message: str | None = None) -> Response:
-    entry_id: int = request.path_params["entry_id"]
+    entry_id = entry_number(request)
     ledger = await run_in_threadpool(context.runtime.ledger)
-    kept = await run_in_threadpool(lambda: resolutions.entry(ledger, entry_id))
+    kept = await run_in_threadpool(lambda: find(ledger, entry_id))
     if kept is None:
         return problem(request, 404, "No such entry", "No quarantine entry has this number.")
     return page(
@@ -62,15 +79,13 @@ async def entry_page(context: Context, request: Request, message: str | None = N
 async def resolve(context: Context, request: Request) -> Response:
     fields = await form(request)
     who = visitor(request)
-    from api.console.session import csrf_ok
-
     if not csrf_ok(who, fields.get("csrf")):
         return problem(request, 403, "Refused", "The form did not come from this console.")
-    entry_id: int = request.path_params["entry_id"]
+    entry_id = entry_number(request)
     action = fields.get("action", "")
     note = fields.get("note", "").strip()
     ledger = await run_in_threadpool(context.runtime.ledger)
-    kept = await run_in_threadpool(lambda: resolutions.entry(ledger, entry_id))
+    kept = await run_in_threadpool(lambda: find(ledger, entry_id))
     if kept is None:
         return problem(request, 404, "No such entry", "No quarantine entry has this number.")
     if kept.resolution is not None:
@@ -103,7 +118,7 @@ async def resolve(context: Context, request: Request) -> Response:
 
 
 async def callback_page(context: Context, request: Request) -> Response:
-    reference = str(request.path_params["reference"])[:2048]
+    reference = path_param(request, "reference", MAX_REFERENCE)
     ledger = await run_in_threadpool(context.runtime.ledger)
     found = await run_in_threadpool(lambda: audit.callback(ledger, reference))
     if found is None:

@@ -11,8 +11,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from service.logs import mask_identity
-
 TEMPLATES = Path(__file__).parent / "templates"
 
 # Pages may hold personal data and audit evidence: never cached, never framed.
@@ -55,7 +53,6 @@ environment = Environment(
 )
 environment.filters["seg"] = _path
 environment.filters["ref"] = _ref
-environment.filters["masked"] = mask_identity
 environment.filters["duration"] = _duration
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -43,15 +44,15 @@ CONSOLE_SCOPES: dict[str, str] = {
     "/console/contacts/{contact_id}": READ,
     "/console/overview": READ,
     "/console/quarantine": AUDIT,
-    "/console/quarantine/{entry_id:int}": AUDIT,
-    "/console/quarantine/{entry_id:int}/resolve": ADMIN,
+    "/console/quarantine/{entry_id}": AUDIT,
+    "/console/quarantine/{entry_id}/resolve": ADMIN,
     "/console/callbacks/{reference:path}": AUDIT,
     "/console/health": ANY_KEY,
     "/console/compliance": AUDIT,
     "/console/compliance.csv": AUDIT,
 }
 POST_ROUTES = frozenset(
-    {"/console/sign-in", "/console/sign-out", "/console/quarantine/{entry_id:int}/resolve"}
+    {"/console/sign-in", "/console/sign-out", "/console/quarantine/{entry_id}/resolve"}
 )
 
 
@@ -102,7 +103,10 @@ class Console:
                     f"The key {who.name!r} lacks the {needs!r} scope this page needs "
                     f"(it has: {', '.join(sorted(who.key.scopes))}).",
                 )
-            response = await handler(context, request)
+            try:
+                response = await handler(context, request)
+            except HTTPException as exc:  # a bad parameter or form: said on a page
+                return problem(request, exc.status_code, "Cannot show this", str(exc.detail))
             if needs == AUDIT or getattr(request.state, "audited", False):
                 await context.guard.log_access(request, who.name, route, response)
             return response
@@ -173,8 +177,8 @@ class Console:
             "/console/contacts/{contact_id}": contact.contact_page,
             "/console/overview": overview.overview_page,
             "/console/quarantine": quarantine.list_page,
-            "/console/quarantine/{entry_id:int}": quarantine.entry_page,
-            "/console/quarantine/{entry_id:int}/resolve": quarantine.resolve,
+            "/console/quarantine/{entry_id}": quarantine.entry_page,
+            "/console/quarantine/{entry_id}/resolve": quarantine.resolve,
             "/console/callbacks/{reference:path}": quarantine.callback_page,
             "/console/health": health.health_page,
             "/console/compliance": compliance.report_page,

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -168,8 +169,6 @@ def _set(
 
 
 def _detail(denied: Denied) -> str:
-    import orjson
-
     try:
         return str(orjson.loads(denied.response.body)["detail"])
     except Exception:
