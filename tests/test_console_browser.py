@@ -272,3 +272,21 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
     driver.get(server.url + "/console/search")
     assert "revoked" in css(driver, "main").text
     assert "/console/sign-in" not in driver.current_url
+
+
+def test_no_browser_fails_under_ci_and_skips_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests import browser as chromium
+
+    monkeypatch.setattr(chromium, "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.delenv("LEDGER_REQUIRE_BROWSER", raising=False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="a browser is required here"):
+        chromium.start_chromium(tmp_path / "p", tmp_path / "d")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        chromium.start_chromium(tmp_path / "p", tmp_path / "d")
+    monkeypatch.setenv("LEDGER_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception):
+        chromium.start_chromium(tmp_path / "p", tmp_path / "d")
