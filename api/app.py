@@ -28,6 +28,9 @@ from api.auth import (
     consent_scope,
 )
 from api.consent_routes import ConsentQueries
+from api.console.context import Context as ConsoleContext
+from api.console.routes import CONSOLE_SCOPES, Console
+from api.console.session import Sessions
 from api.health import Progress
 from api.observe import Observed, metrics_endpoint
 from api.openapi import document
@@ -88,6 +91,8 @@ ROUTE_SCOPES: dict[str, Any] = {
     "/quarantine": AUDIT,
     "/access-log": AUDIT,
     "/metrics": METRICS,
+    # The web console (api/console): its pages and forms, each with the scope its data needs.
+    **CONSOLE_SCOPES,
 }
 
 
@@ -247,6 +252,20 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         route.needs = needs  # type: ignore[attr-defined]
         return route
 
+    console = Console(
+        ConsoleContext(
+            runtime,
+            guard,
+            Sessions(guard),
+            consent.stale,
+            health_detail,
+            follower.wake if follower else lambda: None,
+        )
+    )
+    console_routes = console.routes()
+    for route in console_routes:
+        assert route.needs is ROUTE_SCOPES[route.path]  # type: ignore[attr-defined]
+
     app = Starlette(
         routes=[
             # The webhook needs no key (Sinch sends none): its signature is checked instead.
@@ -255,6 +274,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             # answered 307, and a redirect built from the Host header is not ours to give.
             Route(WEBHOOK_PATH + "/", webhook.handle, methods=["POST"]),
             *(guarded(path) for path in handlers),
+            *console_routes,
         ],
         exception_handlers={
             HTTPException: http_error,

@@ -50,3 +50,18 @@ class QuarantinedCallback(Aggregate):
     ) -> None:
         self.trigger = trigger
         self.problems = problems
+
+    # Set by a resolution (console: re-ingested or reviewed); the body itself stays.
+    resolution: dict[str, Any] | None = None
+
+    def resolve(self, outcome: str, by: str, at: str, note: str, result: str | None) -> bool:
+        """Records how an operator resolved this entry, once: True if it was recorded now,
+        False if it was resolved before (a second resolve, or a retried one, adds nothing)."""
+        if self.resolution is not None:
+            return False
+        self._resolved(outcome=outcome, by=by, at=at, note=note, result=result)
+        return True
+
+    @event("Resolved")
+    def _resolved(self, outcome: str, by: str, at: str, note: str, result: str | None) -> None:
+        self.resolution = {"outcome": outcome, "by": by, "at": at, "note": note, "result": result}

@@ -87,7 +87,7 @@ def admin_key(settings: Settings) -> str:
 
 @pytest.fixture
 def client(settings: Settings, ledger: Ledger, admin_key: str) -> Iterator[TestClient]:
-    """The app, sending an all-scopes key with every request (tests/test_keys.py checks
+    """The app, sending an all-scopes key with every request (tests/*/test_keys.py checks
     requests without one, or with a narrower one)."""
     with TestClient(
         create_app(settings, ledger),

@@ -33,7 +33,12 @@ def test_document_is_valid_openapi_3_1(client: TestClient) -> None:
 
 
 def test_every_route_is_in_the_document(client: TestClient) -> None:
-    routes = {route.path.replace(":path", "") for route in client.app.app.routes}
+    # The web console's HTML pages (/console/...) are for people, not an API: not documented.
+    routes = {
+        route.path.replace(":path", "")
+        for route in client.app.app.routes
+        if not route.path.startswith("/console")
+    }
     assert routes == set(document()["paths"])
 
 
@@ -57,7 +62,7 @@ def call_and_validate(case: schemathesis.Case, session: asgi.ASGIClient, key: st
     excluded = [positive_data_acceptance] if (case.query or {}).get("cursor") else []
     # Sent with an all-scopes key. Schemathesis' `ignored_auth` check would resend each request
     # without it, but through a transport of its own (HTTP to a host that does not exist), not
-    # this app: tests/test_keys.py sends every route without a key, and with bad ones, instead.
+    # this app: tests/*/test_keys.py sends every route without a key, and with bad ones, instead.
     excluded.append(ignored_auth)
     # A case whose headers are made invalid on purpose (the required Authorization left out)
     # is sent as generated: the key is not added back, so its 401 is the rejection expected.

@@ -1,0 +1,98 @@
+"""A number (a channel identity, in any format) or a contact: current consent per channel with
+the fact that decided it, messages sent to it, and, for a key with the audit scope, the consent
+history, the consent at a chosen time and any messages sent while it was opted out, with proof."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import AUDIT
+from api.console.context import Context, mark_audited, query, visitor
+from api.console.render import page
+from api.query_routes import MAX_IDENTITY, path_param
+from domain.callbacks import normalise_identity
+from projections.read_model import consent
+from projections.read_model import console as console_queries
+from projections.rules import iso
+from store.db import Cursor
+
+HISTORY_ROWS = 200
+
+
+def _time(value: str) -> str | None:
+    """An ISO 8601 time from a form as the projections store it, or None."""
+    with contextlib.suppress(ValueError, OverflowError):
+        return iso(value) if value else None
+    return None
+
+
+async def number_page(context: Context, request: Request) -> Response:
+    identity = normalise_identity(path_param(request, "identity", MAX_IDENTITY))
+    auditor = visitor(request).may(AUDIT)
+    at_text, at_channel = query(request, "at", 64), query(request, "channel", 64).upper()
+    at = _time(at_text)
+    stale = await context.consent_stale()
+
+    def read(cur: Cursor) -> dict[str, Any]:
+        channels = console_queries.channels_of_number(cur, identity)
+        contacts = console_queries.contacts_of_number(cur, identity)
+        messages = console_queries.messages_of_contacts(cur, [c["contact_id"] for c in contacts])
+        data: dict[str, Any] = {
+            "channels": channels,
+            "current": [
+                {"channel": channel, **consent.check(cur, channel, identity)}
+                for channel in channels
+            ],
+            "contacts": contacts,
+            "messages": messages,
+        }
+        if auditor:
+            data["history"] = consent.history(cur, identity=identity, limit=HISTORY_ROWS)
+            data["violations"] = console_queries.violations_of(cur, messages, identity)
+            if at is not None and at_channel:
+                data["at_answer"] = consent.state_at(cur, at_channel, identity, at)
+        return data
+
+    data = await context.read(read)
+    if auditor:
+        mark_audited(request)
+    return page(
+        request,
+        "number.html",
+        identity=identity,
+        auditor=auditor,
+        stale=stale,
+        at=at_text,
+        at_valid=at is not None or not at_text,
+        at_channel=at_channel,
+        **data,
+    )
+
+
+async def contact_page(context: Context, request: Request) -> Response:
+    contact_id = path_param(request, "contact_id")
+    auditor = visitor(request).may(AUDIT)
+    stale = await context.consent_stale()
+
+    def read(cur: Cursor) -> dict[str, Any]:
+        messages = console_queries.messages_of_contacts(cur, [contact_id])
+        data: dict[str, Any] = {
+            "current": consent.current(cur, contact_id),
+            "identities": console_queries.identities_of_contact(cur, contact_id),
+            "messages": messages,
+        }
+        if auditor:
+            data["history"] = consent.history(cur, contact_id=contact_id, limit=HISTORY_ROWS)
+            data["violations"] = console_queries.violations_of(cur, messages)
+        return data
+
+    data = await context.read(read)
+    if auditor:
+        mark_audited(request)
+    return page(
+        request, "contact.html", contact_id=contact_id, auditor=auditor, stale=stale, **data
+    )

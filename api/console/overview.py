@@ -1,0 +1,76 @@
+"""Delivery overview: for a time range and a channel, the funnel queued -> delivered -> read,
+the failure reasons, and reports per minute, as server-rendered SVG charts."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.console import charts
+from api.console.context import Context, query
+from api.console.render import page
+from projections.read_model import console as console_queries
+from projections.rules import iso
+from store.db import Cursor
+
+DEFAULT_RANGE = timedelta(days=1)
+
+
+def time_or(value: str, default: str) -> tuple[str, bool]:
+    """The time a form field gives, else `default`; and whether the field was fine."""
+    if not value:
+        return default, True
+    with contextlib.suppress(ValueError, OverflowError):
+        return iso(value), True
+    return default, False
+
+
+async def overview_page(context: Context, request: Request) -> Response:
+    now = datetime.now(UTC)
+    until, until_ok = time_or(query(request, "until", 64), iso(now.isoformat()))
+    default_since = iso(
+        (datetime.fromisoformat(until.replace("Z", "+00:00")) - DEFAULT_RANGE).isoformat()
+    )
+    since, since_ok = time_or(query(request, "since", 64), default_since)
+    channel = query(request, "channel", 32).upper() or None
+    if channel not in (None, *console_queries.CHANNELS):
+        channel = None
+
+    def read(cur: Cursor) -> dict[str, Any]:
+        per_minute, cut = console_queries.reports_per_minute(cur, since, until, channel)
+        return {
+            "funnel": console_queries.funnel(cur, since, until, channel),
+            "reasons": console_queries.failure_reasons(cur, since, until, channel),
+            "per_minute": per_minute,
+            "cut": cut,
+        }
+
+    data = await context.read(read)
+    funnel = data["funnel"]
+    return page(
+        request,
+        "overview.html",
+        since=since,
+        until=until,
+        channel=channel or "",
+        channels=console_queries.CHANNELS,
+        bad_range=not (since_ok and until_ok),
+        funnel=funnel,
+        reasons=data["reasons"],
+        funnel_chart=charts.bars(
+            [
+                ("queued", funnel["queued"]),
+                ("delivered", funnel["delivered"]),
+                ("read", funnel["read"]),
+                ("failed", funnel["failed"]),
+            ]
+        ),
+        reasons_chart=charts.bars([(r["reason"], r["count"]) for r in data["reasons"]]),
+        minutes_chart=charts.columns(data["per_minute"]),
+        per_minute=data["per_minute"],
+        cut=data["cut"],
+    )

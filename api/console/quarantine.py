@@ -1,0 +1,126 @@
+"""The quarantine: list, view a body, and resolve an entry (re-ingest it through the webhook's
+own decision now that this version may accept it, or mark it reviewed with a note). Both are
+recorded as an event on the entry's stream (store/quarantine_resolution.py); nothing is deleted.
+Also the raw callback behind any report or consent fact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from api.console.context import Context, form, query, visitor
+from api.console.render import page, problem
+from api.console.session import csrf_ok
+from api.query_routes import MAX_INTEGER, MAX_REFERENCE, path_param
+from projections.read_model import callbacks
+from store import quarantine_resolution as resolutions
+from store.ledger import Ledger
+
+PAGE_ENTRIES = 50
+
+
+def pretty(raw: str) -> str:
+    """The body indented when it is JSON, else as it came."""
+    try:
+        return orjson.dumps(orjson.loads(raw), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def entry_number(request: Request) -> int | None:
+    """The entry's number (its log position) from the path; None if it cannot be one."""
+    text = str(request.path_params["entry_id"])
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_INTEGER else None
+
+
+def find(ledger: Ledger, entry_id: int | None) -> resolutions.Entry | None:
+    return None if entry_id is None else resolutions.entry(ledger, entry_id)
+
+
+async def list_page(context: Context, request: Request) -> Response:
+    after_text = query(request, "after", 20)
+    after = int(after_text) if after_text.isascii() and after_text.isdigit() else 0
+    after = min(after, MAX_INTEGER)
+    ledger = await run_in_threadpool(context.runtime.ledger)
+    items = await run_in_threadpool(lambda: list(resolutions.entries(ledger, after, PAGE_ENTRIES)))
+    more = len(items) == PAGE_ENTRIES
+    return page(
+        request,
+        "quarantine.html",
+        items=items,
+        next_after=items[-1].id if more else None,
+    )
+
+
+async def entry_page(context: Context, request: Request, message: str | None = None) -> Response:
+    entry_id = entry_number(request)
+    ledger = await run_in_threadpool(context.runtime.ledger)
+    kept = await run_in_threadpool(lambda: find(ledger, entry_id))
+    if kept is None:
+        return problem(request, 404, "No such entry", "No quarantine entry has this number.")
+    return page(
+        request,
+        "quarantine_entry.html",
+        entry=kept,
+        body=pretty(kept.text),
+        message=message or query(request, "done", 200),
+        may_resolve=visitor(request).may("admin"),
+    )
+
+
+async def resolve(context: Context, request: Request) -> Response:
+    fields = await form(request)
+    who = visitor(request)
+    if not csrf_ok(who, fields.get("csrf")):
+        return problem(request, 403, "Refused", "The form did not come from this console.")
+    entry_id = entry_number(request)
+    action = fields.get("action", "")
+    note = fields.get("note", "").strip()
+    ledger = await run_in_threadpool(context.runtime.ledger)
+    kept = await run_in_threadpool(lambda: find(ledger, entry_id))
+    if kept is None:
+        return problem(request, 404, "No such entry", "No quarantine entry has this number.")
+    if kept.resolution is not None:
+        return problem(request, 409, "Already resolved", "This entry was resolved before.")
+    at = datetime.now(UTC).isoformat()
+    writer = context.runtime.writer()
+    if action == "reingest":
+        try:
+            command = resolutions.reingest_command(ledger, kept)
+        except resolutions.NotReingestable as refused:
+            return problem(
+                request,
+                422,
+                "Still refused",
+                "This version still refuses the body: " + "; ".join(refused.problems),
+            )
+        outcome: Any = await writer.commit(command)
+        if outcome.events:
+            context.on_commit()
+        result = f"{outcome.status} ({outcome.trigger})"
+        done = resolutions.REINGESTED
+    elif action == "review":
+        if not note:
+            return problem(request, 400, "A note is needed", "Say what was reviewed and why.")
+        result, done = None, resolutions.REVIEWED
+    else:
+        return problem(request, 400, "Unknown action", "Choose re-ingest or mark reviewed.")
+    await writer.commit(resolutions.resolve_command(kept.stream, done, who.name, at, note, result))
+    return RedirectResponse(f"/console/quarantine/{entry_id}", 303)
+
+
+async def callback_page(context: Context, request: Request) -> Response:
+    reference = path_param(request, "reference", MAX_REFERENCE)
+    ledger = await run_in_threadpool(context.runtime.ledger)
+    found = await run_in_threadpool(lambda: callbacks.callback(ledger, reference))
+    if found is None:
+        return problem(request, 404, "No such callback", "No callback has this reference.")
+    return page(request, "callback.html", callback=found, body=pretty(found["raw"] or ""))

@@ -1,0 +1,267 @@
+"""The read queries the web console needs that the API has no route for: one search box over
+message ids, order ids in metadata, phone numbers in any format, contact ids and conversation
+ids; a number's contacts and messages; the delivery funnel, failure reasons and report counts
+per minute for a time range. Plain functions over a read cursor, on SQLite and PostgreSQL; each
+is bounded (LIMIT, or an aggregate over an indexed range)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from domain.callbacks import normalise_identity
+from projections import rules
+from projections.messages import METADATA_PREFIX
+from projections.read_model import consent
+from store.db import Cursor, time_window
+
+MESSAGE_COLUMNS = (
+    "project_id, message_id, app_id, contact_id, conversation_id, status, channel, metadata, "
+    "first_event_time, last_event_time, reason_code, anomaly, reports"
+)
+# The channels of the Conversation API: the identity indexes lead with the channel, so a lookup
+# of a number names them all (an IN list of index probes, not a scan).
+CHANNELS = (
+    *("WHATSAPP", "RCS", "SMS", "MMS", "MESSENGER", "INSTAGRAM", "VIBER", "VIBERBM"),
+    *("TELEGRAM", "KAKAOTALK", "KAKAOTALKCHAT", "LINE", "WECHAT", "APPLEBC"),
+)
+IN_CHANNELS = f"channel IN ({', '.join('?' * len(CHANNELS))})"
+# The most report rows read to count reports per minute: a range beyond that is cut short
+# (and says so) rather than read whole.
+MAX_TIMELINE_ROWS = 5000
+
+
+def _messages(cur: Cursor, where: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
+    return cur.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM message_status WHERE {where} "
+        "ORDER BY first_event_time DESC, project_id, message_id LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+
+
+def message_rows(
+    cur: Cursor, message_id: str, project_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The message_status rows of a message id (several when it exists in several projects)."""
+    sql, params = "SELECT * FROM message_status WHERE message_id = ?", [message_id]
+    if project_id:
+        sql += " AND project_id = ?"
+        params.append(project_id)
+    return cur.execute(sql + " ORDER BY project_id LIMIT 20", params).fetchall()
+
+
+def search(cur: Cursor, query: str, limit: int = 50) -> dict[str, list[dict[str, Any]]]:
+    """Everything `query` names, by kind: messages (by message, contact or conversation id,
+    or an exact metadata value such as an order id), numbers (a phone number in any format,
+    or any channel identity) and contacts."""
+    query = query.strip()
+    found: dict[str, list[dict[str, Any]]] = {"messages": [], "numbers": [], "contacts": []}
+    if not query:
+        return found
+    seen: set[tuple[str, str]] = set()
+
+    def add(rows: list[dict[str, Any]], matched: str) -> None:
+        for row in rows:
+            key = (row["project_id"], row["message_id"])
+            if key not in seen and len(found["messages"]) < limit:
+                seen.add(key)
+                found["messages"].append({**row, "matched": matched})
+
+    add(_messages(cur, "message_id = ?", [query], limit), "message id")
+    add(
+        _messages(
+            cur,
+            f"substr(metadata, 1, {METADATA_PREFIX}) = substr(?, 1, {METADATA_PREFIX}) "
+            "AND metadata = ?",
+            [query, query],
+            limit,
+        ),
+        "metadata",
+    )
+    add(_messages(cur, "contact_id = ?", [query], limit), "contact id")
+    add(_messages(cur, "conversation_id = ?", [query], limit), "conversation id")
+    identity = normalise_identity(query)
+    found["numbers"] = [
+        {"channel": channel, "identity": identity} for channel in channels_of_number(cur, identity)
+    ]
+    contacts = {(r["project_id"], r["contact_id"]) for r in contacts_of_number(cur, identity)}
+    contacts |= {(project, query) for project in projects_of_contact(cur, query)}
+    found["contacts"] = [
+        {"project_id": project, "contact_id": contact} for project, contact in sorted(contacts)
+    ][:limit]
+    return found
+
+
+def contacts_of_number(cur: Cursor, identity: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The contacts seen with this number (any format), per channel."""
+    return cur.execute(
+        "SELECT project_id, contact_id, channel, identity FROM contact_identities "
+        f"WHERE {IN_CHANNELS} AND identity = ? ORDER BY project_id, contact_id, channel LIMIT ?",
+        [*CHANNELS, normalise_identity(identity), limit],
+    ).fetchall()
+
+
+def channels_of_number(cur: Cursor, identity: str) -> list[str]:
+    """The channels this number has been seen on or has a consent fact on."""
+    number = normalise_identity(identity)
+    rows = cur.execute(
+        f"SELECT DISTINCT channel FROM contact_identities WHERE {IN_CHANNELS} AND identity = ? "
+        f"UNION SELECT DISTINCT channel FROM consent WHERE {IN_CHANNELS} AND identity = ? "
+        "ORDER BY channel",
+        [*CHANNELS, number, *CHANNELS, number],
+    ).fetchall()
+    return [row["channel"] for row in rows]
+
+
+def projects_of_contact(cur: Cursor, contact_id: str, limit: int = 20) -> list[str]:
+    """The projects a contact id appears in (its messages or consent facts; both indexed)."""
+    rows = cur.execute(
+        "SELECT project_id FROM (SELECT project_id FROM message_status WHERE contact_id = ? "
+        "UNION SELECT project_id FROM consent_history WHERE contact_id = ?) p "
+        "ORDER BY project_id LIMIT ?",
+        [contact_id, contact_id, limit],
+    ).fetchall()
+    return [row["project_id"] for row in rows]
+
+
+def identities_of_contact(cur: Cursor, contact_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The numbers (channel identities) a contact was seen with, in each of its projects."""
+    rows: list[dict[str, Any]] = []
+    for project_id in projects_of_contact(cur, contact_id):
+        rows += cur.execute(
+            "SELECT project_id, contact_id, channel, identity FROM contact_identities "
+            "WHERE project_id = ? AND contact_id = ? ORDER BY channel, identity LIMIT ?",
+            [project_id, contact_id, limit],
+        ).fetchall()
+    return rows[:limit]
+
+
+def messages_of_contacts(
+    cur: Cursor, contact_ids: list[str], limit: int = 100
+) -> list[dict[str, Any]]:
+    """The latest messages sent to any of these contacts (one indexed lookup each)."""
+    rows: list[dict[str, Any]] = []
+    for contact_id in sorted(set(contact_ids))[:50]:
+        rows += _messages(cur, "contact_id = ?", [contact_id], limit)
+    rows.sort(key=lambda r: (r["first_event_time"], r["project_id"], r["message_id"]), reverse=True)
+    return rows[:limit]
+
+
+def _channel_filter(channel: str | None) -> list[tuple[str, Any]]:
+    return [("channel = ?", channel)] if channel else []
+
+
+def funnel(
+    cur: Cursor, since: str | None, until: str | None, channel: str | None
+) -> dict[str, int]:
+    """Messages first reported in [since, until) (on `channel`: the channel of their latest
+    status): how many were queued, delivered, read and failed."""
+    filters = time_window("first_event_time", since, until) + _channel_filter(channel)
+    where = " AND ".join(c for c, _ in filters) or "1 = 1"
+    row = cur.execute(
+        "SELECT count(*) AS messages, count(queued_at) AS queued, "
+        "count(delivered_at) AS delivered, count(read_at) AS read_, "
+        "sum(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END) AS failed "
+        f"FROM message_status WHERE {where}",
+        [v for _, v in filters],
+    ).fetchone()
+    assert row is not None
+    return {
+        "messages": int(row["messages"] or 0),
+        "queued": int(row["queued"] or 0),
+        "delivered": int(row["delivered"] or 0),
+        "read": int(row["read_"] or 0),
+        "failed": int(row["failed"] or 0),
+    }
+
+
+def failure_reasons(
+    cur: Cursor, since: str | None, until: str | None, channel: str | None, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The most frequent failure reasons of messages first reported in the range."""
+    filters = [
+        ("status = ?", "FAILED"),
+        *time_window("first_event_time", since, until),
+        *_channel_filter(channel),
+    ]
+    where = " AND ".join(c for c, _ in filters)
+    rows = cur.execute(
+        "SELECT coalesce(reason_code, 'UNKNOWN') AS reason, count(*) AS n "
+        f"FROM message_status WHERE {where} "
+        "GROUP BY coalesce(reason_code, 'UNKNOWN') ORDER BY n DESC, reason LIMIT ?",
+        [*(v for _, v in filters), limit],
+    ).fetchall()
+    return [{"reason": row["reason"], "count": int(row["n"])} for row in rows]
+
+
+def reports_per_minute(
+    cur: Cursor, since: str | None, until: str | None, channel: str | None
+) -> tuple[list[tuple[str, int]], bool]:
+    """Delivery reports and consent facts per minute of event time in the range (the
+    callbacks that carried them), oldest first, and whether the count was cut short at
+    MAX_TIMELINE_ROWS messages or facts."""
+    filters = time_window("last_event_time", since, None)
+    filters += time_window("first_event_time", None, until) + _channel_filter(channel)
+    where = " AND ".join(c for c, _ in filters) or "1 = 1"
+    rows = cur.execute(
+        "SELECT project_id, message_id, app_id, conversation_id, contact_id, metadata, reports "
+        f"FROM message_status WHERE {where} ORDER BY first_event_time LIMIT ?",
+        [*(v for _, v in filters), MAX_TIMELINE_ROWS],
+    ).fetchall()
+    cut = len(rows) >= MAX_TIMELINE_ROWS
+    minutes: Counter[str] = Counter()
+    for row in rows:
+        for report in rules.expanded_reports(row):
+            at = report["at"]
+            if (since is None or at >= since) and (until is None or at < until):
+                minutes[at[:16]] += 1
+    if channel is None:
+        window = time_window("event_time", since, until)
+        facts = cur.execute(
+            "SELECT event_time FROM consent_history"
+            + (" WHERE " + " AND ".join(c for c, _ in window) if window else "")
+            + " ORDER BY event_time LIMIT ?",
+            [*(v for _, v in window), MAX_TIMELINE_ROWS],
+        ).fetchall()
+        cut = cut or len(facts) >= MAX_TIMELINE_ROWS
+        for fact in facts:
+            minutes[fact["event_time"][:16]] += 1
+    return sorted(minutes.items()), cut
+
+
+def violations_of(
+    cur: Cursor, messages: list[dict[str, Any]], identity: str | None = None
+) -> list[dict[str, Any]]:
+    """Of these messages (rows with their reports), those sent on a channel to a number (this
+    one, or any) that was opted out when the message was first reported there, each with the
+    opt-out fact that proves it: the same rule as the violations report (projections.audit),
+    asked per message with `consent.state_at`."""
+    number = normalise_identity(identity) if identity else None
+    found: list[dict[str, Any]] = []
+    for message in messages:
+        first_on: dict[tuple[str, str], str] = {}
+        for report in rules.expanded_reports(message):
+            if report["status"] not in rules.STATUS_RANK or not report["channel"]:
+                continue
+            if not report["identity"]:
+                continue
+            to = normalise_identity(report["identity"])
+            if number is not None and to != number:
+                continue
+            key = (report["channel"], to)
+            first_on[key] = min(first_on.get(key, report["at"]), report["at"])
+        for (channel, to), sent_at in sorted(first_on.items(), key=lambda kv: kv[1]):
+            state = consent.state_at(cur, channel, to, sent_at, message["project_id"])
+            if state["state"] == rules.OPTED_OUT:
+                found.append(
+                    {
+                        "project_id": message["project_id"],
+                        "message_id": message["message_id"],
+                        "channel": channel,
+                        "identity": to,
+                        "sent_at": sent_at,
+                        "opted_out_since": state["since"],
+                        "proof": state["decided_by"],
+                    }
+                )
+    return found

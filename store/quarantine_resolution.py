@@ -1,0 +1,149 @@
+"""Resolving quarantine entries: re-ingest a kept body after its cause is fixed, or mark it
+reviewed with a note. Both are recorded as a `Resolved` event on the entry's own stream
+(domain.unrecognised.QuarantinedCallback); nothing is deleted. A re-ingest runs the body
+through the webhook's own decision (`Ledger.command_for`) with its original receipt, so a body
+this version accepts is recorded once, as if it had just arrived, however often it is tried."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+
+from domain.callbacks import InvalidCallback, loads_body
+from domain.receipt import Receipt
+from domain.unrecognised import QuarantinedCallback
+from store.commands import Command
+from store.ledger import Ledger
+
+QUARANTINED_TOPIC = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]
+RESOLVED_TOPIC = get_topic(QuarantinedCallback.Resolved)  # type: ignore[attr-defined]
+REINGESTED, REVIEWED = "reingested", "reviewed"
+RESOLVE_TRIGGER = "QUARANTINE_RESOLVED"
+MAX_NOTE = 2000
+RESOLUTION_FIELDS = ("outcome", "by", "at", "note", "result")
+
+
+class NotReingestable(ValueError):
+    """The body is still refused by this version (its problems say why)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class Entry:
+    """One quarantined body, by its position in the log (`id`), with its resolution if any."""
+
+    id: int
+    stream: UUID
+    trigger: str
+    status_code: int
+    problems: list[str]
+    received_at: str
+    signature_verified: bool
+    raw: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    resolution: dict[str, Any] | None = None
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode("utf-8", errors="replace")
+
+    def receipt(self) -> Receipt:
+        """The body's original receipt: the re-ingested events say when it really arrived."""
+        return Receipt(
+            self.text,
+            datetime.fromisoformat(self.received_at),
+            self.signature_verified,
+            dict(self.headers),
+        )
+
+
+def _entry(ledger: Ledger, notification: Any) -> Entry:
+    event: Any = ledger.mapper.to_domain_event(notification)
+    callback = event.callback
+    raw = (
+        base64.b64decode(event.raw_base64)
+        if event.raw_base64
+        else str(callback["raw"]).encode("utf-8")
+    )
+    return Entry(
+        id=notification.id,
+        stream=event.originator_id,
+        trigger=event.trigger,
+        status_code=event.status_code,
+        problems=list(event.problems),
+        received_at=callback["received_at"],
+        signature_verified=bool(callback["signature_verified"]),
+        raw=raw,
+        headers=dict(callback.get("headers") or {}),
+        resolution=resolution(ledger, event.originator_id),
+    )
+
+
+def resolution(ledger: Ledger, stream: UUID) -> dict[str, Any] | None:
+    """The entry's resolution: its stream's second event, if any (one indexed read)."""
+    for stored in ledger.recorder.select_events(stream, gt=1, limit=1):
+        if stored.topic == RESOLVED_TOPIC:
+            done: Any = ledger.mapper.to_domain_event(stored)
+            return {name: getattr(done, name) for name in RESOLUTION_FIELDS}
+    return None
+
+
+def entries(ledger: Ledger, after: int = 0, limit: int = 50) -> Iterator[Entry]:
+    """The quarantine, oldest first, from log position `after`, at most `limit` entries."""
+    notifications = ledger.recorder.select_notifications(
+        start=after, limit=limit, topics=[QUARANTINED_TOPIC], inclusive_of_start=False
+    )
+    for notification in notifications:
+        yield _entry(ledger, notification)
+
+
+def entry(ledger: Ledger, entry_id: int) -> Entry | None:
+    """The entry at log position `entry_id`, or None if that position is no quarantine entry."""
+    found = ledger.recorder.select_notifications(
+        start=entry_id, limit=1, topics=[QUARANTINED_TOPIC], inclusive_of_start=True
+    )
+    if not found or found[0].id != entry_id:
+        return None
+    return _entry(ledger, found[0])
+
+
+def reingest_command(ledger: Ledger, kept: Entry) -> Command:
+    """What the webhook would record for this body now, with its original receipt. Raises
+    NotReingestable when this version still refuses it."""
+    try:
+        body = loads_body(kept.raw)
+    except ValueError as exc:
+        raise NotReingestable([f"the body is not JSON: {exc}"]) from None
+    if not isinstance(body, dict):
+        raise NotReingestable(["the body is not a JSON object"])
+    receipt = kept.receipt()
+    try:
+        command = ledger.command_for(body, receipt)
+    except InvalidCallback as exc:
+        raise NotReingestable(list(exc.problems)) from None
+    return command or ledger.unrecognised_command(body, receipt)
+
+
+def resolve_command(
+    stream: UUID, outcome: str, by: str, at: str, note: str, result: str | None = None
+) -> Command:
+    """Appends the resolution to the entry's stream; a duplicate if it is resolved already."""
+
+    def missing() -> Any:
+        raise LookupError(f"no quarantine entry has the stream {stream}")
+
+    return Command(
+        RESOLVE_TRIGGER,
+        stream,
+        missing,
+        lambda kept: kept.resolve(outcome, by, at, note[:MAX_NOTE], result),
+    )
