@@ -33,6 +33,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from projections.read_model import progress
 from service import multiproc
 
 if TYPE_CHECKING:
@@ -200,12 +201,7 @@ class QuarantineCount:
             deadline = now + self.budget_s
             while self.upto < head:
                 end = min(head, self.upto + self.chunk)
-                row = cur.execute(
-                    f"SELECT COUNT(*) AS n FROM {log.table} WHERE {log.id_column} > ? "
-                    f"AND {log.id_column} <= ? AND topic = ?",
-                    (self.upto, end, topic),
-                ).fetchone()
-                self.count += int(row["n"]) if row else 0
+                self.count += progress.count_topic(cur, log, self.upto, end, topic)
                 self.upto = end
                 if time.monotonic() >= deadline:
                     break
@@ -281,29 +277,17 @@ class StoreCollector:
         with projector.db.read() as cur:
             log_ = projector.log
             head = log_.head(cur)
-            rows = cur.execute("SELECT name, position FROM ledger_projections").fetchall()
-            faults = {
-                row["name"]
-                for row in cur.execute(
-                    "SELECT DISTINCT name FROM ledger_projection_faults"
-                ).fetchall()
-            }
+            faults = progress.stuck(cur)
             oldest: dict[int, float] = {}
-            for row in rows:
-                if row["name"] not in projector.projections:
+            for name, position in progress.positions(cur):
+                if name not in projector.projections:
                     continue
-                position = int(row["position"])
                 if position < head and position not in oldest:
-                    found = cur.tuples(
-                        f"SELECT state FROM {log_.table} WHERE {log_.id_column} > ? "
-                        f"ORDER BY {log_.id_column} LIMIT 1",
-                        [position],
-                    )
-                    when = _event_time(bytes(found[0][0])) if found else None
+                    state = progress.first_state_after(cur, log_, position)
+                    when = _event_time(state) if state is not None else None
                     oldest[position] = (
                         max((now - when).total_seconds(), 0.0) if when is not None else 0.0
                     )
-                name = row["name"]
                 lag_events.add_metric([name], max(head - position, 0))
                 lag_seconds.add_metric([name], oldest.get(position, 0.0))
                 stuck.add_metric([name], 1 if name in faults else 0)

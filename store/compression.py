@@ -24,7 +24,7 @@ DICTIONARIES = Path(__file__).parent / "dictionaries"
 CURRENT_VERSION = 1
 # zstd reserves ids below 32768 and from 2**31 up; ours are this plus the version.
 DICT_ID_BASE = 0x43424C00
-# Level 7 stores ~10% less for ~4x the CPU (README, "Storage per callback").
+# Higher levels store a little less for much more CPU (README, "Storage per callback").
 LEVEL = 3
 
 

@@ -192,6 +192,6 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
 def collect_less_often() -> None:
     """For the long-running commands. Ingest and replay allocate many short-lived dicts that
     reference counting frees at once; at Python's default threshold (700 allocations) the
-    cyclic collector scans them again and again: a fifth of replay's CPU, measured. Cycles are
-    still collected, only later."""
+    cyclic collector scans them again and again (README, "Performance"). Cycles are still
+    collected, only later."""
     gc.set_threshold(50_000, 20, 100)

@@ -118,7 +118,7 @@ class PostgresBackend(Backend):
 
     def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
         # In binary format: `bytea` arrives as it is stored instead of as hex text (reading
-        # the log in text took more than twice as long).
+        # the log in text is much slower).
         with raw.connection.cursor(row_factory=tuple_row, binary=True) as cur:
             rows: Sequence[Sequence[Any]] = cur.execute(self.sql(sql), tuple(params)).fetchall()
             return rows
