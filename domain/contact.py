@@ -29,6 +29,7 @@ from domain.callbacks import (
     normalise_identity,
 )
 from domain.receipt import Receipt
+from domain.topics import stored
 
 
 def contact_key(contact_id: str | None, channel: str, identity: str | None) -> str:
@@ -81,6 +82,13 @@ def fact_key(callback: InboundCallback | OptInCallback | OptOutCallback, receipt
 
 
 class Contact(Aggregate):
+    TOPIC = stored("contact", "Contact")
+
+    # The library would define this base event class itself (never stored here); with an explicit
+    # topic on the aggregate, every event class needs one.
+    class Created(Aggregate.Created):
+        TOPIC = stored("contact", "Contact.Created")
+
     """Decides whether an inbound message or consent notification is new, from the keys of its
     last RECENT facts. Older keys are not in the state: the caller (the ledger) looks a key up
     in the store's key table when `remembers_all` is false, and treats a key found there as a
@@ -93,7 +101,7 @@ class Contact(Aggregate):
     def create_id(project_id: str, contact_key: str) -> UUID:
         return ids.contact_id(project_id, contact_key)
 
-    @event("Registered")
+    @event("Registered", topic=stored("contact", "Contact.Registered"))
     def __init__(self, project_id: str, contact_key: str) -> None:
         self.project_id = project_id
         self.contact_key = contact_key
@@ -123,6 +131,7 @@ class Contact(Aggregate):
             self.forgotten += 1
 
     class ConsentReported(Aggregate.Event):
+        TOPIC = stored("contact", "Contact.ConsentReported")
         """An OPT_IN or OPT_OUT notification, succeeded or failed."""
 
         project_id: str
@@ -142,6 +151,7 @@ class Contact(Aggregate):
         callback: dict[str, Any]
 
     class InboundMessageReceived(Aggregate.Event):
+        TOPIC = stored("contact", "Contact.InboundMessageReceived")
         project_id: str
         contact_key: str
         message_id: str | None

@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate, event
 from domain import ids
 from domain.callbacks import DeliveryCallback, SubmitCallback
 from domain.receipt import Receipt
+from domain.topics import stored
 
 
 def report_key(channel: str | None, status: str) -> str:
@@ -27,17 +28,25 @@ def submission_key(channel: str | None) -> str:
 
 
 class Message(Aggregate):
+    TOPIC = stored("message", "Message")
+
+    # The library would define this base event class itself (never stored here); with an explicit
+    # topic on the aggregate, every event class needs one.
+    class Created(Aggregate.Created):
+        TOPIC = stored("message", "Message.Created")
+
     @staticmethod
     def create_id(project_id: str, message_id: str) -> UUID:
         return ids.message_id(project_id, message_id)
 
-    @event("Registered")
+    @event("Registered", topic=stored("message", "Message.Registered"))
     def __init__(self, project_id: str, message_id: str) -> None:
         self.project_id = project_id
         self.message_id = message_id
         self.report_keys: dict[str, int] = {}
 
     class DeliveryReported(Aggregate.Event):
+        TOPIC = stored("message", "Message.DeliveryReported")
         # The stream's names are repeated on each event so every event reads on its own.
         project_id: str
         message_id: str
@@ -55,6 +64,7 @@ class Message(Aggregate):
         callback: dict[str, Any]
 
     class FirstReported(Aggregate.Created):
+        TOPIC = stored("message", "Message.FirstReported")
         """A message's registration and its first report as one event: one row in the log
         where earlier versions wrote two (Registered, then DeliveryReported; both still load
         and replay). The same fields as DeliveryReported (frozen dataclasses do not share
@@ -80,6 +90,7 @@ class Message(Aggregate):
             aggregate.report_keys[report_key(self.channel, self.status)] = self.originator_version
 
     class Submitted(Aggregate.Event):
+        TOPIC = stored("message", "Message.Submitted")
         """MESSAGE_SUBMIT: the message was handed to a channel (before any delivery report)."""
 
         project_id: str

@@ -10,9 +10,17 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain import ids
+from domain.topics import stored
 
 
 class UnrecognisedCallback(Aggregate):
+    TOPIC = stored("unrecognised", "UnrecognisedCallback")
+
+    # The library would define this base event class itself (never stored here); with an explicit
+    # topic on the aggregate, every event class needs one.
+    class Created(Aggregate.Created):
+        TOPIC = stored("unrecognised", "UnrecognisedCallback.Created")
+
     """A callback of a trigger we do not interpret (EVENT_INBOUND, CONTACT_MERGE, ...) or of
     none we know. Kept whole, so a later version can interpret it from the log."""
 
@@ -20,7 +28,7 @@ class UnrecognisedCallback(Aggregate):
     def create_id(body_hash: str) -> UUID:
         return ids.body_id("unrecognised", body_hash)
 
-    @event("Received")
+    @event("Received", topic=stored("unrecognised", "UnrecognisedCallback.Received"))
     def __init__(
         self, body_hash: str, trigger: str, project_id: str | None, callback: dict[str, Any]
     ) -> None:
@@ -29,6 +37,13 @@ class UnrecognisedCallback(Aggregate):
 
 
 class QuarantinedCallback(Aggregate):
+    TOPIC = stored("unrecognised", "QuarantinedCallback")
+
+    # The library would define this base event class itself (never stored here); with an explicit
+    # topic on the aggregate, every event class needs one.
+    class Created(Aggregate.Created):
+        TOPIC = stored("unrecognised", "QuarantinedCallback.Created")
+
     """A body we refused (not JSON, or a known trigger with invalid fields) but still keep, so
     an operator can see it, fix what is wrong and feed it back. The body is stored once: as
     `callback["raw"]` when that text is exactly the body (valid UTF-8) and no longer than its
@@ -38,7 +53,7 @@ class QuarantinedCallback(Aggregate):
     def create_id(body_hash: str) -> UUID:
         return ids.body_id("quarantine", body_hash)
 
-    @event("Quarantined")
+    @event("Quarantined", topic=stored("unrecognised", "QuarantinedCallback.Quarantined"))
     def __init__(
         self,
         body_hash: str,
@@ -62,6 +77,6 @@ class QuarantinedCallback(Aggregate):
         self._resolved(outcome=outcome, by=by, at=at, note=note, result=result)
         return True
 
-    @event("Resolved")
+    @event("Resolved", topic=stored("unrecognised", "QuarantinedCallback.Resolved"))
     def _resolved(self, outcome: str, by: str, at: str, note: str, result: str | None) -> None:
         self.resolution = {"outcome": outcome, "by": by, "at": at, "note": note, "result": result}
