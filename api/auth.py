@@ -153,7 +153,10 @@ class Guard:
         )
         status = response.status_code
         results = 0
-        if status == 200:
+        counted = getattr(request.state, "results", None)
+        if status == 200 and isinstance(counted, int):  # a page or file that counted its rows
+            results = counted
+        elif status == 200:
             try:
                 body = orjson.loads(response.body)
             except (AttributeError, orjson.JSONDecodeError):

@@ -5,7 +5,7 @@ that writes the page's rows, under a row lock (PostgreSQL) or the write lock (SQ
 followers never apply a page twice and a crash anywhere leaves rows and position agreeing.
 
 The tables and their generations are set up in schema.py; a rebuild into the next generation
-is replay.py's; what a projection that cannot apply an event leaves behind is faults.py's."""
+is rebuild.py's; what a projection that cannot apply an event leaves behind is faults.py's."""
 
 from __future__ import annotations
 

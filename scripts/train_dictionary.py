@@ -1,5 +1,5 @@
 """Trains the zstd dictionary for event state (store.compression) and writes it as
-the next version, `callback_ledger/dictionaries/events-<version>.zdict`:
+the next version, `store/dictionaries/events-<version>.zdict`:
 
     .venv/bin/python -m scripts.train_dictionary [--fixtures DIR] [--version N]
 

@@ -157,7 +157,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
             "COPY {0} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(table)
         copies: list[tuple[Composed, list[str], Iterable[tuple[Any, ...]]]] = [
-            (copy, COPY_TYPES, (copy_row(event) for event in stored_events))
+            (copy, COPY_TYPES, [copy_row(event) for event in stored_events])
         ]
         if dedupe:
             copies.append((self.dedupe_copy_statement(), DEDUPE_COPY_TYPES, dedupe))

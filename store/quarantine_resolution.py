@@ -1,8 +1,9 @@
 """Resolving quarantine entries: re-ingest a kept body after its cause is fixed, or mark it
 reviewed with a note. Both are recorded as a `Resolved` event on the entry's own stream
-(domain.unrecognised.QuarantinedCallback); nothing is deleted. A re-ingest runs the body
-through the webhook's own decision (`Ledger.command_for`) with its original receipt, so a body
-this version accepts is recorded once, as if it had just arrived, however often it is tried."""
+(domain.unrecognised.QuarantinedCallback); nothing is deleted. A re-ingest (the
+console's) runs the body through the webhook's own path (service.recorder) with its original
+receipt, so a body this version accepts is recorded once, as if it had just arrived, however
+often it is tried."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from domain.callbacks import InvalidCallback, loads_body
 from domain.receipt import Receipt
 from domain.unrecognised import QuarantinedCallback
 from store.commands import Command
@@ -27,14 +27,6 @@ REINGESTED, REVIEWED = "reingested", "reviewed"
 RESOLVE_TRIGGER = "QUARANTINE_RESOLVED"
 MAX_NOTE = 2000
 RESOLUTION_FIELDS = ("outcome", "by", "at", "note", "result")
-
-
-class NotReingestable(ValueError):
-    """The body is still refused by this version (its problems say why)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 @dataclass
@@ -114,23 +106,6 @@ def entry(ledger: Ledger, entry_id: int) -> Entry | None:
     if not found or found[0].id != entry_id:
         return None
     return _entry(ledger, found[0])
-
-
-def reingest_command(ledger: Ledger, kept: Entry) -> Command:
-    """What the webhook would record for this body now, with its original receipt. Raises
-    NotReingestable when this version still refuses it."""
-    try:
-        body = loads_body(kept.raw)
-    except ValueError as exc:
-        raise NotReingestable([f"the body is not JSON: {exc}"]) from None
-    if not isinstance(body, dict):
-        raise NotReingestable(["the body is not a JSON object"])
-    receipt = kept.receipt()
-    try:
-        command = ledger.command_for(body, receipt)
-    except InvalidCallback as exc:
-        raise NotReingestable(list(exc.problems)) from None
-    return command or ledger.unrecognised_command(body, receipt)
 
 
 def resolve_command(

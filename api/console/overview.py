@@ -32,9 +32,11 @@ def time_or(value: str, default: str) -> tuple[str, bool]:
 async def overview_page(context: Context, request: Request) -> Response:
     now = datetime.now(UTC)
     until, until_ok = time_or(query(request, "until", 64), iso(now.isoformat()))
-    default_since = iso(
-        (datetime.fromisoformat(until.replace("Z", "+00:00")) - DEFAULT_RANGE).isoformat()
-    )
+    try:
+        start = datetime.fromisoformat(until.replace("Z", "+00:00")) - DEFAULT_RANGE
+    except OverflowError:  # an `until` within a day of year 1: the range starts there
+        start = datetime.fromisoformat(until.replace("Z", "+00:00"))
+    default_since = iso(start.isoformat())
     since, since_ok = time_or(query(request, "since", 64), default_since)
     channel = query(request, "channel", 32).upper() or None
     if channel not in (None, *console_queries.CHANNELS):

@@ -6,7 +6,6 @@ Also the raw callback behind any report or consent fact."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +17,7 @@ from api.console.render import page, problem
 from api.console.session import csrf_ok
 from api.query_routes import MAX_INTEGER, MAX_REFERENCE, path_param
 from projections.read_model import callbacks
+from service.recorder import Recorder, Store
 from store import quarantine_resolution as resolutions
 from store.ledger import Ledger
 
@@ -60,7 +60,7 @@ async def list_page(context: Context, request: Request) -> Response:
     )
 
 
-async def entry_page(context: Context, request: Request, message: str | None = None) -> Response:
+async def entry_page(context: Context, request: Request) -> Response:
     entry_id = entry_number(request)
     ledger = await run_in_threadpool(context.runtime.ledger)
     kept = await run_in_threadpool(lambda: find(ledger, entry_id))
@@ -71,7 +71,6 @@ async def entry_page(context: Context, request: Request, message: str | None = N
         "quarantine_entry.html",
         entry=kept,
         body=pretty(kept.text),
-        message=message or query(request, "done", 200),
         may_resolve=visitor(request).may("admin"),
     )
 
@@ -93,16 +92,20 @@ async def resolve(context: Context, request: Request) -> Response:
     at = datetime.now(UTC).isoformat()
     writer = context.runtime.writer()
     if action == "reingest":
-        try:
-            command = resolutions.reingest_command(ledger, kept)
-        except resolutions.NotReingestable as refused:
+        # The webhook's own path, with the body's original receipt; a refusal is not kept
+        # again (the entry itself stays, open).
+        async def opened() -> Ledger:
+            return ledger
+
+        recorder = Recorder(Store(opened, writer.commit), keep_refused=False)
+        outcome = await recorder.record(kept.raw, kept.receipt())
+        if outcome.refusal is not None:
             return problem(
                 request,
                 422,
                 "Still refused",
-                "This version still refuses the body: " + "; ".join(refused.problems),
+                "This version still refuses the body: " + "; ".join(outcome.refusal.problems),
             )
-        outcome: Any = await writer.commit(command)
         if outcome.events:
             context.on_commit()
         result = f"{outcome.status} ({outcome.trigger})"

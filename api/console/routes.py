@@ -157,7 +157,7 @@ class Console:
         if not csrf_ok(visitor(request), fields.get("csrf")):
             return problem(request, 403, "Refused", "The form did not come from this console.")
         response = RedirectResponse("/console/sign-in", 303)
-        context.sessions.end(response, request)
+        await context.sessions.end(response, request)
         return response
 
     async def stylesheet(self, request: Request) -> Response:

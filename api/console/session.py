@@ -1,10 +1,12 @@
-"""Who is asking, for the console: a signed session cookie made at sign-in, or a Bearer key.
+"""Who is asking, for the console: a session cookie made at sign-in, or a Bearer key.
 
-The cookie holds the key's name and hash (never the key) and a CSRF token, signed with
-itsdangerous (HMAC-SHA1 over a key derived from the console secret: store/console_secret.py,
-or LEDGER_CONSOLE_SECRET). It is HttpOnly, SameSite=Strict, Secure when the request came over
-https, and lives `SESSION_S` at most. Every request looks the key up again, uncached: a key
-revoked or expired ends its sessions at once."""
+The cookie holds a random session id and nothing else; the store keeps the session (by the id's
+hash: store/console_sessions.py) with the key it signs in as and its CSRF token. It is HttpOnly,
+SameSite=Strict, Secure when the request came over https, and lives `SESSION_S` at most; signing
+out deletes it in the store. Every request looks the session and the key up again, uncached: a
+key revoked or expired ends its sessions at once. The sign-in form's CSRF token rides in a
+cookie signed with itsdangerous (the console secret: store/console_secret.py, or
+LEDGER_CONSOLE_SECRET)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -22,6 +23,7 @@ from starlette.responses import Response
 
 from api.auth import Denied, Guard
 from store.console_secret import console_secret
+from store.console_sessions import ConsoleSessions
 from store.keys import Key, key_hash, utc_now
 
 SESSION_COOKIE = "ledger_console"
@@ -62,6 +64,12 @@ class Sessions:
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         self._serializer: URLSafeTimedSerializer | None = None
+        self._sessions: ConsoleSessions | None = None
+
+    def kept(self) -> ConsoleSessions:
+        if self._sessions is None:
+            self._sessions = ConsoleSessions(self.guard.runtime.store_database(), SESSION_S)
+        return self._sessions
 
     def serializer(self) -> URLSafeTimedSerializer:
         if self._serializer is None:
@@ -80,17 +88,13 @@ class Sessions:
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             raise SignIn()
-        serializer = await run_in_threadpool(self.serializer)
-        try:
-            data: Any = serializer.loads(cookie, max_age=SESSION_S)
-        except BadSignature:
-            raise SignIn() from None
-        if not (isinstance(data, dict) and {"h", "c"} <= data.keys()):
+        session = await run_in_threadpool(lambda: self.kept().find(cookie))
+        if session is None:
             raise SignIn()
-        found = await run_in_threadpool(lambda: self.guard.store().find(str(data["h"])))
+        found = await run_in_threadpool(lambda: self.guard.store().find(session.key_hash))
         if found is None or found.revoked or found.expired(utc_now()):
             raise Refused(401, "this session's key was revoked or has expired: sign in again")
-        return Visitor(found, str(data["c"]), True)
+        return Visitor(found, session.csrf, True)
 
     async def key_of(self, token: str) -> Key | None:
         """A pasted key, checked as a Bearer key would be."""
@@ -100,12 +104,13 @@ class Sessions:
         return key
 
     async def start(self, response: Response, request: Request, key: Key) -> None:
-        serializer = await run_in_threadpool(self.serializer)
-        value = serializer.dumps({"n": key.name, "h": key.key_hash, "c": secrets.token_urlsafe(24)})
-        _set(response, request, SESSION_COOKIE, value, SESSION_S)
+        session_id, _ = await run_in_threadpool(lambda: self.kept().start(key.key_hash))
+        _set(response, request, SESSION_COOKIE, session_id, SESSION_S)
 
-    @staticmethod
-    def end(response: Response, request: Request) -> None:
+    async def end(self, response: Response, request: Request) -> None:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            await run_in_threadpool(lambda: self.kept().end(cookie))
         response.delete_cookie(
             SESSION_COOKIE,
             path="/console",

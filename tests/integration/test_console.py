@@ -5,6 +5,7 @@ compliance CSV. tests/e2e/test_console_browser.py drives the same pages in a rea
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import re
@@ -17,6 +18,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.console.routes import CONSOLE_SCOPES
 from store.config import Settings
+from store.db import Database
 from store.ledger import Ledger
 from tests import console_data as data
 from tests.e2e.test_keys import revoke
@@ -199,6 +201,15 @@ def test_compliance_csv(fed: TestClient) -> None:
         ("MSG-1", "WHATSAPP", data.NUMBER)
     ]
     assert rows[0]["proof_source_ref"]
+    # The access log says who took the file and how many rows it held.
+    empty = fed.get("/console/compliance.csv", params={"since": "9999-01-01T00:00:00Z"})
+    assert list(csv.DictReader(io.StringIO(empty.text))) == []
+    logged = [
+        e["results"]
+        for e in fed.get("/access-log").json()["items"]
+        if e["route"] == "/console/compliance.csv"
+    ]
+    assert logged == [1, 0]
 
 
 def test_quarantine_reingest_and_review_are_recorded_once(
@@ -301,9 +312,35 @@ def test_sign_in_csrf_cookie_flags_sign_out_and_revocation(
     sign_in(fed, other)
     page = fed.get("/console/search").text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    copied = fed.cookies.get("ledger_console", path="/console")
+    assert copied
     out = fed.post("/console/sign-out", data={"csrf": csrf}, follow_redirects=False)
     assert out.status_code == 303
     assert fed.get("/console/search", follow_redirects=False).status_code == 303
+    # Signing out ends the session in the store: a copy of the cookie taken before is no use.
+    fed.cookies.set("ledger_console", copied, path="/console")
+    assert fed.get("/console/search", follow_redirects=False).status_code == 303
+
+
+def test_the_store_holds_no_usable_session(fed: TestClient, settings: Settings) -> None:
+    """A copy of the database (a backup, a replica) cannot be turned into a console session:
+    the store keeps only a hash of each session id, and the cookie holds nothing else."""
+    key = make_key(settings.database_url, "console-copy", ("read", "audit", "admin"))
+    sign_in(fed, key)
+    cookie = fed.cookies.get("ledger_console", path="/console")
+    assert cookie
+    db = Database(settings.database_url)
+    try:
+        with db.read() as cur:
+            [row] = cur.execute("SELECT * FROM ledger_console_sessions").fetchall()
+    finally:
+        db.close()
+    assert cookie not in str(row.values())
+    assert row["id_hash"] == hashlib.sha256(cookie.encode()).hexdigest()
+    fed.cookies.clear()
+    for forged in (row["id_hash"], row["key_hash"]):
+        fed.cookies.set("ledger_console", forged, path="/console")
+        assert fed.get("/console/search", follow_redirects=False).status_code == 303
 
 
 def test_search_queries_do_not_reach_the_log(
@@ -344,6 +381,10 @@ def test_odd_ids_and_queries_are_answered_not_failed(fed: TestClient) -> None:
         ("/console/search?q=a%00b", 200),
         ("/console/search?q=%ED%A0%80", 200),
         ("/console/overview?since=yesterday&channel=<b>", 200),
+        ("/console/overview?until=0001-01-01T00:00:00Z", 200),
+        ("/console/overview?since=9999-12-31T23:59:59Z&until=9999-12-31T23:59:59Z", 200),
+        ("/console/compliance?since=0001-01-01T00:00:00Z&until=9999-12-31T23:59:59Z", 200),
+        ("/console/numbers/46732001122?channel=SMS&at=0001-01-01T00:00:00Z", 200),
         ("/console/compliance?since=never", 200),
         ("/console/numbers/46732001122?channel=SMS&at=soon", 200),
         ("/console/quarantine?after=99999999999999999999999", 200),
