@@ -16,9 +16,7 @@ SEAL_COLUMNS = ", ".join(seal.COLUMNS)
 def head(db: Database) -> seal.Seal | None:
     """The last seal: what an operator records elsewhere."""
     with db.read() as cur:
-        rows = cur.tuples(
-            f"SELECT {SEAL_COLUMNS} FROM {seal.TABLE} ORDER BY position DESC LIMIT 1"
-        )
+        rows = cur.tuples(f"SELECT {SEAL_COLUMNS} FROM {seal.TABLE} ORDER BY position DESC LIMIT 1")
     return seal.Seal.from_row(rows[0]) if rows else None
 
 
