@@ -15,12 +15,22 @@ from store.config import Settings
 from store.seal import Problem
 
 
+def recorded_head(text: str) -> tuple[int, bytes]:
+    position, _, digest = text.partition(":")
+    try:
+        return int(position), bytes.fromhex(digest)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected POSITION:HASH (hex), as GET /seal gives"
+        ) from None
+
+
 def run_verify(settings: Settings, args: argparse.Namespace) -> int:
     runtime = Runtime(settings)
     try:
         # Opening the ledger creates the seal table (and seals a log from before) if need be.
         events_table = runtime.ledger().events_table
-        found = seal_reads.verify(runtime.store_database(), events_table, args.since)
+        found = seal_reads.verify(runtime.store_database(), events_table, args.since, args.expect)
     finally:
         runtime.close()
     if isinstance(found, Problem):
@@ -72,6 +82,12 @@ def add_commands(commands: Any) -> None:
         metavar="N",
         help="start at the seal covering notification N, trusting the seal before it "
         "(default: from the first event)",
+    )
+    p.add_argument(
+        "--expect",
+        type=recorded_head,
+        metavar="POSITION:HASH",
+        help="a head recorded elsewhere (GET /seal): the chain verified must hold it",
     )
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(run=run_verify)

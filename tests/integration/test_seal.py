@@ -111,6 +111,24 @@ def test_every_batch_is_sealed_and_the_head_is_served(
     assert chained[0].previous == seal.GENESIS
     assert all(b.previous == a.seal for a, b in itertools.pairwise(chained))
     assert sum(s.events for s in chained) == len(events)
+    recorded = f"{served.json()['position']}:{served.json()['hash']}"
+    assert verify(database_url, "--expect", recorded)[0] == 0
+
+
+def test_a_chain_rewritten_after_a_recorded_head_is_caught(
+    client: TestClient, ledger: Ledger, database_url: str
+) -> None:
+    """Whoever can write SQL can also recompute every seal after an alteration: only a head
+    recorded elsewhere shows it."""
+    callbacks(client)
+    recorded = client.get("/seal").json()
+    sql(database_url, f"DELETE FROM {seal.TABLE} WHERE position > 0")
+    sql(database_url, f"DELETE FROM {ledger.events_table}")
+    accept_all(ledger, [p.delivery("M9", "DELIVERED")])  # a new, consistent chain
+    assert verify(database_url)[0] == 0
+    code, report = verify(database_url, "--expect", f"{recorded['position']}:{recorded['hash']}")
+    assert code == 1
+    assert (report["problem"], report["seal"]) == ("seal_mismatch", recorded["position"])
 
 
 def test_a_byte_altered_is_named(client: TestClient, ledger: Ledger, database_url: str) -> None:
