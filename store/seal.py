@@ -263,6 +263,12 @@ class Verifier:
             found = d[:LOCATOR_BYTES]
             if i < len(expected) and found == expected[i]:
                 continue
+            fewer = len(batch) < len(expected)
+            if fewer and i + 1 < len(expected) and found == expected[i + 1]:
+                return Problem(
+                    "missing", notification_id, seal.position,
+                    f"the event sealed before it (seal {seal.position}) is gone",
+                )  # fmt: skip
             if found in where:
                 return Problem(
                     "out_of_order", notification_id, seal.position,
@@ -273,11 +279,6 @@ class Verifier:
                 return Problem(
                     "out_of_order", notification_id, seal.position,
                     f"it holds the event sealed as notification {self._recent[found]}",
-                )  # fmt: skip
-            if i + 1 < len(expected) and found == expected[i + 1]:
-                return Problem(
-                    "missing", notification_id, seal.position,
-                    f"the event sealed before it (seal {seal.position}) is gone",
                 )  # fmt: skip
             return Problem(
                 "altered", notification_id, seal.position,
