@@ -36,6 +36,7 @@ from api.observe import Observed, metrics_endpoint
 from api.openapi import document
 from api.query_routes import MAX_INTEGER, Params, Queries
 from api.responses import JSON, error
+from api.seal_route import seal_endpoint
 from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
 from projections.faults import describe
@@ -90,6 +91,8 @@ ROUTE_SCOPES: dict[str, Any] = {
     "/callbacks/{reference:path}": AUDIT,
     "/quarantine": AUDIT,
     "/access-log": AUDIT,
+    # The seal chain's head (store.seal), to be recorded elsewhere.
+    "/seal": AUDIT,
     "/metrics": METRICS,
     # The web console (api/console): its pages and forms, each with the scope its data needs.
     **CONSOLE_SCOPES,
@@ -240,6 +243,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         "/consent/review": consent.review,
         "/callbacks/{reference:path}": consent.callback,
         "/access-log": access_log,
+        "/seal": seal_endpoint(runtime),
         "/metrics": metrics_endpoint(runtime, settings.metrics_refresh_s),
     }
 

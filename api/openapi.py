@@ -319,6 +319,21 @@ def document() -> dict[str, Any]:
                 body=_page("next_after", "integer"),
                 scope="audit",
             ),
+            "/seal": _get(
+                "The head of the seal chain over the event log (README: Evidence), to record "
+                "elsewhere and check `callback-ledger verify` against",
+                [],
+                503,
+                body={
+                    "type": "object",
+                    "properties": {
+                        "position": {"type": "integer"},
+                        "hash": {"type": ["string", "null"]},
+                        "sealed_at": {"type": ["string", "null"]},
+                    },
+                },
+                scope="audit",
+            ),
             "/callbacks/{reference}": _get(
                 "The raw callback behind a fact", [_path("reference")], 400, 404, 503, scope="audit"
             ),

@@ -15,6 +15,7 @@ from callback_ledger.audit_cli import add_commands as add_audit_commands
 from callback_ledger.followup_cli import add_commands as add_followup_commands
 from callback_ledger.keys_cli import add_commands as add_key_commands
 from callback_ledger.serve_cli import add_command as add_serve_command
+from callback_ledger.verify_cli import add_commands as add_verify_commands
 from domain.callbacks import loads_body
 from service.logs import setup as setup_logs
 from store.config import ConfigError, Settings, collect_less_often
@@ -226,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_audit_commands(commands)
     add_followup_commands(commands)
     add_key_commands(commands)
+    add_verify_commands(commands)
 
     args = parser.parse_args(argv)
     collect_less_often()

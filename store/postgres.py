@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -58,10 +58,12 @@ def copy_row(event: StoredEvent) -> tuple[Any, ...]:
 class CopyInsert:
     """The one way events go in, whoever sends it (the recorder's synchronous connection, or
     the group commit's asynchronous one): `begin` (BEGIN and the table lock, one simple query),
-    then each binary COPY of `copies` (statement, column types, rows), then COMMIT."""
+    then each binary COPY of `copies` (statement, column types, rows), then each statement of
+    `after` with its parameters (the batch's seal: store.seal_postgres), then COMMIT."""
 
     begin: Composed
     copies: list[tuple[Composed, list[str], Iterable[tuple[Any, ...]]]]
+    after: list[tuple[Composed, dict[str, Any]]] = field(default_factory=list)
 
 
 class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRecorder):
@@ -181,6 +183,8 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                         copy.set_types(types)
                         for row in rows:
                             copy.write_row(row)
+                for statement, params in insert.after:
+                    cursor.execute(statement, params)
                 cursor.execute("COMMIT")
             except BaseException:
                 if not conn.closed:

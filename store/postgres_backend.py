@@ -91,7 +91,7 @@ class PostgresBackend(Backend):
         return {
             "CREATE_TABLE": "y",
             "IS_SNAPSHOTTING_ENABLED": "y",
-            "PERSISTENCE_MODULE": "store.postgres:FailFastPostgresFactory",
+            "PERSISTENCE_MODULE": "store.seal_postgres:SealedPostgresFactory",
             "POSTGRES_DBNAME": self.connect["dbname"],
             "POSTGRES_HOST": self.connect["host"],
             "POSTGRES_PORT": self.connect["port"],

@@ -175,6 +175,8 @@ async def _send(conn: psycopg.AsyncConnection[Any], insert: CopyInsert) -> None:
                     copy.set_types(types)
                     for row in rows:
                         await copy.write_row(row)
+            for statement, params in insert.after:
+                await cursor.execute(statement, params)
             await cursor.execute("COMMIT")
         except BaseException:
             if not conn.closed:

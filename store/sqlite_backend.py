@@ -87,7 +87,7 @@ class SQLiteBackend(Backend):
             "IS_SNAPSHOTTING_ENABLED": "y",
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             # The library's, plus the dedupe keys' table (store.dedupe).
-            "APPLICATION_RECORDER_TOPIC": "store.dedupe:DedupeSQLiteApplicationRecorder",
+            "APPLICATION_RECORDER_TOPIC": "store.seal_sqlite:SealedSQLiteApplicationRecorder",
             "SQLITE_DBNAME": self.path,
             "SQLITE_LOCK_TIMEOUT": str(self.timeout_s),
         }

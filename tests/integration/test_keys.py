@@ -33,6 +33,7 @@ SCOPE_TABLE = {
     "/callbacks/{reference:path}": "audit",
     "/quarantine": "audit",
     "/access-log": "audit",
+    "/seal": "audit",
     "/metrics": "metrics",
     "/openapi.json": "any key",
     "/healthz": "bare status without a key",
@@ -70,6 +71,7 @@ REQUESTS = [
     ("/callbacks/00000000-0000-0000-0000-000000000000/k", "audit"),
     ("/quarantine", "audit"),
     ("/access-log", "audit"),
+    ("/seal", "audit"),
     ("/metrics", "metrics"),
     ("/openapi.json", None),  # any valid key
 ]

@@ -1,0 +1,293 @@
+"""The seal chain: every committed batch of events sealed in its own transaction, so an
+alteration of the log made behind the service's back (SQL on the store) can be shown.
+
+A batch's events, in notification order, are each hashed over their stored bytes (`encode`:
+stream id, version, topic and state, length-prefixed); the batch's digest is the SHA-256 of
+those digests, and its seal `seal_n = SHA-256(seal_{n-1} || batch digest)`, the first one
+chained to 32 zero bytes. The seal row (`ledger_seals`) names the notification ids it covers
+(`first_id` .. `position`) and how many events, and keeps the first 8 bytes of each event's
+digest (`locator`): that is only how `verify` names which event of a broken batch is altered,
+missing or out of order; what proves anything is the chain, checked against a head recorded
+elsewhere (GET /seal).
+
+Erasure and retention never change stored event bytes, so they never break the chain. The
+recorders (store.seal_sqlite, store.seal_postgres) write the seal row in the same transaction
+as the events; `Verifier` recomputes the chain in one pass over the log, a page at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+TABLE = "ledger_seals"
+COLUMNS = ("position", "first_id", "events", "batch", "locator", "previous", "seal", "sealed_at")
+GENESIS = bytes(32)
+LOCATOR_BYTES = 8
+# Events per seal when a log written before sealing existed is sealed (see README, Evidence).
+INITIAL_PAGE = 5000
+# Recent events' digests kept by `verify` to tell "out of order" from "altered".
+RECENT = 10_000
+
+_HEAD = struct.Struct(">16sqI")
+_LENGTH = struct.Struct(">I")
+
+
+def stream_bytes(originator_id: Any) -> bytes:
+    """A stream id as 16 bytes, however the database returned it (UUID, hex or UUID text)."""
+    if isinstance(originator_id, UUID):
+        return originator_id.bytes
+    return UUID(str(originator_id)).bytes
+
+
+def encode(originator_id: Any, version: int, topic: str, state: bytes) -> bytes:
+    """The canonical bytes of one stored event: its stream (16 bytes), its version (8), its
+    topic and its state, each of those two after its length (4)."""
+    name = topic.encode("utf-8")
+    return b"".join(
+        (_HEAD.pack(stream_bytes(originator_id), version, len(name)), name,
+         _LENGTH.pack(len(state)), bytes(state))
+    )  # fmt: skip
+
+
+def event_digest(originator_id: Any, version: int, topic: str, state: bytes) -> bytes:
+    return hashlib.sha256(encode(originator_id, version, topic, state)).digest()
+
+
+def batch_digest(digests: Iterable[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(digests)).digest()
+
+
+def chain(previous: bytes, batch: bytes) -> bytes:
+    return hashlib.sha256(previous + batch).digest()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What a batch's seal needs from its events: how many, their digest, the locator."""
+
+    events: int
+    digest: bytes
+    locator: bytes
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[Any, int, str, bytes]]) -> Batch:
+        digests = [event_digest(*row) for row in rows]
+        return cls(len(digests), batch_digest(digests), locator(digests))
+
+
+@dataclass(frozen=True)
+class Seal:
+    position: int  # the last notification id it covers
+    first_id: int
+    events: int
+    batch: bytes
+    locator: bytes
+    previous: bytes
+    seal: bytes
+    sealed_at: str
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Seal:
+        position, first_id, events, batch, locator, previous, seal, sealed_at = row
+        return cls(
+            int(position), int(first_id), int(events), bytes(batch), bytes(locator),
+            bytes(previous), bytes(seal), str(sealed_at),
+        )  # fmt: skip
+
+    def head(self) -> dict[str, Any]:
+        """What an operator records elsewhere (GET /seal, `verify`)."""
+        return {"position": self.position, "hash": self.seal.hex(), "sealed_at": self.sealed_at}
+
+
+def sealed(previous: bytes, first_id: int, position: int, batch: Batch) -> Seal:
+    """The seal of a batch that follows `previous`."""
+    return Seal(
+        position, first_id, batch.events, batch.digest, batch.locator, previous,
+        chain(previous, batch.digest), now(),
+    )  # fmt: skip
+
+
+def seal_pages(
+    rows: Iterable[tuple[int, Any, int, str, bytes]], previous: bytes, page: int = INITIAL_PAGE
+) -> Iterator[Seal]:
+    """Seals over a log written before sealing: `page` events each, chained from `previous`.
+    `rows`: (notification id, stream, version, topic, state) in notification order."""
+    ids: list[int] = []
+    digests: list[bytes] = []
+
+    def close() -> Seal:
+        batch = Batch(len(digests), batch_digest(digests), locator(digests))
+        return sealed(previous, ids[0], ids[-1], batch)
+
+    for notification_id, *event in rows:
+        ids.append(notification_id)
+        digests.append(event_digest(*event))
+        if len(ids) == page:
+            done = close()
+            yield done
+            previous, ids, digests = done.seal, [], []
+    if ids:
+        yield close()
+
+
+def locator(digests: Sequence[bytes]) -> bytes:
+    return b"".join(d[:LOCATOR_BYTES] for d in digests)
+
+
+# ---- verifying ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first thing that does not match: an event (its notification id) or a seal."""
+
+    kind: str  # altered, missing, out_of_order, unsealed, seal_mismatch
+    notification_id: int | None
+    seal_position: int | None
+    detail: str
+
+    def describe(self) -> str:
+        where = (
+            f"notification {self.notification_id}"
+            if self.notification_id is not None
+            else f"seal {self.seal_position}"
+        )
+        return f"{where}: {self.kind.replace('_', ' ')}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Verified:
+    head: Seal | None
+    events: int
+    seals: int
+    start: int  # the first notification id checked
+
+
+class Verifier:
+    """Recomputes the chain from the seals and the events, both read in order a page at a
+    time (memory bounded by a page, a batch and `RECENT` digests, whatever the log's size)."""
+
+    def __init__(self, genesis: bytes = GENESIS) -> None:
+        self.head = genesis
+        self.events = 0
+        self.seals = 0
+        self._recent: OrderedDict[bytes, int] = OrderedDict()
+
+    def run(
+        self,
+        seals: Iterable[Seal],
+        events: Iterator[tuple[int, Any, int, str, bytes]],
+        trusted_previous: bool = False,
+    ) -> Verified | Problem:
+        """`seals` from the first to check; `events` (notification id, stream, version, topic,
+        state) from that seal's first id, up to the last seal's position. With
+        `trusted_previous`, the first seal's `previous` is taken as it is (`--since`)."""
+        pending = next(events, None)
+        last: Seal | None = None
+        start: int | None = None
+        for seal in seals:
+            if last is None:
+                start = seal.first_id
+                if trusted_previous:
+                    self.head = seal.previous
+            batch: list[tuple[int, bytes]] = []
+            while pending is not None and pending[0] <= seal.position:
+                notification_id, *event = pending
+                if notification_id < seal.first_id:
+                    return Problem(
+                        "unsealed", notification_id, None,
+                        f"no seal covers it (the next seal, {seal.position}, starts at "
+                        f"{seal.first_id})",
+                    )  # fmt: skip
+                batch.append((notification_id, event_digest(*event)))
+                pending = next(events, None)
+            problem = self._check(seal, batch)
+            if problem is not None:
+                return problem
+            last = seal
+        if pending is not None and last is not None and pending[0] <= last.position:
+            return Problem("unsealed", pending[0], None, "no seal covers it")
+        return Verified(last, self.events, self.seals, start or 0)
+
+    def _check(self, seal: Seal, batch: list[tuple[int, bytes]]) -> Problem | None:
+        if seal.previous != self.head:
+            return Problem(
+                "seal_mismatch", None, seal.position,
+                f"its previous hash {seal.previous.hex()} is not the seal before it "
+                f"({self.head.hex()})",
+            )  # fmt: skip
+        problem = self._locate(seal, batch)
+        if problem is not None:
+            return problem
+        digest = batch_digest(d for _, d in batch)
+        if digest != seal.batch or chain(seal.previous, digest) != seal.seal:
+            return Problem(
+                "seal_mismatch", None, seal.position,
+                "its hash does not match the events it covers and the seal before it "
+                "(the seal row was altered)",
+            )  # fmt: skip
+        for notification_id, d in batch:
+            self._recent[d[:LOCATOR_BYTES]] = notification_id
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        self.head = seal.seal
+        self.events += len(batch)
+        self.seals += 1
+        return None
+
+    def _locate(self, seal: Seal, batch: list[tuple[int, bytes]]) -> Problem | None:
+        """Names the first event of this seal's batch that does not match its locator."""
+        expected = [
+            seal.locator[i : i + LOCATOR_BYTES] for i in range(0, len(seal.locator), LOCATOR_BYTES)
+        ]
+        if len(expected) != seal.events:
+            return None  # the locator itself was altered: the hash check names the seal
+        ids = [n for n, _ in batch]
+        contiguous = seal.position - seal.first_id + 1 == seal.events
+        if contiguous and ids != list(range(seal.first_id, seal.position + 1)):
+            present = set(ids)
+            gone = next(n for n in range(seal.first_id, seal.position + 1) if n not in present)
+            return Problem("missing", gone, seal.position, f"sealed in seal {seal.position}")
+        where = {p: i for i, p in enumerate(expected)}
+        for i, (notification_id, d) in enumerate(batch):
+            found = d[:LOCATOR_BYTES]
+            if i < len(expected) and found == expected[i]:
+                continue
+            fewer = len(batch) < len(expected)
+            if fewer and i + 1 < len(expected) and found == expected[i + 1]:
+                return Problem(
+                    "missing", notification_id, seal.position,
+                    f"the event sealed before it (seal {seal.position}) is gone",
+                )  # fmt: skip
+            if found in where:
+                return Problem(
+                    "out_of_order", notification_id, seal.position,
+                    f"it holds the event sealed at place {where[found] + 1} of seal "
+                    f"{seal.position}, not the one sealed there",
+                )  # fmt: skip
+            if found in self._recent:
+                return Problem(
+                    "out_of_order", notification_id, seal.position,
+                    f"it holds the event sealed as notification {self._recent[found]}",
+                )  # fmt: skip
+            return Problem(
+                "altered", notification_id, seal.position,
+                f"its stored bytes do not match seal {seal.position}",
+            )  # fmt: skip
+        if len(batch) < len(expected):
+            after = batch[-1][0] if batch else seal.first_id - 1
+            return Problem(
+                "missing", after + 1, seal.position,
+                f"seal {seal.position} covers {seal.events} events, the log holds {len(batch)}",
+            )  # fmt: skip
+        return None

@@ -1,0 +1,116 @@
+"""PostgreSQL's application recorder with the seal chain (store.seal): each batch's seal row is
+inserted after its events' COPY, in the same transaction and under the same EXCLUSIVE table
+lock, by one statement that reads the previous seal and the last notification id itself
+(SHA-256 is PostgreSQL's `sha256`), so the group commit's asynchronous path and the recorder's
+own both seal without another round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
+
+from store import seal
+from store.dedupe import Row
+from store.postgres import (
+    CREATE_TABLES_LOCK,
+    CopyInsert,
+    FailFastApplicationRecorder,
+    FailFastPostgresFactory,
+)
+
+CREATE = (
+    "CREATE TABLE {0} (position bigint PRIMARY KEY, first_id bigint NOT NULL, "
+    "events bigint NOT NULL, batch bytea NOT NULL, locator bytea NOT NULL, "
+    "previous bytea NOT NULL, seal bytea NOT NULL, sealed_at text NOT NULL)"
+)
+# The events' ids in one COPY under the table lock follow each other: the batch is the last
+# `n` of them.
+SEAL = (
+    "INSERT INTO {0} (position, first_id, events, batch, locator, previous, seal, sealed_at) "
+    "SELECT h.position, h.position - %(n)s + 1, %(n)s, %(batch)s, %(locator)s, p.previous, "
+    "sha256(p.previous || %(batch)s), %(at)s "
+    "FROM (SELECT MAX(notification_id) AS position FROM {1}) h, "
+    "(SELECT COALESCE((SELECT seal FROM {0} ORDER BY position DESC LIMIT 1), %(genesis)s) "
+    "AS previous) p"
+)
+INSERT = "INSERT INTO {0} ({1}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+class SealedPostgresApplicationRecorder(FailFastApplicationRecorder):
+    def seals_table(self) -> Composed:
+        return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(seal.TABLE))
+
+    def events_table(self) -> Composed:
+        return SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.get_connection() as conn:  # the pool's are autocommit
+            conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
+            try:
+                with conn.transaction():
+                    found = conn.execute(
+                        "SELECT to_regclass(%s) IS NOT NULL AS present",
+                        (f"{self.datastore.schema}.{seal.TABLE}",),
+                    ).fetchone()
+                    if found is None or not found["present"]:
+                        # No append between the table's creation and the initial seals.
+                        for statement in self.lock_table_statements:
+                            conn.execute(statement)
+                        conn.execute(SQL(CREATE).format(self.seals_table()))
+                        self._seal_existing(conn)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+
+    def _seal_existing(self, conn: Any) -> None:
+        """A store written before sealing: its events sealed as they are now."""
+        read = conn.cursor(name="ledger_seal_existing", row_factory=tuple_row)
+        read.execute(
+            SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state "
+                "FROM {0} ORDER BY notification_id"
+            ).format(self.events_table())
+        )
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            while page := read.fetchmany(5000):
+                yield from page
+
+        insert = SQL(INSERT).format(
+            self.seals_table(), SQL(", ").join(map(Identifier, seal.COLUMNS))
+        )
+        with conn.cursor() as cursor:
+            for done in seal.seal_pages(rows(), seal.GENESIS):
+                cursor.execute(
+                    insert,
+                    (done.position, done.first_id, done.events, done.batch, done.locator,
+                     done.previous, done.seal, done.sealed_at),
+                )  # fmt: skip
+        read.close()
+
+    def copy_insert(
+        self, stored_events: Sequence[StoredEvent], dedupe: Sequence[Row]
+    ) -> CopyInsert:
+        insert = super().copy_insert(stored_events, dedupe)
+        batch = seal.Batch.of(
+            (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events
+        )
+        params = {
+            "n": batch.events,
+            "batch": batch.digest,
+            "locator": batch.locator,
+            "at": seal.now(),
+            "genesis": seal.GENESIS,
+        }
+        statement = SQL(SEAL).format(self.seals_table(), self.events_table())
+        return CopyInsert(insert.begin, insert.copies, [*insert.after, (statement, params)])
+
+
+class SealedPostgresFactory(FailFastPostgresFactory):
+    application_recorder_class = SealedPostgresApplicationRecorder

@@ -1,0 +1,73 @@
+"""SQLite's application recorder with the seal chain (store.seal): each batch's seal row is
+written by the same transaction as its events, after them, so the previous seal is read under
+the write lock those inserts took."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteCursor
+
+from store import seal
+from store.dedupe import DedupeSQLiteApplicationRecorder
+
+CREATE = (
+    f"CREATE TABLE {seal.TABLE} (position INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, "
+    "events INTEGER NOT NULL, batch BLOB NOT NULL, locator BLOB NOT NULL, "
+    "previous BLOB NOT NULL, seal BLOB NOT NULL, sealed_at TEXT NOT NULL)"
+)
+INSERT = f"INSERT INTO {seal.TABLE} ({', '.join(seal.COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+LAST = f"SELECT seal FROM {seal.TABLE} ORDER BY position DESC LIMIT 1"
+
+
+def row(s: seal.Seal) -> tuple[Any, ...]:
+    return (s.position, s.first_id, s.events, s.batch, s.locator, s.previous, s.seal, s.sealed_at)
+
+
+class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.get_connection(commit=True) as conn:
+            cursor = conn.cursor().sqlite_cursor
+            try:
+                # IMMEDIATE: no write between the table's creation and the initial seals.
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (seal.TABLE,)
+                )
+                if cursor.fetchone() is None:
+                    cursor.execute(CREATE)
+                    self._seal_existing(cursor)
+                cursor.execute("COMMIT")
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                cursor.close()
+
+    def _seal_existing(self, cursor: sqlite3.Cursor) -> None:
+        """A store written before sealing: its events sealed as they are now."""
+        read = cursor.connection.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state FROM "
+            f"{self.events_table_name} ORDER BY rowid"
+        )
+        cursor.executemany(INSERT, (row(s) for s in seal.seal_pages(read, seal.GENESIS)))
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        if notification_ids:
+            batch = seal.Batch.of(
+                (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events
+            )
+            cursor = c.sqlite_cursor
+            last = cursor.execute(LAST).fetchone()
+            previous = seal.GENESIS if last is None else bytes(last[0])
+            cursor.execute(
+                INSERT, row(seal.sealed(previous, notification_ids[0], notification_ids[-1], batch))
+            )
+        return notification_ids

@@ -1,0 +1,54 @@
+"""The seal chain's pure parts (store.seal): the encoding, the initial pages, and what the
+verifier names on a log held in memory."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from store import seal
+
+STREAM = UUID(int=7)
+
+
+def log(n: int, start: int = 1, step: int = 1) -> list[tuple[int, UUID, int, str, bytes]]:
+    return [(start + i * step, STREAM, i + 1, "t", f"state {i}".encode()) for i in range(n)]
+
+
+def test_the_encoding_keeps_fields_apart() -> None:
+    # Length prefixes: moving a byte from the topic to the state changes the bytes hashed.
+    assert seal.encode(STREAM, 1, "ab", b"c") != seal.encode(STREAM, 1, "a", b"bc")
+    assert seal.encode(STREAM, 1, "t", b"s") == seal.encode(STREAM.hex, 1, "t", b"s")
+    assert seal.encode(STREAM, 1, "t", b"s") == seal.encode(str(STREAM), 1, "t", b"s")
+
+
+def test_a_log_from_before_is_sealed_in_pages() -> None:
+    pages = list(seal.seal_pages(log(11), seal.GENESIS, page=5))
+    assert [(s.first_id, s.position, s.events) for s in pages] == [
+        (1, 5, 5),
+        (6, 10, 5),
+        (11, 11, 1),
+    ]
+    assert pages[0].previous == seal.GENESIS and pages[1].previous == pages[0].seal
+    assert pages[1].seal == seal.chain(pages[0].seal, pages[1].batch)
+
+
+def test_the_verifier_passes_an_intact_log_and_names_a_gap_in_a_gapped_seal() -> None:
+    events = log(9, start=10, step=3)  # ids with gaps, as PostgreSQL's may have
+    pages = list(seal.seal_pages(events, seal.GENESIS, page=4))
+    found = seal.Verifier().run(pages, iter(events))
+    assert isinstance(found, seal.Verified)
+    assert (found.events, found.seals, found.head) == (9, 3, pages[-1])
+    gone = events[:5] + events[6:]
+    problem = seal.Verifier().run(pages, iter(gone))
+    assert isinstance(problem, seal.Problem)
+    assert (problem.kind, problem.notification_id) == ("missing", events[6][0])
+
+
+def test_an_event_moved_to_a_later_batch_is_out_of_order() -> None:
+    events = log(6)
+    pages = list(seal.seal_pages(events, seal.GENESIS, page=3))
+    moved = [*events[:4], (5, *events[1][1:]), *events[5:]]
+    problem = seal.Verifier().run(pages, iter(moved))
+    assert isinstance(problem, seal.Problem)
+    assert (problem.kind, problem.notification_id) == ("out_of_order", 5)
+    assert "notification 2" in problem.detail
