@@ -114,7 +114,12 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
                         False,
                         {"x-ledger-source": "callback-ledger ingest"},
                     )
-                    outcome = runner.run(recorder.record(raw, receipt))
+                    try:
+                        outcome = runner.run(recorder.record(raw, receipt))
+                    except ValueError as exc:  # a body no rule foresaw: said, and the rest go on
+                        refused += 1
+                        sys.stderr.write(f"{where}: refused: {exc}\n")
+                        continue
                     if outcome.refusal is not None:
                         refused += 1
                         sys.stderr.write(f"{where}: refused: {outcome.refusal.reason}\n")
