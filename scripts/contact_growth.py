@@ -29,9 +29,10 @@ import orjson
 
 from domain.contact import Contact
 from domain.receipt import Receipt
+from store.commands import Command
 from store.config import Settings
 from store.group_commit import LRU, execute_many
-from store.ledger import Command, Ledger
+from store.ledger import Ledger
 
 WINDOW = 200
 
