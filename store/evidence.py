@@ -122,30 +122,13 @@ class Mismatch(Exception):
 
 
 def check(bundle: Mapping[str, Any]) -> Checked:
-    """Recomputes every event's digest from its stored bytes, every batch digest that the
-    bundle's digests give, and the chain from the first seal's `previous` to the head; every
-    reference the facts and messages cite must be an included event. Raises `Mismatch`."""
+    """Recomputes the chain from the first seal's `previous` to the head (each batch digest
+    the bundle's digests give, each link), then every event's digest from its stored bytes
+    against its seal's list; every reference the facts and messages cite must be an included
+    event. Raises `Mismatch` naming the first thing that does not hold."""
     if bundle.get("format") != FORMAT or bundle.get("version") != VERSION:
         raise Mismatch(f"not a {FORMAT} bundle of version {VERSION}")
     seals = bundle["seals"]
-    digest_at: dict[int, str] = {}
-    for s in seals:
-        for n, d in s.get("digests") or []:
-            digest_at[int(n)] = d
-    by_reference = {}
-    for e in bundle["events"]:
-        n = e["notification_id"]
-        state = base64.b64decode(e["state"], validate=True)
-        found = seal.event_digest(e["stream"], e["version"], e["topic"], state).hex()
-        if n not in digest_at:
-            raise Mismatch(f"event {n} ({e['reference']}): no seal in the bundle lists it")
-        if digest_at[n] != found:
-            raise Mismatch(f"event {n} ({e['reference']}): its stored bytes do not match the "
-                           "digest its seal's batch lists")  # fmt: skip
-        by_reference[e["reference"]] = n
-    for reference in cited(bundle):
-        if reference not in by_reference:
-            raise Mismatch(f"reference {reference}: the bundle holds no event for it")
     previous: str | None = None
     for s in seals:
         where = f"seal {s['position']}"
@@ -168,6 +151,24 @@ def check(bundle: Mapping[str, Any]) -> Checked:
     if seals and (head is None or head["hash"] != previous
                   or head["position"] != seals[-1]["position"]):  # fmt: skip
         raise Mismatch("head: it is not the last seal of the chain")
+    digest_at: dict[int, str] = {}
+    for s in seals:
+        for n, d in s.get("digests") or []:
+            digest_at[int(n)] = d
+    by_reference = {}
+    for e in bundle["events"]:
+        n = e["notification_id"]
+        state = base64.b64decode(e["state"], validate=True)
+        found = seal.event_digest(e["stream"], e["version"], e["topic"], state).hex()
+        if n not in digest_at:
+            raise Mismatch(f"event {n} ({e['reference']}): no seal in the bundle lists it")
+        if digest_at[n] != found:
+            raise Mismatch(f"event {n} ({e['reference']}): its stored bytes do not match the "
+                           "digest its seal's batch lists")  # fmt: skip
+        by_reference[e["reference"]] = n
+    for reference in cited(bundle):
+        if reference not in by_reference:
+            raise Mismatch(f"reference {reference}: the bundle holds no event for it")
     return Checked(head, len(bundle["events"]), len(seals))
 
 
