@@ -21,7 +21,9 @@ from store.keys import KeyStore, cli_user
 
 def run_export(settings: Settings, args: argparse.Namespace) -> int:
     if not (args.channel and args.identity and args.out):
-        raise SystemExit("evidence: give --channel, --identity and --out (or: evidence verify FILE)")
+        raise SystemExit(
+            "evidence: give --channel, --identity and --out (or: evidence verify FILE)"
+        )
     runtime = Runtime(settings)
     try:
         found = bundles.bundle(

@@ -94,7 +94,7 @@ def test_a_bundle_holds_the_numbers_facts_messages_and_seals(
 
 
 def test_tampering_is_named(exported: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
-    path, bundle = exported
+    path, _ = exported
     script = readme_script(tmp_path)
     url = "sqlite:////nonexistent/dir/ledger.sqlite3"  # verify must not need it
 
