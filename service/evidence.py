@@ -33,12 +33,18 @@ def sent_messages(
     cur: Cursor, channel: str, identity: str, since: str | None, until: str | None
 ) -> list[dict[str, Any]]:
     """Messages with a report to this channel and number in the window; each timeline keeps
-    only those reports."""
+    only those reports. A report's number is not indexed (it is inside `reports`, and a
+    report may name no contact), so the candidates are the messages now on that channel or
+    of a contact seen with the number, within the window, and their reports are filtered
+    here: a scan of the channel's messages, acceptable for an export made now and then."""
+    window = time_window("first_event_time", None, until)
+    window += time_window("last_event_time", since, None)
+    bounds = "".join(f" AND {c}" for c, _ in window)
     rows = cur.execute(
-        "SELECT * FROM message_status WHERE channel = ? OR contact_id IN "
-        "(SELECT contact_id FROM contact_identities WHERE channel = ? AND identity = ?) "
-        "ORDER BY first_event_time, project_id, message_id",
-        [channel, channel, identity],
+        "SELECT * FROM message_status WHERE (channel = ? OR contact_id IN "
+        "(SELECT contact_id FROM contact_identities WHERE channel = ? AND identity = ?))"
+        f"{bounds} ORDER BY first_event_time, project_id, message_id",
+        [channel, channel, identity, *(v for _, v in window)],
     ).fetchall()
     found = []
     for row in rows:
