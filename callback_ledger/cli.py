@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import orjson
 
 from callback_ledger.audit_cli import add_commands as add_audit_commands
+from callback_ledger.evidence_cli import add_commands as add_evidence_commands
 from callback_ledger.followup_cli import add_commands as add_followup_commands
 from callback_ledger.keys_cli import add_commands as add_key_commands
 from callback_ledger.serve_cli import add_command as add_serve_command
@@ -233,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_followup_commands(commands)
     add_key_commands(commands)
     add_verify_commands(commands)
+    add_evidence_commands(commands)
 
     args = parser.parse_args(argv)
     collect_less_often()
