@@ -14,36 +14,17 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from tests import payloads as p
 from tests.helpers import cli
-from tests.integration.test_queries import feed
-
-NUMBER = "+46700000001"
-DAY = "2024-06-15T"
-
-A_BEFORE = [
-    p.delivery("A", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}10:00:00Z"),
-    p.delivery("A", "DELIVERED", "SMS", NUMBER, f"{DAY}10:01:00Z"),
-]
-STOP = p.inbound("IN-STOP", " Stop ", identity="46700000001", event_time=f"{DAY}11:00:00Z")
-B_AFTER = [
-    p.delivery("B", "QUEUED_ON_CHANNEL", "SMS", "46700000001", f"{DAY}12:00:00Z"),
-    p.delivery("B", "DELIVERED", "SMS", "46700000001", f"{DAY}12:00:05Z"),
-]
-C_OTHER_CHANNEL = [p.delivery("C", "DELIVERED", "WHATSAPP", NUMBER, f"{DAY}12:30:00Z")]
-OPT_IN = p.opt("OPT_IN", request_id="R-IN", identity=NUMBER, event_time=f"{DAY}13:00:00Z")
-D_REOPTED = [p.delivery("D", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}14:00:00Z")]
-FAILED_OPT_OUT = p.opt(
-    "OPT_OUT",
-    status="OPT_OUT_FAILED",
-    request_id="R-F",
-    identity=NUMBER,
-    event_time=f"{DAY}13:30:00Z",
+from tests.integration.test_audit import (
+    ARRIVAL,
+    DAY,
+    FREE_TEXT,
+    NUMBER,
 )
+from tests.integration.test_queries import feed
 
 # Arrival order is not event order: the opt-in arrives first, the STOP after the message it
 # should have blocked, the earliest message last.
-ARRIVAL = [OPT_IN, *D_REOPTED, *B_AFTER, STOP, *C_OTHER_CHANNEL, FAILED_OPT_OUT, *A_BEFORE]
 
 
 @pytest.fixture
@@ -142,13 +123,6 @@ def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None
 
 # ---- keywords as regulators read them, HELP, and the review list -----------------------------
 
-FREE_TEXT = [
-    p.inbound("IN-FREE1", "please stop texting me", identity=NUMBER, event_time=f"{DAY}12:10:00Z"),
-    p.inbound("IN-FREE2", "Leave me alone!", identity="+46700000002", event_time=f"{DAY}12:20:00Z"),
-    p.inbound("IN-CHAT", "what time do you close?", identity=NUMBER, event_time=f"{DAY}12:30:00Z"),
-    p.inbound("IN-NOT", "don't stop", identity=NUMBER, event_time=f"{DAY}12:40:00Z"),
-    p.inbound("IN-KEY", "Opt-Out!", identity="+46700000003", event_time=f"{DAY}12:50:00Z"),
-]
 
 
 def test_audit_review_command(fed: TestClient, database_url: str) -> None:

@@ -5,13 +5,10 @@ of a database from before."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import orjson
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.receipt import Receipt
 from projections import rules
 from service.replay import replay
 from service.runtime import Runtime
@@ -19,28 +16,7 @@ from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import accept_all, cli, projection_rows
-
-NUMBER = "46700000123"
-
-
-def ago(**delta: float) -> str:
-    return (datetime.now(UTC) - timedelta(**delta)).isoformat().replace("+00:00", "Z")
-
-
-def failed(message_id: str, code: str, channel: str = "SMS", **extra: object) -> dict:
-    return p.delivery(
-        message_id,
-        "FAILED",
-        channel,
-        identity=NUMBER,
-        reason={"code": code, "description": "from the channel", **extra},
-    )
-
-
-def keep_in_catch_all(ledger: Ledger, body: dict) -> None:
-    """What a version that did not interpret MESSAGE_SUBMIT recorded for one."""
-    receipt = Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True)
-    ledger.execute(ledger.unrecognised_command(body, receipt))
+from tests.integration.test_followup_flow import NUMBER, ago, failed, keep_in_catch_all
 
 
 def test_submissions_kept_by_an_earlier_version_are_recorded_by_reinterpret(

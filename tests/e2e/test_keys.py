@@ -25,10 +25,9 @@ from store.sqlite_backend import sqlite_path
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import cli, make_key, printed_key
+from tests.integration.test_keys import WEBHOOK, bearer
 from tests.postgres_server import free_port
 from tests.server import Server
-
-WEBHOOK = "/webhooks/sinch"
 
 # One request per route and scope: (url, scope it needs).
 REQUESTS = [
@@ -50,8 +49,6 @@ REQUESTS = [
 ]
 
 
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def expire(database_url: str, name: str) -> None:

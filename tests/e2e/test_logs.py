@@ -15,8 +15,7 @@ from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import cli, make_key
 from tests.server import Server
-
-NUMBER = "46732001122"
+from tests.unit.test_logs import NUMBER
 
 
 def test_a_bad_format_stops_every_command(database_url: str) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from api.app import create_app
@@ -20,37 +19,8 @@ from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import cli
+from tests.integration.test_metrics import scrape, signed, value
 from tests.server import Server
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    found: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-    return found
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def scrape(client: TestClient | str, headers: dict[str, str] | None = None) -> Samples:
-    if isinstance(client, str):
-        response = httpx.get(client + "/metrics", headers=headers, timeout=30)
-    else:
-        response = client.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return parse(response.text)
-
-
-def signed(client: TestClient, raw: bytes, secret: str = SECRET, **headers: str) -> httpx.Response:
-    return client.post(
-        "/webhooks/sinch", content=raw, headers={**p.signed_headers(raw, secret), **headers}
-    )
 
 
 def test_a_stopped_projection_is_reported_behind_with_its_age(

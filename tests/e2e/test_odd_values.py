@@ -11,20 +11,9 @@ from starlette.testclient import TestClient
 from domain.contact import Contact
 from store.ledger import Ledger
 from tests import payloads as p
-from tests.conftest import SECRET
 from tests.helpers import cli
+from tests.integration.test_odd_values import check, send
 from tests.integration.test_queries import wait_for_projections
-
-URL = "/webhooks/sinch"
-
-
-def send(client: TestClient, body: dict | bytes, **headers: str):
-    raw = p.encode(body)
-    return client.post(URL, content=raw, headers={**p.signed_headers(raw, SECRET), **headers})
-
-
-def check(client: TestClient, identity: str, channel: str = "SMS"):
-    return client.get("/consent/check", params={"channel": channel, "identity": identity})
 
 
 def poison(ledger: Ledger) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-OPS = Path(__file__).parents[2] / "ops"
-RULES = OPS / "prometheus" / "alerts.yml"
+from tests.integration.test_ops_files import RULES
 
 
 def test_promtool_accepts_the_rules() -> None:

@@ -18,21 +18,7 @@ from tests import payloads as p
 from tests.helpers import names, printed_key, stored_events
 from tests.postgres_server import free_port
 from tests.server import Server
-
-ROOT = Path(__file__).parents[2]
-README = (ROOT / "README.md").read_text()
-
-
-def compose_ledger() -> dict:
-    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    assert {"postgres", "ledger", "projector"} <= set(compose["services"])
-    projector = compose["services"]["projector"]
-    assert "exec callback-ledger project" in projector["command"][-1]
-    assert (
-        projector["environment"]["LEDGER_DATABASE_URL"]
-        == compose["services"]["ledger"]["environment"]["LEDGER_DATABASE_URL"]
-    )
-    return compose["services"]["ledger"]
+from tests.unit.test_packaging import README, ROOT, compose_ledger
 
 
 def compose_projector_args() -> list[str]:

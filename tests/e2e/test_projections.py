@@ -10,8 +10,8 @@ import pytest
 from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
-from tests import payloads as p
 from tests.helpers import accept_all, cli, projection_rows
+from tests.integration.test_projections import SCENARIO, catch_up
 
 
 @pytest.fixture
@@ -21,49 +21,8 @@ def runtime(settings: Settings, ledger: Ledger) -> Iterator[Runtime]:
     rt.close()
 
 
-def catch_up(runtime: Runtime) -> None:
-    runtime.projector().catch_up()
 
 
-SCENARIO = [
-    # M1: WhatsApp fails over to SMS, delivered and read; reports arrive out of order, twice.
-    p.delivery("M1", "READ", "SMS", event_time="2024-06-15T10:00:05Z"),
-    p.delivery("M1", "QUEUED_ON_CHANNEL", "WHATSAPP", event_time="2024-06-15T10:00:00Z"),
-    p.delivery(
-        "M1",
-        "SWITCHING_CHANNEL",
-        "WHATSAPP",
-        event_time="2024-06-15T10:00:01Z",
-        reason={"code": "RECIPIENT_NOT_REACHABLE"},
-    ),
-    p.delivery("M1", "DELIVERED", "SMS", event_time="2024-06-15T10:00:03Z"),
-    p.delivery("M1", "QUEUED_ON_CHANNEL", "SMS", event_time="2024-06-15T10:00:02Z"),
-    p.delivery("M1", "READ", "SMS", event_time="2024-06-15T10:00:05Z"),
-    # M2: failed for good.
-    p.delivery("M2", "QUEUED_ON_CHANNEL", "SMS", event_time="2024-06-15T11:00:00Z"),
-    p.delivery(
-        "M2",
-        "FAILED",
-        "SMS",
-        event_time="2024-06-15T11:00:01Z",
-        reason={
-            "code": "RECIPIENT_INVALID_CHANNEL_IDENTITY",
-            "sub_code": "X",
-            "description": "bad number",
-        },
-    ),
-    # Consent: a STOP by SMS, a later opt-in by notification, a failed opt-out on Viber.
-    p.inbound("IN1", "stop", identity="+46700000001", event_time="2024-06-15T12:00:00Z"),
-    p.opt("OPT_IN", request_id="R1", identity="46700000001", event_time="2024-06-15T13:00:00Z"),
-    p.opt(
-        "OPT_OUT",
-        status="OPT_OUT_FAILED",
-        request_id="R2",
-        channel="VIBERBM",
-        event_time="2024-06-15T14:00:00Z",
-    ),
-    p.inbound("IN2", "don't stop the music", event_time="2024-06-15T12:30:00Z"),
-]
 
 
 # ---- order independence, generated -----------------------------------------------------------

@@ -4,7 +4,6 @@ report is one event: every raw body comes back byte for byte, and a store writte
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +19,7 @@ from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import fresh_database
 from tests.helpers import cli, projection_rows, stored_events
+from tests.integration.test_storage import raw_of
 
 
 @pytest.fixture
@@ -36,9 +36,6 @@ class EarlierLedger(Ledger):
     compress_state = False
 
 
-def raw_of(event: Any) -> bytes:
-    raw = event.callback["raw"]
-    return raw.encode() if raw is not None else base64.b64decode(event.raw_base64)
 
 
 def mix() -> list[dict[str, Any]]:

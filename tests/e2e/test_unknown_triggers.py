@@ -4,38 +4,14 @@ pages bounded by size; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 
 import orjson
 from starlette.testclient import TestClient
 
 from api.app import QUARANTINE_PAGE_BYTES
-from domain.receipt import Receipt
-from store.group_commit import LRU, execute_many
-from store.ledger import Ledger, Outcome
+from store.ledger import Ledger
 from tests.helpers import cli
-
-MB = 1_000_000
-
-
-def receipt(raw: bytes) -> Receipt:
-    return Receipt(raw.decode(errors="replace"), datetime.now(UTC), True)
-
-
-def big_body(i: int) -> bytes:
-    """~1 MB: even ones UTF-8 text that is no JSON, odd ones not UTF-8 at all."""
-    if i % 2:
-        return bytes([i]) + bytes(range(256)) * (MB // 256)
-    return f"{i} not json: ".encode() + 'é"x\\ {} '.encode() * (MB // 10)
-
-
-def quarantine_all(ledger: Ledger, bodies: list[bytes]) -> None:
-    for start in range(0, len(bodies), 10):
-        commands = [
-            ledger.quarantine_command(raw, "UNKNOWN", 400, ["not JSON"], receipt(raw))
-            for raw in bodies[start : start + 10]
-        ]
-        assert all(isinstance(r, Outcome) for r in execute_many(ledger, commands, LRU(10)))
+from tests.integration.test_unknown_triggers import MB, big_body, quarantine_all
 
 
 def test_a_large_quarantine_is_listed_in_pages_bounded_by_size(

@@ -4,27 +4,18 @@ each is kept, a second posting stores nothing new, and the projections take all 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import orjson
-import pytest
 from starlette.testclient import TestClient
 
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.integration.test_queries import wait_for_projections
+from tests.unit.test_real_callbacks import FIXTURES, real_bodies
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sinch-callbacks"
 # A delivery report that names no message: no aggregate to put it on (see the fixtures' README).
 NAMES_NO_MESSAGE = "MESSAGE_DELIVERY__sdk-python__3.json"
 
 
-def real_bodies() -> list[Path]:
-    found = sorted(FIXTURES.glob("*.json"))
-    if not found and os.environ.get("CI") == "true":
-        pytest.fail(f"the real Sinch fixtures are missing from {FIXTURES}")
-    return found
 
 
 def post(client: TestClient, raw: bytes):
