@@ -25,30 +25,9 @@ from store.sqlite_backend import sqlite_path
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import cli, make_key, printed_key
-from tests.integration.test_keys import WEBHOOK, bearer
+from tests.integration.test_keys import REQUESTS, WEBHOOK, bearer
 from tests.postgres_server import free_port
 from tests.server import Server
-
-# One request per route and scope: (url, scope it needs).
-REQUESTS = [
-    ("/messages", "read"),
-    ("/messages/stalled", "read"),
-    ("/messages/M1", "read"),
-    ("/read-confirmations", "read"),
-    ("/consent/check?channel=SMS&identity=46700000001", "read"),
-    ("/consent?channel=SMS&identity=46700000001", "read"),
-    ("/consent?channel=SMS&identity=46700000001&at=2024-06-15T15:00:00Z", "audit"),
-    ("/contacts/C1/consent", "read"),
-    ("/contacts/C1/consent/history", "audit"),
-    ("/consent/review", "audit"),
-    ("/callbacks/00000000-0000-0000-0000-000000000000/k", "audit"),
-    ("/quarantine", "audit"),
-    ("/access-log", "audit"),
-    ("/metrics", "metrics"),
-    ("/openapi.json", None),  # any valid key
-]
-
-
 
 
 def expire(database_url: str, name: str) -> None:
