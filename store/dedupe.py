@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -65,6 +65,29 @@ def stored_rows(stored: Iterable[tuple[Any, int, bytes]]) -> Iterator[Row]:
         yield stream, key_bytes(key), version
 
 
+def create_once(
+    recorder: SQLiteApplicationRecorder, table: str, make: Callable[[sqlite3.Cursor], None]
+) -> None:
+    """Runs `make` (create `table` and fill it from the log) unless the table is there. Under
+    the write lock (IMMEDIATE), so no event is appended between the creation and the fill, and a
+    process starting at the same moment waits here and then finds the table made and filled."""
+    with recorder.datastore.get_connection(commit=True) as conn:
+        cursor = conn.cursor().sqlite_cursor
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            )
+            if cursor.fetchone() is None:
+                make(cursor)
+            cursor.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            cursor.close()
+
+
 class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
     create_statement = (
         f"CREATE TABLE {TABLE} (originator_id TEXT, dedupe_key BLOB, originator_version INTEGER, "
@@ -74,24 +97,11 @@ class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
     def create_table(self) -> None:
         super().create_table()
-        with self.datastore.get_connection(commit=True) as conn:
-            cursor = conn.cursor().sqlite_cursor
-            try:
-                # IMMEDIATE: the write lock first, so a process starting at the same moment
-                # waits here and then finds the table made and filled.
-                cursor.execute("BEGIN IMMEDIATE")
-                cursor.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
-                )
-                if cursor.fetchone() is None:
-                    cursor.execute(self.create_statement)
-                    self._fill(cursor)
-                cursor.execute("COMMIT")
-            except BaseException:
-                conn.rollback()
-                raise
-            finally:
-                cursor.close()
+        create_once(self, TABLE, self._create_dedupe)
+
+    def _create_dedupe(self, cursor: sqlite3.Cursor) -> None:
+        cursor.execute(self.create_statement)
+        self._fill(cursor)
 
     def _fill(self, cursor: sqlite3.Cursor) -> None:
         marks = ", ".join("?" * len(FACT_TOPICS))

@@ -8,7 +8,7 @@ a database restart fails one request and is replaced by the pool."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -75,28 +75,34 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     itself). The dedupe keys of the events (`dedupe=`, see store.dedupe) go into
     their table by a second COPY in the same transaction."""
 
-    def create_table(self) -> None:
-        super().create_table()
-        table = self.dedupe_table()
+    def create_once(self, table: str, make: Callable[[Any], None]) -> None:
+        """Runs `make(conn)` (create `table` and fill it from the log) in one transaction
+        unless the table is there; processes starting together take turns (advisory lock)."""
         with self.datastore.get_connection() as conn:  # the pool's are autocommit
             conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
             try:
                 with conn.transaction():
                     found = conn.execute(
                         "SELECT to_regclass(%s) IS NOT NULL AS present",
-                        (f"{self.datastore.schema}.{TABLE}",),
+                        (f"{self.datastore.schema}.{table}",),
                     ).fetchone()
                     if found is None or not found["present"]:
-                        conn.execute(
-                            SQL(
-                                "CREATE TABLE {0} (originator_id uuid, dedupe_key bytea, "
-                                "originator_version bigint, "
-                                "PRIMARY KEY (originator_id, dedupe_key))"
-                            ).format(table)
-                        )
-                        self._fill(conn)
+                        make(conn)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+
+    def create_table(self) -> None:
+        super().create_table()
+        self.create_once(TABLE, self._create_dedupe)
+
+    def _create_dedupe(self, conn: Any) -> None:
+        conn.execute(
+            SQL(
+                "CREATE TABLE {0} (originator_id uuid, dedupe_key bytea, "
+                "originator_version bigint, PRIMARY KEY (originator_id, dedupe_key))"
+            ).format(self.dedupe_table())
+        )
+        self._fill(conn)
 
     def _fill(self, conn: Any) -> None:
         events = SQL("{0}.{1}").format(

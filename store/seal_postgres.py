@@ -16,7 +16,6 @@ from psycopg.sql import SQL, Composed, Identifier
 from store import seal
 from store.dedupe import Row
 from store.postgres import (
-    CREATE_TABLES_LOCK,
     CopyInsert,
     FailFastApplicationRecorder,
     FailFastPostgresFactory,
@@ -51,22 +50,14 @@ class SealedPostgresApplicationRecorder(FailFastApplicationRecorder):
 
     def create_table(self) -> None:
         super().create_table()
-        with self.datastore.get_connection() as conn:  # the pool's are autocommit
-            conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
-            try:
-                with conn.transaction():
-                    found = conn.execute(
-                        "SELECT to_regclass(%s) IS NOT NULL AS present",
-                        (f"{self.datastore.schema}.{seal.TABLE}",),
-                    ).fetchone()
-                    if found is None or not found["present"]:
-                        # No append between the table's creation and the initial seals.
-                        for statement in self.lock_table_statements:
-                            conn.execute(statement)
-                        conn.execute(SQL(CREATE).format(self.seals_table()))
-                        self._seal_existing(conn)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+        self.create_once(seal.TABLE, self._create_seals)
+
+    def _create_seals(self, conn: Any) -> None:
+        # No append between the table's creation and the initial seals.
+        for statement in self.lock_table_statements:
+            conn.execute(statement)
+        conn.execute(SQL(CREATE).format(self.seals_table()))
+        self._seal_existing(conn)
 
     def _seal_existing(self, conn: Any) -> None:
         """A store written before sealing: its events sealed as they are now."""

@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteCursor
 
 from store import seal
-from store.dedupe import DedupeSQLiteApplicationRecorder
+from store.dedupe import DedupeSQLiteApplicationRecorder, create_once
 
 CREATE = (
     f"CREATE TABLE {seal.TABLE} (position INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, "
@@ -30,23 +30,11 @@ def row(s: seal.Seal) -> tuple[Any, ...]:
 class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
     def create_table(self) -> None:
         super().create_table()
-        with self.datastore.get_connection(commit=True) as conn:
-            cursor = conn.cursor().sqlite_cursor
-            try:
-                # IMMEDIATE: no write between the table's creation and the initial seals.
-                cursor.execute("BEGIN IMMEDIATE")
-                cursor.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (seal.TABLE,)
-                )
-                if cursor.fetchone() is None:
-                    cursor.execute(CREATE)
-                    self._seal_existing(cursor)
-                cursor.execute("COMMIT")
-            except BaseException:
-                conn.rollback()
-                raise
-            finally:
-                cursor.close()
+        create_once(self, seal.TABLE, self._create_seals)
+
+    def _create_seals(self, cursor: sqlite3.Cursor) -> None:
+        cursor.execute(CREATE)
+        self._seal_existing(cursor)
 
     def _seal_existing(self, cursor: sqlite3.Cursor) -> None:
         """A store written before sealing: its events sealed as they are now."""
