@@ -13,6 +13,7 @@ second copy of a fact even when two processes decide at once. Snapshots of the f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -32,18 +33,29 @@ from domain.receipt import Receipt
 from domain.topics import stored
 
 
-def contact_key(contact_id: str | None, channel: str, identity: str | None) -> str:
+def contact_key(
+    contact_id: str | None, channel: str, identity: str | None, name: Namer | None = None
+) -> str:
     """Sinch names the contact; in DISPATCH mode it may not, and the channel identity is then
     the only stable name we have. The callback models refuse a body that names neither."""
     if contact_id:
         return contact_id
     if not identity:
         raise ValueError("a contact needs a contact_id or a channel identity")
-    return f"~{channel}:{normalise_identity(identity)}"
+    return f"~{channel}:{name(channel, identity) if name else normalise_identity(identity)}"
+
+
+# Names a channel identity in stream names and dedupe keys: (channel, identity) -> name. The
+# store gives a keyed blind index in an encrypted store (store.vault); else the identity.
+Namer = Callable[[str | None, str], str]
 
 
 def consent_key(
-    kind: str, callback: OptInCallback | OptOutCallback, note: Any, receipt: Receipt
+    kind: str,
+    callback: OptInCallback | OptOutCallback,
+    note: Any,
+    receipt: Receipt,
+    name: Namer | None = None,
 ) -> str:
     """What names one consent notification: its request_id; without one, who, what and when.
     When is the provider's event_time, else its accepted_time, else (neither given) the body
@@ -56,7 +68,9 @@ def consent_key(
         when = "accepted:" + callback.accepted_time.isoformat()
     else:
         when = "body:" + ids.body_hash(receipt.raw.encode())
-    identity = normalise_identity(note.identity) if note.identity else ""
+    identity = ""
+    if note.identity:
+        identity = name(note.channel, note.identity) if name else normalise_identity(note.identity)
     return f"{kind}|{note.channel}|{identity}|{note.status}|{when}"
 
 
@@ -72,13 +86,17 @@ def inbound_key(callback: InboundCallback, receipt: Receipt) -> str:
     return f"INBOUND|{message.id or 'body:' + ids.body_hash(receipt.raw.encode())}"
 
 
-def fact_key(callback: InboundCallback | OptInCallback | OptOutCallback, receipt: Receipt) -> str:
+def fact_key(
+    callback: InboundCallback | OptInCallback | OptOutCallback,
+    receipt: Receipt,
+    name: Namer | None = None,
+) -> str:
     """The dedupe key of the event an inbound message or consent notification would append."""
     if isinstance(callback, InboundCallback):
         return inbound_key(callback, receipt)
     if isinstance(callback, OptInCallback):
-        return consent_key("OPT_IN", callback, callback.opt_in_notification, receipt)
-    return consent_key("OPT_OUT", callback, callback.opt_out_notification, receipt)
+        return consent_key("OPT_IN", callback, callback.opt_in_notification, receipt, name)
+    return consent_key("OPT_OUT", callback, callback.opt_out_notification, receipt, name)
 
 
 class Contact(Aggregate):
@@ -169,15 +187,18 @@ class Contact(Aggregate):
         dedupe_key: str
         callback: dict[str, Any]
 
-    def record_consent(self, callback: OptInCallback | OptOutCallback, receipt: Receipt) -> bool:
+    def record_consent(
+        self, callback: OptInCallback | OptOutCallback, receipt: Receipt, name: Namer | None = None
+    ) -> bool:
         """Appends a ConsentReported event; False when this notification is one of the recent
-        facts (older ones: the caller asks the store first, see the class docstring)."""
+        facts (older ones: the caller asks the store first, see the class docstring). `name`:
+        how its dedupe key names the identity (`consent_key`)."""
         note: OptInNotification | OptOutNotification
         if isinstance(callback, OptInCallback):
             kind, note = "OPT_IN", callback.opt_in_notification
         else:
             kind, note = "OPT_OUT", callback.opt_out_notification
-        key = consent_key(kind, callback, note, receipt)
+        key = consent_key(kind, callback, note, receipt, name)
         if key in self.recent:
             return False
         self.trigger_event(

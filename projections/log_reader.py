@@ -12,9 +12,11 @@ from eventsourcing.utils import get_topic
 from domain.contact import Contact
 from domain.message import Message
 from domain.unrecognised import UnrecognisedCallback
+from store import envelope
 from store.backend import Backend
-from store.compression import inflate
+from store.compression import inflate, state_compressor
 from store.db import Cursor
+from store.vault import Vault, plaintext
 
 MESSAGE_REGISTERED = get_topic(Message.Registered)  # type: ignore[attr-defined]
 DELIVERY_REPORTED = get_topic(Message.DeliveryReported)
@@ -41,8 +43,9 @@ class EventLog:
     position in one snapshot, and on SQLite avoids waiting on the library's writer while holding
     the write lock. Ids become visible in order: the library inserts under a table lock."""
 
-    def __init__(self, table: str, backend: Backend) -> None:
+    def __init__(self, table: str, backend: Backend, vault: Vault | None = None) -> None:
         self.table = table
+        self.vault = vault if vault is not None else plaintext()
         self.id_column = backend.log_id_column
         self.id_text = backend.log_id_text
         self.as_text = backend.log_text
@@ -105,8 +108,11 @@ class EventLog:
 
     def _events(self, rows: Sequence[Sequence[Any]], topics: frozenset[str]) -> list[LoggedEvent]:
         as_text = self.as_text
+        vault = self.vault
+        if vault.encrypted:  # the page's data keys in one query
+            vault.prefetch(envelope.key_ids(bytes(r[3]) for r in rows if r[2] in topics))
         return [
-            LoggedEvent(int(id_), topic, as_text(originator_id), decode_state(state))
+            LoggedEvent(int(id_), topic, as_text(originator_id), decode_state(state, vault, topic))
             for id_, originator_id, topic, state in rows
             if topic in topics
         ]
@@ -118,12 +124,30 @@ class EventLog:
 _NUL_ESCAPE = b"\\u0000"
 
 
-def decode_state(state: bytes) -> dict[str, Any]:
+def decode_state(
+    state: bytes, vault: Vault | None = None, topic: str | None = None
+) -> dict[str, Any]:
+    """An event's state; an encrypted one's personal fields opened with `vault` (None when
+    it cannot: see store.envelope.open_state)."""
+    state = bytes(state)
+    if envelope.is_sealed(state):
+        opened = envelope.open_state(state, vault or plaintext(), state_compressor(), topic)
+        return without_nul(opened) if _has_nul(opened) else opened
     state = inflate(state)
     decoded: dict[str, Any] = orjson.loads(state)
     if _NUL_ESCAPE in state:
         decoded = without_nul(decoded)
     return decoded
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(_has_nul, value))
+    return False
 
 
 def without_nul(value: Any) -> Any:

@@ -32,6 +32,7 @@ from projections.log_reader import EventLog, LoggedEvent
 from projections.projection import Projection, all_projections
 from projections.read_ahead import Page
 from store.db import Cursor, Database, Row
+from store.vault import Vault, plaintext
 
 __all__ = ["Projection", "ProjectionStuck", "Projector", "all_projections"]
 
@@ -49,9 +50,13 @@ class Projector:
         events_table: str,
         projections: dict[str, Projection],
         page_size: int = 1000,
+        vault: Vault | None = None,
     ) -> None:
         self.db = db
-        self.log = EventLog(events_table, db.backend)
+        # Opens the personal fields of encrypted events (store.vault); the projections seal
+        # their copies of them with it.
+        self.vault = vault if vault is not None else plaintext()
+        self.log = EventLog(events_table, db.backend, self.vault)
         self.projections = projections
         self.page_size = page_size
 

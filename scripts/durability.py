@@ -5,6 +5,7 @@ report looked for in what it stored.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,10 +13,9 @@ import httpx
 import orjson
 import psycopg
 
-from projections.log_reader import REPORTS
+from projections.log_reader import REPORTS, decode_state
 from scripts.callback_mix import STATUSES, report, signed_request
 from scripts.receiver import Receiver
-from store.compression import inflate
 from store.config import Settings
 from store.ledger import Ledger
 
@@ -48,7 +48,11 @@ def durability_corpus(name: str, n: int = 1000) -> list[dict[str, Any]]:
 
 
 def stored_reports(database_url: str) -> set[tuple[str, str]]:
-    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    # The store's keys as its server had them (environment, or the file beside a SQLite
+    # store); only public fields are read.
+    ledger = Ledger.from_settings(
+        Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url})
+    )
     found: set[tuple[str, str]] = set()
     after = 0
     try:
@@ -56,7 +60,7 @@ def stored_reports(database_url: str) -> set[tuple[str, str]]:
             start=after, limit=5000, topics=sorted(REPORTS), inclusive_of_start=False
         ):
             for n in page:
-                state = orjson.loads(inflate(n.state))
+                state = decode_state(n.state)
                 found.add((state["message_id"], state["status"]))
             after = page[-1].id
     finally:

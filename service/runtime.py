@@ -37,7 +37,9 @@ class Runtime:
         if self._ledger is None:
             with self._lock:
                 if self._ledger is None:
-                    self._ledger = Ledger.for_backend(self.backend)
+                    self._ledger = Ledger.for_backend(
+                        self.backend, self.settings.secrets(), self.settings.classify()
+                    )
         return self._ledger
 
     def opened_writer(self) -> Writer | None:
@@ -86,6 +88,7 @@ class Runtime:
                         db,
                         ledger.events_table,
                         all_projections(keywords, dict(self.settings.next_actions)),
+                        vault=ledger.vault,
                     )
                     projector.setup()
                     self._projector = projector

@@ -122,6 +122,17 @@ class Backend(ABC):
         writer at a time is all the database allows anyway)."""
 
     @abstractmethod
+    def secure_delete(self, cur: Cursor) -> None:
+        """Makes this transaction's deletes overwrite the deleted bytes where the database
+        can (data keys: store.vault_keys)."""
+
+    @abstractmethod
+    def purge_deleted(self, table: str, full: bool) -> None:
+        """After deleting rows of `table`: drops what the database still keeps of them in its
+        files (SQLite: the write-ahead log; PostgreSQL: dead tuples, by VACUUM, rewriting
+        the table when `full`)."""
+
+    @abstractmethod
     def append_only_table_ddl(self, table: str, columns: str) -> list[str]:
         """A table with an identity `id` column and `columns`, and the triggers that refuse
         to update or delete its rows."""

@@ -17,7 +17,7 @@ from domain import ids
 from domain.callbacks import INTERPRETED_TRIGGERS, InvalidCallback, detect_trigger, loads_body
 from domain.receipt import Receipt
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
-from store.commands import Command, Outcome, command_for, created_once, exact_text
+from store.commands import Command, Outcome, created_once, exact_text
 
 # A catch-all stream holds one event: its reference is `<stream>/received`.
 CATCH_ALL_KEY = "received"
@@ -70,6 +70,9 @@ class CatchAll(Application[UUID]):
     def execute(self, command: Command) -> Outcome:
         raise NotImplementedError  # the Ledger's
 
+    def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
+        raise NotImplementedError  # the Ledger's
+
     def unrecognised_command(self, body: dict[str, Any], receipt: Receipt) -> Command:
         return unrecognised_command(body, receipt)
 
@@ -106,6 +109,9 @@ class CatchAll(Application[UUID]):
                 if kept.trigger not in INTERPRETED_TRIGGERS:
                     continue
                 received = kept.callback
+                if received.get("raw") is None:  # erased, or kept as base64 (not JSON)
+                    counts["not_interpretable"] += 1
+                    continue
                 receipt = Receipt(
                     received["raw"],
                     datetime.fromisoformat(received["received_at"]),
@@ -113,7 +119,7 @@ class CatchAll(Application[UUID]):
                     received.get("headers") or {},
                 )
                 try:
-                    command = command_for(loads_body(receipt.raw.encode()), receipt)
+                    command = self.command_for(loads_body(receipt.raw.encode()), receipt)
                 except (InvalidCallback, ValueError):
                     command = None
                 if command is None:  # still not fit to interpret: it stays where it is

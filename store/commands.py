@@ -24,7 +24,7 @@ from domain.callbacks import (
     detect_trigger,
     parse_callback,
 )
-from domain.contact import Contact, contact_key, fact_key
+from domain.contact import Contact, Namer, contact_key, fact_key
 from domain.message import Message
 from domain.receipt import Receipt
 
@@ -101,9 +101,12 @@ def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
     ]
 
 
-def command_for(body: dict[str, Any], receipt: Receipt) -> Command | None:
+def command_for(
+    body: dict[str, Any], receipt: Receipt, name: Namer | None = None
+) -> Command | None:
     """What recording this body means, or None for a trigger we keep uninterpreted.
-    Pure: validates and decides which stream, touches no storage."""
+    Pure: validates and decides which stream, touches no storage. `name`: how stream names
+    and dedupe keys name a channel identity (an encrypted store's blind index)."""
     trigger = detect_trigger(body)
     if trigger not in INTERPRETED_TRIGGERS:
         return None
@@ -136,9 +139,10 @@ def command_for(body: dict[str, Any], receipt: Receipt) -> Command | None:
             message.contact_id,
             message.channel_identity.channel,
             message.channel_identity.identity,
+            name,
         )
         decide = lambda c: c.record_inbound(callback, receipt)  # noqa: E731
-        dedupe_key = fact_key(callback, receipt)
+        dedupe_key = fact_key(callback, receipt, name)
     else:
         assert isinstance(callback, OptInCallback | OptOutCallback)
         note = (
@@ -146,9 +150,9 @@ def command_for(body: dict[str, Any], receipt: Receipt) -> Command | None:
             if isinstance(callback, OptInCallback)
             else callback.opt_out_notification
         )
-        key = contact_key(note.contact_id, note.channel, note.identity)
-        decide = lambda c: c.record_consent(callback, receipt)  # noqa: E731
-        dedupe_key = fact_key(callback, receipt)
+        key = contact_key(note.contact_id, note.channel, note.identity, name)
+        decide = lambda c: c.record_consent(callback, receipt, name)  # noqa: E731
+        dedupe_key = fact_key(callback, receipt, name)
     return Command(
         trigger,
         Contact.create_id(project_id, key),

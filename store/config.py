@@ -3,15 +3,21 @@ database URL means (connection settings, dialect) is the backend's (store.backen
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from domain import followup
-from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES
+from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES, Keywords
 from store.backend import Backend, backend_for
 from store.backend import ConfigError as ConfigError
+from store.vault import Secrets, SecretsError, write_key_file
+
+log = logging.getLogger("callback_ledger")
 
 DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
 
@@ -54,6 +60,13 @@ class Settings:
     private_listen: str = ""
     # /metrics counts the quarantine again at most this often (callback_ledger/metrics.py).
     metrics_refresh_s: int = 30
+    # Personal data's keys (store.vault): given (LEDGER_MASTER_KEY and LEDGER_INDEX_KEY, or
+    # LEDGER_KEY_FILE), else, for a SQLite store and `key_file_beside`, the file beside it.
+    keys: Secrets | None = field(default=None, repr=False)
+    key_file_beside: bool = False
+    # Days each data class is kept readable (`callback-ledger retention apply`).
+    retention_messages_days: int = 400
+    retention_consent_days: int = 5 * 365 + 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +103,13 @@ class Settings:
             max_headers=_int(env, "LEDGER_MAX_HEADERS", 100),
             private_listen=env.get("LEDGER_PRIVATE_LISTEN", "").strip(),
             metrics_refresh_s=_int(env, "LEDGER_METRICS_REFRESH_S", 30),
+            keys=_secrets(env),
+            key_file_beside=not any(
+                env.get(k, "").strip()
+                for k in ("LEDGER_MASTER_KEY", "LEDGER_INDEX_KEY", "LEDGER_KEY_FILE")
+            ),
+            retention_messages_days=_int(env, "LEDGER_RETENTION_MESSAGES_DAYS", 400),
+            retention_consent_days=_int(env, "LEDGER_RETENTION_CONSENT_DAYS", 5 * 365 + 1),
         )
         if settings.projections not in ("inline", "off"):
             raise ConfigError(
@@ -117,10 +137,52 @@ class Settings:
         """The backend the database URL names (built anew: the wiring builds it once)."""
         return backend_for(self.database_url, self.db_timeout_s)
 
+    def secrets(self) -> Secrets | None:
+        """The keys of personal data. Without any configured, a new SQLite store gets a key
+        file beside it (`<database>.keys`, owner-only), so the embedded default is encrypted
+        from its first callback; a store that exists without one stays as it was written."""
+        if self.keys is not None or not self.key_file_beside:
+            return self.keys
+        path = self.store_backend().store_file()
+        if path is None:
+            return None
+        key_file = Path(path + ".keys")
+        if not key_file.exists():
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                return None
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                write_key_file(key_file)
+            log.warning(
+                "made %s, the keys of this store's personal data: keep it apart from the "
+                "database and backed up (without it the data cannot be read)",
+                key_file,
+            )
+        return Secrets.from_env({"LEDGER_KEY_FILE": str(key_file)})
+
+    def classify(self) -> Callable[[str | None], bool]:
+        """Whether an inbound text is consent evidence: a keyword, or a text that reads like
+        one (kept as long as consent facts are)."""
+        words = Keywords.build(
+            self.keyword_languages, self.opt_out_keywords, self.opt_in_keywords, self.help_keywords
+        )
+
+        def consent(text: str | None) -> bool:
+            reading = words.read(text)
+            return reading.action is not None or reading.review is not None
+
+        return consent
+
     @property
     def backend(self) -> str:
         """The backend's name, as /healthz reports it."""
         return self.store_backend().name
+
+
+def _secrets(env: Mapping[str, str]) -> Secrets | None:
+    try:
+        return Secrets.from_env(env)
+    except SecretsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _words(env: Mapping[str, str], key: str) -> tuple[str, ...]:

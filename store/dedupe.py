@@ -32,7 +32,8 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
 
 from domain.contact import Contact
-from store.compression import inflate
+from store import envelope
+from store.compression import inflate, state_compressor
 
 TABLE = "ledger_dedupe"
 FACT_EVENTS = (Contact.ConsentReported, Contact.InboundMessageReceived)
@@ -60,7 +61,13 @@ def stored_rows(stored: Iterable[tuple[Any, int, bytes]]) -> Iterator[Row]:
     from a log written before it existed. The state is the library's JSON, compressed or not
     (no cipher is configured here); only its top-level `dedupe_key`, a plain string, is read."""
     for originator_id, version, state in stored:
-        key = json.loads(inflate(bytes(state)))["dedupe_key"]
+        state = bytes(state)
+        public = (
+            envelope.public_json(state, state_compressor())
+            if envelope.is_sealed(state)
+            else inflate(state)
+        )
+        key = json.loads(public)["dedupe_key"]
         stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
         yield stream, key_bytes(key), version
 

@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -18,16 +18,18 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredEvent
 
-from domain.contact import Contact
+from domain.contact import Contact, Namer
 from domain.receipt import Receipt
-from store import dedupe
+from store import dedupe, vault_keys
 from store.backend import Backend
 from store.catch_all import CatchAll
 from store.commands import Command, Fact, Outcome, collected, command_for, to_look_up
 from store.compression import state_compressor
 from store.config import Settings
+from store.db import Database
 from store.event_reads import KeyedEvents
 from store.mapper import FastMapper
+from store.vault import Secrets, Vault, plaintext
 
 log = logging.getLogger("callback_ledger")
 
@@ -74,19 +76,44 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     # What differs between the databases (store.backend).
     backend: Backend
 
+    # Personal data's keys (store.vault): plaintext until `for_backend` opens the store's.
+    vault: Vault = plaintext()
+
     @classmethod
-    def for_backend(cls, backend: Backend) -> Ledger:
+    def for_backend(
+        cls,
+        backend: Backend,
+        secrets: Secrets | None = None,
+        classify: Callable[[str | None], bool] | None = None,
+    ) -> Ledger:
+        """The store's application. An encrypted store needs `secrets` (SecretsError);
+        `classify` says which inbound texts are consent evidence (their retention)."""
         ledger = cls(env=backend.eventsourcing_env)
         ledger.backend = backend
         ledger._store_file = backend.store_file()
         if ledger._store_file is not None:
             ledger._store_identity = file_identity(ledger._store_file)
+        empty = not ledger.recorder.max_notification_id()
+        vault = vault_keys.open_vault(
+            Database(backend), secrets, empty, ledger._store_file or f"the {backend.name} store"
+        )
+        ledger.vault = vault
+        mapper = ledger.mapper
+        assert isinstance(mapper, FastMapper)
+        mapper.vault = vault
+        if classify is not None:
+            mapper.classify = classify
+        ledger.recorder.vault = vault  # type: ignore[attr-defined]
         return ledger
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
         """A script's or a test's shortcut; the service is wired by service.runtime."""
-        return cls.for_backend(settings.store_backend())
+        return cls.for_backend(settings.store_backend(), settings.secrets(), settings.classify())
+
+    def namer(self) -> Namer | None:
+        """How stream names and dedupe keys name a channel identity in this store."""
+        return self.vault.index if self.vault.encrypted else None
 
     def _check_file(self) -> None:
         """Raises StoreMoved, for good, once the SQLite file this process writes to is no
@@ -141,14 +168,14 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     def accept(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
         """Records a JSON callback body on its own. Raises InvalidCallback for a known trigger
         with invalid fields; persistence errors propagate (the caller answers 503)."""
-        command = command_for(body, receipt)
+        command = self.command_for(body, receipt)
         if command is None:
             return self.keep_unrecognised(body, receipt)
         return self.execute(command)
 
     def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
         """What recording this body means, or None for a trigger we keep uninterpreted."""
-        return command_for(body, receipt)
+        return command_for(body, receipt, self.namer())
 
     def _load_or_create(self, command: Command) -> tuple[Aggregate, bool]:
         try:

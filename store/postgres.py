@@ -22,7 +22,9 @@ from eventsourcing.postgres import (
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
+from store import vault_keys
 from store.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
+from store.vault import KeyRow, Vault, plaintext
 
 # Any number of ours: the advisory lock around the library's table creation.
 CREATE_TABLES_LOCK = 4711002
@@ -64,6 +66,9 @@ class CopyInsert:
     begin: Composed
     copies: list[tuple[Composed, list[str], Iterable[tuple[Any, ...]]]]
     after: list[tuple[Composed, dict[str, Any]]] = field(default_factory=list)
+    # The data keys inserted with the events (store.vault_keys): confirmed to the vault once
+    # the transaction committed.
+    keys: list[KeyRow] = field(default_factory=list)
 
 
 class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRecorder):
@@ -73,7 +78,11 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     lock, so notification ids become visible in order and followers never skip an event.
     Notification ids are not returned: nothing here uses them (the projector reads the log
     itself). The dedupe keys of the events (`dedupe=`, see store.dedupe) go into
-    their table by a second COPY in the same transaction."""
+    their table by a second COPY in the same transaction, the data keys the events use
+    (store.vault_keys) by an INSERT. `vault` is the Ledger's, set once it knows the store's
+    mode."""
+
+    vault: Vault = plaintext()
 
     def create_once(self, table: str, make: Callable[[Any], None]) -> None:
         """Runs `make(conn)` (create `table` and fill it from the log) in one transaction
@@ -94,6 +103,13 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     def create_table(self) -> None:
         super().create_table()
         self.create_once(TABLE, self._create_dedupe)
+        self.create_once(vault_keys.TABLE, self._create_keys)
+
+    def _create_keys(self, conn: Any) -> None:
+        for statement in vault_keys.CREATE:
+            conn.execute(
+                statement.replace("CREATE TABLE ", f"CREATE TABLE {self.datastore.schema}.")
+            )
 
     def _create_dedupe(self, conn: Any) -> None:
         conn.execute(
@@ -169,7 +185,25 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         ]
         if dedupe:
             copies.append((self.dedupe_copy_statement(), DEDUPE_COPY_TYPES, dedupe))
-        return CopyInsert(SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements]), copies)
+        keys = vault_keys.rows_for(self.vault, (e.state for e in stored_events))
+        after: list[tuple[Composed, dict[str, Any]]] = []
+        if keys:
+            # Not a COPY: a key may be in the table already (a retried commit whose answer
+            # was lost), and a second copy of it is not a conflict.
+            columns = list(zip(*map(vault_keys.as_row, keys), strict=True))
+            after.append((self.keys_insert(), {f"c{i}": list(c) for i, c in enumerate(columns)}))
+        return CopyInsert(
+            SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements]), copies, after, keys
+        )
+
+    def keys_insert(self) -> Composed:
+        table = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
+        )
+        arrays = SQL(", ").join(SQL(f"%(c{i})s::text[]") for i in range(len(vault_keys.COLUMNS)))
+        return SQL("INSERT INTO {0} ({1}) SELECT * FROM unnest({2}) ON CONFLICT DO NOTHING").format(
+            table, SQL(", ").join(map(Identifier, vault_keys.COLUMNS)), arrays
+        )
 
     def insert_events(
         self,
@@ -197,6 +231,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                     with contextlib.suppress(Exception):
                         cursor.execute("ROLLBACK")
                 raise
+        self.vault.confirm(insert.keys)
         return None
 
     select_events = PostgresAggregateRecorder.select_events.__wrapped__

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
+import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
@@ -204,6 +205,13 @@ class PostgresBackend(Backend):
 
     def setup_lock(self, cur: Cursor, lock: int) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
+
+    def secure_delete(self, cur: Cursor) -> None:
+        return None
+
+    def purge_deleted(self, table: str, full: bool) -> None:
+        with psycopg.connect(**self.connect, autocommit=True) as conn:
+            conn.execute(f"VACUUM {'FULL ' if full else ''}{table}")
 
     def append_only_table_ddl(self, table: str, columns: str) -> list[str]:
         return [

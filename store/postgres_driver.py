@@ -138,7 +138,9 @@ class PostgresGroupCommit(GroupCommit):
         ledger = self.ledger
         processing = collected(aggregates)
         stored = [ledger.mapper.to_stored_event(e) for e in processing.events]
-        await _send(conn, self.recorder.copy_insert(stored, dedupe.rows(processing.events)))
+        insert = self.recorder.copy_insert(stored, dedupe.rows(processing.events))
+        await _send(conn, insert)
+        self.recorder.vault.confirm(insert.keys)
         if ledger.snapshots_due(processing):
             try:
                 await asyncio.to_thread(ledger.take_snapshots, processing)

@@ -100,7 +100,9 @@ class SealedPostgresApplicationRecorder(FailFastApplicationRecorder):
             "genesis": seal.GENESIS,
         }
         statement = SQL(SEAL).format(self.seals_table(), self.events_table())
-        return CopyInsert(insert.begin, insert.copies, [*insert.after, (statement, params)])
+        return CopyInsert(
+            insert.begin, insert.copies, [*insert.after, (statement, params)], insert.keys
+        )
 
 
 class SealedPostgresFactory(FailFastPostgresFactory):

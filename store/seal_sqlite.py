@@ -11,8 +11,9 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteCursor
 
-from store import seal
+from store import seal, vault_keys
 from store.dedupe import DedupeSQLiteApplicationRecorder, create_once
+from store.vault import KeyRow, Vault, plaintext
 
 CREATE = (
     f"CREATE TABLE {seal.TABLE} (position INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, "
@@ -28,9 +29,27 @@ def row(s: seal.Seal) -> tuple[Any, ...]:
 
 
 class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
+    """Also writes the data keys (store.vault_keys) the events use, in their transaction.
+    `vault` is the Ledger's, set once it knows the store's mode."""
+
+    vault: Vault = plaintext()
+
     def create_table(self) -> None:
         super().create_table()
         create_once(self, seal.TABLE, self._create_seals)
+        create_once(self, vault_keys.TABLE, self._create_keys)
+
+    def _create_keys(self, cursor: sqlite3.Cursor) -> None:
+        for statement in vault_keys.CREATE:
+            cursor.execute(statement)
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        keys = vault_keys.rows_for(self.vault, (e.state for e in stored_events))
+        notification_ids = super().insert_events(stored_events, data_keys=keys, **kwargs)
+        self.vault.confirm(keys)
+        return notification_ids
 
     def _create_seals(self, cursor: sqlite3.Cursor) -> None:
         cursor.execute(CREATE)
@@ -45,8 +64,17 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         cursor.executemany(INSERT, (row(s) for s in seal.seal_pages(read, seal.GENESIS)))
 
     def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        *,
+        data_keys: Sequence[KeyRow] = (),
+        **kwargs: Any,
     ) -> Sequence[int] | None:
+        if data_keys:
+            c.sqlite_cursor.executemany(
+                vault_keys.INSERT, [vault_keys.as_row(k) for k in data_keys]
+            )
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         if notification_ids:
             batch = seal.Batch.of(

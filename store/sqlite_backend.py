@@ -168,6 +168,23 @@ class SQLiteBackend(Backend):
     def setup_lock(self, cur: Cursor, lock: int) -> None:
         return None  # the transaction's write lock already keeps others out
 
+    def secure_delete(self, cur: Cursor) -> None:
+        cur.execute("PRAGMA secure_delete = ON")
+
+    def purge_deleted(self, table: str, full: bool) -> None:
+        # The deleting connection overwrote the rows (secure_delete) in pages it wrote to the
+        # log; copying them into the file and truncating the log leaves no older copy there.
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+        if busy and busy[0]:
+            raise sqlite3.OperationalError(
+                "the write-ahead log could not be truncated while other connections read it: "
+                "deleted keys may still be in it until the next checkpoint"
+            )
+
     def append_only_table_ddl(self, table: str, columns: str) -> list[str]:
         return [
             f"""CREATE TABLE IF NOT EXISTS {table} (

@@ -3,6 +3,7 @@ a database of its own."""
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ from api.app import create_app
 from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
-from tests.helpers import make_key
+from tests.helpers import KEYS, make_key
 from tests.postgres_server import (
     PrivateServer,
     create_database,
@@ -22,6 +23,10 @@ from tests.postgres_server import (
 )
 
 SECRET = "test-secret-0123456789"
+
+# The servers and commands the tests start read their keys from the environment.
+os.environ["LEDGER_MASTER_KEY"] = base64.b64encode(KEYS.master).decode()
+os.environ["LEDGER_INDEX_KEY"] = base64.b64encode(KEYS.index).decode()
 
 
 def postgres_required() -> bool:
@@ -69,7 +74,7 @@ def fresh_database(
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
+    return Settings(keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
 
 
 @pytest.fixture

@@ -10,10 +10,15 @@ from typing import Any
 
 from store.config import Settings
 from store.ledger import Ledger
+from store.vault import Secrets
+
+# The suite's keys of personal data: every store the tests make is encrypted with them, unless
+# a test says otherwise (conftest also puts them in the environment for the servers it starts).
+KEYS = Secrets(os.urandom(32), os.urandom(32))
 
 
 def stored_events(database_url: str) -> list[Any]:
-    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
     try:
         notifications = ledger.recorder.select_notifications(start=1, limit=1_000_000)
         return [ledger.mapper.to_domain_event(n) for n in notifications]

@@ -14,9 +14,11 @@ def test_processes_starting_together_on_a_new_database_all_start(database_url: s
     # serve --workers and replay --jobs start several processes at once; each creates the
     # library's tables and types if missing (without a lock, about one in five failed here).
     start = (
+        "import os\n"
         "from store.config import Settings\n"
         "from store.ledger import Ledger\n"
-        f"Ledger.from_settings(Settings(database_url={database_url!r})).close()\n"
+        "env = {**os.environ, 'LEDGER_DATABASE_URL': %r}\n"
+        "Ledger.from_settings(Settings.from_env(env)).close()\n" % database_url
     )
     processes = [
         subprocess.Popen([sys.executable, "-c", start], stderr=subprocess.PIPE) for _ in range(6)

@@ -27,7 +27,7 @@ from tests import console_data as data
 from tests import payloads as p
 from tests.browser import start_chromium
 from tests.conftest import SECRET
-from tests.helpers import make_key
+from tests.helpers import KEYS, make_key
 from tests.server import Server
 
 SHOTS = os.environ.get("LEDGER_SCREENSHOTS")
@@ -35,7 +35,7 @@ SHOTS = os.environ.get("LEDGER_SCREENSHOTS")
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
-    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
     try:
         data.quarantine_acceptable(ledger)  # kept by "an earlier version"
     finally:

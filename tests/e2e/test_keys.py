@@ -24,7 +24,7 @@ from store.ledger import Ledger
 from store.sqlite_backend import sqlite_path
 from tests import payloads as p
 from tests.conftest import SECRET
-from tests.helpers import cli, make_key, printed_key
+from tests.helpers import KEYS, cli, make_key, printed_key
 from tests.integration.test_keys import REQUESTS, WEBHOOK, bearer
 from tests.postgres_server import free_port
 from tests.server import Server
@@ -200,7 +200,7 @@ def test_keys_are_stored_only_as_hashes(database_url: str, backend: str) -> None
             assert dump.returncode == 0, dump.stderr
             assert "secret-one" in dump.stdout and secret_part not in dump.stdout
     # ... and it still works.
-    with TestClient(create_app(Settings(database_url=database_url))) as client:
+    with TestClient(create_app(Settings(keys=KEYS, database_url=database_url))) as client:
         assert client.get("/messages", headers=bearer(key)).status_code == 200
 
 

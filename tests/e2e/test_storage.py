@@ -18,7 +18,7 @@ from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import fresh_database
-from tests.helpers import cli, projection_rows, stored_events
+from tests.helpers import KEYS, cli, projection_rows, stored_events
 from tests.integration.test_storage import raw_of
 
 
@@ -103,7 +103,7 @@ def test_a_store_written_before_compression_reads_and_replays(
     ]
 
     # The same bodies in a store written all compressed: replay gives the same tables.
-    ledger = Ledger.from_settings(Settings(database_url=other_url))
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=other_url))
     try:
         accept_all(ledger, bodies)
     finally:

@@ -22,7 +22,7 @@ from store.db import Database
 from store.ledger import Ledger
 from tests import console_data as data
 from tests.e2e.test_keys import revoke
-from tests.helpers import make_key, names, stored_events
+from tests.helpers import KEYS, make_key, names, stored_events
 from tests.integration.test_queries import feed, post
 
 PAGES = [
@@ -364,7 +364,7 @@ def test_a_post_for_the_webhook_is_not_a_console_form(fed: TestClient) -> None:
 
 
 def test_a_store_that_cannot_be_reached_is_a_503_page(tmp_path: Path) -> None:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3")
+    settings = Settings(keys=KEYS, database_url=f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         answer = client.get("/console/search", headers=bearer("clk_" + "A" * 43))
         assert answer.status_code == 503

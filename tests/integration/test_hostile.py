@@ -19,7 +19,7 @@ from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET
-from tests.helpers import delivery_reports, stored_events
+from tests.helpers import KEYS, delivery_reports, stored_events
 
 URL = "/webhooks/sinch"
 FUZZ = settings(
@@ -145,13 +145,13 @@ def test_a_retry_after_503_with_the_same_nonce_is_taken(database_url: str, tmp_p
     )
     with TestClient(create_app(down)) as client:
         assert client.post(URL, content=raw, headers=headers).status_code == 503
-    up = Settings(database_url=database_url, webhook_secrets=(SECRET,))
+    up = Settings(keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,))
     with TestClient(create_app(up)) as client:
         assert client.post(URL, content=raw, headers=headers).json()["status"] == "accepted"
 
 
 def test_sqlite_store_that_cannot_open_answers_503(tmp_path) -> None:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3")
+    settings = Settings(keys=KEYS, database_url=f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3")
     with TestClient(create_app(settings)) as client:
         response = client.post(URL, content=p.encode(p.delivery()))
         assert response.status_code == 503

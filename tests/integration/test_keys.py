@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from store.config import Settings
 from store.db import Database
-from tests.helpers import make_key
+from tests.helpers import KEYS, make_key
 
 WEBHOOK = "/webhooks/sinch"
 
@@ -114,7 +114,7 @@ def test_every_route_is_in_the_scope_table(client: TestClient) -> None:
 
 
 def test_healthz_without_a_key_keeps_the_failing_code(tmp_path: Path) -> None:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3")
+    settings = Settings(keys=KEYS, database_url=f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3")
     with TestClient(create_app(settings)) as client:
         answer = client.get("/healthz")
         assert answer.status_code == 503

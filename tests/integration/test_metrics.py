@@ -19,6 +19,7 @@ from service.metrics import QuarantineCount
 from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
+from tests.helpers import KEYS
 from tests import payloads as p
 from tests.conftest import SECRET
 
@@ -154,7 +155,7 @@ def test_store_down_is_a_503_not_an_error(tmp_path: Path) -> None:
     # A SQLite path in a directory that does not exist: the store cannot be opened, so no key
     # can be checked either. /metrics needs a key: the scrape fails with a 503 (Prometheus's
     # `up` goes to 0 and its alert fires), never a 500.
-    missing = Settings(database_url=f"sqlite:///{tmp_path}/no/such/dir/ledger.sqlite3")
+    missing = Settings(keys=KEYS, database_url=f"sqlite:///{tmp_path}/no/such/dir/ledger.sqlite3")
     bearer = {"Authorization": "Bearer clk_" + "A" * 43}
     with TestClient(create_app(missing), raise_server_exceptions=False, headers=bearer) as client:
         response = client.get("/metrics")

@@ -23,7 +23,7 @@ from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
-from tests.helpers import accept_all, projection_rows
+from tests.helpers import KEYS, accept_all, projection_rows
 
 
 @pytest.fixture
@@ -559,7 +559,7 @@ def test_every_permutation_and_duplication_gives_the_same_rows(
     random.Random(seed + 1).shuffle(shuffled)
 
     for url, batch in ((database_url, bodies), (second_database_url, shuffled)):
-        rt = Runtime(Settings(database_url=url))
+        rt = Runtime(Settings(keys=KEYS, database_url=url))
         try:
             accept_all(rt.ledger(), batch)
             rt.projector().page_size = 7
@@ -575,5 +575,5 @@ def test_every_permutation_and_duplication_gives_the_same_rows(
 
     assert mine(database_url) == mine(second_database_url)
     live = mine(second_database_url)
-    replay(Settings(database_url=second_database_url), page_size=5)
+    replay(Settings(keys=KEYS, database_url=second_database_url), page_size=5)
     assert mine(second_database_url) == live

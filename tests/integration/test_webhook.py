@@ -13,7 +13,7 @@ from domain.message import Message
 from store.config import Settings
 from tests import payloads as p
 from tests.conftest import SECRET
-from tests.helpers import names, stored_events
+from tests.helpers import KEYS, names, stored_events
 
 URL = "/webhooks/sinch"
 
@@ -307,7 +307,7 @@ def test_wrong_secret_is_401(client: TestClient) -> None:
 
 
 def test_rotated_secrets_are_both_accepted(database_url: str) -> None:
-    settings = Settings(database_url=database_url, webhook_secrets=("old-secret", "new-secret"))
+    settings = Settings(keys=KEYS, database_url=database_url, webhook_secrets=("old-secret", "new-secret"))
     with TestClient(create_app(settings)) as client:
         assert post(client, p.delivery(status="QUEUED_ON_CHANNEL"), "old-secret").status_code == 200
         assert post(client, p.delivery(status="DELIVERED"), "new-secret").status_code == 200
@@ -315,14 +315,14 @@ def test_rotated_secrets_are_both_accepted(database_url: str) -> None:
 
 
 def test_unsigned_mode_accepts_and_records_that_nothing_was_verified(database_url: str) -> None:
-    with TestClient(create_app(Settings(database_url=database_url))) as client:
+    with TestClient(create_app(Settings(keys=KEYS, database_url=database_url))) as client:
         response = client.post(URL, content=p.encode(p.delivery()))
         assert response.status_code == 200
     assert stored_events(database_url)[-1].callback["signature_verified"] is False
 
 
 def test_body_over_the_limit_is_413(database_url: str) -> None:
-    settings = Settings(database_url=database_url, max_body_bytes=2000)
+    settings = Settings(keys=KEYS, database_url=database_url, max_body_bytes=2000)
     with TestClient(create_app(settings)) as client:
         small = p.encode(p.delivery())
         assert client.post(URL, content=small).status_code == 200

@@ -6,12 +6,12 @@ from __future__ import annotations
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 from eventsourcing.utils import get_topic, resolve_topic
 
-from domain import contact, message, unrecognised
+from domain import contact, erasure, message, unrecognised
 
 
 def persisted() -> list[type]:
     found: list[type] = []
-    for module in (message, contact, unrecognised):
+    for module in (message, contact, unrecognised, erasure):
         for aggregate in vars(module).values():
             if isinstance(aggregate, type) and issubclass(aggregate, Aggregate):
                 if aggregate.__module__ != module.__name__:

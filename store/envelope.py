@@ -1,0 +1,174 @@
+"""An event's stored state with its personal fields encrypted (see store.vault).
+
+    MAGIC | public length (4 bytes, big-endian) | public | key id (16) | nonce (12) | ciphertext
+
+`public` is the zstd frame (store.compression) of the event's JSON without its personal
+fields, plus `subject` (who the personal fields are about: a blind index, never the value);
+the ciphertext is AES-GCM of the zstd frame of the personal fields' JSON. So statuses, times,
+reason codes and dedupe keys stay readable for ever, and the personal fields only while their
+data key exists. Which fields are personal is decided per event type (`PRIVATE`)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from eventsourcing.utils import get_topic
+
+from domain.contact import Contact
+from domain.message import Message
+from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
+from store import vault as v
+from store.compression import StateCompressor
+
+MAGIC = b"CLE\x01"  # neither JSON ("{") nor zstd (0x28) starts with it
+_HEAD = struct.Struct(">4sI")
+# The receipt's fields that are personal: the body as received and the headers that came with
+# it. Its arrival time and whether its signature was verified stay public.
+RECEIPT_PRIVATE = ("raw", "headers")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one event type is split: its personal top-level fields, and how its subject and
+    data class are found."""
+
+    fields: tuple[str, ...]
+    consent: bool = False  # its data class is consent evidence
+    inbound: bool = False  # consent evidence when its text is a keyword or reads like one
+
+
+_MESSAGE = Kind(("identity", "metadata"))
+PRIVATE: dict[str, Kind] = {
+    get_topic(Message.DeliveryReported): _MESSAGE,
+    get_topic(Message.FirstReported): _MESSAGE,
+    get_topic(Message.Submitted): _MESSAGE,
+    get_topic(Contact.ConsentReported): Kind(("identity",), consent=True),
+    get_topic(Contact.InboundMessageReceived): Kind(("identity", "text"), inbound=True),
+    get_topic(UnrecognisedCallback.Received): Kind(()),  # type: ignore[attr-defined]
+    get_topic(QuarantinedCallback.Quarantined): Kind(("problems", "raw_base64")),  # type: ignore[attr-defined]
+    get_topic(QuarantinedCallback.Resolved): Kind(("note",)),  # type: ignore[attr-defined]
+}
+
+
+def subject_of(vault: v.Vault, state: dict[str, Any]) -> str:
+    """Whom an event's personal fields are about: its channel identity, else its contact,
+    else nobody we can name."""
+    identity = state.get("identity")
+    if isinstance(identity, str) and identity.strip():
+        return vault.index(state.get("channel"), identity)
+    contact = state.get("contact_id")
+    if isinstance(contact, str) and contact:
+        return vault.contact_subject(str(state.get("project_id") or ""), contact)
+    return v.UNATTRIBUTED
+
+
+def _received(state: dict[str, Any]) -> str:
+    callback = state.get("callback")
+    if isinstance(callback, dict) and isinstance(callback.get("received_at"), str):
+        return str(callback["received_at"])
+    at = state.get("at")  # a quarantine resolution's time
+    return at if isinstance(at, str) else ""
+
+
+def split(
+    kind: Kind, state: dict[str, Any], vault: v.Vault, classify: Callable[[str | None], bool]
+) -> tuple[dict[str, Any], dict[str, Any], tuple[str, str, str]]:
+    """(public fields, personal fields, (subject, data class, period))."""
+    public = dict(state)
+    private: dict[str, Any] = {f: public.pop(f) for f in kind.fields if f in public}
+    callback = public.get("callback")
+    if isinstance(callback, dict):
+        public["callback"] = kept = dict(callback)
+        private["callback"] = {f: kept.pop(f) for f in RECEIPT_PRIVATE if f in kept}
+    subject = subject_of(vault, state)
+    public["subject"] = subject
+    consent = kind.consent or (kind.inbound and classify(state.get("text")))
+    received = _received(state)
+    period = received[:7] if len(received) >= 7 else "0000-00"
+    return public, private, (subject, v.CONSENT if consent else v.MESSAGES, period)
+
+
+def seal(
+    public: bytes, private: bytes, key_id: bytes, aead: Any, vault: v.Vault, zstd: StateCompressor
+) -> bytes:
+    packed = zstd.compress(public)
+    return (
+        _HEAD.pack(MAGIC, len(packed))
+        + packed
+        + vault.encrypt(key_id, aead, zstd.compress(private))
+    )
+
+
+def is_sealed(state: bytes) -> bool:
+    return state[:4] == MAGIC
+
+
+def key_id(state: bytes) -> bytes:
+    _, length = _HEAD.unpack_from(state)
+    start = _HEAD.size + length
+    return bytes(state[start : start + v.KEY_ID_BYTES])
+
+
+def key_ids(states: Iterable[bytes]) -> list[bytes]:
+    return [key_id(s) for s in states if s[:4] == MAGIC]
+
+
+def public_json(state: bytes, zstd: StateCompressor) -> bytes:
+    """The public part's JSON (no key needed)."""
+    _, length = _HEAD.unpack_from(state)
+    return zstd.decompress(bytes(state[_HEAD.size : _HEAD.size + length]))
+
+
+def open_state(
+    state: bytes, vault: v.Vault, zstd: StateCompressor, topic: str | None = None
+) -> dict[str, Any]:
+    """The event's whole state as one JSON object: the public fields, the personal ones when
+    their key exists (else None, `callback.raw` None and `erased` true), and `_key`: the
+    data key's id (hex), with which projections seal their copies of personal values."""
+    _, length = _HEAD.unpack_from(state)
+    start = _HEAD.size + length
+    public: dict[str, Any] = orjson.loads(zstd.decompress(bytes(state[_HEAD.size : start])))
+    blob = bytes(state[start:])
+    public["_key"] = blob[: v.KEY_ID_BYTES].hex()
+    plain = vault.decrypt(blob) if vault.encrypted else None
+    if plain is None:
+        return erased(public, topic)
+    private: dict[str, Any] = orjson.loads(zstd.decompress(plain))
+    receipt = private.pop("callback", None)
+    public.update(private)
+    if receipt is not None and isinstance(public.get("callback"), dict):
+        public["callback"].update(receipt)
+    return public
+
+
+ANY_PRIVATE = ("identity", "metadata", "text", "problems", "raw_base64", "note")
+
+
+def erased(public: dict[str, Any], topic: str | None = None) -> dict[str, Any]:
+    """An event whose personal fields' key is destroyed (or not given): those fields None."""
+    kind = PRIVATE.get(topic or "")
+    for name in kind.fields if kind else ANY_PRIVATE:
+        public.setdefault(name, None)
+    callback = public.get("callback")
+    if isinstance(callback, dict):
+        callback.setdefault("raw", None)
+        callback.setdefault("headers", {})
+        callback["erased"] = True
+    public["erased"] = True
+    return public
+
+
+def dumps(state: dict[str, Any]) -> bytes:
+    """As the library's transcoder would write it (datetimes tagged)."""
+    return orjson.dumps(state, default=_tagged, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def _tagged(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"_type_": "datetime_iso", "_data_": value.isoformat()}
+    raise TypeError(f"{type(value).__name__} is not one of the fast path's types")

@@ -1,0 +1,390 @@
+"""Personal data under keys that can be destroyed (crypto-shredding).
+
+The log is append-only and sealed (store.seal), so personal data in it cannot be deleted. It is
+stored encrypted instead: each event's personal fields (store.envelope) under a data key of
+its subject (a channel identity's blind index, a contact, or nobody in particular), its data
+class (consent evidence or message payload) and the month it was received. Destroying those
+keys (erasure, retention) makes the fields unreadable everywhere at once, while the event's
+other fields, its stored bytes and the seal chain stay as they are.
+
+- The master key (`LEDGER_MASTER_KEY`) wraps the data keys (AES-GCM); the wrapped keys live in
+  the store (store.vault_keys), the master key never does.
+- The index key (`LEDGER_INDEX_KEY`) names subjects: HMAC-SHA256 of the normalised identity,
+  so projections find a number by its blind index and never hold it in plaintext.
+
+A store is encrypted from its creation, or never (`callback-ledger migrate` copies a plaintext
+store into a new encrypted one): the stream of a contact known only by its number is named by
+that number's blind index, so the two forms cannot be mixed in one store."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from domain.callbacks import normalise_identity
+
+KEY_BYTES = 32
+KEY_ID_BYTES = 16
+NONCE_BYTES = 12
+# Data classes, each with its own retention (store.config).
+CONSENT = "c"
+MESSAGES = "m"
+CLASSES = (CONSENT, MESSAGES)
+# The subject of data that names nobody we can tell (unknown triggers, the quarantine).
+UNATTRIBUTED = "u"
+# A process uses one data key per (subject, class, month) for at most this long, then makes a
+# new one: a key erased by another process stops being used within this time.
+KEY_REUSE_S = 300.0
+# Sealed text (a projection's copy of a personal value): this prefix, then base64url of
+# key id, nonce and ciphertext.
+TEXT_PREFIX = "v1."
+
+
+class SecretsError(ValueError):
+    """The keys are missing, malformed, or not the ones this store was created with."""
+
+
+def _decode_key(name: str, value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SecretsError(f"{name} is not base64") from None
+    if len(raw) != KEY_BYTES:
+        raise SecretsError(f"{name} must be base64 of {KEY_BYTES} random bytes, not {len(raw)}")
+    return raw
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    """The master key (and earlier ones still accepted while rotating) and the index key.
+    Never logged: repr shows neither."""
+
+    master: bytes
+    index: bytes
+    previous: tuple[bytes, ...] = ()
+
+    def __repr__(self) -> str:
+        return "Secrets(<hidden>)"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Secrets | None:
+        """From LEDGER_MASTER_KEY and LEDGER_INDEX_KEY, else from the file LEDGER_KEY_FILE
+        names (lines `NAME=value`, as `callback-ledger secrets generate` prints them); None
+        when neither is set."""
+        values = {k: env.get(k, "") for k in (MASTER, INDEX, PREVIOUS)}
+        path = env.get("LEDGER_KEY_FILE", "").strip()
+        if path and not (values[MASTER] or values[INDEX]):
+            values.update(read_key_file(Path(path)))
+        if not values[MASTER] and not values[INDEX]:
+            return None
+        for name in (MASTER, INDEX):
+            if not values[name].strip():
+                raise SecretsError(f"{name} is missing (both keys are needed)")
+        previous = tuple(
+            _decode_key(PREVIOUS, v) for v in values.get(PREVIOUS, "").split(",") if v.strip()
+        )
+        return cls(_decode_key(MASTER, values[MASTER]), _decode_key(INDEX, values[INDEX]), previous)
+
+
+MASTER = "LEDGER_MASTER_KEY"
+INDEX = "LEDGER_INDEX_KEY"
+PREVIOUS = "LEDGER_PREVIOUS_MASTER_KEYS"
+
+
+def read_key_file(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SecretsError(f"LEDGER_KEY_FILE {path}: {exc.strerror}") from None
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.strip() in (MASTER, INDEX, PREVIOUS):
+            found[name.strip()] = value.strip().strip("'\"")
+    return found
+
+
+def generate() -> str:
+    """A fresh pair, as lines for an environment file or LEDGER_KEY_FILE."""
+    master = base64.b64encode(os.urandom(KEY_BYTES)).decode()
+    index = base64.b64encode(os.urandom(KEY_BYTES)).decode()
+    return f"{MASTER}={master}\n{INDEX}={index}\n"
+
+
+def write_key_file(path: Path) -> None:
+    """A new key file, readable by its owner only; never replaces one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(generate())
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def period_of(when: datetime) -> str:
+    """The month a datum belongs to for retention: 'YYYY-MM'."""
+    return f"{when.year:04d}-{when.month:02d}"
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """A data key as stored: wrapped by the master key, with what it is for."""
+
+    key_id: bytes
+    subject: str
+    klass: str
+    period: str
+    wrapped: bytes
+    created_at: str
+
+
+class KeyStore(Protocol):
+    """Where the wrapped data keys live (store.vault_keys)."""
+
+    def load(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The wrapped keys of these ids that still exist."""
+        ...
+
+
+@dataclass
+class _Current:
+    key_id: bytes
+    aead: AESGCM
+    made: float
+
+
+class Vault:
+    """Encrypts and decrypts personal data for one store. `encrypted` False: a plaintext
+    store (no keys configured, or a store created before encryption): values pass through
+    and identities are named by their normalised form, as before."""
+
+    def __init__(
+        self, secrets: Secrets | None, keys: KeyStore | None, cache_size: int = 100_000
+    ) -> None:
+        self.secrets = secrets
+        self.keys = keys
+        self.encrypted = secrets is not None and keys is not None
+        self._master = AESGCM(secrets.master) if secrets else None
+        self._previous = [AESGCM(k) for k in secrets.previous] if secrets else []
+        self._current: OrderedDict[tuple[str, str, str], _Current] = OrderedDict()
+        self._pending: dict[bytes, KeyRow] = {}
+        # key id -> AESGCM, or None once known destroyed
+        self._open: OrderedDict[bytes, AESGCM | None] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    # ---- naming ----------------------------------------------------------------------------
+
+    def _hmac(self, *parts: str) -> str:
+        assert self.secrets is not None
+        message = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+        return _b64(hmac.new(self.secrets.index, message, hashlib.sha256).digest()[:16])
+
+    def index(self, channel: str | None, identity: str) -> str:
+        """The name projections and lookups use for a channel identity: its blind index
+        (`b.` and 22 characters), or its normalised form in a plaintext store."""
+        normal = normalise_identity(identity)
+        if not self.encrypted:
+            return normal
+        return "b." + self._hmac("identity", (channel or "").upper(), normal)
+
+    def contact_subject(self, project_id: str, contact_id: str) -> str:
+        """The subject of a contact's data that names no channel identity."""
+        if not self.encrypted:
+            return f"contact:{project_id}:{contact_id}"
+        return "c." + self._hmac("contact", project_id, contact_id)
+
+    def check_values(self) -> tuple[str, bytes]:
+        """What the store keeps to recognise its keys later: the index key's HMAC of a fixed
+        text, and the master key's encryption of it."""
+        assert self.secrets is not None and self._master is not None
+        nonce = os.urandom(NONCE_BYTES)
+        return self._hmac("check"), nonce + self._master.encrypt(nonce, b"check", b"check")
+
+    def matches(self, index_check: str, master_check: bytes) -> str | None:
+        """None when these are the keys the store was created with, else what is wrong."""
+        if not hmac.compare_digest(self._hmac("check"), index_check):
+            return f"{INDEX} is not the index key this store was created with"
+        if self._unwrap_with_any(master_check, b"check") is None:
+            return f"{MASTER} is not the master key this store was created with"
+        return None
+
+    # ---- data keys ---------------------------------------------------------------------------
+
+    def key_for(self, subject: str, klass: str, period: str) -> tuple[bytes, AESGCM]:
+        """The data key to encrypt with now. A new one is pending until `confirm`: the
+        writer stores it in the same transaction as the events that use it."""
+        assert self._master is not None
+        slot = (subject, klass, period)
+        now = time.monotonic()
+        with self._lock:
+            current = self._current.get(slot)
+            if current is not None and now - current.made < KEY_REUSE_S:
+                self._current.move_to_end(slot)
+                return current.key_id, current.aead
+            key = os.urandom(KEY_BYTES)
+            key_id = os.urandom(KEY_ID_BYTES)
+            nonce = os.urandom(NONCE_BYTES)
+            wrapped = nonce + self._master.encrypt(nonce, key, key_id)
+            aead = AESGCM(key)
+            self._pending[key_id] = KeyRow(
+                key_id, subject, klass, period, wrapped, datetime.now().astimezone().isoformat()
+            )
+            self._current[slot] = _Current(key_id, aead, now)
+            if len(self._current) > self._cache_size:
+                self._current.popitem(last=False)
+            self._remember(key_id, aead)
+            return key_id, aead
+
+    def pending(self, key_ids: Iterable[bytes]) -> list[KeyRow]:
+        """The rows of these keys that are not known to be stored yet."""
+        with self._lock:
+            return [self._pending[k] for k in dict.fromkeys(key_ids) if k in self._pending]
+
+    def confirm(self, rows: Iterable[KeyRow]) -> None:
+        """These keys were committed."""
+        with self._lock:
+            for row in rows:
+                self._pending.pop(row.key_id, None)
+
+    def forget(self, subjects: Iterable[str] = (), everything: bool = False) -> None:
+        """Stop using this process's keys of these subjects (they were destroyed), or all."""
+        wanted = set(subjects)
+        with self._lock:
+            for slot in [s for s in self._current if everything or s[0] in wanted]:
+                del self._current[slot]
+            self._open.clear()
+
+    def _remember(self, key_id: bytes, aead: AESGCM | None) -> None:
+        self._open[key_id] = aead
+        if len(self._open) > self._cache_size:
+            self._open.popitem(last=False)
+
+    def _unwrap_with_any(self, wrapped: bytes, aad: bytes) -> bytes | None:
+        assert self._master is not None
+        nonce, sealed = wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:]
+        for master in (self._master, *self._previous):
+            try:
+                return master.decrypt(nonce, sealed, aad)
+            except InvalidTag:
+                continue
+        return None
+
+    def prefetch(self, key_ids: Iterable[bytes]) -> None:
+        """Loads these keys in one query (a page of events or rows at a time)."""
+        with self._lock:
+            missing = [k for k in dict.fromkeys(key_ids) if k not in self._open]
+        if not missing or self.keys is None:
+            return
+        found = self.keys.load(missing)
+        with self._lock:
+            for key_id in missing:
+                wrapped = found.get(key_id)
+                if wrapped is None:
+                    # Destroyed, or written by a transaction not committed yet (pending here).
+                    if key_id not in self._pending:
+                        self._remember(key_id, None)
+                    continue
+                key = self._unwrap_with_any(wrapped, key_id)
+                if key is None:
+                    raise SecretsError(f"data key {key_id.hex()} cannot be unwrapped by {MASTER}")
+                self._remember(key_id, AESGCM(key))
+
+    def aead(self, key_id: bytes) -> AESGCM | None:
+        """The data key, or None when it was destroyed."""
+        with self._lock:
+            if key_id in self._open:
+                self._open.move_to_end(key_id)
+                return self._open[key_id]
+        self.prefetch([key_id])
+        with self._lock:
+            return self._open.get(key_id)
+
+    # ---- values ------------------------------------------------------------------------------
+
+    def encrypt(self, key_id: bytes, aead: AESGCM, plaintext: bytes) -> bytes:
+        """key id, nonce, ciphertext (the key id is bound in as associated data)."""
+        nonce = os.urandom(NONCE_BYTES)
+        return key_id + nonce + aead.encrypt(nonce, plaintext, key_id)
+
+    def decrypt(self, blob: bytes) -> bytes | None:
+        """The plaintext, or None when its key was destroyed."""
+        key_id = blob[:KEY_ID_BYTES]
+        aead = self.aead(key_id)
+        if aead is None:
+            return None
+        nonce = blob[KEY_ID_BYTES : KEY_ID_BYTES + NONCE_BYTES]
+        return aead.decrypt(nonce, blob[KEY_ID_BYTES + NONCE_BYTES :], key_id)
+
+    def seal_text(self, key: str | None, text: str | None) -> str | None:
+        """A projection's copy of a personal value, under the data key of the event it came
+        from (`key`, the hex id an event's decoded state carries as `_key`): destroyed with
+        it. Unchanged in a plaintext store, or without a key."""
+        if text is None or key is None or not self.encrypted:
+            return text
+        key_id = bytes.fromhex(key)
+        aead = self.aead(key_id)
+        if aead is None:
+            return None
+        return TEXT_PREFIX + _b64(self.encrypt(key_id, aead, text.encode("utf-8", "surrogatepass")))
+
+    def open_texts(self, values: Sequence[str | None]) -> list[str | Erased | None]:
+        """Sealed values opened (their keys loaded in one query); ERASED where the key was
+        destroyed; anything else (plaintext, None) as it is."""
+        blobs = {
+            i: _unb64(v[len(TEXT_PREFIX) :])
+            for i, v in enumerate(values)
+            if v is not None and v.startswith(TEXT_PREFIX) and self.encrypted
+        }
+        self.prefetch(b[:KEY_ID_BYTES] for b in blobs.values())
+        opened: list[str | Erased | None] = list(values)
+        for i, blob in blobs.items():
+            plain = self.decrypt(blob)
+            opened[i] = ERASED if plain is None else plain.decode("utf-8", "surrogatepass")
+        return opened
+
+    def open_text(self, value: str | None) -> str | Erased | None:
+        return self.open_texts([value])[0]
+
+
+class Erased:
+    """What a destroyed value reads as (one instance: ERASED)."""
+
+    def __repr__(self) -> str:
+        return "ERASED"
+
+    def __str__(self) -> str:
+        return "[erased]"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ERASED = Erased()
+
+
+def plaintext() -> Vault:
+    """The vault of a plaintext store."""
+    return Vault(None, None)
+
+
+Classify = Callable[[str | None], bool]

@@ -1,0 +1,168 @@
+"""Where the data keys live (store.vault): `ledger_data_keys`, one row per key, wrapped by the
+master key; and `ledger_vault`, one row saying the store is encrypted and recognising its keys.
+
+A key row is written by the same transaction as the first events that use it (the recorders
+call `rows_for`), so no committed event names a key that was never stored. Destroying keys
+(erasure, retention) deletes their rows; `physically_gone` then makes the database drop the
+deleted bytes from its files.
+
+Plain SQL on both databases (text columns only), through the read tables' connections
+(store.db)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from store import envelope
+from store.db import Cursor, Database, select_by_keys
+from store.vault import KeyRow, Secrets, SecretsError, Vault
+
+log = logging.getLogger("callback_ledger")
+
+TABLE = "ledger_data_keys"
+META = "ledger_vault"
+COLUMNS = ("key_id", "subject", "class", "period", "wrapped", "created_at")
+CREATE = (
+    f"CREATE TABLE {TABLE} (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, "
+    "class TEXT NOT NULL, period TEXT NOT NULL, wrapped TEXT NOT NULL, created_at TEXT NOT NULL)",
+    f"CREATE TABLE {META} (id INTEGER PRIMARY KEY, index_check TEXT NOT NULL, "
+    "master_check TEXT NOT NULL, created_at TEXT NOT NULL)",
+)
+# Erasure and retention scan the table (they are rare): an index on the subject, a random
+# value, would cost every write.
+INSERT = (
+    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (key_id) DO NOTHING"
+)
+
+
+def as_row(key: KeyRow) -> tuple[str, ...]:
+    return (
+        key.key_id.hex(),
+        key.subject,
+        key.klass,
+        key.period,
+        base64.b64encode(key.wrapped).decode(),
+        key.created_at,
+    )
+
+
+def rows_for(vault: Vault, states: Iterable[bytes]) -> list[KeyRow]:
+    """The keys these stored events use that this process has not seen committed."""
+    if not vault.encrypted:
+        return []
+    return vault.pending(envelope.key_ids(states))
+
+
+class SQLKeyStore:
+    """The vault's keys, read and destroyed through the store's own connections."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def load(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        with self.db.read() as cur:
+            found = select_by_keys(
+                cur, TABLE, ("key_id", "wrapped"), ("key_id",), [(k.hex(),) for k in key_ids]
+            )
+        return {bytes.fromhex(r["key_id"]): base64.b64decode(r["wrapped"]) for r in found}
+
+    def destroy(self, subjects: Sequence[str]) -> int:
+        """Deletes every key of these subjects, and what the database keeps of them; how
+        many there were."""
+        if not subjects:
+            return 0
+        with self.db.transaction() as cur:
+            self.db.backend.secure_delete(cur)
+            marks = ", ".join("?" * len(subjects))
+            cur.execute(f"DELETE FROM {TABLE} WHERE subject IN ({marks})", list(subjects))
+            count = cur.rowcount
+        self.db.backend.purge_deleted(TABLE, full=True)
+        return count
+
+    def expired(self, klass: str, before: str) -> list[dict[str, Any]]:
+        """Per period older than `before` ('YYYY-MM'), how many keys of this class."""
+        with self.db.read() as cur:
+            return cur.execute(
+                f"SELECT period, count(*) AS n FROM {TABLE} WHERE class = ? AND period < ? "
+                "GROUP BY period ORDER BY period",
+                (klass, before),
+            ).fetchall()
+
+    def destroy_expired(self, klass: str, before: str) -> int:
+        """Deletes the keys of this class older than `before`. PostgreSQL's VACUUM is not
+        FULL here: a daily rewrite of the table would hold up every write meanwhile."""
+        with self.db.transaction() as cur:
+            self.db.backend.secure_delete(cur)
+            cur.execute(f"DELETE FROM {TABLE} WHERE class = ? AND period < ?", (klass, before))
+            count = cur.rowcount
+        self.db.backend.purge_deleted(TABLE, full=False)
+        return count
+
+    def subjects(self, subjects: Sequence[str]) -> int:
+        """How many keys these subjects have."""
+        if not subjects:
+            return 0
+        with self.db.read() as cur:
+            marks = ", ".join("?" * len(subjects))
+            row = cur.execute(
+                f"SELECT count(*) AS n FROM {TABLE} WHERE subject IN ({marks})", list(subjects)
+            ).fetchone()
+        return int(row["n"]) if row else 0
+
+
+def create(cur: Cursor) -> None:
+    for statement in CREATE:
+        cur.execute(statement)
+
+
+def open_vault(db: Database, secrets: Secrets | None, log_is_empty: bool, store: str) -> Vault:
+    """The store's vault. An encrypted store needs its keys (SecretsError without them, or
+    with others); a new store given keys becomes encrypted; a store written without keys
+    stays plaintext (`callback-ledger migrate` copies it into an encrypted one)."""
+    with db.read() as cur:
+        row = cur.execute(f"SELECT index_check, master_check FROM {META}").fetchone()
+    if row is None and secrets is not None and log_is_empty:
+        vault = Vault(secrets, SQLKeyStore(db))
+        index_check, master_check = vault.check_values()
+        with db.transaction() as cur:
+            cur.execute(
+                f"INSERT INTO {META} (id, index_check, master_check, created_at) "
+                "VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (index_check, base64.b64encode(master_check).decode(), _now()),
+            )
+        with db.read() as cur:
+            row = cur.execute(f"SELECT index_check, master_check FROM {META}").fetchone()
+    if row is None:
+        if secrets is not None:
+            log.warning(
+                "the store %s was written without encryption: its personal data stays in "
+                "plaintext and cannot be erased by destroying keys; `callback-ledger migrate` "
+                "copies it into a new, encrypted store",
+                store,
+            )
+        else:
+            log.warning(
+                "personal data in %s is stored unencrypted: set LEDGER_MASTER_KEY and "
+                "LEDGER_INDEX_KEY (`callback-ledger secrets generate`) for a new store",
+                store,
+            )
+        return Vault(None, None)
+    if secrets is None:
+        raise SecretsError(
+            f"the store {store} holds encrypted personal data: set LEDGER_MASTER_KEY and "
+            "LEDGER_INDEX_KEY (or LEDGER_KEY_FILE) to the keys it was created with"
+        )
+    vault = Vault(secrets, SQLKeyStore(db))
+    wrong = vault.matches(row["index_check"], base64.b64decode(row["master_check"]))
+    if wrong is not None:
+        raise SecretsError(f"{wrong} ({store})")
+    return vault
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
