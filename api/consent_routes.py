@@ -24,12 +24,14 @@ from api.query_routes import (
     read_views,
 )
 from api.responses import JSON, error
+from domain.callbacks import normalise_identity
 from projections.consent import NAME
 from projections.faults import describe
 from projections.read_model import callbacks, consent
 from projections.rules import iso
 from service.runtime import Runtime
 from store.db import Cursor
+from store.vault import Vault
 
 REVIEW_PARAMS = ("since", "until", "limit", "cursor")
 
@@ -106,10 +108,14 @@ class ConsentQueries:
     async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
         return await read_views(self.runtime, fn)
 
+    def vault(self) -> Vault:
+        """The store's vault: names numbers and opens what is shown (off the event loop)."""
+        return self.runtime.projector().vault
+
     async def contact_consent(self, request: Request) -> Response:
         Params(request, [])
         contact_id = path_param(request, "contact_id")
-        rows = await self._run(lambda cur: consent.current(cur, contact_id))
+        rows = await self._run(lambda cur: consent.current(cur, contact_id, self.vault()))
         return JSON({"contact_id": contact_id, "consent": rows})
 
     async def contact_history(self, request: Request) -> Response:
@@ -125,6 +131,7 @@ class ConsentQueries:
                 until=until,
                 after=(cursor[0], cursor[1]) if cursor else None,
                 limit=limit + 1,
+                vault=self.vault(),
             )
         )
         rows, next_cursor = time_ordered_page(rows, limit)
@@ -141,6 +148,7 @@ class ConsentQueries:
                 until=until,
                 after=(cursor[0], cursor[1]) if cursor else None,
                 limit=limit + 1,
+                vault=self.vault(),
             )
         )
         rows, next_cursor = time_ordered_page(rows, limit)
@@ -157,9 +165,14 @@ class ConsentQueries:
             return stale_answer(
                 f"cannot tell the consent at {at}: {why}. Ask again later", channel, identity
             )
-        return JSON(
-            await self._run(lambda cur: consent.state_at(cur, channel, identity, at, project_id))
-        )
+
+        def read(cur: Cursor) -> dict[str, Any]:
+            vault = self.vault()
+            name = consent.name_of(vault, channel, identity)
+            answer = consent.state_at(cur, channel, name, at, project_id, vault)
+            return {"channel": channel, "identity": normalise_identity(identity), **answer}
+
+        return JSON(await self._run(read))
 
     async def consent_check(self, request: Request) -> Response:
         params = Params(request, ["channel", "identity", "project_id"])
@@ -174,7 +187,11 @@ class ConsentQueries:
                 identity,
                 may_send=False,
             )
-        answer = await self._run(lambda cur: consent.check(cur, channel, identity, project_id))
+        answer = await self._run(
+            lambda cur: consent.check(
+                cur, channel, consent.name_of(self.vault(), channel, identity), project_id
+            )
+        )
         return JSON({"channel": channel, "identity": identity, **answer})
 
     async def callback(self, request: Request) -> Response:

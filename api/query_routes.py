@@ -214,9 +214,9 @@ class Queries:
         stale: str | None,
         with_timeline: bool = False,
     ) -> dict[str, Any]:
-        return messages.message_view(row, with_timeline) | followups.annotate(
-            cur, row, self._overrides, self._read_channels, stale
-        )
+        return messages.message_view(
+            row, with_timeline, self.runtime.projector().vault
+        ) | followups.annotate(cur, row, self._overrides, self._read_channels, stale)
 
     async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
         return await read_views(self.runtime, fn)
@@ -319,7 +319,14 @@ class Queries:
             await self._run(
                 lambda cur: page_body(
                     messages.read_confirmations_page(
-                        cur, project_id, contact_id, since, until, cursor, limit
+                        cur,
+                        project_id,
+                        contact_id,
+                        since,
+                        until,
+                        cursor,
+                        limit,
+                        self.runtime.projector().vault,
                     )
                 )
             )

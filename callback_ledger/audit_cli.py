@@ -14,12 +14,15 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from domain.callbacks import normalise_identity
+from projections.personal import ERASED_TEXT
 from projections.read_model import consent
 from projections.rules import iso
 from service.runtime import Runtime
 from store.config import Settings
 from store.db import Cursor
 from store.keys import KeyStore, cli_user
+from store.vault import Vault
 
 
 def time_arg(value: str) -> str:
@@ -41,8 +44,26 @@ def flatten(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# Personal fields a row may show, that read as None once their key was destroyed.
+PERSONAL = ("identity", "text")
+
+
+def marked(row: dict[str, Any]) -> dict[str, Any]:
+    """A flat row for a table or CSV: a personal value that was erased as `[erased]` (in JSON
+    it is null, with `"erased": true`)."""
+    out = dict(row)
+    for key, value in row.items():
+        prefix, _, field = key.rpartition(".")
+        erased = row.get(f"{prefix}.erased" if prefix else "erased")
+        if value is None and field in PERSONAL and erased:
+            out[key] = ERASED_TEXT
+    return out
+
+
 def emit(rows: Iterable[dict[str, Any]], fmt: str, title: str, columns: list[str]) -> int:
     rows = [flatten(r) for r in rows]
+    if fmt not in ("json", "jsonl"):
+        rows = [marked(r) for r in rows]
     out = sys.stdout
     if fmt == "json":
         out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -131,15 +152,17 @@ def add_commands(commands: Any) -> None:
 def _audited(
     settings: Settings,
     args: argparse.Namespace,
-    read: Callable[[Cursor], Iterable[dict[str, Any]]],
+    read: Callable[[Cursor, Vault], Iterable[dict[str, Any]]],
     title: str,
     columns: list[str],
 ) -> int:
-    """Reads the rows, writes who asked for what to the access log, then prints them."""
+    """Reads the rows (numbers by name, shown values opened with the store's vault), writes
+    who asked for what to the access log, then prints them."""
     runtime = Runtime(settings)
     try:
+        vault = runtime.projector().vault
         with runtime.database().read() as cur:
-            rows = list(read(cur))
+            rows = list(read(cur, vault))
         record_cli_access(KeyStore(runtime.database()), args, len(rows))
     finally:
         runtime.close()
@@ -172,14 +195,15 @@ def run_history(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: consent.history(
+        lambda cur, vault: consent.history(
             cur,
             contact_id=args.contact,
             project_id=args.project,
             channel=args.channel and args.channel.upper(),
-            identity=args.identity,
+            identity=consent.name_of(vault, args.channel, args.identity) if args.identity else None,
             since=args.since,
             until=args.until,
+            vault=vault,
         ),
         "consent history",
         HISTORY,
@@ -191,7 +215,19 @@ def run_at(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: [consent.state_at(cur, args.channel.upper(), args.identity, at, args.project)],
+        lambda cur, vault: [
+            {
+                "identity": normalise_identity(args.identity),
+                **consent.state_at(
+                    cur,
+                    args.channel.upper(),
+                    consent.name_of(vault, args.channel, args.identity),
+                    at,
+                    args.project,
+                    vault,
+                ),
+            }
+        ],
         "consent at " + at,
         [
             "channel",
@@ -209,7 +245,7 @@ def run_violations(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: consent.violations(cur, args.since, args.until),
+        lambda cur, vault: consent.violations(cur, args.since, args.until, vault=vault),
         "consent violations",
         [
             "message_id",
@@ -227,7 +263,7 @@ def run_review(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: consent.review(cur, since=args.since, until=args.until),
+        lambda cur, vault: consent.review(cur, since=args.since, until=args.until, vault=vault),
         "consent review",
         [
             "event_time",
@@ -246,7 +282,7 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     return _audited(
         settings,
         args,
-        lambda cur: consent.history(cur, since=args.since, until=args.until),
+        lambda cur, vault: consent.history(cur, since=args.since, until=args.until, vault=vault),
         "consent history",
         HISTORY,
     )

@@ -84,7 +84,10 @@ def run_followup(settings: Settings, args: argparse.Namespace) -> int:
         shown = messages.message_view(row) | followups.annotate(
             cur, row, overrides, settings.read_channels, stale
         )
-        shown["identity"] = followups.recipient(row)
+        identity, erased = followups.recipient_shown(row, runtime.projector().vault)
+        shown["identity"] = identity
+        if erased:
+            shown["erased"] = True
         return shown
 
     try:

@@ -1,20 +1,38 @@
-"""The consent projection: consent (current state), consent_history (every fact) and
-consent_review (inbound free text that reads like a revocation, for a human to decide)."""
+"""The consent projection: consent (current state), consent_history (every fact),
+consent_review (inbound free text that reads like a revocation, for a human to decide) and
+erasures (the subjects whose personal data was erased: their opt-outs still stand).
+
+Identities are held by name, with a sealed copy to show (projections.personal)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from domain.callbacks import normalise_identity
 from projections import rules
-from projections.log_reader import CONSENT_REPORTED, INBOUND_RECEIVED, REPORTS, LoggedEvent
+from projections.log_reader import (
+    CONSENT_REPORTED,
+    ERASED,
+    INBOUND_RECEIVED,
+    REPORTS,
+    LoggedEvent,
+)
+from projections.personal import identity_name, sealed, shown_identity
 from store.db import Cursor, select_by_keys, upsert
+from store.vault import Vault, plaintext
 
 NAME = "consent"
 # Delivery reports only for contact_identities: the numbers a contact was sent to.
-TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED, *REPORTS})
-TABLES = ("consent", "consent_history", "consent_review", "contact_identities")
+TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED, *REPORTS, ERASED})
+TABLES = ("consent", "consent_history", "consent_review", "contact_identities", "erasures")
+# Added since the first version (a database from before gets them, and is told to replay).
+ADDED_COLUMNS = (
+    ("consent", "identity_shown", "TEXT"),
+    ("consent_history", "identity_shown", "TEXT"),
+    ("consent_review", "identity_shown", "TEXT"),
+    ("contact_identities", "identity_shown", "TEXT"),
+)
 
 CONSENT_COLUMNS = (
     "project_id",
@@ -26,6 +44,7 @@ CONSENT_COLUMNS = (
     "source_kind",
     "source_ref",
     "is_opt_out",
+    "identity_shown",
 )
 CONSENT_KEY = ("project_id", "contact_id", "channel", "identity")
 HISTORY_COLUMNS = (
@@ -42,6 +61,7 @@ HISTORY_COLUMNS = (
     "request_id",
     "inbound_message_id",
     "source_ref",
+    "identity_shown",
 )
 
 REVIEW_COLUMNS = (
@@ -54,6 +74,17 @@ REVIEW_COLUMNS = (
     "inbound_message_id",
     "source_ref",
     "matched",
+    "identity_shown",
+)
+ERASURE_COLUMNS = (
+    "subject",
+    "erased_at",
+    "erased_by",
+    "reason",
+    "scope",
+    "channel",
+    "project_id",
+    "erasure_id",
 )
 
 
@@ -63,13 +94,14 @@ def schema(g: int) -> list[str]:
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, state TEXT NOT NULL, since TEXT NOT NULL,
             source_kind TEXT NOT NULL, source_ref TEXT NOT NULL, is_opt_out INTEGER NOT NULL,
-            PRIMARY KEY (project_id, contact_id, channel, identity))""",
+            identity_shown TEXT, PRIMARY KEY (project_id, contact_id, channel, identity))""",
         f"CREATE INDEX ix_c_g{g}_identity ON consent_g{g} (channel, identity, since)",
         f"""CREATE TABLE consent_history_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, event_time TEXT NOT NULL, accepted_time TEXT,
             fact TEXT NOT NULL, effect TEXT, source_kind TEXT NOT NULL, keyword TEXT,
-            request_id TEXT, inbound_message_id TEXT, source_ref TEXT NOT NULL PRIMARY KEY)""",
+            request_id TEXT, inbound_message_id TEXT, source_ref TEXT NOT NULL PRIMARY KEY,
+            identity_shown TEXT)""",
         f"CREATE INDEX ix_ch_g{g}_identity ON consent_history_g{g} (channel, identity, event_time)",
         f"CREATE INDEX ix_ch_g{g}_contact ON consent_history_g{g} (contact_id, event_time)",
         f"CREATE INDEX ix_ch_g{g}_time ON consent_history_g{g} (event_time)",
@@ -77,32 +109,46 @@ def schema(g: int) -> list[str]:
         # identity: consent for its whole channel) answers for those numbers too.
         f"""CREATE TABLE contact_identities_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
-            identity TEXT NOT NULL, PRIMARY KEY (project_id, contact_id, channel, identity))""",
+            identity TEXT NOT NULL, identity_shown TEXT,
+            PRIMARY KEY (project_id, contact_id, channel, identity))""",
         f"CREATE INDEX ix_ci_g{g}_identity ON contact_identities_g{g} (channel, identity)",
         f"""CREATE TABLE consent_review_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, text TEXT NOT NULL, event_time TEXT NOT NULL,
             inbound_message_id TEXT, source_ref TEXT NOT NULL PRIMARY KEY,
-            matched TEXT NOT NULL)""",
+            matched TEXT NOT NULL, identity_shown TEXT)""",
         f"CREATE INDEX ix_cr_g{g}_time ON consent_review_g{g} (event_time, source_ref)",
+        # One row per erased subject (a blind index): an erased number's opt-out still stands,
+        # and its answers say it was erased (read_model.consent).
+        f"""CREATE TABLE erasures_g{g} (
+            subject TEXT NOT NULL PRIMARY KEY, erased_at TEXT NOT NULL, erased_by TEXT NOT NULL,
+            reason TEXT NOT NULL, scope TEXT NOT NULL, channel TEXT, project_id TEXT,
+            erasure_id TEXT NOT NULL)""",
     ]
 
 
-def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywords) -> None:
+def apply(
+    cur: Cursor,
+    g: int,
+    events: list[LoggedEvent],
+    keywords: rules.Keywords,
+    vault: Vault | None = None,
+) -> None:
+    vault = vault if vault is not None else plaintext()
     history: list[dict[str, Any]] = []
-    links: set[tuple[str, str, str, str]] = set()
+    links: dict[tuple[str, str, str, str], str | None] = {}
     review: list[tuple[Any, ...]] = []
+    erasures: list[tuple[Any, ...]] = []
     for event in events:
         state = event.state
-        if state.get("contact_id") and state.get("identity") and state.get("channel"):
-            links.add(
-                (
-                    state["project_id"],
-                    state["contact_id"],
-                    state["channel"],
-                    normalise_identity(state["identity"]),
-                )
-            )
+        if event.topic == ERASED:
+            erasures += erasure_rows(event)
+            continue
+        name = identity_name(state, vault)
+        if state.get("contact_id") and name and state.get("channel"):
+            link = (state["project_id"], state["contact_id"], state["channel"], name)
+            if links.get(link) is None:
+                links[link] = shown_identity(state, vault)
         if event.topic in REPORTS:
             continue
         inbound = event.topic != CONSENT_REPORTED
@@ -116,15 +162,26 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
             state,
             source_ref,
             reading,
+            name or "",
         )
         if fact is not None:
+            fact["identity_shown"] = shown_identity(state, vault) if name else ""
             history.append(fact)
         elif inbound and reading.review is not None:
-            review.append(review_row(state, source_ref, reading.review))
+            review.append(review_row(state, source_ref, reading.review, vault))
+    # A number seen again later may fill a copy to show that an erased event could not.
     cur.executemany(
-        f"INSERT INTO contact_identities_g{g} (project_id, contact_id, channel, identity) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        sorted(links),
+        f"INSERT INTO contact_identities_g{g} "
+        "(project_id, contact_id, channel, identity, identity_shown) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (project_id, contact_id, channel, identity) DO UPDATE SET "
+        f"identity_shown = coalesce(contact_identities_g{g}.identity_shown, "
+        "excluded.identity_shown)",
+        [(*link, shown) for link, shown in sorted(links.items())],
+    )
+    cur.executemany(
+        f"INSERT INTO erasures_g{g} ({', '.join(ERASURE_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(ERASURE_COLUMNS))}) ON CONFLICT (subject) DO NOTHING",
+        erasures,
     )
     cur.executemany(
         f"INSERT INTO consent_review_g{g} ({', '.join(REVIEW_COLUMNS)}) "
@@ -159,17 +216,54 @@ def apply(cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywor
     )
 
 
-def review_row(state: Mapping[str, Any], source_ref: str, matched: str) -> tuple[Any, ...]:
+def review_row(
+    state: Mapping[str, Any], source_ref: str, matched: str, vault: Vault | None = None
+) -> tuple[Any, ...]:
     """A consent_review row (in REVIEW_COLUMNS order) for an inbound message that is not a
-    keyword but reads like a request to stop, by the rule `matched`."""
+    keyword but reads like a request to stop, by the rule `matched`; its identity by name,
+    its text and the identity to show sealed."""
+    vault = vault if vault is not None else plaintext()
     return (
         state["project_id"],
         state["contact_key"],
         state["channel"],
-        normalise_identity(state["identity"]),
-        state["text"],
+        identity_name(state, vault) or "",
+        sealed(state, vault, "text"),
         rules.effective_time(state),
         state.get("message_id"),
         source_ref,
         matched,
+        shown_identity(state, vault),
     )
+
+
+def erasure_rows(event: LoggedEvent) -> list[tuple[Any, ...]]:
+    """The erasures rows (in ERASURE_COLUMNS order) of an Erasure.Erased event: one per subject
+    (the first erasure of a subject is the one kept)."""
+    state = event.state
+    return [
+        (
+            subject,
+            _time_of(state.get("erased_at"), event),
+            str(state.get("by") or ""),
+            str(state.get("reason") or ""),
+            str(state.get("scope") or ""),
+            state.get("channel"),
+            state.get("project_id"),
+            event.originator_id,
+        )
+        for subject in state.get("subjects") or []
+        if isinstance(subject, str) and subject
+    ]
+
+
+def _time_of(value: Any, event: LoggedEvent) -> str:
+    """An erasure's time in the tables' form; a value that is no ISO time (the event is the
+    record, whatever it holds) as the event's own timestamp."""
+    for candidate in (value, event.state.get("timestamp")):
+        found = None
+        with contextlib.suppress(ValueError, TypeError, OverflowError):
+            found = rules.stored_time(candidate)
+        if found:
+            return found
+    return str(value or "")

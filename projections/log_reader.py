@@ -10,6 +10,7 @@ import orjson
 from eventsourcing.utils import get_topic
 
 from domain.contact import Contact
+from domain.erasure import Erasure
 from domain.message import Message
 from domain.unrecognised import UnrecognisedCallback
 from store import envelope
@@ -28,6 +29,7 @@ FIRST_REPORTED = get_topic(Message.FirstReported)
 REPORTS = frozenset({DELIVERY_REPORTED, FIRST_REPORTED})
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
+ERASED = get_topic(Erasure.Erased)  # type: ignore[attr-defined]
 
 
 class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these

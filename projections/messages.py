@@ -1,4 +1,8 @@
-"""The messages projection: message_status and read_confirmations."""
+"""The messages projection: message_status and read_confirmations.
+
+Identities are held by name (in the timeline JSON and read_confirmations.identity), with sealed
+copies to show: message_status.identities_shown maps each name of the message to its copy
+(projections.personal)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
+
+import orjson
 
 from domain.message import report_key, submission_key
 from projections import rules
@@ -16,7 +22,9 @@ from projections.log_reader import (
     REPORTS,
     LoggedEvent,
 )
+from projections.personal import identity_name, shown_identity
 from store.db import Cursor, insert, select_by_keys, upsert
+from store.vault import Vault, plaintext
 
 NAME = "messages"
 # MESSAGE_SUBMIT callbacks an earlier version kept in the catch-all are not read here (their
@@ -48,14 +56,25 @@ STATUS_COLUMNS = (
     "reports",
     "submitted_at",
     "next_action",
+    "identities_shown",
 )
-READ_COLUMNS = ("project_id", "message_id", "contact_id", "channel", "identity", "read_at")
+READ_COLUMNS = (
+    "project_id",
+    "message_id",
+    "contact_id",
+    "channel",
+    "identity",
+    "read_at",
+    "identity_shown",
+)
 STATUS_VALUES = itemgetter(*STATUS_COLUMNS)
 METADATA_PREFIX = 200
 READ_VALUES = itemgetter(*READ_COLUMNS)
 ADDED_COLUMNS = (
     ("message_status", "submitted_at", "TEXT"),
     ("message_status", "next_action", "TEXT"),
+    ("message_status", "identities_shown", "TEXT"),
+    ("read_confirmations", "identity_shown", "TEXT"),
 )
 
 
@@ -68,7 +87,7 @@ def schema(g: int) -> list[str]:
             reason_code TEXT, reason_sub_code TEXT, reason_description TEXT,
             switched_from TEXT, metadata TEXT, first_event_time TEXT NOT NULL,
             last_event_time TEXT NOT NULL, report_count INTEGER NOT NULL, anomaly TEXT,
-            reports TEXT NOT NULL, submitted_at TEXT, next_action TEXT,
+            reports TEXT NOT NULL, submitted_at TEXT, next_action TEXT, identities_shown TEXT,
             PRIMARY KEY (project_id, message_id))""",
         # Only messages with something to do are in it (next_action is NULL for "none").
         f"CREATE INDEX ix_ms_g{g}_action ON message_status_g{g} "
@@ -85,46 +104,64 @@ def schema(g: int) -> list[str]:
         f"(substr(metadata, 1, {METADATA_PREFIX}))",
         f"""CREATE TABLE read_confirmations_g{g} (
             project_id TEXT NOT NULL, message_id TEXT NOT NULL, contact_id TEXT,
-            channel TEXT, identity TEXT, read_at TEXT NOT NULL,
+            channel TEXT, identity TEXT, read_at TEXT NOT NULL, identity_shown TEXT,
             PRIMARY KEY (project_id, message_id))""",
         f"CREATE INDEX ix_rc_g{g}_at ON read_confirmations_g{g} (read_at, project_id, message_id)",
         f"CREATE INDEX ix_rc_g{g}_contact ON read_confirmations_g{g} (contact_id, read_at)",
     ]
 
 
+# A message's names -> the sealed copy of each identity to show (None: its key is gone).
+Shown = dict[str, str | None]
+
+
 def _load_reports(
     cur: Cursor, g: int, streams: dict[tuple[str, str], str]
-) -> dict[tuple[str, str], list[dict[str, Any]]]:
+) -> dict[tuple[str, str], tuple[list[dict[str, Any]], Shown]]:
     rows = select_by_keys(
         cur,
         f"message_status_g{g}",
-        ("project_id", "message_id", "reports", *rules.CARRIED),
+        ("project_id", "message_id", "reports", "identities_shown", *rules.CARRIED),
         ("project_id", "message_id"),
         list(streams),
     )
     found = {}
     for row in rows:
         key = (row["project_id"], row["message_id"])
-        found[key] = rules.expanded_reports(row, streams[key])
+        shown = orjson.loads(row["identities_shown"]) if row["identities_shown"] else {}
+        found[key] = (rules.expanded_reports(row, streams[key]), shown)
     return found
 
 
-def _fact(event: LoggedEvent) -> tuple[tuple[str, str], dict[str, Any]] | None:
-    """The message a log event is about and its report fact; None for other events."""
+def _fact(
+    event: LoggedEvent, vault: Vault
+) -> tuple[tuple[str, str], dict[str, Any], str | None] | None:
+    """The message a log event is about, its report fact (the identity by name) and the sealed
+    identity to show; None for other events."""
     state = event.state
     if event.topic in REPORTS:
         ref = f"{event.originator_id}/{report_key(state.get('channel'), state['status'])}"
-        return (state["project_id"], state["message_id"]), rules.report_fact(state, ref)
-    if event.topic == MESSAGE_SUBMITTED:
+        fact = rules.report_fact(state, ref)
+    elif event.topic == MESSAGE_SUBMITTED:
         ref = f"{event.originator_id}/{submission_key(state.get('channel'))}"
-        return (state["project_id"], state["message_id"]), rules.submission_fact(state, ref)
-    return None
+        fact = rules.submission_fact(state, ref)
+    else:
+        return None
+    fact["identity"] = identity_name(state, vault)
+    shown = shown_identity(state, vault) if fact["identity"] else None
+    return (state["project_id"], state["message_id"]), fact, shown
 
 
 def apply(
-    cur: Cursor, g: int, events: list[LoggedEvent], next_actions: Mapping[str, str] | None = None
+    cur: Cursor,
+    g: int,
+    events: list[LoggedEvent],
+    next_actions: Mapping[str, str] | None = None,
+    vault: Vault | None = None,
 ) -> None:
+    vault = vault if vault is not None else plaintext()
     new: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    new_shown: dict[tuple[str, str], Shown] = defaultdict(dict)
     # A message registered in this page has no row yet (its reports all come after it in the
     # log), so only the others are looked up: most of them during a replay.
     registered: set[str] = set()
@@ -136,11 +173,13 @@ def apply(
             continue
         if event.topic == FIRST_REPORTED:
             registered.add(event.originator_id)
-        found = _fact(event)
+        found = _fact(event, vault)
         if found is None:
             continue
-        key, fact = found
+        key, fact, sealed_copy = found
         new[key].append(fact)
+        if fact["identity"] and new_shown[key].get(fact["identity"]) is None:
+            new_shown[key][fact["identity"]] = sealed_copy
         streams[key] = event.originator_id
         if event.originator_id not in registered:
             older.add(key)
@@ -153,12 +192,18 @@ def apply(
     for key, facts in new.items():
         project_id, message_id = key
         fresh = key not in older
-        reports = rules.merge_reports(known.get(key, []), facts)
+        known_reports, shown = known.get(key, ([], {}))
+        reports = rules.merge_reports(known_reports, facts)
+        for name, copy in new_shown.get(key, {}).items():
+            if shown.get(name) is None:  # a copy an erased event could not give, filled
+                shown[name] = copy
         row = rules.message_row(project_id, message_id, reports, next_actions)
         row["reports"] = rules.compact_reports(row, reports, streams[key])
+        row["identities_shown"] = orjson.dumps(shown).decode() if shown else None
         status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:
+            read["identity_shown"] = shown.get(read["identity"]) if read["identity"] else None
             read_rows[fresh].append(READ_VALUES(read))
     keys = ("project_id", "message_id")
     upsert(cur, f"message_status_g{g}", STATUS_COLUMNS, keys, status_rows[False])

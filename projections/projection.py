@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from projections import consent, messages, rules
 from projections.log_reader import LoggedEvent
 from store.db import Cursor
+from store.vault import Vault
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,17 @@ class Projection:
 def all_projections(
     keywords: rules.Keywords = rules.DEFAULT_KEYWORDS,
     next_actions: Mapping[str, str] | None = None,
+    vault: Vault | None = None,
 ) -> dict[str, Projection]:
+    """`vault`: the store's (the Projector's); the projections name identities and seal what
+    they show with it (projections.personal). None: a plaintext store."""
     return {
         messages.NAME: Projection(
             messages.NAME,
             messages.TOPICS,
             messages.TABLES,
             messages.schema,
-            lambda cur, g, events: messages.apply(cur, g, events, next_actions),
+            lambda cur, g, events: messages.apply(cur, g, events, next_actions, vault),
             messages.ADDED_COLUMNS,
         ),
         consent.NAME: Projection(
@@ -40,6 +44,7 @@ def all_projections(
             consent.TOPICS,
             consent.TABLES,
             consent.schema,
-            lambda cur, g, events: consent.apply(cur, g, events, keywords),
+            lambda cur, g, events: consent.apply(cur, g, events, keywords, vault),
+            consent.ADDED_COLUMNS,
         ),
     }

@@ -281,15 +281,20 @@ def consent_fact(
     state: Mapping[str, Any],
     source_ref: str,
     reading: Reading = NOTHING,
+    name: str | None = None,
 ) -> dict[str, Any] | None:
     """A consent_history row for a ConsentReported or InboundMessageReceived event (with what
-    `Keywords.read` made of its text), or None when the inbound message is not a keyword."""
+    `Keywords.read` made of its text), or None when the inbound message is not a keyword.
+    `name`: the identity's name in the read tables (projections.personal), when not the
+    normalised identity."""
+    if name is None:
+        name = normalise_identity(state["identity"]) if state.get("identity") else ""
     common = {
         "project_id": project_id,
         "contact_id": contact_key,
         "channel": state["channel"],
         # "" for a notification naming no number: consent for the contact's whole channel.
-        "identity": normalise_identity(state["identity"]) if state.get("identity") else "",
+        "identity": name,
         "event_time": effective_time(state),
         "accepted_time": stored_time(state.get("accepted_time")),
         "source_ref": source_ref,
@@ -325,6 +330,7 @@ def consent_row(fact: Mapping[str, Any]) -> dict[str, Any]:
         "contact_id": fact["contact_id"],
         "channel": fact["channel"],
         "identity": fact["identity"],
+        "identity_shown": fact.get("identity_shown"),
         "state": fact["effect"],
         "since": fact["event_time"],
         "source_kind": fact["source_kind"],

@@ -1,6 +1,9 @@
 """An evidence bundle for one subject (a channel and a number): its consent facts and the
 messages sent to it, from the read tables; the raw callbacks behind them and their stored rows
-and seals, from the log (store.evidence). The format: README, "Evidence"."""
+and seals, from the log (store.evidence). The format: README, "Evidence".
+
+The number is looked up by its name (projections.personal); what was erased shows as None with
+`"erased": true`, and the subject's erasure, if any, is part of the bundle."""
 
 from __future__ import annotations
 
@@ -9,28 +12,40 @@ from typing import Any
 
 from domain.callbacks import normalise_identity
 from projections import rules
+from projections.personal import open_rows
 from projections.read_model import callbacks, consent, messages
 from store import evidence
 from store.db import Cursor, Database, time_window
 from store.ledger import Ledger
+from store.vault import Vault, plaintext
 
 
 def consent_facts(
-    cur: Cursor, channel: str, identity: str, since: str | None, until: str | None
+    cur: Cursor,
+    channel: str,
+    identity: str,
+    since: str | None,
+    until: str | None,
+    vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
-    """The number's consent facts, and those naming only its contact (the whole channel), in
-    event-time order."""
+    """The number's consent facts (`identity`: its name), and those naming only its contact
+    (the whole channel), in event-time order."""
     window = time_window("t.event_time", since, until)
     sql, params = consent.facts_about(
         "consent_history", consent.HISTORY_COLUMNS, channel, identity,
         " AND ".join(c for c, _ in window), [v for _, v in window],
     )  # fmt: skip
     rows = cur.execute(sql + " ORDER BY event_time, source_ref", params).fetchall()
-    return [consent.history_view(dict(row)) for row in rows]
+    return open_rows(vault or plaintext(), [consent.history_view(dict(row)) for row in rows])
 
 
 def sent_messages(
-    cur: Cursor, channel: str, identity: str, since: str | None, until: str | None
+    cur: Cursor,
+    channel: str,
+    identity: str,
+    since: str | None,
+    until: str | None,
+    vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
     """Messages with a report to this channel and number in the window; each timeline keeps
     only those reports. A report's number is not indexed (it is inside `reports`, and a
@@ -48,11 +63,12 @@ def sent_messages(
     ).fetchall()
     found = []
     for row in rows:
-        view = messages.message_view(row, with_timeline=True)
+        view = messages.message_view(row, with_timeline=True, vault=vault)
+        # The timeline is the reports in order: their names pick the entries.
+        names = [r["identity"] for r in rules.expanded_reports(row)]
         view["timeline"] = [
-            r for r in view["timeline"]
-            if r["channel"] == channel and r["identity"]
-            and normalise_identity(r["identity"]) == identity
+            r for r, name in zip(view["timeline"], names, strict=True)
+            if r["channel"] == channel and name == identity
             and (since is None or r["event_time"] >= since)
             and (until is None or r["event_time"] < until)
         ]  # fmt: skip
@@ -71,9 +87,12 @@ def bundle(
     until: str | None = None,
 ) -> dict[str, Any]:
     channel, identity = channel.upper(), normalise_identity(identity)
+    vault = ledger.vault
+    name = vault.index(channel, identity)
     with read_db.read() as cur:
-        facts = consent_facts(cur, channel, identity, since, until)
-        sent = sent_messages(cur, channel, identity, since, until)
+        facts = consent_facts(cur, channel, name, since, until, vault)
+        sent = sent_messages(cur, channel, name, since, until, vault)
+        erased = consent.erasure(cur, name)
     events: list[dict[str, Any]] = []
     stored: list[evidence.StoredEvent] = []
     for reference in evidence.cited({"consent_facts": facts, "messages": sent}):
@@ -91,7 +110,8 @@ def bundle(
         "format": evidence.FORMAT,
         "version": evidence.VERSION,
         "exported_at": rules.iso(datetime.now(UTC).isoformat()),
-        "subject": {"channel": channel, "identity": identity, "since": since, "until": until},
+        "subject": {"channel": channel, "identity": identity, "since": since, "until": until}
+        | ({"erasure": erased} if erased else {}),
         "head": head,
         "consent_facts": facts,
         "messages": sent,

@@ -16,8 +16,9 @@ from typing import Any
 
 from domain import followup
 from projections import rules
-from projections.read_model import consent
+from projections.read_model import consent, messages
 from store.db import Cursor
+from store.vault import Vault
 
 # Sinch retries a callback for about 22 h 45 min: past a day, silence is not a late callback.
 DEFAULT_QUIET_S = 24 * 3600
@@ -34,11 +35,23 @@ def parse_duration(text: str) -> int:
 
 
 def recipient(row: Mapping[str, Any]) -> str | None:
-    """The identity the message's deciding channel reported (the row keeps reports whole)."""
+    """The identity the message's deciding channel reported (the row keeps reports whole), by
+    its name in the read tables (projections.personal)."""
     reports = rules.expanded_reports(row)
     on_channel = [r for r in reports if r["channel"] == row["channel"] and r["identity"]]
     chosen = on_channel or [r for r in reports if r["identity"]]
     return chosen[-1]["identity"] if chosen else None
+
+
+def recipient_shown(row: Mapping[str, Any], vault: Vault) -> tuple[str | None, bool]:
+    """The recipient as shown, and whether it was erased (shown then as None)."""
+    name = recipient(row)
+    if name is None:
+        return None, False
+    shown = messages.identities_shown(row, vault)
+    if name not in shown:
+        return name, False  # a plaintext store's row from before the copies: its name
+    return shown[name], shown[name] is None
 
 
 def annotate(

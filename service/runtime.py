@@ -87,7 +87,7 @@ class Runtime:
                     projector = Projector(
                         db,
                         ledger.events_table,
-                        all_projections(keywords, dict(self.settings.next_actions)),
+                        all_projections(keywords, dict(self.settings.next_actions), ledger.vault),
                         vault=ledger.vault,
                     )
                     projector.setup()

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from api.console.context import Context, query
 from api.console.overview import time_or
 from api.console.render import HEADERS, page
+from projections.personal import ERASED_TEXT
 from projections.read_model import consent
 from store.db import Cursor
 
@@ -41,9 +42,10 @@ def _range(request: Request) -> tuple[str | None, str | None, bool]:
     return since or None, until or None, since_ok and until_ok
 
 
-def _rows(since: str | None, until: str | None, limit: int) -> Any:
+def _rows(context: Context, since: str | None, until: str | None, limit: int) -> Any:
     def read(cur: Cursor) -> tuple[list[dict[str, Any]], bool]:
-        rows = list(islice(consent.violations(cur, since, until), limit + 1))
+        vault = context.runtime.projector().vault
+        rows = list(islice(consent.violations(cur, since, until, vault=vault), limit + 1))
         return rows[:limit], len(rows) > limit
 
     return read
@@ -64,12 +66,14 @@ def csv_line(row: dict[str, Any]) -> list[str]:
         "proof_event_time": proof.get("event_time"),
         "proof_source_ref": proof.get("source_ref"),
     }
+    if row.get("erased") and row.get("identity") is None:
+        values["identity"] = ERASED_TEXT
     return [cell(values.get(column)) for column in CSV_COLUMNS]
 
 
 async def report_page(context: Context, request: Request) -> Response:
     since, until, ok = _range(request)
-    rows, more = await context.read(_rows(since, until, PAGE_ROWS))
+    rows, more = await context.read(_rows(context, since, until, PAGE_ROWS))
     return page(
         request,
         "compliance.html",
@@ -84,7 +88,7 @@ async def report_page(context: Context, request: Request) -> Response:
 
 async def report_csv(context: Context, request: Request) -> Response:
     since, until, _ = _range(request)
-    rows, more = await context.read(_rows(since, until, CSV_ROWS))
+    rows, more = await context.read(_rows(context, since, until, CSV_ROWS))
     request.state.results = len(rows)  # the access log counts what was handed out
     out = io.StringIO()
     writer = csv.writer(out)

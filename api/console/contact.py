@@ -38,23 +38,37 @@ async def number_page(context: Context, request: Request) -> Response:
     stale = await context.consent_stale()
 
     def read(cur: Cursor) -> dict[str, Any]:
-        channels = console_queries.channels_of_number(cur, identity)
-        contacts = console_queries.contacts_of_number(cur, identity)
+        # The number is looked up by its name on each channel (projections.personal).
+        vault = context.runtime.projector().vault
+        channels = console_queries.channels_of_number(cur, identity, vault)
+        contacts = console_queries.contacts_of_number(cur, identity, vault=vault)
         messages = console_queries.messages_of_contacts(cur, [c["contact_id"] for c in contacts])
         data: dict[str, Any] = {
             "channels": channels,
             "current": [
-                {"channel": channel, **consent.check(cur, channel, identity)}
+                {"channel": channel, **consent.check(cur, channel, vault.index(channel, identity))}
                 for channel in channels
             ],
             "contacts": contacts,
             "messages": messages,
         }
         if auditor:
-            data["history"] = consent.history(cur, identity=identity, limit=HISTORY_ROWS)
-            data["violations"] = console_queries.violations_of(cur, messages, identity)
+            data["history"] = [
+                row
+                for channel in channels
+                for row in consent.history(
+                    cur,
+                    channel=channel,
+                    identity=vault.index(channel, identity),
+                    limit=HISTORY_ROWS,
+                    vault=vault,
+                )
+            ]
+            data["history"].sort(key=lambda r: (r["event_time"], r["source_ref"]))
+            data["violations"] = console_queries.violations_of(cur, messages, identity, vault)
             if at is not None and at_channel:
-                data["at_answer"] = consent.state_at(cur, at_channel, identity, at)
+                name = vault.index(at_channel, identity)
+                data["at_answer"] = consent.state_at(cur, at_channel, name, at, vault=vault)
         return data
 
     data = await context.read(read)
@@ -79,15 +93,18 @@ async def contact_page(context: Context, request: Request) -> Response:
     stale = await context.consent_stale()
 
     def read(cur: Cursor) -> dict[str, Any]:
+        vault = context.runtime.projector().vault
         messages = console_queries.messages_of_contacts(cur, [contact_id])
         data: dict[str, Any] = {
-            "current": consent.current(cur, contact_id),
-            "identities": console_queries.identities_of_contact(cur, contact_id),
+            "current": consent.current(cur, contact_id, vault),
+            "identities": console_queries.identities_of_contact(cur, contact_id, vault=vault),
             "messages": messages,
         }
         if auditor:
-            data["history"] = consent.history(cur, contact_id=contact_id, limit=HISTORY_ROWS)
-            data["violations"] = console_queries.violations_of(cur, messages)
+            data["history"] = consent.history(
+                cur, contact_id=contact_id, limit=HISTORY_ROWS, vault=vault
+            )
+            data["violations"] = console_queries.violations_of(cur, messages, vault=vault)
         return data
 
     data = await context.read(read)

@@ -100,7 +100,7 @@ async def message_page(context: Context, request: Request) -> Response:
     stale = await context.consent_stale()
     view = await context.read(
         lambda cur: (
-            message_view(row, with_timeline=True)
+            message_view(row, with_timeline=True, vault=context.runtime.projector().vault)
             | followups.annotate(
                 cur, row, dict(settings.next_actions), settings.read_channels, stale
             )

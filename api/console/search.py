@@ -18,7 +18,9 @@ async def search_page(context: Context, request: Request) -> Response:
     q = query(request, "q").strip()
     found: dict[str, list[dict[str, Any]]] = {"messages": [], "numbers": [], "contacts": []}
     if q:
-        found = await context.read(lambda cur: console_queries.search(cur, q))
+        found = await context.read(
+            lambda cur: console_queries.search(cur, q, vault=context.runtime.projector().vault)
+        )
     return page(
         request,
         "search.html",

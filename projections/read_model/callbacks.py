@@ -19,7 +19,7 @@ def callback(ledger: Ledger, reference: str) -> dict[str, Any] | None:
     if event is None:
         return None
     received = event.callback
-    return {
+    found = {
         "reference": reference,
         "event": type(event).__qualname__,
         "stream": str(originator_id),
@@ -29,3 +29,6 @@ def callback(ledger: Ledger, reference: str) -> dict[str, Any] | None:
         "signature_verified": received["signature_verified"],
         "headers": received["headers"],
     }
+    if received.get("erased"):  # its data key was destroyed: the body is unreadable
+        found["erased"] = True
+    return found

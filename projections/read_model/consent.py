@@ -1,6 +1,11 @@
 """Consent on the read side: consent now, history, point-in-time answers, the pre-send check,
 the violations report and the free-text review list. Shared by the HTTP API, `callback-ledger
-audit` and the follow-up's consent override. Plain SQL over the consent views."""
+audit` and the follow-up's consent override. Plain SQL over the consent views.
+
+Numbers are looked up by name (`name_of`: a blind index in an encrypted store, see
+projections.personal); what is shown is opened with the vault, erased values as None with
+`"erased": true`. An erased subject's consent facts stay (their public part), so its opt-out
+still stands, and its answers say it was erased (`erasure`)."""
 
 from __future__ import annotations
 
@@ -8,17 +13,52 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import orjson
+
 from domain.callbacks import normalise_identity
 from projections import rules
+from projections.personal import open_rows
 from projections.read_model.paging import in_time_order
 from projections.rules import OPTED_OUT, STATUS_RANK
 from store.db import Cursor, time_window
+from store.vault import Vault, plaintext
 
 UNKNOWN = "UNKNOWN"
 HISTORY_COLUMNS = (
     "project_id, contact_id, channel, identity, event_time, accepted_time, fact, effect, "
-    "source_kind, keyword, request_id, inbound_message_id, source_ref"
+    "source_kind, keyword, request_id, inbound_message_id, source_ref, identity_shown"
 )
+# Said of the consent facts of an erased subject: their references stand, their bodies do not.
+ERASED_BODIES = "unreadable: the subject's data keys were destroyed"
+
+
+def name_of(vault: Vault, channel: str | None, identity: str) -> str:
+    """The name the read tables hold a channel identity by (projections.personal)."""
+    return vault.index(channel.upper() if channel else channel, identity)
+
+
+def erasure(cur: Cursor, name: str) -> dict[str, Any] | None:
+    """The erasure of this subject (a name), if it was erased."""
+    row = cur.execute(
+        "SELECT subject, erased_at, erased_by, reason, scope FROM erasures WHERE subject = ?",
+        (name,),
+    ).fetchone()
+    return dict(row) if row is not None else None
+
+
+def erased_subjects(cur: Cursor, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Of these names, the erased ones and their erasures (one query)."""
+    wanted = sorted({n for n in names if n})
+    if not wanted:
+        return {}
+    rows = cur.execute(
+        "SELECT subject, erased_at, erased_by, reason, scope FROM erasures "
+        f"WHERE subject IN ({', '.join('?' * len(wanted))})",
+        wanted,
+    ).fetchall()
+    return {row["subject"]: dict(row) for row in rows}
+
+
 # A number's consent facts in the deciding order: their event times, and the rows.
 Facts = tuple[list[str], list[dict[str, Any]]]
 # The same order as projections.rules.merge_consent: latest time, then opt-out, then source.
@@ -60,43 +100,38 @@ def history_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def state_at(
-    cur: Cursor, channel: str, identity: str, at: str, project_id: str | None = None
+    cur: Cursor,
+    channel: str,
+    name: str,
+    at: str,
+    project_id: str | None = None,
+    vault: Vault | None = None,
 ) -> dict[str, Any]:
-    """The consent of (channel, identity) at instant `at`, with the fact that decided it."""
+    """The consent of (channel, the identity named `name`) at instant `at`, with the fact that
+    decided it. The caller adds the identity as asked."""
     where, extra = "t.effect IS NOT NULL AND t.event_time <= ?", [at]
     if project_id:
         where += " AND t.project_id = ?"
         extra.append(project_id)
-    sql, params = facts_about(
-        "consent_history", HISTORY_COLUMNS, channel, normalise_identity(identity), where, extra
-    )
+    sql, params = facts_about("consent_history", HISTORY_COLUMNS, channel, name, where, extra)
     row = cur.execute(
         f"SELECT * FROM ({sql}) x ORDER BY {DECIDING_ORDER} LIMIT 1", params
     ).fetchone()
-    answer: dict[str, Any] = {
-        "channel": channel,
-        "identity": normalise_identity(identity),
-        "at": at,
-    }
+    answer: dict[str, Any] = {"channel": channel, "at": at}
     if row is None:
         return {**answer, "state": UNKNOWN, "since": None, "decided_by": None}
-    return {
-        **answer,
-        "state": row["effect"],
-        "since": row["event_time"],
-        "decided_by": history_view(row),
-    }
+    decided_by = open_rows(vault or plaintext(), [history_view(row)])[0]
+    return {**answer, "state": row["effect"], "since": row["event_time"], "decided_by": decided_by}
 
 
-def check(
-    cur: Cursor, channel: str, identity: str, project_id: str | None = None
-) -> dict[str, Any]:
-    """May we send to (channel, identity) now? One indexed lookup on the consent view."""
+def check(cur: Cursor, channel: str, name: str, project_id: str | None = None) -> dict[str, Any]:
+    """May we send to (channel, the identity named `name`) now? One indexed lookup on the
+    consent view, and one on the erasures."""
     sql, params = facts_about(
         "consent",
         "contact_id, identity, state, since, source_kind, source_ref, is_opt_out",
         channel,
-        normalise_identity(identity),
+        name,
         "t.project_id = ?" if project_id else "",
         [project_id] if project_id else [],
     )
@@ -104,27 +139,83 @@ def check(
         f"SELECT * FROM ({sql}) x ORDER BY since DESC, is_opt_out DESC, source_ref DESC LIMIT 1",
         params,
     ).fetchone()
+    erased = erasure(cur, name)
     if row is None:
-        return {
+        answer = {
             "may_send": True,
             "state": UNKNOWN,
             "reason": "no opt-in or opt-out is on record for this channel and identity",
         }
+        return _with_erasure(cur, answer, erased, channel, name, project_id)
     scope = ", for the contact's whole channel" if row["identity"] == "" else ""
     if row["state"] == OPTED_OUT:
-        return {
+        answer = {
             "may_send": False,
             "state": OPTED_OUT,
             "reason": f"opted out since {row['since']} ({row['source_kind']}{scope})",
             "since": row["since"],
             "source_ref": row["source_ref"],
         }
+        return _with_erasure(cur, answer, erased, channel, name, project_id)
+    if erased is not None:
+        return _with_erasure(
+            cur,
+            {
+                "may_send": True,
+                "state": row["state"],
+                "reason": f"opted in since {row['since']} ({row['source_kind']}{scope})",
+                "since": row["since"],
+                "source_ref": row["source_ref"],
+            },
+            erased,
+            channel,
+            name,
+            project_id,
+        )
     return {
         "may_send": True,
         "state": row["state"],
         "reason": f"opted in since {row['since']} ({row['source_kind']}{scope})",
         "since": row["since"],
         "source_ref": row["source_ref"],
+    }
+
+
+def _with_erasure(
+    cur: Cursor,
+    answer: dict[str, Any],
+    erased: dict[str, Any] | None,
+    channel: str,
+    name: str,
+    project_id: str | None,
+) -> dict[str, Any]:
+    """A check's answer for an erased subject: the erasure as part of the proof, with the
+    references of the subject's consent facts (their bodies unreadable)."""
+    if erased is None:
+        return answer
+    sql, params = facts_about(
+        "consent_history",
+        "source_ref, event_time",
+        channel,
+        name,
+        "t.project_id = ?" if project_id else "",
+        [project_id] if project_id else [],
+    )
+    facts = cur.execute(f"SELECT source_ref FROM ({sql}) x ORDER BY event_time, source_ref", params)
+    return {
+        **answer,
+        "reason": f"{answer['reason']}; erased subject: its personal data was erased at "
+        f"{erased['erased_at']}",
+        "erased": True,
+        "erasure": {
+            "subject": erased["subject"],
+            "erased_at": erased["erased_at"],
+            "erased_by": erased["erased_by"],
+            "reason": erased["reason"],
+            "scope": erased["scope"],
+            "consent_facts": [row["source_ref"] for row in facts.fetchall()],
+            "raw_bodies": ERASED_BODIES,
+        },
     }
 
 
@@ -139,8 +230,10 @@ def history(
     until: str | None = None,
     after: tuple[str, str] | None = None,
     limit: int | None = None,
+    vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
-    """Consent facts in event-time order, filtered; `after` is a keyset cursor."""
+    """Consent facts in event-time order, filtered; `after` is a keyset cursor. `identity`
+    is a name (`name_of`)."""
     filters = [
         (f"{column} = ?", value)
         for column, value in (
@@ -153,12 +246,12 @@ def history(
     ]
     filters += time_window("event_time", since, until)
     rows = in_time_order(cur, "consent_history", HISTORY_COLUMNS, filters, after, limit)
-    return [history_view(row) for row in rows]
+    return open_rows(vault or plaintext(), [history_view(row) for row in rows])
 
 
 REVIEW_COLUMNS = (
     "project_id, contact_id, channel, identity, text, event_time, inbound_message_id, "
-    "source_ref, matched"
+    "source_ref, matched, identity_shown"
 )
 
 
@@ -169,30 +262,42 @@ def review(
     until: str | None = None,
     after: tuple[str, str] | None = None,
     limit: int | None = None,
+    vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
     """Inbound free text that reads like a request to stop but is no keyword, in event-time
     order, for a human to decide; `after` is a keyset cursor."""
     filters = time_window("event_time", since, until)
     rows = in_time_order(cur, "consent_review", REVIEW_COLUMNS, filters, after, limit)
-    return [{**row, "callback_url": f"/callbacks/{row['source_ref']}"} for row in rows]
+    return open_rows(
+        vault or plaintext(),
+        [{**row, "callback_url": f"/callbacks/{row['source_ref']}"} for row in rows],
+        texts=("text",),
+    )
 
 
-def current(cur: Cursor, contact_id: str) -> list[dict[str, Any]]:
-    return cur.execute(
-        "SELECT project_id, contact_id, channel, identity, state, since, source_kind, source_ref "
-        "FROM consent WHERE contact_id = ? ORDER BY channel, identity",
+def current(cur: Cursor, contact_id: str, vault: Vault | None = None) -> list[dict[str, Any]]:
+    rows = cur.execute(
+        "SELECT project_id, contact_id, channel, identity, state, since, source_kind, source_ref, "
+        "identity_shown FROM consent WHERE contact_id = ? ORDER BY channel, identity",
         (contact_id,),
     ).fetchall()
+    return open_rows(vault or plaintext(), rows)
 
 
 def violations(
-    cur: Cursor, since: str | None = None, until: str | None = None, page_size: int = 2000
+    cur: Cursor,
+    since: str | None = None,
+    until: str | None = None,
+    page_size: int = 2000,
+    vault: Vault | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Messages sent (any ranked report: QUEUED_ON_CHANNEL or later) on a channel to an identity
     that was OPTED_OUT when the message was first reported on that channel, with the opt-out
     fact that proves it. `since`/`until` bound the message's first report. Messages are read in
     pages and each number's consent facts once, so a year of messages costs one query per page
-    and per distinct number, not per message."""
+    and per distinct number, not per message. Sends to an erased number still count: its
+    identity shows as None with `"erased": true`."""
+    vault = vault or plaintext()
     facts: dict[tuple[str, str, str], Facts] = {}
 
     def consent_facts(project_id: str, channel: str, identity: str) -> Facts:
@@ -224,15 +329,15 @@ def violations(
             conditions.append("(first_event_time, project_id, message_id) > (?, ?, ?)")
         sql = (
             "SELECT project_id, message_id, app_id, conversation_id, contact_id, metadata, "
-            "reports, first_event_time "
+            "reports, first_event_time, identities_shown "
             "FROM message_status"
         )
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         sql += " ORDER BY first_event_time, project_id, message_id LIMIT ?"
         messages = cur.execute(sql, [*params, *after, page_size]).fetchall()
-        for message in messages:
-            yield from _message_violations(message, consent_facts)
+        found = [v for message in messages for v in _message_violations(message, consent_facts)]
+        yield from shown_violations(vault, found)
         if len(messages) < page_size:
             return
         last = messages[-1]
@@ -261,7 +366,23 @@ def _message_violations(
                 "metadata": message["metadata"],
                 "channel": channel,
                 "identity": identity,
+                "identity_shown": shown_of(message).get(identity),
                 "sent_at": sent_at,
                 "opted_out_since": rows[index]["event_time"],
                 "proof": history_view(rows[index]),
             }
+
+
+def shown_of(message: dict[str, Any]) -> dict[str, str | None]:
+    """A message_status row's names -> sealed identities to show."""
+    text = message.get("identities_shown")
+    found: dict[str, str | None] = orjson.loads(text) if text else {}
+    return found
+
+
+def shown_violations(vault: Vault, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Violations as shown: their identities and proofs opened (one key query each)."""
+    if not found:
+        return []
+    proofs = open_rows(vault, [v["proof"] for v in found])
+    return [{**v, "proof": proof} for v, proof in zip(open_rows(vault, found), proofs, strict=True)]

@@ -2,7 +2,10 @@
 message ids, order ids in metadata, phone numbers in any format, contact ids and conversation
 ids; a number's contacts and messages; the delivery funnel, failure reasons and report counts
 per minute for a time range. Plain functions over a read cursor, on SQLite and PostgreSQL; each
-is bounded (LIMIT, or an aggregate over an indexed range)."""
+is bounded (LIMIT, or an aggregate over an indexed range).
+
+A number is looked up by its name on each channel (projections.personal: a blind index per
+channel in an encrypted store); identities shown are opened with the vault."""
 
 from __future__ import annotations
 
@@ -12,12 +15,15 @@ from typing import Any
 from domain.callbacks import normalise_identity
 from projections import rules
 from projections.messages import METADATA_PREFIX
+from projections.personal import open_rows
 from projections.read_model import consent
+from projections.read_model.messages import identities_shown
 from store.db import Cursor, time_window
+from store.vault import Vault, plaintext
 
 MESSAGE_COLUMNS = (
     "project_id, message_id, app_id, contact_id, conversation_id, status, channel, metadata, "
-    "first_event_time, last_event_time, reason_code, anomaly, reports"
+    "first_event_time, last_event_time, reason_code, anomaly, reports, identities_shown"
 )
 # The channels of the Conversation API: the identity indexes lead with the channel, so a lookup
 # of a number names them all (an IN list of index probes, not a scan).
@@ -26,6 +32,15 @@ CHANNELS = (
     *("TELEGRAM", "KAKAOTALK", "KAKAOTALKCHAT", "LINE", "WECHAT", "APPLEBC"),
 )
 IN_CHANNELS = f"channel IN ({', '.join('?' * len(CHANNELS))})"
+# A number on any channel: its name on each (the same name on all in a plaintext store).
+ON_ANY_CHANNEL = "(" + " OR ".join(["(channel = ? AND identity = ?)"] * len(CHANNELS)) + ")"
+
+
+def names_on_channels(vault: Vault, identity: str) -> list[str]:
+    """The parameters of ON_ANY_CHANNEL for this number (in any format)."""
+    return [p for channel in CHANNELS for p in (channel, vault.index(channel, identity))]
+
+
 # The most report rows read to count reports per minute: a range beyond that is cut short
 # (and says so) rather than read whole.
 MAX_TIMELINE_ROWS = 5000
@@ -50,7 +65,9 @@ def message_rows(
     return cur.execute(sql + " ORDER BY project_id LIMIT 20", params).fetchall()
 
 
-def search(cur: Cursor, query: str, limit: int = 50) -> dict[str, list[dict[str, Any]]]:
+def search(
+    cur: Cursor, query: str, limit: int = 50, vault: Vault | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Everything `query` names, by kind: messages (by message, contact or conversation id,
     or an exact metadata value such as an order id), numbers (a phone number in any format,
     or any channel identity) and contacts."""
@@ -82,9 +99,12 @@ def search(cur: Cursor, query: str, limit: int = 50) -> dict[str, list[dict[str,
     add(_messages(cur, "conversation_id = ?", [query], limit), "conversation id")
     identity = normalise_identity(query)
     found["numbers"] = [
-        {"channel": channel, "identity": identity} for channel in channels_of_number(cur, identity)
+        {"channel": channel, "identity": identity}
+        for channel in channels_of_number(cur, identity, vault)
     ]
-    contacts = {(r["project_id"], r["contact_id"]) for r in contacts_of_number(cur, identity)}
+    contacts = {
+        (r["project_id"], r["contact_id"]) for r in contacts_of_number(cur, identity, vault=vault)
+    }
     contacts |= {(project, query) for project in projects_of_contact(cur, query)}
     found["contacts"] = [
         {"project_id": project, "contact_id": contact} for project, contact in sorted(contacts)
@@ -92,23 +112,27 @@ def search(cur: Cursor, query: str, limit: int = 50) -> dict[str, list[dict[str,
     return found
 
 
-def contacts_of_number(cur: Cursor, identity: str, limit: int = 100) -> list[dict[str, Any]]:
+def contacts_of_number(
+    cur: Cursor, identity: str, limit: int = 100, vault: Vault | None = None
+) -> list[dict[str, Any]]:
     """The contacts seen with this number (any format), per channel."""
-    return cur.execute(
-        "SELECT project_id, contact_id, channel, identity FROM contact_identities "
-        f"WHERE {IN_CHANNELS} AND identity = ? ORDER BY project_id, contact_id, channel LIMIT ?",
-        [*CHANNELS, normalise_identity(identity), limit],
-    ).fetchall()
-
-
-def channels_of_number(cur: Cursor, identity: str) -> list[str]:
-    """The channels this number has been seen on or has a consent fact on."""
-    number = normalise_identity(identity)
+    vault = vault or plaintext()
     rows = cur.execute(
-        f"SELECT DISTINCT channel FROM contact_identities WHERE {IN_CHANNELS} AND identity = ? "
-        f"UNION SELECT DISTINCT channel FROM consent WHERE {IN_CHANNELS} AND identity = ? "
+        "SELECT project_id, contact_id, channel, identity, identity_shown FROM contact_identities "
+        f"WHERE {ON_ANY_CHANNEL} ORDER BY project_id, contact_id, channel LIMIT ?",
+        [*names_on_channels(vault, identity), limit],
+    ).fetchall()
+    return open_rows(vault, rows)
+
+
+def channels_of_number(cur: Cursor, identity: str, vault: Vault | None = None) -> list[str]:
+    """The channels this number has been seen on or has a consent fact on."""
+    names = names_on_channels(vault or plaintext(), identity)
+    rows = cur.execute(
+        f"SELECT DISTINCT channel FROM contact_identities WHERE {ON_ANY_CHANNEL} "
+        f"UNION SELECT DISTINCT channel FROM consent WHERE {ON_ANY_CHANNEL} "
         "ORDER BY channel",
-        [*CHANNELS, number, *CHANNELS, number],
+        [*names, *names],
     ).fetchall()
     return [row["channel"] for row in rows]
 
@@ -124,16 +148,19 @@ def projects_of_contact(cur: Cursor, contact_id: str, limit: int = 20) -> list[s
     return [row["project_id"] for row in rows]
 
 
-def identities_of_contact(cur: Cursor, contact_id: str, limit: int = 100) -> list[dict[str, Any]]:
+def identities_of_contact(
+    cur: Cursor, contact_id: str, limit: int = 100, vault: Vault | None = None
+) -> list[dict[str, Any]]:
     """The numbers (channel identities) a contact was seen with, in each of its projects."""
     rows: list[dict[str, Any]] = []
     for project_id in projects_of_contact(cur, contact_id):
         rows += cur.execute(
-            "SELECT project_id, contact_id, channel, identity FROM contact_identities "
+            "SELECT project_id, contact_id, channel, identity, identity_shown "
+            "FROM contact_identities "
             "WHERE project_id = ? AND contact_id = ? ORDER BY channel, identity LIMIT ?",
             [project_id, contact_id, limit],
         ).fetchall()
-    return rows[:limit]
+    return open_rows(vault or plaintext(), rows[:limit])
 
 
 def messages_of_contacts(
@@ -230,13 +257,16 @@ def reports_per_minute(
 
 
 def violations_of(
-    cur: Cursor, messages: list[dict[str, Any]], identity: str | None = None
+    cur: Cursor,
+    messages: list[dict[str, Any]],
+    identity: str | None = None,
+    vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
     """Of these messages (rows with their reports), those sent on a channel to a number (this
-    one, or any) that was opted out when the message was first reported there, each with the
-    opt-out fact that proves it: the same rule as the violations report (projections.audit),
-    asked per message with `consent.state_at`."""
-    number = normalise_identity(identity) if identity else None
+    one, in any format, or any) that was opted out when the message was first reported there,
+    each with the opt-out fact that proves it: the same rule as the violations report
+    (projections.audit), asked per message with `consent.state_at`."""
+    vault = vault or plaintext()
     found: list[dict[str, Any]] = []
     for message in messages:
         first_on: dict[tuple[str, str], str] = {}
@@ -245,23 +275,25 @@ def violations_of(
                 continue
             if not report["identity"]:
                 continue
-            to = normalise_identity(report["identity"])
-            if number is not None and to != number:
+            to = report["identity"]
+            if identity is not None and to != vault.index(report["channel"], identity):
                 continue
             key = (report["channel"], to)
             first_on[key] = min(first_on.get(key, report["at"]), report["at"])
         for (channel, to), sent_at in sorted(first_on.items(), key=lambda kv: kv[1]):
-            state = consent.state_at(cur, channel, to, sent_at, message["project_id"])
+            state = consent.state_at(cur, channel, to, sent_at, message["project_id"], vault)
             if state["state"] == rules.OPTED_OUT:
+                shown = identities_shown(message, vault)
                 found.append(
                     {
                         "project_id": message["project_id"],
                         "message_id": message["message_id"],
                         "channel": channel,
-                        "identity": to,
+                        "identity": shown.get(to, to),
                         "sent_at": sent_at,
                         "opted_out_since": state["since"],
                         "proof": state["decided_by"],
                     }
+                    | ({"erased": True} if shown.get(to, "") is None else {})
                 )
     return found

@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from domain import followup
 from projections import messages as message_tables
 from projections import rules
+from projections.personal import open_map, open_rows
 from projections.read_model.paging import Conditions, KeysetPage, keyset_page
 from projections.rules import SUBMITTED, iso
 from store.db import Cursor, Row, keyset_rows, time_window
+from store.vault import Vault, plaintext
 
 # The latest report says the message is on its way and nothing has been heard since.
 QUIET_STATUSES = (SUBMITTED, "QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL")
@@ -26,24 +30,44 @@ BY_READ_AT = ("read_at", "project_id", "message_id")
 Shape = Callable[[Row], dict[str, Any]]
 
 
-def message_view(row: Mapping[str, Any], with_timeline: bool = False) -> dict[str, Any]:
-    """A message_status row as answered: its columns, and with `with_timeline` each report."""
-    view = {c: row[c] for c in message_tables.STATUS_COLUMNS if c != "reports"}
+HIDDEN = ("reports", "identities_shown")
+
+
+def message_view(
+    row: Mapping[str, Any], with_timeline: bool = False, vault: Vault | None = None
+) -> dict[str, Any]:
+    """A message_status row as answered: its columns, and with `with_timeline` each report,
+    its identity as shown (opened with `vault`; None with `"erased": true` once erased)."""
+    view = {c: row[c] for c in message_tables.STATUS_COLUMNS if c not in HIDDEN}
     if with_timeline:
+        vault = vault or plaintext()
+        shown = identities_shown(row, vault)
         view["timeline"] = [
             {
                 "status": r["status"],
                 "channel": r["channel"],
-                "identity": r["identity"],
+                "identity": shown.get(r["identity"], r["identity"]) if r["identity"] else None,
                 "event_time": r["at"],
                 "reason_code": r["reason_code"],
                 "reason_sub_code": r["reason_sub_code"],
                 "reason_description": r["reason_description"],
                 "reference": r["source_ref"],
             }
+            | ({"erased": True} if r["identity"] and shown.get(r["identity"], "") is None else {})
             for r in rules.expanded_reports(row)
         ]
     return view
+
+
+def identities_shown(row: Mapping[str, Any], vault: Vault) -> dict[str, str | None]:
+    """A message_status row's identity names -> the identities as shown (None: erased). A row
+    of a plaintext store from before the copies has none: its names are the identities."""
+    text = row.get("identities_shown")
+    if not text:
+        if not vault.encrypted:
+            return {}
+        return {r["identity"]: None for r in rules.expanded_reports(row) if r["identity"]}
+    return open_map(vault, orjson.loads(text))
 
 
 def message_rows(cur: Cursor, message_id: str, project_id: str | None = None) -> list[Row]:
@@ -132,15 +156,18 @@ def read_confirmations_page(
     until: str | None,
     after: Sequence[Any] | None,
     limit: int,
+    vault: Vault | None = None,
 ) -> KeysetPage:
-    """A page of READ confirmations in the order they were read; `since`/`until` bound that."""
+    """A page of READ confirmations in the order they were read; `since`/`until` bound that.
+    Identities as shown (opened with `vault`)."""
     conditions: Conditions = [
         (f"{column} = ?", value)
         for column, value in (("project_id", project_id), ("contact_id", contact_id))
         if value is not None
     ]
     conditions += time_window("read_at", since, until)
-    return keyset_page(cur, "read_confirmations", BY_READ_AT, conditions, after, limit, dict)
+    page = keyset_page(cur, "read_confirmations", BY_READ_AT, conditions, after, limit, dict)
+    return KeysetPage(open_rows(vault or plaintext(), page.items), page.next_key)
 
 
 # ---- follow-up --------------------------------------------------------------------------------

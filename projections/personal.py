@@ -1,0 +1,90 @@
+"""How the read tables hold personal values (see store.vault).
+
+A channel identity is held by its NAME (`identity` columns): the event's subject, a keyed blind
+index, in an encrypted store; the normalised identity in a plaintext store. Lookups by number
+compute the same name (`Vault.index`). What a row shows people (the number, an inbound text) is
+a sealed copy in a column of its own, under the data key of the event it came from, so
+destroying that key (erasure, retention) makes the copy unreadable too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from domain.callbacks import normalise_identity
+from store.vault import Erased, Vault
+
+# The subject prefix of a channel identity's blind index (store.vault.Vault.index).
+IDENTITY_SUBJECT = "b."
+
+
+def identity_name(state: Mapping[str, Any], vault: Vault) -> str | None:
+    """The name of the channel identity an event is about, or None when it names none. An
+    encrypted event carries it as its subject, readable even once its key is destroyed."""
+    subject = state.get("subject")
+    if isinstance(subject, str):
+        return subject if subject.startswith(IDENTITY_SUBJECT) else None
+    identity = state.get("identity")
+    if not isinstance(identity, str) or not identity.strip():
+        return None
+    return vault.index(state.get("channel"), identity)
+
+
+def shown_identity(state: Mapping[str, Any], vault: Vault) -> str | None:
+    """The identity as shown (normalised, as the tables always showed it), sealed under the
+    event's data key; None when the event has none or its key is gone."""
+    identity = state.get("identity")
+    if not isinstance(identity, str) or not identity.strip():
+        return None
+    return vault.seal_text(state.get("_key"), normalise_identity(identity))
+
+
+def sealed(state: Mapping[str, Any], vault: Vault, field: str) -> str | None:
+    """A personal text field of an event, sealed under its data key."""
+    value = state.get(field)
+    return vault.seal_text(state.get("_key"), value) if isinstance(value, str) else None
+
+
+# What a shown value reads as where its key was destroyed, in table and CSV output.
+ERASED_TEXT = "[erased]"
+
+
+def open_rows(
+    vault: Vault, rows: Sequence[dict[str, Any]], texts: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Rows as shown: `identity` replaced by its opened copy (`identity_shown`, dropped), and
+    each field in `texts` opened in place, all with one key query. A value whose key was
+    destroyed reads as None, and the row gets `"erased": True`. A row from before the copies
+    (`identity_shown` NULL) of a plaintext store shows its identity column, as it always did."""
+    out = [dict(row) for row in rows]
+    slots: list[tuple[int, str]] = []
+    values: list[str | None] = []
+    for i, row in enumerate(out):
+        if "identity_shown" in row:
+            copy = row.pop("identity_shown")
+            if copy is None and not vault.encrypted:
+                continue
+            if copy is None and row.get("identity"):
+                row["identity"] = None
+                row["erased"] = True
+                continue
+            slots.append((i, "identity"))
+            values.append(copy)
+        for field in texts:
+            if row.get(field) is not None:
+                slots.append((i, field))
+                values.append(row[field])
+    for (i, field), value in zip(slots, vault.open_texts(values), strict=True):
+        if isinstance(value, Erased):
+            out[i][field] = None
+            out[i]["erased"] = True
+        else:
+            out[i][field] = value
+    return out
+
+
+def open_map(vault: Vault, shown: Mapping[str, str | None]) -> dict[str, str | None]:
+    """A message's names -> identities as shown (None where erased)."""
+    names = list(shown)
+    opened = vault.open_texts([shown[n] for n in names])
+    return {n: (None if isinstance(v, Erased) else v) for n, v in zip(names, opened, strict=True)}
