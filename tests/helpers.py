@@ -61,19 +61,41 @@ VIEWS = {
 }
 
 
-def projection_rows(database_url: str) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the read views, in key order."""
+def projection_rows(database_url: str, shown: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the read views, in key order. With `shown`, as people see them: the sealed
+    copies opened (identities as shown in place of their names), so that rows sealed at
+    different times (live, and by a replay) compare equal."""
     from store.db import Database
 
     db = Database(database_url)
     try:
         with db.read() as cur:
-            return {
+            rows = {
                 view: cur.execute(f"SELECT * FROM {view} ORDER BY {', '.join(keys)}").fetchall()
                 for view, keys in VIEWS.items()
             }
+        return {view: opened(db, found) for view, found in rows.items()} if shown else rows
     finally:
         db.close()
+
+
+def opened(db: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Read-table rows with their sealed copies opened under the suite's keys."""
+    import orjson
+
+    from projections.personal import open_map, open_rows
+    from store.vault import plaintext
+    from store.vault_keys import open_vault
+
+    try:
+        vault = open_vault(db, KEYS, False, "test")
+    except Exception:  # no key table: a plaintext store's
+        vault = plaintext()
+    out = open_rows(vault, rows, texts=("text",))
+    for row in out:
+        if row.get("identities_shown"):
+            row["identities_shown"] = open_map(vault, orjson.loads(row["identities_shown"]))
+    return out
 
 
 def cli(
