@@ -1,0 +1,192 @@
+"""The read side of crypto-shredding (issue 17), on both backends: read tables hold numbers by
+blind index with sealed copies to show; once a number's keys are destroyed and its erasure
+recorded, its number and texts read as erased in the API, the console, evidence and follow-up
+output, while its opt-out still stands and its violations still count."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from urllib.parse import quote
+
+import orjson
+from rich.console import Console
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from domain.erasure import Erasure
+from projections.read_model import consent
+from service import evidence
+from service.replay import replay
+from service.runtime import Runtime
+from store.config import Settings
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.helpers import make_key, projection_rows
+from tests.conftest import SECRET
+from tests.integration.test_queries import feed, wait_for_projections
+
+NUMBER = "+46 700 000 009"
+NORMAL = "46700000009"
+DAY = "2024-06-15T"
+BODIES = [
+    p.delivery("E1", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}10:00:00Z"),
+    p.delivery("E1", "DELIVERED", "SMS", NUMBER, f"{DAY}10:00:05Z"),
+    p.opt("OPT_OUT", request_id="R-OUT", identity=NUMBER, event_time=f"{DAY}11:00:00Z"),
+    p.inbound("IN-STOP", "STOP", identity=NUMBER, event_time=f"{DAY}11:05:00Z"),
+    p.inbound("IN-FREE", "please stop texting me", identity=NUMBER, event_time=f"{DAY}11:06:00Z"),
+    # Sent while opted out, and failed: a violation, and a follow-up that must not retry.
+    p.delivery("E2", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}12:00:00Z"),
+    p.delivery(
+        "E2", "FAILED", "SMS", NUMBER, f"{DAY}12:00:05Z", reason={"code": "RECIPIENT_NOT_REACHABLE"}
+    ),
+]
+
+
+def quiet_replay(settings: Settings) -> None:
+    replay(settings, console=Console(file=io.StringIO()))
+
+
+def erase(ledger: Ledger, name: str) -> None:
+    """As the erase command does: destroy the subject's keys, then record the erasure."""
+    ledger.vault.keys.destroy([name])  # type: ignore[union-attr]
+    ledger.vault.forget([name])
+    ledger.save(
+        Erasure(
+            subjects=[name],
+            scope="identity",
+            channel="SMS",
+            project_id="PROJECT1",
+            by="test-admin",
+            reason="data subject request",
+            erased_at="2024-07-01T09:00:00+00:00",
+            keys_destroyed=1,
+        )
+    )
+
+
+def check(client: TestClient) -> dict:
+    response = client.get("/consent/check", params={"channel": "SMS", "identity": NUMBER})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
+    client: TestClient, ledger: Ledger, settings: Settings, database_url: str, capsys
+) -> None:
+    feed(client, BODIES)
+    name = ledger.vault.index("SMS", NUMBER)
+    assert name.startswith("b.")
+
+    # Before: the tables hold the blind index, never the number; what is shown is the number.
+    raw = projection_rows(database_url, shown=False)
+    assert {r["identity"] for r in raw["consent_history"]} == {name}
+    assert NORMAL not in orjson.dumps(raw).decode()
+    assert "please stop" not in orjson.dumps(raw).decode()
+    history = client.get("/contacts/CONTACT1/consent/history").json()["items"]
+    assert {h["identity"] for h in history} == {NORMAL}
+    assert [r["text"] for r in client.get("/consent/review").json()["items"]] == [
+        "please stop texting me"
+    ]
+    timeline = client.get("/messages/E1").json()["timeline"]
+    assert {e["identity"] for e in timeline} == {NORMAL}
+    assert NORMAL in client.get(f"/console/numbers/{NORMAL}").text
+    before = check(client)
+    assert before["may_send"] is False and "erased" not in before
+
+    erase(ledger, name)
+    wait_for_projections(client)
+    quiet_replay(settings)
+
+    # The opt-out outlives the erasure, and says so.
+    answer = check(client)
+    assert answer["may_send"] is False
+    assert answer["state"] == "OPTED_OUT"
+    assert answer["erased"] is True
+    assert "erased subject" in answer["reason"]
+    proof = answer["erasure"]
+    assert proof["erased_at"] == "2024-07-01T09:00:00.000000Z"
+    assert proof["scope"] == "identity" and proof["erased_by"] == "test-admin"
+    assert answer["source_ref"] in proof["consent_facts"]
+    assert "unreadable" in proof["raw_bodies"]
+    fact = client.get("/callbacks/" + quote(answer["source_ref"], safe="/")).json()
+    assert fact["raw"] is None and fact["erased"] is True
+
+    # Lookups by number still find the rows; the number and texts read as erased.
+    history = client.get("/contacts/CONTACT1/consent/history").json()["items"]
+    assert history and all(h["identity"] is None and h["erased"] for h in history)
+    at = client.get("/consent", params={"channel": "SMS", "identity": NUMBER}).json()
+    assert at["state"] == "OPTED_OUT" and at["decided_by"]["erased"] is True
+    timeline = client.get("/messages/E1").json()["timeline"]
+    assert timeline and all(e["identity"] is None and e["erased"] for e in timeline)
+    # The inbound texts were message payload, not kept after erasure: nothing to review.
+    assert client.get("/consent/review").json()["items"] == []
+    raw = projection_rows(database_url, shown=False)
+    assert {r["identity"] for r in raw["consent_history"]} == {name}
+
+    # The violations report still counts the send to it.
+    with Runtime(settings).database().read() as cur:
+        found = list(consent.violations(cur, vault=ledger.vault))
+    assert [(v["message_id"], v["identity"], v.get("erased")) for v in found] == [
+        ("E2", None, True)
+    ]
+
+    # The console: the number page answers, with the erasure in its consent answer.
+    page = client.get(f"/console/numbers/{quote(NUMBER)}")
+    assert page.status_code == 200
+    assert "erased subject" in page.text and "OPTED_OUT" in page.text
+    contact = client.get("/console/contacts/CONTACT1")
+    assert contact.status_code == 200 and "erased" in contact.text
+    assert NORMAL not in contact.text
+    report = client.get("/console/compliance")
+    assert report.status_code == 200 and "erased" in report.text and "E2" in report.text
+    csv = client.get("/console/compliance.csv")
+    assert csv.status_code == 200 and "[erased]" in csv.text
+    assert client.get(f"/console/search?q={quote(NUMBER)}").status_code == 200
+
+    # Evidence: the facts and messages found by number, shown as erased, with the erasure.
+    runtime = Runtime(settings)
+    try:
+        bundle = evidence.bundle(
+            runtime.ledger(), runtime.store_database(), runtime.database(), "SMS", NUMBER
+        )
+    finally:
+        runtime.close()
+    assert bundle["subject"]["erasure"]["subject"] == name
+    assert bundle["consent_facts"] and all(f["erased"] for f in bundle["consent_facts"])
+    assert {m["message_id"] for m in bundle["messages"]} == {"E1", "E2"}
+    assert all(e["callback"]["raw"] is None for e in bundle["events"])
+
+    # Follow-up: the failed message is not to be retried (opted out), its recipient erased.
+    from callback_ledger.followup_cli import run_followup
+
+    args = argparse.Namespace(since=None, action=None, stalled=None, format="csv")
+    assert run_followup(settings, args) == 0
+    out = capsys.readouterr().out
+    assert "E2" in out and "do_not_retry" in out and "[erased]" in out
+    assert NORMAL not in out
+
+
+def test_a_plaintext_store_reads_as_before(database_url: str) -> None:
+    settings = Settings(database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
+    runtime = Runtime(settings)
+    try:
+        ledger = runtime.ledger()
+        assert not ledger.vault.encrypted
+        key = make_key(database_url, "plain-admin")
+        app = create_app(settings, ledger)
+        with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+            feed(client, BODIES)
+            raw = projection_rows(database_url, shown=False)
+            assert {r["identity"] for r in raw["consent_history"]} == {NORMAL}
+            assert [r["text"] for r in raw["consent_review"]] == ["please stop texting me"]
+            answer = check(client)
+            assert answer["may_send"] is False and "erased" not in answer
+            history = client.get("/contacts/CONTACT1/consent/history").json()["items"]
+            assert {h["identity"] for h in history} == {NORMAL}
+            assert not any("erased" in h for h in history)
+            timeline = client.get("/messages/E1").json()["timeline"]
+            assert {e["identity"] for e in timeline} == {NORMAL}
+            assert NORMAL in client.get(f"/console/numbers/{quote(NUMBER)}").text
+    finally:
+        runtime.close()
