@@ -22,8 +22,8 @@ from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
-from tests.helpers import make_key, projection_rows
 from tests.conftest import SECRET
+from tests.helpers import make_key, projection_rows
 from tests.integration.test_queries import feed, wait_for_projections
 
 NUMBER = "+46 700 000 009"
