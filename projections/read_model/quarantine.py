@@ -34,7 +34,8 @@ def quarantined(
 def _items(ledger: Ledger, notifications: Iterable[Any]) -> Iterator[dict[str, Any]]:
     for notification in notifications:
         event: Any = ledger.mapper.to_domain_event(notification)
-        yield {
+        raw = event.callback.get("raw")
+        item = {
             "id": notification.id,
             "trigger": event.trigger,
             "status_code": event.status_code,
@@ -42,5 +43,8 @@ def _items(ledger: Ledger, notifications: Iterable[Any]) -> Iterator[dict[str, A
             "received_at": event.callback["received_at"],
             "signature_verified": event.callback["signature_verified"],
             "raw_base64": event.raw_base64
-            or base64.b64encode(event.callback["raw"].encode()).decode(),
+            or (base64.b64encode(raw.encode()).decode() if raw is not None else None),
         }
+        if event.callback.get("erased"):  # its data key was destroyed (retention)
+            item["erased"] = True
+        yield item
