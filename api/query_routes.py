@@ -273,7 +273,12 @@ class Queries:
             await self._run(
                 lambda cur: page_body(
                     messages.messages_page(
-                        cur, where, cursor, limit, lambda row: self._view(cur, row, stale)
+                        cur,
+                        where,
+                        cursor,
+                        limit,
+                        lambda row: self._view(cur, row, stale),
+                        self.runtime.projector().vault,
                     )
                 )
             )

@@ -22,7 +22,7 @@ from projections.log_reader import (
     REPORTS,
     LoggedEvent,
 )
-from projections.personal import identity_name, shown_identity
+from projections.personal import identity_name, metadata_name, shown_identity
 from store.db import Cursor, insert, select_by_keys, upsert
 from store.vault import Vault, plaintext
 
@@ -57,6 +57,7 @@ STATUS_COLUMNS = (
     "submitted_at",
     "next_action",
     "identities_shown",
+    "metadata_shown",
 )
 READ_COLUMNS = (
     "project_id",
@@ -74,6 +75,7 @@ ADDED_COLUMNS = (
     ("message_status", "submitted_at", "TEXT"),
     ("message_status", "next_action", "TEXT"),
     ("message_status", "identities_shown", "TEXT"),
+    ("message_status", "metadata_shown", "TEXT"),
     ("read_confirmations", "identity_shown", "TEXT"),
 )
 
@@ -88,7 +90,7 @@ def schema(g: int) -> list[str]:
             switched_from TEXT, metadata TEXT, first_event_time TEXT NOT NULL,
             last_event_time TEXT NOT NULL, report_count INTEGER NOT NULL, anomaly TEXT,
             reports TEXT NOT NULL, submitted_at TEXT, next_action TEXT, identities_shown TEXT,
-            PRIMARY KEY (project_id, message_id))""",
+            metadata_shown TEXT, PRIMARY KEY (project_id, message_id))""",
         # Only messages with something to do are in it (next_action is NULL for "none").
         f"CREATE INDEX ix_ms_g{g}_action ON message_status_g{g} "
         "(next_action, first_event_time, project_id, message_id) WHERE next_action IS NOT NULL",
@@ -117,11 +119,19 @@ Shown = dict[str, str | None]
 
 def _load_reports(
     cur: Cursor, g: int, streams: dict[tuple[str, str], str]
-) -> dict[tuple[str, str], tuple[list[dict[str, Any]], Shown]]:
+) -> dict[tuple[str, str], tuple[list[dict[str, Any]], Shown, Shown]]:
+    """The known messages' reports, identities to show, and metadata to show (by name)."""
     rows = select_by_keys(
         cur,
         f"message_status_g{g}",
-        ("project_id", "message_id", "reports", "identities_shown", *rules.CARRIED),
+        (
+            "project_id",
+            "message_id",
+            "reports",
+            "identities_shown",
+            "metadata_shown",
+            *rules.CARRIED,
+        ),
         ("project_id", "message_id"),
         list(streams),
     )
@@ -129,15 +139,16 @@ def _load_reports(
     for row in rows:
         key = (row["project_id"], row["message_id"])
         shown = orjson.loads(row["identities_shown"]) if row["identities_shown"] else {}
-        found[key] = (rules.expanded_reports(row, streams[key]), shown)
+        metadata = {row["metadata"]: row["metadata_shown"]} if row["metadata"] else {}
+        found[key] = (rules.expanded_reports(row, streams[key]), shown, metadata)
     return found
 
 
 def _fact(
     event: LoggedEvent, vault: Vault
-) -> tuple[tuple[str, str], dict[str, Any], str | None] | None:
-    """The message a log event is about, its report fact (the identity by name) and the sealed
-    identity to show; None for other events."""
+) -> tuple[tuple[str, str], dict[str, Any], str | None, str | None] | None:
+    """The message a log event is about, its report fact (identity and metadata by name), the
+    sealed identity and metadata to show; None for other events."""
     state = event.state
     if event.topic in REPORTS:
         ref = f"{event.originator_id}/{report_key(state.get('channel'), state['status'])}"
@@ -149,7 +160,11 @@ def _fact(
         return None
     fact["identity"] = identity_name(state, vault)
     shown = shown_identity(state, vault) if fact["identity"] else None
-    return (state["project_id"], state["message_id"]), fact, shown
+    metadata, metadata_copy = state.get("metadata"), None
+    if isinstance(metadata, str) and vault.encrypted:
+        fact["metadata"] = metadata_name(vault, metadata)
+        metadata_copy = vault.seal_text(state.get("_key"), metadata)
+    return (state["project_id"], state["message_id"]), fact, shown, metadata_copy
 
 
 def apply(
@@ -162,6 +177,7 @@ def apply(
     vault = vault if vault is not None else plaintext()
     new: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     new_shown: dict[tuple[str, str], Shown] = defaultdict(dict)
+    new_metadata: dict[tuple[str, str], Shown] = defaultdict(dict)
     # A message registered in this page has no row yet (its reports all come after it in the
     # log), so only the others are looked up: most of them during a replay.
     registered: set[str] = set()
@@ -176,10 +192,12 @@ def apply(
         found = _fact(event, vault)
         if found is None:
             continue
-        key, fact, sealed_copy = found
+        key, fact, sealed_copy, metadata_copy = found
         new[key].append(fact)
         if fact["identity"] and new_shown[key].get(fact["identity"]) is None:
             new_shown[key][fact["identity"]] = sealed_copy
+        if fact["metadata"] and new_metadata[key].get(fact["metadata"]) is None:
+            new_metadata[key][fact["metadata"]] = metadata_copy
         streams[key] = event.originator_id
         if event.originator_id not in registered:
             older.add(key)
@@ -192,7 +210,7 @@ def apply(
     for key, facts in new.items():
         project_id, message_id = key
         fresh = key not in older
-        known_reports, shown = known.get(key, ([], {}))
+        known_reports, shown, metadata = known.get(key, ([], {}, {}))
         reports = rules.merge_reports(known_reports, facts)
         for name, copy in new_shown.get(key, {}).items():
             if shown.get(name) is None:  # a copy an erased event could not give, filled
@@ -200,6 +218,8 @@ def apply(
         row = rules.message_row(project_id, message_id, reports, next_actions)
         row["reports"] = rules.compact_reports(row, reports, streams[key])
         row["identities_shown"] = orjson.dumps(shown).decode() if shown else None
+        copies = {**new_metadata.get(key, {}), **{n: c for n, c in metadata.items() if c}}
+        row["metadata_shown"] = copies.get(row["metadata"]) if row["metadata"] else None
         status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:

@@ -88,3 +88,34 @@ def open_map(vault: Vault, shown: Mapping[str, str | None]) -> dict[str, str | N
     names = list(shown)
     opened = vault.open_texts([shown[n] for n in names])
     return {n: (None if isinstance(v, Erased) else v) for n, v in zip(names, opened, strict=True)}
+
+
+# The pseudo-channel a message's metadata is named under (no channel of the Conversation API).
+METADATA = "METADATA"
+
+
+def metadata_name(vault: Vault, value: str) -> str:
+    """The name message_status.metadata holds a message's metadata (an order id, say) by: a
+    keyed hash in an encrypted store (compared as a channel identity is, so values differing
+    only in spaces, "+" or "-" share it: readers compare the opened value too); the value
+    itself in a plaintext store."""
+    return vault.index(METADATA, value) if vault.encrypted else value
+
+
+def open_metadata(vault: Vault, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """message_status rows with `metadata` as shown: its sealed copy (`metadata_shown`,
+    dropped) opened in an encrypted store, with `"erased": True` when its key is gone."""
+    out = [dict(row) for row in rows]
+    copies = [row.pop("metadata_shown", None) for row in out]
+    if not vault.encrypted:
+        return out
+    opened = vault.open_texts(copies)
+    for row, copy, value in zip(out, copies, opened, strict=True):
+        if row.get("metadata") is None:
+            continue
+        if copy is None or isinstance(value, Erased):
+            row["metadata"] = None
+            row["erased"] = True
+        else:
+            row["metadata"] = value
+    return out

@@ -42,7 +42,9 @@ async def number_page(context: Context, request: Request) -> Response:
         vault = context.runtime.projector().vault
         channels = console_queries.channels_of_number(cur, identity, vault)
         contacts = console_queries.contacts_of_number(cur, identity, vault=vault)
-        messages = console_queries.messages_of_contacts(cur, [c["contact_id"] for c in contacts])
+        messages = console_queries.messages_of_contacts(
+            cur, [c["contact_id"] for c in contacts], vault=vault
+        )
         data: dict[str, Any] = {
             "channels": channels,
             "current": [
@@ -94,7 +96,7 @@ async def contact_page(context: Context, request: Request) -> Response:
 
     def read(cur: Cursor) -> dict[str, Any]:
         vault = context.runtime.projector().vault
-        messages = console_queries.messages_of_contacts(cur, [contact_id])
+        messages = console_queries.messages_of_contacts(cur, [contact_id], vault=vault)
         data: dict[str, Any] = {
             "current": consent.current(cur, contact_id, vault),
             "identities": console_queries.identities_of_contact(cur, contact_id, vault=vault),

@@ -329,7 +329,7 @@ def violations(
             conditions.append("(first_event_time, project_id, message_id) > (?, ?, ?)")
         sql = (
             "SELECT project_id, message_id, app_id, conversation_id, contact_id, metadata, "
-            "reports, first_event_time, identities_shown "
+            "reports, first_event_time, identities_shown, metadata_shown "
             "FROM message_status"
         )
         if conditions:
@@ -364,6 +364,7 @@ def _message_violations(
                 "message_id": message["message_id"],
                 "contact_id": message["contact_id"],
                 "metadata": message["metadata"],
+                "metadata_shown": message["metadata_shown"],
                 "channel": channel,
                 "identity": identity,
                 "identity_shown": shown_of(message).get(identity),

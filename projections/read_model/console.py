@@ -15,7 +15,7 @@ from typing import Any
 from domain.callbacks import normalise_identity
 from projections import rules
 from projections.messages import METADATA_PREFIX
-from projections.personal import open_rows
+from projections.personal import metadata_name, open_metadata, open_rows
 from projections.read_model import consent
 from projections.read_model.messages import identities_shown
 from store.db import Cursor, time_window
@@ -23,7 +23,8 @@ from store.vault import Vault, plaintext
 
 MESSAGE_COLUMNS = (
     "project_id, message_id, app_id, contact_id, conversation_id, status, channel, metadata, "
-    "first_event_time, last_event_time, reason_code, anomaly, reports, identities_shown"
+    "first_event_time, last_event_time, reason_code, anomaly, reports, identities_shown, "
+    "metadata_shown"
 )
 # The channels of the Conversation API: the identity indexes lead with the channel, so a lookup
 # of a number names them all (an IN list of index probes, not a scan).
@@ -46,12 +47,16 @@ def names_on_channels(vault: Vault, identity: str) -> list[str]:
 MAX_TIMELINE_ROWS = 5000
 
 
-def _messages(cur: Cursor, where: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
-    return cur.execute(
+def _messages(
+    cur: Cursor, where: str, params: list[Any], limit: int, vault: Vault | None = None
+) -> list[dict[str, Any]]:
+    """Message rows, their metadata as shown (projections.personal)."""
+    rows = cur.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM message_status WHERE {where} "
         "ORDER BY first_event_time DESC, project_id, message_id LIMIT ?",
         [*params, limit],
     ).fetchall()
+    return open_metadata(vault or plaintext(), rows)
 
 
 def message_rows(
@@ -84,19 +89,21 @@ def search(
                 seen.add(key)
                 found["messages"].append({**row, "matched": matched})
 
-    add(_messages(cur, "message_id = ?", [query], limit), "message id")
-    add(
-        _messages(
-            cur,
-            f"substr(metadata, 1, {METADATA_PREFIX}) = substr(?, 1, {METADATA_PREFIX}) "
-            "AND metadata = ?",
-            [query, query],
-            limit,
-        ),
-        "metadata",
+    vault = vault or plaintext()
+    add(_messages(cur, "message_id = ?", [query], limit, vault), "message id")
+    metadata = metadata_name(vault, query)
+    by_metadata = _messages(
+        cur,
+        f"substr(metadata, 1, {METADATA_PREFIX}) = substr(?, 1, {METADATA_PREFIX}) "
+        "AND metadata = ?",
+        [metadata, metadata],
+        limit,
+        vault,
     )
-    add(_messages(cur, "contact_id = ?", [query], limit), "contact id")
-    add(_messages(cur, "conversation_id = ?", [query], limit), "conversation id")
+    # A name is shared by values differing only in spaces, "+" or "-": the value decides.
+    add([row for row in by_metadata if row["metadata"] == query], "metadata")
+    add(_messages(cur, "contact_id = ?", [query], limit, vault), "contact id")
+    add(_messages(cur, "conversation_id = ?", [query], limit, vault), "conversation id")
     identity = normalise_identity(query)
     found["numbers"] = [
         {"channel": channel, "identity": identity}
@@ -164,12 +171,12 @@ def identities_of_contact(
 
 
 def messages_of_contacts(
-    cur: Cursor, contact_ids: list[str], limit: int = 100
+    cur: Cursor, contact_ids: list[str], limit: int = 100, vault: Vault | None = None
 ) -> list[dict[str, Any]]:
     """The latest messages sent to any of these contacts (one indexed lookup each)."""
     rows: list[dict[str, Any]] = []
     for contact_id in sorted(set(contact_ids))[:50]:
-        rows += _messages(cur, "contact_id = ?", [contact_id], limit)
+        rows += _messages(cur, "contact_id = ?", [contact_id], limit, vault)
     rows.sort(key=lambda r: (r["first_event_time"], r["project_id"], r["message_id"]), reverse=True)
     return rows[:limit]
 

@@ -14,7 +14,7 @@ import orjson
 from domain import followup
 from projections import messages as message_tables
 from projections import rules
-from projections.personal import open_map, open_rows
+from projections.personal import metadata_name, open_map, open_metadata, open_rows
 from projections.read_model.paging import Conditions, KeysetPage, keyset_page
 from projections.rules import SUBMITTED, iso
 from store.db import Cursor, Row, keyset_rows, time_window
@@ -30,17 +30,24 @@ BY_READ_AT = ("read_at", "project_id", "message_id")
 Shape = Callable[[Row], dict[str, Any]]
 
 
-HIDDEN = ("reports", "identities_shown")
+HIDDEN = ("reports", "identities_shown", "metadata_shown")
 
 
 def message_view(
     row: Mapping[str, Any], with_timeline: bool = False, vault: Vault | None = None
 ) -> dict[str, Any]:
-    """A message_status row as answered: its columns, and with `with_timeline` each report,
-    its identity as shown (opened with `vault`; None with `"erased": true` once erased)."""
+    """A message_status row as answered: its columns (metadata as shown), and with
+    `with_timeline` each report, its identity as shown (opened with `vault`; None with
+    `"erased": true` once erased)."""
+    vault = vault or plaintext()
     view = {c: row[c] for c in message_tables.STATUS_COLUMNS if c not in HIDDEN}
+    [metadata] = open_metadata(
+        vault, [{"metadata": row["metadata"], "metadata_shown": row.get("metadata_shown")}]
+    )
+    view["metadata"] = metadata["metadata"]
+    if metadata.get("erased"):
+        view["erased"] = True
     if with_timeline:
-        vault = vault or plaintext()
         shown = identities_shown(row, vault)
         view["timeline"] = [
             {
@@ -103,33 +110,41 @@ def messages_page(
     after: Sequence[Any] | None,
     limit: int,
     shape: Shape,
+    vault: Vault | None = None,
 ) -> KeysetPage:
     """A page of messages in first-report order. With `next_action`, `shape` must give the
     effective `next_action` (see service.followups.annotate): the rows are found by the stored
-    action, and those the consent override turns into another are left out."""
+    action, and those the consent override turns into another are left out. `metadata` is
+    found by its name (projections.personal); `shape` must give it as shown."""
+    vault = vault or plaintext()
+    metadata = metadata_name(vault, where.metadata) if where.metadata is not None else None
     conditions: Conditions = [
         (f"{column} = ?", value)
         for column, value in (
             ("project_id", where.project_id),
             ("contact_id", where.contact_id),
             ("conversation_id", where.conversation_id),
-            ("metadata", where.metadata),
+            ("metadata", metadata),
         )
         if value is not None
     ]
-    if where.metadata is not None:
+    if metadata is not None:
         # The index holds the prefix (see projections/messages.py).
         prefix = message_tables.METADATA_PREFIX
         condition = f"substr(metadata, 1, {prefix}) = substr(?, 1, {prefix})"
-        conditions.append((condition, where.metadata))
+        conditions.append((condition, metadata))
     for column, value in (("status", where.status), ("reason_code", where.reason)):
         if value is not None:
             conditions.append((f"{column} = ?", value))
     conditions += time_window("first_event_time", where.since, where.until)
-    keep = None
+    wanted: list[Callable[[dict[str, Any]], bool]] = []
     if (action := where.next_action) is not None:
         conditions.append(action_filter(action))
-        keep = lambda item: item["next_action"] == action  # noqa: E731
+        wanted.append(lambda item: item["next_action"] == action)
+    if metadata is not None and vault.encrypted:
+        # Names shared by values differing only in spaces, "+" or "-": the value decides.
+        wanted.append(lambda item: item["metadata"] == where.metadata)
+    keep = (lambda item: all(test(item) for test in wanted)) if wanted else None
     return keyset_page(cur, "message_status", BY_FIRST_EVENT, conditions, after, limit, shape, keep)
 
 

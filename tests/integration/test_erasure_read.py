@@ -91,6 +91,15 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     timeline = client.get("/messages/E1").json()["timeline"]
     assert {e["identity"] for e in timeline} == {NORMAL}
     assert NORMAL in client.get(f"/console/numbers/{NORMAL}").text
+    # Metadata (an order id) is personal too: held by a keyed hash, found and shown as sent.
+    assert "order-123" not in orjson.dumps(raw).decode()
+    found = client.get("/messages", params={"metadata": "order-123"}).json()["items"]
+    assert [(m["message_id"], m["metadata"]) for m in found] == [
+        ("E1", "order-123"),
+        ("E2", "order-123"),
+    ]
+    assert client.get("/messages", params={"metadata": "order123"}).json()["items"] == []
+    assert "/console/messages/E1" in client.get("/console/search?q=order-123").text
     before = check(client)
     assert before["may_send"] is False and "erased" not in before
 
@@ -117,8 +126,10 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     assert history and all(h["identity"] is None and h["erased"] for h in history)
     at = client.get("/consent", params={"channel": "SMS", "identity": NUMBER}).json()
     assert at["state"] == "OPTED_OUT" and at["decided_by"]["erased"] is True
-    timeline = client.get("/messages/E1").json()["timeline"]
+    message = client.get("/messages/E1").json()
+    timeline = message["timeline"]
     assert timeline and all(e["identity"] is None and e["erased"] for e in timeline)
+    assert message["metadata"] is None
     # The inbound texts were message payload, not kept after erasure: nothing to review.
     assert client.get("/consent/review").json()["items"] == []
     raw = projection_rows(database_url, shown=False)
@@ -187,6 +198,9 @@ def test_a_plaintext_store_reads_as_before(database_url: str) -> None:
             assert not any("erased" in h for h in history)
             timeline = client.get("/messages/E1").json()["timeline"]
             assert {e["identity"] for e in timeline} == {NORMAL}
+            assert [r["metadata"] for r in raw["message_status"]] == ["order-123", "order-123"]
+            found = client.get("/messages", params={"metadata": "order-123"}).json()["items"]
+            assert [m["message_id"] for m in found] == ["E1", "E2"]
             assert NORMAL in client.get(f"/console/numbers/{quote(NUMBER)}").text
     finally:
         runtime.close()
