@@ -83,7 +83,7 @@ def opened(db: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Read-table rows with their sealed copies opened under the suite's keys."""
     import orjson
 
-    from projections.personal import open_map, open_rows
+    from projections.personal import open_map, open_metadata, open_rows
     from store.vault import plaintext
     from store.vault_keys import open_vault
 
@@ -92,9 +92,18 @@ def opened(db: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     except Exception:  # no key table: a plaintext store's
         vault = plaintext()
     out = open_rows(vault, rows, texts=("text",))
+    if out and "metadata_shown" in out[0]:
+        out = open_metadata(vault, out)
     for row in out:
         if row.get("identities_shown"):
-            row["identities_shown"] = open_map(vault, orjson.loads(row["identities_shown"]))
+            # The timeline's names as the identities they stand for: the same in a plaintext
+            # store and an encrypted one.
+            shown = open_map(vault, orjson.loads(row["identities_shown"]))
+            reports = orjson.loads(row["reports"])
+            for report in reports:
+                report["identity"] = shown.get(report["identity"], report["identity"])
+            row["reports"] = orjson.dumps(reports).decode()
+            row["identities_shown"] = sorted(v for v in shown.values() if v is not None)
     return out
 
 
