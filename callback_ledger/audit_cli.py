@@ -192,6 +192,9 @@ HISTORY = [
 def run_history(settings: Settings, args: argparse.Namespace) -> int:
     if not args.contact and not (args.channel and args.identity):
         raise SystemExit("audit history: give --contact, or --channel and --identity")
+    if args.identity and not args.channel:
+        # A number is held by its name on a channel (a blind index in an encrypted store).
+        raise SystemExit("audit history: --identity needs --channel")
     return _audited(
         settings,
         args,

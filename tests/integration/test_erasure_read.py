@@ -32,6 +32,7 @@ DAY = "2024-06-15T"
 BODIES = [
     p.delivery("E1", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}10:00:00Z"),
     p.delivery("E1", "DELIVERED", "SMS", NUMBER, f"{DAY}10:00:05Z"),
+    p.delivery("E1", "READ", "SMS", NUMBER, f"{DAY}10:00:09Z"),
     p.opt("OPT_OUT", request_id="R-OUT", identity=NUMBER, event_time=f"{DAY}11:00:00Z"),
     p.inbound("IN-STOP", "STOP", identity=NUMBER, event_time=f"{DAY}11:05:00Z"),
     p.inbound("IN-FREE", "please stop texting me", identity=NUMBER, event_time=f"{DAY}11:06:00Z"),
@@ -90,6 +91,8 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     ]
     timeline = client.get("/messages/E1").json()["timeline"]
     assert {e["identity"] for e in timeline} == {NORMAL}
+    [read] = client.get("/read-confirmations").json()["items"]
+    assert (read["message_id"], read["identity"]) == ("E1", NORMAL)
     assert NORMAL in client.get(f"/console/numbers/{NORMAL}").text
     # Metadata (an order id) is personal too: held by a keyed hash, found and shown as sent.
     assert "order-123" not in orjson.dumps(raw).decode()
@@ -130,14 +133,23 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     timeline = message["timeline"]
     assert timeline and all(e["identity"] is None and e["erased"] for e in timeline)
     assert message["metadata"] is None
+    [read] = client.get("/read-confirmations").json()["items"]
+    assert (read["message_id"], read["identity"], read["erased"]) == ("E1", None, True)
+    page = client.get("/console/messages/E1")
+    assert page.status_code == 200
+    assert NORMAL not in page.text and "order-123" not in page.text
     # The inbound texts were message payload, not kept after erasure: nothing to review.
     assert client.get("/consent/review").json()["items"] == []
     raw = projection_rows(database_url, shown=False)
     assert {r["identity"] for r in raw["consent_history"]} == {name}
 
     # The violations report still counts the send to it.
-    with Runtime(settings).database().read() as cur:
-        found = list(consent.violations(cur, vault=ledger.vault))
+    runtime = Runtime(settings)
+    try:
+        with runtime.database().read() as cur:
+            found = list(consent.violations(cur, vault=ledger.vault))
+    finally:
+        runtime.close()
     assert [(v["message_id"], v["identity"], v.get("erased")) for v in found] == [
         ("E2", None, True)
     ]
