@@ -252,6 +252,9 @@ class Vault:
             self._current[slot] = _Current(key_id, aead, now)
             if len(self._current) > self._cache_size:
                 self._current.popitem(last=False)
+            if len(self._pending) > self._cache_size:
+                # Keys of batches that failed long ago (a retry comes within seconds).
+                del self._pending[next(iter(self._pending))]
             self._remember(key_id, aead)
             return key_id, aead
 
