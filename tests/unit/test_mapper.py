@@ -19,9 +19,9 @@ from domain.contact import Contact
 from domain.message import Message
 from domain.receipt import Receipt
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
-from store.ledger import Ledger
 from store import envelope
 from store.compression import state_compressor
+from store.ledger import Ledger
 from store.mapper import FAST_EVENTS, FastMapper
 from store.vault import Secrets, Vault
 from tests import payloads as p
