@@ -99,7 +99,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         ledger._keys_db = Database(backend)
         try:
             vault = vault_keys.open_vault(
-                ledger._keys_db, secrets, empty, ledger._store_file or f"the {backend.name} store"
+                ledger._keys_db, secrets, empty, ledger._store_file or f"{backend.name} database"
             )
         except BaseException:
             ledger.close()
