@@ -28,6 +28,7 @@ UNRECOGNISED_RECEIVED = get_topic(UnrecognisedCallback.Received)  # type: ignore
 FIRST_REPORTED = get_topic(Message.FirstReported)
 REPORTS = frozenset({DELIVERY_REPORTED, FIRST_REPORTED})
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
+ERASED = get_topic(Erasure.Erased)  # type: ignore[attr-defined]
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
 ERASED = get_topic(Erasure.Erased)  # type: ignore[attr-defined]
 
@@ -111,7 +112,12 @@ class EventLog:
     def _events(self, rows: Sequence[Sequence[Any]], topics: frozenset[str]) -> list[LoggedEvent]:
         as_text = self.as_text
         vault = self.vault
-        if vault.encrypted:  # the page's data keys in one query
+        if vault.encrypted:
+            # An erasure (perhaps by another process): stop using its subjects' keys now.
+            for row in rows:
+                if row[2] == ERASED:
+                    vault.forget(decode_state(row[3]).get("subjects") or ())
+            # The page's data keys in one query.
             vault.prefetch(envelope.key_ids(bytes(r[3]) for r in rows if r[2] in topics))
         return [
             LoggedEvent(int(id_), topic, as_text(originator_id), decode_state(state, vault, topic))

@@ -76,8 +76,10 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     # What differs between the databases (store.backend).
     backend: Backend
 
-    # Personal data's keys (store.vault): plaintext until `for_backend` opens the store's.
+    # Personal data's keys (store.vault): plaintext until `for_backend` opens the store's,
+    # read through connections of their own.
     vault: Vault = plaintext()
+    _keys_db: Database | None = None
 
     @classmethod
     def for_backend(
@@ -94,9 +96,14 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         if ledger._store_file is not None:
             ledger._store_identity = file_identity(ledger._store_file)
         empty = not ledger.recorder.max_notification_id()
-        vault = vault_keys.open_vault(
-            Database(backend), secrets, empty, ledger._store_file or f"the {backend.name} store"
-        )
+        ledger._keys_db = Database(backend)
+        try:
+            vault = vault_keys.open_vault(
+                ledger._keys_db, secrets, empty, ledger._store_file or f"{backend.name} database"
+            )
+        except BaseException:
+            ledger.close()
+            raise
         ledger.vault = vault
         mapper = ledger.mapper
         assert isinstance(mapper, FastMapper)
@@ -250,6 +257,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             )
             aggregates[event.originator_id] = event.mutate(aggregates.get(event.originator_id))
         return aggregates
+
+    def close(self) -> None:
+        if self._keys_db is not None:
+            self._keys_db.close()
+        super().close()
 
     def ping(self) -> int:
         """The head of the event log; raises when the store cannot be reached."""

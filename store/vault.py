@@ -49,6 +49,10 @@ UNATTRIBUTED = "u"
 # A process uses one data key per (subject, class, month) for at most this long, then makes a
 # new one: a key erased by another process stops being used within this time.
 KEY_REUSE_S = 300.0
+# A process trusts a data key it has loaded for at most this long: a key destroyed by another
+# process (erasure, retention) stops opening data here within this time, or at once where
+# the process follows the log (the Erased fact: `forget`).
+KEY_TRUST_S = 60.0
 # Sealed text (a projection's copy of a personal value): this prefix, then base64url of
 # key id, nonce and ciphertext.
 TEXT_PREFIX = "v1."
@@ -187,8 +191,8 @@ class Vault:
         self._previous = [AESGCM(k) for k in secrets.previous] if secrets else []
         self._current: OrderedDict[tuple[str, str, str], _Current] = OrderedDict()
         self._pending: dict[bytes, KeyRow] = {}
-        # key id -> AESGCM, or None once known destroyed
-        self._open: OrderedDict[bytes, AESGCM | None] = OrderedDict()
+        # key id -> (AESGCM, or None once known destroyed; when loaded)
+        self._open: OrderedDict[bytes, tuple[AESGCM | None, float]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -252,6 +256,9 @@ class Vault:
             self._current[slot] = _Current(key_id, aead, now)
             if len(self._current) > self._cache_size:
                 self._current.popitem(last=False)
+            if len(self._pending) > self._cache_size:
+                # Keys of batches that failed long ago (a retry comes within seconds).
+                del self._pending[next(iter(self._pending))]
             self._remember(key_id, aead)
             return key_id, aead
 
@@ -275,9 +282,14 @@ class Vault:
             self._open.clear()
 
     def _remember(self, key_id: bytes, aead: AESGCM | None) -> None:
-        self._open[key_id] = aead
+        self._open[key_id] = (aead, time.monotonic())
+        self._open.move_to_end(key_id)
         if len(self._open) > self._cache_size:
             self._open.popitem(last=False)
+
+    def _trusted(self, key_id: bytes, now: float) -> bool:
+        found = self._open.get(key_id)
+        return found is not None and now - found[1] < KEY_TRUST_S
 
     def _unwrap_with_any(self, wrapped: bytes, aad: bytes) -> bytes | None:
         assert self._master is not None
@@ -291,8 +303,9 @@ class Vault:
 
     def prefetch(self, key_ids: Iterable[bytes]) -> None:
         """Loads these keys in one query (a page of events or rows at a time)."""
+        now = time.monotonic()
         with self._lock:
-            missing = [k for k in dict.fromkeys(key_ids) if k not in self._open]
+            missing = [k for k in dict.fromkeys(key_ids) if not self._trusted(k, now)]
         if not missing or self.keys is None:
             return
         found = self.keys.load(missing)
@@ -312,12 +325,12 @@ class Vault:
     def aead(self, key_id: bytes) -> AESGCM | None:
         """The data key, or None when it was destroyed."""
         with self._lock:
-            if key_id in self._open:
-                self._open.move_to_end(key_id)
-                return self._open[key_id]
+            if self._trusted(key_id, time.monotonic()):
+                return self._open[key_id][0]
         self.prefetch([key_id])
         with self._lock:
-            return self._open.get(key_id)
+            found = self._open.get(key_id)
+        return found[0] if found else None
 
     # ---- values ------------------------------------------------------------------------------
 
