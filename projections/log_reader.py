@@ -30,7 +30,6 @@ REPORTS = frozenset({DELIVERY_REPORTED, FIRST_REPORTED})
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
 ERASED = get_topic(Erasure.Erased)  # type: ignore[attr-defined]
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
-ERASED = get_topic(Erasure.Erased)  # type: ignore[attr-defined]
 
 
 class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these
