@@ -216,3 +216,38 @@ def test_a_plaintext_store_reads_as_before(database_url: str) -> None:
             assert NORMAL in client.get(f"/console/numbers/{quote(NUMBER)}").text
     finally:
         runtime.close()
+
+
+def test_replay_after_retention_gives_the_same_rows_minus_the_shredded_fields(
+    client: TestClient, ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    feed(client, BODIES)
+    before = projection_rows(database_url)
+    # Retention of message payloads: every message-class key goes; consent evidence stays.
+    assert ledger.vault.keys.destroy_expired("m", "9999-12") > 0  # type: ignore[union-attr]
+    ledger.vault.forget(everything=True)
+    quiet_replay(settings)
+    after = projection_rows(database_url)
+
+    # Consent evidence (opt-out, keyword, the free text that reads like one) is untouched.
+    for table in ("consent", "consent_history", "consent_review"):
+        assert after[table] == before[table], table
+    assert {h["identity"] for h in after["consent_history"]} == {NORMAL}
+    # The messages keep every row and field but the number and the metadata.
+    assert len(after["message_status"]) == len(before["message_status"]) == 2
+    for old, new in zip(before["message_status"], after["message_status"], strict=True):
+        assert old["metadata"] == "order-123" and new["metadata"] is None
+        assert old["identities_shown"] == [NORMAL] and new["identities_shown"] == []
+        assert {r["identity"] for r in orjson.loads(old["reports"])} == {NORMAL}
+        assert {r["identity"] for r in orjson.loads(new["reports"])} == {None}
+        shredded = {"metadata", "identities_shown", "reports"}
+        assert {k: v for k, v in old.items() if k not in shredded} == {
+            k: v for k, v in new.items() if k not in shredded
+        }
+    [read] = after["read_confirmations"]
+    assert (read["message_id"], read["identity"], read["erased"]) == ("E1", None, True)
+    # Lookups by number still find the messages' rows, and the violation still counts.
+    check = client.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
+    assert check["may_send"] is False and "erased" not in check
+    report = client.get("/console/compliance.csv")
+    assert "E2" in report.text and "[erased]" in report.text
