@@ -47,8 +47,9 @@ CLASSES = (CONSENT, MESSAGES)
 # The subject of data that names nobody we can tell (unknown triggers, the quarantine).
 UNATTRIBUTED = "u"
 # A process uses one data key per (subject, class, month) for at most this long, then makes a
-# new one: a key erased by another process stops being used within this time.
-KEY_REUSE_S = 300.0
+# new one: a key erased by another process stops being used within this time, or at once
+# where the process follows the log (the Erased fact: `forget`). Longer means fewer key rows.
+KEY_REUSE_S = 3600.0
 # A process trusts a data key it has loaded for at most this long: a key destroyed by another
 # process (erasure, retention) stops opening data here within this time, or at once where
 # the process follows the log (the Erased fact: `forget`).
@@ -195,13 +196,16 @@ class Vault:
         self._open: OrderedDict[bytes, tuple[AESGCM | None, float]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        # The HMAC with its key already absorbed: each name copies it (cheaper than a new one).
+        self._index_mac = hmac.new(secrets.index, digestmod=hashlib.sha256) if secrets else None
 
     # ---- naming ----------------------------------------------------------------------------
 
     def _hmac(self, *parts: str) -> str:
-        assert self.secrets is not None
-        message = "\x1f".join(parts).encode("utf-8", "surrogatepass")
-        return _b64(hmac.new(self.secrets.index, message, hashlib.sha256).digest()[:16])
+        assert self._index_mac is not None
+        mac = self._index_mac.copy()
+        mac.update("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+        return _b64(mac.digest()[:16])
 
     def index(self, channel: str | None, identity: str) -> str:
         """The name projections and lookups use for a channel identity: its blind index
