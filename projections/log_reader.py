@@ -138,23 +138,14 @@ def decode_state(
     it cannot: see store.envelope.open_state)."""
     state = bytes(state)
     if envelope.is_sealed(state):
-        opened = envelope.open_state(state, vault or plaintext(), state_compressor(), topic)
-        return without_nul(opened) if _has_nul(opened) else opened
+        return envelope.open_state(
+            state, vault or plaintext(), state_compressor(), topic, without_nul
+        )
     state = inflate(state)
     decoded: dict[str, Any] = orjson.loads(state)
     if _NUL_ESCAPE in state:
         decoded = without_nul(decoded)
     return decoded
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(map(_has_nul, value))
-    return False
 
 
 def without_nul(value: Any) -> Any:
