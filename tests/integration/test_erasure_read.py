@@ -108,6 +108,16 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
 
     erase(ledger, name)
     wait_for_projections(client)
+    # At once, before any replay: the copies in the read tables are unreadable too, and the
+    # keyword opt-out (its fact's public part) still stands beside the OPT_OUT.
+    answer = check(client)
+    assert answer["may_send"] is False and answer["erased"] is True
+    history = client.get("/contacts/CONTACT1/consent/history").json()["items"]
+    assert "KEYWORD_OPT_OUT" in {h["fact"] for h in history}
+    assert all(h["identity"] is None and h["erased"] for h in history)
+    assert [(r["text"], r["erased"]) for r in client.get("/consent/review").json()["items"]] == [
+        (None, True)
+    ]
     quiet_replay(settings)
 
     # The opt-out outlives the erasure, and says so.
