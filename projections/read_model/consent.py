@@ -46,19 +46,6 @@ def erasure(cur: Cursor, name: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def erased_subjects(cur: Cursor, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Of these names, the erased ones and their erasures (one query)."""
-    wanted = sorted({n for n in names if n})
-    if not wanted:
-        return {}
-    rows = cur.execute(
-        "SELECT subject, erased_at, erased_by, reason, scope FROM erasures "
-        f"WHERE subject IN ({', '.join('?' * len(wanted))})",
-        wanted,
-    ).fetchall()
-    return {row["subject"]: dict(row) for row in rows}
-
-
 # A number's consent facts in the deciding order: their event times, and the rows.
 Facts = tuple[list[str], list[dict[str, Any]]]
 # The same order as projections.rules.merge_consent: latest time, then opt-out, then source.
@@ -139,46 +126,25 @@ def check(cur: Cursor, channel: str, name: str, project_id: str | None = None) -
         f"SELECT * FROM ({sql}) x ORDER BY since DESC, is_opt_out DESC, source_ref DESC LIMIT 1",
         params,
     ).fetchone()
-    erased = erasure(cur, name)
     if row is None:
         answer = {
             "may_send": True,
             "state": UNKNOWN,
             "reason": "no opt-in or opt-out is on record for this channel and identity",
         }
-        return _with_erasure(cur, answer, erased, channel, name, project_id)
-    scope = ", for the contact's whole channel" if row["identity"] == "" else ""
-    if row["state"] == OPTED_OUT:
+    else:
+        scope = ", for the contact's whole channel" if row["identity"] == "" else ""
+        opted_out = row["state"] == OPTED_OUT
         answer = {
-            "may_send": False,
-            "state": OPTED_OUT,
-            "reason": f"opted out since {row['since']} ({row['source_kind']}{scope})",
+            "may_send": not opted_out,
+            "state": row["state"],
+            "reason": f"{'opted out' if opted_out else 'opted in'} since {row['since']} "
+            f"({row['source_kind']}{scope})",
             "since": row["since"],
             "source_ref": row["source_ref"],
         }
-        return _with_erasure(cur, answer, erased, channel, name, project_id)
-    if erased is not None:
-        return _with_erasure(
-            cur,
-            {
-                "may_send": True,
-                "state": row["state"],
-                "reason": f"opted in since {row['since']} ({row['source_kind']}{scope})",
-                "since": row["since"],
-                "source_ref": row["source_ref"],
-            },
-            erased,
-            channel,
-            name,
-            project_id,
-        )
-    return {
-        "may_send": True,
-        "state": row["state"],
-        "reason": f"opted in since {row['since']} ({row['source_kind']}{scope})",
-        "since": row["since"],
-        "source_ref": row["source_ref"],
-    }
+    # An erased number's opt-out stands; the answer says it was erased, with its proof.
+    return _with_erasure(cur, answer, erasure(cur, name), channel, name, project_id)
 
 
 def _with_erasure(

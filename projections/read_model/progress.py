@@ -21,8 +21,7 @@ def stuck(cur: Cursor) -> set[str]:
 def first_state_after(cur: Cursor, log: EventLog, position: int) -> bytes | None:
     """The stored state of the first event after `position`, if any."""
     found = cur.tuples(
-        f"SELECT state FROM {log.table} WHERE {log.id_column} > ? "
-        f"ORDER BY {log.id_column} LIMIT 1",
+        f"SELECT state FROM {log.table} WHERE {log.id_column} > ? ORDER BY {log.id_column} LIMIT 1",
         [position],
     )
     return bytes(found[0][0]) if found else None
