@@ -190,6 +190,20 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     assert {m["message_id"] for m in bundle["messages"]} == {"E1", "E2"}
     assert all(e["callback"]["raw"] is None for e in bundle["events"])
 
+    # `audit history` / `audit violations` as CSV: found by number, shown as [erased].
+    from callback_ledger.audit_cli import run_history, run_violations
+
+    common = {"since": None, "until": None, "format": "csv", "project": None}
+    args = argparse.Namespace(
+        **common, audit_command="history", contact=None, channel="sms", identity=NUMBER
+    )
+    assert run_history(settings, args) == 0
+    out = capsys.readouterr().out
+    assert "OPT_OUT_SUCCEEDED" in out and "[erased]" in out and NORMAL not in out
+    assert run_violations(settings, argparse.Namespace(**common, audit_command="violations")) == 0
+    out = capsys.readouterr().out
+    assert "E2" in out and "[erased]" in out and NORMAL not in out
+
     # Follow-up: the failed message is not to be retried (opted out), its recipient erased.
     from callback_ledger.followup_cli import run_followup
 
