@@ -119,6 +119,7 @@ def routes(runtime: Runtime, guard: Guard) -> list[Route]:
                     by=by,
                     reason=asked["reason"],
                     forget_consent=bool(asked.get("forget_consent", False)),
+                    db=runtime.database() if "contact_id" in asked else None,
                 )
             )
         except ErasureRefused as exc:

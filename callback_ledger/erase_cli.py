@@ -34,6 +34,7 @@ def run_erase(settings: Settings, args: argparse.Namespace) -> int:
             by=args.by or cli_user(),
             reason=args.reason,
             forget_consent=args.forget_consent,
+            db=runtime.database() if args.contact is not None else None,
         )
     except ErasureRefused as exc:
         sys.stderr.write(f"erase: refused: {exc}\n")

@@ -21,6 +21,7 @@ from domain.callbacks import normalise_identity
 from domain.contact import Contact
 from domain.erasure import Erasure
 from store import envelope
+from store.db import Database
 from store.ledger import Ledger
 from store.mapper import FastMapper
 from store.vault_keys import SQLKeyStore
@@ -86,9 +87,13 @@ def identity_subjects(ledger: Ledger, channel: str, identity: str) -> list[str]:
     return [ledger.vault.index(channel, identity)]
 
 
-def contact_subjects(ledger: Ledger, project_id: str, contact_id: str) -> list[str]:
-    """A contact's own subject and every subject its stream's events name (the identities it
-    was seen with): the public part of each sealed event says whom it is about."""
+def contact_subjects(
+    ledger: Ledger, project_id: str, contact_id: str, db: Database | None = None
+) -> list[str]:
+    """A contact's own subject, every subject its stream's events name (the identities it
+    wrote or consented from: the public part of each sealed event says whom it is about), and,
+    with the read tables (`db`), every identity its messages were sent to (contact_identities
+    holds their blind indexes)."""
     project_id = _text("project", project_id, MAX_NAME)
     contact_id = _text("contact", contact_id, MAX_NAME)
     subjects = [ledger.vault.contact_subject(project_id, contact_id)]
@@ -101,6 +106,14 @@ def contact_subjects(ledger: Ledger, project_id: str, contact_id: str) -> list[s
             subject = public.get("subject")
             if isinstance(subject, str) and subject not in subjects:
                 subjects.append(subject)
+    if db is not None:
+        with db.read() as cur:
+            rows = cur.execute(
+                "SELECT DISTINCT identity FROM contact_identities "
+                "WHERE project_id = ? AND contact_id = ? ORDER BY identity",
+                (project_id, contact_id),
+            ).fetchall()
+        subjects.extend(r["identity"] for r in rows if r["identity"] not in subjects)
     return subjects
 
 
@@ -114,10 +127,12 @@ def erase(
     by: str,
     reason: str,
     forget_consent: bool = False,
+    db: Database | None = None,
 ) -> ErasureReport:
     """Erases one channel identity (`channel` and `identity`) or one contact (`project_id`
-    and `contact_id`). The keys go first: if recording the fact then fails, the data is
-    already unreadable and a second request records it (with 0 keys destroyed)."""
+    and `contact_id`; `db`: the read tables, for the identities its messages went to). The
+    keys go first: if recording the fact then fails, the data is already unreadable and a
+    second request records it (with 0 keys destroyed)."""
     keys = _encrypted(ledger)
     by = _text("by", by, MAX_NAME)
     reason = _text("reason", reason, MAX_REASON)
@@ -125,7 +140,7 @@ def erase(
         raise ErasureRefused("name either a channel identity or a contact, not both")
     if contact_id is not None:
         scope = "contact"
-        subjects = contact_subjects(ledger, project_id or "", contact_id)
+        subjects = contact_subjects(ledger, project_id or "", contact_id, db)
     elif identity is not None or channel is not None:
         scope = "identity"
         subjects = identity_subjects(ledger, channel or "", identity or "")
