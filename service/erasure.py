@@ -109,11 +109,18 @@ def contact_subjects(
     if db is not None:
         with db.read() as cur:
             rows = cur.execute(
-                "SELECT DISTINCT identity FROM contact_identities "
-                "WHERE project_id = ? AND contact_id = ? ORDER BY identity",
+                "SELECT DISTINCT channel, identity FROM contact_identities "
+                "WHERE project_id = ? AND contact_id = ? ORDER BY channel, identity",
                 (project_id, contact_id),
             ).fetchall()
-        subjects.extend(r["identity"] for r in rows if r["identity"] not in subjects)
+        for row in rows:
+            # A blind index as the read tables keep it; an identity as tables projected
+            # before they did kept it.
+            identity = row["identity"]
+            if not identity.startswith("b."):
+                identity = ledger.vault.index(row["channel"], identity)
+            if identity not in subjects:
+                subjects.append(identity)
     return subjects
 
 
