@@ -385,3 +385,26 @@ def test_the_number_is_nowhere_in_the_database_files(store_files: tuple[str, Any
     done = cli(url, "erase", "--contact", "CONTACT1", "--project", "PROJECT1", "--reason", "T-2")
     assert done.returncode == 0, done.stderr
     assert not found_in(files(), [NUMBER, TEXT])
+
+
+def test_a_failing_retention_run_is_shown_in_healthz_and_serving_goes_on(
+    settings: Settings, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.retention
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the key table is locked")
+
+    monkeypatch.setattr(service.retention, "apply", broken)
+    soon = dataclasses.replace(settings, retention_first_s=1)
+    with TestClient(create_app(soon), headers={"Authorization": f"Bearer {admin_key}"}) as client:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            answer = client.get("/healthz")
+            if "retention" in answer.json():
+                break
+            time.sleep(0.2)
+        body = answer.json()
+        assert "the key table is locked" in body["retention"]["last_error"]
+        assert answer.status_code == 200 and body["status"] == "ok"
+        assert client.get("/messages").status_code == 200
