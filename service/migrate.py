@@ -83,9 +83,7 @@ def target_settings(settings: Settings, url: str) -> Settings:
 def migrate(settings: Settings, url: str) -> dict[str, int]:
     """Copies the store of `settings` into the empty store at `url`; counts of what was done."""
     target = target_settings(settings, url)
-    if target.store_backend().name == settings.store_backend().name and url == (
-        settings.database_url
-    ):
+    if url.strip() == settings.database_url:
         raise MigrationRefused("--to names the store being migrated: give a new, empty store")
     if target.secrets() is None:
         raise MigrationRefused(
