@@ -10,6 +10,7 @@ import orjson
 from eventsourcing.utils import get_topic
 
 from domain.contact import Contact
+from domain.erasure import Erasure
 from domain.message import Message
 from domain.unrecognised import UnrecognisedCallback
 from store import envelope
@@ -27,6 +28,7 @@ UNRECOGNISED_RECEIVED = get_topic(UnrecognisedCallback.Received)  # type: ignore
 FIRST_REPORTED = get_topic(Message.FirstReported)
 REPORTS = frozenset({DELIVERY_REPORTED, FIRST_REPORTED})
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
+ERASED = get_topic(Erasure.Erased)  # type: ignore[attr-defined]
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
 
 
@@ -109,7 +111,12 @@ class EventLog:
     def _events(self, rows: Sequence[Sequence[Any]], topics: frozenset[str]) -> list[LoggedEvent]:
         as_text = self.as_text
         vault = self.vault
-        if vault.encrypted:  # the page's data keys in one query
+        if vault.encrypted:
+            # An erasure (perhaps by another process): stop using its subjects' keys now.
+            for row in rows:
+                if row[2] == ERASED:
+                    vault.forget(decode_state(row[3]).get("subjects") or ())
+            # The page's data keys in one query.
             vault.prefetch(envelope.key_ids(bytes(r[3]) for r in rows if r[2] in topics))
         return [
             LoggedEvent(int(id_), topic, as_text(originator_id), decode_state(state, vault, topic))
@@ -131,23 +138,14 @@ def decode_state(
     it cannot: see store.envelope.open_state)."""
     state = bytes(state)
     if envelope.is_sealed(state):
-        opened = envelope.open_state(state, vault or plaintext(), state_compressor(), topic)
-        return without_nul(opened) if _has_nul(opened) else opened
+        return envelope.open_state(
+            state, vault or plaintext(), state_compressor(), topic, without_nul
+        )
     state = inflate(state)
     decoded: dict[str, Any] = orjson.loads(state)
     if _NUL_ESCAPE in state:
         decoded = without_nul(decoded)
     return decoded
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(map(_has_nul, value))
-    return False
 
 
 def without_nul(value: Any) -> Any:

@@ -19,6 +19,7 @@ empty database)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -82,7 +83,7 @@ def main() -> None:
     url = sys.argv[2] if len(sys.argv) > 2 else None
     if url is None:
         url = f"sqlite:///{tempfile.mkdtemp()}/growth.sqlite3"
-    ledger = Ledger.from_settings(Settings(database_url=url))
+    ledger = Ledger.from_settings(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": url}))
     cache = LRU(1000)
     recorded = 0
 

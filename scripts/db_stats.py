@@ -13,7 +13,9 @@ from store.ledger import Ledger
 
 
 def event_count(database_url: str) -> int:
-    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    ledger = Ledger.from_settings(
+        Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url})
+    )
     try:
         return ledger.ping()
     finally:

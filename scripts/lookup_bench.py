@@ -8,6 +8,7 @@ Usage: python -m scripts.lookup_bench [--events 10000] [--backend sqlite|postgre
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reads", type=int, default=20)
     args = parser.parse_args(argv)
     with database(args.backend) as url:
-        ledger = Ledger.from_settings(Settings(database_url=url))
+        ledger = Ledger.from_settings(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": url}))
         cache = LRU(10)
         for start in range(0, args.events, 500):
             commands = []

@@ -23,7 +23,11 @@ from store.ledger import Ledger
 
 def generate_log(database_url: str, n_events: int) -> int:
     """Writes about n_events through the real write path (group commit of 2,000 callbacks)."""
-    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    # The store's keys as the replay will have them (the environment, or the file beside a
+    # SQLite store).
+    ledger = Ledger.from_settings(
+        Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url})
+    )
     receipt_time = datetime.now(UTC)
     try:
         seed = 0

@@ -124,21 +124,36 @@ def public_json(state: bytes, zstd: StateCompressor) -> bytes:
     return zstd.decompress(bytes(state[_HEAD.size : _HEAD.size + length]))
 
 
+# JSON writes a NUL character as this escape (see `open_state`'s `clean`).
+NUL_ESCAPE = b"\\u0000"
+
+
 def open_state(
-    state: bytes, vault: v.Vault, zstd: StateCompressor, topic: str | None = None
+    state: bytes,
+    vault: v.Vault,
+    zstd: StateCompressor,
+    topic: str | None = None,
+    clean: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """The event's whole state as one JSON object: the public fields, the personal ones when
     their key exists (else None, `callback.raw` None and `erased` true), and `_key`: the
-    data key's id (hex), with which projections seal their copies of personal values."""
+    data key's id (hex), with which projections seal their copies of personal values.
+    `clean`: applied to a part whose JSON holds a NUL character."""
     _, length = _HEAD.unpack_from(state)
     start = _HEAD.size + length
-    public: dict[str, Any] = orjson.loads(zstd.decompress(bytes(state[_HEAD.size : start])))
+    public_bytes = zstd.decompress(bytes(state[_HEAD.size : start]))
+    public: dict[str, Any] = orjson.loads(public_bytes)
+    if clean is not None and NUL_ESCAPE in public_bytes:
+        public = clean(public)
     blob = bytes(state[start:])
     public["_key"] = blob[: v.KEY_ID_BYTES].hex()
     plain = vault.decrypt(blob) if vault.encrypted else None
     if plain is None:
         return erased(public, topic)
-    private: dict[str, Any] = orjson.loads(zstd.decompress(plain))
+    plain = zstd.decompress(plain)
+    private: dict[str, Any] = orjson.loads(plain)
+    if clean is not None and NUL_ESCAPE in plain:
+        private = clean(private)
     receipt = private.pop("callback", None)
     public.update(private)
     if receipt is not None and isinstance(public.get("callback"), dict):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredEvent
 
@@ -76,8 +76,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     # What differs between the databases (store.backend).
     backend: Backend
 
-    # Personal data's keys (store.vault): plaintext until `for_backend` opens the store's.
+    # Personal data's keys (store.vault): plaintext until `for_backend` opens the store's,
+    # read through connections of their own.
     vault: Vault = plaintext()
+    _keys_db: Database | None = None
+    _deciding: Mapper[UUID] | None = None
 
     @classmethod
     def for_backend(
@@ -94,9 +97,14 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         if ledger._store_file is not None:
             ledger._store_identity = file_identity(ledger._store_file)
         empty = not ledger.recorder.max_notification_id()
-        vault = vault_keys.open_vault(
-            Database(backend), secrets, empty, ledger._store_file or f"the {backend.name} store"
-        )
+        ledger._keys_db = Database(backend)
+        try:
+            vault = vault_keys.open_vault(
+                ledger._keys_db, secrets, empty, ledger._store_file or f"{backend.name} database"
+            )
+        except BaseException:
+            ledger.close()
+            raise
         ledger.vault = vault
         mapper = ledger.mapper
         assert isinstance(mapper, FastMapper)
@@ -129,6 +137,13 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             log.error("%s", self._moved)
         if self._moved is not None:
             raise StoreMoved(self._moved)
+
+    def _deciding_mapper(self) -> Mapper[UUID]:
+        if self._deciding is None:
+            mapper = self.mapper
+            assert isinstance(mapper, FastMapper)
+            self._deciding = mapper.without_personal_fields()
+        return self._deciding
 
     def construct_mapper(self) -> Mapper[UUID]:
         library = super().construct_mapper()
@@ -178,10 +193,10 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         return command_for(body, receipt, self.namer())
 
     def _load_or_create(self, command: Command) -> tuple[Aggregate, bool]:
-        try:
-            return self.repository.get(command.aggregate_id), False
-        except AggregateNotFoundError:
+        found = self.rebuild(self.stored_rows({command.aggregate_id})).get(command.aggregate_id)
+        if found is None:
             return command.create(), True
+        return found, False
 
     def execute(self, command: Command) -> Outcome:
         """One command in a transaction of its own, retried on optimistic-concurrency
@@ -234,11 +249,14 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         return self.backend.select(self.recorder.datastore, sql, params)  # type: ignore[attr-defined]
 
     def rebuild(self, rows: list[Any]) -> dict[UUID, Aggregate]:
-        """Aggregates from their stored events (rows ordered by stream and version)."""
+        """Aggregates from their stored events (rows ordered by stream and version), to decide
+        on: without their events' personal fields, which no decision reads (no data key is
+        loaded on the write path)."""
         aggregates: dict[UUID, Aggregate] = {}
+        mapper = self._deciding_mapper()
         for row in rows:
             originator_id = row["originator_id"]
-            event: Any = self.mapper.to_domain_event(
+            event: Any = mapper.to_domain_event(
                 StoredEvent(
                     originator_id=UUID(originator_id)
                     if isinstance(originator_id, str)
@@ -250,6 +268,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             )
             aggregates[event.originator_id] = event.mutate(aggregates.get(event.originator_id))
         return aggregates
+
+    def close(self) -> None:
+        if self._keys_db is not None:
+            self._keys_db.close()
+        super().close()
 
     def ping(self) -> int:
         """The head of the event log; raises when the store cannot be reached."""

@@ -81,6 +81,12 @@ class FastMapper(Mapper[UUID]):
         # Whether an inbound text is consent evidence (a keyword, or reads like one).
         self.classify: Callable[[str | None], bool] = _never
 
+    def without_personal_fields(self) -> FastMapper:
+        """A mapper that reads encrypted events' public fields only (their personal ones None):
+        enough to rebuild an aggregate and decide, without loading any data key."""
+        zstd = self.zstd if self.zstd is not None else self.compressor
+        return FastMapper(Mapper(self.transcoder, zstd, self.cipher))
+
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         topic = self._topics.get(type(domain_event))
         if topic is None or self.cipher:

@@ -47,8 +47,13 @@ CLASSES = (CONSENT, MESSAGES)
 # The subject of data that names nobody we can tell (unknown triggers, the quarantine).
 UNATTRIBUTED = "u"
 # A process uses one data key per (subject, class, month) for at most this long, then makes a
-# new one: a key erased by another process stops being used within this time.
-KEY_REUSE_S = 300.0
+# new one: a key erased by another process stops being used within this time, or at once
+# where the process follows the log (the Erased fact: `forget`). Longer means fewer key rows.
+KEY_REUSE_S = 3600.0
+# A process trusts a data key it has loaded for at most this long: a key destroyed by another
+# process (erasure, retention) stops opening data here within this time, or at once where
+# the process follows the log (the Erased fact: `forget`).
+KEY_TRUST_S = 60.0
 # Sealed text (a projection's copy of a personal value): this prefix, then base64url of
 # key id, nonce and ciphertext.
 TEXT_PREFIX = "v1."
@@ -132,8 +137,11 @@ def write_key_file(path: Path) -> None:
         out.write(generate())
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
@@ -168,7 +176,7 @@ class KeyStore(Protocol):
 @dataclass
 class _Current:
     key_id: bytes
-    aead: AESGCM
+    key: bytes
     made: float
 
 
@@ -187,17 +195,21 @@ class Vault:
         self._previous = [AESGCM(k) for k in secrets.previous] if secrets else []
         self._current: OrderedDict[tuple[str, str, str], _Current] = OrderedDict()
         self._pending: dict[bytes, KeyRow] = {}
-        # key id -> AESGCM, or None once known destroyed
-        self._open: OrderedDict[bytes, AESGCM | None] = OrderedDict()
+        # key id -> (the key, or None once known destroyed; when loaded). Raw keys: a cipher
+        # object holds kilobytes, and making one costs about as much as using it.
+        self._open: OrderedDict[bytes, tuple[bytes | None, float]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        # The HMAC with its key already absorbed: each name copies it (cheaper than a new one).
+        self._index_mac = hmac.new(secrets.index, digestmod=hashlib.sha256) if secrets else None
 
     # ---- naming ----------------------------------------------------------------------------
 
     def _hmac(self, *parts: str) -> str:
-        assert self.secrets is not None
-        message = "\x1f".join(parts).encode("utf-8", "surrogatepass")
-        return _b64(hmac.new(self.secrets.index, message, hashlib.sha256).digest()[:16])
+        assert self._index_mac is not None
+        mac = self._index_mac.copy()
+        mac.update("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+        return _b64(mac.digest()[:16])
 
     def index(self, channel: str | None, identity: str) -> str:
         """The name projections and lookups use for a channel identity: its blind index
@@ -230,7 +242,7 @@ class Vault:
 
     # ---- data keys ---------------------------------------------------------------------------
 
-    def key_for(self, subject: str, klass: str, period: str) -> tuple[bytes, AESGCM]:
+    def key_for(self, subject: str, klass: str, period: str) -> tuple[bytes, bytes]:
         """The data key to encrypt with now. A new one is pending until `confirm`: the
         writer stores it in the same transaction as the events that use it."""
         assert self._master is not None
@@ -240,20 +252,22 @@ class Vault:
             current = self._current.get(slot)
             if current is not None and now - current.made < KEY_REUSE_S:
                 self._current.move_to_end(slot)
-                return current.key_id, current.aead
+                return current.key_id, current.key
             key = os.urandom(KEY_BYTES)
             key_id = os.urandom(KEY_ID_BYTES)
             nonce = os.urandom(NONCE_BYTES)
             wrapped = nonce + self._master.encrypt(nonce, key, key_id)
-            aead = AESGCM(key)
             self._pending[key_id] = KeyRow(
                 key_id, subject, klass, period, wrapped, datetime.now().astimezone().isoformat()
             )
-            self._current[slot] = _Current(key_id, aead, now)
+            self._current[slot] = _Current(key_id, key, now)
             if len(self._current) > self._cache_size:
                 self._current.popitem(last=False)
-            self._remember(key_id, aead)
-            return key_id, aead
+            if len(self._pending) > self._cache_size:
+                # Keys of batches that failed long ago (a retry comes within seconds).
+                del self._pending[next(iter(self._pending))]
+            self._remember(key_id, key)
+            return key_id, key
 
     def pending(self, key_ids: Iterable[bytes]) -> list[KeyRow]:
         """The rows of these keys that are not known to be stored yet."""
@@ -274,10 +288,15 @@ class Vault:
                 del self._current[slot]
             self._open.clear()
 
-    def _remember(self, key_id: bytes, aead: AESGCM | None) -> None:
-        self._open[key_id] = aead
+    def _remember(self, key_id: bytes, key: bytes | None) -> None:
+        self._open[key_id] = (key, time.monotonic())
+        self._open.move_to_end(key_id)
         if len(self._open) > self._cache_size:
             self._open.popitem(last=False)
+
+    def _trusted(self, key_id: bytes, now: float) -> bool:
+        found = self._open.get(key_id)
+        return found is not None and now - found[1] < KEY_TRUST_S
 
     def _unwrap_with_any(self, wrapped: bytes, aad: bytes) -> bytes | None:
         assert self._master is not None
@@ -291,8 +310,9 @@ class Vault:
 
     def prefetch(self, key_ids: Iterable[bytes]) -> None:
         """Loads these keys in one query (a page of events or rows at a time)."""
+        now = time.monotonic()
         with self._lock:
-            missing = [k for k in dict.fromkeys(key_ids) if k not in self._open]
+            missing = [k for k in dict.fromkeys(key_ids) if not self._trusted(k, now)]
         if not missing or self.keys is None:
             return
         found = self.keys.load(missing)
@@ -307,22 +327,24 @@ class Vault:
                 key = self._unwrap_with_any(wrapped, key_id)
                 if key is None:
                     raise SecretsError(f"data key {key_id.hex()} cannot be unwrapped by {MASTER}")
-                self._remember(key_id, AESGCM(key))
+                self._remember(key_id, key)
 
     def aead(self, key_id: bytes) -> AESGCM | None:
-        """The data key, or None when it was destroyed."""
+        """The data key's cipher, or None when the key was destroyed."""
         with self._lock:
-            if key_id in self._open:
-                self._open.move_to_end(key_id)
-                return self._open[key_id]
-        self.prefetch([key_id])
+            trusted = self._trusted(key_id, time.monotonic())
+        if not trusted:
+            self.prefetch([key_id])
         with self._lock:
-            return self._open.get(key_id)
+            found = self._open.get(key_id)
+        key = found[0] if found else None
+        return AESGCM(key) if key is not None else None
 
     # ---- values ------------------------------------------------------------------------------
 
-    def encrypt(self, key_id: bytes, aead: AESGCM, plaintext: bytes) -> bytes:
+    def encrypt(self, key_id: bytes, key: bytes | AESGCM, plaintext: bytes) -> bytes:
         """key id, nonce, ciphertext (the key id is bound in as associated data)."""
+        aead = key if isinstance(key, AESGCM) else AESGCM(key)
         nonce = os.urandom(NONCE_BYTES)
         return key_id + nonce + aead.encrypt(nonce, plaintext, key_id)
 

@@ -140,21 +140,21 @@ def open_vault(db: Database, secrets: Secrets | None, log_is_empty: bool, store:
     if row is None:
         if secrets is not None:
             log.warning(
-                "the store %s was written without encryption: its personal data stays in "
+                "the store (%s) was written without encryption: its personal data stays in "
                 "plaintext and cannot be erased by destroying keys; `callback-ledger migrate` "
                 "copies it into a new, encrypted store",
                 store,
             )
         else:
             log.warning(
-                "personal data in %s is stored unencrypted: set LEDGER_MASTER_KEY and "
+                "personal data in the store (%s) is stored unencrypted: set LEDGER_MASTER_KEY and "
                 "LEDGER_INDEX_KEY (`callback-ledger secrets generate`) for a new store",
                 store,
             )
         return Vault(None, None)
     if secrets is None:
         raise SecretsError(
-            f"the store {store} holds encrypted personal data: set LEDGER_MASTER_KEY and "
+            f"the store ({store}) holds encrypted personal data: set LEDGER_MASTER_KEY and "
             "LEDGER_INDEX_KEY (or LEDGER_KEY_FILE) to the keys it was created with"
         )
     vault = Vault(secrets, SQLKeyStore(db))

@@ -124,7 +124,6 @@ def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None
 # ---- keywords as regulators read them, HELP, and the review list -----------------------------
 
 
-
 def test_audit_review_command(fed: TestClient, database_url: str) -> None:
     feed(fed, FREE_TEXT)
     items = orjson.loads(audit_cli(database_url, "review", "--format", "json"))

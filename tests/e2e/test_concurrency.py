@@ -17,8 +17,8 @@ def test_processes_starting_together_on_a_new_database_all_start(database_url: s
         "import os\n"
         "from store.config import Settings\n"
         "from store.ledger import Ledger\n"
-        "env = {**os.environ, 'LEDGER_DATABASE_URL': %r}\n"
-        "Ledger.from_settings(Settings.from_env(env)).close()\n" % database_url
+        f"env = {{**os.environ, 'LEDGER_DATABASE_URL': {database_url!r}}}\n"
+        "Ledger.from_settings(Settings.from_env(env)).close()\n"
     )
     processes = [
         subprocess.Popen([sys.executable, "-c", start], stderr=subprocess.PIPE) for _ in range(6)

@@ -21,10 +21,6 @@ def runtime(settings: Settings, ledger: Ledger) -> Iterator[Runtime]:
     rt.close()
 
 
-
-
-
-
 # ---- order independence, generated -----------------------------------------------------------
 
 

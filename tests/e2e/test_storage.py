@@ -36,8 +36,6 @@ class EarlierLedger(Ledger):
     compress_state = False
 
 
-
-
 def mix() -> list[dict[str, Any]]:
     return [
         p.delivery("M1", "QUEUED_ON_CHANNEL"),

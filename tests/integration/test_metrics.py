@@ -19,9 +19,9 @@ from service.metrics import QuarantineCount
 from service.runtime import Runtime
 from store.config import Settings
 from store.ledger import Ledger
-from tests.helpers import KEYS
 from tests import payloads as p
 from tests.conftest import SECRET
+from tests.helpers import KEYS
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -27,9 +27,7 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "store-c1d2eb1.sqlite3"
 @pytest.fixture
 def old_settings(tmp_path: Path) -> Settings:
     shutil.copy(FIXTURE, tmp_path / "ledger.sqlite3")
-    return Settings(
-        database_url=f"sqlite:///{tmp_path}/ledger.sqlite3", webhook_secrets=(SECRET,)
-    )
+    return Settings(database_url=f"sqlite:///{tmp_path}/ledger.sqlite3", webhook_secrets=(SECRET,))
 
 
 @pytest.fixture

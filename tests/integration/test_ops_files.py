@@ -50,8 +50,6 @@ def dashboard_expressions() -> list[str]:
     return found
 
 
-
-
 @pytest.fixture
 def exported(settings: Settings, ledger: Ledger, admin_key: str) -> Iterator[dict[str, set[str]]]:
     """Every sample name of a scrape after traffic of every kind, with its label names."""

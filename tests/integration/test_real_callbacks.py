@@ -16,8 +16,6 @@ from tests.unit.test_real_callbacks import FIXTURES, real_bodies
 NAMES_NO_MESSAGE = "MESSAGE_DELIVERY__sdk-python__3.json"
 
 
-
-
 def post(client: TestClient, raw: bytes):
     return client.post("/webhooks/sinch", content=raw, headers=p.signed_headers(raw, SECRET))
 

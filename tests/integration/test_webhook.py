@@ -307,7 +307,9 @@ def test_wrong_secret_is_401(client: TestClient) -> None:
 
 
 def test_rotated_secrets_are_both_accepted(database_url: str) -> None:
-    settings = Settings(keys=KEYS, database_url=database_url, webhook_secrets=("old-secret", "new-secret"))
+    settings = Settings(
+        keys=KEYS, database_url=database_url, webhook_secrets=("old-secret", "new-secret")
+    )
     with TestClient(create_app(settings)) as client:
         assert post(client, p.delivery(status="QUEUED_ON_CHANNEL"), "old-secret").status_code == 200
         assert post(client, p.delivery(status="DELIVERED"), "new-secret").status_code == 200

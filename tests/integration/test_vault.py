@@ -1,0 +1,139 @@
+"""A store's mode and keys (store.vault, store.vault_keys), on both backends: a new store given
+keys is encrypted and holds no personal value in plaintext; it cannot be opened without its
+keys or with others; a store written without keys stays plaintext; a destroyed key makes its
+events' personal fields unreadable while their public fields, dedupe and the seal stay."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from domain.message import Message
+from projections.log_reader import decode_state
+from store import envelope, vault_keys
+from store.config import Settings
+from store.db import Database
+from store.ledger import Ledger
+from store.vault import Secrets, SecretsError
+from tests import payloads as p
+from tests.helpers import KEYS, accept_all
+
+NUMBER = "46700111222"
+TEXT = "STOP sending me offers"
+
+
+def bodies() -> list[dict[str, Any]]:
+    return [
+        p.delivery("M1", "DELIVERED", identity=NUMBER),
+        p.delivery("M1", "READ", identity=NUMBER),
+        p.opt("OPT_OUT", contact_id=None, identity=NUMBER, request_id=None),
+        p.inbound("IN1", text=TEXT, identity="+" + NUMBER),
+    ]
+
+
+def stored_states(ledger: Ledger) -> list[Any]:
+    return list(ledger.recorder.select_notifications(start=1, limit=1000))
+
+
+def all_bytes(ledger: Ledger, database_url: str) -> bytes:
+    """Everything the store's tables hold, as bytes (the files themselves are searched by the
+    erasure tests)."""
+    found = b"".join(bytes(n.state) for n in stored_states(ledger))
+    db = Database(database_url)
+    try:
+        with db.read() as cur:
+            for table in ("ledger_dedupe", vault_keys.TABLE):
+                for row in cur.execute(f"SELECT * FROM {table}").fetchall():
+                    found += repr(row).encode()
+    finally:
+        db.close()
+    return found
+
+
+def test_a_new_store_given_keys_is_encrypted(database_url: str) -> None:
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        assert ledger.vault.encrypted
+        outcomes = accept_all(ledger, bodies())
+        assert [o.status for o in outcomes] == ["accepted"] * 4
+        # Redelivered: still duplicates (stream names and dedupe keys use the blind index).
+        again = accept_all(ledger, bodies())
+        assert [o.status for o in again] == ["duplicate"] * 4
+        stored = all_bytes(ledger, database_url)
+        for secret in (NUMBER.encode(), TEXT.encode(), b"order-123"):
+            assert secret not in stored
+        states = [
+            decode_state(n.state, ledger.vault, n.topic)
+            for n in stored_states(ledger)
+            if envelope.is_sealed(bytes(n.state))
+        ]
+        assert {s.get("identity") for s in states} == {NUMBER, "+" + NUMBER}
+        assert TEXT in {s.get("text") for s in states}
+    finally:
+        ledger.close()
+
+
+def test_an_encrypted_store_needs_its_own_keys(database_url: str) -> None:
+    Ledger.from_settings(Settings(keys=KEYS, database_url=database_url)).close()
+    with pytest.raises(SecretsError, match="holds encrypted personal data"):
+        Ledger.from_settings(Settings(database_url=database_url))
+    other = Secrets(os.urandom(32), KEYS.index)
+    with pytest.raises(SecretsError, match="LEDGER_MASTER_KEY is not"):
+        Ledger.from_settings(Settings(keys=other, database_url=database_url))
+    other = Secrets(KEYS.master, os.urandom(32))
+    with pytest.raises(SecretsError, match="LEDGER_INDEX_KEY is not"):
+        Ledger.from_settings(Settings(keys=other, database_url=database_url))
+    # A rotated master key: the old one still unwraps, as a previous key.
+    rotated = Secrets(os.urandom(32), KEYS.index, (KEYS.master,))
+    Ledger.from_settings(Settings(keys=rotated, database_url=database_url)).close()
+
+
+def test_a_store_written_without_keys_stays_plaintext(database_url: str) -> None:
+    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    accept_all(ledger, bodies()[:1])
+    ledger.close()
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        assert not ledger.vault.encrypted
+        assert [o.status for o in accept_all(ledger, bodies())] == ["duplicate"] + ["accepted"] * 3
+        assert not any(envelope.is_sealed(bytes(n.state)) for n in stored_states(ledger))
+    finally:
+        ledger.close()
+
+
+def test_a_destroyed_key_leaves_the_public_fields(database_url: str) -> None:
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        accept_all(ledger, bodies())
+        subject = ledger.vault.index("WHATSAPP", NUMBER)
+        assert ledger.vault.keys.destroy([subject]) == 1  # type: ignore[union-attr]
+        ledger.vault.forget([subject])
+        reports = [
+            decode_state(n.state, ledger.vault, n.topic)
+            for n in stored_states(ledger)
+            if n.topic.endswith("Reported") and "Message" in n.topic
+        ]
+        assert [(r["status"], r["identity"], r["callback"]["raw"]) for r in reports] == [
+            ("DELIVERED", None, None),
+            ("READ", None, None),
+        ]
+        assert all(r["erased"] and r["subject"] == subject for r in reports)
+        # The library's path too (GET /callbacks, the aggregates).
+        message = ledger.repository.get(Message.create_id("PROJECT1", "M1"))
+        assert sorted(message.report_keys) == ["WHATSAPP|DELIVERED", "WHATSAPP|READ"]
+        # Still a duplicate, and a new report for the subject is recorded under a new key.
+        assert accept_all(ledger, bodies()[:1])[0].status == "duplicate"
+        assert accept_all(ledger, [p.delivery("M2", identity=NUMBER)])[0].status == "accepted"
+        newest = stored_states(ledger)[-1]
+        assert decode_state(newest.state, ledger.vault, newest.topic)["identity"] == NUMBER
+        # The SMS identity's facts are another subject: untouched.
+        sms = [
+            decode_state(n.state, ledger.vault, n.topic)
+            for n in stored_states(ledger)
+            if "Contact" in n.topic and envelope.is_sealed(bytes(n.state))
+        ]
+        assert all(s["identity"] for s in sms)
+    finally:
+        ledger.close()
