@@ -44,7 +44,6 @@ from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
 from projections.faults import describe
 from projections.read_model.quarantine import quarantined
-from service.erasure import drop_cached_keys
 from service.retention import Daily
 from service.runtime import Runtime
 from store.config import Settings, collect_less_often
@@ -239,10 +238,8 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         if follower is not None:
             follower.start()
         daily = asyncio.create_task(retention.forever())
-        forgetting = asyncio.create_task(drop_cached_keys(runtime.opened_ledger))
         yield
         daily.cancel()
-        forgetting.cancel()
         if follower is not None:
             follower.stop()
         await runtime.aclose_writer()

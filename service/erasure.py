@@ -10,9 +10,7 @@ secure_delete and a WAL truncation, PostgreSQL VACUUM FULL: store.vault_keys).""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,10 +27,6 @@ from store.mapper import FastMapper
 from store.vault_keys import SQLKeyStore
 
 log = logging.getLogger("callback_ledger")
-
-# A serving process drops the data keys it holds in memory this often: keys another process
-# destroyed (a command-line erasure, another worker) stop opening data here within this time.
-KEY_CACHE_S = 60.0
 
 # The reason is kept in the log for ever, in the clear: a short note, not a case file.
 MAX_REASON = 500
@@ -194,16 +188,3 @@ def erase(
         reason,
         "dropped" if forget_consent else "kept",
     )
-
-
-async def drop_cached_keys(
-    ledger: Callable[[], Ledger | None], every_s: float = KEY_CACHE_S
-) -> None:
-    """`serve`'s loop: the open ledger's vault forgets the data keys it unwrapped (they are
-    loaded again, a page at a time, from the key table), so an erasure by another process
-    reaches this one too."""
-    while True:
-        await asyncio.sleep(every_s)
-        opened = ledger()
-        if opened is not None and opened.vault.encrypted:
-            opened.vault.forget()

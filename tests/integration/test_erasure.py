@@ -408,29 +408,3 @@ def test_a_failing_retention_run_is_shown_in_healthz_and_serving_goes_on(
         assert "the key table is locked" in body["retention"]["last_error"]
         assert answer.status_code == 200 and body["status"] == "ok"
         assert client.get("/messages").status_code == 200
-
-
-def test_an_erasure_by_another_process_reaches_a_serving_one(settings: Settings) -> None:
-    import asyncio
-
-    from service.erasure import drop_cached_keys
-
-    serving, erasing = Runtime(settings), Runtime(settings)
-    try:
-        ledger = serving.ledger()
-        record_person(ledger)
-        assert any(s.get("text") == TEXT for _, s in decoded(ledger))  # its keys now cached
-        erase(erasing.ledger(), channel="SMS", identity=NUMBER, by="t", reason="r")
-        # Still open from memory until the serving process drops what it holds.
-        assert any(s.get("text") == TEXT for _, s in decoded(ledger))
-
-        async def one_round() -> None:
-            task = asyncio.create_task(drop_cached_keys(serving.opened_ledger, every_s=0.01))
-            await asyncio.sleep(0.1)
-            task.cancel()
-
-        asyncio.run(one_round())
-        assert not any(s.get("text") == TEXT for _, s in decoded(ledger))
-    finally:
-        serving.close()
-        erasing.close()
