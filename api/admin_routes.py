@@ -168,6 +168,7 @@ def openapi() -> dict[str, Any]:
                                         "by": {"type": "string"},
                                         "reason": {"type": "string"},
                                         "consent_suppression": {"enum": ["kept", "dropped"]},
+                                        "purge_pending": {"type": ["string", "null"]},
                                     },
                                 }
                             }

@@ -50,6 +50,9 @@ def run_erase(settings: Settings, args: argparse.Namespace) -> int:
             f"{report.erasure_id} at {report.erased_at}; opt-out suppression "
             f"{report.consent_suppression}\n"
         )
+    if report.purge_pending:
+        sys.stderr.write(f"erase: warning: {report.purge_pending}\n")
+        return 3
     return 0
 
 

@@ -50,6 +50,9 @@ class ErasureReport:
     by: str
     reason: str
     consent_suppression: str  # "kept" or "dropped"
+    # Set when the keys were deleted but the database could not yet drop every older copy of
+    # their rows (a SQLite WAL that other connections were reading): what to do about it.
+    purge_pending: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,7 +156,21 @@ def erase(
         subjects = identity_subjects(ledger, channel or "", identity or "")
     else:
         raise ErasureRefused("name a channel identity (channel and identity) or a contact")
-    destroyed = keys.destroy(subjects)
+    held = keys.subjects(subjects)
+    purge_pending = None
+    try:
+        destroyed = keys.destroy(subjects)
+    except Exception as exc:
+        if keys.subjects(subjects):  # not deleted: nothing happened, said as it is
+            raise
+        # Deleted (unreadable from now on), but an older copy may linger until the database
+        # recycles it: the fact is recorded all the same, and the caller told.
+        destroyed = held
+        purge_pending = (
+            f"the keys are deleted, but the database could not drop every older copy of them "
+            f"yet ({exc}); run the same erasure again when the store is quiet to finish that"
+        )
+        log.warning("erasure: keys deleted, purge pending: %s", exc)
     ledger.vault.forget(subjects)
     erased_at = datetime.now(UTC).isoformat()
     fact = Erasure(
@@ -187,4 +204,5 @@ def erase(
         by,
         reason,
         "dropped" if forget_consent else "kept",
+        purge_pending,
     )

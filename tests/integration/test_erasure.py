@@ -408,3 +408,31 @@ def test_a_failing_retention_run_is_shown_in_healthz_and_serving_goes_on(
         assert "the key table is locked" in body["retention"]["last_error"]
         assert answer.status_code == 200 and body["status"] == "ok"
         assert client.get("/messages").status_code == 200
+
+
+def test_an_erasure_while_a_reader_holds_the_sqlite_log_is_recorded_and_says_so(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    settings = Settings(keys=KEYS, database_url=f"sqlite:///{path}")
+    runtime = Runtime(settings)
+    try:
+        ledger = runtime.ledger()
+        record_person(ledger)
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute(f"SELECT count(*) FROM {KEYS_TABLE}").fetchone()  # a snapshot held
+        try:
+            report = erase(ledger, channel="SMS", identity=NUMBER, by="t", reason="r")
+        finally:
+            reader.execute("COMMIT")
+            reader.close()
+        assert report.keys_destroyed >= 1 and report.purge_pending
+        assert "run the same erasure again" in report.purge_pending
+        assert any(t == ERASED_TOPIC for t, _ in decoded(ledger))
+        again = erase(ledger, channel="SMS", identity=NUMBER, by="t", reason="r (purge)")
+        assert again.keys_destroyed == 0 and again.purge_pending is None
+    finally:
+        runtime.close()
