@@ -10,6 +10,7 @@ data key exists. Which fields are personal is decided per event type (`PRIVATE`)
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from store import vault as v
 from store.compression import StateCompressor
 
 MAGIC = b"CLE\x01"  # neither JSON ("{") nor zstd (0x28) starts with it
+# The same, with both parts' JSON written by the library's encoder (a value orjson does not
+# take, such as an integer beyond 64 bits): read back by the standard `json` module, exact.
+MAGIC_LIBRARY = b"CLE\x02"
+MAGICS = (MAGIC, MAGIC_LIBRARY)
 _HEAD = struct.Struct(">4sI")
 # The receipt's fields that are personal: the body as received and the headers that came with
 # it. Its arrival time and whether its signature was verified stay public.
@@ -57,14 +62,50 @@ PRIVATE: dict[str, Kind] = {
 
 def subject_of(vault: v.Vault, state: dict[str, Any]) -> str:
     """Whom an event's personal fields are about: its channel identity, else its contact,
-    else nobody we can name."""
+    else (a callback kept uninterpreted) one named in its body, else nobody we can name."""
     identity = state.get("identity")
     if isinstance(identity, str) and identity.strip():
         return vault.index(state.get("channel"), identity)
     contact = state.get("contact_id")
     if isinstance(contact, str) and contact:
         return vault.contact_subject(str(state.get("project_id") or ""), contact)
-    return v.UNATTRIBUTED
+    callback = state.get("callback")
+    raw = callback.get("raw") if isinstance(callback, dict) else None
+    named = named_in_body(raw) if isinstance(raw, str) else None
+    if named is None:
+        return v.UNATTRIBUTED
+    channel, identity, contact = named
+    if identity:
+        return vault.index(channel, identity)
+    return vault.contact_subject(str(state.get("project_id") or ""), contact or "")
+
+
+def named_in_body(raw: str, budget: int = 200) -> tuple[str | None, str | None, str | None] | None:
+    """The first channel identity (channel, identity) or contact id a JSON body names, looked
+    for breadth first in at most `budget` objects: so an erasure reaches the callbacks of
+    triggers we keep without interpreting (a contact's events hold its numbers)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    queue: list[Any] = [body]
+    contact: str | None = None
+    while queue and budget > 0:
+        budget -= 1
+        node = queue.pop(0)
+        if isinstance(node, list):
+            queue.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        identity, channel = node.get("identity"), node.get("channel")
+        if isinstance(identity, str) and identity.strip():
+            return (channel if isinstance(channel, str) else None), identity, None
+        found = node.get("contact_id")
+        if contact is None and isinstance(found, str) and found:
+            contact = found
+        queue.extend(item for item in node.values() if isinstance(item, dict | list))
+    return (None, None, contact) if contact else None
 
 
 def _received(state: dict[str, Any]) -> str:
@@ -94,18 +135,22 @@ def split(
 
 
 def seal(
-    public: bytes, private: bytes, key_id: bytes, aead: Any, vault: v.Vault, zstd: StateCompressor
+    public: bytes,
+    private: bytes,
+    key_id: bytes,
+    key: bytes,
+    vault: v.Vault,
+    zstd: StateCompressor,
+    library: bool = False,
 ) -> bytes:
     packed = zstd.compress(public)
-    return (
-        _HEAD.pack(MAGIC, len(packed))
-        + packed
-        + vault.encrypt(key_id, aead, zstd.compress(private))
-    )
+    magic = MAGIC_LIBRARY if library else MAGIC
+    sealed = vault.encrypt(key_id, key, zstd.compress(private))
+    return _HEAD.pack(magic, len(packed)) + packed + sealed
 
 
 def is_sealed(state: bytes) -> bool:
-    return state[:4] == MAGIC
+    return state[:4] in MAGICS
 
 
 def key_id(state: bytes) -> bytes:
@@ -115,7 +160,7 @@ def key_id(state: bytes) -> bytes:
 
 
 def key_ids(states: Iterable[bytes]) -> list[bytes]:
-    return [key_id(s) for s in states if s[:4] == MAGIC]
+    return [key_id(s) for s in states if s[:4] in MAGICS]
 
 
 def public_json(state: bytes, zstd: StateCompressor) -> bytes:
@@ -139,10 +184,11 @@ def open_state(
     their key exists (else None, `callback.raw` None and `erased` true), and `_key`: the
     data key's id (hex), with which projections seal their copies of personal values.
     `clean`: applied to a part whose JSON holds a NUL character."""
-    _, length = _HEAD.unpack_from(state)
+    magic, length = _HEAD.unpack_from(state)
+    loads: Callable[[bytes], Any] = orjson.loads if magic == MAGIC else json.loads
     start = _HEAD.size + length
     public_bytes = zstd.decompress(bytes(state[_HEAD.size : start]))
-    public: dict[str, Any] = orjson.loads(public_bytes)
+    public: dict[str, Any] = loads(public_bytes)
     if clean is not None and NUL_ESCAPE in public_bytes:
         public = clean(public)
     blob = bytes(state[start:])
@@ -151,7 +197,7 @@ def open_state(
     if plain is None:
         return erased(public, topic)
     plain = zstd.decompress(plain)
-    private: dict[str, Any] = orjson.loads(plain)
+    private: dict[str, Any] = loads(plain)
     if clean is not None and NUL_ESCAPE in plain:
         private = clean(private)
     receipt = private.pop("callback", None)

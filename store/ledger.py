@@ -229,6 +229,25 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         """The snapshots these committed events call for (see `snapshots_due`)."""
         self._take_snapshots(processing)
 
+    def take_snapshot(
+        self, aggregate_id: UUID, version: int | None = None, projector_func: Any = None
+    ) -> None:
+        """As the library's, from the events' public fields (`rebuild`): a snapshot holds only
+        what decisions need, and taking one loads no data key."""
+        if self.snapshots is None:
+            return
+        rows = [
+            r
+            for r in self.stored_rows({aggregate_id})
+            if version is None or r["originator_version"] <= version
+        ]
+        aggregate = self.rebuild(rows).get(aggregate_id)
+        if aggregate is None:
+            return
+        snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+        assert snapshot_class is not None
+        self.snapshots.put([snapshot_class.take(aggregate)])
+
     def events_query(self, ids: set[UUID]) -> tuple[str, list[Any]]:
         """Many streams in one query: each one's latest snapshot and the events after it
         (see Backend.events_query), in the backend's placeholder style."""

@@ -95,7 +95,9 @@ class FastMapper(Mapper[UUID]):
         originator_id = state.pop("originator_id")
         originator_version = state.pop("originator_version")
         kind = envelope.PRIVATE.get(topic)
-        if kind is not None and self.vault.encrypted and self.zstd is not None:
+        if kind is not None and self.vault.encrypted:
+            if self.zstd is None:  # never personal data in plaintext in an encrypted store
+                raise RuntimeError("an encrypted store's events are written compressed")
             data = self._sealed(kind, state)
             return StoredEvent(originator_id, originator_version, topic, data)
         try:
@@ -109,9 +111,11 @@ class FastMapper(Mapper[UUID]):
     def _sealed(self, kind: envelope.Kind, state: dict[str, Any]) -> bytes:
         assert self.zstd is not None
         public, private, slot = envelope.split(kind, state, self.vault, self.classify)
-        key_id, aead = self.vault.key_for(*slot)
+        key_id, key = self.vault.key_for(*slot)
         try:
             encoded = envelope.dumps(public), envelope.dumps(private)
+            library = False
         except TypeError:  # the library's encoder takes what orjson does not
             encoded = self.transcoder.encode(public), self.transcoder.encode(private)
-        return envelope.seal(*encoded, key_id, aead, self.vault, self.zstd)
+            library = True
+        return envelope.seal(*encoded, key_id, key, self.vault, self.zstd, library)

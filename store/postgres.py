@@ -24,7 +24,8 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from store import vault_keys
 from store.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
-from store.vault import KeyRow, Vault, plaintext
+from store.vault import Vault, plaintext
+from store.vault_keys import BatchKeys
 
 # Any number of ours: the advisory lock around the library's table creation.
 CREATE_TABLES_LOCK = 4711002
@@ -66,9 +67,12 @@ class CopyInsert:
     begin: Composed
     copies: list[tuple[Composed, list[str], Iterable[tuple[Any, ...]]]]
     after: list[tuple[Composed, dict[str, Any]]] = field(default_factory=list)
-    # The data keys inserted with the events (store.vault_keys): confirmed to the vault once
-    # the transaction committed.
-    keys: list[KeyRow] = field(default_factory=list)
+    # The data keys the events use (store.vault_keys): `keys_statement` inserts the new ones
+    # and returns which of the reused ones still exist, locking them until COMMIT (its rows
+    # go to `keys.check`); the new ones are confirmed to the vault once committed, or
+    # abandoned when the transaction failed.
+    keys: BatchKeys = field(default_factory=lambda: BatchKeys([], []))
+    keys_statement: tuple[Composed, dict[str, Any]] | None = None
 
 
 class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRecorder):
@@ -185,16 +189,31 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         ]
         if dedupe:
             copies.append((self.dedupe_copy_statement(), DEDUPE_COPY_TYPES, dedupe))
-        keys = vault_keys.rows_for(self.vault, (e.state for e in stored_events))
-        after: list[tuple[Composed, dict[str, Any]]] = []
-        if keys:
-            # Not a COPY: a key may be in the table already (a retried commit whose answer
-            # was lost), and a second copy of it is not a conflict.
-            columns = list(zip(*map(vault_keys.as_row, keys), strict=True))
-            after.append((self.keys_insert(), {f"c{i}": list(c) for i, c in enumerate(columns)}))
+        keys = BatchKeys.of(self.vault, (e.state for e in stored_events))
         return CopyInsert(
-            SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements]), copies, after, keys
+            SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements]),
+            copies,
+            [],
+            keys,
+            self.keys_statement(keys) if keys.new or keys.reused else None,
         )
+
+    def keys_statement(self, keys: BatchKeys) -> tuple[Composed, dict[str, Any]]:
+        """One statement: the new keys inserted (not a COPY: ON CONFLICT), and the reused
+        ones selected FOR KEY SHARE, so an erasure's DELETE waits for this COMMIT, or came
+        before and they are missing."""
+        table = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
+        )
+        select = SQL(
+            "SELECT key_id FROM {0} WHERE key_id = ANY(%(reused)s::text[]) FOR KEY SHARE"
+        ).format(table)
+        params: dict[str, Any] = {"reused": [k.hex() for k in keys.reused]}
+        if not keys.new:
+            return select, params
+        columns = list(zip(*map(vault_keys.as_row, keys.new), strict=True))
+        params.update({f"c{i}": list(c) for i, c in enumerate(columns)})
+        return SQL("WITH new AS ({0}) {1}").format(self.keys_insert(), select), params
 
     def keys_insert(self) -> Composed:
         table = SQL("{0}.{1}").format(
@@ -225,13 +244,18 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                             copy.write_row(row)
                 for statement, params in insert.after:
                     cursor.execute(statement, params)
+                if insert.keys_statement is not None:
+                    cursor.execute(*insert.keys_statement)
+                    found = [bytes.fromhex(r["key_id"]) for r in cursor.fetchall()]
+                    insert.keys.check(self.vault, found)
                 cursor.execute("COMMIT")
             except BaseException:
+                self.vault.abandon(insert.keys.new)
                 if not conn.closed:
                     with contextlib.suppress(Exception):
                         cursor.execute("ROLLBACK")
                 raise
-        self.vault.confirm(insert.keys)
+        self.vault.confirm(insert.keys.new)
         return None
 
     select_events = PostgresAggregateRecorder.select_events.__wrapped__

@@ -32,6 +32,7 @@ from store.group_commit import (
     settle,
 )
 from store.postgres import CopyInsert, FailFastApplicationRecorder
+from store.vault import Vault
 
 if TYPE_CHECKING:
     from eventsourcing.domain import Aggregate
@@ -139,8 +140,12 @@ class PostgresGroupCommit(GroupCommit):
         processing = collected(aggregates)
         stored = [ledger.mapper.to_stored_event(e) for e in processing.events]
         insert = self.recorder.copy_insert(stored, dedupe.rows(processing.events))
-        await _send(conn, insert)
-        self.recorder.vault.confirm(insert.keys)
+        try:
+            await _send(conn, insert, self.recorder.vault)
+        except BaseException:
+            self.recorder.vault.abandon(insert.keys.new)
+            raise
+        self.recorder.vault.confirm(insert.keys.new)
         if ledger.snapshots_due(processing):
             try:
                 await asyncio.to_thread(ledger.take_snapshots, processing)
@@ -167,7 +172,7 @@ class PostgresGroupCommit(GroupCommit):
         await self._discard_connection()
 
 
-async def _send(conn: psycopg.AsyncConnection[Any], insert: CopyInsert) -> None:
+async def _send(conn: psycopg.AsyncConnection[Any], insert: CopyInsert, vault: Vault) -> None:
     """The recorder's insert (store.postgres.CopyInsert), on an asynchronous connection."""
     async with conn.cursor() as cursor:
         try:
@@ -179,6 +184,10 @@ async def _send(conn: psycopg.AsyncConnection[Any], insert: CopyInsert) -> None:
                         await copy.write_row(row)
             for statement, params in insert.after:
                 await cursor.execute(statement, params)
+            if insert.keys_statement is not None:
+                await cursor.execute(*insert.keys_statement)
+                found = [bytes.fromhex(r["key_id"]) for r in await cursor.fetchall()]
+                insert.keys.check(vault, found)
             await cursor.execute("COMMIT")
         except BaseException:
             if not conn.closed:

@@ -101,7 +101,11 @@ class SealedPostgresApplicationRecorder(FailFastApplicationRecorder):
         }
         statement = SQL(SEAL).format(self.seals_table(), self.events_table())
         return CopyInsert(
-            insert.begin, insert.copies, [*insert.after, (statement, params)], insert.keys
+            insert.begin,
+            insert.copies,
+            [*insert.after, (statement, params)],
+            insert.keys,
+            insert.keys_statement,
         )
 
 

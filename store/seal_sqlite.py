@@ -13,7 +13,7 @@ from eventsourcing.sqlite import SQLiteCursor
 
 from store import seal, vault_keys
 from store.dedupe import DedupeSQLiteApplicationRecorder, create_once
-from store.vault import KeyRow, Vault, plaintext
+from store.vault import Vault, plaintext
 
 CREATE = (
     f"CREATE TABLE {seal.TABLE} (position INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, "
@@ -46,9 +46,13 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        keys = vault_keys.rows_for(self.vault, (e.state for e in stored_events))
-        notification_ids = super().insert_events(stored_events, data_keys=keys, **kwargs)
-        self.vault.confirm(keys)
+        keys = vault_keys.BatchKeys.of(self.vault, (e.state for e in stored_events))
+        try:
+            notification_ids = super().insert_events(stored_events, data_keys=keys, **kwargs)
+        except BaseException:
+            self.vault.abandon(keys.new)
+            raise
+        self.vault.confirm(keys.new)
         return notification_ids
 
     def _create_seals(self, cursor: sqlite3.Cursor) -> None:
@@ -68,14 +72,23 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         c: SQLiteCursor,
         stored_events: Sequence[StoredEvent],
         *,
-        data_keys: Sequence[KeyRow] = (),
+        data_keys: vault_keys.BatchKeys | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        if data_keys:
+        if data_keys is not None and data_keys.new:
             c.sqlite_cursor.executemany(
-                vault_keys.INSERT, [vault_keys.as_row(k) for k in data_keys]
+                vault_keys.INSERT, [vault_keys.as_row(k) for k in data_keys.new]
             )
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        if data_keys is not None and data_keys.reused:
+            # After the inserts took the write lock (a read first would have to upgrade its
+            # lock, which SQLite refuses at once under contention): an erasure's DELETE comes
+            # before or after this, not during.
+            found = c.sqlite_cursor.execute(
+                vault_keys.select_reused(len(data_keys.reused)),
+                [k.hex() for k in data_keys.reused],
+            ).fetchall()
+            data_keys.check(self.vault, (bytes.fromhex(r[0]) for r in found))
         if notification_ids:
             batch = seal.Batch.of(
                 (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events

@@ -131,10 +131,18 @@ def generate() -> str:
 
 
 def write_key_file(path: Path) -> None:
-    """A new key file, readable by its owner only; never replaces one."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(generate())
+    """A new key file, readable by its owner only; never replaces one (FileExistsError).
+    Written aside and linked into place, so no reader ever sees it half written."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(generate())
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temporary, path)
+    finally:
+        temporary.unlink()
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -264,10 +272,38 @@ class Vault:
             if len(self._current) > self._cache_size:
                 self._current.popitem(last=False)
             if len(self._pending) > self._cache_size:
-                # Keys of batches that failed long ago (a retry comes within seconds).
-                del self._pending[next(iter(self._pending))]
+                # A key never committed (its batches kept failing): no longer used either.
+                self._drop(next(iter(self._pending)))
             self._remember(key_id, key)
             return key_id, key
+
+    def _drop(self, key_id: bytes) -> None:
+        """Stops using a key (lock held): a later event of its slot gets a new one."""
+        row = self._pending.pop(key_id, None)
+        if row is not None:
+            slot = (row.subject, row.klass, row.period)
+            current = self._current.get(slot)
+            if current is not None and current.key_id == key_id:
+                del self._current[slot]
+        else:
+            for slot in [s for s, c in self._current.items() if c.key_id == key_id]:
+                del self._current[slot]
+
+    def abandon(self, rows: Iterable[KeyRow]) -> None:
+        """The transaction that was to store these new keys failed (or its answer was lost):
+        never use them again, so a key is only ever inserted by the first transaction that
+        uses it (re-inserting one later could bring back a key erased meanwhile)."""
+        with self._lock:
+            for row in rows:
+                self._drop(row.key_id)
+
+    def destroyed(self, key_ids: Iterable[bytes]) -> None:
+        """These keys, in use here, were found destroyed (an erasure elsewhere): stop using
+        them; the events being written are mapped again under new keys."""
+        with self._lock:
+            for key_id in key_ids:
+                self._drop(key_id)
+                self._open.pop(key_id, None)
 
     def pending(self, key_ids: Iterable[bytes]) -> list[KeyRow]:
         """The rows of these keys that are not known to be stored yet."""

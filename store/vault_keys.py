@@ -14,8 +14,11 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from eventsourcing.persistence import IntegrityError
 
 from store import envelope
 from store.db import Cursor, Database, select_by_keys
@@ -51,11 +54,39 @@ def as_row(key: KeyRow) -> tuple[str, ...]:
     )
 
 
-def rows_for(vault: Vault, states: Iterable[bytes]) -> list[KeyRow]:
-    """The keys these stored events use that this process has not seen committed."""
-    if not vault.encrypted:
-        return []
-    return vault.pending(envelope.key_ids(states))
+class KeyDestroyed(IntegrityError):
+    """A data key the events were encrypted with was destroyed (an erasure) before they
+    committed: the writer maps them again under new keys (the vault has dropped these)."""
+
+
+@dataclass(frozen=True)
+class BatchKeys:
+    """The data keys a batch of events uses: new ones, to insert with the events, and ones
+    committed earlier, which must still exist when the events commit (an erasure in another
+    process may have destroyed them since)."""
+
+    new: list[KeyRow]
+    reused: list[bytes]
+
+    @classmethod
+    def of(cls, vault: Vault, states: Iterable[bytes]) -> BatchKeys:
+        if not vault.encrypted:
+            return cls([], [])
+        used = list(dict.fromkeys(envelope.key_ids(states)))
+        new = vault.pending(used)
+        fresh = {k.key_id for k in new}
+        return cls(new, [k for k in used if k not in fresh])
+
+    def check(self, vault: Vault, found: Iterable[bytes]) -> None:
+        """Raises KeyDestroyed unless every reused key was `found`."""
+        missing = set(self.reused) - set(found)
+        if missing:
+            vault.destroyed(missing)
+            raise KeyDestroyed(f"{len(missing)} data key(s) destroyed while in use")
+
+
+def select_reused(count: int) -> str:
+    return f"SELECT key_id FROM {TABLE} WHERE key_id IN ({', '.join('?' * count)})"
 
 
 class SQLKeyStore:

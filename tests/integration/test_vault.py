@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
 from domain.message import Message
 from projections.log_reader import decode_state
@@ -18,6 +19,7 @@ from store.db import Database
 from store.ledger import Ledger
 from store.vault import Secrets, SecretsError
 from tests import payloads as p
+from tests.conftest import SECRET
 from tests.helpers import KEYS, accept_all
 
 NUMBER = "46700111222"
@@ -135,5 +137,67 @@ def test_a_destroyed_key_leaves_the_public_fields(database_url: str) -> None:
             if "Contact" in n.topic and envelope.is_sealed(bytes(n.state))
         ]
         assert all(s["identity"] for s in sms)
+    finally:
+        ledger.close()
+
+
+def test_a_key_erased_by_another_process_is_not_used_again(
+    database_url: str, client: TestClient
+) -> None:
+    """Process A holds a data key in use; process B erases its subject; A's next callback for
+    the subject finds the key gone as it commits and is written under a new one, so it stays
+    readable: on the synchronous path and through the service's group commit."""
+
+    def post(message: str) -> None:
+        raw = p.encode(p.delivery(message, identity=NUMBER))
+        response = client.post(
+            "/webhooks/sinch", content=raw, headers=p.signed_headers(raw, SECRET)
+        )
+        assert response.json()["status"] == "accepted"
+
+    writer = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    eraser = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        assert accept_all(writer, [p.delivery("M1", identity=NUMBER)])[0].status == "accepted"
+        post("W1")
+        subject = eraser.vault.index("WHATSAPP", NUMBER)
+        assert eraser.vault.keys.destroy([subject]) >= 1  # type: ignore[union-attr]
+        assert accept_all(writer, [p.delivery("M2", identity=NUMBER)])[0].status == "accepted"
+        post("W2")
+    finally:
+        writer.close()
+        eraser.close()
+    reader = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        readable = {
+            state["message_id"]: state["identity"]
+            for n in stored_states(reader)
+            if "Message" in n.topic
+            for state in [decode_state(n.state, reader.vault, n.topic)]
+        }
+    finally:
+        reader.close()
+    assert readable == {"M1": None, "W1": None, "M2": NUMBER, "W2": NUMBER}
+
+
+def test_an_unknown_trigger_is_filed_under_the_identity_its_body_names(
+    database_url: str,
+) -> None:
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        body = {
+            **p.envelope(),
+            "contact_create_notification": {
+                "contact": {
+                    "id": "C9",
+                    "channel_identities": [{"channel": "SMS", "identity": NUMBER}],
+                }
+            },
+        }
+        assert accept_all(ledger, [body])[0].status == "accepted"
+        (kept,) = [n for n in stored_states(ledger) if "Unrecognised" in n.topic]
+        state = decode_state(kept.state, ledger.vault, kept.topic)
+        assert state["subject"] == ledger.vault.index("SMS", NUMBER)
+        assert NUMBER.encode() not in bytes(kept.state)
     finally:
         ledger.close()

@@ -186,3 +186,20 @@ class MemoryKeys:
 
     def load(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
         return {k: self.wrapped[k] for k in key_ids if k in self.wrapped}
+
+
+def test_an_integer_beyond_64_bits_comes_back_exact_when_encrypted() -> None:
+    transcoder = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper.transcoder
+    fast = FastMapper(Mapper(transcoder, state_compressor()))
+    keys = MemoryKeys()
+    fast.vault = Vault(Secrets(os.urandom(32), os.urandom(32)), keys)
+    big = 2**70 + 1
+    body = p.delivery(reason={"code": "X", "n": big})
+    message = Message(project_id="P", message_id="M1")
+    message.record_report(parse_callback("MESSAGE_DELIVERY", body), receipt(body))
+    (event,) = message.collect_events()
+    stored = fast.to_stored_event(event)
+    for row in fast.vault.pending(envelope.key_ids([stored.state])):
+        keys.wrapped[row.key_id] = row.wrapped
+    back = fast.to_domain_event(stored)
+    assert back.reason["n"] == big  # type: ignore[attr-defined]

@@ -93,3 +93,24 @@ def test_a_wrapped_key_needs_the_master_key() -> None:
         wrong.decrypt(blob)
     rotated = Vault(Secrets(os.urandom(32), os.urandom(32), (vault.secrets.master,)), keys)  # type: ignore[union-attr]
     assert rotated.decrypt(blob) == b"secret"
+
+
+def test_a_key_whose_commit_failed_is_never_used_again() -> None:
+    """Re-inserting a key after a failed (or unanswered) commit could bring back a key that
+    an erasure deleted meanwhile: the slot gets a new key instead."""
+    vault = Vault(Secrets(os.urandom(32), os.urandom(32)), MemoryKeys())
+    first, _ = vault.key_for("b.z", v.MESSAGES, "2026-12")
+    vault.abandon(vault.pending([first]))
+    assert vault.pending([first]) == []
+    second, _ = vault.key_for("b.z", v.MESSAGES, "2026-12")
+    assert second != first
+
+
+def test_an_evicted_pending_key_is_not_used_again() -> None:
+    vault = Vault(Secrets(os.urandom(32), os.urandom(32)), MemoryKeys(), cache_size=2)
+    first, _ = vault.key_for("b.1", v.MESSAGES, "2026-12")
+    vault.key_for("b.2", v.MESSAGES, "2026-12")
+    vault.key_for("b.1", v.MESSAGES, "2026-12")  # keeps b.1's slot recent
+    vault.key_for("b.3", v.MESSAGES, "2026-12")  # evicts the oldest pending key: b.1's
+    assert vault.pending([first]) == []
+    assert vault.key_for("b.1", v.MESSAGES, "2026-12")[0] != first
