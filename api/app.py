@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from api.admin_routes import ADMIN_SCOPES
+from api.admin_routes import routes as admin_routes
 from api.auth import (
     ANY_KEY,
     AUDIT,
@@ -41,9 +44,11 @@ from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
 from projections.faults import describe
 from projections.read_model.quarantine import quarantined
+from service.retention import Daily
 from service.runtime import Runtime
 from store.config import Settings, collect_less_often
 from store.ledger import Ledger, StoreMoved
+from store.vault import SecretsError
 
 log = logging.getLogger("callback_ledger")
 
@@ -96,6 +101,8 @@ ROUTE_SCOPES: dict[str, Any] = {
     "/metrics": METRICS,
     # The web console (api/console): its pages and forms, each with the scope its data needs.
     **CONSOLE_SCOPES,
+    # Erasure of personal data (POST).
+    **ADMIN_SCOPES,
 }
 
 
@@ -112,6 +119,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
     progress = Progress()
     consent = ConsentQueries(runtime, follower.wake if follower else lambda: None)
     queries = Queries(runtime, consent.stale)
+    retention = Daily(runtime.ledger, settings)
 
     async def healthz(request: Request) -> Response:
         # Without a key (and always on the public port of a private listener) only the status
@@ -138,6 +146,8 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             projections = await run_in_threadpool(lambda: runtime.projector().positions())
         except StoreMoved as exc:
             return error(503, "store_moved", str(exc), status="failing")
+        except SecretsError as exc:  # serve refuses to start so; a store that came up later
+            return error(503, "wrong_keys", str(exc), status="failing")
         except UNAVAILABLE as exc:
             return unavailable(settings, exc)
         stuck = {name: p["fault"] for name, p in projections.items() if "fault" in p}
@@ -166,6 +176,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             body["group_commit"] = {"batches": writer.batches, "callbacks": writer.commands}
         if follower is not None and follower.last_error:
             body["follower_error"] = follower.last_error
+        # Shown, not failing: a retention run that failed is tried again the next day.
+        if retention.health.last_run or retention.health.last_error:
+            body["retention"] = retention.health.as_dict()
         if problems:
             # Reachable is not the same as working: never "ok" while it cannot do its job.
             body["detail"] = "; ".join(problems)
@@ -209,6 +222,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
     async def store_error(request: Request, exc: Exception) -> Response:
         return unavailable(settings, exc)
 
+    async def keys_error(request: Request, exc: Exception) -> Response:
+        return error(503, "wrong_keys", str(exc))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if not settings.webhook_secrets:
@@ -221,7 +237,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             log.error("the store is not reachable yet (%s); answering 503 until it is", exc)
         if follower is not None:
             follower.start()
+        daily = asyncio.create_task(retention.forever())
         yield
+        daily.cancel()
         if follower is not None:
             follower.stop()
         await runtime.aclose_writer()
@@ -278,11 +296,13 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             # answered 307, and a redirect built from the Host header is not ours to give.
             Route(WEBHOOK_PATH + "/", webhook.handle, methods=["POST"]),
             *(guarded(path) for path in handlers),
+            *admin_routes(runtime, guard),
             *console_routes,
         ],
         exception_handlers={
             HTTPException: http_error,
             **{exc: store_error for exc in UNAVAILABLE},
+            SecretsError: keys_error,
         },
         lifespan=lifespan,
     )

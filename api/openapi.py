@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from api import admin_routes
 from api import query_routes as q
 from domain import followup
 from domain.callbacks import Interpreted
@@ -366,6 +367,7 @@ def document() -> dict[str, Any]:
         # Every route needs a key but the webhook (signed instead) and the bare /healthz.
         "security": [{"bearer": []}],
     }
+    doc["paths"].update(admin_routes.openapi())
     # A target URL typed with a slash is served the same (see the route in app.py).
     doc["paths"]["/webhooks/sinch/"] = doc["paths"]["/webhooks/sinch"]
     return doc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import os
 import signal
@@ -12,14 +13,17 @@ from collections.abc import Iterator, Sequence
 import orjson
 
 from callback_ledger.audit_cli import add_commands as add_audit_commands
+from callback_ledger.erase_cli import add_commands as add_erase_commands
 from callback_ledger.evidence_cli import add_commands as add_evidence_commands
 from callback_ledger.followup_cli import add_commands as add_followup_commands
 from callback_ledger.keys_cli import add_commands as add_key_commands
+from callback_ledger.secrets_cli import add_commands as add_secrets_commands
 from callback_ledger.serve_cli import add_command as add_serve_command
 from callback_ledger.verify_cli import add_commands as add_verify_commands
 from domain.callbacks import loads_body
 from service.logs import setup as setup_logs
 from store.config import ConfigError, Settings, collect_less_often
+from store.vault import SecretsError
 
 
 def quarantine(settings: Settings, args: argparse.Namespace) -> int:
@@ -170,6 +174,44 @@ def replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def check_keys(settings: Settings) -> None:
+    """Raises SecretsError when the store holds encrypted personal data and the keys given are
+    missing or not its own: every command stops before it starts, with that said (not at its
+    first read, nor as a failing /healthz). A store that cannot be reached is the command's to
+    report, as before."""
+    from store.db import Database
+    from store.vault import Vault
+    from store.vault_keys import META
+
+    try:
+        db = Database(settings.store_backend())
+        try:
+            with db.read() as cur:
+                if not cur.backend.tables_present(cur, [META]):
+                    return
+                row = cur.execute(f"SELECT index_check, master_check FROM {META}").fetchone()
+        finally:
+            db.close()
+    except Exception:  # unreachable now: the command says so in its own words
+        return
+    if row is None:
+        return
+    secrets = settings.secrets()
+    where = settings.store_backend().store_file() or f"the {settings.backend} store"
+    if secrets is None:
+        raise SecretsError(
+            f"{where} holds encrypted personal data: set LEDGER_MASTER_KEY and "
+            "LEDGER_INDEX_KEY (or LEDGER_KEY_FILE) to the keys it was created with"
+        )
+    wrong = Vault(secrets, None).matches(row["index_check"], base64.b64decode(row["master_check"]))
+    if wrong is not None:
+        raise SecretsError(f"{wrong} ({where})")
+
+
+# Commands that never open the store.
+NO_STORE = {("secrets", "generate")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="callback-ledger",
@@ -235,15 +277,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_key_commands(commands)
     add_verify_commands(commands)
     add_evidence_commands(commands)
+    add_erase_commands(commands)
+    add_secrets_commands(commands)
 
     args = parser.parse_args(argv)
     collect_less_often()
     try:
         setup_logs(getattr(args, "log_level", "info"))
         settings = Settings.from_env()
+        if (args.command, getattr(args, "secrets_command", None)) not in NO_STORE:
+            check_keys(settings)
         return int(args.run(settings, args))
     except ConfigError as exc:
         parser.exit(2, f"callback-ledger: configuration error: {exc}\n")
+    except SecretsError as exc:
+        # The store's keys are missing or wrong: said plainly, before anything runs on it.
+        parser.exit(2, f"callback-ledger: keys of personal data: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -34,10 +34,15 @@ class Erasure(Aggregate):
         reason: str,
         erased_at: str,
         keys_destroyed: int,
+        forget_consent: bool = False,
     ) -> None:
         """`scope`: "identity" (one channel identity) or "contact" (a contact and every
         identity it was seen with); `subjects`: their blind indexes; `by`: the API key's name
-        or the operator's; `reason`: free text (it must not hold personal data)."""
+        or the operator's; `reason`: free text (it must not hold personal data).
+        `forget_consent`: the operator asked for the subjects' opt-out suppression to go too
+        (the read side drops it); by default it is kept (README: Personal data). Defaulted,
+        so facts recorded before it existed read as "kept"."""
         self.subjects = subjects
         self.scope = scope
         self.erased_at = erased_at
+        self.forget_consent = forget_consent

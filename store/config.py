@@ -67,6 +67,10 @@ class Settings:
     # Days each data class is kept readable (`callback-ledger retention apply`).
     retention_messages_days: int = 400
     retention_consent_days: int = 5 * 365 + 1
+    # `serve` applies retention this long after it starts (not at once: a restart loop must
+    # not rewrite the key table each time), then every interval.
+    retention_first_s: int = 600
+    retention_interval_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +114,8 @@ class Settings:
             ),
             retention_messages_days=_int(env, "LEDGER_RETENTION_MESSAGES_DAYS", 400),
             retention_consent_days=_int(env, "LEDGER_RETENTION_CONSENT_DAYS", 5 * 365 + 1),
+            retention_first_s=_int(env, "LEDGER_RETENTION_FIRST_S", 600),
+            retention_interval_s=_int(env, "LEDGER_RETENTION_INTERVAL_S", 24 * 3600),
         )
         if settings.projections not in ("inline", "off"):
             raise ConfigError(

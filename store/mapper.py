@@ -14,6 +14,7 @@ do it: the same bytes, without the library's slower encoding. In an encrypted st
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -60,7 +61,11 @@ class EnvelopeCompressor(Compressor):
 
     def decompress(self, data: bytes) -> bytes:
         if envelope.is_sealed(data):
-            return envelope.dumps(envelope.open_state(data, self.mapper.vault, self.zstd))
+            state = envelope.open_state(data, self.mapper.vault, self.zstd)
+            try:
+                return envelope.dumps(state)
+            except TypeError:  # an integer beyond 64 bits: the standard encoder takes it
+                return json.dumps(state).encode()
         return self.zstd.decompress(data)
 
 
