@@ -1,6 +1,7 @@
 """The consent projection: consent (current state), consent_history (every fact),
 consent_review (inbound free text that reads like a revocation, for a human to decide) and
-erasures (the subjects whose personal data was erased: their opt-outs still stand).
+erasures (the subjects whose personal data was erased: their opt-outs still stand, unless the
+erasure asked for the suppression to go too: `forget_consent`).
 
 Identities are held by name, with a sealed copy to show (projections.personal)."""
 
@@ -18,7 +19,7 @@ from projections.log_reader import (
     REPORTS,
     LoggedEvent,
 )
-from projections.personal import identity_name, sealed, shown_identity
+from projections.personal import IDENTITY_SUBJECT, identity_name, sealed, shown_identity
 from store.db import Cursor, select_by_keys, upsert
 from store.vault import Vault, plaintext
 
@@ -85,6 +86,7 @@ ERASURE_COLUMNS = (
     "channel",
     "project_id",
     "erasure_id",
+    "forget_consent",
 )
 
 
@@ -123,7 +125,7 @@ def schema(g: int) -> list[str]:
         f"""CREATE TABLE erasures_g{g} (
             subject TEXT NOT NULL PRIMARY KEY, erased_at TEXT NOT NULL, erased_by TEXT NOT NULL,
             reason TEXT NOT NULL, scope TEXT NOT NULL, channel TEXT, project_id TEXT,
-            erasure_id TEXT NOT NULL)""",
+            erasure_id TEXT NOT NULL, forget_consent INTEGER NOT NULL)""",
     ]
 
 
@@ -134,16 +136,63 @@ def apply(
     keywords: rules.Keywords,
     vault: Vault | None = None,
 ) -> None:
+    """A page of events. An erasure applies where it stands in the log: the facts before it
+    first (an erasure that forgets consent drops what they decided), those after it later."""
     vault = vault if vault is not None else plaintext()
+    run: list[LoggedEvent] = []
+    for event in events:
+        if event.topic == ERASED:
+            _apply_facts(cur, g, run, keywords, vault)
+            run = []
+            _apply_erasure(cur, g, event, vault)
+        else:
+            run.append(event)
+    _apply_facts(cur, g, run, keywords, vault)
+
+
+def _apply_erasure(cur: Cursor, g: int, event: LoggedEvent, vault: Vault) -> None:
+    """Records an erasure per subject; with `forget_consent`, the subjects' current consent
+    (the suppression) goes too. Their consent history stays: what was decided, and when, is
+    the public part of the facts (and the violations report reads it)."""
+    rows = erasure_rows(event)
+    cur.executemany(
+        f"INSERT INTO erasures_g{g} ({', '.join(ERASURE_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(ERASURE_COLUMNS))}) ON CONFLICT (subject) DO UPDATE SET "
+        "forget_consent = excluded.forget_consent WHERE excluded.forget_consent = 1",
+        rows,
+    )
+    if not event.state.get("forget_consent"):
+        return
+    subjects = [row[0] for row in rows]
+    for subject in subjects:
+        cur.execute(f"DELETE FROM consent_g{g} WHERE identity = ?", (subject,))
+    # A contact's own subject: its consent for a whole channel (no identity), found by
+    # naming each such contact of the project as the vault names a contact.
+    project_id = event.state.get("project_id")
+    if project_id and any(not s.startswith(IDENTITY_SUBJECT) for s in subjects):
+        contacts = cur.execute(
+            f"SELECT DISTINCT contact_id FROM consent_g{g} WHERE project_id = ? AND identity = ''",
+            (project_id,),
+        ).fetchall()
+        for row in contacts:
+            if vault.contact_subject(project_id, row["contact_id"]) in subjects:
+                cur.execute(
+                    f"DELETE FROM consent_g{g} WHERE project_id = ? AND contact_id = ? "
+                    "AND identity = ''",
+                    (project_id, row["contact_id"]),
+                )
+
+
+def _apply_facts(
+    cur: Cursor, g: int, events: list[LoggedEvent], keywords: rules.Keywords, vault: Vault
+) -> None:
+    if not events:
+        return
     history: list[dict[str, Any]] = []
     links: dict[tuple[str, str, str, str], str | None] = {}
     review: list[tuple[Any, ...]] = []
-    erasures: list[tuple[Any, ...]] = []
     for event in events:
         state = event.state
-        if event.topic == ERASED:
-            erasures += erasure_rows(event)
-            continue
         name = identity_name(state, vault)
         if state.get("contact_id") and name and state.get("channel"):
             link = (state["project_id"], state["contact_id"], state["channel"], name)
@@ -177,11 +226,6 @@ def apply(
         f"identity_shown = coalesce(contact_identities_g{g}.identity_shown, "
         "excluded.identity_shown)",
         [(*link, shown) for link, shown in sorted(links.items())],
-    )
-    cur.executemany(
-        f"INSERT INTO erasures_g{g} ({', '.join(ERASURE_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(ERASURE_COLUMNS))}) ON CONFLICT (subject) DO NOTHING",
-        erasures,
     )
     cur.executemany(
         f"INSERT INTO consent_review_g{g} ({', '.join(REVIEW_COLUMNS)}) "
@@ -251,6 +295,7 @@ def erasure_rows(event: LoggedEvent) -> list[tuple[Any, ...]]:
             state.get("channel"),
             state.get("project_id"),
             event.originator_id,
+            int(bool(state.get("forget_consent"))),
         )
         for subject in state.get("subjects") or []
         if isinstance(subject, str) and subject

@@ -40,7 +40,8 @@ def name_of(vault: Vault, channel: str | None, identity: str) -> str:
 def erasure(cur: Cursor, name: str) -> dict[str, Any] | None:
     """The erasure of this subject (a name), if it was erased."""
     row = cur.execute(
-        "SELECT subject, erased_at, erased_by, reason, scope FROM erasures WHERE subject = ?",
+        "SELECT subject, erased_at, erased_by, reason, scope, forget_consent FROM erasures "
+        "WHERE subject = ?",
         (name,),
     ).fetchone()
     return dict(row) if row is not None else None
@@ -179,6 +180,8 @@ def _with_erasure(
             "erased_by": erased["erased_by"],
             "reason": erased["reason"],
             "scope": erased["scope"],
+            # "dropped": the erasure asked for the opt-out suppression to go too.
+            "consent_suppression": "dropped" if erased["forget_consent"] else "kept",
             "consent_facts": [row["source_ref"] for row in facts.fetchall()],
             "raw_bodies": ERASED_BODIES,
         },

@@ -368,12 +368,6 @@ def test_every_command_refuses_an_encrypted_store_without_its_keys(settings: Set
                 assert value not in done.stderr + done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the read tables (message_status.reports, consent, consent_history, "
-    "contact_identities) still hold identities in plaintext until the read side's blind "
-    "indexing is merged; remove this marker then",
-)
 def test_the_number_is_nowhere_in_the_database_files(store_files: tuple[str, Any]) -> None:
     url, files = store_files
     runtime = Runtime(Settings(keys=KEYS, database_url=url))

@@ -48,7 +48,7 @@ def quiet_replay(settings: Settings) -> None:
     replay(settings, console=Console(file=io.StringIO()))
 
 
-def erase(ledger: Ledger, name: str) -> None:
+def erase(ledger: Ledger, name: str, forget_consent: bool = False) -> None:
     """As the erase command does: destroy the subject's keys, then record the erasure."""
     ledger.vault.keys.destroy([name])  # type: ignore[union-attr]
     ledger.vault.forget([name])
@@ -62,6 +62,7 @@ def erase(ledger: Ledger, name: str) -> None:
             reason="data subject request",
             erased_at="2024-07-01T09:00:00+00:00",
             keys_destroyed=1,
+            forget_consent=forget_consent,
         )
     )
 
@@ -129,6 +130,7 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     proof = answer["erasure"]
     assert proof["erased_at"] == "2024-07-01T09:00:00.000000Z"
     assert proof["scope"] == "identity" and proof["erased_by"] == "test-admin"
+    assert proof["consent_suppression"] == "kept"
     assert answer["source_ref"] in proof["consent_facts"]
     assert "unreadable" in proof["raw_bodies"]
     fact = client.get("/callbacks/" + quote(answer["source_ref"], safe="/")).json()
@@ -275,3 +277,27 @@ def test_replay_after_retention_gives_the_same_rows_minus_the_shredded_fields(
     assert check["may_send"] is False and "erased" not in check
     report = client.get("/console/compliance.csv")
     assert "E2" in report.text and "[erased]" in report.text
+
+
+def test_an_erasure_that_forgets_consent_drops_the_suppression_and_keeps_the_history(
+    client: TestClient, ledger: Ledger, settings: Settings
+) -> None:
+    feed(client, BODIES)
+    erase(ledger, ledger.vault.index("SMS", NUMBER), forget_consent=True)
+    wait_for_projections(client)
+    for replayed in (False, True):  # as applied live, and by a replay alike
+        if replayed:
+            quiet_replay(settings)
+        answer = check(client)
+        assert answer["may_send"] is True and answer["state"] == "UNKNOWN", replayed
+        assert answer["erased"] is True
+        assert answer["erasure"]["consent_suppression"] == "dropped"
+        # What was decided, and when, stays: the history and the violations report.
+        history = client.get("/contacts/CONTACT1/consent/history").json()["items"]
+        assert "OPT_OUT_SUCCEEDED" in {h["fact"] for h in history}
+        assert "E2" in client.get("/console/compliance.csv").text
+    # A new opt-out after the erasure suppresses again.
+    feed(
+        client, [p.opt("OPT_OUT", request_id="R-2", identity=NUMBER, event_time=f"{DAY}18:00:00Z")]
+    )
+    assert check(client)["may_send"] is False
