@@ -72,7 +72,7 @@ def page_by_size(
     size = 0
     for item in items:
         page.append(item)
-        size += len(item["raw_base64"]) + 256
+        size += len(item["raw_base64"] or "") + 256  # None: the body was erased
         if size >= max_bytes:
             return page, True
     return page, False

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from domain.keywords import Reading
 from projections import rules
 from projections.log_reader import (
     CONSENT_REPORTED,
@@ -203,6 +204,9 @@ def _apply_facts(
         inbound = event.topic != CONSENT_REPORTED
         # Read once: the keyword, its normalised form and the review rule come from one pass.
         reading = keywords.read(state.get("text")) if inbound else rules.NOTHING
+        if inbound and state.get("erased") and isinstance(state.get("reading"), dict):
+            # The text is erased: what it said as it arrived (store.envelope) still stands.
+            reading = Reading(**state["reading"])
         source_ref = f"{event.originator_id}/{state['dedupe_key']}"
         fact = rules.consent_fact(
             state["project_id"],
@@ -272,7 +276,9 @@ def review_row(
         state["contact_key"],
         state["channel"],
         identity_name(state, vault) or "",
-        sealed(state, vault, "text"),
+        # Erased before this row was made (a replay): nothing to show, and the column has
+        # always been NOT NULL.
+        sealed(state, vault, "text") or "",
         rules.effective_time(state),
         state.get("message_id"),
         source_ref,

@@ -80,6 +80,10 @@ def open_rows(
             out[i]["erased"] = True
         else:
             out[i][field] = value
+    for row in out:
+        for field in texts:
+            if row.get("erased") and row.get(field) == "":  # erased before it was copied
+                row[field] = None
     return out
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from domain import followup
-from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES, Keywords
+from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES, Keywords, Reading
 from store.backend import Backend, backend_for
 from store.backend import ConfigError as ConfigError
 from store.vault import Secrets, SecretsError, write_key_file
@@ -165,18 +165,14 @@ class Settings:
             )
         return Secrets.from_env({"LEDGER_KEY_FILE": str(key_file)})
 
-    def classify(self) -> Callable[[str | None], bool]:
-        """Whether an inbound text is consent evidence: a keyword, or a text that reads like
-        one (kept as long as consent facts are)."""
+    def classify(self) -> Callable[[str | None], Reading]:
+        """What an inbound text says, as recorded: a keyword, or a text that reads like one is
+        consent evidence (kept as long as consent facts are), and an encrypted event keeps
+        that reading in its public part, so an erased "STOP" still opts out on a replay."""
         words = Keywords.build(
             self.keyword_languages, self.opt_out_keywords, self.opt_in_keywords, self.help_keywords
         )
-
-        def consent(text: str | None) -> bool:
-            reading = words.read(text)
-            return reading.action is not None or reading.review is not None
-
-        return consent
+        return words.read
 
     @property
     def backend(self) -> str:

@@ -21,6 +21,7 @@ import orjson
 from eventsourcing.utils import get_topic
 
 from domain.contact import Contact
+from domain.keywords import Reading
 from domain.message import Message
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from store import vault as v
@@ -117,7 +118,10 @@ def _received(state: dict[str, Any]) -> str:
 
 
 def split(
-    kind: Kind, state: dict[str, Any], vault: v.Vault, classify: Callable[[str | None], bool]
+    kind: Kind,
+    state: dict[str, Any],
+    vault: v.Vault,
+    classify: Callable[[str | None], Reading],
 ) -> tuple[dict[str, Any], dict[str, Any], tuple[str, str, str]]:
     """(public fields, personal fields, (subject, data class, period))."""
     public = dict(state)
@@ -128,7 +132,18 @@ def split(
         private["callback"] = {f: kept.pop(f) for f in RECEIPT_PRIVATE if f in kept}
     subject = subject_of(vault, state)
     public["subject"] = subject
-    consent = kind.consent or (kind.inbound and classify(state.get("text")))
+    consent = kind.consent
+    if kind.inbound:
+        # The text is personal and goes with its key; what it said as a consent fact, read as
+        # it arrived, stays public (projections read the text itself while it exists).
+        reading = classify(state.get("text"))
+        if reading.action is not None or reading.review is not None:
+            consent = True
+            public["reading"] = {
+                "action": reading.action,
+                "keyword": reading.keyword,
+                "review": reading.review,
+            }
     received = _received(state)
     period = received[:7] if len(received) >= 7 else "0000-00"
     return public, private, (subject, v.CONSENT if consent else v.MESSAGES, period)

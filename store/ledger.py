@@ -19,6 +19,7 @@ from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredEvent
 
 from domain.contact import Contact, Namer
+from domain.keywords import Reading
 from domain.receipt import Receipt
 from store import dedupe, vault_keys
 from store.backend import Backend
@@ -87,10 +88,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         cls,
         backend: Backend,
         secrets: Secrets | None = None,
-        classify: Callable[[str | None], bool] | None = None,
+        classify: Callable[[str | None], Reading] | None = None,
     ) -> Ledger:
         """The store's application. An encrypted store needs `secrets` (SecretsError);
-        `classify` says which inbound texts are consent evidence (their retention)."""
+        `classify` reads inbound texts as consent facts (their retention, their reading
+        kept public: store.envelope)."""
         ledger = cls(env=backend.eventsourcing_env)
         ledger.backend = backend
         ledger._store_file = backend.store_file()

@@ -24,6 +24,7 @@ from eventsourcing.persistence import Compressor, Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
 from domain.contact import Contact
+from domain.keywords import NOTHING, Reading
 from domain.message import Message
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from store import envelope
@@ -69,8 +70,8 @@ class EnvelopeCompressor(Compressor):
         return self.zstd.decompress(data)
 
 
-def _never(text: str | None) -> bool:
-    return False
+def _never(text: str | None) -> Reading:
+    return NOTHING
 
 
 class FastMapper(Mapper[UUID]):
@@ -84,7 +85,7 @@ class FastMapper(Mapper[UUID]):
         self._topics: dict[type, str] = {cls: get_topic(cls) for cls in FAST_EVENTS}
         self.vault: Vault = plaintext()
         # Whether an inbound text is consent evidence (a keyword, or reads like one).
-        self.classify: Callable[[str | None], bool] = _never
+        self.classify: Callable[[str | None], Reading] = _never
 
     def without_personal_fields(self) -> FastMapper:
         """A mapper that reads encrypted events' public fields only (their personal ones None):

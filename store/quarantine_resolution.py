@@ -43,6 +43,8 @@ class Entry:
     raw: bytes
     headers: dict[str, str] = field(default_factory=dict)
     resolution: dict[str, Any] | None = None
+    # Its body's key was destroyed (retention, erasure): nothing to show or feed back.
+    erased: bool = False
 
     @property
     def text(self) -> str:
@@ -61,22 +63,23 @@ class Entry:
 def _entry(ledger: Ledger, notification: Any) -> Entry:
     event: Any = ledger.mapper.to_domain_event(notification)
     callback = event.callback
-    raw = (
-        base64.b64decode(event.raw_base64)
-        if event.raw_base64
-        else str(callback["raw"]).encode("utf-8")
-    )
+    erased = bool(getattr(event, "erased", False))
+    if event.raw_base64:
+        raw = base64.b64decode(event.raw_base64)
+    else:
+        raw = b"" if callback.get("raw") is None else str(callback["raw"]).encode("utf-8")
     return Entry(
         id=notification.id,
         stream=event.originator_id,
         trigger=event.trigger,
         status_code=event.status_code,
-        problems=list(event.problems),
+        problems=list(event.problems or []),
         received_at=callback["received_at"],
         signature_verified=bool(callback["signature_verified"]),
         raw=raw,
         headers=dict(callback.get("headers") or {}),
         resolution=resolution(ledger, event.originator_id),
+        erased=erased,
     )
 
 

@@ -89,6 +89,13 @@ async def resolve(context: Context, request: Request) -> Response:
         return problem(request, 404, "No such entry", "No quarantine entry has this number.")
     if kept.resolution is not None:
         return problem(request, 409, "Already resolved", "This entry was resolved before.")
+    if action == "reingest" and kept.erased:
+        return problem(
+            request,
+            409,
+            "Body erased",
+            "This body's key was destroyed: there is nothing to feed back.",
+        )
     at = datetime.now(UTC).isoformat()
     writer = context.runtime.writer()
     if action == "reingest":

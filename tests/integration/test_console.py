@@ -393,3 +393,21 @@ def test_odd_ids_and_queries_are_answered_not_failed(fed: TestClient) -> None:
         assert answer.status_code == status, (url, answer.text[:300])
         if not url.endswith(".csv"):
             assert answer.headers["content-type"].startswith("text/html"), url
+
+
+def test_a_quarantined_body_whose_key_was_destroyed_reads_as_erased(
+    fed: TestClient, ledger: Ledger
+) -> None:
+    """Retention (or an erasure) destroyed the key of a quarantined body: its page still
+    answers, and there is nothing to feed back."""
+    entries = quarantine_ids(fed)
+    keys = ledger.vault.keys
+    assert keys is not None
+    assert keys.destroy_expired("m", "9999-99") > 0  # every message-class key
+    ledger.vault.forget(everything=True)
+    for entry in entries:
+        assert fed.get(f"/console/quarantine/{entry}").status_code == 200
+        answer = fed.post(f"/console/quarantine/{entry}/resolve", data={"action": "reingest"})
+        assert answer.status_code == 409 and "erased" in answer.text.lower()
+    answer = fed.get("/quarantine")
+    assert answer.status_code == 200, answer.text

@@ -150,8 +150,10 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     page = client.get("/console/messages/E1")
     assert page.status_code == 200
     assert NORMAL not in page.text and "order-123" not in page.text
-    # The inbound texts were message payload, not kept after erasure: nothing to review.
-    assert client.get("/consent/review").json()["items"] == []
+    # The free text that read like a request to stop is erased; that it did, and by which
+    # rule (read as it arrived, kept public), is still there to review.
+    [review] = client.get("/consent/review").json()["items"]
+    assert (review["text"], review["erased"], review["matched"]) == (None, True, "stop+contact")
     raw = projection_rows(database_url, shown=False)
     assert {r["identity"] for r in raw["consent_history"]} == {name}
 
@@ -301,3 +303,27 @@ def test_an_erasure_that_forgets_consent_drops_the_suppression_and_keeps_the_his
         client, [p.opt("OPT_OUT", request_id="R-2", identity=NUMBER, event_time=f"{DAY}18:00:00Z")]
     )
     assert check(client)["may_send"] is False
+
+
+def test_an_opt_out_by_keyword_alone_outlives_erasure_and_replay(
+    client: TestClient, ledger: Ledger, settings: Settings
+) -> None:
+    """A number that opted out only by texting STOP: its text is erased with its key, but
+    what it said (read as it arrived, kept in the event's public part) still opts it out
+    after a replay."""
+    feed(
+        client,
+        [
+            p.delivery("K1", "DELIVERED", "SMS", NUMBER, f"{DAY}10:00:05Z"),
+            p.inbound("IN-STOP", "STOP", identity=NUMBER, event_time=f"{DAY}11:05:00Z"),
+        ],
+    )
+    assert check(client)["may_send"] is False
+    erase(ledger, ledger.vault.index("SMS", NUMBER))
+    quiet_replay(settings)
+    wait_for_projections(client)
+    answer = check(client)
+    assert answer["may_send"] is False and answer["erased"] is True, answer
+    history = client.get("/contacts/CONTACT1/consent/history").json()["items"]
+    assert [h["fact"] for h in history] == ["KEYWORD_OPT_OUT"]
+    assert history[0]["identity"] is None
