@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import itertools
 import os
 import threading
 import time
@@ -54,6 +55,9 @@ KEY_REUSE_S = 3600.0
 # process (erasure, retention) stops opening data here within this time, or at once where
 # the process follows the log (the Erased fact: `forget`).
 KEY_TRUST_S = 60.0
+# Encryptions per nonce prefix (its counter has 4 bytes), and cipher objects kept.
+NONCES_PER_PREFIX = 2**31
+CIPHERS_KEPT = 256
 # Sealed text (a projection's copy of a personal value): this prefix, then base64url of
 # key id, nonce and ciphertext.
 TEXT_PREFIX = "v1."
@@ -208,6 +212,9 @@ class Vault:
         self._open: OrderedDict[bytes, tuple[bytes | None, float]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._prefix = os.urandom(NONCE_BYTES - 4)
+        self._counter = itertools.count()
+        self._ciphers: dict[bytes, AESGCM] = {}
         # The HMAC with its key already absorbed: each name copies it (cheaper than a new one).
         self._index_mac = hmac.new(secrets.index, digestmod=hashlib.sha256) if secrets else None
 
@@ -304,6 +311,7 @@ class Vault:
             for key_id in key_ids:
                 self._drop(key_id)
                 self._open.pop(key_id, None)
+                self._ciphers.pop(key_id, None)
 
     def pending(self, key_ids: Iterable[bytes]) -> list[KeyRow]:
         """The rows of these keys that are not known to be stored yet."""
@@ -323,6 +331,7 @@ class Vault:
             for slot in [s for s in self._current if everything or s[0] in wanted]:
                 del self._current[slot]
             self._open.clear()
+            self._ciphers.clear()
 
     def _remember(self, key_id: bytes, key: bytes | None) -> None:
         self._open[key_id] = (key, time.monotonic())
@@ -374,15 +383,39 @@ class Vault:
         with self._lock:
             found = self._open.get(key_id)
         key = found[0] if found else None
-        return AESGCM(key) if key is not None else None
+        return self._cipher(key_id, key) if key is not None else None
 
     # ---- values ------------------------------------------------------------------------------
 
     def encrypt(self, key_id: bytes, key: bytes | AESGCM, plaintext: bytes) -> bytes:
         """key id, nonce, ciphertext (the key id is bound in as associated data)."""
-        aead = key if isinstance(key, AESGCM) else AESGCM(key)
-        nonce = os.urandom(NONCE_BYTES)
+        aead = key if isinstance(key, AESGCM) else self._cipher(key_id, key)
+        nonce = self._nonce()
         return key_id + nonce + aead.encrypt(nonce, plaintext, key_id)
+
+    def _nonce(self) -> bytes:
+        """Unique per encryption: this process's random prefix and a counter (a system call
+        per nonce cost more than the encryption). The prefix is drawn again long before the
+        counter could repeat."""
+        count = next(self._counter)
+        if count >= NONCES_PER_PREFIX:
+            with self._lock:
+                if next(self._counter) >= NONCES_PER_PREFIX:
+                    self._prefix = os.urandom(NONCE_BYTES - 4)
+                    self._counter = itertools.count()
+            return self._nonce()
+        return self._prefix + count.to_bytes(4, "big")
+
+    def _cipher(self, key_id: bytes, key: bytes) -> AESGCM:
+        """A cipher object for this key, from a small cache (making one costs more than using
+        it; each holds kilobytes, so only a few are kept)."""
+        aead = self._ciphers.get(key_id)
+        if aead is None:
+            aead = AESGCM(key)
+            if len(self._ciphers) >= CIPHERS_KEPT:
+                self._ciphers.pop(next(iter(self._ciphers)), None)
+            self._ciphers[key_id] = aead
+        return aead
 
     def decrypt(self, blob: bytes) -> bytes | None:
         """The plaintext, or None when its key was destroyed."""
