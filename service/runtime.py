@@ -35,10 +35,11 @@ class Runtime:
     def ledger(self) -> Ledger:
         """The Ledger; raises the store's error while it cannot be opened."""
         if self._ledger is None:
+            db = self.store_database()  # before the lock: it takes it too
             with self._lock:
                 if self._ledger is None:
                     self._ledger = Ledger.for_backend(
-                        self.backend, self.settings.secrets(), self.settings.classify()
+                        self.backend, self.settings.secrets(), self.settings.classify(), db
                     )
         return self._ledger
 

@@ -77,8 +77,8 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     # What differs between the databases (store.backend).
     backend: Backend
 
-    # Personal data's keys (store.vault): plaintext until `for_backend` opens the store's,
-    # read through connections of their own.
+    # Personal data's keys (store.vault): plaintext until `for_backend` opens the store's;
+    # the connections they are read through when the Ledger opened them (it closes them).
     vault: Vault = plaintext()
     _keys_db: Database | None = None
     _deciding: Mapper[UUID] | None = None
@@ -89,20 +89,23 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         backend: Backend,
         secrets: Secrets | None = None,
         classify: Callable[[str | None], Reading] | None = None,
+        db: Database | None = None,
     ) -> Ledger:
         """The store's application. An encrypted store needs `secrets` (SecretsError);
         `classify` reads inbound texts as consent facts (their retention, their reading
-        kept public: store.envelope)."""
+        kept public: store.envelope). The data keys are read through `db` (the wiring's
+        connections for the tables beside the log), else through connections of its own."""
         ledger = cls(env=backend.eventsourcing_env)
         ledger.backend = backend
         ledger._store_file = backend.store_file()
         if ledger._store_file is not None:
             ledger._store_identity = file_identity(ledger._store_file)
         empty = not ledger.recorder.max_notification_id()
-        ledger._keys_db = Database(backend)
+        if db is None:
+            db = ledger._keys_db = Database(backend)
         try:
             vault = vault_keys.open_vault(
-                ledger._keys_db, secrets, empty, ledger._store_file or f"{backend.name} database"
+                db, secrets, empty, ledger._store_file or f"{backend.name} database"
             )
         except BaseException:
             ledger.close()

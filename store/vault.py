@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -273,7 +273,7 @@ class Vault:
             nonce = os.urandom(NONCE_BYTES)
             wrapped = nonce + self._master.encrypt(nonce, key, key_id)
             self._pending[key_id] = KeyRow(
-                key_id, subject, klass, period, wrapped, datetime.now().astimezone().isoformat()
+                key_id, subject, klass, period, wrapped, datetime.now(UTC).isoformat()
             )
             self._current[slot] = _Current(key_id, key, now)
             if len(self._current) > self._cache_size:
