@@ -8,7 +8,6 @@ Identities are held by name, with a sealed copy to show (projections.personal)."
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from typing import Any
 
 from domain.keywords import Reading
@@ -20,7 +19,7 @@ from projections.log_reader import (
     REPORTS,
     LoggedEvent,
 )
-from projections.personal import IDENTITY_SUBJECT, identity_name, sealed, shown_identity
+from projections.personal import IDENTITY_SUBJECT, identity_name, shown_identity, shown_text
 from store.db import Cursor, select_by_keys, upsert
 from store.vault import Vault, plaintext
 
@@ -197,8 +196,9 @@ def _apply_facts(
         name = identity_name(state, vault)
         if state.get("contact_id") and name and state.get("channel"):
             link = (state["project_id"], state["contact_id"], state["channel"], name)
-            if links.get(link) is None:
-                links[link] = shown_identity(state, vault)
+            # The latest event's reference: the likeliest to be readable (retention shreds
+            # the oldest first).
+            links[link] = shown_identity(event, vault)
         if event.topic in REPORTS:
             continue
         inbound = event.topic != CONSENT_REPORTED
@@ -218,17 +218,17 @@ def _apply_facts(
             name or "",
         )
         if fact is not None:
-            fact["identity_shown"] = shown_identity(state, vault) if name else ""
+            fact["identity_shown"] = shown_identity(event, vault) if name else ""
             history.append(fact)
         elif inbound and reading.review is not None:
-            review.append(review_row(state, source_ref, reading.review, vault))
-    # A number seen again later may fill a copy to show that an erased event could not.
+            review.append(review_row(event, source_ref, reading.review, vault))
+    # A number seen again refers to its latest event (one whose key outlives the older ones').
     cur.executemany(
         f"INSERT INTO contact_identities_g{g} "
         "(project_id, contact_id, channel, identity, identity_shown) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (project_id, contact_id, channel, identity) DO UPDATE SET "
-        f"identity_shown = coalesce(contact_identities_g{g}.identity_shown, "
-        "excluded.identity_shown)",
+        "identity_shown = coalesce(excluded.identity_shown, "
+        f"contact_identities_g{g}.identity_shown)",
         [(*link, shown) for link, shown in sorted(links.items())],
     )
     cur.executemany(
@@ -265,12 +265,13 @@ def _apply_facts(
 
 
 def review_row(
-    state: Mapping[str, Any], source_ref: str, matched: str, vault: Vault | None = None
+    event: LoggedEvent, source_ref: str, matched: str, vault: Vault | None = None
 ) -> tuple[Any, ...]:
     """A consent_review row (in REVIEW_COLUMNS order) for an inbound message that is not a
     keyword but reads like a request to stop, by the rule `matched`; its identity by name,
-    its text and the identity to show sealed."""
+    its text and the identity to show by reference (projections.personal)."""
     vault = vault if vault is not None else plaintext()
+    state = event.state
     return (
         state["project_id"],
         state["contact_key"],
@@ -278,12 +279,12 @@ def review_row(
         identity_name(state, vault) or "",
         # Erased before this row was made (a replay): nothing to show, and the column has
         # always been NOT NULL.
-        sealed(state, vault, "text") or "",
+        shown_text(event, vault) or "",
         rules.effective_time(state),
         state.get("message_id"),
         source_ref,
         matched,
-        shown_identity(state, vault),
+        shown_identity(event, vault),
     )
 
 

@@ -32,6 +32,11 @@ ERASED = get_topic(Erasure.Erased)  # type: ignore[attr-defined]
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
 
 
+# Events the projections read only the public part of, in an encrypted store (inbound
+# messages are decrypted: their text is read with today's keywords).
+PUBLIC_READ = frozenset({*REPORTS, MESSAGE_SUBMITTED, CONSENT_REPORTED})
+
+
 class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these
     notification_id: int
     topic: str
@@ -111,17 +116,40 @@ class EventLog:
     def _events(self, rows: Sequence[Sequence[Any]], topics: frozenset[str]) -> list[LoggedEvent]:
         as_text = self.as_text
         vault = self.vault
-        if vault.encrypted:
-            # An erasure (perhaps by another process): stop using its subjects' keys now.
-            for row in rows:
-                if row[2] == ERASED:
-                    vault.forget(decode_state(row[3]).get("subjects") or ())
-            # The page's data keys in one query.
-            vault.prefetch(envelope.key_ids(bytes(r[3]) for r in rows if r[2] in topics))
+        if not vault.encrypted:
+            return [
+                LoggedEvent(int(id_), topic, as_text(originator_id), decode_state(state))
+                for id_, originator_id, topic, state in rows
+                if topic in topics
+            ]
+        # An erasure (perhaps by another process): stop using its subjects' keys now.
+        for row in rows:
+            if row[2] == ERASED:
+                vault.forget(decode_state(row[3]).get("subjects") or ())
+        # The projections read no personal field of most events (they name identities by
+        # subject, metadata by its public index, and show values by reference): those are
+        # read from their public part alone. The rest, decrypted, with the page's data keys
+        # loaded in one query.
+        states: list[dict[str, Any] | None] = []
+        wanted = [row for row in rows if row[2] in topics]
+        zstd = state_compressor()
+        for row in wanted:
+            state = bytes(row[3])
+            public_enough = row[2] in PUBLIC_READ and envelope.is_sealed(state)
+            states.append(
+                envelope.public_state(state, zstd, row[2], without_nul) if public_enough else None
+            )
+        vault.prefetch(
+            envelope.key_ids(bytes(r[3]) for r, s in zip(wanted, states, strict=True) if s is None)
+        )
         return [
-            LoggedEvent(int(id_), topic, as_text(originator_id), decode_state(state, vault, topic))
-            for id_, originator_id, topic, state in rows
-            if topic in topics
+            LoggedEvent(
+                int(id_),
+                topic,
+                as_text(originator_id),
+                state if state is not None else decode_state(raw, vault, topic),
+            )
+            for (id_, originator_id, topic, raw), state in zip(wanted, states, strict=True)
         ]
 
 

@@ -1,8 +1,8 @@
 """The messages projection: message_status and read_confirmations.
 
-Identities are held by name (in the timeline JSON and read_confirmations.identity), with sealed
-copies to show: message_status.identities_shown maps each name of the message to its copy
-(projections.personal)."""
+Identities are held by name (in the timeline JSON and read_confirmations.identity), with what
+shows them: message_status.identities_shown maps each name of the message to a reference
+to its latest event naming it (projections.personal)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from projections.log_reader import (
     REPORTS,
     LoggedEvent,
 )
-from projections.personal import identity_name, metadata_name, shown_identity
+from projections.personal import identity_name, metadata_name, shown_identity, shown_text
 from store.db import Cursor, insert, select_by_keys, upsert
-from store.vault import Vault, plaintext
+from store.envelope import METADATA_INDEX
+from store.vault import METADATA_FIELD, Vault, plaintext
 
 NAME = "messages"
 # MESSAGE_SUBMIT callbacks an earlier version kept in the catch-all are not read here (their
@@ -145,10 +146,10 @@ def _load_reports(
 
 
 def _fact(
-    event: LoggedEvent, vault: Vault
-) -> tuple[tuple[str, str], dict[str, Any], str | None, str | None] | None:
-    """The message a log event is about, its report fact (identity and metadata by name), the
-    sealed identity and metadata to show; None for other events."""
+    event: LoggedEvent, vault: Vault, names: dict[str, str]
+) -> tuple[tuple[str, str], dict[str, Any]] | None:
+    """The message a log event is about and its report fact (identity and metadata by name);
+    None for other events. `names`: metadata values already named in this page."""
     state = event.state
     if event.topic in REPORTS:
         ref = f"{event.originator_id}/{report_key(state.get('channel'), state['status'])}"
@@ -159,12 +160,20 @@ def _fact(
     else:
         return None
     fact["identity"] = identity_name(state, vault)
-    shown = shown_identity(state, vault) if fact["identity"] else None
-    metadata, metadata_copy = state.get("metadata"), None
-    if isinstance(metadata, str) and vault.encrypted:
-        fact["metadata"] = metadata_name(vault, metadata)
-        metadata_copy = vault.seal_text(state.get("_key"), metadata)
-    return (state["project_id"], state["message_id"]), fact, shown, metadata_copy
+    if vault.encrypted:
+        if METADATA_INDEX in state:  # read from its public part
+            fact["metadata"] = state[METADATA_INDEX]
+        elif isinstance(state.get("metadata"), str):  # an event from before the index
+            value = state["metadata"]
+            if value not in names:
+                names[value] = metadata_name(vault, value)
+            fact["metadata"] = names[value]
+    return (state["project_id"], state["message_id"]), fact
+
+
+# A message's names -> the latest event naming each: what its row shows refers to (a later
+# event's key outlives an earlier one's under retention).
+Sources = dict[str, LoggedEvent]
 
 
 def apply(
@@ -176,8 +185,9 @@ def apply(
 ) -> None:
     vault = vault if vault is not None else plaintext()
     new: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    new_shown: dict[tuple[str, str], Shown] = defaultdict(dict)
-    new_metadata: dict[tuple[str, str], Shown] = defaultdict(dict)
+    identity_sources: dict[tuple[str, str], Sources] = defaultdict(dict)
+    metadata_sources: dict[tuple[str, str], Sources] = defaultdict(dict)
+    metadata_names: dict[str, str] = {}
     # A message registered in this page has no row yet (its reports all come after it in the
     # log), so only the others are looked up: most of them during a replay.
     registered: set[str] = set()
@@ -189,15 +199,15 @@ def apply(
             continue
         if event.topic == FIRST_REPORTED:
             registered.add(event.originator_id)
-        found = _fact(event, vault)
+        found = _fact(event, vault, metadata_names)
         if found is None:
             continue
-        key, fact, sealed_copy, metadata_copy = found
+        key, fact = found
         new[key].append(fact)
-        if fact["identity"] and new_shown[key].get(fact["identity"]) is None:
-            new_shown[key][fact["identity"]] = sealed_copy
-        if fact["metadata"] and new_metadata[key].get(fact["metadata"]) is None:
-            new_metadata[key][fact["metadata"]] = metadata_copy
+        if fact["identity"]:
+            identity_sources[key][fact["identity"]] = event
+        if fact["metadata"] and vault.encrypted:
+            metadata_sources[key][fact["metadata"]] = event
         streams[key] = event.originator_id
         if event.originator_id not in registered:
             older.add(key)
@@ -212,14 +222,17 @@ def apply(
         fresh = key not in older
         known_reports, shown, metadata = known.get(key, ([], {}, {}))
         reports = rules.merge_reports(known_reports, facts)
-        for name, copy in new_shown.get(key, {}).items():
-            if shown.get(name) is None:  # a copy an erased event could not give, filled
-                shown[name] = copy
+        for name, event in identity_sources.get(key, {}).items():
+            shown[name] = shown_identity(event, vault) or shown.get(name)
         row = rules.message_row(project_id, message_id, reports, next_actions)
         row["reports"] = rules.compact_reports(row, reports, streams[key])
         row["identities_shown"] = orjson.dumps(shown).decode() if shown else None
-        copies = {**new_metadata.get(key, {}), **{n: c for n, c in metadata.items() if c}}
-        row["metadata_shown"] = copies.get(row["metadata"]) if row["metadata"] else None
+        row["metadata_shown"] = None
+        if row["metadata"] and vault.encrypted:
+            source = metadata_sources.get(key, {}).get(row["metadata"])
+            if source is not None:
+                metadata[row["metadata"]] = shown_text(source, vault, METADATA_FIELD)
+            row["metadata_shown"] = metadata.get(row["metadata"])
         status_rows[fresh].append(STATUS_VALUES(row))
         read = rules.read_confirmation(project_id, message_id, reports)
         if read:

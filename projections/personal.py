@@ -2,9 +2,11 @@
 
 A channel identity is held by its NAME (`identity` columns): the event's subject, a keyed blind
 index, in an encrypted store; the normalised identity in a plaintext store. Lookups by number
-compute the same name (`Vault.index`). What a row shows people (the number, an inbound text) is
-a sealed copy in a column of its own, under the data key of the event it came from, so
-destroying that key (erasure, retention) makes the copy unreadable too."""
+compute the same name (`Vault.index`). What a row shows people (the number, an inbound text,
+metadata) is, in a column of its own, a reference to the event it came from, opened when
+shown: destroying that event's key (erasure, retention) makes it unreadable there too, and
+projecting needs no key and encrypts nothing. Rows projected before references hold sealed
+copies (under the event's data key), opened alike."""
 
 from __future__ import annotations
 
@@ -12,7 +14,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from domain.callbacks import normalise_identity
-from store.vault import Erased, Vault
+from projections.log_reader import LoggedEvent
+from store.envelope import METADATA_INDEX
+from store.vault import (
+    IDENTITY,
+    METADATA,
+    METADATA_FIELD,
+    REFERRED,
+    TEXT,
+    Erased,
+    Vault,
+    reference,
+)
 
 # The subject prefix of a channel identity's blind index (store.vault.Vault.index).
 IDENTITY_SUBJECT = "b."
@@ -30,19 +43,30 @@ def identity_name(state: Mapping[str, Any], vault: Vault) -> str | None:
     return vault.index(state.get("channel"), identity)
 
 
-def shown_identity(state: Mapping[str, Any], vault: Vault) -> str | None:
-    """The identity as shown (normalised, as the tables always showed it), sealed under the
-    event's data key; None when the event has none or its key is gone."""
+def shown_identity(event: LoggedEvent, vault: Vault) -> str | None:
+    """What a row holds to show the event's identity: in an encrypted store a reference to
+    the event (store.vault.reference; it reads as erased once the event's key is destroyed),
+    else the identity normalised (as the tables always showed it). None when it has none."""
+    state = event.state
+    if vault.encrypted:
+        named = identity_name(state, vault) is not None
+        return reference(event.notification_id, IDENTITY) if named else None
     identity = state.get("identity")
     if not isinstance(identity, str) or not identity.strip():
         return None
-    return vault.seal_text(state.get("_key"), normalise_identity(identity))
+    return normalise_identity(identity)
 
 
-def sealed(state: Mapping[str, Any], vault: Vault, field: str) -> str | None:
-    """A personal text field of an event, sealed under its data key."""
-    value = state.get(field)
-    return vault.seal_text(state.get("_key"), value) if isinstance(value, str) else None
+def shown_text(event: LoggedEvent, vault: Vault, field: str = TEXT) -> str | None:
+    """What a row holds to show a personal text field of the event (TEXT or
+    METADATA_FIELD): a reference in an encrypted store, else the value; None when the event
+    has none (or, decrypted here, its key was destroyed)."""
+    value = event.state.get(REFERRED[field])
+    # Read from its public part alone, an event names its metadata by METADATA_INDEX.
+    named = field == METADATA_FIELD and event.state.get(METADATA_INDEX) is not None
+    if vault.encrypted and (isinstance(value, str) or named):
+        return reference(event.notification_id, field)
+    return value if isinstance(value, str) else None
 
 
 # What a shown value reads as where its key was destroyed, in table and CSV output.
@@ -92,10 +116,6 @@ def open_map(vault: Vault, shown: Mapping[str, str | None]) -> dict[str, str | N
     names = list(shown)
     opened = vault.open_texts([shown[n] for n in names])
     return {n: (None if isinstance(v, Erased) else v) for n, v in zip(names, opened, strict=True)}
-
-
-# The pseudo-channel a message's metadata is named under (no channel of the Conversation API).
-METADATA = "METADATA"
 
 
 def metadata_name(vault: Vault, value: str) -> str:

@@ -46,6 +46,8 @@ class Backend(ABC):
     # The notification log as the projector reads it: the id column, and the stream id as text.
     log_id_column: ClassVar[str]
     log_id_text: ClassVar[str]
+    # The library's name for the log's table, given the Ledger application (Ledger.events_table).
+    events_table: ClassVar[str]
 
     def __init__(self, url: str, timeout_s: int = 5) -> None:
         self.url = url

@@ -46,9 +46,14 @@ class Kind:
     fields: tuple[str, ...]
     consent: bool = False  # its data class is consent evidence
     inbound: bool = False  # consent evidence when its text is a keyword or reads like one
+    # Its metadata (free text) is named in public by a keyed hash, `metadata_index`, as the
+    # read tables name it: projecting it then needs no key.
+    metadata: bool = False
 
 
-_MESSAGE = Kind(("identity", "metadata"))
+# The public field naming a message's metadata (None when it has none).
+METADATA_INDEX = "metadata_index"
+_MESSAGE = Kind(("identity", "metadata"), metadata=True)
 PRIVATE: dict[str, Kind] = {
     get_topic(Message.DeliveryReported): _MESSAGE,
     get_topic(Message.FirstReported): _MESSAGE,
@@ -132,6 +137,11 @@ def split(
         private["callback"] = {f: kept.pop(f) for f in RECEIPT_PRIVATE if f in kept}
     subject = subject_of(vault, state)
     public["subject"] = subject
+    if kind.metadata:
+        metadata = state.get("metadata")
+        public[METADATA_INDEX] = (
+            vault.index(v.METADATA, metadata) if isinstance(metadata, str) else None
+        )
     consent = kind.consent
     if kind.inbound:
         # The text is personal and goes with its key; what it said as a consent fact, read as
@@ -219,6 +229,29 @@ def open_state(
     public.update(private)
     if receipt is not None and isinstance(public.get("callback"), dict):
         public["callback"].update(receipt)
+    return public
+
+
+def public_state(
+    state: bytes,
+    zstd: StateCompressor,
+    topic: str,
+    clean: Callable[[Any], Any] | None = None,
+) -> dict[str, Any] | None:
+    """The event's public fields alone (no key loaded, nothing decrypted), as `open_state`
+    would give them with `_key`; None where its public part lacks what stands in for a
+    personal field (a message's `metadata_index`, absent from events written before it)."""
+    magic, length = _HEAD.unpack_from(state)
+    loads: Callable[[bytes], Any] = orjson.loads if magic == MAGIC else json.loads
+    start = _HEAD.size + length
+    public_bytes = zstd.decompress(bytes(state[_HEAD.size : start]))
+    public: dict[str, Any] = loads(public_bytes)
+    kind = PRIVATE.get(topic)
+    if kind is None or (kind.metadata and METADATA_INDEX not in public):
+        return None
+    if clean is not None and NUL_ESCAPE in public_bytes:
+        public = clean(public)
+    public["_key"] = bytes(state[start : start + v.KEY_ID_BYTES]).hex()
     return public
 
 

@@ -110,6 +110,9 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         except BaseException:
             ledger.close()
             raise
+        if ledger.events_table != backend.events_table:
+            ledger.close()
+            raise RuntimeError(f"the log is {ledger.events_table}, not {backend.events_table}")
         ledger.vault = vault
         mapper = ledger.mapper
         assert isinstance(mapper, FastMapper)

@@ -55,6 +55,7 @@ class PostgresBackend(Backend):
     several_writers = True
     for_update = " FOR UPDATE"
     log_id_column = "notification_id"
+    events_table = "ledger_events"
     log_id_text = "originator_id::text"
 
     def __init__(self, url: str, timeout_s: int = 5) -> None:

@@ -73,6 +73,7 @@ class SQLiteBackend(Backend):
     several_writers = False
     for_update = ""
     log_id_column = "rowid"
+    events_table = "stored_events"
     # The SQLite store keeps stream ids as 32 hex digits.
     log_id_text = "originator_id"
 

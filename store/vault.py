@@ -58,9 +58,16 @@ KEY_TRUST_S = 60.0
 # Encryptions per nonce prefix (its counter has 4 bytes), and cipher objects kept.
 NONCES_PER_PREFIX = 2**31
 CIPHERS_KEPT = 256
-# Sealed text (a projection's copy of a personal value): this prefix, then base64url of
-# key id, nonce and ciphertext.
+# Sealed text (a projection's copy of a personal value, as read tables made them before
+# references): this prefix, then base64url of key id, nonce and ciphertext.
 TEXT_PREFIX = "v1."
+# A reference to a personal value (what read tables hold to show one): this prefix, the
+# notification id of the event holding it, a dot, and which of its fields (REFERRED).
+REF_PREFIX = "e1."
+IDENTITY, METADATA_FIELD, TEXT = "i", "m", "t"
+REFERRED = {IDENTITY: "identity", METADATA_FIELD: "metadata", TEXT: "text"}
+# The pseudo-channel a message's metadata is named under (no channel of the Conversation API).
+METADATA = "METADATA"
 
 
 class SecretsError(ValueError):
@@ -185,6 +192,21 @@ class KeyStore(Protocol):
         ...
 
 
+class EventSource(Protocol):
+    """Where referenced values live: the log's events, opened (store.vault_keys)."""
+
+    def states(self, vault: Vault, ids: Sequence[int]) -> dict[int, Mapping[str, object]]:
+        """The decoded states of these events (their personal fields None once erased)."""
+        ...
+
+
+def reference(notification_id: int, field: str) -> str:
+    """What a read table holds to show an event's personal value (`field`: IDENTITY,
+    METADATA_FIELD or TEXT): no copy of it, so nothing to encrypt when projecting, and
+    unreadable exactly when the event's own copy is."""
+    return f"{REF_PREFIX}{notification_id}.{field}"
+
+
 @dataclass
 class _Current:
     key_id: bytes
@@ -215,6 +237,8 @@ class Vault:
         self._prefix = os.urandom(NONCE_BYTES - 4)
         self._counter = itertools.count()
         self._ciphers: dict[bytes, AESGCM] = {}
+        # Where references (`reference`) are resolved: set by the Ledger.
+        self.sources: EventSource | None = None
         # The HMAC with its key already absorbed: each name copies it (cheaper than a new one).
         self._index_mac = hmac.new(secrets.index, digestmod=hashlib.sha256) if secrets else None
 
@@ -439,22 +463,48 @@ class Vault:
         return TEXT_PREFIX + _b64(self.encrypt(key_id, aead, text.encode("utf-8", "surrogatepass")))
 
     def open_texts(self, values: Sequence[str | None]) -> list[str | Erased | None]:
-        """Sealed values opened (their keys loaded in one query); ERASED where the key was
-        destroyed; anything else (plaintext, None) as it is."""
+        """References resolved and sealed values opened (the events and keys they need
+        loaded in one query each); ERASED where the key was destroyed; anything else
+        (plaintext, None) as it is."""
+        opened: list[str | Erased | None] = list(values)
+        if not self.encrypted:
+            return opened
         blobs = {
             i: _unb64(v[len(TEXT_PREFIX) :])
             for i, v in enumerate(values)
-            if v is not None and v.startswith(TEXT_PREFIX) and self.encrypted
+            if v is not None and v.startswith(TEXT_PREFIX)
         }
         self.prefetch(b[:KEY_ID_BYTES] for b in blobs.values())
-        opened: list[str | Erased | None] = list(values)
         for i, blob in blobs.items():
             plain = self.decrypt(blob)
             opened[i] = ERASED if plain is None else plain.decode("utf-8", "surrogatepass")
+        refs: dict[int, tuple[int, str]] = {}
+        for i, value in enumerate(values):
+            if value is not None and value.startswith(REF_PREFIX):
+                number, _, field = value[len(REF_PREFIX) :].partition(".")
+                refs[i] = (int(number), field)
+        if refs:
+            if self.sources is None:
+                raise RuntimeError("a reference to an event, and no log to read it from")
+            states = self.sources.states(self, sorted({n for n, _ in refs.values()}))
+            for i, (event, referred) in refs.items():
+                opened[i] = _referred(states.get(event), referred)
         return opened
 
     def open_text(self, value: str | None) -> str | Erased | None:
         return self.open_texts([value])[0]
+
+
+def _referred(state: Mapping[str, object] | None, field: str) -> str | Erased:
+    """A referenced value as shown: an identity normalised (as the read tables name it), a
+    NUL as U+FFFD (as in the read tables' own columns); ERASED once its key is destroyed (or
+    the event is not there)."""
+    value = state.get(REFERRED.get(field, "")) if state is not None else None
+    if not isinstance(value, str):
+        return ERASED
+    if field == IDENTITY:
+        value = normalise_identity(value)
+    return value.replace("\x00", "\ufffd")
 
 
 class Erased:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError
 
 from store import envelope
+from store.compression import state_compressor
 from store.db import Cursor, Database, select_by_keys
 from store.vault import KeyRow, Secrets, SecretsError, Vault
 
@@ -146,6 +147,35 @@ class SQLKeyStore:
         return int(row["n"]) if row else 0
 
 
+class SQLEventSource:
+    """The events that read tables refer to (store.vault.reference), read by notification id
+    through the same connections and opened with the vault."""
+
+    def __init__(self, db: Database, events_table: str) -> None:
+        self.db = db
+        self.table = events_table
+
+    def states(self, vault: Vault, ids: Sequence[int]) -> dict[int, Mapping[str, object]]:
+        column = self.db.backend.log_id_column
+        rows: list[Any] = []
+        with self.db.read() as cur:
+            for begin in range(0, len(ids), 500):
+                chunk = list(ids[begin : begin + 500])
+                rows += cur.execute(
+                    f"SELECT {column} AS id, topic, state FROM {self.table} "
+                    f"WHERE {column} IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+        states = [(int(r["id"]), r["topic"], bytes(r["state"])) for r in rows]
+        vault.prefetch(envelope.key_ids(state for _, _, state in states))
+        zstd = state_compressor()
+        return {
+            id_: envelope.open_state(state, vault, zstd, topic)
+            for id_, topic, state in states
+            if envelope.is_sealed(state)
+        }
+
+
 def create(cur: Cursor) -> None:
     for statement in CREATE:
         cur.execute(statement)
@@ -158,7 +188,7 @@ def open_vault(db: Database, secrets: Secrets | None, log_is_empty: bool, store:
     with db.read() as cur:
         row = cur.execute(f"SELECT index_check, master_check FROM {META}").fetchone()
     if row is None and secrets is not None and log_is_empty:
-        vault = Vault(secrets, SQLKeyStore(db))
+        vault = _vault(db, secrets)
         index_check, master_check = vault.check_values()
         with db.transaction() as cur:
             cur.execute(
@@ -188,10 +218,16 @@ def open_vault(db: Database, secrets: Secrets | None, log_is_empty: bool, store:
             f"the store ({store}) holds encrypted personal data: set LEDGER_MASTER_KEY and "
             "LEDGER_INDEX_KEY (or LEDGER_KEY_FILE) to the keys it was created with"
         )
-    vault = Vault(secrets, SQLKeyStore(db))
+    vault = _vault(db, secrets)
     wrong = vault.matches(row["index_check"], base64.b64decode(row["master_check"]))
     if wrong is not None:
         raise SecretsError(f"{wrong} ({store})")
+    return vault
+
+
+def _vault(db: Database, secrets: Secrets) -> Vault:
+    vault = Vault(secrets, SQLKeyStore(db))
+    vault.sources = SQLEventSource(db, db.backend.events_table)
     return vault
 
 

@@ -268,7 +268,10 @@ def test_replay_after_retention_gives_the_same_rows_minus_the_shredded_fields(
         assert old["identities_shown"] == [NORMAL] and new["identities_shown"] == []
         assert {r["identity"] for r in orjson.loads(old["reports"])} == {NORMAL}
         assert {r["identity"] for r in orjson.loads(new["reports"])} == {None}
-        shredded = {"metadata", "identities_shown", "reports"}
+        # The row still names its metadata (by keyed hash, as before retention) and says it
+        # is erased.
+        assert new["erased"] is True and "erased" not in old
+        shredded = {"metadata", "identities_shown", "reports", "erased"}
         assert {k: v for k, v in old.items() if k not in shredded} == {
             k: v for k, v in new.items() if k not in shredded
         }

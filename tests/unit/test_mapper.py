@@ -23,7 +23,7 @@ from store import envelope
 from store.compression import state_compressor
 from store.ledger import Ledger
 from store.mapper import FAST_EVENTS, FastMapper
-from store.vault import Secrets, Vault
+from store.vault import METADATA, Secrets, Vault
 from tests import payloads as p
 
 
@@ -163,6 +163,10 @@ def test_encrypted_events_decode_to_the_same_fields(
             assert secret not in stored.state
         back = dict(vars(fast.to_domain_event(stored)))
         assert back.pop("subject") and back.pop("_key")
+        if kind.metadata:  # the metadata's keyed name, public (None: it has none)
+            name = back.pop(envelope.METADATA_INDEX)
+            metadata = vars(event).get("metadata")
+            assert name == (vault.index(METADATA, metadata) if metadata is not None else None)
         assert back == dict(vars(event))
     keys.wrapped.clear()
     fast.vault = Vault(vault.secrets, keys)  # a process that never saw the keys

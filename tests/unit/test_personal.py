@@ -1,11 +1,14 @@
-"""How projections name identities and show sealed values (projections.personal), without a
+"""How projections name identities and show personal values (projections.personal), without a
 store: an encrypted event names its identity by its subject even once its key is gone; rows
-read back open their copies, or say they were erased; a plaintext store reads as before."""
+hold references to their events (or, projected earlier, sealed copies) and read back opened,
+or say they were erased; a plaintext store reads as before."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 
+from projections.log_reader import CONSENT_REPORTED, LoggedEvent
 from projections.personal import (
     identity_name,
     metadata_name,
@@ -28,17 +31,35 @@ def vault_with_key() -> tuple[Vault, MemoryKeys, str]:
     return vault, keys, key_id.hex()
 
 
+class MemoryEvents:
+    """Decoded event states by notification id, as store.vault_keys.SQLEventSource gives them."""
+
+    def __init__(self) -> None:
+        self.states_by_id: dict[int, Mapping[str, object]] = {}
+
+    def states(self, vault: Vault, ids: Sequence[int]) -> dict[int, Mapping[str, object]]:
+        return {i: self.states_by_id[i] for i in ids if i in self.states_by_id}
+
+
 def test_an_encrypted_event_is_named_by_its_subject_even_when_erased() -> None:
     vault, _, key = vault_with_key()
+    vault.sources = events = MemoryEvents()
     name = vault.index("SMS", "+46 700 000 001")
     state = {"channel": "SMS", "identity": "+46 700 000 001", "subject": name, "_key": key}
     assert identity_name(state, vault) == name
     assert identity_name({**state, "identity": None, "erased": True}, vault) == name
     # A contact's subject names no channel identity.
     assert identity_name({"subject": "c.abc", "identity": None}, vault) is None
-    sealed = shown_identity(state, vault)
-    assert sealed is not None and "46700000001" not in sealed
-    assert vault.open_text(sealed) == "46700000001"  # shown normalised, as always
+    # Read from its public part only, the event still gives a reference to show it by.
+    public = {"channel": "SMS", "subject": name, "_key": key}
+    shown = shown_identity(LoggedEvent(7, CONSENT_REPORTED, "s", public), vault)
+    assert shown == v.reference(7, v.IDENTITY) and "46700000001" not in shown
+    events.states_by_id[7] = state
+    assert vault.open_text(shown) == "46700000001"  # shown normalised, as always
+    events.states_by_id[7] = {**state, "identity": None, "erased": True}
+    assert vault.open_text(shown) is v.ERASED
+    del events.states_by_id[7]
+    assert vault.open_text(shown) is v.ERASED
 
 
 def test_rows_open_their_copies_or_say_erased() -> None:
@@ -69,7 +90,7 @@ def test_a_plaintext_store_reads_as_before() -> None:
     plain = v.plaintext()
     state = {"channel": "SMS", "identity": "+46 700 000 001"}
     assert identity_name(state, plain) == "46700000001"
-    assert shown_identity(state, plain) == "46700000001"
+    assert shown_identity(LoggedEvent(1, CONSENT_REPORTED, "s", state), plain) == "46700000001"
     # Rows from before the copies (identity_shown NULL) show their identity column.
     rows = [{"identity": "46700000001", "identity_shown": None}]
     assert open_rows(plain, rows) == [{"identity": "46700000001"}]
