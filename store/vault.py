@@ -58,6 +58,8 @@ KEY_TRUST_S = 60.0
 # Encryptions per nonce prefix (its counter has 4 bytes), and cipher objects kept.
 NONCES_PER_PREFIX = 2**31
 CIPHERS_KEPT = 256
+# Blind indexes kept per process (a dict of this many short strings, emptied when full).
+NAMES_KEPT = 16_384
 # Sealed text (a projection's copy of a personal value, as read tables made them before
 # references): this prefix, then base64url of key id, nonce and ciphertext.
 TEXT_PREFIX = "v1."
@@ -172,7 +174,7 @@ def period_of(when: datetime) -> str:
     return f"{when.year:04d}-{when.month:02d}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyRow:
     """A data key as stored: wrapped by the master key, with what it is for."""
 
@@ -237,6 +239,7 @@ class Vault:
         self._prefix = os.urandom(NONCE_BYTES - 4)
         self._counter = itertools.count()
         self._ciphers: dict[bytes, AESGCM] = {}
+        self._names: dict[tuple[str | None, str], str] = {}
         # Where references (`reference`) are resolved: set by the Ledger.
         self.sources: EventSource | None = None
         # The HMAC with its key already absorbed: each name copies it (cheaper than a new one).
@@ -253,10 +256,18 @@ class Vault:
     def index(self, channel: str | None, identity: str) -> str:
         """The name projections and lookups use for a channel identity: its blind index
         (`b.` and 22 characters), or its normalised form in a plaintext store."""
-        normal = normalise_identity(identity)
         if not self.encrypted:
-            return normal
-        return "b." + self._hmac("identity", (channel or "").upper(), normal)
+            return normalise_identity(identity)
+        # A message's reports name the same number: the last names made are kept.
+        slot = (channel, identity)
+        name = self._names.get(slot)
+        if name is None:
+            normal = normalise_identity(identity)
+            name = "b." + self._hmac("identity", (channel or "").upper(), normal)
+            if len(self._names) >= NAMES_KEPT:
+                self._names.clear()
+            self._names[slot] = name
+        return name
 
     def contact_subject(self, project_id: str, contact_id: str) -> str:
         """The subject of a contact's data that names no channel identity."""
@@ -292,9 +303,10 @@ class Vault:
             if current is not None and now - current.made < KEY_REUSE_S:
                 self._current.move_to_end(slot)
                 return current.key_id, current.key
-            key = os.urandom(KEY_BYTES)
-            key_id = os.urandom(KEY_ID_BYTES)
-            nonce = os.urandom(NONCE_BYTES)
+            fresh = os.urandom(KEY_BYTES + KEY_ID_BYTES + NONCE_BYTES)  # one system call
+            key = fresh[:KEY_BYTES]
+            key_id = fresh[KEY_BYTES : KEY_BYTES + KEY_ID_BYTES]
+            nonce = fresh[KEY_BYTES + KEY_ID_BYTES :]
             wrapped = nonce + self._master.encrypt(nonce, key, key_id)
             self._pending[key_id] = KeyRow(
                 key_id, subject, klass, period, wrapped, datetime.now(UTC).isoformat()
