@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
@@ -20,7 +21,7 @@ from eventsourcing.postgres import (
     PostgresFactory,
 )
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from store import vault_keys
 from store.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
@@ -205,24 +206,30 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
         )
+        # Rows and ids go as one JSON text each: psycopg dumps a list of strings as an array
+        # element by element in Python, which cost more than the rest of the statement. The
+        # ARRAY(...) is computed once, so the lookup stays a walk of the primary key.
         select = SQL(
-            "SELECT key_id FROM {0} WHERE key_id = ANY(%(reused)s::text[]) FOR KEY SHARE"
+            "SELECT key_id FROM {0} WHERE key_id = "
+            "ANY(ARRAY(SELECT json_array_elements_text(%(reused)s::json))) FOR KEY SHARE"
         ).format(table)
-        params: dict[str, Any] = {"reused": [k.hex() for k in keys.reused]}
+        params: dict[str, Any] = {"reused": orjson.dumps([k.hex() for k in keys.reused]).decode()}
         if not keys.new:
             return select, params
-        columns = list(zip(*map(vault_keys.as_row, keys.new), strict=True))
-        params.update({f"c{i}": list(c) for i, c in enumerate(columns)})
+        params["new"] = orjson.dumps(list(map(vault_keys.as_row, keys.new))).decode()
         return SQL("WITH new AS ({0}) {1}").format(self.keys_insert(), select), params
 
     def keys_insert(self) -> Composed:
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
         )
-        arrays = SQL(", ").join(SQL(f"%(c{i})s::text[]") for i in range(len(vault_keys.COLUMNS)))
-        return SQL("INSERT INTO {0} ({1}) SELECT * FROM unnest({2}) ON CONFLICT DO NOTHING").format(
-            table, SQL(", ").join(map(Identifier, vault_keys.COLUMNS)), arrays
+        fields = SQL(", ").join(
+            SQL("r->>{0}").format(Literal(i)) for i in range(len(vault_keys.COLUMNS))
         )
+        return SQL(
+            "INSERT INTO {0} ({1}) SELECT {2} FROM json_array_elements(%(new)s::json) AS r "
+            "ON CONFLICT DO NOTHING"
+        ).format(table, SQL(", ").join(map(Identifier, vault_keys.COLUMNS)), fields)
 
     def insert_events(
         self,
