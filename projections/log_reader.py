@@ -130,15 +130,8 @@ class EventLog:
         # subject, metadata by its public index, and show values by reference): those are
         # read from their public part alone. The rest, decrypted, with the page's data keys
         # loaded in one query.
-        states: list[dict[str, Any] | None] = []
         wanted = [row for row in rows if row[2] in topics]
-        zstd = state_compressor()
-        for row in wanted:
-            state = bytes(row[3])
-            public_enough = row[2] in PUBLIC_READ and envelope.is_sealed(state)
-            states.append(
-                envelope.public_state(state, zstd, row[2], without_nul) if public_enough else None
-            )
+        states = [public_enough(bytes(row[3]), row[2]) for row in wanted]
         vault.prefetch(
             envelope.key_ids(bytes(r[3]) for r, s in zip(wanted, states, strict=True) if s is None)
         )
@@ -151,6 +144,14 @@ class EventLog:
             )
             for (id_, originator_id, topic, raw), state in zip(wanted, states, strict=True)
         ]
+
+
+def public_enough(state: bytes, topic: str) -> dict[str, Any] | None:
+    """An encrypted event's state as the projections read it when its public part is enough
+    (PUBLIC_READ), else None: it is to be decrypted (`decode_state`)."""
+    if topic not in PUBLIC_READ or not envelope.is_sealed(state):
+        return None
+    return envelope.public_state(state, state_compressor(), topic, without_nul)
 
 
 # JSON writes a NUL character as this escape; the log (bytes) keeps it, but PostgreSQL text

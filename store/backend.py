@@ -128,6 +128,12 @@ class Backend(ABC):
         """Makes this transaction's deletes overwrite the deleted bytes where the database
         can (data keys: store.vault_keys)."""
 
+    def exclude_writers(self, cur: Cursor, table: str) -> None:
+        """Holds off the writers' batches that use rows of `table` until this transaction
+        ends, and waits for those under way (data keys: store.vault_keys). SQLite has one
+        writer at a time already."""
+        return None
+
     @abstractmethod
     def purge_deleted(self, table: str, full: bool) -> None:
         """After deleting rows of `table`: drops what the database still keeps of them in its

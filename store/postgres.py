@@ -191,8 +191,18 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         if dedupe:
             copies.append((self.dedupe_copy_statement(), DEDUPE_COPY_TYPES, dedupe))
         keys = BatchKeys.of(self.vault, (e.state for e in stored_events))
+        locks = list(self.lock_table_statements)
+        if keys.new or keys.reused:
+            # Taken before any snapshot of the batch: an erasure that destroys keys holds this
+            # off until it commits, so `keys_statement` then sees the keys it destroyed gone;
+            # and it waits for a batch already holding it (store.vault_keys).
+            locks.append(
+                SQL("LOCK TABLE {0}.{1} IN ROW EXCLUSIVE MODE").format(
+                    Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
+                )
+            )
         return CopyInsert(
-            SQL("; ").join([SQL("BEGIN"), *self.lock_table_statements]),
+            SQL("; ").join([SQL("BEGIN"), *locks]),
             copies,
             [],
             keys,
@@ -200,8 +210,9 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         )
 
     def keys_statement(self, keys: BatchKeys) -> tuple[Composed, dict[str, Any]]:
-        """One statement: the new keys inserted (not a COPY: ON CONFLICT), and the reused
-        ones selected FOR KEY SHARE, so an erasure's DELETE waits for this COMMIT, or came
+        """One statement: the new keys inserted (not a COPY: ON CONFLICT), and which of the
+        reused ones still exist. No row locks (each would write its row): the table lock the
+        batch took first keeps an erasure's DELETE out until this COMMIT, or the erasure came
         before and they are missing."""
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
@@ -211,7 +222,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         # ARRAY(...) is computed once, so the lookup stays a walk of the primary key.
         select = SQL(
             "SELECT key_id FROM {0} WHERE key_id = "
-            "ANY(ARRAY(SELECT json_array_elements_text(%(reused)s::json))) FOR KEY SHARE"
+            "ANY(ARRAY(SELECT json_array_elements_text(%(reused)s::json)))"
         ).format(table)
         params: dict[str, Any] = {"reused": orjson.dumps([k.hex() for k in keys.reused]).decode()}
         if not keys.new:

@@ -210,6 +210,10 @@ class PostgresBackend(Backend):
     def secure_delete(self, cur: Cursor) -> None:
         return None
 
+    def exclude_writers(self, cur: Cursor, table: str) -> None:
+        # Conflicts with the ROW EXCLUSIVE lock each batch takes on it (store.postgres).
+        cur.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+
     def purge_deleted(self, table: str, full: bool) -> None:
         with psycopg.connect(**self.connect, autocommit=True) as conn:
             conn.execute(f"VACUUM {'FULL ' if full else ''}{table}")

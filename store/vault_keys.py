@@ -109,6 +109,7 @@ class SQLKeyStore:
         if not subjects:
             return 0
         with self.db.transaction() as cur:
+            self.db.backend.exclude_writers(cur, TABLE)
             self.db.backend.secure_delete(cur)
             marks = ", ".join("?" * len(subjects))
             cur.execute(f"DELETE FROM {TABLE} WHERE subject IN ({marks})", list(subjects))
@@ -129,6 +130,7 @@ class SQLKeyStore:
         """Deletes the keys of this class older than `before`. PostgreSQL's VACUUM is not
         FULL here: a daily rewrite of the table would hold up every write meanwhile."""
         with self.db.transaction() as cur:
+            self.db.backend.exclude_writers(cur, TABLE)
             self.db.backend.secure_delete(cur)
             cur.execute(f"DELETE FROM {TABLE} WHERE class = ? AND period < ?", (klass, before))
             count = cur.rowcount

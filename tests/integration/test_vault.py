@@ -6,6 +6,7 @@ events' personal fields unreadable while their public fields, dedupe and the sea
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import pytest
@@ -201,3 +202,46 @@ def test_an_unknown_trigger_is_filed_under_the_identity_its_body_names(
         assert NUMBER.encode() not in bytes(kept.state)
     finally:
         ledger.close()
+
+
+def test_a_batch_waits_for_an_erasure_under_way_and_then_uses_new_keys(
+    database_url: str,
+) -> None:
+    """An erasure holds the key table (PostgreSQL: its table lock; SQLite: the one writer) while
+    it deletes; a batch reusing one of those keys waits for it to commit, then finds the key
+    gone and is written under a new one: never committed under a key erased meanwhile."""
+    writer = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    eraser = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    outcome: list[str] = []
+    try:
+        assert accept_all(writer, [p.delivery("M1", identity=NUMBER)])[0].status == "accepted"
+        keys = eraser.vault.keys
+        assert isinstance(keys, vault_keys.SQLKeyStore)
+        subject = eraser.vault.index("WHATSAPP", NUMBER)
+        with keys.db.transaction() as cur:
+            keys.db.backend.exclude_writers(cur, vault_keys.TABLE)
+            cur.execute(f"DELETE FROM {vault_keys.TABLE} WHERE subject = ?", (subject,))
+            batch = threading.Thread(
+                target=lambda: outcome.extend(
+                    o.status for o in accept_all(writer, [p.delivery("M2", identity=NUMBER)])
+                )
+            )
+            batch.start()
+            batch.join(1.0)
+            assert batch.is_alive() and not outcome  # held off while the erasure runs
+        batch.join(30)
+        assert outcome == ["accepted"]
+    finally:
+        writer.close()
+        eraser.close()
+    reader = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        readable = {
+            state["message_id"]: state["identity"]
+            for n in stored_states(reader)
+            for state in [decode_state(n.state, reader.vault, n.topic)]
+            if "Message" in n.topic
+        }
+    finally:
+        reader.close()
+    assert readable == {"M1": None, "M2": NUMBER}
