@@ -1,0 +1,74 @@
+"""What encrypting personal data costs `serve` on PostgreSQL with the same code: a plaintext
+store against an encrypted one, alternating, each under the bench's signed load (wrk on
+loopback), with the CPU per callback of the server and of PostgreSQL:
+
+    .venv/bin/python -m scripts.encryption_ingest [--rounds 2] [--duration 10]
+
+(`scripts/bench` compares versions; this compares the two modes of one version.) The keys are
+drawn here (`callback-ledger secrets generate`); a store without them is a plaintext one."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from scripts.callback_mix import SECRET, callback_mix, write_signed
+from scripts.proc_stats import cpu_seconds, cpu_split
+from scripts.receiver import Receiver, postgres_databases, run_wrk
+from store.vault import INDEX, MASTER, generate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--callbacks", type=int, default=150_000, help="size of the corpus")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        parser.exit(2, "wrk is needed (scripts/bench installs it)\n")
+    keys = dict(line.split("=", 1) for line in generate().splitlines() if "=" in line)
+    for name in (MASTER, INDEX, "LEDGER_KEY_FILE"):
+        os.environ.pop(name, None)
+    work = Path(tempfile.mkdtemp(prefix="ledger-encryption-"))
+    corpus = work / "corpus.tsv"
+    write_signed(corpus, callback_mix(args.callbacks))
+    modes = ["plaintext", "encrypted"] * args.rounds
+    results: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
+    with postgres_databases(len(modes)) as databases:
+        for i, (mode, database_url) in enumerate(zip(modes, databases, strict=True)):
+            env = {"LEDGER_DATABASE_URL": database_url, "SINCH_WEBHOOK_SECRET": SECRET}
+            if mode == "encrypted":
+                env.update(keys)
+            receiver = Receiver(f"{mode}-{i}", ["callback_ledger.cli", "serve"], env, work)
+            try:
+                before = cpu_seconds()
+                result = run_wrk(receiver.url, corpus, args.duration, args.connections)
+                cpu = cpu_split(before, cpu_seconds(), [receiver.process.pid])
+            finally:
+                receiver.stop()
+            per = 1e6 / max(result["requests"], 1)
+            run = (result["rate"], cpu["server"] * per, cpu["postgres"] * per)
+            results[mode].append(run)
+            print(
+                f"{mode:<10} {run[0]:8,.0f}/s  server {run[1]:4.0f} µs/callback  "
+                f"postgres {run[2]:4.0f} µs/callback",
+                flush=True,
+            )
+    print()
+    for r, (plain, sealed) in enumerate(
+        zip(results["plaintext"], results["encrypted"], strict=True), start=1
+    ):
+        print(
+            f"round {r}: encrypted / plaintext: rate {sealed[0] / plain[0]:.2f}, server CPU "
+            f"{sealed[1] / plain[1]:.2f}, postgres CPU {sealed[2] / plain[2]:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
