@@ -12,6 +12,7 @@ Plain SQL on both databases (text columns only), through the read tables' connec
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,8 +174,9 @@ class SQLEventSource:
         zstd = state_compressor()
         return {
             id_: envelope.open_state(state, vault, zstd, topic)
-            for id_, topic, state in states
             if envelope.is_sealed(state)
+            else json.loads(zstd.decompress(state))  # an event holding nothing personal
+            for id_, topic, state in states
         }
 
 
