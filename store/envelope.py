@@ -207,17 +207,10 @@ def open_state(
 ) -> dict[str, Any]:
     """The event's whole state as one JSON object: the public fields, the personal ones when
     their key exists (else None, `callback.raw` None and `erased` true), and `_key`: the
-    data key's id (hex), with which projections seal their copies of personal values.
+    data key's id (hex).
     `clean`: applied to a part whose JSON holds a NUL character."""
-    magic, length = _HEAD.unpack_from(state)
-    loads: Callable[[bytes], Any] = orjson.loads if magic == MAGIC else json.loads
-    start = _HEAD.size + length
-    public_bytes = zstd.decompress(bytes(state[_HEAD.size : start]))
-    public: dict[str, Any] = loads(public_bytes)
-    if clean is not None and NUL_ESCAPE in public_bytes:
-        public = clean(public)
+    public, start, loads = _public(state, zstd, clean)
     blob = bytes(state[start:])
-    public["_key"] = blob[: v.KEY_ID_BYTES].hex()
     plain = vault.decrypt(blob) if vault.encrypted else None
     if plain is None:
         return erased(public, topic)
@@ -241,18 +234,27 @@ def public_state(
     """The event's public fields alone (no key loaded, nothing decrypted), as `open_state`
     would give them with `_key`; None where its public part lacks what stands in for a
     personal field (a message's `metadata_index`, absent from events written before it)."""
+    public, _, _ = _public(state, zstd, clean)
+    kind = PRIVATE.get(topic)
+    if kind is None or (kind.metadata and METADATA_INDEX not in public):
+        return None
+    return public
+
+
+def _public(
+    state: bytes, zstd: StateCompressor, clean: Callable[[Any], Any] | None
+) -> tuple[dict[str, Any], int, Callable[[bytes], Any]]:
+    """The public part with `_key` (the data key's id, hex), where the sealed part starts,
+    and the JSON reader both parts are read with."""
     magic, length = _HEAD.unpack_from(state)
     loads: Callable[[bytes], Any] = orjson.loads if magic == MAGIC else json.loads
     start = _HEAD.size + length
     public_bytes = zstd.decompress(bytes(state[_HEAD.size : start]))
     public: dict[str, Any] = loads(public_bytes)
-    kind = PRIVATE.get(topic)
-    if kind is None or (kind.metadata and METADATA_INDEX not in public):
-        return None
     if clean is not None and NUL_ESCAPE in public_bytes:
         public = clean(public)
     public["_key"] = bytes(state[start : start + v.KEY_ID_BYTES]).hex()
-    return public
+    return public, start, loads
 
 
 ANY_PRIVATE = ("identity", "metadata", "text", "problems", "raw_base64", "note")
