@@ -153,9 +153,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         # Each process reads the same environment and group-commits on its own; conflicts
         # between processes on one stream are resolved by the store's optimistic concurrency.
-        uvicorn.run(
-            "api.app:app_from_env", factory=True, workers=args.workers, **options
-        )
+        uvicorn.run("api.app:app_from_env", factory=True, workers=args.workers, **options)
         return 0
     # Two listening sockets served by the same app (in each worker): it tells them apart by
     # the port a request arrived on (api/auth.py PublicSide).

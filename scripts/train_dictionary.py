@@ -6,8 +6,11 @@ the next version, `store/dictionaries/events-<version>.zdict`:
 The samples are the events this code stores for: the real Sinch bodies in --fixtures (Sinch's
 published shapes), and the bench's mix with every identifier, number and order id replaced by a
 random one, so the dictionary learns the shapes, keys and enum values, not the bench's own
-values (which would flatter the bench's figures). Shipped dictionaries are never rewritten:
-old events name theirs; change CURRENT_VERSION to write with a new one."""
+values (which would flatter the bench's figures). Each is stored twice: in a plaintext store
+(one JSON state per event) and in an encrypted one, whose events compress their public and
+personal parts apart (store.envelope): both parts are samples too (version 2 on). Shipped
+dictionaries are never rewritten: old events name theirs; change CURRENT_VERSION to write with
+a new one."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import random
 import string
 import sys
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,11 @@ import zstandard
 
 from domain.receipt import Receipt
 from scripts.callback_mix import callback_mix
-from store.compression import DICT_ID_BASE, dictionary_path
+from store import compression, envelope
+from store.compression import DICT_ID_BASE, dictionary_path, state_compressor
 from store.config import Settings
 from store.ledger import Ledger
+from store.vault import Secrets
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sinch-callbacks"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -68,26 +73,61 @@ def signed_receipt(raw: bytes, rng: random.Random) -> Receipt:
         "x-sinch-webhook-signature-nonce": base64.b64encode(rng.randbytes(16)).decode(),
         "x-sinch-webhook-signature-timestamp": str(rng.randrange(1_700_000_000, 1_900_000_000)),
     }
-    return Receipt(raw.decode(), datetime.now(UTC), True, headers)
+    # A time of the sample's own (not now), so training again gives the same dictionary.
+    received = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(30_000_000))
+    return Receipt(raw.decode(), received, True, headers)
+
+
+def stored(ledger: Ledger, raws: list[bytes], rng: random.Random) -> list[bytes]:
+    """The states `ledger` stores for these bodies."""
+    try:
+        for raw in raws:
+            try:
+                ledger.accept(orjson.loads(raw), signed_receipt(raw, rng))
+            except Exception:  # a refused body: no event, no sample
+                continue
+        found = ledger.recorder.select_notifications(start=1, limit=10 * len(raws))
+    finally:
+        ledger.close()
+    return [bytes(n.state) for n in found]
+
+
+def parts(state: bytes, ledger: Ledger) -> list[bytes]:
+    """An encrypted event's public and personal parts, each as the JSON compressed alone."""
+    if not envelope.is_sealed(state):
+        return [state]
+    zstd = state_compressor()
+    public = envelope.public_json(state, zstd)
+    start = envelope._HEAD.size + envelope._HEAD.unpack_from(state)[1]
+    private = ledger.vault.decrypt(state[start:])
+    return [public] if private is None else [public, zstd.decompress(private)]
 
 
 def samples(fixtures: Path, count: int, seed: int) -> list[bytes]:
-    """Stored states (plain JSON) of the fixtures and of `count` anonymised callbacks."""
+    """Stored states (plain JSON) and encrypted events' parts (JSON) of the fixtures and of
+    `count` anonymised callbacks."""
     rng = random.Random(seed)
     raws = [path.read_bytes() for path in sorted(fixtures.glob("*.json"))]
     raws += [orjson.dumps(anonymised(b, rng)) for b in callback_mix(count, seed=seed)]
+    found: list[bytes] = []
     with tempfile.TemporaryDirectory() as work:
-        ledger = PlainLedger.from_settings(Settings(database_url=f"sqlite:///{work}/t.sqlite3"))
+        plain = Settings(database_url=f"sqlite:///{work}/plain.sqlite3")
+        found += stored(PlainLedger.from_settings(plain), raws, rng)
+        sealed = Settings(database_url=f"sqlite:///{work}/sealed.sqlite3")
+        secrets = Secrets(rng.randbytes(32), rng.randbytes(32))
+        ledger = Ledger.for_backend(sealed.store_backend(), secrets, sealed.classify())
+        states = stored(ledger, raws, rng)
+        reader = Ledger.for_backend(sealed.store_backend(), secrets, sealed.classify())
         try:
-            for raw in raws:
-                try:
-                    ledger.accept(orjson.loads(raw), signed_receipt(raw, rng))
-                except Exception:  # a refused body: no event, no sample
-                    continue
-            stored = ledger.recorder.select_notifications(start=1, limit=10 * len(raws))
+            for state in states:
+                found += parts(inflated(state), reader)
         finally:
-            ledger.close()
-    return [bytes(n.state) for n in stored]
+            reader.close()
+    return found
+
+
+def inflated(state: bytes) -> bytes:
+    return state if envelope.is_sealed(state) else state_compressor().decompress(state)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     if path.exists():
         print(f"{path} exists: shipped dictionaries are never rewritten", file=sys.stderr)
         return 1
+    if not dictionary_path(compression.CURRENT_VERSION).exists():
+        # Training the version the code names: the stores sampled here write with the one
+        # before it (their states are sampled decompressed either way).
+        compression.CURRENT_VERSION = args.version - 1
     # zstandard's stub takes any buffer; a list of bytes is one (lists are invariant for mypy).
     states: list[bytes | bytearray | memoryview[int]] = list(
         samples(args.fixtures, args.samples, seed=args.version)

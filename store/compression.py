@@ -21,7 +21,7 @@ from eventsourcing.persistence import Compressor
 MAGIC = b"\x28\xb5\x2f\xfd"  # every zstd frame starts with it; JSON never does
 DICTIONARIES = Path(__file__).parent / "dictionaries"
 # Written with the newest; `events-<version>.zdict` files are never changed once shipped.
-CURRENT_VERSION = 1
+CURRENT_VERSION = 2
 # zstd reserves ids below 32768 and from 2**31 up; ours are this plus the version.
 DICT_ID_BASE = 0x43424C00
 # Higher levels store a little less for much more CPU (README, "Storage per callback").

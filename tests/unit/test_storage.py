@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import orjson
 import pytest
+import zstandard
 
 from domain.message import Message
 from projections import rules
-from store.compression import MAGIC, StateCompressor, inflate
+from store.compression import (
+    CURRENT_VERSION,
+    DICT_ID_BASE,
+    MAGIC,
+    StateCompressor,
+    dictionary_path,
+    inflate,
+)
 
 
 def test_state_compressor_round_trips_and_passes_plain_json_through() -> None:
@@ -21,6 +29,21 @@ def test_state_compressor_round_trips_and_passes_plain_json_through() -> None:
     assert compressor.decompress(b'{"plain":1}') == b'{"plain":1}'
     with pytest.raises(ValueError, match="unknown dictionary"):
         compressor.decompress(MAGIC + b"\x23\x01\x00\x00\x00\x00\x00\x00")
+
+
+def test_state_written_with_every_earlier_dictionary_still_reads() -> None:
+    """A new dictionary is added beside the old ones: events name theirs, and the current
+    one writes."""
+    compressor = StateCompressor()
+    state = b'{"status":"DELIVERED","callback":{"raw":"{\\"message_id\\":\\"01H\\"}"}}'
+    assert zstandard.get_frame_parameters(compressor.compress(state)).dict_id == (
+        DICT_ID_BASE + CURRENT_VERSION
+    )
+    for version in range(1, CURRENT_VERSION + 1):
+        dictionary = zstandard.ZstdCompressionDict(dictionary_path(version).read_bytes())
+        assert dictionary.dict_id() == DICT_ID_BASE + version
+        old = zstandard.ZstdCompressor(dict_data=dictionary).compress(state)
+        assert compressor.decompress(old) == state == inflate(old)
 
 
 def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -> None:
