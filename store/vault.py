@@ -40,6 +40,8 @@ from domain.callbacks import normalise_identity
 
 KEY_BYTES = 32
 KEY_ID_BYTES = 16
+# A key id is its creation time (milliseconds, 6 bytes), then random bytes.
+KEY_ID_RANDOM = 10
 NONCE_BYTES = 12
 # Data classes, each with its own retention (store.config).
 CONSENT = "c"
@@ -303,10 +305,13 @@ class Vault:
             if current is not None and now - current.made < KEY_REUSE_S:
                 self._current.move_to_end(slot)
                 return current.key_id, current.key
-            fresh = os.urandom(KEY_BYTES + KEY_ID_BYTES + NONCE_BYTES)  # one system call
+            fresh = os.urandom(KEY_BYTES + KEY_ID_RANDOM + NONCE_BYTES)  # one system call
             key = fresh[:KEY_BYTES]
-            key_id = fresh[KEY_BYTES : KEY_BYTES + KEY_ID_BYTES]
-            nonce = fresh[KEY_BYTES + KEY_ID_BYTES :]
+            # Time first, so the key table's primary key grows at its end, as a log's does,
+            # instead of every new key landing on a random page of it.
+            stamp = int(time.time() * 1000).to_bytes(KEY_ID_BYTES - KEY_ID_RANDOM, "big")
+            key_id = stamp + fresh[KEY_BYTES : KEY_BYTES + KEY_ID_RANDOM]
+            nonce = fresh[KEY_BYTES + KEY_ID_RANDOM :]
             wrapped = nonce + self._master.encrypt(nonce, key, key_id)
             self._pending[key_id] = KeyRow(
                 key_id, subject, klass, period, wrapped, datetime.now(UTC).isoformat()

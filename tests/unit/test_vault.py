@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,3 +115,15 @@ def test_an_evicted_pending_key_is_not_used_again() -> None:
     vault.key_for("b.3", v.MESSAGES, "2026-12")  # evicts the oldest pending key: b.1's
     assert vault.pending([first]) == []
     assert vault.key_for("b.1", v.MESSAGES, "2026-12")[0] != first
+
+
+def test_key_ids_start_with_their_creation_time_and_differ_after_it() -> None:
+    """So the key table's primary key grows at its end; the rest of an id is random."""
+    vault = Vault(Secrets(os.urandom(32), os.urandom(32)), MemoryKeys())
+    before = int(time.time() * 1000)
+    ids = [vault.key_for(f"b.{i}", v.MESSAGES, "2026-12")[0] for i in range(200)]
+    after = int(time.time() * 1000)
+    stamps = [int.from_bytes(k[:6], "big") for k in ids]
+    assert all(len(k) == v.KEY_ID_BYTES for k in ids)
+    assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
+    assert len({k[6:] for k in ids}) == len(ids)
