@@ -22,7 +22,7 @@ from projections.log_reader import (
     REPORTS,
     LoggedEvent,
 )
-from projections.personal import identity_name, metadata_name, shown_identity, shown_text
+from projections.personal import identity_name, shown_identity, shown_text
 from store.db import Cursor, insert, select_by_keys, upsert
 from store.envelope import METADATA_INDEX
 from store.vault import METADATA_FIELD, Vault, plaintext
@@ -166,7 +166,7 @@ def _fact(
         elif isinstance(state.get("metadata"), str):  # an event from before the index
             value = state["metadata"]
             if value not in names:
-                names[value] = metadata_name(vault, value)
+                names[value] = vault.metadata_name(value)
             fact["metadata"] = names[value]
     return (state["project_id"], state["message_id"]), fact
 

@@ -18,7 +18,6 @@ from projections.log_reader import LoggedEvent
 from store.envelope import METADATA_INDEX
 from store.vault import (
     IDENTITY,
-    METADATA,
     METADATA_FIELD,
     REFERRED,
     TEXT,
@@ -116,14 +115,6 @@ def open_map(vault: Vault, shown: Mapping[str, str | None]) -> dict[str, str | N
     names = list(shown)
     opened = vault.open_texts([shown[n] for n in names])
     return {n: (None if isinstance(v, Erased) else v) for n, v in zip(names, opened, strict=True)}
-
-
-def metadata_name(vault: Vault, value: str) -> str:
-    """The name message_status.metadata holds a message's metadata (an order id, say) by: a
-    keyed hash in an encrypted store (compared as a channel identity is, so values differing
-    only in spaces, "+" or "-" share it: readers compare the opened value too); the value
-    itself in a plaintext store."""
-    return vault.index(METADATA, value) if vault.encrypted else value
 
 
 def open_metadata(vault: Vault, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -140,7 +140,7 @@ def split(
     if kind.metadata:
         metadata = state.get("metadata")
         public[METADATA_INDEX] = (
-            vault.index(v.METADATA, metadata) if isinstance(metadata, str) else None
+            vault.metadata_name(metadata) if isinstance(metadata, str) else None
         )
     consent = kind.consent
     if kind.inbound:

@@ -271,6 +271,13 @@ class Vault:
             self._names[slot] = name
         return name
 
+    def metadata_name(self, value: str) -> str:
+        """The name a message's metadata (an order id, say) is found by: a keyed hash in an
+        encrypted store, in the event's public part and in message_status (compared as a
+        channel identity is, so values differing only in spaces, "+" or "-" share it: readers
+        compare the opened value too); the value itself in a plaintext store."""
+        return self.index(METADATA, value) if self.encrypted else value
+
     def contact_subject(self, project_id: str, contact_id: str) -> str:
         """The subject of a contact's data that names no channel identity."""
         if not self.encrypted:

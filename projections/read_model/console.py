@@ -15,7 +15,7 @@ from typing import Any
 from domain.callbacks import normalise_identity
 from projections import rules
 from projections.messages import METADATA_PREFIX
-from projections.personal import metadata_name, open_metadata, open_rows
+from projections.personal import open_metadata, open_rows
 from projections.read_model import consent
 from projections.read_model.messages import identities_shown
 from store.db import Cursor, time_window
@@ -91,7 +91,7 @@ def search(
 
     vault = vault or plaintext()
     add(_messages(cur, "message_id = ?", [query], limit, vault), "message id")
-    metadata = metadata_name(vault, query)
+    metadata = vault.metadata_name(query)
     by_metadata = _messages(
         cur,
         f"substr(metadata, 1, {METADATA_PREFIX}) = substr(?, 1, {METADATA_PREFIX}) "

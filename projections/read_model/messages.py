@@ -14,7 +14,7 @@ import orjson
 from domain import followup
 from projections import messages as message_tables
 from projections import rules
-from projections.personal import metadata_name, open_map, open_metadata, open_rows
+from projections.personal import open_map, open_metadata, open_rows
 from projections.read_model.paging import Conditions, KeysetPage, keyset_page
 from projections.rules import SUBMITTED, iso
 from store.db import Cursor, Row, keyset_rows, time_window
@@ -117,7 +117,7 @@ def messages_page(
     action, and those the consent override turns into another are left out. `metadata` is
     found by its name (projections.personal); `shape` must give it as shown."""
     vault = vault or plaintext()
-    metadata = metadata_name(vault, where.metadata) if where.metadata is not None else None
+    metadata = vault.metadata_name(where.metadata) if where.metadata is not None else None
     conditions: Conditions = [
         (f"{column} = ?", value)
         for column, value in (

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from projections.log_reader import CONSENT_REPORTED, LoggedEvent
 from projections.personal import (
     identity_name,
-    metadata_name,
     open_metadata,
     open_rows,
     shown_identity,
@@ -82,7 +81,7 @@ def test_rows_open_their_copies_or_say_erased() -> None:
         "text": None,
         "erased": True,
     }
-    meta = [{"metadata": metadata_name(vault, "order-1"), "metadata_shown": None}]
+    meta = [{"metadata": vault.metadata_name("order-1"), "metadata_shown": None}]
     assert open_metadata(vault, meta) == [{"metadata": None, "erased": True}]
 
 
@@ -94,7 +93,7 @@ def test_a_plaintext_store_reads_as_before() -> None:
     # Rows from before the copies (identity_shown NULL) show their identity column.
     rows = [{"identity": "46700000001", "identity_shown": None}]
     assert open_rows(plain, rows) == [{"identity": "46700000001"}]
-    assert metadata_name(plain, "order-1") == "order-1"
+    assert plain.metadata_name("order-1") == "order-1"
     assert open_metadata(plain, [{"metadata": "order-1", "metadata_shown": None}]) == [
         {"metadata": "order-1"}
     ]
