@@ -310,6 +310,7 @@ class Queries:
                         cursor,
                         limit,
                         lambda row: self._view(cur, row, stale),
+                        self.runtime.projector().vault,
                     )
                 )
             )

@@ -80,11 +80,13 @@ def run_followup(settings: Settings, args: argparse.Namespace) -> int:
             "do are listed as review\n"
         )
 
+    vault = runtime.projector().vault
+
     def view(cur: Cursor, row: dict[str, Any]) -> dict[str, Any]:
-        shown = messages.message_view(row) | followups.annotate(
+        shown = messages.message_view(row, vault=vault) | followups.annotate(
             cur, row, overrides, settings.read_channels, stale
         )
-        identity, erased = followups.recipient_shown(row, runtime.projector().vault)
+        identity, erased = followups.recipient_shown(row, vault)
         shown["identity"] = identity
         if erased:
             shown["erased"] = True
@@ -94,7 +96,7 @@ def run_followup(settings: Settings, args: argparse.Namespace) -> int:
         with runtime.database().read() as cur:
             rows = list(
                 messages.follow_up_list(
-                    cur, lambda row: view(cur, row), args.since, args.action, args.stalled
+                    cur, lambda row: view(cur, row), args.since, args.action, args.stalled, vault
                 )
             )
     finally:

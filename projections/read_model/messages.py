@@ -38,12 +38,16 @@ def message_view(
 ) -> dict[str, Any]:
     """A message_status row as answered: its columns (metadata as shown), and with
     `with_timeline` each report, its identity as shown (opened with `vault`; None with
-    `"erased": true` once erased)."""
+    `"erased": true` once erased). A row without `metadata_shown` had its metadata opened
+    already (`open_metadata`, a page's rows at once)."""
     vault = vault or plaintext()
     view = {c: row[c] for c in message_tables.STATUS_COLUMNS if c not in HIDDEN}
-    [metadata] = open_metadata(
-        vault, [{"metadata": row["metadata"], "metadata_shown": row.get("metadata_shown")}]
-    )
+    if "metadata_shown" in row:
+        [metadata] = open_metadata(
+            vault, [{"metadata": row["metadata"], "metadata_shown": row["metadata_shown"]}]
+        )
+    else:
+        metadata = {"metadata": row["metadata"], "erased": row.get("erased", False)}
     view["metadata"] = metadata["metadata"]
     if metadata.get("erased"):
         view["erased"] = True
@@ -115,7 +119,8 @@ def messages_page(
     """A page of messages in first-report order. With `next_action`, `shape` must give the
     effective `next_action` (see service.followups.annotate): the rows are found by the stored
     action, and those the consent override turns into another are left out. `metadata` is
-    found by its name (projections.personal); `shape` must give it as shown."""
+    found by its name (Vault.metadata_name); `shape` gets rows with their metadata opened (one
+    query for the page) and must give it as shown."""
     vault = vault or plaintext()
     metadata = vault.metadata_name(where.metadata) if where.metadata is not None else None
     conditions: Conditions = [
@@ -145,7 +150,17 @@ def messages_page(
         # Names shared by values differing only in spaces, "+" or "-": the value decides.
         wanted.append(lambda item: item["metadata"] == where.metadata)
     keep = (lambda item: all(test(item) for test in wanted)) if wanted else None
-    return keyset_page(cur, "message_status", BY_FIRST_EVENT, conditions, after, limit, shape, keep)
+    return keyset_page(
+        cur,
+        "message_status",
+        BY_FIRST_EVENT,
+        conditions,
+        after,
+        limit,
+        shape,
+        keep,
+        lambda rows: open_metadata(vault, rows),
+    )
 
 
 def stalled_page(
@@ -155,12 +170,24 @@ def stalled_page(
     after: Sequence[Any] | None,
     limit: int,
     shape: Shape,
+    vault: Vault | None = None,
 ) -> KeysetPage:
     """A page of the messages whose latest report (submitted, queued, switching channel) is
-    older than `quiet_s` as of now: nothing has been heard of them since."""
+    older than `quiet_s` as of now: nothing has been heard of them since. `shape` gets rows
+    with their metadata opened (with `vault`)."""
     conditions: Conditions = [("project_id = ?", project_id)] if project_id is not None else []
     conditions += quiet_filter(quiet_s)
-    return keyset_page(cur, "message_status", BY_LAST_EVENT, conditions, after, limit, shape)
+    opened = vault or plaintext()
+    return keyset_page(
+        cur,
+        "message_status",
+        BY_LAST_EVENT,
+        conditions,
+        after,
+        limit,
+        shape,
+        prepare=lambda rows: open_metadata(opened, rows),
+    )
 
 
 def read_confirmations_page(
@@ -217,12 +244,14 @@ def _all_rows(
     cur: Cursor,
     conditions: Conditions,
     order: tuple[str, str, str],
+    vault: Vault,
     page_size: int = 1000,
 ) -> Iterator[Row]:
+    """Every row, a page at a time, with its metadata opened (one query for the page)."""
     after: list[Any] | None = None
     while True:
         rows = keyset_rows(cur, "message_status", conditions, order, after, page_size)
-        yield from rows
+        yield from open_metadata(vault, rows)
         if len(rows) < page_size:
             return
         after = [rows[-1][column] for column in order]
@@ -234,10 +263,11 @@ def follow_up_list(
     since: str | None = None,
     action: str | None = None,
     quiet_s: int | None = None,
+    vault: Vault | None = None,
 ) -> Iterator[dict[str, Any]]:
     """For `callback-ledger followup`: every message with something to do (or, with `quiet_s`,
     every one that went quiet), oldest first, in the shape `view` gives (with the effective
-    `next_action`)."""
+    `next_action`); `view` gets rows with their metadata opened (with `vault`)."""
     conditions: Conditions = []
     if quiet_s is not None:
         conditions += quiet_filter(quiet_s)
@@ -248,7 +278,7 @@ def follow_up_list(
         order = BY_FIRST_EVENT
     if since:
         conditions.append((f"{order[0]} >= ?", [since]))
-    for row in _all_rows(cur, conditions, order):
+    for row in _all_rows(cur, conditions, order, vault or plaintext()):
         shown = view(row)
         if quiet_s is None and shown["next_action"] == followup.NONE:
             continue

@@ -29,14 +29,16 @@ def keyset_page(
     limit: int,
     shape: Callable[[Row], dict[str, Any]],
     keep: Callable[[dict[str, Any]], bool] | None = None,
+    prepare: Callable[[Sequence[Row]], Sequence[Row]] | None = None,
 ) -> KeysetPage:
     """One keyset page of `table` ordered by `order`, after the key `after`. With `keep`,
     shaped items it refuses are left out: the page may then hold fewer than `limit` items
-    while `next_key` still leads on."""
+    while `next_key` still leads on. `prepare` takes the page's rows at once before each is
+    shaped (to open their personal values in one go)."""
     rows = keyset_rows(cur, table, conditions, order, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [shape(row) for row in rows]
+    items = [shape(row) for row in (prepare(rows) if prepare else rows)]
     return KeysetPage(
         [item for item in items if keep(item)] if keep else items,
         [rows[-1][column] for column in order] if more else None,

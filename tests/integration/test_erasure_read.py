@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -330,3 +331,44 @@ def test_an_opt_out_by_keyword_alone_outlives_erasure_and_replay(
     history = client.get("/contacts/CONTACT1/consent/history").json()["items"]
     assert [h["fact"] for h in history] == ["KEYWORD_OPT_OUT"]
     assert history[0]["identity"] is None
+
+
+class CountingSources:
+    """The store's own event source (a real query each time), counting its reads."""
+
+    def __init__(self, sources: Any) -> None:
+        self.sources, self.reads = sources, 0
+
+    def states(self, vault: Any, ids: Any) -> Any:
+        self.reads += 1
+        return self.sources.states(vault, ids)
+
+
+def test_a_page_of_messages_opens_its_metadata_in_one_read_and_shows_it_as_sent(
+    client: TestClient, ledger: Ledger, settings: Settings, capsys
+) -> None:
+    bodies = [
+        p.delivery(f"M{i}", "QUEUED_ON_CHANNEL", "SMS", f"+4670000{i:04d}", f"{DAY}10:{i:02d}:00Z")
+        for i in range(12)
+    ]
+    feed(client, bodies)
+    counting = CountingSources(ledger.vault.sources)
+    ledger.vault.sources = counting
+    try:
+        items = client.get("/messages", params={"limit": 10}).json()["items"]
+        assert counting.reads == 1
+        assert len(items) == 10 and {m["metadata"] for m in items} == {"order-123"}
+        counting.reads = 0
+        stalled = client.get("/messages/stalled", params={"older_than": "1s"}).json()["items"]
+        assert counting.reads <= 2  # a page of at most 50: one read (two with the next page's)
+        assert len(stalled) == 12 and {m["metadata"] for m in stalled} == {"order-123"}
+    finally:
+        ledger.vault.sources = counting.sources
+
+    # `callback-ledger followup` shows the metadata as sent, not the name it is found by.
+    from callback_ledger.followup_cli import run_followup
+
+    args = argparse.Namespace(since=None, action=None, stalled=1, format="csv")
+    assert run_followup(settings, args) == 0
+    out = capsys.readouterr().out
+    assert "order-123" in out and ledger.vault.metadata_name("order-123") not in out
