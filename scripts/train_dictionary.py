@@ -93,14 +93,11 @@ def stored(ledger: Ledger, raws: list[bytes], rng: random.Random) -> list[bytes]
 
 
 def parts(state: bytes, ledger: Ledger) -> list[bytes]:
-    """An encrypted event's public and personal parts, each as the JSON compressed alone."""
+    """An encrypted event's public and personal parts' JSON (the dictionary is trained on each)."""
     if not envelope.is_sealed(state):
         return [state]
-    zstd = state_compressor()
-    public = envelope.public_json(state, zstd)
-    start = envelope._HEAD.size + envelope._HEAD.unpack_from(state)[1]
-    private = ledger.vault.decrypt(state[start:])
-    return [public] if private is None else [public, zstd.decompress(private)]
+    public, private = envelope.parts_json(state, ledger.vault, state_compressor())
+    return [public] if private is None else [public, private]
 
 
 def samples(fixtures: Path, count: int, seed: int) -> list[bytes]:

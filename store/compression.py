@@ -26,6 +26,16 @@ CURRENT_VERSION = 2
 DICT_ID_BASE = 0x43424C00
 # Higher levels store a little less for much more CPU (README, "Storage per callback").
 LEVEL = 3
+# Personal data's envelope (store.envelope) writes an event's two parts as one frame, with
+# neither zstd's magic number nor its dictionary id (the envelope names the dictionary) nor the
+# content's size, which would tell the personal part's size to anyone reading the public one.
+PAIR_PARAMS = zstandard.ZstdCompressionParameters.from_level(
+    LEVEL,
+    format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+    write_dict_id=False,
+    write_content_size=False,
+    write_checksum=False,
+)
 
 
 def dictionary_path(version: int) -> Path:
@@ -66,6 +76,48 @@ class StateCompressor(Compressor):
             )
         compressed: bytes = compressor.compress(data)
         return compressed
+
+    @property
+    def version(self) -> int:
+        """The dictionary `compress_pair` writes with."""
+        return self._current - DICT_ID_BASE
+
+    def compress_pair(self, first: bytes, second: bytes) -> tuple[bytes, bytes]:
+        """Two inputs as one frame (no magic number, no dictionary id), cut after the first:
+        the first piece decompresses alone, and the second refers to the first (an encrypted
+        event's personal part repeats much of its public one) where a frame of its own could
+        not. The first piece depends on `first` alone (no size is pledged)."""
+        try:
+            compressor = self._local.pair_compressor
+        except AttributeError:
+            compressor = self._local.pair_compressor = zstandard.ZstdCompressor(
+                dict_data=self._dictionaries[self._current], compression_params=PAIR_PARAMS
+            )
+        stream = compressor.compressobj()
+        head = stream.compress(first) + stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        return head, stream.compress(second) + stream.flush()
+
+    def decompress_pair(
+        self, version: int, head: bytes, tail: bytes | None = None
+    ) -> tuple[bytes, bytes | None]:
+        """`compress_pair`'s inputs back: the first from its piece alone, the second (None
+        without its piece) continuing the same frame."""
+        decompressors: dict[int, zstandard.ZstdDecompressor]
+        try:
+            decompressors = self._local.pair_decompressors
+        except AttributeError:
+            decompressors = self._local.pair_decompressors = {}
+        decompressor = decompressors.get(version)
+        if decompressor is None:
+            dictionary = self._dictionaries.get(DICT_ID_BASE + version)
+            if dictionary is None:
+                raise ValueError(f"event state compressed with unknown dictionary {version}")
+            decompressor = decompressors[version] = zstandard.ZstdDecompressor(
+                dict_data=dictionary, format=zstandard.FORMAT_ZSTD1_MAGICLESS
+            )
+        stream = decompressor.decompressobj()
+        first = stream.decompress(head)
+        return first, (stream.decompress(tail) if tail is not None else None)
 
     def decompress(self, data: bytes) -> bytes:
         if data[:4] != MAGIC:

@@ -1,12 +1,20 @@
 """An event's stored state with its personal fields encrypted (see store.vault).
 
-    MAGIC | public length (4 bytes, big-endian) | public | key id (16) | nonce (12) | ciphertext
+    MAGIC | dictionary (1 byte) | public length (4 bytes, big-endian) | public
+          | key id (16) | nonce (12) | ciphertext
 
-`public` is the zstd frame (store.compression) of the event's JSON without its personal
-fields, plus `subject` (who the personal fields are about: a blind index, never the value);
-the ciphertext is AES-GCM of the zstd frame of the personal fields' JSON. So statuses, times,
-reason codes and dedupe keys stay readable for ever, and the personal fields only while their
-data key exists. Which fields are personal is decided per event type (`PRIVATE`)."""
+The event's JSON without its personal fields (plus `subject`: who the personal fields are
+about, a blind index, never the value) and the personal fields' JSON are compressed as one zstd
+frame with the named dictionary (store.compression's `compress_pair`), cut after the first:
+`public` is the first piece, which decompresses alone; the ciphertext is AES-GCM of the second,
+which continues the frame (the personal part repeats much of the public one, so it compresses
+better so than alone). So statuses, times, reason codes and dedupe keys stay readable for ever,
+and the personal fields only while their data key exists. Which fields are personal is decided
+per event type (`PRIVATE`).
+
+Events written before that (MAGIC_V1, MAGIC_V1_LIBRARY) have no dictionary byte, and each part
+is a zstd frame of its own, the ciphertext being AES-GCM of the personal part's frame: still
+read, never written."""
 
 from __future__ import annotations
 
@@ -27,12 +35,15 @@ from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from store import vault as v
 from store.compression import StateCompressor
 
-MAGIC = b"CLE\x01"  # neither JSON ("{") nor zstd (0x28) starts with it
+MAGIC = b"CLE\x03"  # neither JSON ("{") nor zstd (0x28) starts with it
 # The same, with both parts' JSON written by the library's encoder (a value orjson does not
 # take, such as an integer beyond 64 bits): read back by the standard `json` module, exact.
-MAGIC_LIBRARY = b"CLE\x02"
-MAGICS = (MAGIC, MAGIC_LIBRARY)
-_HEAD = struct.Struct(">4sI")
+MAGIC_LIBRARY = b"CLE\x04"
+MAGIC_V1, MAGIC_V1_LIBRARY = b"CLE\x01", b"CLE\x02"  # each part a frame of its own
+MAGICS = (MAGIC, MAGIC_LIBRARY, MAGIC_V1, MAGIC_V1_LIBRARY)
+_LIBRARY = (MAGIC_LIBRARY, MAGIC_V1_LIBRARY)
+_HEAD = struct.Struct(">4sBI")
+_HEAD_V1 = struct.Struct(">4sI")
 # The receipt's fields that are personal: the body as received and the headers that came with
 # it. Its arrival time and whether its signature was verified stay public.
 RECEIPT_PRIVATE = ("raw", "headers")
@@ -168,19 +179,27 @@ def seal(
     zstd: StateCompressor,
     library: bool = False,
 ) -> bytes:
-    packed = zstd.compress(public)
+    head, tail = zstd.compress_pair(public, private)
     magic = MAGIC_LIBRARY if library else MAGIC
-    sealed = vault.encrypt(key_id, key, zstd.compress(private))
-    return _HEAD.pack(magic, len(packed)) + packed + sealed
+    return _HEAD.pack(magic, zstd.version, len(head)) + head + vault.encrypt(key_id, key, tail)
 
 
 def is_sealed(state: bytes) -> bool:
     return state[:4] in MAGICS
 
 
+def _layout(state: bytes) -> tuple[int | None, int, int]:
+    """(the dictionary of a one-frame envelope, else None; where the public piece starts;
+    where it ends, and the key id starts)."""
+    if state[:4] in (MAGIC, MAGIC_LIBRARY):
+        _, version, length = _HEAD.unpack_from(state)
+        return version, _HEAD.size, _HEAD.size + length
+    _, length = _HEAD_V1.unpack_from(state)
+    return None, _HEAD_V1.size, _HEAD_V1.size + length
+
+
 def key_id(state: bytes) -> bytes:
-    _, length = _HEAD.unpack_from(state)
-    start = _HEAD.size + length
+    _, _, start = _layout(state)
     return bytes(state[start : start + v.KEY_ID_BYTES])
 
 
@@ -190,8 +209,20 @@ def key_ids(states: Iterable[bytes]) -> list[bytes]:
 
 def public_json(state: bytes, zstd: StateCompressor) -> bytes:
     """The public part's JSON (no key needed)."""
-    _, length = _HEAD.unpack_from(state)
-    return zstd.decompress(bytes(state[_HEAD.size : _HEAD.size + length]))
+    version, start, end = _layout(state)
+    head = bytes(state[start:end])
+    return zstd.decompress(head) if version is None else zstd.decompress_pair(version, head)[0]
+
+
+def parts_json(state: bytes, vault: v.Vault, zstd: StateCompressor) -> tuple[bytes, bytes | None]:
+    """The public part's JSON, and the personal part's (None when its key was destroyed, or
+    is not given)."""
+    version, start, end = _layout(state)
+    head = bytes(state[start:end])
+    tail = vault.decrypt(bytes(state[end:])) if vault.encrypted else None
+    if version is not None:
+        return zstd.decompress_pair(version, head, tail)
+    return zstd.decompress(head), (zstd.decompress(tail) if tail is not None else None)
 
 
 # JSON writes a NUL character as this escape (see `open_state`'s `clean`).
@@ -209,12 +240,11 @@ def open_state(
     their key exists (else None, `callback.raw` None and `erased` true), and `_key`: the
     data key's id (hex).
     `clean`: applied to a part whose JSON holds a NUL character."""
-    public, start, loads = _public(state, zstd, clean)
-    blob = bytes(state[start:])
-    plain = vault.decrypt(blob) if vault.encrypted else None
+    public_bytes, plain = parts_json(state, vault, zstd)
+    loads = _reader(state)
+    public = _loaded(state, public_bytes, loads, clean)
     if plain is None:
         return erased(public, topic)
-    plain = zstd.decompress(plain)
     private: dict[str, Any] = loads(plain)
     if clean is not None and NUL_ESCAPE in plain:
         private = clean(private)
@@ -234,27 +264,30 @@ def public_state(
     """The event's public fields alone (no key loaded, nothing decrypted), as `open_state`
     would give them with `_key`; None where its public part lacks what stands in for a
     personal field (a message's `metadata_index`, absent from events written before it)."""
-    public, _, _ = _public(state, zstd, clean)
+    public = _loaded(state, public_json(state, zstd), _reader(state), clean)
     kind = PRIVATE.get(topic)
     if kind is None or (kind.metadata and METADATA_INDEX not in public):
         return None
     return public
 
 
-def _public(
-    state: bytes, zstd: StateCompressor, clean: Callable[[Any], Any] | None
-) -> tuple[dict[str, Any], int, Callable[[bytes], Any]]:
-    """The public part with `_key` (the data key's id, hex), where the sealed part starts,
-    and the JSON reader both parts are read with."""
-    magic, length = _HEAD.unpack_from(state)
-    loads: Callable[[bytes], Any] = orjson.loads if magic == MAGIC else json.loads
-    start = _HEAD.size + length
-    public_bytes = zstd.decompress(bytes(state[_HEAD.size : start]))
+def _reader(state: bytes) -> Callable[[bytes], Any]:
+    """The JSON reader both parts are read with."""
+    return json.loads if state[:4] in _LIBRARY else orjson.loads
+
+
+def _loaded(
+    state: bytes,
+    public_bytes: bytes,
+    loads: Callable[[bytes], Any],
+    clean: Callable[[Any], Any] | None,
+) -> dict[str, Any]:
+    """The public part, with `_key`: the data key's id (hex)."""
     public: dict[str, Any] = loads(public_bytes)
     if clean is not None and NUL_ESCAPE in public_bytes:
         public = clean(public)
-    public["_key"] = bytes(state[start : start + v.KEY_ID_BYTES]).hex()
-    return public, start, loads
+    public["_key"] = key_id(state).hex()
+    return public
 
 
 ANY_PRIVATE = ("identity", "metadata", "text", "problems", "raw_base64", "note")

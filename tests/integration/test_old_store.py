@@ -15,7 +15,12 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from service.replay import replay
 from service.runtime import Runtime
+from store import envelope, seal
+from store.compression import state_compressor
 from store.config import Settings
+from store.db import Database
+from store.seal_reads import verify
+from store.vault import Secrets
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import make_key, projection_rows
@@ -82,3 +87,92 @@ def test_replay_of_an_earlier_store_rebuilds_its_rows(old_settings: Settings) ->
         table: len(rows) for table, rows in before.items()
     }
     assert sorted(r["status"] for r in after["message_status"]) == ["DELIVERED", "FAILED"]
+
+
+ENCRYPTED = Path(__file__).parents[1] / "fixtures" / "store-b95cb8c-encrypted.sqlite3"
+# The fixture's keys (tests/fixtures/store-b95cb8c-encrypted.py), nothing else's.
+ENCRYPTED_KEYS = Secrets(bytes(range(32)), bytes(range(32, 64)))
+
+
+@pytest.fixture
+def encrypted_settings(tmp_path: Path) -> Settings:
+    shutil.copy(ENCRYPTED, tmp_path / "ledger.sqlite3")
+    return Settings(
+        database_url=f"sqlite:///{tmp_path}/ledger.sqlite3",
+        webhook_secrets=(SECRET,),
+        keys=ENCRYPTED_KEYS,
+    )
+
+
+def test_an_earlier_encrypted_store_opens_and_takes_new_events(
+    encrypted_settings: Settings,
+) -> None:
+    """Events of an encrypted store written with two frames per event (envelope MAGIC_V1) are
+    read beside those written now (one frame): their personal fields open, the seal chain
+    verifies across both, and an erasure reaches both."""
+    url = encrypted_settings.database_url
+    key = make_key(url, "test-admin")
+    runtime = Runtime(encrypted_settings)
+    try:
+        with TestClient(
+            create_app(encrypted_settings, runtime.ledger()),
+            raise_server_exceptions=False,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as client:
+            wait_for_projections(client)
+            post(client, p.delivery("OLD1", "READ", "WHATSAPP", event_time="2024-06-15T14:26:00Z"))
+            post(client, p.delivery("NEW1", "DELIVERED", "SMS", identity="46700000002"))
+            wait_for_projections(client)
+            old = client.get("/messages/OLD1").json()
+            assert old["status"] == "READ"
+            assert [t["status"] for t in old["timeline"]] == [
+                "SUBMITTED",
+                "QUEUED_ON_CHANNEL",
+                "DELIVERED",
+                "READ",
+            ]
+            assert {t["identity"] for t in old["timeline"]} == {"46732001122"}
+            assert old["metadata"] == "order-123"
+            raw = client.get(f"/callbacks/{quote(old['timeline'][0]['reference'], safe='/')}")
+            assert raw.status_code == 200 and "message_submit_notification" in raw.json()["raw"]
+            check = {"channel": "SMS", "identity": "46732001122"}
+            assert client.get("/consent/check", params=check).json()["may_send"] is False
+            ledger = runtime.ledger()
+            states = [bytes(n.state) for n in ledger.recorder.select_notifications(1, 1000)]
+            magics = {s[:4] for s in states if envelope.is_sealed(s)}
+            assert magics == {envelope.MAGIC_V1, envelope.MAGIC}
+            # Both forms open, and the chain covers both.
+            opened = [
+                envelope.open_state(s, ledger.vault, state_compressor())
+                for s in states
+                if envelope.is_sealed(s)
+            ]
+            assert not any(o.get("erased") for o in opened)
+            db = Database(url)
+            try:
+                assert isinstance(verify(db, ledger.events_table), seal.Verified)
+            finally:
+                db.close()
+            # An erasure of the number both forms name: its old and new events are unreadable.
+            erased = client.post(
+                "/admin/erasures",
+                json={"channel": "SMS", "identity": "46700000002", "reason": "request"},
+            )
+            assert erased.status_code == 201, erased.text
+            assert erased.json()["keys_destroyed"] == 2  # the earlier version's, and this one's
+            for name in ("OLD2", "NEW1"):
+                shown = client.get(f"/messages/{name}").json()
+                assert shown["timeline"] and all(
+                    t["identity"] in (None, "[erased]") for t in shown["timeline"]
+                ), shown
+    finally:
+        runtime.close()
+
+
+def test_replay_of_an_earlier_encrypted_store_rebuilds_its_rows(
+    encrypted_settings: Settings,
+) -> None:
+    before = projection_rows(encrypted_settings.database_url, shown=False)
+    assert before["message_status"] and before["consent"]
+    replay(encrypted_settings)
+    assert projection_rows(encrypted_settings.database_url, shown=False) == before

@@ -46,6 +46,28 @@ def test_state_written_with_every_earlier_dictionary_still_reads() -> None:
         assert compressor.decompress(old) == state == inflate(old)
 
 
+def test_a_pair_is_one_frame_whose_first_piece_reads_alone_and_tells_nothing_of_the_second() -> (
+    None
+):
+    """store.envelope's form: the public part, then the personal part continuing its frame."""
+    compressor = StateCompressor()
+    big = b'{"raw":"' + b"x" * 300_000 + b'"}'  # more than one zstd block
+    for first, second in ((b"{}", b"{}"), (big, big), ("é\u0000✓".encode(), b"")):
+        head, tail = compressor.compress_pair(first, second)
+        assert compressor.decompress_pair(compressor.version, head) == (first, None)
+        assert compressor.decompress_pair(compressor.version, head, tail) == (first, second)
+        for other in (b"", b"{}", big):
+            assert compressor.compress_pair(first, other)[0] == head
+    # The second piece refers to the first: smaller than compressed alone.
+    public = b'{"message_id":"01HXYZABCDEFGH","status":"DELIVERED","contact_id":"01HCONTACTID"}'
+    private = (
+        b'{"raw":"{\\"message_id\\":\\"01HXYZABCDEFGH\\",\\"contact_id\\":\\"01HCONTACTID\\"}"}'
+    )
+    assert len(compressor.compress_pair(public, private)[1]) < len(compressor.compress(private))
+    with pytest.raises(ValueError, match="unknown dictionary"):
+        compressor.decompress_pair(99, head)
+
+
 def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -> None:
     stream = str(Message.create_id("P", "M"))
     common = {"app_id": "A", "conversation_id": "CONV", "contact_id": "C", "metadata": "order-1"}
