@@ -43,6 +43,7 @@ KEY_ID_BYTES = 16
 # A key id is its creation time (milliseconds, 6 bytes), then random bytes.
 KEY_ID_RANDOM = 10
 NONCE_BYTES = 12
+TAG_BYTES = 16
 # Data classes, each with its own retention (store.config).
 CONSENT = "c"
 MESSAGES = "m"
@@ -169,6 +170,13 @@ def _b64(raw: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def wrap_nonce(key_id: bytes) -> bytes:
+    """The nonce a data key is wrapped with: the last 12 bytes of its id, the random ones
+    and the low bits of its time. Ids are unique (the key table's primary key), so no nonce
+    repeats under a master key, and the row need not store one."""
+    return key_id[-NONCE_BYTES:]
 
 
 def period_of(when: datetime) -> str:
@@ -312,17 +320,15 @@ class Vault:
             if current is not None and now - current.made < KEY_REUSE_S:
                 self._current.move_to_end(slot)
                 return current.key_id, current.key
-            fresh = os.urandom(KEY_BYTES + KEY_ID_RANDOM + NONCE_BYTES)  # one system call
+            fresh = os.urandom(KEY_BYTES + KEY_ID_RANDOM)  # one system call
             key = fresh[:KEY_BYTES]
             # Time first, so the key table's primary key grows at its end, as a log's does,
             # instead of every new key landing on a random page of it.
             stamp = int(time.time() * 1000).to_bytes(KEY_ID_BYTES - KEY_ID_RANDOM, "big")
-            key_id = stamp + fresh[KEY_BYTES : KEY_BYTES + KEY_ID_RANDOM]
-            nonce = fresh[KEY_BYTES + KEY_ID_RANDOM :]
-            wrapped = nonce + self._master.encrypt(nonce, key, key_id)
-            self._pending[key_id] = KeyRow(
-                key_id, subject, klass, period, wrapped, datetime.now(UTC).isoformat()
-            )
+            key_id = stamp + fresh[KEY_BYTES:]
+            wrapped = self._master.encrypt(wrap_nonce(key_id), key, key_id)
+            made = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._pending[key_id] = KeyRow(key_id, subject, klass, period, wrapped, made)
             self._current[slot] = _Current(key_id, key, now)
             if len(self._current) > self._cache_size:
                 self._current.popitem(last=False)
@@ -392,8 +398,13 @@ class Vault:
         return found is not None and now - found[1] < KEY_TRUST_S
 
     def _unwrap_with_any(self, wrapped: bytes, aad: bytes) -> bytes | None:
+        """`wrapped` with its nonce in front (the check value; data keys wrapped before
+        2026-12-02), or a data key's ciphertext alone, its nonce taken from its id (`aad`)."""
         assert self._master is not None
-        nonce, sealed = wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:]
+        if len(wrapped) == KEY_BYTES + TAG_BYTES:
+            nonce, sealed = wrap_nonce(aad), wrapped
+        else:
+            nonce, sealed = wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:]
         for master in (self._master, *self._previous):
             try:
                 return master.decrypt(nonce, sealed, aad)

@@ -127,3 +127,29 @@ def test_key_ids_start_with_their_creation_time_and_differ_after_it() -> None:
     assert all(len(k) == v.KEY_ID_BYTES for k in ids)
     assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
     assert len({k[6:] for k in ids}) == len(ids)
+
+
+def test_a_wrapped_key_is_bound_to_its_id_and_the_older_form_still_opens() -> None:
+    """A data key is wrapped with the last 12 bytes of its id as nonce and its id as
+    associated data, so the row stores only ciphertext and tag; rows written before that
+    store their nonce in front of them and still open."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    keys = MemoryKeys()
+    secrets = Secrets(os.urandom(32), os.urandom(32))
+    vault = Vault(secrets, keys)
+    key_id, key = vault.key_for("b.w", v.MESSAGES, "2026-12")
+    (row,) = vault.pending([key_id])
+    assert len(row.wrapped) == v.KEY_BYTES + v.TAG_BYTES
+    assert row.created_at.endswith("Z") and len(row.created_at) == 20
+    blob = vault.encrypt(key_id, key, b"secret")
+    other_id, _ = vault.key_for("b.v", v.MESSAGES, "2026-12")
+    (other,) = vault.pending([other_id])
+    keys.wrapped[key_id] = other.wrapped  # a row's wrapped key moved onto another id
+    with pytest.raises(SecretsError, match="cannot be unwrapped"):
+        Vault(secrets, keys).decrypt(blob)
+    nonce = os.urandom(v.NONCE_BYTES)  # the older form: nonce, then ciphertext and tag
+    keys.wrapped[key_id] = nonce + AESGCM(secrets.master).encrypt(nonce, key, key_id)
+    assert Vault(secrets, keys).decrypt(blob) == b"secret"
+    keys.wrapped[key_id] = row.wrapped
+    assert Vault(secrets, keys).decrypt(blob) == b"secret"
