@@ -117,7 +117,12 @@ class StateCompressor(Compressor):
             )
         stream = decompressor.decompressobj()
         first = stream.decompress(head)
-        return first, (stream.decompress(tail) if tail is not None else None)
+        if tail is None:
+            return first, None
+        second = stream.decompress(tail)
+        if not stream.eof:  # the head cannot be checked so: it ends mid-frame by design
+            raise ValueError("incomplete compressed event state (its frame does not end)")
+        return first, second
 
     def decompress(self, data: bytes) -> bytes:
         if data[:4] != MAGIC:

@@ -173,9 +173,11 @@ def _unb64(text: str) -> bytes:
 
 
 def wrap_nonce(key_id: bytes) -> bytes:
-    """The nonce a data key is wrapped with: the last 12 bytes of its id, the random ones
-    and the low bits of its time. Ids are unique (the key table's primary key), so no nonce
-    repeats under a master key, and the row need not store one."""
+    """The nonce a data key is wrapped with: the last 12 bytes of its id, its 10 random bytes
+    and the low 32 bits of its time in milliseconds, so the row need not store one. Every key
+    is wrapped once, when it is made, with an id drawn then: two wraps share a nonce only if
+    their times agree modulo about 50 days to the millisecond and their 80 random bits match,
+    at most a 2**-80 chance for a pair of keys made in the same millisecond."""
     return key_id[-NONCE_BYTES:]
 
 

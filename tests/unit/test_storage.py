@@ -58,12 +58,17 @@ def test_a_pair_is_one_frame_whose_first_piece_reads_alone_and_tells_nothing_of_
         assert compressor.decompress_pair(compressor.version, head, tail) == (first, second)
         for other in (b"", b"{}", big):
             assert compressor.compress_pair(first, other)[0] == head
-    # The second piece refers to the first: smaller than compressed alone.
+    # The second piece refers to the first: smaller than after a first piece it shares nothing
+    # with (the same framing, so only the back-references differ).
     public = b'{"message_id":"01HXYZABCDEFGH","status":"DELIVERED","contact_id":"01HCONTACTID"}'
     private = (
         b'{"raw":"{\\"message_id\\":\\"01HXYZABCDEFGH\\",\\"contact_id\\":\\"01HCONTACTID\\"}"}'
     )
-    assert len(compressor.compress_pair(public, private)[1]) < len(compressor.compress(private))
+    tail = compressor.compress_pair(public, private)[1]
+    assert len(tail) < len(compressor.compress_pair(b"{}", private)[1])
+    # A cut-short frame is an error, not a shorter value.
+    with pytest.raises(ValueError, match="incomplete"):
+        compressor.decompress_pair(compressor.version, head, tail[:-3])
     with pytest.raises(ValueError, match="unknown dictionary"):
         compressor.decompress_pair(99, head)
 
