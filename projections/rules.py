@@ -198,10 +198,13 @@ def message_row(
 # Every report of a message repeats its stream id (in source_ref) and, nearly always, the
 # message's contact, conversation, app and metadata: stored as they are, the timeline was most
 # of the message_status table. So a stored report leaves out what its row says already: a
-# carried field equal to the row's column, reason fields that are null, and a source_ref that
-# names its own stream and natural key. `expanded_reports` puts them back exactly; a timeline
-# stored whole (by earlier versions) reads as it is.
+# carried field equal to the row's column, reason fields that are null, a source_ref that
+# names its own stream and natural key, and a channel or identity equal to the report before
+# it (a message's reports nearly always name the same ones). `expanded_reports` puts them back
+# exactly; a timeline stored whole (by earlier versions) reads as it is.
 REASON_FIELDS = ("reason_code", "reason_sub_code", "reason_description")
+# Left out of a stored report when equal to the previous report's (never of the first).
+REPEATED = ("channel", "identity")
 
 
 def _own_ref(stream: str, fact: Mapping[str, Any]) -> str:
@@ -215,9 +218,13 @@ def compact_reports(
     message's stream id as text, when the caller has it (deriving it costs a uuid5)."""
     stream = stream or str(message_stream(row["project_id"], row["message_id"]))
     out = []
+    previous: Mapping[str, Any] | None = None
     for fact in reports:
-        kept = {"status": fact["status"], "channel": fact["channel"], "at": fact["at"]}
-        kept["identity"] = fact["identity"]
+        kept = {"status": fact["status"], "at": fact["at"]}
+        for field in REPEATED:
+            if previous is None or fact[field] != previous[field]:
+                kept[field] = fact[field]
+        previous = fact
         for field in REASON_FIELDS:
             if fact[field] is not None:
                 kept[field] = fact[field]
@@ -233,14 +240,12 @@ def compact_reports(
 def expanded_reports(row: Mapping[str, Any], stream: str | None = None) -> list[dict[str, Any]]:
     """The full reports of a message_status row (its `reports` and the columns they lean on)."""
     stream = stream or str(message_stream(row["project_id"], row["message_id"]))
-    out = []
+    out: list[dict[str, Any]] = []
     for kept in orjson.loads(row["reports"]):
-        fact = {
-            "status": kept["status"],
-            "channel": kept["channel"],
-            "identity": kept["identity"],
-            "at": kept["at"],
-        }
+        fact = {"status": kept["status"]}
+        for field in REPEATED:
+            fact[field] = kept[field] if field in kept else out[-1][field]
+        fact["at"] = kept["at"]
         for field in REASON_FIELDS:
             fact[field] = kept.get(field)
         for field in CARRIED:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from projections import rules
 from service.replay import replay
 from service.runtime import Runtime
 from store import envelope, seal
@@ -172,7 +174,21 @@ def test_an_earlier_encrypted_store_opens_and_takes_new_events(
 def test_replay_of_an_earlier_encrypted_store_rebuilds_its_rows(
     encrypted_settings: Settings,
 ) -> None:
-    before = projection_rows(encrypted_settings.database_url, shown=False)
+    before = timelines_expanded(projection_rows(encrypted_settings.database_url, shown=False))
     assert before["message_status"] and before["consent"]
     replay(encrypted_settings)
-    assert projection_rows(encrypted_settings.database_url, shown=False) == before
+    after = projection_rows(encrypted_settings.database_url, shown=False)
+    assert timelines_expanded(after) == before
+
+
+def timelines_expanded(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows with each message's stored timeline read back whole: this version stores it
+    shorter (a report's channel and identity left out when the same as the one before), so a
+    replay writes other text for the same reports."""
+    return {
+        view: [
+            {**row, "reports": rules.expanded_reports(row)} if "reports" in row else row
+            for row in found
+        ]
+        for view, found in rows.items()
+    }

@@ -81,6 +81,7 @@ def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -
         {"status": "QUEUED_ON_CHANNEL", "channel": "WHATSAPP", "identity": "467", "at": "t1"},
         {"status": "FAILED", "channel": None, "identity": None, "at": "t2"},
         {"status": "DELIVERED", "channel": "SMS", "identity": "467", "at": "t3"},
+        {"status": "READ", "channel": "SMS", "identity": "467", "at": "t4"},
     ]
     facts = [{**r, **reason, **common} for r in reports]
     facts[0]["contact_id"] = None  # null where the row has a value: kept as null
@@ -96,6 +97,7 @@ def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -
     assert stored[0] == {**reports[0], "contact_id": None}
     assert stored[1] == {**reports[1], "reason_code": "NO_CHANNELS_LEFT", "metadata": "other"}
     assert stored[2] == {**reports[2], "source_ref": "another-stream/SMS|DELIVERED"}
+    assert stored[3] == {"status": "READ", "at": "t4"}  # channel and identity as the one before
     assert len(row["reports"]) < len(orjson.dumps(facts)) / 2
     # A timeline stored whole, as earlier versions did, reads as it is.
     assert rules.expanded_reports({**row, "reports": orjson.dumps(facts).decode()}) == facts
