@@ -13,8 +13,34 @@ NAMESPACE = UUID("6f0b7c1e-3a52-4b7e-9d6a-2c1f0e8a9b34")
 # A message's callbacks arrive close together, and the library derives the id again when it
 # creates the aggregate: a small cache saves the hashing.
 @lru_cache(maxsize=50_000)
-def message_id(project_id: str, message_id: str) -> UUID:
-    return uuid5(NAMESPACE, f"message\x1f{project_id}\x1f{message_id}")
+def message_id(project_id: str, message_id: str, ordered: bool = False) -> UUID:
+    """The stream of a message. `ordered` (stores made by this version, store.stream_ids):
+    a ULID's milliseconds first, so streams are made in time order; other ids, and stores
+    written before, are hashed whole."""
+    hashed = uuid5(NAMESPACE, f"message\x1f{project_id}\x1f{message_id}")
+    millis = ulid_millis(message_id) if ordered else None
+    if millis is None:
+        return hashed
+    raw = bytearray(millis.to_bytes(6, "big") + hashed.bytes[6:])
+    raw[6] = 0x80 | (raw[6] & 0x0F)  # version 8: a layout of our own (RFC 9562)
+    raw[8] = 0x80 | (raw[8] & 0x3F)  # the RFC's variant
+    return UUID(bytes=bytes(raw))
+
+
+CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+
+
+def ulid_millis(text: str) -> int | None:
+    """The milliseconds a ULID (Sinch's message ids) was made at, or None for another id."""
+    if len(text) != 26 or text[0] > "7":
+        return None
+    value = 0
+    for c in text[:10].upper():
+        digit = CROCKFORD.get(c)
+        if digit is None:
+            return None
+        value = value * 32 + digit
+    return value if all(c.upper() in CROCKFORD for c in text[10:]) else None
 
 
 @lru_cache(maxsize=50_000)

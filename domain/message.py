@@ -39,6 +39,12 @@ class Message(Aggregate):
     def create_id(project_id: str, message_id: str) -> UUID:
         return ids.message_id(project_id, message_id)
 
+    @classmethod
+    def register(cls, stream: UUID, project_id: str, message_id: str) -> Message:
+        """A new message on a stream its store named (ids.message_id)."""
+        registered = cls.Registered  # type: ignore[attr-defined]
+        return cls._create(registered, id=stream, project_id=project_id, message_id=message_id)
+
     @event("Registered", topic=stored("message", "Message.Registered"))
     def __init__(self, project_id: str, message_id: str) -> None:
         self.project_id = project_id

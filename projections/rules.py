@@ -207,6 +207,14 @@ REASON_FIELDS = ("reason_code", "reason_sub_code", "reason_description")
 REPEATED = ("channel", "identity")
 
 
+# On a row's first stored report: the message's stream id is time-ordered (domain.ids).
+ORDERED_MARK = "o"
+
+
+def _stream_of(row: Mapping[str, Any], ordered: bool) -> str:
+    return str(message_stream(row["project_id"], row["message_id"], ordered))
+
+
 def _own_ref(stream: str, fact: Mapping[str, Any]) -> str:
     return f"{stream}/{fact['channel'] or ''}|{fact['status']}"
 
@@ -216,8 +224,13 @@ def compact_reports(
 ) -> str:
     """The JSON stored in message_status.reports for a row and its full reports. `stream`: the
     message's stream id as text, when the caller has it (deriving it costs a uuid5)."""
-    stream = stream or str(message_stream(row["project_id"], row["message_id"]))
-    out = []
+    hashed = _stream_of(row, ordered=False)
+    stream = stream or hashed
+    ordered = stream != hashed and stream == _stream_of(row, ordered=True)
+    # A reference is left out when a reader can make it again from the row: the stream's
+    # id is the hashed one, or the time-ordered one (then marked on the first report).
+    derivable = stream == hashed or ordered
+    out: list[dict[str, Any]] = []
     previous: Mapping[str, Any] | None = None
     for fact in reports:
         kept = {"status": fact["status"], "at": fact["at"]}
@@ -231,17 +244,21 @@ def compact_reports(
         for field in CARRIED:
             if fact[field] != row[field]:
                 kept[field] = fact[field]
-        if fact["source_ref"] != _own_ref(stream, fact):
+        if not derivable or fact["source_ref"] != _own_ref(stream, fact):
             kept["source_ref"] = fact["source_ref"]
         out.append(kept)
+    if ordered and out:
+        out[0][ORDERED_MARK] = 1
     return orjson.dumps(out).decode()
 
 
 def expanded_reports(row: Mapping[str, Any], stream: str | None = None) -> list[dict[str, Any]]:
     """The full reports of a message_status row (its `reports` and the columns they lean on)."""
-    stream = stream or str(message_stream(row["project_id"], row["message_id"]))
+    stored = orjson.loads(row["reports"])
+    if stream is None:
+        stream = _stream_of(row, ordered=bool(stored and stored[0].get(ORDERED_MARK)))
     out: list[dict[str, Any]] = []
-    for kept in orjson.loads(row["reports"]):
+    for kept in stored:
         fact = {"status": kept["status"]}
         for field in REPEATED:
             fact[field] = kept[field] if field in kept else out[-1][field]

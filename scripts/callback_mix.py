@@ -20,6 +20,13 @@ SECRET = "bench-secret"
 
 
 STATUSES = ["QUEUED_ON_CHANNEL", "DELIVERED", "READ"]
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid(when: datetime, rng: random.Random) -> str:
+    """A ULID as Sinch's message ids are: 48 bits of milliseconds, then 80 random bits."""
+    value = (int(when.timestamp() * 1000) << 80) | rng.getrandbits(80)
+    return "".join(CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def envelope(project: str, when: datetime, **trigger: Any) -> dict[str, Any]:
@@ -42,6 +49,7 @@ def report(
     contact: str,
     when: datetime,
     reason: str | None = None,
+    metadata: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "message_id": message,
@@ -53,7 +61,7 @@ def report(
             "app_id": "01HBENCHAPP0000000000000000",
         },
         "contact_id": contact,
-        "metadata": f"order-{message[-8:]}",
+        "metadata": f"order-{message[-8:] if metadata is None else metadata}",
         "processing_mode": "CONVERSATION",
     }
     if reason:
@@ -69,7 +77,9 @@ def callback_mix(n: int, seed: int = 1) -> list[dict[str, Any]]:
     """About n callbacks: several statuses per message, fallbacks and failures, ~10% repeats,
     ~3% inbound (some STOP), ~1% opt-outs, shuffled so reports arrive out of order."""
     rng = random.Random(seed)
-    start = datetime(2024, 6, 15, 8, tzinfo=UTC)
+    id_rng = random.Random(-seed)  # apart, so the mix's other draws stay what they were
+    # Each seed's messages come after the previous seed's, as time goes on in a real stream.
+    start = datetime(2024, 6, 15, 8, tzinfo=UTC) + timedelta(hours=2 * seed)
     out: list[dict[str, Any]] = []
     i = 0
     while len(out) < int(n * 0.86):
@@ -77,11 +87,20 @@ def callback_mix(n: int, seed: int = 1) -> list[dict[str, Any]]:
         project = f"PROJECT{i % 4}"
         contact = f"01HCONTACT{rng.randrange(20_000):010d}"
         number = f"4670{rng.randrange(10**7):07d}"
-        message = f"01HMSG{seed:02d}{i:014d}"
         when = start + timedelta(seconds=i * 0.05)
+        message, order = ulid(when, id_rng), f"{i % 10**8:08d}"
         if rng.random() < 0.05:
             out.append(
-                report(project, message, "QUEUED_ON_CHANNEL", "WHATSAPP", number, contact, when)
+                report(
+                    project,
+                    message,
+                    "QUEUED_ON_CHANNEL",
+                    "WHATSAPP",
+                    number,
+                    contact,
+                    when,
+                    metadata=order,
+                )
             )
             out.append(
                 report(
@@ -93,6 +112,7 @@ def callback_mix(n: int, seed: int = 1) -> list[dict[str, Any]]:
                     contact,
                     when + timedelta(seconds=1),
                     "RECIPIENT_NOT_REACHABLE",
+                    metadata=order,
                 )
             )
             channel = "SMS"
@@ -113,6 +133,7 @@ def callback_mix(n: int, seed: int = 1) -> list[dict[str, Any]]:
                     contact,
                     when + timedelta(seconds=2 + k),
                     reason,
+                    metadata=order,
                 )
             )
         if rng.random() < 0.035:

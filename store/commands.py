@@ -12,6 +12,7 @@ import orjson
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.domain import Aggregate
 
+from domain import ids
 from domain.callbacks import (
     INTERPRETED_TRIGGERS,
     LENIENT_TRIGGERS,
@@ -102,11 +103,12 @@ def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
 
 
 def command_for(
-    body: dict[str, Any], receipt: Receipt, name: Namer | None = None
+    body: dict[str, Any], receipt: Receipt, name: Namer | None = None, ordered: bool = False
 ) -> Command | None:
     """What recording this body means, or None for a trigger we keep uninterpreted.
     Pure: validates and decides which stream, touches no storage. `name`: how stream names
-    and dedupe keys name a channel identity (an encrypted store's blind index)."""
+    and dedupe keys name a channel identity (an encrypted store's blind index); `ordered`:
+    whether a message's stream id starts with its ULID's time (store.stream_ids)."""
     trigger = detect_trigger(body)
     if trigger not in INTERPRETED_TRIGGERS:
         return None
@@ -119,18 +121,20 @@ def command_for(
     project_id = callback.project_id
     if isinstance(callback, SubmitCallback):
         submitted_id = callback.message_submit_notification.message_id
+        stream = ids.message_id(project_id, submitted_id, ordered)
         return Command(
             trigger,
-            Message.create_id(project_id, submitted_id),
-            lambda: Message(project_id=project_id, message_id=submitted_id),
+            stream,
+            lambda: Message.register(stream, project_id, submitted_id),
             lambda m: m.record_submission(callback, receipt),
         )
     if isinstance(callback, DeliveryCallback):
         message_id = callback.message_delivery_report.message_id
+        stream = ids.message_id(project_id, message_id, ordered)
         return Command(
             trigger,
-            Message.create_id(project_id, message_id),
-            lambda: Message(project_id=project_id, message_id=message_id),
+            stream,
+            lambda: Message.register(stream, project_id, message_id),
             lambda m: m.record_report(callback, receipt),
         )
     if isinstance(callback, InboundCallback):

@@ -18,10 +18,11 @@ from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredEvent
 
+from domain import ids
 from domain.contact import Contact, Namer
 from domain.keywords import Reading
 from domain.receipt import Receipt
-from store import dedupe, vault_keys
+from store import dedupe, stream_ids, vault_keys
 from store.backend import Backend
 from store.catch_all import CatchAll
 from store.commands import Command, Fact, Outcome, collected, command_for, to_look_up
@@ -81,6 +82,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     # the connections they are read through when the Ledger opened them (it closes them).
     vault: Vault = plaintext()
     _keys_db: Database | None = None
+    ordered_ids = False
     _deciding: Mapper[UUID] | None = None
 
     @classmethod
@@ -114,6 +116,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             ledger.close()
             raise RuntimeError(f"the log is {ledger.events_table}, not {backend.events_table}")
         ledger.vault = vault
+        ledger.ordered_ids = stream_ids.ordered(db)
         mapper = ledger.mapper
         assert isinstance(mapper, FastMapper)
         mapper.vault = vault
@@ -198,7 +201,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
 
     def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
         """What recording this body means, or None for a trigger we keep uninterpreted."""
-        return command_for(body, receipt, self.namer())
+        return command_for(body, receipt, self.namer(), self.ordered_ids)
+
+    def message_stream(self, project_id: str, message_id: str) -> UUID:
+        """The stream a message's events are in, in this store (store.stream_ids)."""
+        return ids.message_id(project_id, message_id, self.ordered_ids)
 
     def _load_or_create(self, command: Command) -> tuple[Aggregate, bool]:
         found = self.rebuild(self.stored_rows({command.aggregate_id})).get(command.aggregate_id)

@@ -28,7 +28,7 @@ LATE_S = 60.0
 def arrivals(ledger: Ledger, project_id: str, message_id: str) -> dict[str, str]:
     """When each of the message's reports reached us, by its reference (the stream is short:
     one event per distinct report)."""
-    stream = Message.create_id(project_id, message_id)
+    stream = ledger.message_stream(project_id, message_id)
     found: dict[str, str] = {}
     for stored in ledger.recorder.select_events(stream):
         event = ledger.mapper.to_domain_event(stored)

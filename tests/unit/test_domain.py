@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain import ids
 from domain.callbacks import (
     InboundCallback,
     InvalidCallback,
@@ -143,3 +144,19 @@ def test_contact_dedupes_inbound_by_message_id() -> None:
     assert not contact.record_inbound(first, RECEIPT)  # type: ignore[arg-type]
     other = parse_callback("MESSAGE_INBOUND", p.inbound(message_id="I2"))
     assert contact.record_inbound(other, RECEIPT)  # type: ignore[arg-type]
+
+
+def test_a_ulid_message_id_gives_a_time_ordered_stream() -> None:
+    early, late = "01J0DNDW10NYYP35MSSZGSH2PS", "01J0DNDWBY98QZ7HJAYXTTH4MM"
+    assert ids.ulid_millis(early) == 0x01901B56F020
+    assert ids.ulid_millis(late.lower()) == ids.ulid_millis(late) == 0x01901B56F17E
+    for other in ("M1", late[:-1], "8" + late[1:], late[:-1] + "U", "x" * 26):
+        assert ids.ulid_millis(other) is None
+        assert ids.message_id("P", other, ordered=True) == ids.message_id("P", other)
+    first, second = (ids.message_id("P", m, ordered=True) for m in (early, late))
+    assert first < second and first.version == second.version == 8
+    assert first.bytes[:6] == (0x01901B56F020).to_bytes(6, "big")
+    # Its own name still decides the rest: another project, another stream.
+    assert ids.message_id("P2", early, ordered=True) != first
+    assert ids.message_id("P", early, ordered=True) == first
+    assert ids.message_id("P", early).version == 5

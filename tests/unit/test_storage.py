@@ -8,6 +8,7 @@ import orjson
 import pytest
 import zstandard
 
+from domain import ids
 from domain.message import Message
 from projections import rules
 from store.compression import (
@@ -101,3 +102,44 @@ def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -
     assert len(row["reports"]) < len(orjson.dumps(facts)) / 2
     # A timeline stored whole, as earlier versions did, reads as it is.
     assert rules.expanded_reports({**row, "reports": orjson.dumps(facts).decode()}) == facts
+
+
+def test_a_timeline_on_a_time_ordered_stream_is_marked_once_and_reads_back_whole() -> None:
+    ulid = "01J0DNDWBY98QZ7HJAYXTTH4MM"
+    ordered = str(ids.message_id("P", ulid, ordered=True))
+    facts = [
+        {
+            "status": status,
+            "channel": "SMS",
+            "identity": "467",
+            "at": at,
+            "reason_code": None,
+            "reason_sub_code": None,
+            "reason_description": None,
+            "app_id": "A",
+            "conversation_id": "CONV",
+            "contact_id": "C",
+            "metadata": "m",
+            "source_ref": f"{ordered}/SMS|{status}",
+        }
+        for status, at in (("QUEUED_ON_CHANNEL", "t1"), ("DELIVERED", "t2"))
+    ]
+    row = {**rules.message_row("P", ulid, facts)}
+    row["reports"] = rules.compact_reports(row, facts, ordered)
+    stored = orjson.loads(row["reports"])
+    assert stored[0]["o"] == 1 and "o" not in stored[1]
+    assert not any("source_ref" in r for r in stored)
+    assert rules.expanded_reports(row) == facts  # from the row alone
+    # The hashed stream (a store written before) needs no mark.
+    hashed = str(ids.message_id("P", ulid))
+    for fact in facts:
+        fact["source_ref"] = fact["source_ref"].replace(ordered, hashed)
+    row["reports"] = rules.compact_reports(row, facts, hashed)
+    assert not any("o" in r or "source_ref" in r for r in orjson.loads(row["reports"]))
+    assert rules.expanded_reports(row) == facts
+    # A stream neither would name: every reference kept.
+    for fact in facts:
+        fact["source_ref"] = fact["source_ref"].replace(hashed, "elsewhere")
+    row["reports"] = rules.compact_reports(row, facts, "elsewhere")
+    assert all("source_ref" in r for r in orjson.loads(row["reports"]))
+    assert rules.expanded_reports(row) == facts

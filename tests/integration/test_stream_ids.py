@@ -1,0 +1,97 @@
+"""A message's stream id (store.stream_ids): time-ordered for a ULID in a store made by this
+version, hashed as before in a store that earlier versions wrote. On both backends."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import orjson
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from domain import ids
+from service.runtime import Runtime
+from store.config import Settings
+from store.db import Database
+from store.ledger import Ledger
+from tests import payloads as p
+from tests.helpers import make_key
+from tests.integration.test_queries import post, wait_for_projections
+
+ULID = "01J0DNDWBY98QZ7HJAYXTTH4MM"  # made at 2024-06-15T10:00:01.150Z
+MILLIS = 1718445601150
+
+
+def streams(ledger: Ledger) -> dict[str, list[int]]:
+    """Each stream in the log -> its events' versions."""
+    found: dict[str, list[int]] = {}
+    for n in ledger.recorder.select_notifications(start=1, limit=100):
+        found.setdefault(str(n.originator_id), []).append(n.originator_version)
+    return found
+
+
+def test_a_new_store_names_a_ulid_message_in_time_order(
+    client: TestClient, ledger: Ledger, settings: Settings
+) -> None:
+    assert ledger.ordered_ids
+    stream = ids.message_id("PROJECT1", ULID, ordered=True)
+    assert stream.bytes[:6] == MILLIS.to_bytes(6, "big")
+    assert stream != ids.message_id("PROJECT1", ULID)
+    post(client, p.delivery(ULID, "QUEUED_ON_CHANNEL", event_time="2024-06-15T10:00:05Z"))
+    post(client, p.delivery(ULID, "DELIVERED", event_time="2024-06-15T10:00:06Z"))
+    post(client, p.delivery("NOT-A-ULID", "DELIVERED"))
+    assert streams(ledger) == {
+        str(stream): [1, 2],
+        str(ids.message_id("PROJECT1", "NOT-A-ULID")): [1],  # other ids: hashed as before
+    }
+    wait_for_projections(client)
+    message = client.get(f"/messages/{ULID}").json()
+    assert message["status"] == "DELIVERED"
+    refs = [t["reference"] for t in message["timeline"]]
+    assert refs == [f"{stream}/WHATSAPP|QUEUED_ON_CHANNEL", f"{stream}/WHATSAPP|DELIVERED"]
+    raw = client.get(f"/callbacks/{quote(refs[1], safe='/')}")
+    assert raw.status_code == 200 and '"DELIVERED"' in raw.json()["raw"]
+    # The stored timeline names its stream by a mark, not by a reference per report.
+    db = Database(settings.store_backend())
+    with db.read() as cur:
+        row = cur.execute(
+            "SELECT reports FROM message_status WHERE message_id = ?", (ULID,)
+        ).fetchone()
+    db.close()
+    stored = orjson.loads(row["reports"])
+    assert stored[0]["o"] == 1 and not any("source_ref" in r for r in stored)
+
+
+def test_a_store_written_with_hashed_ids_keeps_them(settings: Settings) -> None:
+    # An earlier version's store: streams named by hashing, and no ledger_stream_ids.
+    runtime = Runtime(settings)
+    runtime.ledger().ordered_ids = False
+    key = make_key(settings.database_url, "test-admin")
+    with TestClient(
+        create_app(settings, runtime.ledger()), headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        post(client, p.delivery(ULID, "QUEUED_ON_CHANNEL", event_time="2024-06-15T10:00:05Z"))
+        wait_for_projections(client)
+    runtime.close()
+    db = Database(settings.store_backend())
+    with db.transaction() as cur:
+        cur.execute("DROP TABLE ledger_stream_ids")
+    db.close()
+
+    runtime = Runtime(settings)
+    ledger = runtime.ledger()
+    assert not ledger.ordered_ids  # the log held events when the table was made
+    with TestClient(
+        create_app(settings, ledger), headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        post(client, p.delivery(ULID, "DELIVERED", event_time="2024-06-15T10:00:06Z"))
+        wait_for_projections(client)
+        hashed = ids.message_id("PROJECT1", ULID)
+        assert streams(ledger) == {str(hashed): [1, 2]}  # the later report found its stream
+        message = client.get(f"/messages/{ULID}").json()
+        assert message["status"] == "DELIVERED"
+        assert [t["reference"] for t in message["timeline"]] == [
+            f"{hashed}/WHATSAPP|QUEUED_ON_CHANNEL",
+            f"{hashed}/WHATSAPP|DELIVERED",
+        ]
+    runtime.close()
