@@ -8,6 +8,9 @@ from functools import lru_cache
 from uuid import UUID, uuid5
 
 NAMESPACE = UUID("6f0b7c1e-3a52-4b7e-9d6a-2c1f0e8a9b34")
+# ULIDs are written in Crockford's base32. Its decoders also take I, L, O and U as 1, 1, 0 and
+# V; an id with them is not one Sinch wrote, so it is hashed whole rather than read as a time.
+CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
 
 
 # A message's callbacks arrive close together, and the library derives the id again when it
@@ -23,16 +26,14 @@ def message_id(project_id: str, message_id: str, ordered: bool = False) -> UUID:
         return hashed
     raw = bytearray(millis.to_bytes(6, "big") + hashed.bytes[6:])
     raw[6] = 0x80 | (raw[6] & 0x0F)  # version 8: a layout of our own (RFC 9562)
-    raw[8] = 0x80 | (raw[8] & 0x3F)  # the RFC's variant
+    raw[8] = 0x80 | (raw[8] & 0x3F)  # the RFC's variant (uuid5's bytes have it already)
     return UUID(bytes=bytes(raw))
-
-
-CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
 
 
 def ulid_millis(text: str) -> int | None:
     """The milliseconds a ULID (Sinch's message ids) was made at, or None for another id."""
-    if len(text) != 26 or text[0] > "7":
+    # ASCII first: upper() may lengthen other letters (ß -> SS) past 48 bits.
+    if len(text) != 26 or not text.isascii() or text[0] > "7":
         return None
     value = 0
     for c in text[:10].upper():

@@ -141,7 +141,8 @@ def _load_reports(
         key = (row["project_id"], row["message_id"])
         shown = orjson.loads(row["identities_shown"]) if row["identities_shown"] else {}
         metadata = {row["metadata"]: row["metadata_shown"]} if row["metadata"] else {}
-        found[key] = (rules.expanded_reports(row, streams[key]), shown, metadata)
+        # The row's own stream, not the event's: its stored references name the first.
+        found[key] = (rules.expanded_reports(row), shown, metadata)
     return found
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 
@@ -211,6 +212,13 @@ REPEATED = ("channel", "identity")
 ORDERED_MARK = "o"
 
 
+def _uuid_version(text: str) -> int | None:
+    try:
+        return UUID(text).version
+    except ValueError:
+        return None
+
+
 def _stream_of(row: Mapping[str, Any], ordered: bool) -> str:
     return str(message_stream(row["project_id"], row["message_id"], ordered))
 
@@ -223,13 +231,15 @@ def compact_reports(
     row: Mapping[str, Any], reports: list[dict[str, Any]], stream: str | None = None
 ) -> str:
     """The JSON stored in message_status.reports for a row and its full reports. `stream`: the
-    message's stream id as text, when the caller has it (deriving it costs a uuid5)."""
-    hashed = _stream_of(row, ordered=False)
-    stream = stream or hashed
-    ordered = stream != hashed and stream == _stream_of(row, ordered=True)
+    message's stream id as text, when the caller has it (else the hashed one is assumed)."""
+    ordered = stream is not None and _uuid_version(stream) == 8
     # A reference is left out when a reader can make it again from the row: the stream's
-    # id is the hashed one, or the time-ordered one (then marked on the first report).
-    derivable = stream == hashed or ordered
+    # id is the one the row's names give, hashed or time-ordered (then marked on the first
+    # report; domain.ids).
+    derived = _stream_of(row, ordered)
+    stream = stream or derived
+    derivable = stream == derived
+    ordered = ordered and derivable
     out: list[dict[str, Any]] = []
     previous: Mapping[str, Any] | None = None
     for fact in reports:

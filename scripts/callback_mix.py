@@ -77,7 +77,7 @@ def callback_mix(n: int, seed: int = 1) -> list[dict[str, Any]]:
     """About n callbacks: several statuses per message, fallbacks and failures, ~10% repeats,
     ~3% inbound (some STOP), ~1% opt-outs, shuffled so reports arrive out of order."""
     rng = random.Random(seed)
-    id_rng = random.Random(-seed)  # apart, so the mix's other draws stay what they were
+    id_rng = random.Random(f"ids-{seed}")  # apart, so the mix's other draws stay as they were
     # Each seed's messages come after the previous seed's, as time goes on in a real stream.
     start = datetime(2024, 6, 15, 8, tzinfo=UTC) + timedelta(hours=2 * seed)
     out: list[dict[str, Any]] = []

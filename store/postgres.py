@@ -115,6 +115,8 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         events = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
+        # Until this transaction ends no event commits: the log is as empty as it looks.
+        conn.execute(SQL("LOCK TABLE {0} IN SHARE MODE").format(events))
         empty = conn.execute(SQL("SELECT 1 FROM {0} LIMIT 1").format(events)).fetchone() is None
         stream_ids.create(conn.execute, empty, self.datastore.schema)
 

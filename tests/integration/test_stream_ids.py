@@ -9,6 +9,7 @@ import orjson
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.console.message import arrivals
 from domain import ids
 from service.runtime import Runtime
 from store.config import Settings
@@ -51,6 +52,8 @@ def test_a_new_store_names_a_ulid_message_in_time_order(
     assert refs == [f"{stream}/WHATSAPP|QUEUED_ON_CHANNEL", f"{stream}/WHATSAPP|DELIVERED"]
     raw = client.get(f"/callbacks/{quote(refs[1], safe='/')}")
     assert raw.status_code == 200 and '"DELIVERED"' in raw.json()["raw"]
+    # The console's arrival times read the same stream.
+    assert set(arrivals(ledger, "PROJECT1", ULID)) == set(refs)
     # The stored timeline names its stream by a mark, not by a reference per report.
     db = Database(settings.store_backend())
     with db.read() as cur:

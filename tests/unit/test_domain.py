@@ -150,7 +150,8 @@ def test_a_ulid_message_id_gives_a_time_ordered_stream() -> None:
     early, late = "01J0DNDW10NYYP35MSSZGSH2PS", "01J0DNDWBY98QZ7HJAYXTTH4MM"
     assert ids.ulid_millis(early) == 0x01901B56F020
     assert ids.ulid_millis(late.lower()) == ids.ulid_millis(late) == 0x01901B56F17E
-    for other in ("M1", late[:-1], "8" + late[1:], late[:-1] + "U", "x" * 26):
+    odd = ("7\u00df" + "Z" * 24, "7\u017f" + "Z" * 24)  # upper(): "SS" and "S", not ULIDs
+    for other in ("M1", late[:-1], "8" + late[1:], late[:-1] + "U", "x" * 26, *odd):
         assert ids.ulid_millis(other) is None
         assert ids.message_id("P", other, ordered=True) == ids.message_id("P", other)
     first, second = (ids.message_id("P", m, ordered=True) for m in (early, late))
