@@ -262,11 +262,10 @@ def compact_reports(
     return orjson.dumps(out).decode()
 
 
-def expanded_reports(row: Mapping[str, Any], stream: str | None = None) -> list[dict[str, Any]]:
+def expanded_reports(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The full reports of a message_status row (its `reports` and the columns they lean on)."""
     stored = orjson.loads(row["reports"])
-    if stream is None:
-        stream = _stream_of(row, ordered=bool(stored and stored[0].get(ORDERED_MARK)))
+    stream = _stream_of(row, ordered=bool(stored and stored[0].get(ORDERED_MARK)))
     out: list[dict[str, Any]] = []
     for kept in stored:
         fact = {"status": kept["status"]}
