@@ -98,3 +98,24 @@ def test_a_store_written_with_hashed_ids_keeps_them(settings: Settings) -> None:
             f"{hashed}/WHATSAPP|DELIVERED",
         ]
     runtime.close()
+
+
+def test_odd_message_ids_are_recorded_under_hashed_streams(
+    client: TestClient, ledger: Ledger
+) -> None:
+    """Ids that look nearly like ULIDs reach the webhook as they are: none is refused or
+    read as a time, and a ULID in lower case names the same stream as in upper case."""
+    odd = ["7\u00df" + "Z" * 24, "7\u017f" + "Z" * 24, ULID[:-1] + "U", "8" + ULID[1:], "0" * 26]
+    for n, message_id in enumerate(odd):
+        post(client, p.delivery(message_id, "DELIVERED", event_time=f"2024-06-15T10:00:0{n}Z"))
+    post(client, p.delivery(ULID.lower(), "QUEUED_ON_CHANNEL"))
+    found = streams(ledger)
+    for message_id in odd[:-1]:
+        assert found[str(ids.message_id("PROJECT1", message_id))] == [1]
+    # All zeros is a ULID (made at the epoch): time-ordered, its time 0.
+    zeros = ids.message_id("PROJECT1", odd[-1], ordered=True)
+    assert zeros.bytes[:6] == bytes(6) and found[str(zeros)] == [1]
+    lower = ids.message_id("PROJECT1", ULID.lower(), ordered=True)
+    assert lower.bytes[:6] == MILLIS.to_bytes(6, "big") and found[str(lower)] == [1]
+    wait_for_projections(client)
+    assert client.get(f"/messages/{quote(odd[0])}").json()["status"] == "DELIVERED"
