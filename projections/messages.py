@@ -125,14 +125,7 @@ def _load_reports(
     rows = select_by_keys(
         cur,
         f"message_status_g{g}",
-        (
-            "project_id",
-            "message_id",
-            "reports",
-            "identities_shown",
-            "metadata_shown",
-            *rules.CARRIED,
-        ),
+        (*rules.TIMELINE_COLUMNS, "identities_shown", "metadata_shown"),
         ("project_id", "message_id"),
         list(streams),
     )

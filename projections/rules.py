@@ -201,8 +201,9 @@ def message_row(
 # of the message_status table. So a stored report leaves out what its row says already: a
 # carried field equal to the row's column, reason fields that are null, a source_ref that
 # names its own stream and natural key, and a channel or identity equal to the report before
-# it (a message's reports nearly always name the same ones). `expanded_reports` puts them back
-# exactly; a timeline stored whole (by earlier versions) reads as it is.
+# it (a message's reports nearly always name the same ones), and a time that its row's column
+# for the status holds (STATUS_TIME). `expanded_reports` puts them back exactly; a timeline
+# stored whole (by earlier versions) reads as it is.
 REASON_FIELDS = ("reason_code", "reason_sub_code", "reason_description")
 # Left out of a stored report when equal to the previous report's (never of the first).
 REPEATED = ("channel", "identity")
@@ -210,6 +211,17 @@ REPEATED = ("channel", "identity")
 
 # On a row's first stored report: the message's stream id is time-ordered (domain.ids).
 ORDERED_MARK = "o"
+# The row's column holding the first time of a status: a stored report of that status whose
+# time is that column's value leaves it out (nearly every report: one per channel and status).
+STATUS_TIME = {
+    "QUEUED_ON_CHANNEL": "queued_at",
+    "DELIVERED": "delivered_at",
+    "READ": "read_at",
+    SUBMITTED: "submitted_at",
+    "FAILED": "failed_at",
+}
+# What a reader of the stored timeline selects with it: the columns `expanded_reports` reads.
+TIMELINE_COLUMNS = ("project_id", "message_id", "reports", *CARRIED, *STATUS_TIME.values())
 
 
 def _uuid_version(text: str) -> int | None:
@@ -243,7 +255,9 @@ def compact_reports(
     out: list[dict[str, Any]] = []
     previous: Mapping[str, Any] | None = None
     for fact in reports:
-        kept = {"status": fact["status"], "at": fact["at"]}
+        kept = {"status": fact["status"]}
+        if row.get(STATUS_TIME.get(fact["status"], "")) != fact["at"]:
+            kept["at"] = fact["at"]
         for field in REPEATED:
             if previous is None or fact[field] != previous[field]:
                 kept[field] = fact[field]
@@ -271,7 +285,7 @@ def expanded_reports(row: Mapping[str, Any]) -> list[dict[str, Any]]:
         fact = {"status": kept["status"]}
         for field in REPEATED:
             fact[field] = kept[field] if field in kept else out[-1][field]
-        fact["at"] = kept["at"]
+        fact["at"] = kept["at"] if "at" in kept else row[STATUS_TIME[kept["status"]]]
         for field in REASON_FIELDS:
             fact[field] = kept.get(field)
         for field in CARRIED:

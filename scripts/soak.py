@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--backend", choices=["both", "postgres", "sqlite"], default="both")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the SQLite store (its path is printed)"
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ledger-soak-"))
     summaries = []
@@ -186,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend in ("both", "sqlite"):
             summaries.append(soak("sqlite", f"sqlite:///{work}/soak.sqlite3", work, args))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print("SOAK " + orjson.dumps(summaries).decode(), flush=True)
     return 1 if any(s["lost"] or s["non2xx"] for s in summaries) else 0
 

@@ -21,10 +21,12 @@ from projections.read_model.messages import identities_shown
 from store.db import Cursor, time_window
 from store.vault import Vault, plaintext
 
-MESSAGE_COLUMNS = (
-    "project_id, message_id, app_id, contact_id, conversation_id, status, channel, metadata, "
-    "first_event_time, last_event_time, reason_code, anomaly, reports, identities_shown, "
-    "metadata_shown"
+MESSAGE_COLUMNS = ", ".join(
+    (
+        *rules.TIMELINE_COLUMNS,
+        *("status", "channel", "first_event_time", "last_event_time", "reason_code", "anomaly"),
+        *("identities_shown", "metadata_shown"),
+    )
 )
 # The channels of the Conversation API: the identity indexes lead with the channel, so a lookup
 # of a number names them all (an IN list of index probes, not a scan).
@@ -238,7 +240,7 @@ def reports_per_minute(
     filters += time_window("first_event_time", None, until) + _channel_filter(channel)
     where = " AND ".join(c for c, _ in filters) or "1 = 1"
     rows = cur.execute(
-        "SELECT project_id, message_id, app_id, conversation_id, contact_id, metadata, reports "
+        f"SELECT {', '.join(rules.TIMELINE_COLUMNS)} "
         f"FROM message_status WHERE {where} ORDER BY first_event_time LIMIT ?",
         [*(v for _, v in filters), MAX_TIMELINE_ROWS],
     ).fetchall()

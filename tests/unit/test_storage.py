@@ -83,6 +83,9 @@ def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -
         {"status": "FAILED", "channel": None, "identity": None, "at": "t2"},
         {"status": "DELIVERED", "channel": "SMS", "identity": "467", "at": "t3"},
         {"status": "READ", "channel": "SMS", "identity": "467", "at": "t4"},
+        # Times no column of the row holds: a status's second report, a status without one.
+        {"status": "DELIVERED", "channel": "WHATSAPP", "identity": "467", "at": "t5"},
+        {"status": "SWITCHING_CHANNEL", "channel": "WHATSAPP", "identity": "467", "at": "t6"},
     ]
     facts = [{**r, **reason, **common} for r in reports]
     facts[0]["contact_id"] = None  # null where the row has a value: kept as null
@@ -95,10 +98,15 @@ def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -
     row["reports"] = rules.compact_reports(row, facts)
     assert rules.expanded_reports(row) == facts
     stored = orjson.loads(row["reports"])
-    assert stored[0] == {**reports[0], "contact_id": None}
-    assert stored[1] == {**reports[1], "reason_code": "NO_CHANNELS_LEFT", "metadata": "other"}
-    assert stored[2] == {**reports[2], "source_ref": "another-stream/SMS|DELIVERED"}
-    assert stored[3] == {"status": "READ", "at": "t4"}  # channel and identity as the one before
+    # A time its row's column for the status holds (queued_at, failed_at...) is left out.
+    assert (row["queued_at"], row["failed_at"], row["delivered_at"]) == ("t1", "t2", "t3")
+    untimed = [{k: v for k, v in r.items() if k != "at"} for r in reports]
+    assert stored[0] == {**untimed[0], "contact_id": None}
+    assert stored[1] == {**untimed[1], "reason_code": "NO_CHANNELS_LEFT", "metadata": "other"}
+    assert stored[2] == {**untimed[2], "source_ref": "another-stream/SMS|DELIVERED"}
+    assert stored[3] == {"status": "READ"}  # channel and identity as the one before
+    assert stored[4] == {"status": "DELIVERED", "at": "t5", "channel": "WHATSAPP"}
+    assert stored[5] == {"status": "SWITCHING_CHANNEL", "at": "t6"}
     assert len(row["reports"]) < len(orjson.dumps(facts)) / 2
     # A timeline stored whole, as earlier versions did, reads as it is.
     assert rules.expanded_reports({**row, "reports": orjson.dumps(facts).decode()}) == facts
