@@ -73,9 +73,13 @@ def report(
     return envelope(project, when, message_delivery_report=body)
 
 
-def callback_mix(n: int, seed: int = 1) -> list[dict[str, Any]]:
+def callback_mix(n: int, seed: int = 1, stable_numbers: bool = False) -> list[dict[str, Any]]:
     """About n callbacks: several statuses per message, fallbacks and failures, ~10% repeats,
-    ~3% inbound (some STOP), ~1% opt-outs, shuffled so reports arrive out of order."""
+    ~3% inbound (some STOP), ~1% opt-outs, shuffled so reports arrive out of order.
+
+    Each message goes to one of 20,000 contacts, at a new random number (the worst case for
+    what is kept per number: a data key per number and month, a contact-number row), or with
+    `stable_numbers` at its contact's own number, as a contact's channel identity is in Sinch."""
     rng = random.Random(seed)
     id_rng = random.Random(f"ids-{seed}")  # apart, so the mix's other draws stay as they were
     # Each seed's messages come after the previous seed's, as time goes on in a real stream.
@@ -85,8 +89,11 @@ def callback_mix(n: int, seed: int = 1) -> list[dict[str, Any]]:
     while len(out) < int(n * 0.86):
         i += 1
         project = f"PROJECT{i % 4}"
-        contact = f"01HCONTACT{rng.randrange(20_000):010d}"
-        number = f"4670{rng.randrange(10**7):07d}"
+        contact_index = rng.randrange(20_000)
+        contact = f"01HCONTACT{contact_index:010d}"
+        number = f"4670{rng.randrange(10**7):07d}"  # drawn either way: the other draws stay
+        if stable_numbers:
+            number = f"4671{contact_index:07d}"
         when = start + timedelta(seconds=i * 0.05)
         message, order = ulid(when, id_rng), f"{i % 10**8:08d}"
         if rng.random() < 0.05:

@@ -61,7 +61,9 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             flush=True,
         )
         for index in range(args.slices):
-            bodies = callback_mix(per_slice - chatty_per_slice, seed=index + 1)
+            bodies = callback_mix(
+                per_slice - chatty_per_slice, seed=index + 1, stable_numbers=args.stable_numbers
+            )
             bodies += [chatty_inbound(chatty_sent + k, "B") for k in range(chatty_per_slice)]
             chatty_sent += chatty_per_slice
             for body in bodies:
@@ -176,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--backend", choices=["both", "postgres", "sqlite"], default="both")
+    parser.add_argument(
+        "--stable-numbers",
+        action="store_true",
+        help="each contact at its own number (default: each message at a new random number)",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the SQLite store (its path is printed)"
     )

@@ -13,6 +13,7 @@ from eventsourcing.sqlite import SQLiteCursor
 
 from store import seal, stream_ids, vault_keys
 from store.dedupe import DedupeSQLiteApplicationRecorder, create_once
+from store.sqlite_backend import CHECKPOINT_PRAGMA
 from store.vault import Vault, plaintext
 
 CREATE = (
@@ -80,6 +81,9 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         data_keys: vault_keys.BatchKeys | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
+        # Per batch: the library's pool opens connections of its own (a pragma costs less
+        # than telling them apart).
+        c.sqlite_cursor.execute(CHECKPOINT_PRAGMA)
         if data_keys is not None and data_keys.new:
             c.sqlite_cursor.executemany(
                 vault_keys.INSERT, [vault_keys.as_row(k) for k in data_keys.new]

@@ -28,6 +28,14 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+# A connection that commits past this many pages of write-ahead log copies them into the file
+# (SQLite's default: 1,000). Each callback dirties pages of several indexes on random keys
+# (the read tables'); the longer the log, the more often a page is written to it many times
+# and copied into the file once. The log's file is emptied when the last connection closes.
+WAL_AUTOCHECKPOINT_PAGES = 20_000
+CHECKPOINT_PRAGMA = f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"
+
+
 class SQLiteConnections:
     """A connection per transaction: opening a SQLite file costs less than sharing one
     connection between threads safely."""
@@ -39,6 +47,7 @@ class SQLiteConnections:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        conn.execute(CHECKPOINT_PRAGMA)
         return conn
 
     @contextmanager
