@@ -29,6 +29,7 @@ from scripts.health_probe import key_headers, projection_lag, wait_caught_up
 from scripts.proc_stats import CpuMeter, machine_busy_s, tree_pids, tree_rss_mb, written_bytes
 from scripts.receiver import Receiver, postgres_databases
 from scripts.soak_client import chatty_inbound, send_once, time_chatty
+from scripts.speed_probe import SpeedProbe
 
 
 def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -47,6 +48,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
     db_cpu.used(backend_pids(url))
     busy, blocks = machine_busy_s(), blocks_read(url)
     written = written_bytes(tree_pids(server.process.pid) + backend_pids(url))
+    probe = SpeedProbe()
     try:
         print(
             f"\n{name}: {args.slices} slices of {per_slice:,} callbacks "
@@ -57,7 +59,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
             f"{'slice':>5} {'callbacks/s':>12} {'p99 ms':>8} {'RSS MB':>8} {'DB MB':>8} "
             f"{'chatty ms':>10} {'srv CPU ms/cb':>14} {'db CPU ms/cb':>13} {'lag':>7} "
             f"{'catch-up s':>10} {'chatty idle ms':>15} {'fresh ms':>9} {'client':>7} "
-            f"{'others':>7} {'written B/cb':>12} {'blk reads/cb':>12}",
+            f"{'others':>7} {'written B/cb':>12} {'blk reads/cb':>12} {'probe ms':>9}",
             flush=True,
         )
         for index in range(args.slices):
@@ -70,7 +72,9 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
                 report = body.get("message_delivery_report")
                 if report:
                     expected.add((report["message_id"], report["status"]))
+            probe.take()  # drops the samples taken between slices
             result = send_once(server.port, bodies, f"{name[:2]}{index:03d}", args.connections)
+            probe_ms = probe.take()
             sent += len(bodies)
             body_bytes += result["body_bytes"]
             non2xx += result["non2xx"]
@@ -115,6 +119,7 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
                 "other_cores": others,
                 "server_written_per_cb": written_per_cb,
                 "db_blocks_read_per_cb": reads_per_cb,
+                "probe_ms": probe_ms,
             }
             rows.append(row)
             print(
@@ -122,10 +127,11 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
                 f"{row['rss_mb']:>8.0f} {row['db_mb']:>8.0f} {chatty_ms:>10.1f} "
                 f"{srv_ms:>14.2f} {db_ms:>13.2f} {lag:>7} {catch_up_s:>10.1f} "
                 f"{chatty_idle_ms:>15.1f} {fresh_ms:>9.1f} {client:>7.2f} {others:>7.2f} "
-                f"{written_per_cb:>12,.0f} {reads_per_cb:>12.2f}",
+                f"{written_per_cb:>12,.0f} {reads_per_cb:>12.2f} {probe_ms:>9.1f}",
                 flush=True,
             )
     finally:
+        probe.stop()
         server.stop()
     stored = stored_reports(url)
     lost = len(expected - stored)
@@ -139,6 +145,11 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
         "lost": lost,
         "distinct_reports": len(expected),
         "last_vs_first_rate": rows[-1]["rate"] / rows[0]["rate"],
+        # The machine's speed moves on a shared machine: the same ratio at the first slice's
+        # speed (each rate scaled by its slice's probe; a slower probe is a larger time).
+        "probe_last_vs_first": rows[-1]["probe_ms"] / rows[0]["probe_ms"],
+        "last_vs_first_rate_same_speed": (rows[-1]["rate"] * rows[-1]["probe_ms"])
+        / (rows[0]["rate"] * rows[0]["probe_ms"]),
         "rss_growth_second_half": half[-1]["rss_mb"] / half[0]["rss_mb"] - 1,
         "chatty_last_vs_first": rows[-1]["chatty_ms"] / rows[0]["chatty_ms"],
         "chatty_idle_last_vs_first": rows[-1]["chatty_idle_ms"] / rows[0]["chatty_idle_ms"],
@@ -152,7 +163,9 @@ def soak(name: str, url: str, work: Path, args: argparse.Namespace) -> dict[str,
     print(
         f"{name}: {sent:,} callbacks, non-2xx {non2xx}, delivery facts acknowledged = stored: "
         f"{len(expected) - lost:,}/{len(expected):,} (lost {lost}); last slice "
-        f"{summary['last_vs_first_rate']:.2f}x the first; RSS over the second half "
+        f"{summary['last_vs_first_rate']:.2f}x the first ("
+        f"{summary['last_vs_first_rate_same_speed']:.2f}x at the first's machine speed: the "
+        f"probe took {summary['probe_last_vs_first']:.2f}x as long); RSS over the second half "
         f"{summary['rss_growth_second_half']:+.1%}; chatty contact's last message "
         f"{summary['chatty_last_vs_first']:.2f}x the first; {summary['bytes_per_callback']:,.0f} "
         f"bytes on disk per callback ({summary['disk_vs_body']:.1f}x the raw bodies)",
