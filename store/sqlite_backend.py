@@ -47,13 +47,13 @@ class SQLiteConnections:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        conn.execute(CHECKPOINT_PRAGMA)
         return conn
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         conn = self._connect()
         try:
+            conn.execute(CHECKPOINT_PRAGMA)  # only a committing connection copies the log
             # IMMEDIATE takes the write lock up front, so two followers never interleave.
             conn.execute("BEGIN IMMEDIATE")
             try:
