@@ -125,7 +125,7 @@ def _load_reports(
     rows = select_by_keys(
         cur,
         f"message_status_g{g}",
-        (*rules.TIMELINE_COLUMNS, "identities_shown", "metadata_shown"),
+        (*rules.TIMELINE_COLUMNS, "metadata_shown"),
         ("project_id", "message_id"),
         list(streams),
     )
@@ -219,8 +219,8 @@ def apply(
         for name, event in identity_sources.get(key, {}).items():
             shown[name] = shown_identity(event, vault) or shown.get(name)
         row = rules.message_row(project_id, message_id, reports, next_actions)
-        row["reports"] = rules.compact_reports(row, reports, streams[key])
         row["identities_shown"] = orjson.dumps(shown).decode() if shown else None
+        row["reports"] = rules.compact_reports(row, reports, streams[key])
         row["metadata_shown"] = None
         if row["metadata"] and vault.encrypted:
             source = metadata_sources.get(key, {}).get(row["metadata"])

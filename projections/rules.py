@@ -200,17 +200,30 @@ def message_row(
 # message's contact, conversation, app and metadata: stored as they are, the timeline was most
 # of the message_status table. So a stored report leaves out what its row says already: a
 # carried field equal to the row's column, reason fields that are null, a source_ref that
-# names its own stream and natural key, and a channel or identity equal to the report before
-# it (a message's reports nearly always name the same ones), and a time that its row's column
-# for the status holds (STATUS_TIME). `expanded_reports` puts them back exactly; a timeline
-# stored whole (by earlier versions) reads as it is.
+# names its own stream and natural key, a channel or identity equal to the report before it
+# (a message's reports nearly always name the same ones) and, on the first report, the row's
+# channel and its only identity, and a time that its row's column for the status holds
+# (STATUS_TIME); a known status is written as one letter (STATUS_CODE). `expanded_reports` puts
+# them back exactly; a timeline stored whole, or by earlier versions, reads as it is.
 REASON_FIELDS = ("reason_code", "reason_sub_code", "reason_description")
-# Left out of a stored report when equal to the previous report's (never of the first).
+# Left out of a stored report when equal to the previous report's (of the first: see above).
 REPEATED = ("channel", "identity")
 
 
 # On a row's first stored report: the message's stream id is time-ordered (domain.ids).
 ORDERED_MARK = "o"
+# A stored report's status: one letter under CODE_KEY for a known status, else the name in full
+# under "status" (a status Sinch adds later, as received).
+CODE_KEY = "s"
+STATUS_CODE = {
+    "QUEUED_ON_CHANNEL": "Q",
+    "DELIVERED": "D",
+    "READ": "R",
+    "FAILED": "F",
+    "SWITCHING_CHANNEL": "W",
+    SUBMITTED: "S",
+}
+CODE_STATUS = {code: status for status, code in STATUS_CODE.items()}
 # The row's column holding the first time of a status: a stored report of that status whose
 # time is that column's value leaves it out (nearly every report: one per channel and status).
 STATUS_TIME = {
@@ -221,7 +234,15 @@ STATUS_TIME = {
     "FAILED": "failed_at",
 }
 # What a reader of the stored timeline selects with it: the columns `expanded_reports` reads.
-TIMELINE_COLUMNS = ("project_id", "message_id", "reports", *CARRIED, *STATUS_TIME.values())
+TIMELINE_COLUMNS = (
+    "project_id",
+    "message_id",
+    "reports",
+    "channel",
+    "identities_shown",
+    *CARRIED,
+    *STATUS_TIME.values(),
+)
 
 
 def _uuid_version(text: str) -> int | None:
@@ -239,11 +260,21 @@ def _own_ref(stream: str, fact: Mapping[str, Any]) -> str:
     return f"{stream}/{fact['channel'] or ''}|{fact['status']}"
 
 
+def only_identity(row: Mapping[str, Any]) -> str | None:
+    """The one identity the row's identities_shown names (None: none, or several)."""
+    text = row["identities_shown"]
+    if not text:
+        return None
+    names = orjson.loads(text)
+    return next(iter(names)) if isinstance(names, dict) and len(names) == 1 else None
+
+
 def compact_reports(
     row: Mapping[str, Any], reports: list[dict[str, Any]], stream: str | None = None
 ) -> str:
-    """The JSON stored in message_status.reports for a row and its full reports. `stream`: the
-    message's stream id as text, when the caller has it (else the hashed one is assumed)."""
+    """The JSON stored in message_status.reports for a row (its identities_shown set) and its
+    full reports. `stream`: the message's stream id as text, when the caller has it (else the
+    hashed one is assumed)."""
     ordered = stream is not None and _uuid_version(stream) == 8
     # A reference is left out when a reader can make it again from the row: the stream's
     # id is the one the row's names give, hashed or time-ordered (then marked on the first
@@ -252,14 +283,18 @@ def compact_reports(
     stream = stream or derived
     derivable = stream == derived
     ordered = ordered and derivable
+    # A first report leaves out a channel or identity equal to the row's: its channel column,
+    # and its only identity (when it names one).
+    previous: Mapping[str, Any] = {"channel": row["channel"], "identity": only_identity(row)}
     out: list[dict[str, Any]] = []
-    previous: Mapping[str, Any] | None = None
     for fact in reports:
-        kept = {"status": fact["status"]}
-        if row.get(STATUS_TIME.get(fact["status"], "")) != fact["at"]:
+        status = fact["status"]
+        code = STATUS_CODE.get(status)
+        kept: dict[str, Any] = {CODE_KEY: code} if code else {"status": status}
+        if row.get(STATUS_TIME.get(status, "")) != fact["at"]:
             kept["at"] = fact["at"]
         for field in REPEATED:
-            if previous is None or fact[field] != previous[field]:
+            if fact[field] != previous[field]:
                 kept[field] = fact[field]
         previous = fact
         for field in REASON_FIELDS:
@@ -280,12 +315,20 @@ def expanded_reports(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The full reports of a message_status row (its `reports` and the columns they lean on)."""
     stored = orjson.loads(row["reports"])
     stream = _stream_of(row, ordered=bool(stored and stored[0].get(ORDERED_MARK)))
+    first = {"channel": row["channel"], "identity": None}
+    if stored and "identity" not in stored[0]:  # left out: the row's only identity
+        first["identity"] = only_identity(row)
     out: list[dict[str, Any]] = []
     for kept in stored:
-        fact = {"status": kept["status"]}
+        status = CODE_STATUS[kept[CODE_KEY]] if CODE_KEY in kept else kept["status"]
+        fact: dict[str, Any] = {"status": status}
+        previous = out[-1] if out else first
         for field in REPEATED:
-            fact[field] = kept[field] if field in kept else out[-1][field]
-        fact["at"] = kept["at"] if "at" in kept else row[STATUS_TIME[kept["status"]]]
+            fact[field] = kept[field] if field in kept else previous[field]
+        if "at" in kept:
+            fact["at"] = kept["at"]
+        else:
+            fact["at"] = row[STATUS_TIME[status]] if status in STATUS_TIME else None
         for field in REASON_FIELDS:
             fact[field] = kept.get(field)
         for field in CARRIED:

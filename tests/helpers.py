@@ -98,13 +98,19 @@ def opened(db: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in out:
         if "reports" not in row:
             continue
-        # A stored report leaves out a channel or identity equal to the one before it
-        # (projections.rules): put them back, so stores compare field by field.
-        reports = orjson.loads(row["reports"])
-        for before, report in zip([None, *reports], reports, strict=False):
+        # A stored report leaves out a channel or identity equal to the one before it (the
+        # first: the row's) and names a known status by a letter (projections.rules): put them
+        # back, so stores compare field by field.
+        names = rules.only_identity(row) if "identities_shown" in row else None  # old stores'
+        first = {"channel": row["channel"], "identity": names}
+        reports = []
+        for report in orjson.loads(row["reports"]):
+            if rules.CODE_KEY in report:
+                report = {"status": rules.CODE_STATUS[report.pop(rules.CODE_KEY)], **report}
+            before = reports[-1] if reports else first
             for field in rules.REPEATED:
-                if field not in report and before is not None:
-                    report[field] = before[field]
+                report.setdefault(field, before[field])
+            reports.append(report)
         if row.get("identities_shown"):
             # The timeline's names as the identities they stand for: the same in a plaintext
             # store and an encrypted one.

@@ -297,8 +297,8 @@ def violations(
         if after:
             conditions.append("(first_event_time, project_id, message_id) > (?, ?, ?)")
         sql = (
-            f"SELECT {', '.join(rules.TIMELINE_COLUMNS)}, first_event_time, identities_shown, "
-            "metadata_shown FROM message_status"
+            f"SELECT {', '.join(rules.TIMELINE_COLUMNS)}, first_event_time, metadata_shown "
+            "FROM message_status"
         )
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)

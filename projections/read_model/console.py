@@ -24,8 +24,8 @@ from store.vault import Vault, plaintext
 MESSAGE_COLUMNS = ", ".join(
     (
         *rules.TIMELINE_COLUMNS,
-        *("status", "channel", "first_event_time", "last_event_time", "reason_code", "anomaly"),
-        *("identities_shown", "metadata_shown"),
+        *("status", "first_event_time", "last_event_time", "reason_code", "anomaly"),
+        "metadata_shown",
     )
 )
 # The channels of the Conversation API: the identity indexes lead with the channel, so a lookup

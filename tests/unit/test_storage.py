@@ -4,6 +4,8 @@ report is one event: every raw body comes back byte for byte, and a store writte
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 import zstandard
@@ -93,23 +95,94 @@ def test_a_stored_timeline_leaves_out_what_its_row_says_and_reads_back_whole() -
     for fact in facts:
         fact["source_ref"] = f"{stream}/{fact['channel'] or ''}|{fact['status']}"
     facts[2]["source_ref"] = "another-stream/SMS|DELIVERED"  # not derivable: kept
-    row = {**rules.message_row("P", "M", facts)}
-    assert row["contact_id"] == "C"
+    row = {**rules.message_row("P", "M", facts), "identities_shown": '{"467": null}'}
+    assert (row["contact_id"], row["channel"]) == ("C", "SMS")
     row["reports"] = rules.compact_reports(row, facts)
     assert rules.expanded_reports(row) == facts
     stored = orjson.loads(row["reports"])
-    # A time its row's column for the status holds (queued_at, failed_at...) is left out.
+    # A time its row's column for the status holds (queued_at, failed_at...) is left out, a
+    # known status is one letter, and the first report leaves out the row's only identity.
     assert (row["queued_at"], row["failed_at"], row["delivered_at"]) == ("t1", "t2", "t3")
-    untimed = [{k: v for k, v in r.items() if k != "at"} for r in reports]
-    assert stored[0] == {**untimed[0], "contact_id": None}
-    assert stored[1] == {**untimed[1], "reason_code": "NO_CHANNELS_LEFT", "metadata": "other"}
-    assert stored[2] == {**untimed[2], "source_ref": "another-stream/SMS|DELIVERED"}
-    assert stored[3] == {"status": "READ"}  # channel and identity as the one before
-    assert stored[4] == {"status": "DELIVERED", "at": "t5", "channel": "WHATSAPP"}
-    assert stored[5] == {"status": "SWITCHING_CHANNEL", "at": "t6"}
-    assert len(row["reports"]) < len(orjson.dumps(facts)) / 2
+    assert stored[0] == {"s": "Q", "channel": "WHATSAPP", "contact_id": None}
+    assert stored[1] == {
+        "s": "F",
+        "channel": None,
+        "identity": None,
+        "reason_code": "NO_CHANNELS_LEFT",
+        "metadata": "other",
+    }
+    assert stored[2] == {
+        "s": "D",
+        "channel": "SMS",
+        "identity": "467",
+        "source_ref": "another-stream/SMS|DELIVERED",
+    }
+    assert stored[3] == {"s": "R"}  # channel and identity as the one before
+    assert stored[4] == {"s": "D", "at": "t5", "channel": "WHATSAPP"}
+    assert stored[5] == {"s": "W", "at": "t6"}
+    assert len(row["reports"]) < len(orjson.dumps(facts)) / 3
     # A timeline stored whole, as earlier versions did, reads as it is.
     assert rules.expanded_reports({**row, "reports": orjson.dumps(facts).decode()}) == facts
+
+
+def test_a_first_report_leaves_out_only_what_the_row_gives_back() -> None:
+    stream = str(Message.create_id("P", "M"))
+    base = {
+        "reason_code": None,
+        "reason_sub_code": None,
+        "reason_description": None,
+        "app_id": None,
+        "conversation_id": None,
+        "contact_id": "C",
+        "metadata": None,
+    }
+
+    def fact(status: str, channel: str | None, identity: str | None, at: str) -> dict[str, Any]:
+        ref = f"{stream}/{channel or ''}|{status}"
+        return {
+            **base,
+            "status": status,
+            "channel": channel,
+            "identity": identity,
+            "at": at,
+            "source_ref": ref,
+        }
+
+    cases = [
+        # Its channel the row's, its identity the row's only one: both left out.
+        ([fact("DELIVERED", "SMS", "467", "t1")], '{"467": null}', {"s": "D"}),
+        # Two identities: the first report's is kept.
+        (
+            [fact("QUEUED_ON_CHANNEL", "SMS", "467", "t1"), fact("READ", "SMS", "468", "t2")],
+            '{"467": null, "468": null}',
+            {"s": "Q", "identity": "467"},
+        ),
+        # No identity named: a null identity is the row's none.
+        ([fact("DELIVERED", "SMS", None, "t1")], None, {"s": "D"}),
+        # An identity the row does not name (a row written without names): kept.
+        ([fact("DELIVERED", "SMS", "467", "t1")], None, {"s": "D", "identity": "467"}),
+        # A status Sinch adds later: kept by name, with its time (no column holds it).
+        (
+            [fact("QUEUED_ON_CHANNEL", "SMS", "467", "t1"), fact("RECALLED", "SMS", "467", "t2")],
+            '{"467": null}',
+            {"s": "Q"},
+        ),
+    ]
+    for facts, shown, first in cases:
+        row = {**rules.message_row("P", "M", facts), "identities_shown": shown}
+        row["reports"] = rules.compact_reports(row, facts)
+        assert orjson.loads(row["reports"])[0] == first
+        assert rules.expanded_reports(row) == facts
+    assert orjson.loads(row["reports"])[1] == {"status": "RECALLED", "at": "t2"}
+    # A timeline written before these were left out names them on its first report.
+    row["reports"] = orjson.dumps(
+        [
+            {"status": "QUEUED_ON_CHANNEL", "channel": "SMS", "identity": "467"},
+            {"status": "RECALLED", "at": "t2"},
+        ]
+    ).decode()
+    row["identities_shown"] = None
+    assert rules.expanded_reports(row) == facts
 
 
 def test_a_timeline_on_a_time_ordered_stream_is_marked_once_and_reads_back_whole() -> None:
@@ -132,7 +205,7 @@ def test_a_timeline_on_a_time_ordered_stream_is_marked_once_and_reads_back_whole
         }
         for status, at in (("QUEUED_ON_CHANNEL", "t1"), ("DELIVERED", "t2"))
     ]
-    row = {**rules.message_row("P", ulid, facts)}
+    row = {**rules.message_row("P", ulid, facts), "identities_shown": '{"467": null}'}
     row["reports"] = rules.compact_reports(row, facts, ordered)
     stored = orjson.loads(row["reports"])
     assert stored[0]["o"] == 1 and "o" not in stored[1]
