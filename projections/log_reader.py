@@ -13,7 +13,7 @@ from domain.contact import Contact
 from domain.erasure import Erasure
 from domain.message import Message
 from domain.unrecognised import UnrecognisedCallback
-from store import envelope
+from store import envelope, spellings
 from store.backend import Backend
 from store.compression import inflate, state_compressor
 from store.db import Cursor
@@ -62,10 +62,11 @@ class EventLog:
         return int(row["head"] or 0) if row else 0
 
     def has_events_after(self, cur: Cursor, after: int, topics: frozenset[str], upto: int) -> bool:
+        stored = spellings.spellings(topics)
         row = cur.execute(
             f"SELECT 1 AS found FROM {self.table} WHERE {self.id_column} > ? AND "
-            f"{self.id_column} <= ? AND topic IN ({', '.join('?' * len(topics))}) LIMIT 1",
-            [after, upto, *sorted(topics)],
+            f"{self.id_column} <= ? AND topic IN ({', '.join('?' * len(stored))}) LIMIT 1",
+            [after, upto, *stored],
         ).fetchone()
         return row is not None
 
@@ -106,7 +107,7 @@ class EventLog:
             f"SELECT notification_id, originator_id::text, topic, state FROM {self.table} "
             "WHERE notification_id > ? AND notification_id <= ? AND topic = ANY(?)"
         )
-        params: list[Any] = [after, upper, sorted(topics)]
+        params: list[Any] = [after, upper, spellings.spellings(topics)]
         if parts > 1:
             sql += " AND mod(get_byte(uuid_send(originator_id), 15), ?) = ?"
             params += [parts, part]
@@ -116,6 +117,8 @@ class EventLog:
     def _events(self, rows: Sequence[Sequence[Any]], topics: frozenset[str]) -> list[LoggedEvent]:
         as_text = self.as_text
         vault = self.vault
+        read = spellings.read
+        rows = [(id_, stream, read(topic), state) for id_, stream, topic, state in rows]
         if not vault.encrypted:
             return [
                 LoggedEvent(int(id_), topic, as_text(originator_id), decode_state(state))

@@ -18,6 +18,7 @@ from scripts.callback_mix import STATUSES, report, signed_request
 from scripts.receiver import Receiver
 from store.config import Settings
 from store.ledger import Ledger
+from store.spellings import spellings
 
 
 async def _post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> list[bool]:
@@ -57,7 +58,7 @@ def stored_reports(database_url: str) -> set[tuple[str, str]]:
     after = 0
     try:
         while page := ledger.recorder.select_notifications(
-            start=after, limit=5000, topics=sorted(REPORTS), inclusive_of_start=False
+            start=after, limit=5000, topics=spellings(REPORTS), inclusive_of_start=False
         ):
             for n in page:
                 state = decode_state(n.state)

@@ -32,12 +32,13 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
 
 from domain.contact import Contact
-from store import envelope
+from store import envelope, spellings
 from store.compression import inflate, state_compressor
 
 TABLE = "ledger_dedupe"
 FACT_EVENTS = (Contact.ConsentReported, Contact.InboundMessageReceived)
-FACT_TOPICS = tuple(get_topic(cls) for cls in FACT_EVENTS)
+# Their topics as the log may hold them (store.spellings): what the table is filled from.
+FACT_TOPICS = tuple(spellings.spellings(get_topic(cls) for cls in FACT_EVENTS))
 
 # (stream, key as bytes, version)
 Row = tuple[UUID, bytes, int]

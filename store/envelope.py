@@ -32,6 +32,7 @@ from domain.contact import Contact
 from domain.keywords import Reading
 from domain.message import Message
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
+from store import spellings
 from store import vault as v
 from store.compression import StateCompressor
 
@@ -75,6 +76,8 @@ PRIVATE: dict[str, Kind] = {
     get_topic(QuarantinedCallback.Quarantined): Kind(("problems", "raw_base64")),  # type: ignore[attr-defined]
     get_topic(QuarantinedCallback.Resolved): Kind(("note",)),  # type: ignore[attr-defined]
 }
+# Events are looked up by topic as stored, too (store.spellings).
+PRIVATE.update({spellings.written(topic): kind for topic, kind in list(PRIVATE.items())})
 
 
 def subject_of(vault: v.Vault, state: dict[str, Any]) -> str:

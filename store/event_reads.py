@@ -10,7 +10,7 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from domain.message import Message, report_key, submission_key
-from store import dedupe
+from store import dedupe, spellings
 from store.backend import Backend
 from store.catch_all import CATCH_ALL_KEY, CATCH_ALL_TOPIC
 
@@ -34,10 +34,10 @@ class KeyedEvents(Application[UUID]):
         first = self.recorder.select_events(originator_id, lte=1)
         if first and key == CATCH_ALL_KEY and first[0].topic == CATCH_ALL_TOPIC:
             return self.mapper.to_domain_event(first[0])  # the catch-all's one event
-        if not first or first[0].topic not in MESSAGE_CREATED:
+        if not first or spellings.read(first[0].topic) not in MESSAGE_CREATED:
             return None
         for stored_event in self.recorder.select_events(originator_id):
-            if stored_event.topic == MESSAGE_CREATED[0]:
+            if spellings.read(stored_event.topic) == MESSAGE_CREATED[0]:
                 continue
             event = self.mapper.to_domain_event(stored_event)
             if (

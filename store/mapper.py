@@ -27,7 +27,7 @@ from domain.contact import Contact
 from domain.keywords import NOTHING, Reading
 from domain.message import Message
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
-from store import envelope
+from store import envelope, spellings
 from store.compression import StateCompressor
 from store.vault import Vault, plaintext
 
@@ -105,14 +105,14 @@ class FastMapper(Mapper[UUID]):
             if self.zstd is None:  # never personal data in plaintext in an encrypted store
                 raise RuntimeError("an encrypted store's events are written compressed")
             data = self._sealed(kind, state)
-            return StoredEvent(originator_id, originator_version, topic, data)
+            return StoredEvent(originator_id, originator_version, spellings.written(topic), data)
         try:
             data = envelope.dumps(state)
         except TypeError:  # e.g. an integer beyond 64 bits inside a callback's JSON
             return super().to_stored_event(domain_event)
         if self.compressor:
             data = self.compressor.compress(data)
-        return StoredEvent(originator_id, originator_version, topic, data)
+        return StoredEvent(originator_id, originator_version, spellings.written(topic), data)
 
     def _sealed(self, kind: envelope.Kind, state: dict[str, Any]) -> bytes:
         assert self.zstd is not None

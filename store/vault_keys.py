@@ -21,7 +21,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from store import envelope
+from store import envelope, spellings
 from store.compression import state_compressor
 from store.db import Cursor, Database, select_by_keys
 from store.vault import KeyRow, Secrets, SecretsError, Vault
@@ -169,7 +169,7 @@ class SQLEventSource:
                     f"WHERE {column} IN ({', '.join('?' * len(chunk))})",
                     chunk,
                 ).fetchall()
-        states = [(int(r["id"]), r["topic"], bytes(r["state"])) for r in rows]
+        states = [(int(r["id"]), spellings.read(r["topic"]), bytes(r["state"])) for r in rows]
         vault.prefetch(envelope.key_ids(state for _, _, state in states))
         zstd = state_compressor()
         return {

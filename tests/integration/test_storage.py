@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import quote
 
 from starlette.testclient import TestClient
 
-from store import envelope
+from service.replay import replay
+from store import envelope, spellings
 from store.compression import MAGIC
+from store.config import Settings
+from store.db import Database
 from store.ledger import Ledger
-from tests.helpers import stored_events
-from tests.integration.test_queries import wait_for_projections
+from tests import payloads as p
+from tests.conftest import SECRET
+from tests.helpers import projection_rows, stored_events
+from tests.integration.test_queries import feed, wait_for_projections
 from tests.integration.test_real_callbacks import post, real_bodies
 
 
@@ -53,3 +59,51 @@ def test_every_real_body_comes_back_byte_for_byte(
     for reference in references:
         answer = client.get(f"/callbacks/{reference}").json()
         assert by_text[answer["raw"]] == answer["raw"].encode()
+
+
+def test_events_are_stored_under_short_topics_and_the_full_spelling_still_reads(
+    client: TestClient, ledger: Ledger, database_url: str, settings: Settings
+) -> None:
+    bodies = [
+        p.delivery("MSG1", "QUEUED_ON_CHANNEL", event_time="2024-06-15T14:25:08.000Z"),
+        p.delivery("MSG1", "DELIVERED"),
+        p.submit("MSG2"),
+        p.opt("OPT_OUT"),
+        p.inbound("IN1", text="hello"),
+    ]
+    feed(client, bodies)
+    db = Database(database_url)
+    table = ledger.events_table
+    try:
+        with db.read() as cur:
+            topics = {r["topic"] for r in cur.execute(f"SELECT topic FROM {table}").fetchall()}
+        assert topics == {
+            "Message.Registered",
+            "Message.FirstReported",
+            "Message.DeliveryReported",
+            "Message.Submitted",
+            "Contact.Registered",
+            "Contact.ConsentReported",
+            "Contact.InboundMessageReceived",
+        }
+        before = projection_rows(database_url)
+        # A store written by an earlier version holds the full spelling of each.
+        with db.transaction() as cur:
+            for short, full in spellings.FULL.items():
+                cur.execute(f"UPDATE {table} SET topic = ? WHERE topic = ?", (full, short))
+    finally:
+        db.close()
+    replay(settings)
+    assert projection_rows(database_url) == before
+    # References read, duplicates are duplicates, the opt-out still decides.
+    [row] = [r for r in before["message_status"] if r["message_id"] == "MSG1"]
+    message = client.get("/messages/MSG1", params={"project_id": "PROJECT1"}).json()
+    for item in message["timeline"]:
+        answer = client.get(f"/callbacks/{quote(item['reference'], safe='/')}")
+        assert answer.status_code == 200, item
+    raw = p.encode(p.opt("OPT_OUT"))
+    again = client.post("/webhooks/sinch", content=raw, headers=p.signed_headers(raw, SECRET))
+    assert again.json()["status"] == "duplicate"
+    check = client.get("/consent/check", params={"channel": "SMS", "identity": "46732001122"})
+    assert check.json()["may_send"] is False
+    assert row["status"] == "DELIVERED"
