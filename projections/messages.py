@@ -82,6 +82,10 @@ ADDED_COLUMNS = (
 
 
 def schema(g: int) -> list[str]:
+    # The keys lead with the message id: Sinch's are ULIDs, made in time order, so a new row's
+    # key goes at the index's end (a PostgreSQL index filled in the middle, where the project's
+    # ids end, splits its pages in half and leaves them so), and a lookup by the message id
+    # alone reads the index.
     return [
         f"""CREATE TABLE message_status_g{g} (
             project_id TEXT NOT NULL, message_id TEXT NOT NULL, app_id TEXT,
@@ -91,7 +95,7 @@ def schema(g: int) -> list[str]:
             switched_from TEXT, metadata TEXT, first_event_time TEXT NOT NULL,
             last_event_time TEXT NOT NULL, report_count INTEGER NOT NULL, anomaly TEXT,
             reports TEXT NOT NULL, submitted_at TEXT, next_action TEXT, identities_shown TEXT,
-            metadata_shown TEXT, PRIMARY KEY (project_id, message_id))""",
+            metadata_shown TEXT, PRIMARY KEY (message_id, project_id))""",
         # Only messages with something to do are in it (next_action is NULL for "none").
         f"CREATE INDEX ix_ms_g{g}_action ON message_status_g{g} "
         "(next_action, first_event_time, project_id, message_id) WHERE next_action IS NOT NULL",
@@ -108,7 +112,7 @@ def schema(g: int) -> list[str]:
         f"""CREATE TABLE read_confirmations_g{g} (
             project_id TEXT NOT NULL, message_id TEXT NOT NULL, contact_id TEXT,
             channel TEXT, identity TEXT, read_at TEXT NOT NULL, identity_shown TEXT,
-            PRIMARY KEY (project_id, message_id))""",
+            PRIMARY KEY (message_id, project_id))""",
         f"CREATE INDEX ix_rc_g{g}_at ON read_confirmations_g{g} (read_at, project_id, message_id)",
         f"CREATE INDEX ix_rc_g{g}_contact ON read_confirmations_g{g} (contact_id, read_at)",
     ]
