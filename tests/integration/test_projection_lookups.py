@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from projections import messages
 from store.db import Cursor, Database, select_by_keys
 
 TABLE = "lookup_probe"
@@ -89,3 +90,32 @@ def test_sqlite_finds_rows_by_the_primary_key(tmp_path: Any) -> None:
     assert on_table, plan
     assert all(step.startswith("SEARCH") for step in on_table), plan
     assert any("INDEX sqlite_autoindex" in step for step in on_table), plan
+
+
+def test_a_message_is_found_by_its_id_alone_through_its_key(database_url: str) -> None:
+    """`GET /messages/{id}` without a project asks by the message id alone: the key leads with
+    it (projections.messages), so that is one index probe, not a read of the whole table."""
+    db = Database(database_url)
+    table = "message_status_g9"
+    try:
+        with db.transaction() as cur:
+            for statement in messages.schema(9):
+                cur.execute(statement)
+            cur.executemany(
+                f"INSERT INTO {table} (project_id, message_id, status, first_event_time, "
+                "last_event_time, report_count, reports) VALUES (?, ?, 'DELIVERED', 't', 't', 1, "
+                "'[]')",
+                [(f"P{i % 4}", f"01J0DNDV{i:018d}") for i in range(4000)],
+            )
+        sql = f"SELECT * FROM {table} WHERE message_id = ? LIMIT 2"
+        with db.read() as cur:
+            if db.backend.name == "sqlite":
+                explained = cur.execute(f"EXPLAIN QUERY PLAN {sql}", ["01J0DNDV7"]).fetchall()
+                plan = " ".join(row["detail"] for row in explained)
+            else:
+                cur.execute(f"ANALYZE {table}")
+                explained = cur.execute(f"EXPLAIN {sql}", ["01J0DNDV7"]).fetchall()
+                plan = " ".join(row["QUERY PLAN"] for row in explained)
+    finally:
+        db.close()
+    assert "SCAN" not in plan.upper().replace("INDEX SCAN", ""), plan
