@@ -20,6 +20,7 @@ from projections.log_reader import (
     LoggedEvent,
 )
 from projections.personal import IDENTITY_SUBJECT, identity_name, shown_identity, shown_text
+from store.backend import ROWLESS
 from store.db import Cursor, select_by_keys, upsert
 from store.vault import Vault, plaintext
 
@@ -108,11 +109,12 @@ def schema(g: int) -> list[str]:
         f"CREATE INDEX ix_ch_g{g}_contact ON consent_history_g{g} (contact_id, event_time)",
         f"CREATE INDEX ix_ch_g{g}_time ON consent_history_g{g} (event_time)",
         # Which numbers a contact was seen with, so an opt-out naming only the contact (no
-        # identity: consent for its whole channel) answers for those numbers too.
+        # identity: consent for its whole channel) answers for those numbers too. A row per
+        # new number, all of it key: SQLite keeps it in the key's tree alone.
         f"""CREATE TABLE contact_identities_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, identity_shown TEXT,
-            PRIMARY KEY (project_id, contact_id, channel, identity))""",
+            PRIMARY KEY (project_id, contact_id, channel, identity)){ROWLESS}""",
         f"CREATE INDEX ix_ci_g{g}_identity ON contact_identities_g{g} (channel, identity)",
         f"""CREATE TABLE consent_review_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,

@@ -16,6 +16,10 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from uuid import UUID
 
+# A table option in the read tables' portable SQL: SQLite keeps such a table in its primary
+# key's tree (no rowid, no second copy of the key); PostgreSQL has no such tables and drops it.
+ROWLESS = " WITHOUT ROWID"
+
 if TYPE_CHECKING:
     from store.db import Cursor, Row
     from store.group_commit import Observer, Writer
@@ -73,7 +77,8 @@ class Backend(ABC):
 
     @abstractmethod
     def sql(self, sql: str) -> str:
-        """SQL written with `?` placeholders, in this driver's placeholder style."""
+        """SQL written with `?` placeholders, in this driver's placeholder style, and a table
+        `ROWLESS` where the database can keep it in its primary key alone."""
 
     @abstractmethod
     def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:

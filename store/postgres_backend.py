@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
-from store.backend import Backend, ConfigError
+from store.backend import ROWLESS, Backend, ConfigError
 
 if TYPE_CHECKING:
     from store.db import Cursor, Row
@@ -116,6 +116,8 @@ class PostgresBackend(Backend):
         return PoolConnections(self.connect, self.timeout_s)
 
     def sql(self, sql: str) -> str:
+        if sql.startswith("CREATE TABLE"):  # SQLite's table option (no such thing here)
+            sql = sql.replace(ROWLESS, "")
         return sql.replace("?", "%s")
 
     def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:

@@ -107,3 +107,30 @@ def test_events_are_stored_under_short_topics_and_the_full_spelling_still_reads(
     check = client.get("/consent/check", params={"channel": "SMS", "identity": "46732001122"})
     assert check.json()["may_send"] is False
     assert row["status"] == "DELIVERED"
+
+
+def test_sqlite_keeps_contact_identities_in_its_key_alone(
+    client: TestClient, database_url: str
+) -> None:
+    feed(client, [p.opt("OPT_OUT"), p.inbound("IN1", text="hello")])
+    db = Database(database_url)
+    try:
+        with db.read() as cur:
+            rows = cur.execute(
+                "SELECT project_id, contact_id, channel FROM contact_identities"
+            ).fetchall()
+            if db.backend.name == "sqlite":
+                [table] = cur.execute(
+                    "SELECT sql FROM sqlite_master WHERE name = 'contact_identities_g1'"
+                ).fetchall()
+                indexes = cur.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' "
+                    "AND tbl_name = 'contact_identities_g1'"
+                ).fetchall()
+    finally:
+        db.close()
+    assert rows == [{"project_id": "PROJECT1", "contact_id": "CONTACT1", "channel": "SMS"}]
+    if db.backend.name == "sqlite":
+        assert table["sql"].endswith("WITHOUT ROWID")
+        # Its key is the table: only the lookup by number is a second tree.
+        assert [i["name"] for i in indexes] == ["ix_ci_g1_identity"]
