@@ -15,10 +15,9 @@ from uuid import UUID
 
 import orjson
 
-from domain import followup
+from domain import followup, ids
 from domain import keywords as keywords_module
 from domain.callbacks import normalise_identity
-from domain.ids import message_id as message_stream
 
 # Keyword matching lives in keywords.py; re-exported for the modules that import it from here.
 from domain.keywords import DEFAULT_KEYWORDS, NOTHING, Keywords, Reading
@@ -210,8 +209,11 @@ REASON_FIELDS = ("reason_code", "reason_sub_code", "reason_description")
 REPEATED = ("channel", "identity")
 
 
-# On a row's first stored report: the message's stream id is time-ordered (domain.ids).
+# On a row's first stored report: the layout of the message's stream id (domain.ids) when it
+# is not hashed, as a number (absent: hashed).
 ORDERED_MARK = "o"
+LAYOUT_MARK = {ids.ORDERED: 1, ids.TAIL: 2}
+MARK_LAYOUT = {mark: layout for layout, mark in LAYOUT_MARK.items()}
 # A stored report's status: one letter under CODE_KEY for a known status, else the name in full
 # under "status" (a status Sinch adds later, as received).
 CODE_KEY = "s"
@@ -245,15 +247,15 @@ TIMELINE_COLUMNS = (
 )
 
 
-def _uuid_version(text: str) -> int | None:
+def _layout_of(text: str) -> str:
     try:
-        return UUID(text).version
+        return ids.layout_of(UUID(text))
     except ValueError:
-        return None
+        return ids.HASHED
 
 
-def _stream_of(row: Mapping[str, Any], ordered: bool) -> str:
-    return str(message_stream(row["project_id"], row["message_id"], ordered))
+def _stream_of(row: Mapping[str, Any], layout: str) -> str:
+    return str(ids.message_id(row["project_id"], row["message_id"], layout))
 
 
 def _own_ref(stream: str, fact: Mapping[str, Any]) -> str:
@@ -275,14 +277,15 @@ def compact_reports(
     """The JSON stored in message_status.reports for a row (its identities_shown set) and its
     full reports. `stream`: the message's stream id as text, when the caller has it (else the
     hashed one is assumed)."""
-    ordered = stream is not None and _uuid_version(stream) == 8
+    layout = _layout_of(stream) if stream is not None else ids.HASHED
     # A reference is left out when a reader can make it again from the row: the stream's
-    # id is the one the row's names give, hashed or time-ordered (then marked on the first
-    # report; domain.ids).
-    derived = _stream_of(row, ordered)
+    # id is the one the row's names give in one of the layouts (marked on the first report
+    # when not hashed; domain.ids).
+    derived = _stream_of(row, layout)
     stream = stream or derived
     derivable = stream == derived
-    ordered = ordered and derivable
+    if not derivable:
+        layout = ids.HASHED
     # A first report leaves out a channel or identity equal to the row's: its channel column,
     # and its only identity (when it names one).
     previous: Mapping[str, Any] = {"channel": row["channel"], "identity": only_identity(row)}
@@ -306,15 +309,16 @@ def compact_reports(
         if not derivable or fact["source_ref"] != _own_ref(stream, fact):
             kept["source_ref"] = fact["source_ref"]
         out.append(kept)
-    if ordered and out:
-        out[0][ORDERED_MARK] = 1
+    if layout != ids.HASHED and out:
+        out[0][ORDERED_MARK] = LAYOUT_MARK[layout]
     return orjson.dumps(out).decode()
 
 
 def expanded_reports(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The full reports of a message_status row (its `reports` and the columns they lean on)."""
     stored = orjson.loads(row["reports"])
-    stream = _stream_of(row, ordered=bool(stored and stored[0].get(ORDERED_MARK)))
+    mark = stored[0].get(ORDERED_MARK, 0) if stored else 0
+    stream = _stream_of(row, MARK_LAYOUT.get(mark, ids.HASHED))
     first = {"channel": row["channel"], "identity": None}
     if stored and "identity" not in stored[0]:  # left out: the row's only identity
         first["identity"] = only_identity(row)

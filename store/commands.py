@@ -103,12 +103,12 @@ def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
 
 
 def command_for(
-    body: dict[str, Any], receipt: Receipt, name: Namer | None = None, ordered: bool = False
+    body: dict[str, Any], receipt: Receipt, name: Namer | None = None, layout: str = ids.HASHED
 ) -> Command | None:
     """What recording this body means, or None for a trigger we keep uninterpreted.
     Pure: validates and decides which stream, touches no storage. `name`: how stream names
-    and dedupe keys name a channel identity (an encrypted store's blind index); `ordered`:
-    whether a message's stream id starts with its ULID's time (store.stream_ids)."""
+    and dedupe keys name a channel identity (an encrypted store's blind index); `layout`:
+    how the store names a message's stream (domain.ids, store.stream_ids)."""
     trigger = detect_trigger(body)
     if trigger not in INTERPRETED_TRIGGERS:
         return None
@@ -121,7 +121,7 @@ def command_for(
     project_id = callback.project_id
     if isinstance(callback, SubmitCallback):
         submitted_id = callback.message_submit_notification.message_id
-        stream = ids.message_id(project_id, submitted_id, ordered)
+        stream = ids.message_id(project_id, submitted_id, layout)
         return Command(
             trigger,
             stream,
@@ -130,7 +130,7 @@ def command_for(
         )
     if isinstance(callback, DeliveryCallback):
         message_id = callback.message_delivery_report.message_id
-        stream = ids.message_id(project_id, message_id, ordered)
+        stream = ids.message_id(project_id, message_id, layout)
         return Command(
             trigger,
             stream,

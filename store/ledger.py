@@ -82,7 +82,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     # the connections they are read through when the Ledger opened them (it closes them).
     vault: Vault = plaintext()
     _keys_db: Database | None = None
-    ordered_ids = False
+    stream_layout = ids.HASHED
     _deciding: Mapper[UUID] | None = None
 
     @classmethod
@@ -116,7 +116,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             ledger.close()
             raise RuntimeError(f"the log is {ledger.events_table}, not {backend.events_table}")
         ledger.vault = vault
-        ledger.ordered_ids = stream_ids.ordered(db)
+        ledger.stream_layout = stream_ids.layout(db)
         mapper = ledger.mapper
         assert isinstance(mapper, FastMapper)
         mapper.vault = vault
@@ -201,11 +201,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
 
     def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
         """What recording this body means, or None for a trigger we keep uninterpreted."""
-        return command_for(body, receipt, self.namer(), self.ordered_ids)
+        return command_for(body, receipt, self.namer(), self.stream_layout)
 
     def message_stream(self, project_id: str, message_id: str) -> UUID:
         """The stream a message's events are in, in this store (store.stream_ids)."""
-        return ids.message_id(project_id, message_id, self.ordered_ids)
+        return ids.message_id(project_id, message_id, self.stream_layout)
 
     def _load_or_create(self, command: Command) -> tuple[Aggregate, bool]:
         found = self.rebuild(self.stored_rows({command.aggregate_id})).get(command.aggregate_id)

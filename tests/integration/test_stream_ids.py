@@ -1,11 +1,13 @@
-"""A message's stream id (store.stream_ids): time-ordered for a ULID in a store made by this
-version, hashed as before in a store that earlier versions wrote. On both backends."""
+"""A message's stream id (store.stream_ids): time-ordered after every other stream for a ULID
+in a store made by this version, time-ordered or hashed as before in a store that earlier
+versions made. On both backends."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
 import orjson
+import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
@@ -34,9 +36,9 @@ def streams(ledger: Ledger) -> dict[str, list[int]]:
 def test_a_new_store_names_a_ulid_message_in_time_order(
     client: TestClient, ledger: Ledger, settings: Settings
 ) -> None:
-    assert ledger.ordered_ids
-    stream = ids.message_id("PROJECT1", ULID, ordered=True)
-    assert stream.bytes[:6] == MILLIS.to_bytes(6, "big")
+    assert ledger.stream_layout == ids.TAIL
+    stream = ids.message_id("PROJECT1", ULID, ids.TAIL)
+    assert stream.bytes[4:10] == MILLIS.to_bytes(6, "big")
     assert stream != ids.message_id("PROJECT1", ULID)
     post(client, p.delivery(ULID, "QUEUED_ON_CHANNEL", event_time="2024-06-15T10:00:05Z"))
     post(client, p.delivery(ULID, "DELIVERED", event_time="2024-06-15T10:00:06Z"))
@@ -62,13 +64,58 @@ def test_a_new_store_names_a_ulid_message_in_time_order(
         ).fetchone()
     db.close()
     stored = orjson.loads(row["reports"])
-    assert stored[0]["o"] == 1 and not any("source_ref" in r for r in stored)
+    assert stored[0]["o"] == 2 and not any("source_ref" in r for r in stored)
+
+
+def test_a_store_made_with_ordered_ids_keeps_them(settings: Settings) -> None:
+    # A store made by the versions before the TAIL layout: streams in time order, unprefixed.
+    runtime = Runtime(settings)
+    runtime.ledger()
+    runtime.close()
+    db = Database(settings.store_backend())
+    with db.transaction() as cur:
+        cur.execute("UPDATE ledger_stream_ids SET messages = 'ordered'")
+    db.close()
+    runtime = Runtime(settings)
+    ledger = runtime.ledger()
+    assert ledger.stream_layout == ids.ORDERED
+    key = make_key(settings.database_url, "test-admin")
+    with TestClient(
+        create_app(settings, ledger), headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        post(client, p.delivery(ULID, "QUEUED_ON_CHANNEL", event_time="2024-06-15T10:00:05Z"))
+        post(client, p.delivery(ULID, "DELIVERED", event_time="2024-06-15T10:00:06Z"))
+        wait_for_projections(client)
+        stream = ids.message_id("PROJECT1", ULID, ids.ORDERED)
+        assert stream.bytes[:6] == MILLIS.to_bytes(6, "big")
+        assert streams(ledger) == {str(stream): [1, 2]}
+        message = client.get(f"/messages/{ULID}").json()
+        assert [t["reference"] for t in message["timeline"]] == [
+            f"{stream}/WHATSAPP|QUEUED_ON_CHANNEL",
+            f"{stream}/WHATSAPP|DELIVERED",
+        ]
+    runtime.close()
+
+
+def test_a_store_naming_its_streams_in_an_unknown_way_is_not_opened(settings: Settings) -> None:
+    """A later version's layout: this one would file reports under streams of its own."""
+    runtime = Runtime(settings)
+    runtime.ledger()
+    runtime.close()
+    db = Database(settings.store_backend())
+    with db.transaction() as cur:
+        cur.execute("UPDATE ledger_stream_ids SET messages = 'sideways'")
+    db.close()
+    runtime = Runtime(settings)
+    with pytest.raises(RuntimeError, match="sideways"):
+        runtime.ledger()
+    runtime.close()
 
 
 def test_a_store_written_with_hashed_ids_keeps_them(settings: Settings) -> None:
     # An earlier version's store: streams named by hashing, and no ledger_stream_ids.
     runtime = Runtime(settings)
-    runtime.ledger().ordered_ids = False
+    runtime.ledger().stream_layout = ids.HASHED
     key = make_key(settings.database_url, "test-admin")
     with TestClient(
         create_app(settings, runtime.ledger()), headers={"Authorization": f"Bearer {key}"}
@@ -83,7 +130,7 @@ def test_a_store_written_with_hashed_ids_keeps_them(settings: Settings) -> None:
 
     runtime = Runtime(settings)
     ledger = runtime.ledger()
-    assert not ledger.ordered_ids  # the log held events when the table was made
+    assert ledger.stream_layout == ids.HASHED  # the log held events when the table was made
     with TestClient(
         create_app(settings, ledger), headers={"Authorization": f"Bearer {key}"}
     ) as client:
@@ -113,9 +160,9 @@ def test_odd_message_ids_are_recorded_under_hashed_streams(
     for message_id in odd[:-1]:
         assert found[str(ids.message_id("PROJECT1", message_id))] == [1]
     # All zeros is a ULID (made at the epoch): time-ordered, its time 0.
-    zeros = ids.message_id("PROJECT1", odd[-1], ordered=True)
-    assert zeros.bytes[:6] == bytes(6) and found[str(zeros)] == [1]
-    lower = ids.message_id("PROJECT1", ULID.lower(), ordered=True)
-    assert lower.bytes[:6] == MILLIS.to_bytes(6, "big") and found[str(lower)] == [1]
+    zeros = ids.message_id("PROJECT1", odd[-1], ids.TAIL)
+    assert zeros.bytes[4:10] == bytes(6) and found[str(zeros)] == [1]
+    lower = ids.message_id("PROJECT1", ULID.lower(), ids.TAIL)
+    assert lower.bytes[4:10] == MILLIS.to_bytes(6, "big") and found[str(lower)] == [1]
     wait_for_projections(client)
     assert client.get(f"/messages/{quote(odd[0])}").json()["status"] == "DELIVERED"

@@ -146,18 +146,31 @@ def test_contact_dedupes_inbound_by_message_id() -> None:
     assert contact.record_inbound(other, RECEIPT)  # type: ignore[arg-type]
 
 
-def test_a_ulid_message_id_gives_a_time_ordered_stream() -> None:
+@pytest.mark.parametrize("layout", [ids.ORDERED, ids.TAIL])
+def test_a_ulid_message_id_gives_a_time_ordered_stream(layout: str) -> None:
     early, late = "01J0DNDW10NYYP35MSSZGSH2PS", "01J0DNDWBY98QZ7HJAYXTTH4MM"
     assert ids.ulid_millis(early) == 0x01901B56F020
     assert ids.ulid_millis(late.lower()) == ids.ulid_millis(late) == 0x01901B56F17E
     odd = ("7\u00df" + "Z" * 24, "7\u017f" + "Z" * 24)  # upper(): "SS" and "S", not ULIDs
     for other in ("M1", late[:-1], "8" + late[1:], late[:-1] + "U", "x" * 26, *odd):
         assert ids.ulid_millis(other) is None
-        assert ids.message_id("P", other, ordered=True) == ids.message_id("P", other)
-    first, second = (ids.message_id("P", m, ordered=True) for m in (early, late))
-    assert first < second and first.version == second.version == 8
-    assert first.bytes[:6] == (0x01901B56F020).to_bytes(6, "big")
+        assert ids.message_id("P", other, layout) == ids.message_id("P", other)
+    first, second = (ids.message_id("P", m, layout) for m in (early, late))
+    assert first < second and ids.layout_of(first) == ids.layout_of(second) == layout
+    millis = first.bytes[:6] if layout == ids.ORDERED else first.bytes[4:10]
+    assert millis == (0x01901B56F020).to_bytes(6, "big")
     # Its own name still decides the rest: another project, another stream.
-    assert ids.message_id("P2", early, ordered=True) != first
-    assert ids.message_id("P", early, ordered=True) == first
+    assert ids.message_id("P2", early, layout) != first
+    assert ids.message_id("P", early, layout) == first
     assert ids.message_id("P", early).version == 5
+    assert ids.layout_of(ids.message_id("P", early)) == ids.HASHED
+
+
+def test_a_tail_stream_sorts_after_every_contact_and_hashed_message() -> None:
+    """So a new message's stream goes in at the end of the log's key (domain.ids.TAIL)."""
+    earliest = ids.message_id("P", "0" * 26, ids.TAIL)  # made at the epoch
+    others = [ids.contact_id("P", f"C{n}") for n in range(20_000)]
+    others += [ids.message_id("P", f"M{n}", ids.TAIL) for n in range(20_000)]  # not ULIDs
+    assert max(others) < earliest
+    # PostgreSQL orders uuid as bytes, as Python's UUID does.
+    assert max(o.bytes for o in others) < earliest.bytes

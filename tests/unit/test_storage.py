@@ -185,9 +185,12 @@ def test_a_first_report_leaves_out_only_what_the_row_gives_back() -> None:
     assert rules.expanded_reports(row) == facts
 
 
-def test_a_timeline_on_a_time_ordered_stream_is_marked_once_and_reads_back_whole() -> None:
+@pytest.mark.parametrize(("layout", "mark"), [(ids.ORDERED, 1), (ids.TAIL, 2)])
+def test_a_timeline_on_a_time_ordered_stream_is_marked_once_and_reads_back_whole(
+    layout: str, mark: int
+) -> None:
     ulid = "01J0DNDWBY98QZ7HJAYXTTH4MM"
-    ordered = str(ids.message_id("P", ulid, ordered=True))
+    ordered = str(ids.message_id("P", ulid, layout))
     facts = [
         {
             "status": status,
@@ -208,7 +211,7 @@ def test_a_timeline_on_a_time_ordered_stream_is_marked_once_and_reads_back_whole
     row = {**rules.message_row("P", ulid, facts), "identities_shown": '{"467": null}'}
     row["reports"] = rules.compact_reports(row, facts, ordered)
     stored = orjson.loads(row["reports"])
-    assert stored[0]["o"] == 1 and "o" not in stored[1]
+    assert stored[0]["o"] == mark and "o" not in stored[1]
     assert not any("source_ref" in r for r in stored)
     assert rules.expanded_reports(row) == facts  # from the row alone
     # The hashed stream (a store written before) needs no mark.
