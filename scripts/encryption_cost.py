@@ -27,7 +27,7 @@ from domain.message import Message
 from domain.receipt import Receipt
 from projections.log_reader import decode_state, public_enough
 from scripts.callback_mix import callback_mix
-from store import envelope
+from store import envelope, spellings
 from store.compression import state_compressor
 from store.ledger import Ledger
 from store.mapper import FastMapper
@@ -80,15 +80,15 @@ def main(argv: list[str] | None = None) -> int:
                 keys.wrapped[row.key_id] = row.wrapped
             reader = Vault(mapper.vault.secrets, keys) if mapper.vault.encrypted else None
             started = time.perf_counter()
-            for s in stored:
-                if public_enough(s.state, s.topic) is None:
-                    decode_state(s.state, reader, s.topic)
+            for s in stored:  # as the log reader gives them: under their topic in full
+                if public_enough(s.state, spellings.read(s.topic)) is None:
+                    decode_state(s.state, reader, spellings.read(s.topic))
             decode = (time.perf_counter() - started) / len(events) * 1e6
             started = time.perf_counter()
             if reader is not None:  # a fresh process: its keys loaded a page at a time
                 reader.prefetch(envelope.key_ids([s.state for s in stored]))
             for s in stored:
-                decode_state(s.state, reader, s.topic)
+                decode_state(s.state, reader, spellings.read(s.topic))
             opened = (time.perf_counter() - started) / len(events) * 1e6
             best = results.setdefault(name, [encode, decode, opened])
             results[name] = [min(b, m) for b, m in zip(best, (encode, decode, opened), strict=True)]

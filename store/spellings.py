@@ -2,11 +2,12 @@
 
 A class's topic ("callback_ledger.domain.message:Message.DeliveryReported", domain/topics.py)
 was written in full on every event: nearly a tenth of a stored callback. The events written
-once or more per callback are now stored under their class's qualified name instead
-("Message.DeliveryReported"; no module path, so no ':'), and the code names every class by its
-topic as before: `written` at the mapper, `read` wherever stored rows come in, and `spellings`
-in every query that filters the log by topic, which matches events of either spelling (a store
-holds the full ones of earlier versions for ever: the seal covers the bytes as stored)."""
+once or more per callback are now stored under a code of two letters ("MD"; no ':', so no
+module path either), and the code names every class by its topic as before: `written` at the
+mapper, `read` wherever stored rows come in, and `spellings` in every query that filters the
+log by topic, which matches events of any spelling (a store holds those of earlier versions for
+ever: the seal covers the bytes as stored). The versions of 2026-12-02 wrote the class's
+qualified name ("Message.DeliveryReported"): still read, never written."""
 
 from __future__ import annotations
 
@@ -17,19 +18,24 @@ from eventsourcing.utils import get_topic, register_topic
 from domain.contact import Contact
 from domain.message import Message
 
-SHORTENED: tuple[type, ...] = (
-    Message.Registered,  # type: ignore[attr-defined]
-    Message.FirstReported,
-    Message.DeliveryReported,
-    Message.Submitted,
-    Contact.Registered,  # type: ignore[attr-defined]
-    Contact.ConsentReported,
-    Contact.InboundMessageReceived,
-)
-SHORT: dict[str, str] = {get_topic(cls): cls.__qualname__ for cls in SHORTENED}
-FULL: dict[str, str] = {short: full for full, short in SHORT.items()}
-for _cls in SHORTENED:  # so the library's mapper resolves the stored spelling
+# Each class stored under a code, and the code it is stored under (never reused: a store
+# holds it for ever). The README's "What is stored" lists them.
+CODED: dict[type, str] = {
+    Message.Registered: "MR",  # type: ignore[attr-defined]
+    Message.FirstReported: "MF",
+    Message.DeliveryReported: "MD",
+    Message.Submitted: "MS",
+    Contact.Registered: "CR",  # type: ignore[attr-defined]
+    Contact.ConsentReported: "CC",
+    Contact.InboundMessageReceived: "CI",
+}
+SHORT: dict[str, str] = {get_topic(cls): code for cls, code in CODED.items()}
+# Written by the versions of 2026-12-02.
+NAMED: dict[str, str] = {get_topic(cls): cls.__qualname__ for cls in CODED}
+FULL: dict[str, str] = {short: full for full, short in (*SHORT.items(), *NAMED.items())}
+for _cls in CODED:  # so the library's mapper resolves the stored spellings
     register_topic(SHORT[get_topic(_cls)], _cls)
+    register_topic(NAMED[get_topic(_cls)], _cls)
 
 
 def written(topic: str) -> str:
@@ -45,5 +51,5 @@ def read(topic: str) -> str:
 def spellings(topics: Iterable[str]) -> list[str]:
     """Every stored spelling of `topics`, sorted: for `topic IN (...)`."""
     out = set(topics)
-    out.update(SHORT[t] for t in list(out) if t in SHORT)
+    out.update(short[t] for short in (SHORT, NAMED) for t in list(out) if t in short)
     return sorted(out)

@@ -23,7 +23,7 @@ from domain.erasure import Erasure
 from service.erasure import ErasureRefused, erase
 from service.retention import apply, cutoff
 from service.runtime import Runtime
-from store import envelope
+from store import envelope, spellings
 from store.config import Settings
 from store.db import Database
 from store.ledger import Ledger
@@ -232,7 +232,7 @@ def test_retention_shreds_message_payloads_and_keeps_consent_evidence(settings: 
         runtime.close()
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for topic, state in states:
-        by_topic.setdefault(topic.rpartition(":")[2], []).append(state)
+        by_topic.setdefault(spellings.read(topic).rpartition(":")[2], []).append(state)
     # The delivery report and the free text: message payloads, shredded; their status and
     # times stay.
     [report] = by_topic["Message.FirstReported"]

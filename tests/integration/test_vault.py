@@ -18,6 +18,7 @@ from store import envelope, vault_keys
 from store.config import Settings
 from store.db import Database
 from store.ledger import Ledger
+from store.spellings import read
 from store.vault import Secrets, SecretsError
 from tests import payloads as p
 from tests.conftest import SECRET
@@ -116,7 +117,7 @@ def test_a_destroyed_key_leaves_the_public_fields(database_url: str) -> None:
         reports = [
             decode_state(n.state, ledger.vault, n.topic)
             for n in stored_states(ledger)
-            if n.topic.endswith("Reported") and "Message" in n.topic
+            if read(n.topic).endswith("Reported") and "Message" in read(n.topic)
         ]
         assert [(r["status"], r["identity"], r["callback"]["raw"]) for r in reports] == [
             ("DELIVERED", None, None),
@@ -135,7 +136,7 @@ def test_a_destroyed_key_leaves_the_public_fields(database_url: str) -> None:
         sms = [
             decode_state(n.state, ledger.vault, n.topic)
             for n in stored_states(ledger)
-            if "Contact" in n.topic and envelope.is_sealed(bytes(n.state))
+            if "Contact" in read(n.topic) and envelope.is_sealed(bytes(n.state))
         ]
         assert all(s["identity"] for s in sms)
     finally:
@@ -183,7 +184,7 @@ def readable_identities(database_url: str) -> dict[str, str | None]:
         return {
             state["message_id"]: state["identity"]
             for n in stored_states(reader)
-            if "Message" in n.topic
+            if "Message" in read(n.topic)
             for state in [decode_state(n.state, reader.vault, n.topic)]
         }
     finally:
