@@ -13,6 +13,7 @@ import pytest
 
 from domain.message import Message
 from domain.receipt import Receipt
+from store import spellings
 from store.compression import MAGIC
 from store.config import Settings
 from store.ledger import Ledger
@@ -83,7 +84,9 @@ def test_a_store_written_before_compression_reads_and_replays(
         # A message stream of the earlier form (Registered, then each report) and one of
         # this form (FirstReported, then each report): both resolve their references.
         m1, m3 = Message.create_id("PROJECT1", "M1"), Message.create_id("PROJECT1", "M3")
-        assert [n.topic.rsplit(".", 1)[1] for n in old if n.originator_id == m1] == [
+        assert [
+            spellings.read(n.topic).rsplit(".", 1)[1] for n in old if n.originator_id == m1
+        ] == [
             "Registered",
             "DeliveryReported",
             "DeliveryReported",
