@@ -120,6 +120,10 @@ class Backend(ABC):
     def columns(self, cur: Cursor, name: str) -> set[str]: ...
 
     @abstractmethod
+    def column_type(self, cur: Cursor, table: str, column: str) -> str | None:
+        """The type `column` was declared with (None: no such column)."""
+
+    @abstractmethod
     def tables_present(self, cur: Cursor, names: Sequence[str]) -> int:
         """How many of these tables exist."""
 

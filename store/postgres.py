@@ -88,6 +88,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     mode."""
 
     vault: Vault = plaintext()
+    key_columns: vault_keys.KeyColumns = vault_keys.BINARY
 
     def create_once(self, table: str, make: Callable[[Any], None]) -> None:
         """Runs `make(conn)` (create `table` and fill it from the log) in one transaction
@@ -121,7 +122,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         stream_ids.create(conn.execute, empty, self.datastore.schema)
 
     def _create_keys(self, conn: Any) -> None:
-        for statement in vault_keys.CREATE:
+        for statement in vault_keys.create_statements("bytea"):
             conn.execute(
                 statement.replace("CREATE TABLE ", f"CREATE TABLE {self.datastore.schema}.")
             )
@@ -231,10 +232,18 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         # element by element in Python, which cost more than the rest of the statement. An
         # index lookup per id (LATERAL, OFFSET 0): as `key_id = ANY(...)` or a plain join,
         # PostgreSQL guesses 100 ids and, while the table is young, scans all of it instead.
-        select = SQL(
-            "SELECT k.key_id FROM json_array_elements_text(%(reused)s::json) AS r(id), "
-            "LATERAL (SELECT key_id FROM {0} WHERE key_id = r.id OFFSET 0) k"
-        ).format(table)
+        # Ids travel as hex, both ways, whichever way the table holds them.
+        if self.key_columns.binary:
+            select = SQL(
+                "SELECT encode(k.key_id, 'hex') AS key_id FROM "
+                "json_array_elements_text(%(reused)s::json) AS r(id), LATERAL (SELECT key_id "
+                "FROM {0} WHERE key_id = decode(r.id, 'hex') OFFSET 0) k"
+            ).format(table)
+        else:
+            select = SQL(
+                "SELECT k.key_id FROM json_array_elements_text(%(reused)s::json) AS r(id), "
+                "LATERAL (SELECT key_id FROM {0} WHERE key_id = r.id OFFSET 0) k"
+            ).format(table)
         params: dict[str, Any] = {"reused": orjson.dumps([k.hex() for k in keys.reused]).decode()}
         if not keys.new:
             return select, params
@@ -245,8 +254,13 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
         )
+        # The JSON holds vault_keys.as_row: hex and base64 text for the bytes columns.
+        decoded = {"key_id": "hex", "wrapped": "base64"} if self.key_columns.binary else {}
         fields = SQL(", ").join(
-            SQL("r->>{0}").format(Literal(i)) for i in range(len(vault_keys.COLUMNS))
+            SQL("decode(r->>{0}, {1})").format(Literal(i), Literal(decoded[name]))
+            if name in decoded
+            else SQL("r->>{0}").format(Literal(i))
+            for i, name in enumerate(vault_keys.COLUMNS)
         )
         return SQL(
             "INSERT INTO {0} ({1}) SELECT {2} FROM json_array_elements(%(new)s::json) AS r "

@@ -180,7 +180,11 @@ class PostgresBackend(Backend):
         PostgreSQL guesses 100 keys and, while the table is young (a few thousand rows),
         hashes them against a scan of the whole table, every batch."""
         names = ", ".join(f"t.{c}" for c in columns)
-        arrays = ", ".join("?::text[]" for _ in key_columns)
+        first = keys[0] if keys else ()
+        arrays = ", ".join(
+            "?::bytea[]" if isinstance(first[i] if first else None, bytes) else "?::text[]"
+            for i in range(len(key_columns))
+        )
         on = " AND ".join(f"x.{c} = k.c{i}" for i, c in enumerate(key_columns))
         aliases = ", ".join(f"c{i}" for i in range(len(key_columns)))
         return cur.execute(
@@ -200,6 +204,14 @@ class PostgresBackend(Backend):
             (name,),
         ).fetchall()
         return {row["name"] for row in rows}
+
+    def column_type(self, cur: Cursor, table: str, column: str) -> str | None:
+        row = cur.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = ? "
+            "AND column_name = ? AND table_schema = current_schema()",
+            (table, column),
+        ).fetchone()
+        return str(row["data_type"]) if row else None
 
     def tables_present(self, cur: Cursor, names: Sequence[str]) -> int:
         row = cur.execute(

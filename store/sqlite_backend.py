@@ -167,6 +167,12 @@ class SQLiteBackend(Backend):
         rows = cur.execute(f"SELECT name FROM pragma_table_info('{name}')").fetchall()
         return {row["name"] for row in rows}
 
+    def column_type(self, cur: Cursor, table: str, column: str) -> str | None:
+        row = cur.execute(
+            f"SELECT type FROM pragma_table_info('{table}') WHERE name = ?", (column,)
+        ).fetchone()
+        return str(row["type"]) if row else None
+
     def tables_present(self, cur: Cursor, names: Sequence[str]) -> int:
         row = cur.execute(
             "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' "

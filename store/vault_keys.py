@@ -6,8 +6,9 @@ call `rows_for`), so no committed event names a key that was never stored. Destr
 (erasure, retention) deletes their rows; `physically_gone` then makes the database drop the
 deleted bytes from its files.
 
-Plain SQL on both databases (text columns only), through the read tables' connections
-(store.db)."""
+Plain SQL on both databases, through the read tables' connections (store.db). A key's id and
+its wrapped bytes are stored as bytes (BLOB, bytea) in a store made since 2026-12-03, and as hex
+and base64 text in one made before, which keeps them so (`KeyColumns`, found from the table)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,19 @@ log = logging.getLogger("callback_ledger")
 TABLE = "ledger_data_keys"
 META = "ledger_vault"
 COLUMNS = ("key_id", "subject", "class", "period", "wrapped", "created_at")
-CREATE = (
-    f"CREATE TABLE {TABLE} (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, "
-    "class TEXT NOT NULL, period TEXT NOT NULL, wrapped TEXT NOT NULL, created_at TEXT NOT NULL)",
-    f"CREATE TABLE {META} (id INTEGER PRIMARY KEY, index_check TEXT NOT NULL, "
-    "master_check TEXT NOT NULL, created_at TEXT NOT NULL)",
-)
+
+
+def create_statements(blob: str) -> tuple[str, str]:
+    """The tables, `blob` the database's name for a bytes column."""
+    return (
+        f"CREATE TABLE {TABLE} (key_id {blob} PRIMARY KEY, subject TEXT NOT NULL, class TEXT "
+        f"NOT NULL, period TEXT NOT NULL, wrapped {blob} NOT NULL, created_at TEXT NOT NULL)",
+        f"CREATE TABLE {META} (id INTEGER PRIMARY KEY, index_check TEXT NOT NULL, "
+        "master_check TEXT NOT NULL, created_at TEXT NOT NULL)",
+    )
+
+
+CREATE = create_statements("BLOB")
 # Erasure and retention scan the table (they are rare): an index on the subject, a random
 # value, would cost every write.
 INSERT = (
@@ -46,6 +54,8 @@ INSERT = (
 
 
 def as_row(key: KeyRow) -> tuple[str, ...]:
+    """The row as text: the columns of a store made before 2026-12-03, and how PostgreSQL's
+    recorder sends any store's rows (as JSON)."""
     return (
         key.key_id.hex(),
         key.subject,
@@ -54,6 +64,37 @@ def as_row(key: KeyRow) -> tuple[str, ...]:
         base64.b64encode(key.wrapped).decode(),
         key.created_at,
     )
+
+
+@dataclass(frozen=True)
+class KeyColumns:
+    """How a store's key table holds a key's id and wrapped bytes: as bytes, or (a store made
+    before 2026-12-03) as hex and base64 text."""
+
+    binary: bool
+
+    def param(self, key_id: bytes) -> bytes | str:
+        return key_id if self.binary else key_id.hex()
+
+    def key_id(self, value: Any) -> bytes:
+        return bytes(value) if self.binary else bytes.fromhex(value)
+
+    def wrapped(self, value: Any) -> bytes:
+        return bytes(value) if self.binary else base64.b64decode(value)
+
+    def row(self, key: KeyRow) -> tuple[Any, ...]:
+        if not self.binary:
+            return as_row(key)
+        return (key.key_id, key.subject, key.klass, key.period, key.wrapped, key.created_at)
+
+
+BINARY, TEXT = KeyColumns(True), KeyColumns(False)
+
+
+def key_columns(cur: Cursor) -> KeyColumns:
+    """The store's (its table made, as the recorders make it when they start)."""
+    found = cur.backend.column_type(cur, TABLE, "key_id")
+    return TEXT if found is not None and found.lower() == "text" else BINARY
 
 
 class KeyDestroyed(IntegrityError):
@@ -96,13 +137,20 @@ class SQLKeyStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        with db.read() as cur:
+            self.columns = key_columns(cur)
 
     def load(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        columns = self.columns
         with self.db.read() as cur:
             found = select_by_keys(
-                cur, TABLE, ("key_id", "wrapped"), ("key_id",), [(k.hex(),) for k in key_ids]
+                cur,
+                TABLE,
+                ("key_id", "wrapped"),
+                ("key_id",),
+                [(columns.param(k),) for k in key_ids],
             )
-        return {bytes.fromhex(r["key_id"]): base64.b64decode(r["wrapped"]) for r in found}
+        return {columns.key_id(r["key_id"]): columns.wrapped(r["wrapped"]) for r in found}
 
     def destroy(self, subjects: Sequence[str]) -> int:
         """Deletes every key of these subjects, and what the database keeps of them; how
@@ -178,11 +226,6 @@ class SQLEventSource:
             else json.loads(zstd.decompress(state))  # an event holding nothing personal
             for id_, topic, state in states
         }
-
-
-def create(cur: Cursor) -> None:
-    for statement in CREATE:
-        cur.execute(statement)
 
 
 def open_vault(db: Database, secrets: Secrets | None, log_is_empty: bool, store: str) -> Vault:

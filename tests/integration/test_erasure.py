@@ -53,14 +53,14 @@ def record_person(ledger: Ledger) -> None:
     )
 
 
-def wrapped_keys(db: Database, subjects: list[str] | None = None) -> list[str]:
-    """The wrapped keys as stored (base64 text), of these subjects or all."""
+def wrapped_keys(db: Database, subjects: list[str] | None = None) -> list[bytes]:
+    """The wrapped keys as stored (bytes), of these subjects or all."""
     with db.read() as cur:
         rows = cur.execute(f"SELECT subject, wrapped FROM {KEYS_TABLE}").fetchall()
-    return [r["wrapped"] for r in rows if subjects is None or r["subject"] in subjects]
+    return [bytes(r["wrapped"]) for r in rows if subjects is None or r["subject"] in subjects]
 
 
-def found_in(files: list[Path], needles: list[str]) -> dict[str, list[str]]:
+def found_in(files: list[Path], needles: list[str] | list[bytes]) -> dict[str, list[str]]:
     """Which needles occur in which files, as raw bytes."""
     hits: dict[str, list[str]] = {}
     for path in files:
@@ -69,8 +69,8 @@ def found_in(files: list[Path], needles: list[str]) -> dict[str, list[str]]:
         except (FileNotFoundError, IsADirectoryError, PermissionError):
             continue
         for needle in needles:
-            if needle.encode() in data:
-                hits.setdefault(needle, []).append(str(path))
+            if (needle.encode() if isinstance(needle, str) else needle) in data:
+                hits.setdefault(repr(needle), []).append(str(path))
     return hits
 
 

@@ -5,6 +5,7 @@ events' personal fields unreadable while their public fields, dedupe and the sea
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from typing import Any
@@ -75,6 +76,69 @@ def test_a_new_store_given_keys_is_encrypted(database_url: str) -> None:
         ]
         assert {s.get("identity") for s in states} == {NUMBER, "+" + NUMBER}
         assert TEXT in {s.get("text") for s in states}
+    finally:
+        ledger.close()
+
+
+def key_rows(database_url: str) -> list[dict[str, Any]]:
+    db = Database(database_url)
+    try:
+        with db.read() as cur:
+            return cur.execute(f"SELECT key_id, wrapped FROM {vault_keys.TABLE}").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_new_store_keeps_its_data_keys_as_bytes(database_url: str) -> None:
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        accept_all(ledger, bodies())
+        assert ledger.recorder.key_columns == vault_keys.BINARY  # type: ignore[attr-defined]
+    finally:
+        ledger.close()
+    rows = key_rows(database_url)
+    assert rows and all(
+        isinstance(r["key_id"], bytes) and len(r["key_id"]) == 16 and len(r["wrapped"]) == 48
+        for r in rows
+    )
+
+
+def test_a_store_whose_key_table_holds_text_keeps_it(database_url: str) -> None:
+    """A store made before 2026-12-03 holds a key's id as hex and its wrapped bytes as base64
+    text: its new keys go in so, and every key is found again, reused and destroyed."""
+    db = Database(database_url)
+    with db.transaction() as cur:
+        for statement in vault_keys.create_statements("TEXT"):
+            cur.execute(statement)
+    db.close()
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        assert ledger.recorder.key_columns == vault_keys.TEXT  # type: ignore[attr-defined]
+        assert [o.status for o in accept_all(ledger, bodies()[:2])] == ["accepted"] * 2
+    finally:
+        ledger.close()
+    # Another process: its keys read from the table; the message's key reused.
+    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    try:
+        assert [o.status for o in accept_all(ledger, bodies())] == ["duplicate"] * 2 + [
+            "accepted"
+        ] * 2
+        states = [
+            decode_state(n.state, ledger.vault, n.topic)
+            for n in stored_states(ledger)
+            if envelope.is_sealed(bytes(n.state))
+        ]
+        assert {s.get("identity") for s in states} == {NUMBER, "+" + NUMBER}
+        rows = key_rows(database_url)
+        assert {len(r["key_id"]) for r in rows} == {32} and all(
+            len(base64.b64decode(r["wrapped"])) == 48 for r in rows
+        )
+        subject = ledger.vault.index("WHATSAPP", NUMBER)
+        assert ledger.vault.keys.destroy([subject]) == 1  # type: ignore[union-attr]
+        ledger.vault.forget([subject])
+        assert len(key_rows(database_url)) == len(rows) - 1
+        opened = [decode_state(n.state, ledger.vault, n.topic) for n in stored_states(ledger)]
+        assert [s["identity"] for s in opened if s.get("message_id") == "M1"] == [None, None]
     finally:
         ledger.close()
 
