@@ -29,6 +29,8 @@ NAME = "consent"
 TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED, *REPORTS, ERASED})
 TABLES = ("consent", "consent_history", "consent_review", "contact_identities", "erasures")
 # Added since the first version (a database from before gets them, and is told to replay).
+# contact_identities' lookup by contact: a table made before it is keyed by the contact.
+LAYOUT_INDEXES = frozenset({"ix_ci_g{g}_contact"})
 ADDED_COLUMNS = (
     ("consent", "identity_shown", "TEXT"),
     ("consent_history", "identity_shown", "TEXT"),
@@ -110,12 +112,14 @@ def schema(g: int) -> list[str]:
         f"CREATE INDEX ix_ch_g{g}_time ON consent_history_g{g} (event_time)",
         # Which numbers a contact was seen with, so an opt-out naming only the contact (no
         # identity: consent for its whole channel) answers for those numbers too. A row per
-        # new number, all of it key: SQLite keeps it in the key's tree alone.
+        # new number, all of it key: SQLite keeps it in the key's tree alone. The key leads
+        # with the number, which the consent check looks up; the lookup by contact is the
+        # smaller index (a contact's numbers share its entry: PostgreSQL's deduplication).
         f"""CREATE TABLE contact_identities_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, identity_shown TEXT,
-            PRIMARY KEY (project_id, contact_id, channel, identity)){ROWLESS}""",
-        f"CREATE INDEX ix_ci_g{g}_identity ON contact_identities_g{g} (channel, identity)",
+            PRIMARY KEY (channel, identity, project_id, contact_id)){ROWLESS}""",
+        f"CREATE INDEX ix_ci_g{g}_contact ON contact_identities_g{g} (project_id, contact_id)",
         f"""CREATE TABLE consent_review_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, text TEXT NOT NULL, event_time TEXT NOT NULL,

@@ -21,6 +21,10 @@ class Projection:
     # Columns added to a table since its first version: (table, column, SQL type). A database
     # from before gets them (and is told it needs a replay to fill them).
     added_columns: tuple[tuple[str, str, str], ...] = ()
+    # Indexes that go with a table's layout of this version (its key): made with the table,
+    # never added to a table an earlier version made (whose key serves the same lookups).
+    # Named as in the schema, the generation `{g}`.
+    layout_indexes: frozenset[str] = frozenset()
 
 
 def all_projections(
@@ -46,5 +50,6 @@ def all_projections(
             consent.schema,
             lambda cur, g, events: consent.apply(cur, g, events, keywords, vault),
             consent.ADDED_COLUMNS,
+            consent.LAYOUT_INDEXES,
         ),
     }

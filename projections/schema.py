@@ -108,10 +108,15 @@ def add_missing_tables(cur: Cursor, projection: Projection, row: Row) -> None:
                 needs_replay(cur, projection.name, int(row["generation"]), why)
         if active:
             # Indexes changed since (the metadata prefix): made as this version makes them.
+            with_layout = {
+                f"INDEX {name.format(g=generation)} " for name in projection.layout_indexes
+            }
             for statement in statements:
                 if statement.startswith("DROP INDEX"):
                     cur.execute(statement)
-                elif statement.startswith("CREATE INDEX"):
+                elif statement.startswith("CREATE INDEX") and not any(
+                    mark in statement for mark in with_layout
+                ):
                     cur.execute(statement.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
 
 

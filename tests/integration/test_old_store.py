@@ -176,9 +176,41 @@ def test_replay_of_an_earlier_encrypted_store_rebuilds_its_rows(
 ) -> None:
     before = timelines_expanded(projection_rows(encrypted_settings.database_url, shown=False))
     assert before["message_status"] and before["consent"]
+    # Opened by this version, its contact_identities keeps the layout it was made with (keyed
+    # by contact, with the lookup by number) and gets no index of the new one.
+    runtime = Runtime(encrypted_settings)
+    runtime.projector().catch_up()
+    runtime.close()
+    assert identity_indexes(encrypted_settings.database_url) == ("ix_ci_g1_identity", "")
     replay(encrypted_settings)
     after = projection_rows(encrypted_settings.database_url, shown=False)
     assert timelines_expanded(after) == before
+    # The replay's generation: keyed by number, with the lookup by contact.
+    assert identity_indexes(encrypted_settings.database_url) == ("ix_ci_g2_contact", KEY)
+
+
+KEY = "PRIMARY KEY (channel, identity, project_id, contact_id)"
+
+
+def identity_indexes(url: str) -> tuple[str, str]:
+    """The active contact_identities table's index names, and its key if it is KEY."""
+    db = Database(url)
+    try:
+        with db.read() as cur:
+            [view] = cur.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'contact_identities'"
+            ).fetchall()
+            table = view["sql"].rsplit(" ", 1)[1]
+            indexes = cur.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL ORDER BY name",
+                (table,),
+            ).fetchall()
+            made = cur.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,))
+            sql = made.fetchall()[0]["sql"]
+    finally:
+        db.close()
+    return ", ".join(i["name"] for i in indexes), KEY if KEY in sql else ""
 
 
 def timelines_expanded(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:

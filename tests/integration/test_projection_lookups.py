@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections import messages
+from projections import consent, messages
 from store.db import Cursor, Database, select_by_keys
 
 TABLE = "lookup_probe"
@@ -119,3 +119,59 @@ def test_a_message_is_found_by_its_id_alone_through_its_key(database_url: str) -
     finally:
         db.close()
     assert "SCAN" not in plan.upper().replace("INDEX SCAN", ""), plan
+
+
+def test_a_number_and_a_contact_are_each_found_through_an_index(database_url: str) -> None:
+    """contact_identities is keyed by the number (the consent check's lookup) and indexed by
+    the contact (erasure, the console): neither reads the whole table (projections.consent)."""
+    db = Database(database_url)
+    table = "contact_identities_g9"
+    try:
+        with db.transaction() as cur:
+            for statement in consent.schema(9):
+                cur.execute(statement)
+            cur.executemany(
+                f"INSERT INTO {table} (project_id, contact_id, channel, identity) "
+                "VALUES (?, ?, 'SMS', ?)",
+                [(f"P{i % 4}", f"C{i % 1000}", f"b.{i:022d}") for i in range(4000)],
+            )
+        plans = []
+        for sql, params in (
+            (f"SELECT * FROM {table} WHERE channel = ? AND identity = ?", ["SMS", "b.7"]),
+            (f"SELECT * FROM {table} WHERE project_id = ? AND contact_id = ?", ["P1", "C7"]),
+        ):
+            with db.read() as cur:
+                if db.backend.name == "sqlite":
+                    explained = cur.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+                    plans.append(" ".join(row["detail"] for row in explained))
+                else:
+                    cur.execute(f"ANALYZE {table}")
+                    explained = cur.execute(f"EXPLAIN {sql}", params).fetchall()
+                    plans.append(" ".join(row["QUERY PLAN"] for row in explained))
+    finally:
+        db.close()
+    for plan in plans:
+        assert "SCAN" not in plan.upper().replace("INDEX SCAN", "").replace("BITMAP HEAP", ""), plan
+        assert "INDEX" in plan.upper() or "USING PRIMARY KEY" in plan.upper(), plan
+
+
+def test_rows_by_keys_of_bytes(database_url: str) -> None:
+    """Keys that are bytes (the data keys' ids, store.vault_keys) are sent as such."""
+    db = Database(database_url)
+    blob = "BLOB" if db.backend.name == "sqlite" else "bytea"
+    try:
+        with db.transaction() as cur:
+            cur.execute(f"CREATE TABLE {TABLE}_b (k {blob} PRIMARY KEY, v TEXT)")
+            cur.executemany(
+                f"INSERT INTO {TABLE}_b VALUES (?, ?)",
+                [(bytes([i, 0, 255]), f"v{i}") for i in range(50)],
+            )
+        with db.read() as cur:
+            keys = [(bytes([7, 0, 255]),), (bytes([49, 0, 255]),), (b"\x00",)]
+            rows = select_by_keys(cur, f"{TABLE}_b", ("k", "v"), ("k",), keys)
+    finally:
+        db.close()
+    assert sorted((bytes(r["k"]), r["v"]) for r in rows) == [
+        (bytes([7, 0, 255]), "v7"),
+        (bytes([49, 0, 255]), "v49"),
+    ]

@@ -130,4 +130,4 @@ def test_sqlite_keeps_contact_identities_in_its_key_alone(
     if db.backend.name == "sqlite":
         assert table["sql"].endswith("WITHOUT ROWID")
         # Its key is the table: only the lookup by number is a second tree.
-        assert [i["name"] for i in indexes] == ["ix_ci_g1_identity"]
+        assert [i["name"] for i in indexes] == ["ix_ci_g1_contact"]
