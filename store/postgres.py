@@ -247,25 +247,26 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         params: dict[str, Any] = {"reused": orjson.dumps([k.hex() for k in keys.reused]).decode()}
         if not keys.new:
             return select, params
-        params["new"] = orjson.dumps(list(map(vault_keys.as_row, keys.new))).decode()
+        params["new"] = orjson.dumps(list(map(self.key_columns.text_row, keys.new))).decode()
         return SQL("WITH new AS ({0}) {1}").format(self.keys_insert(), select), params
 
     def keys_insert(self) -> Composed:
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
         )
-        # The JSON holds vault_keys.as_row: hex and base64 text for the bytes columns.
-        decoded = {"key_id": "hex", "wrapped": "base64"} if self.key_columns.binary else {}
+        # The JSON holds KeyColumns.text_row: hex and base64 text for the bytes columns.
+        columns = self.key_columns
+        decoded = {"key_id": "hex", "wrapped": "base64"} if columns.binary else {}
         fields = SQL(", ").join(
             SQL("decode(r->>{0}, {1})").format(Literal(i), Literal(decoded[name]))
             if name in decoded
             else SQL("r->>{0}").format(Literal(i))
-            for i, name in enumerate(vault_keys.COLUMNS)
+            for i, name in enumerate(columns.names)
         )
         return SQL(
             "INSERT INTO {0} ({1}) SELECT {2} FROM json_array_elements(%(new)s::json) AS r "
             "ON CONFLICT DO NOTHING"
-        ).format(table, SQL(", ").join(map(Identifier, vault_keys.COLUMNS)), fields)
+        ).format(table, SQL(", ").join(map(Identifier, columns.names)), fields)
 
     def insert_events(
         self,

@@ -87,7 +87,7 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         c.sqlite_cursor.execute(CHECKPOINT_PRAGMA)
         if data_keys is not None and data_keys.new:
             c.sqlite_cursor.executemany(
-                vault_keys.INSERT, [self.key_columns.row(k) for k in data_keys.new]
+                self.key_columns.insert, [self.key_columns.row(k) for k in data_keys.new]
             )
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         if data_keys is not None and data_keys.reused:

@@ -31,47 +31,53 @@ log = logging.getLogger("callback_ledger")
 
 TABLE = "ledger_data_keys"
 META = "ledger_vault"
-COLUMNS = ("key_id", "subject", "class", "period", "wrapped", "created_at")
+# A store made before 2026-12-03: the id and wrapped key as text, and when the key was made.
+TEXT_COLUMNS = ("key_id", "subject", "class", "period", "wrapped", "created_at")
+# Since: as bytes, and no created_at (a key id starts with the milliseconds it was made at).
+BINARY_COLUMNS = ("key_id", "subject", "class", "period", "wrapped")
+META_CREATE = (
+    f"CREATE TABLE {META} (id INTEGER PRIMARY KEY, index_check TEXT NOT NULL, "
+    "master_check TEXT NOT NULL, created_at TEXT NOT NULL)"
+)
+# Erasure and retention scan the table (they are rare): an index on the subject, a random
+# value, would cost every write.
 
 
 def create_statements(blob: str) -> tuple[str, str]:
     """The tables, `blob` the database's name for a bytes column."""
     return (
         f"CREATE TABLE {TABLE} (key_id {blob} PRIMARY KEY, subject TEXT NOT NULL, class TEXT "
-        f"NOT NULL, period TEXT NOT NULL, wrapped {blob} NOT NULL, created_at TEXT NOT NULL)",
-        f"CREATE TABLE {META} (id INTEGER PRIMARY KEY, index_check TEXT NOT NULL, "
-        "master_check TEXT NOT NULL, created_at TEXT NOT NULL)",
+        f"NOT NULL, period TEXT NOT NULL, wrapped {blob} NOT NULL)",
+        META_CREATE,
     )
 
 
-CREATE = create_statements("BLOB")
-# Erasure and retention scan the table (they are rare): an index on the subject, a random
-# value, would cost every write.
-INSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (key_id) DO NOTHING"
+# As a store made before 2026-12-03 has them.
+TEXT_CREATE = (
+    f"CREATE TABLE {TABLE} (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, class TEXT NOT NULL, "
+    "period TEXT NOT NULL, wrapped TEXT NOT NULL, created_at TEXT NOT NULL)",
+    META_CREATE,
 )
-
-
-def as_row(key: KeyRow) -> tuple[str, ...]:
-    """The row as text: the columns of a store made before 2026-12-03, and how PostgreSQL's
-    recorder sends any store's rows (as JSON)."""
-    return (
-        key.key_id.hex(),
-        key.subject,
-        key.klass,
-        key.period,
-        base64.b64encode(key.wrapped).decode(),
-        key.created_at,
-    )
+CREATE = create_statements("BLOB")
 
 
 @dataclass(frozen=True)
 class KeyColumns:
-    """How a store's key table holds a key's id and wrapped bytes: as bytes, or (a store made
-    before 2026-12-03) as hex and base64 text."""
+    """How a store's key table holds a key: its id and wrapped bytes as bytes, or (a store made
+    before 2026-12-03) as hex and base64 text, with the time it was made."""
 
     binary: bool
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return BINARY_COLUMNS if self.binary else TEXT_COLUMNS
+
+    @property
+    def insert(self) -> str:
+        return (
+            f"INSERT INTO {TABLE} ({', '.join(self.names)}) VALUES "
+            f"({', '.join('?' * len(self.names))}) ON CONFLICT (key_id) DO NOTHING"
+        )
 
     def param(self, key_id: bytes) -> bytes | str:
         return key_id if self.binary else key_id.hex()
@@ -84,8 +90,20 @@ class KeyColumns:
 
     def row(self, key: KeyRow) -> tuple[Any, ...]:
         if not self.binary:
-            return as_row(key)
-        return (key.key_id, key.subject, key.klass, key.period, key.wrapped, key.created_at)
+            return self.text_row(key)
+        return (key.key_id, key.subject, key.klass, key.period, key.wrapped)
+
+    def text_row(self, key: KeyRow) -> tuple[str, ...]:
+        """The row as text, bytes as hex and base64 (PostgreSQL's recorder sends rows as
+        JSON)."""
+        row = (
+            key.key_id.hex(),
+            key.subject,
+            key.klass,
+            key.period,
+            base64.b64encode(key.wrapped).decode(),
+        )
+        return row if self.binary else (*row, key.created_at)
 
 
 BINARY, TEXT = KeyColumns(True), KeyColumns(False)

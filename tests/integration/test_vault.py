@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -84,7 +85,7 @@ def key_rows(database_url: str) -> list[dict[str, Any]]:
     db = Database(database_url)
     try:
         with db.read() as cur:
-            return cur.execute(f"SELECT key_id, wrapped FROM {vault_keys.TABLE}").fetchall()
+            return cur.execute(f"SELECT * FROM {vault_keys.TABLE}").fetchall()
     finally:
         db.close()
 
@@ -101,6 +102,10 @@ def test_a_new_store_keeps_its_data_keys_as_bytes(database_url: str) -> None:
         isinstance(r["key_id"], bytes) and len(r["key_id"]) == 16 and len(r["wrapped"]) == 48
         for r in rows
     )
+    # When each was made: the milliseconds its id starts with, not a column of its own.
+    assert set(rows[0]) == {"key_id", "subject", "class", "period", "wrapped"}
+    made = int.from_bytes(rows[0]["key_id"][:6], "big") / 1000
+    assert abs(made - time.time()) < 600
 
 
 def test_a_store_whose_key_table_holds_text_keeps_it(database_url: str) -> None:
@@ -108,7 +113,7 @@ def test_a_store_whose_key_table_holds_text_keeps_it(database_url: str) -> None:
     text: its new keys go in so, and every key is found again, reused and destroyed."""
     db = Database(database_url)
     with db.transaction() as cur:
-        for statement in vault_keys.create_statements("TEXT"):
+        for statement in vault_keys.TEXT_CREATE:
             cur.execute(statement)
     db.close()
     ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
@@ -131,7 +136,8 @@ def test_a_store_whose_key_table_holds_text_keeps_it(database_url: str) -> None:
         assert {s.get("identity") for s in states} == {NUMBER, "+" + NUMBER}
         rows = key_rows(database_url)
         assert {len(r["key_id"]) for r in rows} == {32} and all(
-            len(base64.b64decode(r["wrapped"])) == 48 for r in rows
+            len(base64.b64decode(r["wrapped"])) == 48 and r["created_at"].endswith("Z")
+            for r in rows
         )
         subject = ledger.vault.index("WHATSAPP", NUMBER)
         assert ledger.vault.keys.destroy([subject]) == 1  # type: ignore[union-attr]
