@@ -309,14 +309,32 @@ def compact_reports(
         if not derivable or fact["source_ref"] != _own_ref(stream, fact):
             kept["source_ref"] = fact["source_ref"]
         out.append(kept)
-    if layout != ids.HASHED and out:
-        out[0][ORDERED_MARK] = LAYOUT_MARK[layout]
+    mark = LAYOUT_MARK.get(layout, 0) if out else 0
+    if all(report.keys() == {CODE_KEY} for report in out):
+        # Nothing but known statuses: their letters as one JSON string, after the layout's
+        # mark ("2QDR": most messages).
+        return orjson.dumps(f"{mark or ''}{''.join(r[CODE_KEY] for r in out)}").decode()
+    if mark:
+        out[0][ORDERED_MARK] = mark
     return orjson.dumps(out).decode()
+
+
+def stored_reports(text: str) -> list[dict[str, Any]]:
+    """A row's `reports` as stored reports: a JSON list of them, or a string of letters (one
+    known status each) after the layout's mark, if any."""
+    stored = orjson.loads(text)
+    if not isinstance(stored, str):
+        return list(stored)
+    letters = stored.lstrip("0123456789")
+    out: list[dict[str, Any]] = [{CODE_KEY: letter} for letter in letters]
+    if letters != stored and out:
+        out[0][ORDERED_MARK] = int(stored[: len(stored) - len(letters)])
+    return out
 
 
 def expanded_reports(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The full reports of a message_status row (its `reports` and the columns they lean on)."""
-    stored = orjson.loads(row["reports"])
+    stored = stored_reports(row["reports"])
     mark = stored[0].get(ORDERED_MARK, 0) if stored else 0
     stream = _stream_of(row, MARK_LAYOUT.get(mark, ids.HASHED))
     first = {"channel": row["channel"], "identity": None}

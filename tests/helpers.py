@@ -104,7 +104,7 @@ def opened(db: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         names = rules.only_identity(row) if "identities_shown" in row else None  # old stores'
         first = {"channel": row["channel"], "identity": names}
         reports = []
-        for report in orjson.loads(row["reports"]):
+        for report in rules.stored_reports(row["reports"]):
             if rules.CODE_KEY in report:
                 report = {"status": rules.CODE_STATUS[report.pop(rules.CODE_KEY)], **report}
             before = reports[-1] if reports else first
