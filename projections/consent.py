@@ -31,6 +31,7 @@ TABLES = ("consent", "consent_history", "consent_review", "contact_identities", 
 # Added since the first version (a database from before gets them, and is told to replay).
 # contact_identities' lookup by contact: a table made before it is keyed by the contact.
 LAYOUT_INDEXES = frozenset({"ix_ci_g{g}_contact"})
+KEYS = (("contact_identities", ("channel", "identity", "project_id", "contact_id")),)
 ADDED_COLUMNS = (
     ("consent", "identity_shown", "TEXT"),
     ("consent_history", "identity_shown", "TEXT"),

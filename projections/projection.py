@@ -25,6 +25,9 @@ class Projection:
     # never added to a table an earlier version made (whose key serves the same lookups).
     # Named as in the schema, the generation `{g}`.
     layout_indexes: frozenset[str] = frozenset()
+    # Tables whose primary key changed since their first version: table -> its key now. A
+    # generation being built with another (by an earlier version) is built again.
+    keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def all_projections(
@@ -51,5 +54,6 @@ def all_projections(
             lambda cur, g, events: consent.apply(cur, g, events, keywords, vault),
             consent.ADDED_COLUMNS,
             consent.LAYOUT_INDEXES,
+            consent.KEYS,
         ),
     }

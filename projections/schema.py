@@ -145,9 +145,13 @@ def needs_replay(cur: Cursor, name: str, generation: int, why: str) -> None:
 
 
 def _lacks(cur: Cursor, projection: Projection, generation: int) -> bool:
-    """Whether a generation lacks a table or a column this version's projection has."""
+    """Whether a generation lacks a table or a column this version's projection has, or has a
+    table keyed otherwise (an earlier version's layout: its indexes would not be this one's)."""
     for table in projection.tables:
         if not _table_exists(cur, f"{table}_g{generation}"):
+            return True
+    for table, key in projection.keys:
+        if cur.backend.primary_key(cur, f"{table}_g{generation}") != key:
             return True
     return any(
         _table_exists(cur, f"{table}_g{generation}")

@@ -120,6 +120,10 @@ class Backend(ABC):
     def columns(self, cur: Cursor, name: str) -> set[str]: ...
 
     @abstractmethod
+    def primary_key(self, cur: Cursor, table: str) -> tuple[str, ...]:
+        """The columns of the table's primary key, in the key's order."""
+
+    @abstractmethod
     def column_type(self, cur: Cursor, table: str, column: str) -> str | None:
         """The type `column` was declared with (None: no such column)."""
 

@@ -116,7 +116,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             ledger.close()
             raise RuntimeError(f"the log is {ledger.events_table}, not {backend.events_table}")
         ledger.vault = vault
-        ledger.stream_layout = stream_ids.layout(db)
+        try:
+            ledger.stream_layout = stream_ids.layout(db)
+        except BaseException:
+            ledger.close()
+            raise
         mapper = ledger.mapper
         assert isinstance(mapper, FastMapper)
         mapper.vault = vault

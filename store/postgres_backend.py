@@ -205,6 +205,15 @@ class PostgresBackend(Backend):
         ).fetchall()
         return {row["name"] for row in rows}
 
+    def primary_key(self, cur: Cursor, table: str) -> tuple[str, ...]:
+        rows = cur.execute(
+            "SELECT a.attname AS name FROM pg_index i JOIN pg_attribute a ON "
+            "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indisprimary AND "
+            "i.indrelid = to_regclass(?) ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            (table,),
+        ).fetchall()
+        return tuple(row["name"] for row in rows)
+
     def column_type(self, cur: Cursor, table: str, column: str) -> str | None:
         row = cur.execute(
             "SELECT data_type FROM information_schema.columns WHERE table_name = ? "

@@ -10,7 +10,9 @@ from urllib.parse import quote
 
 from starlette.testclient import TestClient
 
+from projections import consent
 from service.replay import replay
+from service.runtime import Runtime
 from store import envelope, spellings
 from store.compression import MAGIC
 from store.config import Settings
@@ -129,5 +131,46 @@ def test_sqlite_keeps_contact_identities_in_its_key_alone(
     assert rows == [{"project_id": "PROJECT1", "contact_id": "CONTACT1", "channel": "SMS"}]
     if db.backend.name == "sqlite":
         assert table["sql"].endswith("WITHOUT ROWID")
-        # Its key is the table: only the lookup by number is a second tree.
+        # Its key (by number) is the table: only the lookup by contact is a second tree.
         assert [i["name"] for i in indexes] == ["ix_ci_g1_contact"]
+
+
+def test_a_rebuild_begun_with_the_earlier_contact_identities_key_starts_over(
+    database_url: str, settings: Settings
+) -> None:
+    """A replay an earlier version began builds contact_identities keyed by contact; resumed
+    by this version it would end with neither its lookup by number nor this one's: it is
+    dropped, and the next replay starts from the first event."""
+    runtime = Runtime(settings)
+    runtime.projector().catch_up()
+    runtime.close()
+    db = Database(database_url)
+    try:
+        with db.transaction() as cur:
+            for statement in consent.schema(2):
+                if statement.startswith("CREATE TABLE"):
+                    cur.execute(statement)
+            cur.execute("DROP TABLE contact_identities_g2")
+            cur.execute(
+                "CREATE TABLE contact_identities_g2 (project_id TEXT NOT NULL, contact_id TEXT "
+                "NOT NULL, channel TEXT NOT NULL, identity TEXT NOT NULL, identity_shown TEXT, "
+                "PRIMARY KEY (project_id, contact_id, channel, identity))"
+            )
+            cur.execute(
+                "UPDATE ledger_projections SET building_generation = 2, building_position = 0 "
+                "WHERE name = ?",
+                (consent.NAME,),
+            )
+        runtime = Runtime(settings)
+        runtime.projector().catch_up()
+        runtime.close()
+        with db.read() as cur:
+            row = cur.execute(
+                "SELECT generation, building_generation FROM ledger_projections WHERE name = ?",
+                (consent.NAME,),
+            ).fetchone()
+            assert row == {"generation": 1, "building_generation": None}
+            assert not db.backend.table_exists(cur, "contact_identities_g2")
+            assert db.backend.primary_key(cur, "contact_identities_g1") == consent.KEYS[0][1]
+    finally:
+        db.close()

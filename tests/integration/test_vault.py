@@ -71,7 +71,7 @@ def test_a_new_store_given_keys_is_encrypted(database_url: str) -> None:
         for secret in (NUMBER.encode(), TEXT.encode(), b"order-123"):
             assert secret not in stored
         states = [
-            decode_state(n.state, ledger.vault, n.topic)
+            decode_state(n.state, ledger.vault, read(n.topic))
             for n in stored_states(ledger)
             if envelope.is_sealed(bytes(n.state))
         ]
@@ -129,7 +129,7 @@ def test_a_store_whose_key_table_holds_text_keeps_it(database_url: str) -> None:
             "accepted"
         ] * 2
         states = [
-            decode_state(n.state, ledger.vault, n.topic)
+            decode_state(n.state, ledger.vault, read(n.topic))
             for n in stored_states(ledger)
             if envelope.is_sealed(bytes(n.state))
         ]
@@ -143,7 +143,7 @@ def test_a_store_whose_key_table_holds_text_keeps_it(database_url: str) -> None:
         assert ledger.vault.keys.destroy([subject]) == 1  # type: ignore[union-attr]
         ledger.vault.forget([subject])
         assert len(key_rows(database_url)) == len(rows) - 1
-        opened = [decode_state(n.state, ledger.vault, n.topic) for n in stored_states(ledger)]
+        opened = [decode_state(n.state, ledger.vault, read(n.topic)) for n in stored_states(ledger)]
         assert [s["identity"] for s in opened if s.get("message_id") == "M1"] == [None, None]
     finally:
         ledger.close()
@@ -185,7 +185,7 @@ def test_a_destroyed_key_leaves_the_public_fields(database_url: str) -> None:
         assert ledger.vault.keys.destroy([subject]) == 1  # type: ignore[union-attr]
         ledger.vault.forget([subject])
         reports = [
-            decode_state(n.state, ledger.vault, n.topic)
+            decode_state(n.state, ledger.vault, read(n.topic))
             for n in stored_states(ledger)
             if read(n.topic).endswith("Reported") and "Message" in read(n.topic)
         ]
@@ -201,10 +201,10 @@ def test_a_destroyed_key_leaves_the_public_fields(database_url: str) -> None:
         assert accept_all(ledger, bodies()[:1])[0].status == "duplicate"
         assert accept_all(ledger, [p.delivery("M2", identity=NUMBER)])[0].status == "accepted"
         newest = stored_states(ledger)[-1]
-        assert decode_state(newest.state, ledger.vault, newest.topic)["identity"] == NUMBER
+        assert decode_state(newest.state, ledger.vault, read(newest.topic))["identity"] == NUMBER
         # The SMS identity's facts are another subject: untouched.
         sms = [
-            decode_state(n.state, ledger.vault, n.topic)
+            decode_state(n.state, ledger.vault, read(n.topic))
             for n in stored_states(ledger)
             if "Contact" in read(n.topic) and envelope.is_sealed(bytes(n.state))
         ]
@@ -255,7 +255,7 @@ def readable_identities(database_url: str) -> dict[str, str | None]:
             state["message_id"]: state["identity"]
             for n in stored_states(reader)
             if "Message" in read(n.topic)
-            for state in [decode_state(n.state, reader.vault, n.topic)]
+            for state in [decode_state(n.state, reader.vault, read(n.topic))]
         }
     finally:
         reader.close()
@@ -277,7 +277,7 @@ def test_an_unknown_trigger_is_filed_under_the_identity_its_body_names(
         }
         assert accept_all(ledger, [body])[0].status == "accepted"
         (kept,) = [n for n in stored_states(ledger) if "Unrecognised" in n.topic]
-        state = decode_state(kept.state, ledger.vault, kept.topic)
+        state = decode_state(kept.state, ledger.vault, read(kept.topic))
         assert state["subject"] == ledger.vault.index("SMS", NUMBER)
         assert NUMBER.encode() not in bytes(kept.state)
     finally:
