@@ -2,7 +2,8 @@
 store against an encrypted one, alternating, each under the bench's signed load (wrk on
 loopback), with the CPU per callback of the server and of PostgreSQL:
 
-    .venv/bin/python -m scripts.encryption_ingest [--rounds 2] [--duration 10] [--stable-numbers]
+    .venv/bin/python -m scripts.encryption_ingest [--rounds 2] [--duration 10]
+        [--stable-numbers] [--warmup S]
 
 (`scripts/bench` compares versions; this compares the two modes of one version.) The keys are
 drawn here (`callback-ledger secrets generate`); a store without them is a plaintext one.
