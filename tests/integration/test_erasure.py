@@ -1,4 +1,4 @@
-"""Erasure and retention (issue 17): destroying a subject's data keys makes its identity, texts
+"""Erasure and retention: destroying a subject's data keys makes its identity, texts
 and raw bodies unreadable everywhere and physically gone from the database files; the erasure
 is a fact in the log; the seal chain still verifies; retention shreds one class and keeps the
 other; the admin endpoint; the refusals."""

@@ -1,4 +1,4 @@
-"""The next-action table, as a pure function (issue 18)."""
+"""The next-action table, as a pure function."""
 
 from __future__ import annotations
 
