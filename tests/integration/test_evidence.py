@@ -1,7 +1,7 @@
-"""Evidence bundles (issue 17) on SQLite and PostgreSQL: `callback-ledger evidence` exports a
-number's consent facts, messages, stored rows and seal chain segment; `evidence verify` and the
-README's stand-alone script check it without the database and name a tampered byte, link or
-event."""
+"""Evidence bundles on SQLite and PostgreSQL: `callback-ledger evidence` exports a number's
+consent facts, messages, stored rows and seal chain segment; `evidence verify` and the
+stand-alone script of docs/personal-data-and-evidence.md check it without the database and name
+a tampered byte, link or event."""
 
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from tests.helpers import cli
 from tests.integration.test_audit import ARRIVAL, NUMBER
 from tests.integration.test_queries import feed
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "personal-data-and-evidence.md"
 
 
 def readme_script(tmp_path: Path) -> Path:
-    text = README.read_text(encoding="utf-8")
+    text = GUIDE.read_text(encoding="utf-8")
     found = re.search(r"<!-- evidence-check -->\n```python\n(.*?)```", text, re.S)
-    assert found is not None, "the README's evidence check is gone"
+    assert found is not None, "the evidence guide's check script is gone"
     script = tmp_path / "check_evidence.py"
     script.write_text(found.group(1), encoding="utf-8")
     return script
