@@ -3,7 +3,6 @@ database URL means (connection settings, dialect) is the backend's (store.backen
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
@@ -160,13 +159,16 @@ class Settings:
             return None
         if not key_file.exists():
             if not vault_keys.holds_data(self.store_backend()):
-                with contextlib.suppress(FileExistsError):  # another process made it first
+                try:
                     write_key_file(key_file)
-                log.warning(
-                    "made %s, the keys of this store's personal data: keep it apart from the "
-                    "database and backed up (without it the data cannot be read)",
-                    key_file,
-                )
+                except FileExistsError:  # another process made it first
+                    pass
+                else:
+                    log.warning(
+                        "made %s, the keys of this store's personal data: keep it apart from "
+                        "the database and backed up (without it the data cannot be read)",
+                        key_file,
+                    )
             elif not self.key_file:
                 return None
         return Secrets.from_env({"LEDGER_KEY_FILE": str(key_file)})

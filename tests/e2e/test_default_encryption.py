@@ -13,11 +13,12 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 import zstandard
 
 from store import envelope
@@ -30,6 +31,7 @@ from tests import payloads as p
 from tests.helpers import accept_all
 from tests.postgres_server import free_port
 
+ROOT = Path(__file__).parents[2]
 COMMAND = Path(sys.executable).parent / "callback-ledger"
 STORE = "callback-ledger.sqlite3"
 
@@ -284,3 +286,19 @@ def test_a_named_key_file_missing_for_a_store_that_holds_events_is_an_error(
     with pytest.raises(SecretsError, match="LEDGER_KEY_FILE"):
         settings.secrets()
     assert not key_file.exists()
+
+
+def test_compose_keeps_the_key_file_on_a_volume_of_its_own() -> None:
+    """compose.yaml gives the web process and the worker the same key file (made on the first
+    start, as above), on a named volume that is not the database's."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    paths = {services[name]["environment"]["LEDGER_KEY_FILE"] for name in ("ledger", "projector")}
+    assert len(paths) == 1, paths
+    folder = str(PurePosixPath(paths.pop()).parent)
+    database_volumes = {m.split(":")[0] for m in services["postgres"]["volumes"]}
+    for name in ("ledger", "projector"):
+        mounts = {m.split(":")[1]: m.split(":")[0] for m in services[name]["volumes"]}
+        volume = mounts[folder]
+        assert volume in compose["volumes"], (name, volume)
+        assert volume not in database_volumes, (name, volume)
