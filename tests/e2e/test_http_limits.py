@@ -5,7 +5,10 @@ the connection limit."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_hostile import read_response
+from tests.postgres_server import free_port
 from tests.server import Server
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
@@ -169,10 +173,43 @@ def test_a_busy_keep_alive_connection_is_never_cut(server: Server) -> None:
     assert set(statuses) == {200}
 
 
-@pytest.fixture
-def default_limits(tmp_path: Path) -> Iterator[Server]:
-    """A server with the default head limit (LEDGER_MAX_HEADER_BYTES: 32,768)."""
-    started = Server({"LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"}, tmp_path / "s.log")
+# The app under uvicorn with the guarded h11 protocol, as serve runs it where httptools is not
+# installed (serve picks httptools when it is).
+H11_MAIN = """
+import sys, uvicorn
+from api.app import app_from_env
+from api.connections import GuardedH11
+from store.config import Settings
+limit = Settings.from_env().max_header_bytes
+uvicorn.run(app_from_env(), port=int(sys.argv[1]), http=GuardedH11,
+            h11_max_incomplete_event_size=limit, log_level="warning")
+"""
+
+
+class H11Server(Server):
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = env
+        self._key = None
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", H11_MAIN, str(self.port)],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_until_listening()
+
+
+@pytest.fixture(params=["serve", "h11"])
+def default_limits(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A server with the default head limit (LEDGER_MAX_HEADER_BYTES: 32,768): `serve` (with
+    httptools), and the app under uvicorn's h11 with the same guard."""
+    env = {"LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"}
+    kind = H11Server if request.param == "h11" else Server
+    started = kind(env, tmp_path / "s.log")
     yield started
     started.stop()
 
