@@ -82,8 +82,9 @@ def first_key(settings: Settings) -> None:
 
 
 def refuse_unwritable_store(settings: Settings) -> None:
-    """A SQLite store whose files cannot be written kills the server on its first write
-    (store.sqlite_backend.unwritable_files): refused before it starts, saying which file."""
+    """A SQLite store whose files cannot be written fails every write, or (an immutable -shm)
+    kills the server at its first (store.sqlite_backend.unwritable_files): refused before it
+    starts, saying which file."""
     from store.sqlite_backend import unwritable_files
 
     path = settings.store_backend().store_file()
@@ -91,8 +92,8 @@ def refuse_unwritable_store(settings: Settings) -> None:
     if unwritable:
         raise ConfigError(
             f"the SQLite store's file {', '.join(unwritable)} cannot be written (immutable: "
-            "see lsattr and chattr -i; or read-only to this user): writing through it would "
-            "kill the server"
+            "see lsattr and chattr -i; or read-only to this user): the server could not "
+            "record callbacks (an immutable -shm would kill it at the first)"
         )
 
 
@@ -101,8 +102,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
     refuse_unwritable_store(settings)
     # A file made unwritable while serving (above) still kills the process with SIGBUS: the
-    # interpreter then writes the fault and the stacks to stderr, the log, before it dies.
+    # interpreter then writes the fault and the stacks to stderr, the log, before it dies (the
+    # variable does the same in the worker processes --workers starts).
     faulthandler.enable()
+    os.environ["PYTHONFAULTHANDLER"] = "1"
 
     # Before any server process imports prometheus_client: one fresh directory for this run.
     multiprocess = args.workers > 1 or bool(os.environ.get(multiproc.ENV))

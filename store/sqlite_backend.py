@@ -38,9 +38,9 @@ CHECKPOINT_PRAGMA = f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"
 
 def unwritable_files(path: str) -> list[str]:
     """Those of a store's files (the database, its write-ahead log and its shared-memory index)
-    that exist and that this process may not write. SQLite maps the `-shm` file into memory and
-    writes through the mapping: on one that cannot be written (immutable, or read-only to this
-    user) the process is killed by SIGBUS on its first write, with no error to catch."""
+    that exist and that this process may not write. Writes to them fail, and SQLite writes to
+    the `-shm` file through a memory mapping: on an immutable one the process is killed by
+    SIGBUS at its first write, with no error to catch or log."""
     files = [path + suffix for suffix in ("", "-wal", "-shm")]
     return [f for f in files if os.path.exists(f) and not os.access(f, os.W_OK)]
 
