@@ -1,5 +1,6 @@
 """`callback-ledger verify [--since N]`: recomputes the seal chain (store.seal) and names the
-first event or seal that does not match (exit 1), or prints the head it verified (exit 0)."""
+first event or seal that does not match, an event no seal covers, or one whose stored columns
+cannot be read (exit 1), or prints the head it verified (exit 0)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def run_verify(settings: Settings, args: argparse.Namespace) -> int:
             "problem": found.kind,
             "notification_id": found.notification_id,
             "seal": found.seal_position,
+            "stream": found.stream,
+            "topic": found.topic,
             "detail": found.detail,
         }
         text = f"verify: FAILED: {found.describe()}\n"
@@ -73,7 +76,8 @@ def add_commands(commands: Any) -> None:
     p = commands.add_parser(
         "verify",
         help="recompute the seal chain over the stored events: exit 1 naming the first "
-        "altered, missing or reordered event or bad seal; exit 0 with the head verified",
+        "altered, missing, reordered, unsealed or unreadable event or bad seal; exit 0 with "
+        "the head verified",
     )
     p.add_argument(
         "--since",
