@@ -5,13 +5,14 @@ cannot be read (exit 1), or prints the head it verified (exit 0)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
 import orjson
 
 from service.runtime import Runtime
-from store import seal_reads
+from store import seal_reads, spellings
 from store.config import Settings
 from store.seal import Problem
 
@@ -35,6 +36,8 @@ def run_verify(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     if isinstance(found, Problem):
+        if found.topic is not None:  # named as the code reads it, not by its stored short code
+            found = dataclasses.replace(found, topic=spellings.read(found.topic))
         report: dict[str, Any] = {
             "ok": False,
             "problem": found.kind,

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from store import seal
+from store import seal, spellings
 from store.config import Settings
 from store.db import Cursor, Database
 from store.group_commit import LRU, execute_many
@@ -290,11 +290,11 @@ def test_an_event_added_by_hand_is_named(ledger: Ledger, database_url: str) -> N
     assert code == 1, report
     assert (report["problem"], report["notification_id"]) == ("unsealed", forged["id"])
     assert report["stream"] == stream_text(forged)
-    assert report["topic"] == forged["topic"]
+    assert report["topic"] == spellings.read(forged["topic"])
     assert str(head) in report["detail"]
     text = cli(database_url, "verify")
     assert text.returncode == 1
-    assert f"notification {forged['id']} ({forged['topic']} on stream" in text.stderr
+    assert f"notification {forged['id']} ({report['topic']} on stream" in text.stderr
     assert "unsealed" in text.stderr and "Traceback" not in text.stderr
     # From a point past the last seal too.
     code, report = verify(database_url, "--since", str(forged["id"]))
@@ -310,9 +310,7 @@ def test_a_log_with_events_and_no_seal_names_the_first(ledger: Ledger, database_
     assert report["stream"] == stream_text(first)
 
 
-def test_a_state_stored_as_text_is_named(
-    backend: str, ledger: Ledger, database_url: str
-) -> None:
+def test_a_state_stored_as_text_is_named(backend: str, ledger: Ledger, database_url: str) -> None:
     """A state the ledger did not write (text where it writes bytes): named, never a
     traceback. SQLite keeps the type per value, so one event's is changed; PostgreSQL per
     column, so the column is, and the first event is named."""
