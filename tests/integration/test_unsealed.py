@@ -58,6 +58,7 @@ def test_the_projections_stop_at_an_event_added_by_hand(
             headers={"Authorization": f"Bearer {admin_key}"},
         ) as client,
     ):
+
         def stuck() -> bool:
             projections = client.get("/healthz").json()["projections"]
             return all("fault" in projection for projection in projections.values())
