@@ -44,6 +44,17 @@ class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these
     state: dict[str, Any]
 
 
+# The seals over the ids `first`..`last` (parameters: first, last, last): those that end in
+# that range, and the first one ending at or after `last`; two walks along the primary key,
+# whatever the size of the log.
+COVERING = (
+    f"SELECT first_id, position FROM {seal.TABLE} WHERE position >= ? AND position < ? "
+    "UNION ALL SELECT first_id, position FROM (SELECT first_id, position FROM "
+    f"{seal.TABLE} WHERE position >= ? ORDER BY position LIMIT 1) AS straddling "
+    "ORDER BY position"
+)
+
+
 class UnsealedEvent(Exception):
     """An event of the log that no seal covers: the ledger seals every batch in the
     transaction that writes it, so this one is not the ledger's and is not applied.
@@ -110,11 +121,7 @@ class EventLog:
         page, and a batch's seal commits with its events, so every batch of the page has its
         seal here, the newest included."""
         first, last = int(rows[0][0]), int(rows[-1][0])
-        seals = cur.tuples(
-            f"SELECT first_id, position FROM {seal.TABLE} WHERE position >= ? AND first_id <= ? "
-            "ORDER BY position",
-            [first, last],
-        )
+        seals = cur.tuples(COVERING, [first, last, last])
         covering = iter(seals)
         current = next(covering, None)
         for i, (id_, stream, topic, _) in enumerate(rows):
