@@ -20,7 +20,7 @@ from store import spellings
 from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
-from tests.helpers import accept_all
+from tests.helpers import accept_all, cli
 from tests.integration.test_seal import forge, rows, sql, stream_text
 
 NUMBER = "46732009911"
@@ -126,3 +126,15 @@ def test_batches_committed_while_the_projections_read_are_not_taken_for_unsealed
         runtime.close()
     assert pages > 1
     assert all(p["lag"] == 0 and "fault" not in p for p in positions.values())
+
+
+def test_a_replay_stops_at_an_event_added_by_hand(ledger: Ledger, database_url: str) -> None:
+    accept_all(ledger, [p.delivery("M1", "DELIVERED"), p.opt("OPT_OUT", request_id="R1")])
+    forged = forge(database_url, ledger, p.delivery("M-FORGED", "DELIVERED"))[0]
+    accept_all(ledger, [p.delivery("M2", "DELIVERED")])  # sealed, after it
+    replay = cli(database_url, "replay")
+    assert replay.returncode == 1, replay.stderr
+    assert "replay stopped" in replay.stderr
+    assert f"cannot apply event {forged['id']}" in replay.stderr
+    assert "no seal covers" in replay.stderr
+    assert "Traceback" not in replay.stderr
