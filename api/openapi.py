@@ -207,6 +207,8 @@ def document() -> dict[str, Any]:
                                             "status": {"enum": ["accepted", "duplicate"]},
                                             "trigger": {"type": "string"},
                                             "events": {"type": "integer"},
+                                            # GET /callbacks/{reference} reads it back
+                                            "reference": {"type": "string"},
                                         },
                                     }
                                 }

@@ -38,6 +38,7 @@ def unrecognised_command(body: dict[str, Any], receipt: Receipt) -> Command:
             project_id=project_id if isinstance(project_id, str) else None,
             callback=receipt.as_event_data(),
         ),
+        CATCH_ALL_KEY,
     )
 
 

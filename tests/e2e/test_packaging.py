@@ -95,9 +95,9 @@ def test_readme_curl_example_posts_a_signed_seed_callback(tmp_path: Path) -> Non
         again = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True)
     finally:
         server.stop()
-    assert first.stdout == '{"status":"accepted","trigger":"MESSAGE_DELIVERY","events":1}', (
-        first.stdout + first.stderr
-    )
+    assert first.stdout.startswith(
+        '{"status":"accepted","trigger":"MESSAGE_DELIVERY","events":1,"reference":"'
+    ), first.stdout + first.stderr
     assert '"status":"duplicate"' in again.stdout
     assert names(stored_events(database_url)) == ["Message.FirstReported"]
 
