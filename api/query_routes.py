@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from api.responses import JSON, error
 from domain import followup
-from projections.read_model import messages
+from projections.read_model import callbacks, messages
 from projections.read_model.paging import KeysetPage
 from projections.rules import iso
 from service import followups
@@ -181,6 +181,7 @@ MESSAGE_PARAMS = (
 )
 READ_PARAMS = ("project_id", "contact_id", "since", "until", "limit", "cursor")
 STALLED_PARAMS = ("project_id", "older_than", "limit", "cursor")
+CALLBACK_PARAMS = ("trigger", "since", "until", "limit", "cursor")
 
 
 async def read_views(runtime: Runtime, fn: Callable[[Cursor], Any]) -> Any:
@@ -333,6 +334,23 @@ class Queries:
                         cursor,
                         limit,
                         self.runtime.projector().vault,
+                    )
+                )
+            )
+        )
+
+    async def callbacks(self, request: Request) -> Response:
+        """Stored callbacks, interpreted or kept in the catch-all, by arrival: no bodies (those
+        are behind GET /callbacks/{reference})."""
+        params = Params(request, CALLBACK_PARAMS)
+        trigger = params.word("trigger")
+        since, until = params.time("since"), params.time("until")
+        limit, cursor = params.limit(), params.cursor(2)
+        return JSON(
+            await self._run(
+                lambda cur: page_body(
+                    callbacks.listed(
+                        cur, trigger.upper() if trigger else None, since, until, cursor, limit
                     )
                 )
             )

@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--projection",
         action="append",
-        choices=["messages", "consent"],
+        choices=["messages", "consent", "callbacks"],
         help="one projection (repeatable); default: all",
     )
     p.add_argument("--fresh", action="store_true", help="discard an interrupted rebuild")

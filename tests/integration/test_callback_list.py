@@ -1,0 +1,223 @@
+"""GET /callbacks: what the store keeps, interpreted or kept in the catch-all (CONTACT_MERGE and
+the other triggers this version does not interpret), by trigger and arrival window, in pages;
+audit scope; no bodies. Real Sinch bodies (../shared/fixtures), both backends; the listing reads
+an index on both (projections.callbacks)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from projections import callbacks as projection
+from projections.read_model import callbacks
+from store.db import Cursor, Database
+from tests.helpers import make_key
+from tests.integration.test_queries import wait_for_projections
+from tests.integration.test_real_callbacks import post
+from tests.unit.test_real_callbacks import FIXTURES
+
+MERGES = sorted(FIXTURES.glob("CONTACT_MERGE__*.json"))
+OTHERS = [
+    FIXTURES / "EVENT_INBOUND__docs__1.json",
+    FIXTURES / "MESSAGE_DELIVERY__docs__1.json",
+    FIXTURES / "OPT_OUT__sdk-java__1.json",
+    FIXTURES / "MESSAGE_INBOUND__docs__1.json",
+]
+ITEM_KEYS = {
+    "reference",
+    "trigger",
+    "received_at",
+    "event_time",
+    "project_id",
+    "app_id",
+    "interpreted",
+    "callback_url",
+}
+
+
+def sent(client: TestClient, paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """Posts each body; its webhook answer by the reference it names."""
+    answers = {}
+    for path in paths:
+        answer = post(client, path.read_bytes()).json()
+        assert answer["status"] == "accepted", (path.name, answer)
+        answers[answer["reference"]] = answer
+        time.sleep(0.002)  # distinct arrival times
+    return answers
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_callbacks_are_listed_by_trigger_and_window_in_pages(client: TestClient) -> None:
+    assert len(MERGES) >= 3
+    before = now()
+    early = sent(client, [*MERGES[:2], *OTHERS])
+    middle = now()
+    late = sent(client, MERGES[2:])
+    wait_for_projections(client)
+
+    merges = client.get("/callbacks", params={"trigger": "CONTACT_MERGE"}).json()
+    assert merges["next_cursor"] is None
+    items = merges["items"]
+    assert [i["reference"] for i in items] == [*list(early)[:2], *late], "by arrival"
+    for item in items:
+        assert set(item) == ITEM_KEYS, "no body, no headers"
+        assert item["trigger"] == "CONTACT_MERGE"
+        assert item["interpreted"] is False
+        assert before <= item["received_at"] <= now()
+        assert item["callback_url"].startswith("/callbacks/")
+        # The body is behind the audited read by reference.
+        raw = client.get(item["callback_url"]).json()["raw"]
+        assert "contact_merge_notification" in raw
+    # What the kept bodies say of themselves (the SDK's has an event time, the docs' none).
+    docs, sdk = items[0], items[1]
+    assert (docs["project_id"], docs["app_id"], docs["event_time"]) == (
+        "c36f3a3d-1513-4edd-ae42-11995557ff61",
+        "01EB37KMH1M6SV18ASNS3G135H",
+        None,
+    )
+    assert (sdk["project_id"], sdk["app_id"], sdk["event_time"]) == (
+        "project id value",
+        "app id value",
+        "2020-11-17T16:05:45.000000Z",
+    )
+
+    # The window: since <= arrival < until.
+    window = {"trigger": "CONTACT_MERGE", "since": middle}
+    assert [i["reference"] for i in client.get("/callbacks", params=window).json()["items"]] == (
+        list(late)
+    )
+    window = {"trigger": "CONTACT_MERGE", "since": before, "until": middle}
+    assert [i["reference"] for i in client.get("/callbacks", params=window).json()["items"]] == (
+        list(early)[:2]
+    )
+    # A trigger in any case; an interpreted one says so.
+    delivery = client.get("/callbacks", params={"trigger": "message_delivery"}).json()["items"]
+    assert [(i["trigger"], i["interpreted"]) for i in delivery] == [("MESSAGE_DELIVERY", True)]
+    assert delivery[0]["reference"] in early and delivery[0]["event_time"]
+
+    # Without a trigger: everything kept, in pages of `limit`, each page after the last.
+    every = [*early, *late]
+    walked: list[str] = []
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        page = client.get("/callbacks", params=params).json()
+        assert len(page["items"]) <= 2
+        walked += [i["reference"] for i in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        params = {"limit": 2, "cursor": page["next_cursor"]}
+    assert walked == every
+    triggers = {i["trigger"] for i in client.get("/callbacks").json()["items"]}
+    assert triggers == {
+        "CONTACT_MERGE",
+        "EVENT_INBOUND",
+        "MESSAGE_DELIVERY",
+        "OPT_OUT",
+        "MESSAGE_INBOUND",
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"trigger": "CONTACT MERGE"}, "trigger"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2024-13-01T00:00:00Z"}, "until"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"cursor": "nope"}, "cursor"),
+        ({"reference": "x"}, "reference"),
+    ],
+)
+def test_a_bad_parameter_is_a_400_naming_it(
+    client: TestClient, params: dict[str, str], named: str
+) -> None:
+    answer = client.get("/callbacks", params=params)
+    assert answer.status_code == 400, answer.text
+    assert named in answer.json()["detail"]
+
+
+def test_the_list_needs_the_audit_scope(client: TestClient, database_url: str) -> None:
+    reader = make_key(database_url, "reader", ("read",))
+    auditor = make_key(database_url, "auditor", ("audit",))
+    assert client.get("/callbacks", headers={"Authorization": ""}).status_code == 401
+    denied = client.get("/callbacks", headers={"Authorization": f"Bearer {reader}"})
+    assert denied.status_code == 403
+    assert "audit" in denied.json()["detail"]
+    allowed = client.get(
+        "/callbacks",
+        params={"trigger": "CONTACT_MERGE"},
+        headers={"Authorization": f"Bearer {auditor}"},
+    )
+    assert allowed.status_code == 200
+    # An audit read: the access log names who asked for what.
+    logged = client.get("/access-log").json()["items"]
+    mine = [e for e in logged if e["route"] == "/callbacks" and e["status"] == 200]
+    assert [(e["actor"], e["subject"]) for e in mine] == [
+        ("auditor", {"trigger": "CONTACT_MERGE"})
+    ], logged
+
+
+class Recording(Cursor):
+    """A cursor that keeps the queries it ran."""
+
+    def __init__(self, raw: Any, backend: Any) -> None:
+        super().__init__(raw, backend)
+        self.seen: list[tuple[str, list[Any]]] = []
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        self.seen.append((sql, list(params)))
+        return super().execute(sql, params)
+
+
+def test_listing_by_trigger_and_window_reads_an_index(database_url: str) -> None:
+    """Both lists (of a trigger, of all) are a range of one index, in the list's order: no
+    scan of the table and no sort, however many callbacks are kept."""
+    db = Database(database_url)
+    table = "callbacks_g9"
+    try:
+        with db.transaction() as cur:
+            for statement in projection.schema(9):
+                cur.execute(statement)
+            cur.executemany(
+                f"INSERT INTO {table} (reference, trigger, received_at, interpreted) "
+                "VALUES (?, ?, ?, 0)",
+                [
+                    (f"s{i}/received", f"T{i % 20}", f"2024-06-{1 + i % 28:02d}T00:00:{i:06d}Z")
+                    for i in range(5000)
+                ],
+            )
+            # What the lists read: the view over the active generation (projections.schema).
+            cur.execute(f"CREATE VIEW callbacks AS SELECT * FROM {table}")
+        with db.read() as cur:
+            spy = Recording(cur.raw, cur.backend)
+            window = ("2024-06-03T00:00:00Z", "2024-06-09T00:00:00Z")
+            callbacks.listed(spy, "T7", *window, ["2024-06-04T00:00:00Z", "s1/received"], 10)
+            callbacks.listed(spy, None, *window, None, 10)
+            plans = []
+            for sql, params in spy.seen:
+                if db.backend.name == "sqlite":
+                    rows = cur.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+                    plans.append(" | ".join(row["detail"] for row in rows))
+                else:
+                    cur.execute(f"ANALYZE {table}")
+                    rows = cur.execute(f"EXPLAIN {sql}", params).fetchall()
+                    plans.append(" | ".join(row["QUERY PLAN"] for row in rows))
+    finally:
+        db.close()
+    assert len(plans) == 2
+    for plan, index in zip(plans, ("ix_cb_g9_trigger", "ix_cb_g9_arrival"), strict=True):
+        assert index in plan, plan
+        if db.backend.name == "sqlite":
+            assert plan.startswith("SEARCH") and "TEMP B-TREE" not in plan, plan
+        else:
+            assert "Seq Scan" not in plan and "Sort" not in plan, plan
