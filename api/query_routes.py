@@ -140,17 +140,25 @@ class Params:
         value = self.text("cursor", MAX_CURSOR)
         if value is None:
             return None
-        try:
-            decoded = orjson.loads(base64.urlsafe_b64decode(value.encode() + b"=="))
-        except (binascii.Error, orjson.JSONDecodeError, ValueError):
-            decoded = None
-        if not (
-            isinstance(decoded, list)
-            and len(decoded) == size
-            and all(isinstance(v, str) and not _UNSTORABLE.search(v) for v in decoded)
-        ):
+        decoded = decode_cursor(value, size)
+        if decoded is None:
             raise HTTPException(400, "query parameter 'cursor' is not a cursor this API gave out")
         return decoded
+
+
+def decode_cursor(value: str, size: int) -> list[str] | None:
+    """The `size` keys a cursor of `encode_cursor` holds, or None if it is not one."""
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(value.encode() + b"=="))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError):
+        return None
+    if not (
+        isinstance(decoded, list)
+        and len(decoded) == size
+        and all(isinstance(v, str) and not _UNSTORABLE.search(v) for v in decoded)
+    ):
+        return None
+    return decoded
 
 
 def encode_cursor(values: Sequence[str]) -> str:

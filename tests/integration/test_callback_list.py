@@ -5,19 +5,23 @@ an index on both (projections.callbacks)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from projections import callbacks as projection
 from projections.read_model import callbacks
 from store.db import Cursor, Database
-from tests.helpers import make_key
+from tests import payloads as p
+from tests.helpers import cli, make_key
 from tests.integration.test_queries import wait_for_projections
 from tests.integration.test_real_callbacks import post
 from tests.unit.test_real_callbacks import FIXTURES
@@ -221,3 +225,95 @@ def test_listing_by_trigger_and_window_reads_an_index(database_url: str) -> None
             assert plan.startswith("SEARCH") and "TEMP B-TREE" not in plan, plan
         else:
             assert "Seq Scan" not in plan and "Sort" not in plan, plan
+
+
+def test_the_cli_lists_them_in_pages_and_neutralises_csv_cells(
+    client: TestClient, database_url: str
+) -> None:
+    merges = list(sent(client, MERGES))
+    hostile = p.envelope(
+        project_id='=HYPERLINK("http://x")',
+        contact_merge_notification={"preserved_contact": {}, "deleted_contact": {}},
+    )
+    answer = post(client, p.encode(hostile)).json()
+    assert answer["status"] == "accepted"
+    sent(client, OTHERS)
+    wait_for_projections(client)
+
+    listed = cli(
+        database_url, "callbacks", "list", "--trigger", "contact_merge", "--format", "json"
+    )
+    assert listed.returncode == 0, listed.stderr
+    body = orjson.loads(listed.stdout)
+    assert [i["reference"] for i in body["items"]] == [*merges, answer["reference"]]
+    assert {i["interpreted"] for i in body["items"]} == {False}
+    assert "raw" not in listed.stdout and "contact_merge_notification" not in listed.stdout
+    assert body["next_cursor"] is None
+
+    # Pages: --limit, then --cursor where the first page ended.
+    first = cli(
+        database_url,
+        "callbacks",
+        "list",
+        "--trigger",
+        "CONTACT_MERGE",
+        "--limit",
+        "3",
+        "--format",
+        "json",
+    )
+    page = orjson.loads(first.stdout)
+    assert [i["reference"] for i in page["items"]] == merges[:3]
+    rest = cli(
+        database_url,
+        "callbacks",
+        "list",
+        "--trigger",
+        "CONTACT_MERGE",
+        "--cursor",
+        page["next_cursor"],
+        "--format",
+        "json",
+    )
+    assert [i["reference"] for i in orjson.loads(rest.stdout)["items"]] == [
+        *merges[3:],
+        answer["reference"],
+    ]
+    # The HTTP API takes the same cursor.
+    http = client.get(
+        "/callbacks", params={"trigger": "CONTACT_MERGE", "cursor": page["next_cursor"]}
+    )
+    assert [i["reference"] for i in http.json()["items"]] == [*merges[3:], answer["reference"]]
+
+    # CSV: a cell a spreadsheet would run as a formula is written as text.
+    csv_out = cli(
+        database_url, "callbacks", "list", "--trigger", "CONTACT_MERGE", "--format", "csv"
+    )
+    assert csv_out.returncode == 0, csv_out.stderr
+    rows = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+    assert len(rows) == len(merges) + 1
+    assert rows[-1]["project_id"] == '\'=HYPERLINK("http://x")'
+    assert rows[-1]["reference"] == answer["reference"]
+    # The table (piped: tab-separated), with a note on stderr when more follow.
+    table = cli(database_url, "callbacks", "list", "--limit", "2")
+    assert table.returncode == 0, table.stderr
+    assert len(table.stdout.splitlines()) == 3
+    assert "more follow: --cursor " in table.stderr
+    # Without a trigger: every kept one, interpreted ones too.
+    every = orjson.loads(cli(database_url, "callbacks", "list", "--format", "json").stdout)
+    assert {i["trigger"] for i in every["items"]} >= {
+        "CONTACT_MERGE",
+        "MESSAGE_DELIVERY",
+        "OPT_OUT",
+    }
+
+    bad = cli(database_url, "callbacks", "list", "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr
+    bad = cli(database_url, "callbacks", "list", "--cursor", "nope")
+    assert bad.returncode == 2 and "--cursor" in bad.stderr
+    # Logged as an audit read, as GET /callbacks is.
+    access = orjson.loads(cli(database_url, "audit", "access", "--format", "json").stdout)
+    assert any(
+        a["route"] == "callbacks list" and a.get("subject.trigger") == "CONTACT_MERGE"
+        for a in access
+    ), access
