@@ -132,10 +132,10 @@ def command_for(
         raise
     project_id = callback.project_id
     if isinstance(callback, SubmitCallback):
-        note = callback.message_submit_notification
-        submitted_id = note.message_id
+        submitted = callback.message_submit_notification
+        submitted_id = submitted.message_id
         stream = ids.message_id(project_id, submitted_id, layout)
-        channel = note.channel_identity.channel if note.channel_identity else None
+        channel = submitted.channel_identity.channel if submitted.channel_identity else None
         return Command(
             trigger,
             stream,
