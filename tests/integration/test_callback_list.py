@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from api.console import callbacks as callbacks_page
 from projections import callbacks as projection
 from projections.read_model import callbacks
 from store.db import Cursor, Database
@@ -317,3 +321,62 @@ def test_the_cli_lists_them_in_pages_and_neutralises_csv_cells(
         a["route"] == "callbacks list" and a.get("subject.trigger") == "CONTACT_MERGE"
         for a in access
     ), access
+
+
+def test_the_console_page_lists_them_in_pages(client: TestClient, database_url: str) -> None:
+    merges = list(sent(client, MERGES))
+    hostile = p.envelope(
+        project_id="<script>alert(1)</script>",
+        contact_merge_notification={"preserved_contact": {}, "deleted_contact": {}},
+    )
+    last = post(client, p.encode(hostile)).json()["reference"]
+    delivery = list(sent(client, OTHERS[1:2]))
+    wait_for_projections(client)
+
+    html = client.get("/console/callbacks", params={"trigger": "contact_merge"}).text
+    # Linked from the console's navigation, and current there.
+    assert '<a href="/console/callbacks" aria-current="page">Callbacks</a>' in html
+    shown = [unquote(r) for r in re.findall(r'href="/console/callbacks/([^"]+)"', html)]
+    assert shown == [*merges, last]
+    assert "kept as is" in html and "MESSAGE_DELIVERY" not in html.split("<tbody>")[1]
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    # Each links to its body (the audited page by reference).
+    body = client.get(f"/console/callbacks/{quote(merges[0], safe='/')}")
+    assert body.status_code == 200 and "contact_merge_notification" in body.text
+
+    # Pages of 50: with more kept, a "Next page" link goes on where the first page ended.
+    many = [
+        p.envelope(
+            app_id=f"APP{i}",
+            contact_merge_notification={"preserved_contact": {}, "deleted_contact": {}},
+        )
+        for i in range(callbacks_page.PAGE_ROWS)
+    ]
+    refs = [*merges, last]
+    for body_ in many:
+        refs.append(post(client, p.encode(body_)).json()["reference"])
+    wait_for_projections(client)
+    first = client.get("/console/callbacks", params={"trigger": "CONTACT_MERGE"}).text
+    found = re.search(r'<a id="next" href="([^"]+)"', first)
+    assert found is not None
+    second = client.get(html_unescape(found.group(1))).text
+    walked = [
+        unquote(r)
+        for text in (first, second)
+        for r in re.findall(r'href="/console/callbacks/([^"]+)"', text)
+    ]
+    assert walked == refs
+    assert 'id="next"' not in second
+    # Without a trigger: the interpreted ones too; a window by arrival.
+    every = client.get("/console/callbacks", params={"since": "2000-01-01T00:00:00Z"}).text
+    assert delivery[0] in [
+        unquote(r) for r in re.findall(r'href="/console/callbacks/([^"]+)"', every)
+    ]
+    # What the page cannot use is said, not a 500.
+    odd = client.get("/console/callbacks", params={"trigger": "a b", "since": "x", "cursor": "y"})
+    assert odd.status_code == 200
+    assert odd.text.count('class="notice error"') == 3
+    # Audit scope, as GET /callbacks.
+    reader = make_key(database_url, "console-reader", ("read",))
+    denied = client.get("/console/callbacks", headers={"Authorization": f"Bearer {reader}"})
+    assert denied.status_code == 403

@@ -52,6 +52,7 @@ SCOPE_TABLE = {
     "/console/quarantine/{entry_id}": "audit",
     "/console/quarantine/{entry_id}/resolve": "admin",
     "/console/callbacks/{reference:path}": "audit",
+    "/console/callbacks": "audit",
     "/console/health": "any key",
     "/console/compliance": "audit",
     "/console/compliance.csv": "audit",
