@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from domain.message import report_key, submission_key
 from projections.log_reader import (
     CONSENT_REPORTED,
@@ -81,7 +79,7 @@ def row(event: LoggedEvent) -> tuple[Any, ...]:
         trigger, key = "MESSAGE_INBOUND", str(state["dedupe_key"])
     else:
         trigger, key = str(state["trigger"]), CATCH_ALL_KEY
-        app_id, event_time = _from_body(state["callback"].get("raw"))
+        event_time = _sent_time(state.get("event_time"))
     project_id = state.get("project_id")
     return (
         f"{stream}/{key}",
@@ -94,17 +92,9 @@ def row(event: LoggedEvent) -> tuple[Any, ...]:
     )
 
 
-def _from_body(raw: str | None) -> tuple[str | None, str | None]:
-    """A kept body's app id and event time, when it is there (not erased) and says them."""
+def _sent_time(value: Any) -> str | None:
+    """A kept body's event time, as the list holds times, when it reads as one."""
     try:
-        body = orjson.loads(raw) if raw is not None else None
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(body, dict):
-        return None, None
-    app_id = body.get("app_id")
-    try:
-        event_time = stored_time(body.get("event_time"))
-    except (ValueError, OverflowError, TypeError):  # the sender's text: not always a time
-        event_time = None
-    return (app_id if isinstance(app_id, str) else None), event_time
+        return stored_time(value)
+    except (ValueError, OverflowError):  # the sender's text: not always a time
+        return None

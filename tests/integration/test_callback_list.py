@@ -23,9 +23,11 @@ from starlette.testclient import TestClient
 from api.console import callbacks as callbacks_page
 from projections import callbacks as projection
 from projections.read_model import callbacks
+from service.replay import replay
+from store.config import Settings
 from store.db import Cursor, Database
 from tests import payloads as p
-from tests.helpers import cli, make_key
+from tests.helpers import cli, make_key, projection_rows
 from tests.integration.test_queries import wait_for_projections
 from tests.integration.test_real_callbacks import post
 from tests.unit.test_real_callbacks import FIXTURES
@@ -380,3 +382,31 @@ def test_the_console_page_lists_them_in_pages(client: TestClient, database_url: 
     reader = make_key(database_url, "console-reader", ("read",))
     denied = client.get("/console/callbacks", headers={"Authorization": f"Bearer {reader}"})
     assert denied.status_code == 403
+
+
+def test_the_list_holds_after_an_erasure_and_a_replay_gives_the_same(
+    client: TestClient, settings: Settings, database_url: str
+) -> None:
+    """A row names its callback and what the body says of itself (app, event time), none of
+    it personal: an erasure of the person the body is about leaves the row as it was, and a
+    replay, which reads only the events' public parts, builds the same rows."""
+    merge = FIXTURES / "CONTACT_MERGE__sdk-java__1.json"  # about MMS 33987654321 first
+    reference = next(iter(sent(client, [merge, *OTHERS[1:2]])))
+    wait_for_projections(client)
+    every = {"callbacks": ("reference",)}
+    live = projection_rows(database_url, views=every)
+    [row] = [r for r in live["callbacks"] if r["reference"] == reference]
+    assert (row["trigger"], row["app_id"], row["event_time"]) == (
+        "CONTACT_MERGE",
+        "app id value",
+        "2020-11-17T16:05:45.000000Z",
+    )
+    erased = client.post(
+        "/admin/erasures", json={"channel": "MMS", "identity": "33987654321", "reason": "test"}
+    )
+    assert erased.status_code == 201, erased.text
+    assert client.get(f"/callbacks/{quote(reference, safe='/')}").json().get("erased") is True
+    wait_for_projections(client)
+    assert projection_rows(database_url, views=every) == live
+    replay(settings)
+    assert projection_rows(database_url, views=every) == live
