@@ -94,6 +94,8 @@ ROUTE_SCOPES: dict[str, Any] = {
     "/consent/review": AUDIT,
     # The raw body with phone numbers, message text and the signature headers: audit only.
     "/callbacks/{reference:path}": AUDIT,
+    # What is stored, by trigger and arrival: references and times, no bodies.
+    "/callbacks": AUDIT,
     "/quarantine": AUDIT,
     "/access-log": AUDIT,
     # The seal chain's head (store.seal), to be recorded elsewhere.
@@ -260,6 +262,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         "/consent/check": consent.consent_check,
         "/consent/review": consent.review,
         "/callbacks/{reference:path}": consent.callback,
+        "/callbacks": queries.callbacks,
         "/access-log": access_log,
         "/seal": seal_endpoint(runtime),
         "/metrics": metrics_endpoint(runtime, settings.metrics_refresh_s),

@@ -57,6 +57,7 @@ QUERY: dict[str, dict[str, Any]] = {
     # Opaque: only a `next_cursor` this API gave out is taken.
     "cursor": {"type": "string", "maxLength": q.MAX_CURSOR, "pattern": "^[A-Za-z0-9_-]*$"},
     "key": _text(q.MAX_TEXT),
+    "trigger": WORD,
 }
 # What path_param checks. A '/' ends a path segment: an id holding one reaches no route (404).
 SEGMENT = {"type": "string", "minLength": 1, "maxLength": q.MAX_TEXT, "pattern": "^[^/\\x00]*$"}
@@ -207,6 +208,8 @@ def document() -> dict[str, Any]:
                                             "status": {"enum": ["accepted", "duplicate"]},
                                             "trigger": {"type": "string"},
                                             "events": {"type": "integer"},
+                                            # GET /callbacks/{reference} reads it back
+                                            "reference": {"type": "string"},
                                         },
                                     }
                                 }
@@ -333,6 +336,15 @@ def document() -> dict[str, Any]:
                         "sealed_at": {"type": ["string", "null"]},
                     },
                 },
+                scope="audit",
+            ),
+            "/callbacks": _get(
+                "Stored callbacks, interpreted or not (CONTACT_MERGE and other triggers kept "
+                "uninterpreted too), by arrival time: references and times, not bodies",
+                _query(*q.CALLBACK_PARAMS),
+                400,
+                503,
+                body=_page("next_cursor", "string"),
                 scope="audit",
             ),
             "/callbacks/{reference}": _get(

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from api.responses import JSON, error
 from domain import followup
-from projections.read_model import messages
+from projections.read_model import callbacks, messages
 from projections.read_model.paging import KeysetPage
 from projections.rules import iso
 from service import followups
@@ -139,17 +139,25 @@ class Params:
         value = self.text("cursor", MAX_CURSOR)
         if value is None:
             return None
-        try:
-            decoded = orjson.loads(base64.urlsafe_b64decode(value.encode() + b"=="))
-        except (binascii.Error, orjson.JSONDecodeError, ValueError):
-            decoded = None
-        if not (
-            isinstance(decoded, list)
-            and len(decoded) == size
-            and all(isinstance(v, str) and not _UNSTORABLE.search(v) for v in decoded)
-        ):
+        decoded = decode_cursor(value, size)
+        if decoded is None:
             raise HTTPException(400, "query parameter 'cursor' is not a cursor this API gave out")
         return decoded
+
+
+def decode_cursor(value: str, size: int) -> list[str] | None:
+    """The `size` keys a cursor of `encode_cursor` holds, or None if it is not one."""
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(value.encode() + b"=="))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError):
+        return None
+    if not (
+        isinstance(decoded, list)
+        and len(decoded) == size
+        and all(isinstance(v, str) and not _UNSTORABLE.search(v) for v in decoded)
+    ):
+        return None
+    return decoded
 
 
 def encode_cursor(values: Sequence[str]) -> str:
@@ -180,6 +188,7 @@ MESSAGE_PARAMS = (
 )
 READ_PARAMS = ("project_id", "contact_id", "since", "until", "limit", "cursor")
 STALLED_PARAMS = ("project_id", "older_than", "limit", "cursor")
+CALLBACK_PARAMS = ("trigger", "since", "until", "limit", "cursor")
 
 
 async def read_views(runtime: Runtime, fn: Callable[[Cursor], Any]) -> Any:
@@ -332,6 +341,23 @@ class Queries:
                         cursor,
                         limit,
                         self.runtime.projector().vault,
+                    )
+                )
+            )
+        )
+
+    async def callbacks(self, request: Request) -> Response:
+        """Stored callbacks, interpreted or kept in the catch-all, by arrival: no bodies (those
+        are behind GET /callbacks/{reference})."""
+        params = Params(request, CALLBACK_PARAMS)
+        trigger = params.word("trigger")
+        since, until = params.time("since"), params.time("until")
+        limit, cursor = params.limit(), params.cursor(2)
+        return JSON(
+            await self._run(
+                lambda cur: page_body(
+                    callbacks.listed(
+                        cur, trigger.upper() if trigger else None, since, until, cursor, limit
                     )
                 )
             )

@@ -334,7 +334,12 @@ class SinchWebhook:
         if settings.webhook_secrets:
             self.nonces.remember(nonce, timestamp)
         return JSON(
-            {"status": outcome.status, "trigger": outcome.trigger, "events": outcome.events}
+            {
+                "status": outcome.status,
+                "trigger": outcome.trigger,
+                "events": outcome.events,
+                "reference": outcome.reference,
+            }
         )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import orjson
 
 from callback_ledger.audit_cli import add_commands as add_audit_commands
+from callback_ledger.callbacks_cli import add_commands as add_callbacks_commands
 from callback_ledger.erase_cli import add_commands as add_erase_commands
 from callback_ledger.evidence_cli import add_commands as add_evidence_commands
 from callback_ledger.followup_cli import add_commands as add_followup_commands
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--projection",
         action="append",
-        choices=["messages", "consent"],
+        choices=["messages", "consent", "callbacks"],
         help="one projection (repeatable); default: all",
     )
     p.add_argument("--fresh", action="store_true", help="discard an interrupted rebuild")
@@ -278,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_verify_commands(commands)
     add_evidence_commands(commands)
     add_erase_commands(commands)
+    add_callbacks_commands(commands)
     add_secrets_commands(commands)
 
     args = parser.parse_args(argv)

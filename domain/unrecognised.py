@@ -28,9 +28,17 @@ class UnrecognisedCallback(Aggregate):
     def create_id(body_hash: str) -> UUID:
         return ids.body_id("unrecognised", body_hash)
 
+    # `app_id` and `event_time` (as the body gives it): what the body says of itself, public,
+    # so the callbacks list shows them without opening the body. Events from before lack them.
     @event("Received", topic=stored("unrecognised", "UnrecognisedCallback.Received"))
     def __init__(
-        self, body_hash: str, trigger: str, project_id: str | None, callback: dict[str, Any]
+        self,
+        body_hash: str,
+        trigger: str,
+        project_id: str | None,
+        callback: dict[str, Any],
+        app_id: str | None = None,
+        event_time: str | None = None,
     ) -> None:
         self.trigger = trigger
         self.project_id = project_id

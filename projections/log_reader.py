@@ -34,7 +34,7 @@ INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
 
 # Events the projections read only the public part of, in an encrypted store (inbound
 # messages are decrypted: their text is read with today's keywords).
-PUBLIC_READ = frozenset({*REPORTS, MESSAGE_SUBMITTED, CONSENT_REPORTED})
+PUBLIC_READ = frozenset({*REPORTS, MESSAGE_SUBMITTED, CONSENT_REPORTED, UNRECOGNISED_RECEIVED})
 
 
 class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these

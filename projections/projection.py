@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from projections import consent, messages, rules
+from projections import callbacks, consent, messages, rules
 from projections.log_reader import LoggedEvent
 from store.db import Cursor
 from store.vault import Vault
@@ -55,5 +55,12 @@ def all_projections(
             consent.ADDED_COLUMNS,
             consent.LAYOUT_INDEXES,
             consent.KEYS,
+        ),
+        callbacks.NAME: Projection(
+            callbacks.NAME,
+            callbacks.TOPICS,
+            callbacks.TABLES,
+            callbacks.schema,
+            lambda cur, g, events: callbacks.apply(cur, g, events),
         ),
     }

@@ -39,7 +39,8 @@ class Refusal:
 class Outcome:
     """What became of one callback. `accepted` / `duplicate`: recorded on its stream (or kept
     in the catch-all, `kept_uninterpreted`, for a trigger this version does not interpret),
-    `events` appended. `refused`: see `refusal`; `quarantined` says whether the body was kept
+    `events` appended, `reference` naming the stored callback (for a duplicate: the one stored
+    before it). `refused`: see `refusal`; `quarantined` says whether the body was kept
     in the quarantine for an operator."""
 
     status: Status
@@ -48,6 +49,7 @@ class Outcome:
     kept_uninterpreted: bool = False
     refusal: Refusal | None = None
     quarantined: bool = False
+    reference: str | None = None
 
 
 class QuarantineFailed(Exception):
@@ -112,7 +114,13 @@ class Recorder:
         except InvalidCallback as exc:
             refusal = Refusal(422, "invalid_callback", exc.problems, str(exc))
             return await self._refuse(raw, receipt, exc.trigger, refusal)
-        return Outcome(committed.status, committed.trigger, committed.events, kept)
+        return Outcome(
+            committed.status,
+            committed.trigger,
+            committed.events,
+            kept,
+            reference=command.reference,
+        )
 
     async def _refuse(
         self, raw: bytes, receipt: Receipt, trigger: str, refusal: Refusal

@@ -27,7 +27,7 @@ CATCH_ALL_TOPIC = get_topic(UnrecognisedCallback.Received)  # type: ignore[attr-
 def unrecognised_command(body: dict[str, Any], receipt: Receipt) -> Command:
     """The catch-all's recording: one stream per distinct body (its hash). Pure."""
     trigger = detect_trigger(body)
-    project_id = body.get("project_id")
+    project_id, app_id, event_time = (body.get(k) for k in ("project_id", "app_id", "event_time"))
     body_hash = ids.body_hash(receipt.raw.encode())
     return created_once(
         trigger,
@@ -37,7 +37,10 @@ def unrecognised_command(body: dict[str, Any], receipt: Receipt) -> Command:
             trigger=trigger,
             project_id=project_id if isinstance(project_id, str) else None,
             callback=receipt.as_event_data(),
+            app_id=app_id if isinstance(app_id, str) else None,
+            event_time=event_time if isinstance(event_time, str) else None,
         ),
+        CATCH_ALL_KEY,
     )
 
 

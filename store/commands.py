@@ -26,7 +26,7 @@ from domain.callbacks import (
     parse_callback,
 )
 from domain.contact import Contact, Namer, contact_key, fact_key
-from domain.message import Message
+from domain.message import Message, report_key, submission_key
 from domain.receipt import Receipt
 
 
@@ -35,13 +35,23 @@ class Command:
     """Recording one interpreted callback: which stream, how to start it, and the aggregate's
     decision (True: events were added; False: already recorded). `dedupe_key`: the key of the
     fact it would append to a Contact stream; when the contact no longer remembers all its keys,
-    the store's key table is asked first, and a key found there is a duplicate."""
+    the store's key table is asked first, and a key found there is a duplicate. `key`: what
+    names the callback's event within its stream (a Contact's dedupe key, a message's report
+    key); a duplicate has the key of the event stored before it, so `reference` names that."""
 
     trigger: str
     aggregate_id: UUID
     create: Callable[[], Aggregate]
     decide: Callable[[Any], bool]
     dedupe_key: str | None = None
+    key: str | None = None
+
+    @property
+    def reference(self) -> str | None:
+        """The callback's reference `<stream>/<key>`, as GET /callbacks/{reference} reads it
+        (store.event_reads); None for a command whose event has no key."""
+        key = self.dedupe_key if self.key is None else self.key
+        return None if key is None else f"{self.aggregate_id}/{key}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,9 @@ def collected(aggregates: Iterable[Aggregate]) -> ProcessingEvent[UUID]:
     return processing
 
 
-def created_once(trigger: str, aggregate_id: UUID, create: Callable[[], Aggregate]) -> Command:
+def created_once(
+    trigger: str, aggregate_id: UUID, create: Callable[[], Aggregate], key: str | None = None
+) -> Command:
     """A command whose stream is its whole record (a body kept once, named by its hash): it is
     accepted where this command created the stream, and a duplicate where the stream was there
     already (stored, or started by an earlier command of the same batch)."""
@@ -81,7 +93,7 @@ def created_once(trigger: str, aggregate_id: UUID, create: Callable[[], Aggregat
         # Made by this command and not yet committed: a command sent again finds it committed.
         return bool(made) and aggregate is made[0] and bool(aggregate.pending_events)
 
-    return Command(trigger, aggregate_id, start, decide)
+    return Command(trigger, aggregate_id, start, decide, key=key)
 
 
 def exact_text(raw: bytes, text: str) -> bool:
@@ -120,22 +132,28 @@ def command_for(
         raise
     project_id = callback.project_id
     if isinstance(callback, SubmitCallback):
-        submitted_id = callback.message_submit_notification.message_id
+        submitted = callback.message_submit_notification
+        submitted_id = submitted.message_id
         stream = ids.message_id(project_id, submitted_id, layout)
+        channel = submitted.channel_identity.channel if submitted.channel_identity else None
         return Command(
             trigger,
             stream,
             lambda: Message.register(stream, project_id, submitted_id),
             lambda m: m.record_submission(callback, receipt),
+            key=submission_key(channel),
         )
     if isinstance(callback, DeliveryCallback):
-        message_id = callback.message_delivery_report.message_id
+        report = callback.message_delivery_report
+        message_id = report.message_id
         stream = ids.message_id(project_id, message_id, layout)
+        channel = report.channel_identity.channel if report.channel_identity else None
         return Command(
             trigger,
             stream,
             lambda: Message.register(stream, project_id, message_id),
             lambda m: m.record_report(callback, receipt),
+            key=report_key(channel, report.status),
         )
     if isinstance(callback, InboundCallback):
         message = callback.message

@@ -61,7 +61,9 @@ VIEWS = {
 }
 
 
-def projection_rows(database_url: str, shown: bool = True) -> dict[str, list[dict[str, Any]]]:
+def projection_rows(
+    database_url: str, shown: bool = True, views: dict[str, tuple[str, ...]] = VIEWS
+) -> dict[str, list[dict[str, Any]]]:
     """Every row of the read views, in key order. With `shown`, as people see them: the sealed
     copies opened (identities as shown in place of their names), so that rows sealed at
     different times (live, and by a replay) compare equal."""
@@ -72,7 +74,7 @@ def projection_rows(database_url: str, shown: bool = True) -> dict[str, list[dic
         with db.read() as cur:
             rows = {
                 view: cur.execute(f"SELECT * FROM {view} ORDER BY {', '.join(keys)}").fetchall()
-                for view, keys in VIEWS.items()
+                for view, keys in views.items()
             }
         return {view: opened(db, found) for view, found in rows.items()} if shown else rows
     finally:

@@ -17,7 +17,16 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from api.auth import ADMIN, ANY_KEY, AUDIT, READ
-from api.console import compliance, contact, health, message, overview, quarantine, search
+from api.console import (
+    callbacks,
+    compliance,
+    contact,
+    health,
+    message,
+    overview,
+    quarantine,
+    search,
+)
 from api.console.context import Context, form, visitor
 from api.console.render import page, problem
 from api.console.session import Refused, SignIn, csrf_ok
@@ -47,6 +56,7 @@ CONSOLE_SCOPES: dict[str, str] = {
     "/console/quarantine/{entry_id}": AUDIT,
     "/console/quarantine/{entry_id}/resolve": ADMIN,
     "/console/callbacks/{reference:path}": AUDIT,
+    "/console/callbacks": AUDIT,
     "/console/health": ANY_KEY,
     "/console/compliance": AUDIT,
     "/console/compliance.csv": AUDIT,
@@ -180,6 +190,7 @@ class Console:
             "/console/quarantine/{entry_id}": quarantine.entry_page,
             "/console/quarantine/{entry_id}/resolve": quarantine.resolve,
             "/console/callbacks/{reference:path}": quarantine.callback_page,
+            "/console/callbacks": callbacks.list_page,
             "/console/health": health.health_page,
             "/console/compliance": compliance.report_page,
             "/console/compliance.csv": compliance.report_csv,

@@ -1,10 +1,16 @@
-"""The raw callback behind a consent fact or a timeline entry, read from the immutable log."""
+"""The raw callback behind a consent fact or a timeline entry, read from the immutable log; and
+the list of stored callbacks by trigger and arrival (projections.callbacks), without bodies."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
+from projections.callbacks import BY_ARRIVAL
+from projections.read_model.paging import Conditions, KeysetPage, keyset_page
+from store.db import Cursor, Row, time_window
 from store.ledger import Ledger
 
 
@@ -32,3 +38,32 @@ def callback(ledger: Ledger, reference: str) -> dict[str, Any] | None:
     if received.get("erased"):  # its data key was destroyed: the body is unreadable
         found["erased"] = True
     return found
+
+
+def listed(
+    cur: Cursor,
+    trigger: str | None,
+    since: str | None,
+    until: str | None,
+    after: Sequence[str] | None,
+    limit: int,
+) -> KeysetPage:
+    """A page of the stored callbacks (of `trigger`, if given) that arrived in `since <= t <
+    until`, oldest first; `after`: the previous page's `next_key`. Each a range of one index."""
+    conditions: Conditions = [("trigger = ?", trigger)] if trigger is not None else []
+    conditions += time_window("received_at", since, until)
+    return keyset_page(cur, "callbacks", BY_ARRIVAL, conditions, after, limit, listed_item)
+
+
+def listed_item(row: Row) -> dict[str, Any]:
+    return {
+        "reference": row["reference"],
+        "trigger": row["trigger"],
+        "received_at": row["received_at"],
+        "event_time": row["event_time"],
+        "project_id": row["project_id"],
+        "app_id": row["app_id"],
+        "interpreted": bool(row["interpreted"]),
+        # The body, behind the audited read by reference.
+        "callback_url": f"/callbacks/{quote(row['reference'], safe='/')}",
+    }

@@ -290,3 +290,34 @@ def test_no_browser_fails_under_ci_and_skips_elsewhere(
     monkeypatch.setenv("LEDGER_REQUIRE_BROWSER", "1")
     with pytest.raises(pytest.fail.Exception):
         chromium.start_chromium(tmp_path / "p", tmp_path / "d")
+
+
+def test_callbacks_page_in_a_real_browser(server: Server, browser: Any) -> None:
+    """The stored callbacks page: reached from the navigation, filtered by a trigger typed in
+    the form, each row opening its raw body."""
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.unit.test_real_callbacks import FIXTURES
+
+    merges = sorted(FIXTURES.glob("CONTACT_MERGE__*.json"))
+    assert merges
+    for path in [*merges, FIXTURES / "MESSAGE_DELIVERY__docs__1.json"]:
+        assert post(server, path.read_bytes()) == 200
+    settle(server)
+    driver = browser
+    sign_in(driver, server, server.key)
+    link(driver, "Callbacks").click()
+    arrive(driver, "/console/callbacks")
+    field = css(driver, "#trigger")
+    field.send_keys("contact_merge")
+    field.send_keys(Keys.ENTER)
+    arrive(driver, "trigger=")
+    css(driver, "#callbacks")
+    rows = css_all(driver, "#callbacks tbody tr")
+    assert len(rows) == len(merges), driver.page_source[:2000]
+    assert {r.find_elements("css selector", "td")[1].text for r in rows} == {"CONTACT_MERGE"}
+    assert fits_a_phone(driver)
+    shot(driver, "callbacks")
+    rows[0].find_element("css selector", "td:last-child a").click()
+    arrive(driver, "/console/callbacks/")
+    assert "contact_merge_notification" in css(driver, "main").text

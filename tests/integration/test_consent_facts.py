@@ -46,6 +46,12 @@ def test_opt_out_in_out_differing_only_in_accepted_time(client: TestClient) -> N
 def test_without_any_time_the_body_names_the_fact(client: TestClient) -> None:
     first = bare("OPT_OUT", None)
     second = bare("OPT_OUT", None, app_id="ANOTHER-APP")  # another notification, another body
-    assert send(client, first)["status"] == "accepted"
+    stored = send(client, first)
+    assert stored["status"] == "accepted"
     assert send(client, second)["status"] == "accepted"
-    assert send(client, first) == {"status": "duplicate", "trigger": "OPT_OUT", "events": 0}
+    assert send(client, first) == {
+        "status": "duplicate",
+        "trigger": "OPT_OUT",
+        "events": 0,
+        "reference": stored["reference"],
+    }

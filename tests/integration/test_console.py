@@ -32,6 +32,7 @@ PAGES = [
     "/console/contacts/CONTACT1",
     f"/console/overview?since={data.SINCE}&until={data.UNTIL}",
     "/console/quarantine",
+    "/console/callbacks?trigger=CONTACT_MERGE",
     "/console/health",
     "/console/compliance",
     "/console/compliance.csv",
@@ -106,6 +107,7 @@ def test_scopes_each_page_needs(fed: TestClient, settings: Settings) -> None:
     metrics = make_key(url, "console-metrics", ("metrics",))
     needs_audit = {
         "/console/quarantine",
+        "/console/callbacks",
         "/console/compliance",
         "/console/compliance.csv",
     }

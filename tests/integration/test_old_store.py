@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from projections import rules
+from projections.read_model import callbacks
 from service.replay import replay
 from service.runtime import Runtime
 from store import envelope, seal
@@ -89,6 +90,17 @@ def test_replay_of_an_earlier_store_rebuilds_its_rows(old_settings: Settings) ->
         table: len(rows) for table, rows in before.items()
     }
     assert sorted(r["status"] for r in after["message_status"]) == ["DELIVERED", "FAILED"]
+    # The callbacks list is newer than the store: the replay lists its callbacks too, each
+    # read back by its reference.
+    listed = projection_rows(old_settings.database_url, views={"callbacks": ("reference",)})
+    assert listed["callbacks"]
+    runtime = Runtime(old_settings)
+    try:
+        ledger = runtime.ledger()
+        for row in listed["callbacks"]:
+            assert callbacks.callback(ledger, row["reference"]) is not None, row
+    finally:
+        runtime.close()
 
 
 ENCRYPTED = Path(__file__).parents[1] / "fixtures" / "store-b95cb8c-encrypted.sqlite3"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -38,7 +39,13 @@ def test_seed_payloads_are_accepted_and_stored(
     raw = p.seed(seed)
     response = post(client, raw)
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "accepted", "trigger": trigger, "events": count}
+    answer = response.json()
+    reference = answer.pop("reference")
+    assert answer == {"status": "accepted", "trigger": trigger, "events": count}
+    # The answer names the stored callback: the audit's read of it gives its body back.
+    read = client.get(f"/callbacks/{quote(reference, safe='/')}")
+    assert read.status_code == 200, read.text
+    assert read.json()["raw"].encode() == raw
     events = stored_events(database_url)
     assert names(events)[-1] == event
     # The raw bytes are kept exactly as received, with how they were received.
@@ -161,12 +168,16 @@ def test_other_triggers_are_kept_in_the_catch_all(
     raw = p.encode(body)
     response = post(client, raw)
     assert response.status_code == 200
-    assert response.json() == {"status": "accepted", "trigger": trigger, "events": 1}
+    answer = response.json()
+    reference = answer.pop("reference")
+    assert answer == {"status": "accepted", "trigger": trigger, "events": 1}
     event = stored_events(database_url)[-1]
+    assert reference == f"{event.originator_id}/received"
     assert names([event]) == ["UnrecognisedCallback.Received"]
     assert event.trigger == trigger
     assert event.callback["raw"].encode() == raw
-    assert post(client, raw).json()["status"] == "duplicate"
+    again = post(client, raw).json()
+    assert (again["status"], again["reference"]) == ("duplicate", reference)
 
 
 @pytest.mark.parametrize(
