@@ -21,16 +21,20 @@ from tests.helpers import cli
 from tests.integration.test_audit import ARRIVAL, NUMBER
 from tests.integration.test_queries import feed
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_script(tmp_path: Path) -> Path:
-    text = README.read_text(encoding="utf-8")
-    found = re.search(r"<!-- evidence-check -->\n```python\n(.*?)```", text, re.S)
-    assert found is not None, "the README's evidence check is gone"
-    script = tmp_path / "check_evidence.py"
-    script.write_text(found.group(1), encoding="utf-8")
-    return script
+    """The stand-alone check script, from the first document holding its marker: the docs
+    (sorted), then the README."""
+    for doc in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
+        text = doc.read_text(encoding="utf-8")
+        found = re.search(r"<!-- evidence-check -->\n```python\n(.*?)```", text, re.S)
+        if found is not None:
+            script = tmp_path / "check_evidence.py"
+            script.write_text(found.group(1), encoding="utf-8")
+            return script
+    raise AssertionError("the documented evidence check is gone")
 
 
 def export(database_url: str, out: Path, *args: str) -> dict[str, Any]:
@@ -68,7 +72,7 @@ def test_a_bundle_holds_the_numbers_facts_messages_and_seals(
     exported: tuple[Path, dict[str, Any]], database_url: str, tmp_path: Path
 ) -> None:
     path, bundle = exported
-    assert bundle["format"] == "callback-ledger evidence" and bundle["version"] == 1
+    assert bundle["format"] == "callback-ledger evidence" and bundle["version"] == 2
     assert bundle["subject"]["channel"] == "SMS"
     facts = {f["fact"] for f in bundle["consent_facts"]}
     assert {"KEYWORD_OPT_OUT", "OPT_IN_SUCCEEDED"} <= facts
