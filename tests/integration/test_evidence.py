@@ -5,21 +5,31 @@ event."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from api.app import create_app
+from callback_ledger.evidence_cli import run_check
+from service import evidence as bundles
+from service.runtime import Runtime
+from store.config import Settings
 from tests import payloads as p
-from tests.helpers import cli
+from tests.conftest import SECRET
+from tests.helpers import KEYS, cli, make_key
 from tests.integration.test_audit import ARRIVAL, NUMBER
-from tests.integration.test_queries import feed
+from tests.integration.test_erasure_read import erase
+from tests.integration.test_queries import feed, wait_for_projections
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,3 +163,280 @@ def test_a_window_bounds_the_bundle(
     assert [f["fact"] for f in bundle["consent_facts"]] == ["OPT_IN_SUCCEEDED"]
     assert {m["message_id"] for m in bundle["messages"]} == {"B"}
     assert check(database_url, out).returncode == 0
+
+
+# ---- every claim a bundle shows is bound to its sealed events -------------------------------
+
+DAY = "2024-06-15T"
+OPT_OUT = p.opt("OPT_OUT", request_id="R-OUT", identity=NUMBER, event_time=f"{DAY}15:00:00Z")
+
+
+def whole_channel_opt_out() -> dict[str, Any]:
+    """An opt-out naming only the contact: consent for its whole SMS channel."""
+    body = p.opt("OPT_OUT", request_id="R-ALL", event_time=f"{DAY}16:00:00Z")
+    del body["opt_out_notification"]["identity"]
+    return body
+
+
+STORY = [*ARRIVAL, OPT_OUT, whole_channel_opt_out()]
+
+
+def recorded(settings: Settings, tmp_path: Path, bodies: list[dict[str, Any]]) -> Path:
+    """A bundle for NUMBER made from a store `settings` names, after posting `bodies`."""
+    runtime = Runtime(settings)
+    try:
+        ledger = runtime.ledger()
+        key = make_key(settings.database_url, "evidence-admin")
+        with TestClient(
+            create_app(settings, ledger), headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            feed(client, bodies)
+        found = bundles.bundle(ledger, runtime.store_database(), runtime.database(), "SMS", NUMBER)
+    finally:
+        runtime.close()
+    out = tmp_path / "bundle.json"
+    out.write_bytes(orjson.dumps(found))
+    return out
+
+
+@pytest.fixture(params=["encrypted", "plaintext"])
+def story(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Path:
+    keys = KEYS if request.param == "encrypted" else None
+    settings = Settings(
+        keys=keys, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3
+    )
+    return recorded(settings, tmp_path, STORY)
+
+
+def verified(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`evidence verify` in this process (the command's own function), and what it wrote."""
+    code = run_check(Settings(), argparse.Namespace(file=str(path)))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def index_of(items: list[dict[str, Any]], **wanted: Any) -> int:
+    return next(i for i, item in enumerate(items) if wanted.items() <= item.items())
+
+
+Edit = Callable[[dict[str, Any]], str]
+
+
+def set_field(where: Callable[[dict[str, Any]], tuple[dict[str, Any], str]], key: str,
+              value: Any) -> Edit:  # fmt: skip
+    def edit(bundle: dict[str, Any]) -> str:
+        part, path = where(bundle)
+        assert key in part or value is not None, path
+        part[key] = value
+        return f"{path}.{key}"
+
+    return edit
+
+
+def fact(**wanted: Any) -> Callable[[dict[str, Any]], tuple[dict[str, Any], str]]:
+    def where(bundle: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        i = index_of(bundle["consent_facts"], **wanted)
+        return bundle["consent_facts"][i], f"consent_facts[{i}]"
+
+    return where
+
+
+def report(message_id: str, status: str) -> Callable[[dict[str, Any]], tuple[dict[str, Any], str]]:
+    def where(bundle: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        m = index_of(bundle["messages"], message_id=message_id)
+        r = index_of(bundle["messages"][m]["timeline"], status=status)
+        return bundle["messages"][m]["timeline"][r], f"messages[{m}].timeline[{r}]"
+
+    return where
+
+
+def callback_of(trigger_text: str) -> Callable[[dict[str, Any]], tuple[dict[str, Any], str]]:
+    """The callback of the event whose raw body holds `trigger_text`."""
+
+    def where(bundle: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        i = next(
+            i for i, e in enumerate(bundle["events"])
+            if e["callback"] and trigger_text in (e["callback"]["raw"] or "")
+        )  # fmt: skip
+        return bundle["events"][i]["callback"], f"events[{i}].callback"
+
+    return where
+
+
+def whole(name: str) -> Callable[[dict[str, Any]], tuple[dict[str, Any], str]]:
+    def where(bundle: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        return bundle[name], name
+
+    return where
+
+
+def emptied(name: str) -> Edit:
+    def edit(bundle: dict[str, Any]) -> str:
+        assert bundle[name]
+        bundle[name] = []
+        return f"{name}: the bundle shows 0 entries"
+
+    return edit
+
+
+def dropped_claim(bundle: dict[str, Any]) -> str:
+    """A fact left out of the claims while its event stays: recomputed back."""
+    i = index_of(bundle["consent_facts"], fact="OPT_OUT_SUCCEEDED", identity="")
+    del bundle["consent_facts"][i]
+    return "consent_facts"
+
+
+def emptied_timeline(bundle: dict[str, Any]) -> str:
+    m = index_of(bundle["messages"], message_id="A")
+    bundle["messages"][m]["timeline"] = []
+    return f"messages[{m}].timeline"
+
+
+def edited_raw(bundle: dict[str, Any]) -> str:
+    """The text of the STOP the keyword fact rests on."""
+    part, path = callback_of(" Stop ")(bundle)
+    part["raw"] = part["raw"].replace(" Stop ", "Hello")
+    return f"{path}.raw"
+
+
+def unread_keyword(bundle: dict[str, Any]) -> str:
+    """Another keyword configuration: STOP read as no keyword no longer matches its fact."""
+    bundle["keywords"]["languages"] = ["es"]
+    return "consent_facts"
+
+
+EDITS: list[tuple[str, Edit]] = [
+    (
+        "fact",
+        set_field(fact(fact="OPT_OUT_SUCCEEDED", request_id="R-OUT"), "fact", "OPT_IN_SUCCEEDED"),
+    ),
+    ("effect", set_field(fact(fact="OPT_OUT_SUCCEEDED", identity=""), "effect", "OPTED_IN")),
+    (
+        "event_time",
+        set_field(fact(fact="KEYWORD_OPT_OUT"), "event_time", f"{DAY}09:00:00.000000Z"),
+    ),
+    ("accepted_time", set_field(fact(fact="OPT_IN_SUCCEEDED"), "accepted_time", None)),
+    ("fact identity", set_field(fact(fact="OPT_IN_SUCCEEDED"), "identity", "46700000002")),
+    ("keyword", set_field(fact(fact="KEYWORD_OPT_OUT"), "keyword", "START")),
+    ("source_kind", set_field(fact(fact="OPT_OUT_FAILED"), "source_kind", "KEYWORD")),
+    ("facts emptied", emptied("consent_facts")),
+    ("fact dropped", dropped_claim),
+    ("messages emptied", emptied("messages")),
+    ("timeline emptied", emptied_timeline),
+    ("report time", set_field(report("B", "DELIVERED"), "event_time", f"{DAY}12:59:00.000000Z")),
+    ("report status", set_field(report("D", "QUEUED_ON_CHANNEL"), "status", "FAILED")),
+    ("report identity", set_field(report("A", "DELIVERED"), "identity", "46700000002")),
+    ("raw text", edited_raw),
+    ("received_at", set_field(callback_of("R-IN"), "received_at", "2020-01-01T00:00:00Z")),
+    ("headers", set_field(callback_of("R-IN"), "headers", {"x-forged": "1"})),
+    ("subject identity", set_field(whole("subject"), "identity", "+46700000002")),
+    ("subject channel", set_field(whole("subject"), "channel", "WHATSAPP")),
+    ("erasure claimed", set_field(whole("subject"), "erasure", {"subject": "x"})),
+    ("sealed_at", set_field(lambda b: (b["seals"][0], "seals[0]"), "sealed_at", "2024-06-15")),
+    ("head sealed_at", set_field(whole("head"), "sealed_at", "2024-06-15")),
+    ("exported_at", lambda b: b.update(exported_at="2024-06-15") or "exported_at"),
+    ("keywords", unread_keyword),
+]
+
+
+@pytest.mark.parametrize(("case", "edit"), EDITS, ids=[case for case, _ in EDITS])
+def test_an_edited_claim_is_named(
+    story: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, edit: Edit
+) -> None:
+    bundle = orjson.loads(story.read_bytes())
+    named = edit(bundle)
+    code, said = verified(tampered(tmp_path, bundle, "edited"), capsys)
+    assert code == 1, (case, said)
+    assert named in said, (case, named, said)
+
+
+def test_an_unedited_bundle_verifies_and_shows_what_the_read_side_does(
+    story: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = orjson.loads(story.read_bytes())
+    code, said = verified(story, capsys)
+    assert code == 0 and f"{len(bundle['events'])} events" in said, said
+    facts = [(f["fact"], f["effect"], f["identity"]) for f in bundle["consent_facts"]]
+    assert facts == [
+        ("KEYWORD_OPT_OUT", "OPTED_OUT", "46700000001"),
+        ("OPT_IN_SUCCEEDED", "OPTED_IN", "46700000001"),
+        ("OPT_OUT_FAILED", None, "46700000001"),
+        ("OPT_OUT_SUCCEEDED", "OPTED_OUT", "46700000001"),
+        ("OPT_OUT_SUCCEEDED", "OPTED_OUT", ""),  # the contact's whole channel
+    ]
+    assert [m["message_id"] for m in bundle["messages"]] == ["A", "B", "D"]
+    stop = next(
+        e for e in bundle["events"] if e["reference"] == bundle["consent_facts"][0]["source_ref"]
+    )
+    assert " Stop " in stop["callback"]["raw"]
+    assert bool(bundle["keys"]) == any(
+        base64.b64decode(e["state"])[:3] == b"CLE" for e in bundle["events"]
+    )
+    assert "sealed_at" not in bundle["head"] and "exported_at" not in bundle
+    assert standalone(readme_script(tmp_path), story).returncode == 0
+
+
+def test_verify_as_a_command_names_an_edited_fact(story: Path, tmp_path: Path) -> None:
+    bundle = orjson.loads(story.read_bytes())
+    i = index_of(bundle["consent_facts"], fact="OPT_OUT_SUCCEEDED", request_id="R-OUT")
+    bundle["consent_facts"][i]["fact"] = "OPT_IN_SUCCEEDED"
+    url = "sqlite:////nonexistent/dir/ledger.sqlite3"  # verify must not need it
+    done = check(url, tampered(tmp_path, bundle, "forged"))
+    assert done.returncode == 1 and f"consent_facts[{i}].fact" in done.stderr, done.stderr
+    assert check(url, story).returncode == 0
+
+
+def test_the_standalone_script_names_what_it_can_check(story: Path, tmp_path: Path) -> None:
+    """Bytes, digests, chain, references and the fields a bundle may hold: standard library
+    only (the claims inside the compressed states: `evidence verify` alone)."""
+    script = readme_script(tmp_path)
+    cases: list[tuple[str, Edit]] = [
+        ("sealed_at", set_field(lambda b: (b["seals"][0], "seals[0]"), "sealed_at", "x")),
+        ("exported_at", lambda b: b.update(exported_at="x") or "exported_at"),
+        ("digest", set_field(lambda b: (b["events"][0], "events[0]"), "digest", "00" * 32)),
+        ("callback stream", set_field(callback_of("R-IN"), "stream", str(UUID(int=1)))),
+    ]
+    for case, edit in cases:
+        bundle = orjson.loads(story.read_bytes())
+        edit(bundle)
+        done = standalone(script, tampered(tmp_path, bundle, case))
+        assert done.returncode != 0, case
+
+
+def test_an_erased_subjects_bundle_binds_its_erasure(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(
+        keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3
+    )
+    runtime = Runtime(settings)
+    try:
+        ledger = runtime.ledger()
+        key = make_key(database_url, "evidence-admin")
+        with TestClient(
+            create_app(settings, ledger), headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            feed(client, STORY)
+            erase(ledger, ledger.vault.index("SMS", NUMBER))
+            wait_for_projections(client)
+        found = bundles.bundle(ledger, runtime.store_database(), runtime.database(), "SMS", NUMBER)
+    finally:
+        runtime.close()
+    path = tampered(tmp_path, found, "erased")
+    assert verified(path, capsys)[0] == 0
+    assert found["subject"]["erasure"]["reason"] == "data subject request"
+    opt_out = index_of(found["consent_facts"], fact="OPT_OUT_SUCCEEDED", request_id="R-OUT")
+    assert found["consent_facts"][opt_out]["identity"] is None
+    for field, value in [("reason", "a court order"), ("erased_at", "2020-01-01")]:
+        bundle = orjson.loads(path.read_bytes())
+        bundle["subject"]["erasure"][field] = value
+        code, said = verified(tampered(tmp_path, bundle, field), capsys)
+        assert code == 1 and f"subject.erasure.{field}" in said, said
+    bundle = orjson.loads(path.read_bytes())
+    del bundle["subject"]["erasure"]
+    code, said = verified(tampered(tmp_path, bundle, "unerased"), capsys)
+    assert code == 1 and "subject.erasure" in said, said
+    bundle = orjson.loads(path.read_bytes())
+    bundle["consent_facts"][opt_out]["effect"] = "OPTED_IN"
+    code, said = verified(tampered(tmp_path, bundle, "effect"), capsys)
+    assert code == 1 and f"consent_facts[{opt_out}].effect" in said, said
