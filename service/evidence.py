@@ -461,10 +461,17 @@ def compare(path: str, shown: Any, derived: Any) -> None:
             raise Mismatch(f"{path}: the bundle shows {len(shown)} entries, its sealed events "
                            f"give {len(derived)}")  # fmt: skip
     elif shown != derived or type(shown) is not type(derived):
-        raise Mismatch(f"{path}: the bundle shows {_brief(shown)}, its sealed events give "
-                       f"{_brief(derived)}")  # fmt: skip
+        at = 0
+        if isinstance(shown, str) and isinstance(derived, str):
+            # A long text (a raw body): shown from its first difference.
+            pairs = zip(shown, derived, strict=False)
+            same = next((i for i, (a, b) in enumerate(pairs) if a != b), len(shown))
+            at = max(same - 10, 0)
+        raise Mismatch(f"{path}: the bundle shows {_brief(shown, at)}, its sealed events give "
+                       f"{_brief(derived, at)}")  # fmt: skip
 
 
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _brief(value: Any, start: int = 0) -> str:
+    text = repr(value[start:] if start else value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"...{text}" if start else text

@@ -191,7 +191,9 @@ def recorded(settings: Settings, tmp_path: Path, bodies: list[dict[str, Any]]) -
             create_app(settings, ledger), headers={"Authorization": f"Bearer {key}"}
         ) as client:
             feed(client, bodies)
-        found = bundles.bundle(ledger, runtime.store_database(), runtime.database(), "SMS", NUMBER)
+            found = bundles.bundle(
+                ledger, runtime.store_database(), runtime.database(), "SMS", NUMBER
+            )
     finally:
         runtime.close()
     out = tmp_path / "bundle.json"
@@ -419,7 +421,9 @@ def test_an_erased_subjects_bundle_binds_its_erasure(
             feed(client, STORY)
             erase(ledger, ledger.vault.index("SMS", NUMBER))
             wait_for_projections(client)
-        found = bundles.bundle(ledger, runtime.store_database(), runtime.database(), "SMS", NUMBER)
+            found = bundles.bundle(
+                ledger, runtime.store_database(), runtime.database(), "SMS", NUMBER
+            )
     finally:
         runtime.close()
     path = tampered(tmp_path, found, "erased")
@@ -440,3 +444,27 @@ def test_an_erased_subjects_bundle_binds_its_erasure(
     bundle["consent_facts"][opt_out]["effect"] = "OPTED_IN"
     code, said = verified(tampered(tmp_path, bundle, "effect"), capsys)
     assert code == 1 and f"consent_facts[{opt_out}].effect" in said, said
+
+
+def test_the_data_keys_a_bundle_carries_open_exactly_its_events(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An encrypted store's bundle opens its events with the keys it carries: a key replaced
+    is named; a key left out leaves the claims it opened unbound, and is named by them."""
+    settings = Settings(
+        keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3
+    )
+    path = recorded(settings, tmp_path, STORY)
+    bundle = orjson.loads(path.read_bytes())
+    sealed = [e for e in bundle["events"] if base64.b64decode(e["state"])[:3] == b"CLE"]
+    assert sealed and len(sealed) == len(bundle["events"])
+    # The number and the STOP are in no stored state as plaintext: only the keys open them.
+    assert all(b"STOP" not in base64.b64decode(e["state"]) for e in sealed)
+    key_id = next(iter(bundle["keys"]))
+    bundle["keys"][key_id] = base64.b64encode(bytes(32)).decode()
+    code, said = verified(tampered(tmp_path, bundle, "wrong-key"), capsys)
+    assert code == 1 and f"keys.{key_id}" in said, said
+    bundle = orjson.loads(path.read_bytes())
+    bundle["keys"] = {}
+    code, said = verified(tampered(tmp_path, bundle, "no-keys"), capsys)
+    assert code == 1 and "subject.identity" not in said and "events[0].callback" in said, said
