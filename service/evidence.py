@@ -138,22 +138,35 @@ def bundle(
         for row in evidence.stream_events(ledger, store_db, UUID(erasure_id))[:1]:
             chosen.setdefault(row.notification_id, row)
     stored = [chosen[n] for n in sorted(chosen)]
-    keys: dict[str, str] = {}
-    for key_id in envelope.key_ids(row.state for row in stored):
-        key = vault.data_key(key_id) if vault.encrypted else None
-        if key is not None:
-            keys[key_id.hex()] = base64.b64encode(key).decode("ascii")
     found: dict[str, Any] = {
         "format": evidence.FORMAT,
         "version": evidence.VERSION,
         "subject": {"channel": channel, "identity": identity, "since": since, "until": until},
         "keywords": dict(keywords or DEFAULT_KEYWORDS),
-        "keys": keys,
+        "keys": _data_keys(vault, stored),
         "events": [row.as_json() for row in stored],
     }
+    # A whole-channel fact whose contact no event shows with the number cannot be bound to
+    # it: left out.
+    events = [event for event, _ in opened(found)]
+    unbound = set(_unlinked(events, _subject_name(events, channel, identity)))
+    if unbound:
+        stored = [row for row in stored if row.notification_id not in unbound]
+        found["keys"] = _data_keys(vault, stored)
+        found["events"] = [row.as_json() for row in stored]
     derived = derive(found)
     head, seals = evidence.chain_segment(store_db, ledger.events_table, stored)
     return {**found, **derived, "head": head, "seals": seals}
+
+
+def _data_keys(vault: Vault, stored: Sequence[evidence.StoredEvent]) -> dict[str, str]:
+    """The data keys of exactly these events (hex id -> base64), those not destroyed."""
+    keys: dict[str, str] = {}
+    for key_id in envelope.key_ids(row.state for row in stored):
+        key = vault.data_key(key_id) if vault.encrypted else None
+        if key is not None:
+            keys[key_id.hex()] = base64.b64encode(key).decode("ascii")
+    return keys
 
 
 def _link_of(cur: Cursor, channel: str, name: str, fact: Mapping[str, Any]) -> str | None:
@@ -263,12 +276,12 @@ def derive(bundle: Mapping[str, Any]) -> dict[str, Any]:
     def within(at: str) -> bool:
         return (since is None or at >= since) and (until is None or at < until)
 
-    # The contacts seen with the number (the read side's contact_identities).
-    links = {
-        (e.state.get("project_id"), e.state.get("contact_id"), e.state.get("channel"))
-        for e, _ in events
-        if identity_name(e.state, plain) == name
-    }
+    unlinked = _unlinked([e for e, _ in events], name)
+    if unlinked:
+        raise Mismatch(
+            f"event {unlinked[0]}: a fact for a contact's whole channel, and no event of the "
+            "bundle shows that contact with the subject"
+        )
     facts: list[dict[str, Any]] = []
     reports: dict[tuple[str, str], list[tuple[dict[str, Any], LoggedEvent]]] = defaultdict(list)
     shown_events: list[dict[str, Any]] = []
@@ -279,13 +292,6 @@ def derive(bundle: Mapping[str, Any]) -> dict[str, Any]:
         if event.topic in (CONSENT_REPORTED, INBOUND_RECEIVED):
             reference = f"{event.originator_id}/{state['dedupe_key']}"
             fact = _consent_fact(event, reference, name, words)
-            if fact is not None and not fact["identity"]:
-                contact = (fact["project_id"], fact["contact_id"], fact["channel"])
-                if contact not in links:
-                    raise Mismatch(
-                        f"event {event.notification_id}: a fact for a contact's whole channel, "
-                        "and no event of the bundle shows that contact with the subject"
-                    )
             if fact is not None and within(fact["event_time"]):
                 facts.append(fact)
         elif event.topic == ERASED:
@@ -346,6 +352,29 @@ def _subject_name(events: Sequence[LoggedEvent], channel: str, wanted: str) -> s
     if len(names) > 1:
         raise Mismatch("subject.identity: the events name more than one subject")
     return names.pop() if names else plain.index(channel, wanted)
+
+
+def _unlinked(events: Sequence[LoggedEvent], name: str) -> list[int]:
+    """The consent events naming no number (a contact's whole channel) whose contact no
+    event shows with the subject (as the read side's contact_identities does)."""
+    plain = plaintext()
+    links = set()
+    for event in events:
+        if identity_name(event.state, plain) == name:
+            state = event.state
+            links.add((state.get("project_id"), state.get("contact_id"), state.get("channel")))
+    return [
+        event.notification_id
+        for event in events
+        if event.topic in (CONSENT_REPORTED, INBOUND_RECEIVED)
+        and identity_name(event.state, plain) is None
+        and (
+            event.state.get("project_id"),
+            event.state.get("contact_key"),
+            event.state.get("channel"),
+        )
+        not in links
+    ]
 
 
 def _shown_identity(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -434,10 +463,28 @@ def verify(bundle: Mapping[str, Any]) -> evidence.Checked:
     """Its stored bytes, digests and chain (store.evidence.check), then everything it says
     of its events derived again and compared, naming the first field that differs."""
     checked = evidence.check(bundle)
+    _within_window(bundle)
     derived = derive(bundle)
     for part in ("subject", "events", "consent_facts", "messages"):
         compare(part, bundle[part], derived[part])
     return checked
+
+
+def _within_window(bundle: Mapping[str, Any]) -> None:
+    """Every time shown lies in the stated window (else the window, or the time, was edited)."""
+    since, until = bundle["subject"].get("since"), bundle["subject"].get("until")
+    times = [
+        (f"consent_facts[{i}]", f["event_time"]) for i, f in enumerate(bundle["consent_facts"])
+    ]
+    times += [
+        (f"messages[{m}].timeline[{r}]", report["event_time"])
+        for m, message in enumerate(bundle["messages"])
+        for r, report in enumerate(message["timeline"])
+    ]
+    for where, at in times:
+        if (since is not None and at < since) or (until is not None and at >= until):
+            raise Mismatch(f"{where}.event_time: outside the bundle's window (subject.since "
+                           f"{since}, subject.until {until})")  # fmt: skip
 
 
 def compare(path: str, shown: Any, derived: Any) -> None:

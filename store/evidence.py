@@ -194,9 +194,14 @@ def check(bundle: Mapping[str, Any]) -> Checked:
         for n, d in s.get("digests") or []:
             digest_at[int(n)] = d
     by_reference = {}
+    last = 0
     for i, e in enumerate(bundle["events"]):
         only(e, EVENT_FIELDS, f"events[{i}].")
         n = e["notification_id"]
+        if n <= last:
+            raise Mismatch(f"events[{i}].notification_id: the events are not each once, in "
+                           "notification order")  # fmt: skip
+        last = n
         state = base64.b64decode(e["state"], validate=True)
         found = seal.event_digest(e["stream"], e["version"], e["topic"], state).hex()
         if n not in digest_at:

@@ -338,6 +338,8 @@ EDITS: list[tuple[str, Edit]] = [
     ("head sealed_at", set_field(whole("head"), "sealed_at", "2024-06-15")),
     ("exported_at", lambda b: b.update(exported_at="2024-06-15") or "exported_at"),
     ("keywords", unread_keyword),
+    ("window", set_field(whole("subject"), "since", f"{DAY}12:00:00.000000Z")),
+    ("event twice", lambda b: b["events"].append(b["events"][-1]) or "notification_id"),
 ]
 
 
