@@ -169,15 +169,30 @@ def _data_keys(vault: Vault, stored: Sequence[evidence.StoredEvent]) -> dict[str
     return keys
 
 
-def _link_of(cur: Cursor, channel: str, name: str, fact: Mapping[str, Any]) -> str | None:
-    """What the read side shows the number by for the contact of a whole-channel fact: in an
-    encrypted store a reference to an event naming both."""
+# Messages of a contact read to find one that shows it with the number (a plaintext store,
+# where the read side keeps no reference to that event).
+LINK_MESSAGES = 20
+
+
+def _link_of(
+    cur: Cursor, channel: str, name: str, fact: Mapping[str, Any]
+) -> tuple[str | None, list[str]]:
+    """Where an event showing the contact of a whole-channel fact with the number is: what
+    the read side shows the number by (in an encrypted store, a reference to that event),
+    and the references of the contact's reports on the channel."""
     row = cur.execute(
         "SELECT identity_shown FROM contact_identities WHERE channel = ? AND identity = ? "
         "AND project_id = ? AND contact_id = ?",
         (channel, name, fact["project_id"], fact["contact_id"]),
     ).fetchone()
-    return row["identity_shown"] if row is not None else None
+    rows = cur.execute(
+        f"SELECT {', '.join(rules.TIMELINE_COLUMNS)} FROM message_status "
+        "WHERE contact_id = ? AND project_id = ? ORDER BY first_event_time LIMIT ?",
+        (fact["contact_id"], fact["project_id"], LINK_MESSAGES),
+    ).fetchall()
+    reports = [r for message in rows for r in rules.expanded_reports(message)]
+    references = [r["source_ref"] for r in reports if r["channel"] == channel and r["identity"]]
+    return (row["identity_shown"] if row is not None else None), references
 
 
 def _linking_event(
@@ -186,14 +201,20 @@ def _linking_event(
     channel: str,
     name: str,
     fact: Mapping[str, Any],
-    link: str | None,
+    where: tuple[str | None, list[str]],
 ) -> evidence.StoredEvent | None:
     """An event naming the number with the contact of a whole-channel fact: the one the read
-    side refers to, else one in the contact's own stream."""
-    if link is not None and link.startswith(REF_PREFIX):
-        return evidence.event_at(ledger, store_db, int(link[len(REF_PREFIX) :].partition(".")[0]))
-    stream = UUID(str(fact["source_ref"]).partition("/")[0])
-    for row in evidence.stream_events(ledger, store_db, stream):
+    side refers to, else one in the contact's own stream or of its reports."""
+    shown, references = where
+    if shown is not None and shown.startswith(REF_PREFIX):
+        return evidence.event_at(ledger, store_db, int(shown[len(REF_PREFIX) :].partition(".")[0]))
+    candidates = evidence.stream_events(
+        ledger, store_db, UUID(fact["source_ref"].partition("/")[0])
+    )
+    candidates += [
+        row for ref in references if (row := evidence.stored_event(ledger, store_db, ref))
+    ]
+    for row in candidates:
         state = decode_state(row.state, ledger.vault, spellings.read(row.topic))
         named = identity_name(state, ledger.vault) == name and state.get("channel") == channel
         if named and state.get("contact_id") == fact["contact_id"]:

@@ -181,8 +181,11 @@ def whole_channel_opt_out() -> dict[str, Any]:
 STORY = [*ARRIVAL, OPT_OUT, whole_channel_opt_out()]
 
 
-def recorded(settings: Settings, tmp_path: Path, bodies: list[dict[str, Any]]) -> Path:
-    """A bundle for NUMBER made from a store `settings` names, after posting `bodies`."""
+def recorded(
+    settings: Settings, tmp_path: Path, bodies: list[dict[str, Any]], since: str | None = None
+) -> Path:
+    """A bundle for NUMBER (from `since`) made from a store `settings` names, after posting
+    `bodies`."""
     runtime = Runtime(settings)
     try:
         ledger = runtime.ledger()
@@ -192,7 +195,7 @@ def recorded(settings: Settings, tmp_path: Path, bodies: list[dict[str, Any]]) -
         ) as client:
             feed(client, bodies)
             found = bundles.bundle(
-                ledger, runtime.store_database(), runtime.database(), "SMS", NUMBER
+                ledger, runtime.store_database(), runtime.database(), "SMS", NUMBER, since
             )
     finally:
         runtime.close()
@@ -202,12 +205,15 @@ def recorded(settings: Settings, tmp_path: Path, bodies: list[dict[str, Any]]) -
 
 
 @pytest.fixture(params=["encrypted", "plaintext"])
-def story(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Path:
+def story_settings(request: pytest.FixtureRequest, database_url: str) -> Settings:
+    """A store with keys (personal fields encrypted), and one without."""
     keys = KEYS if request.param == "encrypted" else None
-    settings = Settings(
-        keys=keys, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3
-    )
-    return recorded(settings, tmp_path, STORY)
+    return Settings(keys=keys, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
+
+
+@pytest.fixture
+def story(story_settings: Settings, tmp_path: Path) -> Path:
+    return recorded(story_settings, tmp_path, STORY)
 
 
 def verified(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -470,3 +476,25 @@ def test_the_data_keys_a_bundle_carries_open_exactly_its_events(
     bundle["keys"] = {}
     code, said = verified(tampered(tmp_path, bundle, "no-keys"), capsys)
     assert code == 1 and "subject.identity" not in said and "events[0].callback" in said, said
+
+
+def test_a_whole_channel_fact_comes_with_the_event_that_binds_its_contact(
+    story_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A contact seen with the number only in a report outside the window: its whole-channel
+    opt-out is in the bundle with that report, which binds it to the number (and shows no
+    timeline, being outside the window)."""
+    body = p.opt("OPT_OUT", contact_id="CONTACT9", request_id="R-9", event_time=f"{DAY}16:00:00Z")
+    del body["opt_out_notification"]["identity"]
+    seen = p.delivery("M9", "DELIVERED", "SMS", NUMBER, f"{DAY}09:00:00Z", contact_id="CONTACT9")
+    path = recorded(story_settings, tmp_path, [seen, body], since=f"{DAY}10:00:00Z")
+    bundle = orjson.loads(path.read_bytes())
+    assert [(f["fact"], f["contact_id"], f["identity"]) for f in bundle["consent_facts"]] == [
+        ("OPT_OUT_SUCCEEDED", "CONTACT9", "")
+    ]
+    assert bundle["messages"] == [] and len(bundle["events"]) == 2
+    assert verified(path, capsys)[0] == 0
+    report = next(e for e in bundle["events"] if e["reference"].endswith("|DELIVERED"))
+    bundle["events"].remove(report)
+    code, said = verified(tampered(tmp_path, bundle, "unlinked"), capsys)
+    assert code == 1 and "whole channel" in said, said
