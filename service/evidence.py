@@ -344,7 +344,7 @@ def derive(bundle: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "subject": {
             "channel": channel,
-            "identity": subject["identity"],
+            "identity": wanted,  # as the export writes it: normalised
             "since": since,
             "until": until,
         }
