@@ -101,7 +101,7 @@ _second: tuple[int, str] = (-1, "")
 
 
 def _utc(created: float) -> str:
-    """`2026-11-30T20:05:34.123Z`; the part up to the second made once a second."""
+    """`2024-06-15T14:25:09.123Z`; the part up to the second made once a second."""
     global _second
     seconds = int(created)
     if _second[0] != seconds:
@@ -142,7 +142,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-11-30T20:05:34.123Z INFO callback_ledger: message key=value ...`."""
+    """`2024-06-15T14:25:09.123Z INFO callback_ledger: message key=value ...`."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{_utc(record.created)} {record.levelname} {record.name}: {record.getMessage()}"

@@ -3,7 +3,6 @@ database URL means (connection settings, dialect) is the backend's (store.backen
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from domain import followup
 from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES, Keywords, Reading
+from store import vault_keys
 from store.backend import Backend, backend_for
 from store.backend import ConfigError as ConfigError
 from store.vault import Secrets, SecretsError, write_key_file
@@ -61,8 +61,10 @@ class Settings:
     # /metrics counts the quarantine again at most this often (callback_ledger/metrics.py).
     metrics_refresh_s: int = 30
     # Personal data's keys (store.vault): given (LEDGER_MASTER_KEY and LEDGER_INDEX_KEY, or
-    # LEDGER_KEY_FILE), else, for a SQLite store and `key_file_beside`, the file beside it.
+    # an existing LEDGER_KEY_FILE), else read from `key_file` (LEDGER_KEY_FILE) or, for a
+    # SQLite store and `key_file_beside`, the file beside it; `secrets` makes that file.
     keys: Secrets | None = field(default=None, repr=False)
+    key_file: str = ""
     key_file_beside: bool = False
     # Days each data class is kept readable (`callback-ledger retention apply`).
     retention_messages_days: int = 400
@@ -108,6 +110,7 @@ class Settings:
             private_listen=env.get("LEDGER_PRIVATE_LISTEN", "").strip(),
             metrics_refresh_s=_int(env, "LEDGER_METRICS_REFRESH_S", 30),
             keys=_secrets(env),
+            key_file=env.get("LEDGER_KEY_FILE", "").strip(),
             key_file_beside=not any(
                 env.get(k, "").strip()
                 for k in ("LEDGER_MASTER_KEY", "LEDGER_INDEX_KEY", "LEDGER_KEY_FILE")
@@ -144,26 +147,38 @@ class Settings:
         return backend_for(self.database_url, self.db_timeout_s)
 
     def secrets(self) -> Secrets | None:
-        """The keys of personal data. Without any configured, a new SQLite store gets a key
-        file beside it (`<database>.keys`, owner-only), so the embedded default is encrypted
-        from its first callback; a store that exists without one stays as it was written."""
-        if self.keys is not None or not self.key_file_beside:
+        """The keys of personal data: given, else read from the key file (LEDGER_KEY_FILE, or
+        `<database>.keys` beside a SQLite store when no keys are configured). A store that
+        holds no event yet gets that file made (owner-only) before its first event, whichever
+        command opens it first, so it is encrypted from its first byte; a store written
+        without keys stays as it was written."""
+        if self.keys is not None:
             return self.keys
-        path = self.store_backend().store_file()
-        if path is None:
+        key_file = self.key_file_path()
+        if key_file is None:
             return None
-        key_file = Path(path + ".keys")
         if not key_file.exists():
-            if os.path.exists(path) and os.path.getsize(path) > 0:
+            if not vault_keys.holds_data(self.store_backend()):
+                try:
+                    write_key_file(key_file)
+                except FileExistsError:  # another process made it first
+                    pass
+                else:
+                    log.warning(
+                        "made %s, the keys of this store's personal data: keep it apart from "
+                        "the database and backed up (without it the data cannot be read)",
+                        key_file,
+                    )
+            elif not self.key_file:
                 return None
-            with contextlib.suppress(FileExistsError):  # another process made it first
-                write_key_file(key_file)
-            log.warning(
-                "made %s, the keys of this store's personal data: keep it apart from the "
-                "database and backed up (without it the data cannot be read)",
-                key_file,
-            )
         return Secrets.from_env({"LEDGER_KEY_FILE": str(key_file)})
+
+    def key_file_path(self) -> Path | None:
+        """The file `secrets` reads the keys from, when they are not given."""
+        if self.key_file:
+            return Path(self.key_file)
+        path = self.store_backend().store_file() if self.key_file_beside else None
+        return None if path is None else Path(path + ".keys")
 
     def classify(self) -> Callable[[str | None], Reading]:
         """What an inbound text says, as recorded: a keyword, or a text that reads like one is
@@ -181,6 +196,12 @@ class Settings:
 
 
 def _secrets(env: Mapping[str, str]) -> Secrets | None:
+    """The keys given: the two variables, or a key file that exists. One named that does not
+    exist yet is `Settings.secrets`' to make (for a new store) or to report."""
+    key_file = env.get("LEDGER_KEY_FILE", "").strip()
+    given = any(env.get(k, "").strip() for k in ("LEDGER_MASTER_KEY", "LEDGER_INDEX_KEY"))
+    if key_file and not given and not os.path.exists(key_file):
+        return None
     try:
         return Secrets.from_env(env)
     except SecretsError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError
 
 from store import envelope, spellings
+from store.backend import Backend
 from store.compression import state_compressor
 from store.db import Cursor, Database, select_by_keys
 from store.vault import KeyRow, Secrets, SecretsError, Vault
@@ -244,6 +246,28 @@ class SQLEventSource:
             else json.loads(zstd.decompress(state))  # an event holding nothing personal
             for id_, topic, state in states
         }
+
+
+def holds_data(backend: Backend) -> bool:
+    """Whether the store holds events, or is encrypted already: keys made for it now could not
+    open what it holds. A store that holds neither (not made yet, or only its tables, API keys
+    or console sessions, none of them personal) gets its keys before its first event, whatever
+    wrote to it first. A SQLite file that does not exist is not made here."""
+    path = backend.store_file()
+    if path is not None and not os.path.exists(path):
+        return False
+    db = Database(backend)
+    try:
+        with db.read() as cur:
+            for table in (META, backend.events_table):
+                if (
+                    backend.table_exists(cur, table)
+                    and cur.execute(f"SELECT 1 AS x FROM {table} LIMIT 1").fetchone()
+                ):
+                    return True
+    finally:
+        db.close()
+    return False
 
 
 def open_vault(db: Database, secrets: Secrets | None, log_is_empty: bool, store: str) -> Vault:

@@ -49,7 +49,7 @@ def start_chromium(profile: Path, downloads: Path, width: int = 1280, height: in
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        missing("selenium is not installed (pip install -e '.[dev]')")
+        missing("selenium is not installed (scripts/test installs it)")
     for path in (CHROMIUM, CHROMEDRIVER):
         if not (os.path.exists(path) or shutil.which(path)):
             missing(f"{path} is missing (apt-get install chromium chromium-driver)")

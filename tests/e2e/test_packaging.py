@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +16,8 @@ import yaml
 
 from store.config import Settings
 from tests import payloads as p
-from tests.helpers import names, printed_key, stored_events
+from tests.e2e.test_readme_tour import matches
+from tests.helpers import printed_key
 from tests.postgres_server import free_port
 from tests.server import Server
 from tests.unit.test_packaging import README, ROOT, compose_ledger
@@ -81,27 +83,6 @@ def test_compose_command_and_configuration_run_here(tmp_path: Path, pg_admin_url
         drop_database(pg_admin_url, database_url)
 
 
-def test_readme_curl_example_posts_a_signed_seed_callback(tmp_path: Path) -> None:
-    snippet = re.search(r"```bash\n(.*?)```", README, re.S)
-    assert snippet, "README lost its curl example"
-    database_url = f"sqlite:///{tmp_path}/ledger.sqlite3"
-    server = Server(
-        {"LEDGER_DATABASE_URL": database_url, "SINCH_WEBHOOK_SECRET": "change-me"},
-        tmp_path / "server.log",
-    )
-    try:
-        script = snippet.group(1).replace("http://127.0.0.1:8000", server.url)
-        first = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True)
-        again = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True)
-    finally:
-        server.stop()
-    assert first.stdout == '{"status":"accepted","trigger":"MESSAGE_DELIVERY","events":1}', (
-        first.stdout + first.stderr
-    )
-    assert '"status":"duplicate"' in again.stdout
-    assert names(stored_events(database_url)) == ["Message.FirstReported"]
-
-
 def test_readme_serve_command_runs_the_service(tmp_path: Path) -> None:
     """The README's first command, then its first query with the key the log printed."""
     port = free_port()
@@ -128,6 +109,11 @@ def test_readme_serve_command_runs_the_service(tmp_path: Path) -> None:
         assert bare.json() == {"status": "ok"}
         key = printed_key(log.read_text())
         assert key, log.read_text()
+        # Its log is a file, so JSON lines: the README shows the key's line in that form.
+        shown = re.search(r"<!-- admin-key:json -->\n```json\n(.*?)```", README, re.S)
+        assert shown, "README lost the admin key's JSON line"
+        lines = [orjson.loads(line) for line in log.read_text().splitlines() if '"api_key"' in line]
+        assert len(lines) == 1 and matches(json.loads(shown.group(1)), lines[0]), lines
         query = re.search(r"\n    (curl .*/messages)\n", README)
         assert query, "README lost its first query"
         script = f"KEY={key}\n" + query.group(1).replace(

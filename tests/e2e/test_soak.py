@@ -1,6 +1,6 @@
 """The soak's short form: distinct signed callbacks in slices at a real `serve`, on both
-backends, every acknowledged delivery fact stored. The long run is `scripts/soak` (README) and
-a larger one here under --slow."""
+backends, every acknowledged delivery fact stored. The long run is `scripts/soak`
+(docs/performance.md) and a larger one here under --slow."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Erasure and retention (issue 17): destroying a subject's data keys makes its identity, texts
+"""Erasure and retention: destroying a subject's data keys makes its identity, texts
 and raw bodies unreadable everywhere and physically gone from the database files; the erasure
 is a fact in the log; the seal chain still verifies; retention shreds one class and keeps the
 other; the admin endpoint; the refusals."""
@@ -109,8 +109,9 @@ def store_files(
         with psycopg.connect(server.url, autocommit=True) as conn:
             conn.execute("CHECKPOINT")
         files = [f for f in server.data.rglob("*") if f.is_file()]
-        # The WAL keeps a deleted row's insert until its segments are recycled (README:
-        # Personal data, the PostgreSQL limits): searched only for what was never plaintext.
+        # The WAL keeps a deleted row's insert until its segments are recycled (the limits of
+        # erasure on PostgreSQL, docs/personal-data-and-evidence.md): searched only for what was
+        # never plaintext.
         return [f for f in files if with_wal or "pg_wal" not in f.parts]
 
     yield url, postgres_files

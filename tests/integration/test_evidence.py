@@ -1,7 +1,7 @@
-"""Evidence bundles (issue 17) on SQLite and PostgreSQL: `callback-ledger evidence` exports a
-number's consent facts, messages, stored rows and seal chain segment; `evidence verify` and the
-README's stand-alone script check it without the database and name a tampered byte, link or
-event."""
+"""Evidence bundles on SQLite and PostgreSQL: `callback-ledger evidence` exports a number's
+consent facts, messages, stored rows and seal chain segment; `evidence verify` checks it without
+the database and names a tampered byte, link or event, and every shown claim its sealed events
+do not give; the documented stand-alone script checks what the standard library can."""
 
 from __future__ import annotations
 

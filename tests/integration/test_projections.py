@@ -521,7 +521,8 @@ def second_database_url(backend: str, tmp_path_factory, request) -> Iterator[str
 
 def natural_key(body: dict) -> tuple:
     """What the ledger treats as the same callback. Generated sets hold one body per key: a real
-    repeat is the same body; two different bodies under one key do not happen (see README)."""
+    repeat is the same body; two different bodies under one key do not happen (see
+    docs/internals.md)."""
     if "message_delivery_report" in body:
         r = body["message_delivery_report"]
         return ("D", r["message_id"], r["channel_identity"]["channel"], r["status"])

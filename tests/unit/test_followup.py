@@ -1,4 +1,4 @@
-"""The next-action table, as a pure function (issue 18)."""
+"""The next-action table, as a pure function."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_read_is_expected_only_where_a_source_says_it_is_reported() -> None:
     assert followup.reports_read("VIBERBM", followup.parse_channels("viberbm, WHATSAPP"))
 
 
-def test_the_readme_table_is_the_code_s_table() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_documented_table_is_the_code_s_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
     for code, (action, why) in followup.REASONS.items():
         assert f"| `{code}` | `{action}` | {why} |" in readme, code

@@ -60,3 +60,27 @@ def test_compose_configures_the_service_against_its_postgres() -> None:
     assert ledger["environment"]["SINCH_WEBHOOK_SECRET"].startswith("${SINCH_WEBHOOK_SECRET:?")
     assert ledger["environment"]["LEDGER_PRIVATE_LISTEN"] == "0.0.0.0:8001"
     assert ledger["ports"] == ["8000:8000"]
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_the_readme_is_a_door_and_its_guides_links_all_lead_somewhere() -> None:
+    assert len(README.splitlines()) <= 400
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) >= 6
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r"issue \d", text, re.I), page
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), f"{page.name}: {target}"
+            if anchor:
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(), re.M)
+                assert anchor in {_slug(h) for h in headings}, f"{page.name}: {target}"
