@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from api.auth import ADMIN, Guard
 from api.responses import JSON, error
+from domain.callbacks import MAX_IDENTITY
 from service.erasure import MAX_NAME, MAX_REASON, ErasureRefused, erase
 from service.runtime import Runtime
 
@@ -39,7 +40,7 @@ COMMON = {
         "kept, so they are not messaged again)",
     },
 }
-IDENTITY_FIELDS = {"channel": _field(64), "identity": _field(MAX_NAME)}
+IDENTITY_FIELDS = {"channel": _field(64), "identity": _field(MAX_IDENTITY)}
 CONTACT_FIELDS = {"project_id": _field(MAX_NAME), "contact_id": _field(MAX_NAME)}
 REQUEST_SCHEMA: dict[str, Any] = {
     "oneOf": [

@@ -66,21 +66,30 @@ class HeadGuard:
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
-        if self._head_pending():
-            self._head_bytes += len(data)
-            if self._head_timer is None:
-                self._arm()
-        super().data_received(data)  # type: ignore[misc]
-        if self.transport.is_closing():
-            return
-        if not self._head_pending():
-            self._disarm()
-        elif self._head_bytes > self.limits().max_header_bytes:
-            self._refuse(
-                "431 Request Header Fields Too Large",
-                "head_too_large",
-                f"the request head is over {self.limits().max_header_bytes} bytes",
-            )
+        limit = self.limits().max_header_bytes
+        while data:
+            piece = data
+            if self._head_pending():
+                if self._head_timer is None:
+                    self._arm()
+                # The parser gets no more of a head than the limit: a head within it ends in
+                # those bytes, one still unfinished after them is too large, however many
+                # reads it came in (counting reads alone would let a whole head in one read by).
+                piece = data[: limit - self._head_bytes]
+                self._head_bytes += len(piece)
+            data = data[len(piece) :]
+            super().data_received(piece)  # type: ignore[misc]
+            if self.transport.is_closing():
+                return
+            if not self._head_pending():
+                self._disarm()
+            elif self._head_bytes >= limit:
+                self._refuse(
+                    "431 Request Header Fields Too Large",
+                    "head_too_large",
+                    f"the request head is over {limit} bytes",
+                )
+                return
 
     def _arm(self) -> None:
         self._head_bytes = 0

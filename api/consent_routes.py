@@ -15,7 +15,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.query_routes import (
-    MAX_IDENTITY,
     MAX_REFERENCE,
     Params,
     blank,
@@ -24,7 +23,7 @@ from api.query_routes import (
     read_views,
 )
 from api.responses import JSON, error
-from domain.callbacks import normalise_identity
+from domain.callbacks import MAX_IDENTITY, normalise_identity
 from projections.consent import NAME
 from projections.faults import describe
 from projections.read_model import callbacks, consent

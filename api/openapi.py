@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 from api import admin_routes
 from api import query_routes as q
 from domain import followup
-from domain.callbacks import Interpreted
+from domain.callbacks import MAX_IDENTITY, Interpreted
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 # Every store refuses NUL in text (PostgreSQL outright), so the server refuses it: a 400.
@@ -36,7 +36,7 @@ QUERY: dict[str, dict[str, Any]] = {
     "metadata": _text(q.MAX_TEXT),
     "identity": {
         "type": "string",
-        "maxLength": q.MAX_IDENTITY,
+        "maxLength": MAX_IDENTITY,
         "allOf": [{"pattern": NO_NUL}, {"pattern": q.NOT_BLANK_PATTERN}],
     },
     "status": WORD,

@@ -18,6 +18,7 @@ from domain.callbacks import normalise_identity
 from projections.personal import ERASED_TEXT
 from projections.read_model import consent
 from projections.rules import iso
+from service.csv_cells import cell
 from service.runtime import Runtime
 from store.config import Settings
 from store.db import Cursor
@@ -74,15 +75,13 @@ def emit(rows: Iterable[dict[str, Any]], fmt: str, title: str, columns: list[str
         fields = list(dict.fromkeys(k for row in rows for k in row)) or columns
         by_name = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
         by_name.writeheader()
-        by_name.writerows(rows)
+        by_name.writerows({k: cell(v) for k, v in row.items()} for row in rows)
     elif not out.isatty():
         # Piped or redirected: every column whole, as tab-separated values (a drawn table
-        # would be cut to 80 columns).
+        # would be cut to 80 columns), which a spreadsheet opens as it opens CSV.
         writer = csv.writer(out, dialect="excel-tab")
         writer.writerow(columns)
-        writer.writerows(
-            ["" if row.get(c) is None else row.get(c) for c in columns] for row in rows
-        )
+        writer.writerows([cell(row.get(c)) for c in columns] for row in rows)
     else:
         table = Table(title=f"{title} ({len(rows)})")
         for column in columns:

@@ -4,6 +4,7 @@ limits, the first admin key, and the refusal to run unsigned on a public address
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import ipaddress
 import logging
 import os
@@ -80,8 +81,31 @@ def first_key(settings: Settings) -> None:
     log.warning("=" * 72)
 
 
+def refuse_unwritable_store(settings: Settings) -> None:
+    """A SQLite store whose files cannot be written fails every write, or (an immutable -shm)
+    kills the server at its first (store.sqlite_backend.unwritable_files): refused before it
+    starts, saying which file."""
+    from store.sqlite_backend import unwritable_files
+
+    path = settings.store_backend().store_file()
+    unwritable = unwritable_files(path) if path is not None else []
+    if unwritable:
+        raise ConfigError(
+            f"the SQLite store's file {', '.join(unwritable)} cannot be written (immutable: "
+            "see lsattr and chattr -i; or read-only to this user): the server could not "
+            "record callbacks (an immutable -shm would kill it at the first)"
+        )
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     from service import multiproc
+
+    refuse_unwritable_store(settings)
+    # A file made unwritable while serving (above) still kills the process with SIGBUS: the
+    # interpreter then writes the fault and the stacks to stderr, the log, before it dies (the
+    # variable does the same in the worker processes --workers starts).
+    faulthandler.enable()
+    os.environ["PYTHONFAULTHANDLER"] = "1"
 
     # Before any server process imports prometheus_client: one fresh directory for this run.
     multiprocess = args.workers > 1 or bool(os.environ.get(multiproc.ENV))

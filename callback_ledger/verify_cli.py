@@ -1,16 +1,18 @@
 """`callback-ledger verify [--since N]`: recomputes the seal chain (store.seal) and names the
-first event or seal that does not match (exit 1), or prints the head it verified (exit 0)."""
+first event or seal that does not match, an event no seal covers, or one whose stored columns
+cannot be read (exit 1), or prints the head it verified (exit 0)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
 import orjson
 
 from service.runtime import Runtime
-from store import seal_reads
+from store import seal_reads, spellings
 from store.config import Settings
 from store.seal import Problem
 
@@ -34,11 +36,15 @@ def run_verify(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     if isinstance(found, Problem):
+        if found.topic is not None:  # named as the code reads it, not by its stored short code
+            found = dataclasses.replace(found, topic=spellings.read(found.topic))
         report: dict[str, Any] = {
             "ok": False,
             "problem": found.kind,
             "notification_id": found.notification_id,
             "seal": found.seal_position,
+            "stream": found.stream,
+            "topic": found.topic,
             "detail": found.detail,
         }
         text = f"verify: FAILED: {found.describe()}\n"
@@ -73,7 +79,8 @@ def add_commands(commands: Any) -> None:
     p = commands.add_parser(
         "verify",
         help="recompute the seal chain over the stored events: exit 1 naming the first "
-        "altered, missing or reordered event or bad seal; exit 0 with the head verified",
+        "altered, missing, reordered, unsealed or unreadable event or bad seal; exit 0 with "
+        "the head verified",
     )
     p.add_argument(
         "--since",

@@ -30,11 +30,15 @@ from pydantic import (
 Id = Annotated[str, Field(max_length=128)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=128)]
 Channel = Annotated[str, Field(min_length=1, max_length=64)]
+# A channel identity, as the webhook takes it and as erasure, the routes and the console look
+# it up: one bound, so that whatever was accepted can be found and erased. Sinch documents no
+# maximum; its identities (E.164 numbers, PSIDs, Viber, LINE and WeChat ids) are well under it.
+MAX_IDENTITY = 256
 # Blank is no identity: "  " normalises to "", which stands for a contact's whole channel.
 Identity = Annotated[
     str,
     BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v),
-    Field(min_length=1, max_length=256),
+    Field(min_length=1, max_length=MAX_IDENTITY),
 ]
 Text = Annotated[str, Field(max_length=65536)]
 

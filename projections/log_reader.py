@@ -13,7 +13,7 @@ from domain.contact import Contact
 from domain.erasure import Erasure
 from domain.message import Message
 from domain.unrecognised import UnrecognisedCallback
-from store import envelope, spellings
+from store import envelope, seal, spellings
 from store.backend import Backend
 from store.compression import inflate, state_compressor
 from store.db import Cursor
@@ -42,6 +42,30 @@ class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these
     topic: str
     originator_id: str
     state: dict[str, Any]
+
+
+# The seals over the ids `first`..`last` (parameters: first, last, last): those that end in
+# that range, and the first one ending at or after `last`; two walks along the primary key,
+# whatever the size of the log.
+COVERING = (
+    f"SELECT first_id, position FROM {seal.TABLE} WHERE position >= ? AND position < ? "
+    "UNION ALL SELECT first_id, position FROM (SELECT first_id, position FROM "
+    f"{seal.TABLE} WHERE position >= ? ORDER BY position LIMIT 1) AS straddling "
+    "ORDER BY position"
+)
+
+
+class UnsealedEvent(Exception):
+    """An event of the log that no seal covers: the ledger seals every batch in the
+    transaction that writes it, so this one is not the ledger's and is not applied.
+    `before`: the page up to it (its last notification id read, and its events)."""
+
+    def __init__(
+        self, notification_id: int, stream: str, topic: str, before: tuple[int, list[LoggedEvent]]
+    ) -> None:
+        self.event = LoggedEvent(notification_id, topic, stream, {})
+        self.before = before
+        super().__init__(f"no seal covers event {notification_id}: {seal.NOT_THE_LEDGERS}")
 
 
 class EventLog:
@@ -86,7 +110,35 @@ class EventLog:
         rows = cur.tuples(sql + f" ORDER BY {self.id_column} LIMIT ?", [*params, limit])
         if not rows:
             return after, []
+        self._check_sealed(cur, rows, after, topics)
         return int(rows[-1][0]), self._events(rows, topics)
+
+    def _check_sealed(
+        self, cur: Cursor, rows: Sequence[Sequence[Any]], after: int, topics: frozenset[str]
+    ) -> None:
+        """Raises UnsealedEvent at the first of `rows` (a page, in notification order) that no
+        seal covers. One query for the page: the seals over its ids. They are read after the
+        page, and a batch's seal commits with its events, so every batch of the page has its
+        seal here, the newest included."""
+        first, last = int(rows[0][0]), int(rows[-1][0])
+        seals = cur.tuples(COVERING, [first, last, last])
+        covering = iter(seals)
+        current = next(covering, None)
+        for i, (id_, stream, topic, _) in enumerate(rows):
+            while current is not None and int(current[1]) < int(id_):
+                current = next(covering, None)
+            if current is None or int(current[0]) > int(id_):
+                good = rows[:i]
+                before = (int(good[-1][0]) if good else after, self._events(good, topics))
+                raise UnsealedEvent(
+                    int(id_), self._stream_text(stream), spellings.read(str(topic))[:200], before
+                )
+
+    def _stream_text(self, stream: Any) -> str:
+        try:
+            return self.as_text(stream)
+        except (ValueError, TypeError, AttributeError):
+            return "(not a UUID)"
 
     def part_page(
         self,
@@ -112,6 +164,8 @@ class EventLog:
             sql += " AND mod(get_byte(uuid_send(originator_id), 15), ?) = ?"
             params += [parts, part]
         rows = cur.tuples(sql + " ORDER BY notification_id", params)
+        if rows:
+            self._check_sealed(cur, rows, after, topics)
         return max(upper, after), self._events(rows, topics)
 
     def _events(self, rows: Sequence[Sequence[Any]], topics: frozenset[str]) -> list[LoggedEvent]:

@@ -28,7 +28,7 @@ from projections.faults import (
     unreachable,
     write_fault,
 )
-from projections.log_reader import EventLog, LoggedEvent
+from projections.log_reader import EventLog, LoggedEvent, UnsealedEvent
 from projections.projection import Projection, all_projections
 from projections.read_ahead import Page
 from store.db import Cursor, Database, Row
@@ -182,10 +182,15 @@ class Projector:
             # Rows locked in a fixed order, so two followers or replays never deadlock.
             rows = {name: self.lock_row(cur, name) for name in sorted(names)}
             start = min(int(row[position_column]) for row in rows.values())
+            unsealed: UnsealedEvent | None = None
             if page is not None and page.after == start:
                 last, events = page.last, page.events
             else:
-                last, events = self.log.page(cur, start, self.page_size, self.topics(names))
+                try:
+                    last, events = self.log.page(cur, start, self.page_size, self.topics(names))
+                except UnsealedEvent as found:
+                    # Not the ledger's: the page is applied up to it, and stops there.
+                    unsealed, (last, events) = found, found.before
             positions = {}
             for name, row in rows.items():
                 projection, position = self.projections[name], int(row[position_column])
@@ -207,6 +212,8 @@ class Projector:
             fields |= {"events": len(events), "building": building}
             fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
             log.debug("projection page", extra={"fields": fields})
+        if unsealed is not None:
+            raise unsealed
         return positions
 
     # ---- faults ---------------------------------------------------------------------------
@@ -284,8 +291,12 @@ class Projector:
         projection = self.projections[name]
         column = "building_generation" if building else "generation"
         generation = self.position(name, column)
+        unsealed: UnsealedEvent | None = None
         with self.db.read() as cur:
-            _, events = self.log.page(cur, position, self.page_size, projection.topics)
+            try:
+                _, events = self.log.page(cur, position, self.page_size, projection.topics)
+            except UnsealedEvent as found:
+                unsealed, (_, events) = found, found.before
         for event in events:
             try:
                 with self.db.transaction() as cur:
@@ -297,6 +308,8 @@ class Projector:
                 if unreachable(error):
                     raise
                 return event, error
+        if unsealed is not None:
+            return unsealed.event, unsealed
         return None
 
     def explain(self, names: Sequence[str], exc: Exception, *, building: bool) -> str:

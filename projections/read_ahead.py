@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 
-from projections.log_reader import EventLog, LoggedEvent
+from projections.log_reader import EventLog, LoggedEvent, UnsealedEvent
 from store.db import Cursor, Database
 
 
@@ -56,7 +56,13 @@ class ReadAhead:
         try:
             while not self._stop.is_set():
                 with db.read() as cur:
-                    last, events = read(cur, after)
+                    try:
+                        last, events = read(cur, after)
+                    except UnsealedEvent as found:
+                        # The page up to it is applied, then the consumer raises.
+                        if found.before[0] != after:
+                            self._pages.put(Page(after, *found.before))
+                        raise
                 self._pages.put(Page(after, last, events))
                 if last == after:
                     return

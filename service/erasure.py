@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from domain.callbacks import normalise_identity
+from domain.callbacks import MAX_IDENTITY, normalise_identity
 from domain.contact import Contact
 from domain.erasure import Erasure
 from store import envelope
@@ -84,7 +84,7 @@ def _encrypted(ledger: Ledger) -> SQLKeyStore:
 def identity_subjects(ledger: Ledger, channel: str, identity: str) -> list[str]:
     """The subject of one channel identity: its blind index."""
     channel = _text("channel", channel, 64).upper()
-    identity = _text("identity", identity, MAX_NAME)
+    identity = _text("identity", identity, MAX_IDENTITY)
     if not normalise_identity(identity):
         raise ErasureRefused("identity holds nothing once normalised")
     return [ledger.vault.index(channel, identity)]

@@ -149,12 +149,15 @@ def locator(digests: Sequence[bytes]) -> bytes:
 
 @dataclass(frozen=True)
 class Problem:
-    """The first thing that does not match: an event (its notification id) or a seal."""
+    """The first thing that does not match: an event (its notification id, and for an
+    unsealed or unreadable one its stream and topic) or a seal."""
 
-    kind: str  # altered, missing, out_of_order, unsealed, seal_mismatch
+    kind: str  # altered, missing, out_of_order, unsealed, unreadable, seal_mismatch
     notification_id: int | None
     seal_position: int | None
     detail: str
+    stream: str | None = None
+    topic: str | None = None
 
     def describe(self) -> str:
         where = (
@@ -162,7 +165,45 @@ class Problem:
             if self.notification_id is not None
             else f"seal {self.seal_position}"
         )
+        if self.topic is not None or self.stream is not None:
+            where += f" ({self.topic or 'unknown topic'} on stream {self.stream or 'unknown'})"
         return f"{where}: {self.kind.replace('_', ' ')}: {self.detail}"
+
+
+# Why no seal covering an event is a fault: the ledger seals every batch in the transaction
+# that writes it, so an event committed without one was not written by the ledger.
+NOT_THE_LEDGERS = "the ledger seals every batch it writes, so it was added behind its back"
+
+_STORED_AS = {str: "text", int: "an integer", float: "a real number", type(None): "NULL"}
+
+
+def unreadable(stream: Any, version: Any, topic: Any, state: Any) -> str | None:
+    """Why an event's stored columns are not what the ledger writes (and cannot be hashed),
+    or None when they are."""
+    if not isinstance(state, bytes | bytearray | memoryview):
+        kind = _STORED_AS.get(type(state), type(state).__name__)
+        return f"its state is stored as {kind}, not as bytes (BLOB / bytea)"
+    if not isinstance(topic, str):
+        return "its topic is not text"
+    if not isinstance(version, int):
+        return "its version is not an integer"
+    try:
+        stream_bytes(stream)
+    except (ValueError, TypeError, AttributeError):
+        return "its stream id is not a UUID"
+    return None
+
+
+def named(kind: str, row: Sequence[Any], detail: str) -> Problem:
+    """A problem with the event of `row` (notification id, stream, version, topic, state),
+    naming its stream and topic as far as they can be read."""
+    notification_id, stream, _, topic, _ = row
+    try:
+        stream_name: str | None = str(UUID(bytes=stream_bytes(stream)))
+    except (ValueError, TypeError, AttributeError):
+        stream_name = None
+    topic_name = topic[:200] if isinstance(topic, str) else None
+    return Problem(kind, int(notification_id), None, detail, stream_name, topic_name)
 
 
 @dataclass(frozen=True)
@@ -190,8 +231,10 @@ class Verifier:
         trusted_previous: bool = False,
     ) -> Verified | Problem:
         """`seals` from the first to check; `events` (notification id, stream, version, topic,
-        state) from that seal's first id, up to the last seal's position. With
-        `trusted_previous`, the first seal's `previous` is taken as it is (`--since`)."""
+        state) from that seal's first id, up to the newest event (read before the last seal, so
+        every batch committed by then has its seal among `seals`): any event after the last
+        seal is unsealed. With `trusted_previous`, the first seal's `previous` is taken as it
+        is (`--since`)."""
         pending = next(events, None)
         last: Seal | None = None
         start: int | None = None
@@ -203,11 +246,13 @@ class Verifier:
             batch: list[tuple[int, bytes]] = []
             while pending is not None and pending[0] <= seal.position:
                 notification_id, *event = pending
+                if (why := unreadable(*event)) is not None:
+                    return named("unreadable", pending, why)
                 if notification_id < seal.first_id:
-                    return Problem(
-                        "unsealed", notification_id, None,
+                    return named(
+                        "unsealed", pending,
                         f"no seal covers it (the next seal, {seal.position}, starts at "
-                        f"{seal.first_id})",
+                        f"{seal.first_id}): {NOT_THE_LEDGERS}",
                     )  # fmt: skip
                 batch.append((notification_id, event_digest(*event)))
                 pending = next(events, None)
@@ -215,8 +260,9 @@ class Verifier:
             if problem is not None:
                 return problem
             last = seal
-        if pending is not None and last is not None and pending[0] <= last.position:
-            return Problem("unsealed", pending[0], None, "no seal covers it")
+        if pending is not None:
+            after = f"after the last seal ({last.position})" if last is not None else "(no seal)"
+            return named("unsealed", pending, f"no seal covers it {after}: {NOT_THE_LEDGERS}")
         return Verified(last, self.events, self.seals, start or 0)
 
     def _check(self, seal: Seal, batch: list[tuple[int, bytes]]) -> Problem | None:

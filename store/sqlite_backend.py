@@ -36,6 +36,15 @@ WAL_AUTOCHECKPOINT_PAGES = 20_000
 CHECKPOINT_PRAGMA = f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"
 
 
+def unwritable_files(path: str) -> list[str]:
+    """Those of a store's files (the database, its write-ahead log and its shared-memory index)
+    that exist and that this process may not write. Writes to them fail, and SQLite writes to
+    the `-shm` file through a memory mapping: on an immutable one the process is killed by
+    SIGBUS at its first write, with no error to catch or log."""
+    files = [path + suffix for suffix in ("", "-wal", "-shm")]
+    return [f for f in files if os.path.exists(f) and not os.access(f, os.W_OK)]
+
+
 class SQLiteConnections:
     """A connection per transaction: opening a SQLite file costs less than sharing one
     connection between threads safely."""

@@ -16,6 +16,7 @@ from api.console.overview import time_or
 from api.console.render import HEADERS, page
 from projections.personal import ERASED_TEXT
 from projections.read_model import consent
+from service.csv_cells import cell
 from store.db import Cursor
 
 PAGE_ROWS = 500
@@ -49,12 +50,6 @@ def _rows(context: Context, since: str | None, until: str | None, limit: int) ->
         return rows[:limit], len(rows) > limit
 
     return read
-
-
-def cell(value: Any) -> str:
-    """A CSV cell a spreadsheet will not run as a formula (the values come from callbacks)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def csv_line(row: dict[str, Any]) -> list[str]:

@@ -13,8 +13,8 @@ from starlette.responses import Response
 from api.auth import AUDIT
 from api.console.context import Context, mark_audited, query, visitor
 from api.console.render import page
-from api.query_routes import MAX_IDENTITY, path_param
-from domain.callbacks import normalise_identity
+from api.query_routes import path_param
+from domain.callbacks import MAX_IDENTITY, normalise_identity
 from projections.read_model import consent
 from projections.read_model import console as console_queries
 from projections.rules import iso

@@ -10,12 +10,12 @@ from starlette.responses import Response
 
 from api.console.context import Context, query
 from api.console.render import page
-from domain.callbacks import normalise_identity
+from domain.callbacks import MAX_IDENTITY, normalise_identity
 from projections.read_model import console as console_queries
 
 
 async def search_page(context: Context, request: Request) -> Response:
-    q = query(request, "q").strip()
+    q = query(request, "q", MAX_IDENTITY).strip()
     found: dict[str, list[dict[str, Any]]] = {"messages": [], "numbers": [], "contacts": []}
     if q:
         found = await context.read(
@@ -25,6 +25,7 @@ async def search_page(context: Context, request: Request) -> Response:
         request,
         "search.html",
         q=q,
+        max_length=MAX_IDENTITY,
         number=normalise_identity(q) if q else "",
         found=found,
         searched=bool(q),

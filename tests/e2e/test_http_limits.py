@@ -5,7 +5,10 @@ the connection limit."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_hostile import read_response
+from tests.postgres_server import free_port
 from tests.server import Server
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
@@ -167,3 +171,84 @@ def test_a_busy_keep_alive_connection_is_never_cut(server: Server) -> None:
             time.sleep(0.01)
     assert len(statuses) * (len(body) + 500) > 16384 * 3  # well past one head's limit
     assert set(statuses) == {200}
+
+
+# The app under uvicorn with the guarded h11 protocol, as serve runs it where httptools is not
+# installed (serve picks httptools when it is).
+H11_MAIN = """
+import sys, uvicorn
+from api.app import app_from_env
+from api.connections import GuardedH11
+from store.config import Settings
+limit = Settings.from_env().max_header_bytes
+uvicorn.run(app_from_env(), port=int(sys.argv[1]), http=GuardedH11,
+            h11_max_incomplete_event_size=limit, log_level="warning")
+"""
+
+
+class H11Server(Server):
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = env
+        self._key = None
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", H11_MAIN, str(self.port)],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_until_listening()
+
+
+@pytest.fixture(params=["serve", "h11"])
+def default_limits(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A server with the default head limit (LEDGER_MAX_HEADER_BYTES: 32,768): `serve` (with
+    httptools), and the app under uvicorn's h11 with the same guard."""
+    env = {"LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"}
+    kind = H11Server if request.param == "h11" else Server
+    started = kind(env, tmp_path / "s.log")
+    yield started
+    started.stop()
+
+
+def head_of(size: int) -> bytes:
+    """A whole GET /healthz head of exactly `size` bytes."""
+    pad = size - len(HEAD) - len(b"X-Pad: \r\n\r\n")
+    return HEAD + b"X-Pad: " + b"a" * pad + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("size", [32 * 1024 + 1, 33 * 1024, 64 * 1024, 130 * 1024])
+def test_a_head_over_the_limit_is_refused_however_it_arrives(
+    default_limits: Server, size: int
+) -> None:
+    for pieces in (1, 7):  # in one read, or in several
+        head = head_of(size)
+        with connect(default_limits) as conn:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                step = -(-len(head) // pieces)
+                for start in range(0, len(head), step):
+                    conn.sendall(head[start : start + step])
+                    if pieces > 1:
+                        time.sleep(0.05)
+            got, _ = closed_within(conn, 5)
+        assert got.startswith(b"HTTP/1.1 431"), (pieces, got[:200])
+        assert b"the request head is over 32768 bytes" in got
+
+
+def test_a_head_within_the_limit_passes_with_a_body_in_the_same_read(
+    default_limits: Server,
+) -> None:
+    with connect(default_limits) as conn:
+        conn.sendall(head_of(32 * 1024))
+        assert read_response(conn).startswith(b"HTTP/1.1 200")
+    # A small head and a body far past the head limit, sent at once: the body is not the head.
+    body = b'{"not": "a callback"}' + b" " * (200 * 1024)
+    post = b"POST /webhooks/sinch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with connect(default_limits) as conn:
+        conn.sendall(post + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        answer = read_response(conn)
+    assert not answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,7 +19,7 @@ import pytest
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import cli, delivery_reports, names, stored_events
-from tests.postgres_server import PrivateServer
+from tests.postgres_server import PrivateServer, free_port
 from tests.server import Server
 
 
@@ -179,3 +184,64 @@ def test_no_acknowledgement_once_the_sqlite_file_is_gone(
     bare = httpx.get(server.url + "/healthz", timeout=30)
     assert (bare.status_code, bare.json()) == (503, {"status": "failing"})
     assert "deleted or replaced" in server.log()
+
+
+# ---- SQLite files that cannot be written -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """`path` made immutable (chattr +i: root, on ext4, xfs and similar), as it was found."""
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i is not possible here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def serving_with_shm(start_server, path: Path) -> tuple[Server, Path]:
+    server = start_server(f"sqlite:///{path}")
+    assert post(server, p.delivery("M-SHM")).status_code == 200
+    shm = Path(f"{path}-shm")
+    assert shm.exists()  # the store's connections keep it while serving
+    return server, shm
+
+
+def test_serve_refuses_to_start_on_a_shm_it_cannot_write(start_server, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    server, shm = serving_with_shm(start_server, path)
+    server.stop(signal.SIGKILL)  # as a crash leaves it: the -wal and -shm stay
+    assert shm.exists()
+    with immutable(shm):
+        done = subprocess.run(
+            [sys.executable, "-m", "callback_ledger.cli", "serve", "--port", str(free_port())],
+            env={
+                **os.environ,
+                "LEDGER_DATABASE_URL": f"sqlite:///{path}",
+                "SINCH_WEBHOOK_SECRET": SECRET,
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if f"{shm}" in line]
+    assert "cannot be written" in line and "chattr -i" in line
+    # Writable again, it starts, with what was acknowledged before.
+    again = start_server(f"sqlite:///{path}")
+    assert post(again, p.delivery("M-SHM")).json()["status"] == "duplicate"
+
+
+def test_a_shm_made_unwritable_while_serving_is_named_in_the_log(
+    start_server, tmp_path: Path
+) -> None:
+    server, shm = serving_with_shm(start_server, tmp_path / "ledger.sqlite3")
+    with immutable(shm):
+        # SQLite writes through its mapping of the file: the kernel answers with SIGBUS.
+        with contextlib.suppress(httpx.TransportError):
+            post(server, p.delivery("M-AFTER"), timeout=10)
+        server.process.wait(timeout=30)
+    assert server.process.returncode == -signal.SIGBUS
+    assert "Fatal Python error: Bus error" in server.log()

@@ -19,6 +19,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from domain.callbacks import MAX_IDENTITY
 from domain.erasure import Erasure
 from service.erasure import ErasureRefused, erase
 from service.retention import apply, cutoff
@@ -31,6 +32,7 @@ from store.vault_keys import TABLE as KEYS_TABLE
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import KEYS, accept_all, cli, make_key
+from tests.integration.test_queries import wait_for_projections
 from tests.postgres_server import PrivateServer, create_database
 
 NUMBER = "46709876543"
@@ -431,3 +433,36 @@ def test_an_erasure_while_a_reader_holds_the_sqlite_log_is_recorded_and_says_so(
         assert again.keys_destroyed == 0 and again.purge_pending is None
     finally:
         runtime.close()
+
+
+def test_the_longest_identity_the_webhook_takes_can_be_found_and_erased(
+    client: TestClient, ledger: Ledger
+) -> None:
+    # A non-number id (as Messenger's or Viber's) at the webhook's bound: what was accepted can
+    # be looked up by the routes and the console, and erased by identity.
+    longest = "psid" + "7" * (MAX_IDENTITY - 4)
+    body = p.delivery("M-LONG", "DELIVERED", "MESSENGER", longest)
+    raw = p.encode(body)
+    stored = client.post("/webhooks/sinch", content=raw, headers=p.signed_headers(raw, SECRET))
+    assert stored.status_code == 200 and stored.json()["status"] == "accepted", stored.text
+    wait_for_projections(client)
+    [report] = client.get("/messages/M-LONG").json()["timeline"]
+    assert report["identity"] == longest
+    check = client.get("/consent/check", params={"channel": "MESSENGER", "identity": longest})
+    assert check.status_code == 200, check.text
+    assert client.get(f"/console/numbers/{longest}").status_code == 200
+
+    erased = client.post(
+        "/admin/erasures",
+        json={"channel": "MESSENGER", "identity": longest, "reason": "data subject request"},
+    )
+    assert erased.status_code == 201, erased.text
+    [report] = client.get("/messages/M-LONG").json()["timeline"]
+    assert (report["identity"], report["erased"]) == (None, True)
+
+    # One past the bound: refused by the erasure, by the route and by the service.
+    over = {"channel": "MESSENGER", "identity": longest + "7", "reason": "r"}
+    refused = client.post("/admin/erasures", json=over)
+    assert refused.status_code == 400 and "identity" in refused.json()["detail"]
+    with pytest.raises(ErasureRefused, match=f"at most {MAX_IDENTITY}"):
+        erase(ledger, channel="MESSENGER", identity=longest + "7", by="test", reason="r")

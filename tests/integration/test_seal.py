@@ -8,12 +8,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from store import seal
+from store import seal, spellings
 from store.config import Settings
 from store.db import Cursor, Database
 from store.group_commit import LRU, execute_many
@@ -254,3 +255,80 @@ def _receipt() -> Any:
     from domain.receipt import Receipt
 
     return Receipt("{}", datetime.now(UTC), True)
+
+
+def forge(database_url: str, ledger: Ledger, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Events added behind the ledger's back: `body`'s events, as its recorder wrote them,
+    taken out of the log with their seal and put back with plain SQL, unsealed. The rows as
+    they are now (ids included)."""
+    before = rows(database_url, ledger)[-1]["id"]
+    accept_all(ledger, [body])
+    written = [e for e in rows(database_url, ledger) if e["id"] > before]
+    sql(database_url, f"DELETE FROM {seal.TABLE} WHERE position > ?", before)
+    sql(database_url, f"DELETE FROM {ledger.events_table} WHERE {{id}} > ?", before)
+    for event in written:
+        sql(database_url,
+            f"INSERT INTO {ledger.events_table} (originator_id, originator_version, topic, state) "
+            "VALUES (?, ?, ?, ?)",
+            event["originator_id"], event["originator_version"], event["topic"],
+            bytes(event["state"]))  # fmt: skip
+    return [e for e in rows(database_url, ledger) if e["id"] > before]
+
+
+def stream_text(event: dict[str, Any]) -> str:
+    """An event's stream id as UUID text, however the backend stores it."""
+    return str(UUID(str(event["originator_id"])))
+
+
+def test_an_event_added_by_hand_is_named(ledger: Ledger, database_url: str) -> None:
+    """Sealed in the transaction that writes it, every batch of the ledger's has its seal once
+    committed: an event after the last seal was written by someone else."""
+    accept_all(ledger, [p.delivery("M1", "DELIVERED"), p.opt("OPT_OUT", request_id="R1")])
+    head = seals(database_url)[-1].position
+    forged = forge(database_url, ledger, p.delivery("M-FORGED", "DELIVERED"))[0]
+    code, report = verify(database_url)
+    assert code == 1, report
+    assert (report["problem"], report["notification_id"]) == ("unsealed", forged["id"])
+    assert report["stream"] == stream_text(forged)
+    assert report["topic"] == spellings.read(forged["topic"])
+    assert str(head) in report["detail"]
+    text = cli(database_url, "verify")
+    assert text.returncode == 1
+    assert f"notification {forged['id']} ({report['topic']} on stream" in text.stderr
+    assert "unsealed" in text.stderr and "Traceback" not in text.stderr
+    # From a point past the last seal too.
+    code, report = verify(database_url, "--since", str(forged["id"]))
+    assert (code, report["notification_id"]) == (1, forged["id"])
+
+
+def test_a_log_with_events_and_no_seal_names_the_first(ledger: Ledger, database_url: str) -> None:
+    accept_all(ledger, [p.delivery("M1", "DELIVERED")])
+    first = rows(database_url, ledger)[0]
+    sql(database_url, f"DELETE FROM {seal.TABLE}")
+    code, report = verify(database_url)
+    assert (code, report["problem"], report["notification_id"]) == (1, "unsealed", first["id"])
+    assert report["stream"] == stream_text(first)
+
+
+def test_a_state_stored_as_text_is_named(backend: str, ledger: Ledger, database_url: str) -> None:
+    """A state the ledger did not write (text where it writes bytes): named, never a
+    traceback. SQLite keeps the type per value, so one event's is changed; PostgreSQL per
+    column, so the column is, and the first event is named."""
+    accept_all(ledger, [p.delivery(f"M{i}", "DELIVERED") for i in range(3)])
+    events = rows(database_url, ledger)
+    if backend == "sqlite":
+        victim = events[1]
+        sql(database_url, f"UPDATE {ledger.events_table} SET state = ? WHERE {{id}} = ?",
+            "not bytes", victim["id"])  # fmt: skip
+    else:
+        victim = events[0]
+        sql(database_url, f"ALTER TABLE {ledger.events_table} ALTER COLUMN state TYPE text "
+            "USING encode(state, 'escape')")  # fmt: skip
+    code, report = verify(database_url)
+    assert code == 1, report
+    assert (report["problem"], report["notification_id"]) == ("unreadable", victim["id"])
+    assert "stored as text" in report["detail"]
+    assert report["stream"] == stream_text(victim)
+    text = cli(database_url, "verify")
+    assert text.returncode == 1 and "Traceback" not in text.stderr
+    assert f"notification {victim['id']}" in text.stderr

@@ -52,3 +52,36 @@ def test_an_event_moved_to_a_later_batch_is_out_of_order() -> None:
     assert isinstance(problem, seal.Problem)
     assert (problem.kind, problem.notification_id) == ("out_of_order", 5)
     assert "notification 2" in problem.detail
+
+
+def test_an_event_after_the_last_seal_is_unsealed() -> None:
+    events = log(5)
+    pages = list(seal.seal_pages(events[:4], seal.GENESIS, page=2))
+    problem = seal.Verifier().run(pages, iter(events))
+    assert isinstance(problem, seal.Problem)
+    assert (problem.kind, problem.notification_id) == ("unsealed", 5)
+    assert (problem.stream, problem.topic) == (str(STREAM), "t")
+    assert "after the last seal (4)" in problem.detail
+    assert problem.describe().startswith(f"notification 5 (t on stream {STREAM}): unsealed")
+    # No seal at all: the first event is named.
+    first = seal.Verifier().run([], iter(events))
+    assert isinstance(first, seal.Problem)
+    assert (first.kind, first.notification_id) == ("unsealed", 1)
+
+
+def test_columns_the_ledger_does_not_write_are_unreadable() -> None:
+    events = log(4)
+    pages = list(seal.seal_pages(events, seal.GENESIS, page=2))
+    for column, value, why in (
+        (4, "text", "its state is stored as text"),
+        (4, None, "its state is stored as NULL"),
+        (4, 7, "its state is stored as an integer"),
+        (3, None, "its topic is not text"),
+        (1, "not a uuid", "its stream id is not a UUID"),
+    ):
+        changed = list(events[2])
+        changed[column] = value
+        problem = seal.Verifier().run(pages, iter([*events[:2], tuple(changed), events[3]]))
+        assert isinstance(problem, seal.Problem), why
+        assert (problem.kind, problem.notification_id) == ("unreadable", 3)
+        assert problem.detail.startswith(why)
