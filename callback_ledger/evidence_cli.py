@@ -1,6 +1,8 @@
 """`callback-ledger evidence --channel C --identity N [--since] [--until] --out FILE` writes an
 evidence bundle (README, "Evidence"); `callback-ledger evidence verify FILE` checks one without
-the database: exit 0 with the head and counts, exit 1 naming the first mismatch."""
+the database (its bytes, seals and chain, and every fact, time, number and text it shows,
+derived again from its events): exit 0 with the head and counts, exit 1 naming the first
+mismatch."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     try:
         found = bundles.bundle(
             runtime.ledger(), runtime.store_database(), runtime.database(),
-            args.channel, args.identity, args.since, args.until,
+            args.channel, args.identity, args.since, args.until, keywords(settings),
         )  # fmt: skip
         subject = {k: v for k, v in found["subject"].items() if v is not None}
         KeyStore(runtime.store_database()).record_access(
@@ -47,13 +49,23 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def keywords(settings: Settings) -> dict[str, Any]:
+    """The keyword configuration inbound texts are read with (a bundle states it)."""
+    return {
+        "languages": list(settings.keyword_languages),
+        "opt_out": list(settings.opt_out_keywords),
+        "opt_in": None if settings.opt_in_keywords is None else list(settings.opt_in_keywords),
+        "help": list(settings.help_keywords),
+    }
+
+
 def run_check(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        checked = evidence.check(orjson.loads(Path(args.file).read_bytes()))
+        checked = bundles.verify(orjson.loads(Path(args.file).read_bytes()))
     except evidence.Mismatch as exc:
         sys.stderr.write(f"evidence verify: FAILED: {exc}\n")
         return 1
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         sys.stderr.write(f"evidence verify: FAILED: unreadable bundle: {exc!r}\n")
         return 1
     head = checked.head

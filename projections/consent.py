@@ -8,6 +8,7 @@ Identities are held by name, with a sealed copy to show (projections.personal)."
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from domain.keywords import Reading
@@ -210,10 +211,7 @@ def _apply_facts(
             continue
         inbound = event.topic != CONSENT_REPORTED
         # Read once: the keyword, its normalised form and the review rule come from one pass.
-        reading = keywords.read(state.get("text")) if inbound else rules.NOTHING
-        if inbound and state.get("erased") and isinstance(state.get("reading"), dict):
-            # The text is erased: what it said as it arrived (store.envelope) still stands.
-            reading = Reading(**state["reading"])
+        reading = inbound_reading(state, keywords) if inbound else rules.NOTHING
         source_ref = f"{event.originator_id}/{state['dedupe_key']}"
         fact = rules.consent_fact(
             state["project_id"],
@@ -269,6 +267,16 @@ def _apply_facts(
         CONSENT_KEY,
         [tuple(row[c] for c in CONSENT_COLUMNS) for row in candidates.values()],
     )
+
+
+def inbound_reading(state: Mapping[str, Any], keywords: rules.Keywords) -> Reading:
+    """What an inbound message's text says, read with `keywords` (evidence bundles read it
+    by this too)."""
+    reading = keywords.read(state.get("text"))
+    if state.get("erased") and isinstance(state.get("reading"), dict):
+        # The text is erased: what it said as it arrived (store.envelope) still stands.
+        reading = Reading(**state["reading"])
+    return reading
 
 
 def review_row(

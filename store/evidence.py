@@ -3,7 +3,8 @@ them with the digests of every event of those batches, and the chain from the fi
 seals to the head; and `check`, which recomputes all of it from the bundle alone.
 
 Both sides use store.seal's encoding and digests, so a bundle holds exactly what `verify`
-checks on the database. The read side chooses the events (service.evidence)."""
+checks on the database. The read side chooses the events, and what the bundle says of them
+is derived from their stored bytes, on export and on checking alike (service.evidence)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ from store.db import Database
 from store.ledger import Ledger
 
 FORMAT = "callback-ledger evidence"
-VERSION = 1
+VERSION = 2
+# What a bundle and its parts hold: nothing else (a field no check recomputes is refused).
+FIELDS = frozenset(
+    {"format", "version", "subject", "keywords", "keys", "head", "consent_facts", "messages",
+     "events", "seals"}
+)  # fmt: skip
+HEAD_FIELDS = frozenset({"position", "hash"})
+SEAL_FIELDS = frozenset({"position", "first_id", "events", "batch", "previous", "seal"})
+EVENT_FIELDS = frozenset(
+    {"reference", "notification_id", "stream", "version", "topic", "state", "digest", "callback"}
+)
 
 
 @dataclass(frozen=True)
@@ -55,18 +66,37 @@ def stored_event(ledger: Ledger, db: Database, reference: str) -> StoredEvent | 
     event = ledger.keyed_event(stream, key)
     if event is None:
         return None
+    found = stored_rows(
+        ledger, db, "originator_id = ? AND originator_version = ?",
+        [ledger.backend.stream_param(stream), int(event.originator_version)],
+    )  # fmt: skip
+    return found[0] if found else None
+
+
+def stream_events(ledger: Ledger, db: Database, stream: UUID) -> list[StoredEvent]:
+    """The stored rows of one stream, in version order."""
+    return stored_rows(ledger, db, "originator_id = ?", [ledger.backend.stream_param(stream)])
+
+
+def event_at(ledger: Ledger, db: Database, notification_id: int) -> StoredEvent | None:
+    found = stored_rows(ledger, db, f"{db.backend.log_id_column} = ?", [notification_id])
+    return found[0] if found else None
+
+
+def stored_rows(ledger: Ledger, db: Database, where: str, params: list[Any]) -> list[StoredEvent]:
     id_column = db.backend.log_id_column
     with db.read() as cur:
         rows = cur.tuples(
-            f"SELECT {id_column}, topic, state FROM {ledger.events_table} "
-            "WHERE originator_id = ? AND originator_version = ?",
-            [ledger.backend.stream_param(stream), int(event.originator_version)],
+            f"SELECT {id_column}, {db.backend.log_id_text}, originator_version, topic, state "
+            f"FROM {ledger.events_table} WHERE {where} ORDER BY {id_column}",
+            params,
         )
-    if not rows:
-        return None
-    notification_id, topic, state = rows[0]
-    return StoredEvent(int(notification_id), stream, int(event.originator_version), str(topic),
-                       bytes(state))  # fmt: skip
+    return [
+        StoredEvent(
+            int(n), UUID(db.backend.log_text(stream)), int(version), str(topic), bytes(state)
+        )
+        for n, stream, version, topic, state in rows
+    ]
 
 
 def _seal_json(s: seal.Seal, digests: list[tuple[int, bytes]] | None) -> dict[str, Any]:
@@ -77,11 +107,15 @@ def _seal_json(s: seal.Seal, digests: list[tuple[int, bytes]] | None) -> dict[st
         "batch": s.batch.hex(),
         "previous": s.previous.hex(),
         "seal": s.seal.hex(),
-        "sealed_at": s.sealed_at,
     }
     if digests is not None:
         out["digests"] = [[n, d.hex()] for n, d in digests]
     return out
+
+
+def head_of(last: seal.Seal | None) -> dict[str, Any] | None:
+    """A bundle's head: the last seal's position and hash (its time is not sealed: left out)."""
+    return {"position": last.position, "hash": last.seal.hex()} if last else None
 
 
 def chain_segment(
@@ -92,7 +126,7 @@ def chain_segment(
     last = seal_reads.head(db)
     ids = sorted({e.notification_id for e in included})
     if last is None or not ids:
-        return (last.head() if last else None), []
+        return head_of(last), []
     out: list[dict[str, Any]] = []
     wanted = iter(ids)
     pending: int | None = next(wanted)
@@ -104,7 +138,7 @@ def chain_segment(
             while pending is not None and pending <= s.position:
                 pending = next(wanted, None)
         out.append(_seal_json(s, digests))
-    return last.head(), out
+    return head_of(last), out
 
 
 # ---- checking a bundle, without the database ------------------------------------------------
@@ -128,9 +162,11 @@ def check(bundle: Mapping[str, Any]) -> Checked:
     event. Raises `Mismatch` naming the first thing that does not hold."""
     if bundle.get("format") != FORMAT or bundle.get("version") != VERSION:
         raise Mismatch(f"not a {FORMAT} bundle of version {VERSION}")
+    only(bundle, FIELDS, "")
     seals = bundle["seals"]
     previous: str | None = None
-    for s in seals:
+    for i, s in enumerate(seals):
+        only(s, SEAL_FIELDS | {"digests"}, f"seals[{i}].")
         where = f"seal {s['position']}"
         if previous is not None and s["previous"] != previous:
             raise Mismatch(f"{where}: its previous hash is not the seal before it ({previous})")
@@ -148,6 +184,8 @@ def check(bundle: Mapping[str, Any]) -> Checked:
             raise Mismatch(f"{where}: its hash is not SHA-256(previous || batch)")
         previous = s["seal"]
     head = bundle.get("head")
+    if head is not None:
+        only(head, HEAD_FIELDS, "head.")
     if seals and (head is None or head["hash"] != previous
                   or head["position"] != seals[-1]["position"]):  # fmt: skip
         raise Mismatch("head: it is not the last seal of the chain")
@@ -156,8 +194,14 @@ def check(bundle: Mapping[str, Any]) -> Checked:
         for n, d in s.get("digests") or []:
             digest_at[int(n)] = d
     by_reference = {}
-    for e in bundle["events"]:
+    last = 0
+    for i, e in enumerate(bundle["events"]):
+        only(e, EVENT_FIELDS, f"events[{i}].")
         n = e["notification_id"]
+        if n <= last:
+            raise Mismatch(f"events[{i}].notification_id: the events are not each once, in "
+                           "notification order")  # fmt: skip
+        last = n
         state = base64.b64decode(e["state"], validate=True)
         found = seal.event_digest(e["stream"], e["version"], e["topic"], state).hex()
         if n not in digest_at:
@@ -165,11 +209,21 @@ def check(bundle: Mapping[str, Any]) -> Checked:
         if digest_at[n] != found:
             raise Mismatch(f"event {n} ({e['reference']}): its stored bytes do not match the "
                            "digest its seal's batch lists")  # fmt: skip
+        if e["digest"] != found:
+            raise Mismatch(f"events[{i}].digest: it is not the digest of its stored bytes")
         by_reference[e["reference"]] = n
     for reference in cited(bundle):
         if reference not in by_reference:
             raise Mismatch(f"reference {reference}: the bundle holds no event for it")
     return Checked(head, len(bundle["events"]), len(seals))
+
+
+def only(part: Mapping[str, Any], fields: frozenset[str], where: str) -> None:
+    """A part of a bundle holds no field beyond `fields`: what no check recomputes is not
+    shown."""
+    extra = sorted(set(part) - fields)
+    if extra:
+        raise Mismatch(f"{where}{extra[0]}: not a field a bundle holds (nothing checks it)")
 
 
 def cited(bundle: Mapping[str, Any]) -> list[str]:

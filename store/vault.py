@@ -446,6 +446,14 @@ class Vault:
         key = found[0] if found else None
         return self._cipher(key_id, key) if key is not None else None
 
+    def data_key(self, key_id: bytes) -> bytes | None:
+        """A data key itself, None once destroyed: an evidence bundle carries the keys of its
+        own events, so that it can be checked without the store."""
+        self.aead(key_id)
+        with self._lock:
+            found = self._open.get(key_id)
+        return found[0] if found else None
+
     # ---- values ------------------------------------------------------------------------------
 
     def encrypt(self, key_id: bytes, key: bytes | AESGCM, plaintext: bytes) -> bytes:
