@@ -35,16 +35,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_script(tmp_path: Path) -> Path:
-    """The stand-alone check script, from the first document holding its marker: the docs
-    (sorted), then the README."""
-    for doc in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
-        text = doc.read_text(encoding="utf-8")
-        found = re.search(r"<!-- evidence-check -->\n```python\n(.*?)```", text, re.S)
-        if found is not None:
-            script = tmp_path / "check_evidence.py"
-            script.write_text(found.group(1), encoding="utf-8")
-            return script
-    raise AssertionError("the documented evidence check is gone")
+    """The stand-alone check script, as the evidence guide prints it."""
+    text = (ROOT / "docs" / "personal-data-and-evidence.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- evidence-check -->\n```python\n(.*?)```", text, re.S)
+    assert found is not None, "the documented evidence check is gone"
+    script = tmp_path / "check_evidence.py"
+    script.write_text(found.group(1), encoding="utf-8")
+    return script
 
 
 def export(database_url: str, out: Path, *args: str) -> dict[str, Any]:
