@@ -14,6 +14,8 @@ from domain.keywords import Reading
 from projections import rules
 from projections.log_reader import (
     CONSENT_REPORTED,
+    CONTACT_DELETED,
+    CONTACT_MERGED,
     ERASED,
     INBOUND_RECEIVED,
     REPORTS,
@@ -26,8 +28,19 @@ from store.vault import Vault, plaintext
 
 NAME = "consent"
 # Delivery reports only for contact_identities: the numbers a contact was sent to.
-TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED, *REPORTS, ERASED})
-TABLES = ("consent", "consent_history", "consent_review", "contact_identities", "erasures")
+TOPICS = frozenset(
+    {CONSENT_REPORTED, INBOUND_RECEIVED, *REPORTS, ERASED, CONTACT_MERGED, CONTACT_DELETED}
+)
+TABLES = (
+    "consent",
+    "consent_history",
+    "consent_review",
+    "contact_identities",
+    "erasures",
+    "contact_merges",
+)
+# A merge's identities have no single event field to show them by (in an encrypted store).
+CONTACT_EVENTS = frozenset({CONTACT_MERGED, CONTACT_DELETED})
 # Added since the first version (a database from before gets them, and is told to replay).
 # contact_identities' lookup by contact: a table made before it is keyed by the contact.
 LAYOUT_INDEXES = frozenset({"ix_ci_g{g}_contact"})
@@ -121,6 +134,15 @@ def schema(g: int) -> list[str]:
             identity TEXT NOT NULL, identity_shown TEXT,
             PRIMARY KEY (channel, identity, project_id, contact_id)){ROWLESS}""",
         f"CREATE INDEX ix_ci_g{g}_contact ON contact_identities_g{g} (project_id, contact_id)",
+        # Contacts Sinch merged into one person: a row each way for every two contacts of a
+        # merged group, `merged_at` when they became one (through a chain of merges, the
+        # latest merge of the chain), `merged_directly_at` when a merge named both. Kept
+        # apart from the facts: the consent answers join them when read (read_model.consent),
+        # so the facts and the merge may arrive in any order.
+        f"""CREATE TABLE contact_merges_g{g} (
+            contact_id TEXT NOT NULL, project_id TEXT NOT NULL, partner_id TEXT NOT NULL,
+            merged_at TEXT NOT NULL, merged_directly_at TEXT, source_ref TEXT,
+            PRIMARY KEY (contact_id, project_id, partner_id))""",
         f"""CREATE TABLE consent_review_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, text TEXT NOT NULL, event_time TEXT NOT NULL,
@@ -198,8 +220,26 @@ def _apply_facts(
     history: list[dict[str, Any]] = []
     links: dict[tuple[str, str, str, str], str | None] = {}
     review: list[tuple[Any, ...]] = []
+    merges: list[tuple[str, str, str, str, str]] = []
     for event in events:
         state = event.state
+        if event.topic in CONTACT_EVENTS:
+            # The numbers Sinch says were each contact's, by name (domain.contact); shown
+            # by the events that name them one by one (plaintext: the name is the number).
+            for named in state.get("identities") or []:
+                link = (state["project_id"], named["contact_id"], named["channel"], named["name"])
+                links.setdefault(link, None if vault.encrypted else named["name"])
+            if event.topic == CONTACT_MERGED:
+                merges.append(
+                    (
+                        state["project_id"],
+                        state["preserved_contact_id"],
+                        state["deleted_contact_id"],
+                        rules.effective_time(state),
+                        f"{event.originator_id}/{state['dedupe_key']}",
+                    )
+                )
+            continue
         name = identity_name(state, vault)
         if state.get("contact_id") and name and state.get("channel"):
             link = (state["project_id"], state["contact_id"], state["channel"], name)
@@ -238,6 +278,8 @@ def _apply_facts(
         f"contact_identities_g{g}.identity_shown)",
         [(*link, shown) for link, shown in sorted(links.items())],
     )
+    for merge in sorted(merges):
+        _apply_merge(cur, g, *merge)
     cur.executemany(
         f"INSERT INTO consent_review_g{g} ({', '.join(REVIEW_COLUMNS)}) "
         f"VALUES ({', '.join('?' * len(REVIEW_COLUMNS))}) ON CONFLICT (source_ref) DO NOTHING",
@@ -268,6 +310,47 @@ def _apply_facts(
         CONSENT_COLUMNS,
         CONSENT_KEY,
         [tuple(row[c] for c in CONSENT_COLUMNS) for row in candidates.values()],
+    )
+
+
+def _apply_merge(
+    cur: Cursor, g: int, project_id: str, preserved: str, deleted: str, at: str, ref: str
+) -> None:
+    """Records a merge of two contacts and makes again the rows of the group it joins: every
+    two of its contacts, with the time they became one (`rules.merged_times`, from the
+    merges that named two). Rows are only added, and times only move earlier, so merges
+    projected in any order give the same rows."""
+    if preserved == deleted:
+        return
+    table = f"contact_merges_g{g}"
+    cur.executemany(
+        f"INSERT INTO {table} (contact_id, project_id, partner_id, merged_at, "
+        "merged_directly_at, source_ref) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (contact_id, project_id, partner_id) DO UPDATE SET "
+        "merged_directly_at = excluded.merged_directly_at, source_ref = excluded.source_ref "
+        f"WHERE {table}.merged_directly_at IS NULL "
+        f"OR excluded.merged_directly_at < {table}.merged_directly_at",
+        [(a, project_id, b, at, at, ref) for a, b in ((preserved, deleted), (deleted, preserved))],
+    )
+    # The group's merges that named two of its contacts, found from `preserved` outwards.
+    direct: dict[tuple[str, str], str] = {}
+    seen, todo = {preserved}, [preserved]
+    while todo:
+        rows = cur.execute(
+            f"SELECT contact_id, partner_id, merged_directly_at FROM {table} "
+            "WHERE contact_id = ? AND project_id = ? AND merged_directly_at IS NOT NULL",
+            (todo.pop(), project_id),
+        ).fetchall()
+        for row in rows:
+            direct[row["contact_id"], row["partner_id"]] = row["merged_directly_at"]
+            if row["partner_id"] not in seen:
+                seen.add(row["partner_id"])
+                todo.append(row["partner_id"])
+    cur.executemany(
+        f"INSERT INTO {table} (contact_id, project_id, partner_id, merged_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (contact_id, project_id, partner_id) DO UPDATE SET "
+        f"merged_at = excluded.merged_at WHERE excluded.merged_at < {table}.merged_at",
+        [(a, project_id, b, t) for (a, b), t in sorted(rules.merged_times(direct).items())],
     )
 
 

@@ -204,9 +204,7 @@ def contact_command(
     preserved = on(note.preserved_contact.id, merge)
     if deleted.aggregate_id == preserved.aggregate_id:  # a contact merged with itself
         return preserved
-    return Command(
-        trigger, preserved.aggregate_id, preserved.create, merge, key, also=(deleted,)
-    )
+    return Command(trigger, preserved.aggregate_id, preserved.create, merge, key, also=(deleted,))
 
 
 def to_look_up(commands: list[Command], touched: dict[UUID, Aggregate]) -> set[Fact]:
@@ -227,7 +225,9 @@ def take_cached(
     """The batch's streams the cache holds, taken out of it: until the batch commits they
     may carry uncommitted events."""
     return {
-        c.aggregate_id: cache.pop(c.aggregate_id) for c in parts(commands) if c.aggregate_id in cache
+        c.aggregate_id: cache.pop(c.aggregate_id)
+        for c in parts(commands)
+        if c.aggregate_id in cache
     }
 
 
