@@ -18,7 +18,7 @@ import orjson
 from domain.callbacks import normalise_identity
 from projections import rules
 from projections.personal import open_rows
-from projections.read_model.paging import in_time_order
+from projections.read_model.paging import Conditions, in_time_order
 from projections.rules import OPTED_OUT, STATUS_RANK
 from store.db import Cursor, time_window
 from store.vault import Vault, plaintext
@@ -278,8 +278,8 @@ def history(
     vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
     """Consent facts in event-time order, filtered; `after` is a keyset cursor. `identity`
-    is a name (`name_of`)."""
-    filters = [
+    is a name (`name_of`); `contact_id` finds the contacts merged with it too."""
+    filters: Conditions = [
         (f"{column} = ?", value)
         for column, value in (
             ("project_id", project_id),

@@ -113,7 +113,9 @@ def test_a_merge_is_recorded_on_both_contacts(ledger: Ledger, database_url: str,
 
 
 @pytest.mark.parametrize("name", DELETE_FIXTURES)
-def test_a_deletion_is_recorded_on_its_contact(ledger: Ledger, database_url: str, name: str) -> None:
+def test_a_deletion_is_recorded_on_its_contact(
+    ledger: Ledger, database_url: str, name: str
+) -> None:
     body = fixture(name)
     [outcome] = accept_all(ledger, [body])
     assert (outcome.status, outcome.trigger) == ("accepted", "CONTACT_DELETE")
