@@ -220,7 +220,8 @@ class Contact(Aggregate):
     class Merged(Aggregate.Event):
         TOPIC = stored("contact", "Contact.Merged")
         """CONTACT_MERGE, on both contacts' streams (`role`: which of the two this one is).
-        `identities`: both contacts' channel identities by name (`named_identities`). It
+        `identities`: both contacts' channel identities by name (`named_identities`), and
+        `numbers` the same identities as received (personal: sealed in an encrypted store). It
         states no consent: the projections join the two contacts' facts (never lifting an
         opt-out), so a merge arriving before or after a fact gives the same answers."""
 
@@ -231,6 +232,7 @@ class Contact(Aggregate):
         preserved_contact_id: str
         deleted_contact_id: str
         identities: list[dict[str, str]]
+        numbers: list[str]
         event_time: datetime | None
         accepted_time: datetime | None
         app_id: str | None
@@ -246,6 +248,7 @@ class Contact(Aggregate):
         contact_key: str
         contact_id: str
         identities: list[dict[str, str]]
+        numbers: list[str]
         event_time: datetime | None
         accepted_time: datetime | None
         app_id: str | None
@@ -271,6 +274,9 @@ class Contact(Aggregate):
             preserved_contact_id=preserved.id,
             deleted_contact_id=deleted.id,
             identities=named_identities(preserved, name) + named_identities(deleted, name),
+            numbers=[
+                ci.identity for ci in (*preserved.channel_identities, *deleted.channel_identities)
+            ],
             event_time=callback.event_time,
             accepted_time=callback.accepted_time,
             app_id=callback.app_id,
@@ -293,6 +299,7 @@ class Contact(Aggregate):
             contact_key=self.contact_key,
             contact_id=contact.id,
             identities=named_identities(contact, name),
+            numbers=[ci.identity for ci in contact.channel_identities],
             event_time=callback.event_time,
             accepted_time=callback.accepted_time,
             app_id=callback.app_id,

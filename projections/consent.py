@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from domain.callbacks import normalise_identity
 from domain.keywords import Reading
 from projections import rules
 from projections.log_reader import (
@@ -224,11 +225,14 @@ def _apply_facts(
     for event in events:
         state = event.state
         if event.topic in CONTACT_EVENTS:
-            # The numbers Sinch says were each contact's, by name (domain.contact); shown
-            # by the events that name them one by one (plaintext: the name is the number).
-            for named in state.get("identities") or []:
+            # The numbers Sinch says were each contact's, by name (domain.contact), with a
+            # copy to show under the event's key (None once it is destroyed).
+            numbers = state.get("numbers") or []
+            for i, named in enumerate(state.get("identities") or []):
                 link = (state["project_id"], named["contact_id"], named["channel"], named["name"])
-                links.setdefault(link, None if vault.encrypted else named["name"])
+                number = numbers[i] if i < len(numbers) else None
+                shown = normalise_identity(number) if isinstance(number, str) else None
+                links.setdefault(link, vault.seal_text(state.get("_key"), shown))
             if event.topic == CONTACT_MERGED:
                 merges.append(
                     (

@@ -36,9 +36,7 @@ CONTACT_DELETED = get_topic(Contact.Deleted)
 
 # Events the projections read only the public part of, in an encrypted store (inbound
 # messages are decrypted: their text is read with today's keywords).
-PUBLIC_READ = frozenset(
-    {*REPORTS, MESSAGE_SUBMITTED, CONSENT_REPORTED, CONTACT_MERGED, CONTACT_DELETED}
-)
+PUBLIC_READ = frozenset({*REPORTS, MESSAGE_SUBMITTED, CONSENT_REPORTED})
 
 
 class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these

@@ -72,9 +72,9 @@ PRIVATE: dict[str, Kind] = {
     get_topic(Message.Submitted): _MESSAGE,
     get_topic(Contact.ConsentReported): Kind(("identity",), consent=True),
     get_topic(Contact.InboundMessageReceived): Kind(("identity", "text"), inbound=True),
-    # Their identities are named (blind indexes); the body (the receipt) holds the numbers.
-    get_topic(Contact.Merged): Kind((), consent=True),
-    get_topic(Contact.Deleted): Kind((), consent=True),
+    # Their identities are named in public (blind indexes), as received in `numbers`.
+    get_topic(Contact.Merged): Kind(("numbers",), consent=True),
+    get_topic(Contact.Deleted): Kind(("numbers",), consent=True),
     get_topic(UnrecognisedCallback.Received): Kind(()),  # type: ignore[attr-defined]
     get_topic(QuarantinedCallback.Quarantined): Kind(("problems", "raw_base64")),  # type: ignore[attr-defined]
     get_topic(QuarantinedCallback.Resolved): Kind(("note",)),  # type: ignore[attr-defined]

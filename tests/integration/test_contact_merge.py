@@ -333,3 +333,25 @@ def test_merges_kept_in_the_catch_all_are_interpreted_by_reinterpret(
         assert state(fresh, "+46700000001") == "OPTED_OUT"
     finally:
         fresh.close()
+
+
+def test_the_console_shows_a_merged_contact_whole_by_either_id(client: TestClient) -> None:
+    feed(
+        client,
+        [
+            everyone("B", "OPT_OUT", BEFORE, "R1"),
+            p.inbound("IN1", "hello", contact_id="A", identity="+46700000001"),
+            merge(contact("A", "+46700000001"), contact("B", "+46700000002")),
+        ],
+    )
+    for asked, other in (("A", "B"), ("B", "A")):
+        page = client.get(f"/console/contacts/{asked}").text
+        assert f'<a href="/console/contacts/{other}">{other}</a>' in page
+        assert "46700000001" in page and "46700000002" in page  # both contacts' numbers
+        assert "OPTED_OUT" in page
+    # The merge that joined them is a reference to its callback, as any fact is.
+    [merged] = client.get("/contacts/A/consent").json()["merged_with"]
+    callback = client.get(f"/callbacks/{merged['source_ref']}")
+    assert callback.status_code == 200
+    assert callback.json()["event"] == "Contact.Merged"
+    assert "contact_merge_notification" in callback.json()["raw"]
