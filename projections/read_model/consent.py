@@ -106,12 +106,16 @@ def facts_about(
         "c.contact_id = t.contact_id AND c.channel = t.channel AND c.identity = '')"
     )
     by = " AND m.merged_at <= ?" if merged_by is not None else ""
+    # From the number to its contacts, their merges and the merged contacts' facts, in that
+    # order (SQLite keeps a CROSS JOIN's order); `t.identity || ''` is no index key, so the
+    # facts are found by contact, not among every contact-wide fact of the channel.
     sql += (
         f" UNION ALL SELECT {merged}{', m.merged_at AS applies_from' if applies_from else ''} "
-        "FROM contact_identities l JOIN contact_merges m ON m.contact_id = l.contact_id AND "
-        "m.project_id = l.project_id JOIN consent_history t ON t.project_id = m.project_id AND "
-        "t.contact_id = m.partner_id AND t.channel = l.channel AND t.identity = '' "
-        "WHERE l.channel = ? AND l.identity = ? AND t.effect IS NOT NULL AND "
+        "FROM contact_identities l CROSS JOIN contact_merges m CROSS JOIN consent_history t "
+        "WHERE m.contact_id = l.contact_id AND m.project_id = l.project_id AND "
+        "t.project_id = m.project_id AND t.contact_id = m.partner_id AND "
+        "t.channel = l.channel AND t.identity || '' = '' AND "
+        "l.channel = ? AND l.identity = ? AND t.effect IS NOT NULL AND "
         "(t.effect = 'OPTED_OUT' OR t.event_time >= m.merged_at)"
         f"{by}{kept}{extra if history else _as_history(extra)} "
         "AND NOT EXISTS (SELECT 1 FROM contact_identities o WHERE o.channel = l.channel AND "

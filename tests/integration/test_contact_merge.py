@@ -355,3 +355,50 @@ def test_the_console_shows_a_merged_contact_whole_by_either_id(client: TestClien
     assert callback.status_code == 200
     assert callback.json()["event"] == "Contact.Merged"
     assert "contact_merge_notification" in callback.json()["raw"]
+
+
+def test_sends_after_the_merge_to_the_preserved_number_are_violations(
+    runtime: Runtime, ledger: Ledger
+) -> None:
+    """The deleted contact opted out before the merge: a message to the preserved contact's
+    number after the merge was sent while opted out; one before it was not."""
+    accept_all(
+        ledger,
+        [
+            p.delivery("EARLY", "DELIVERED", "SMS", "+46700000001", "2024-06-15T10:30:00Z"),
+            p.delivery("LATE", "DELIVERED", "SMS", "+46700000001", AFTER),
+            everyone("B", "OPT_OUT", BEFORE, "R1"),
+            merge(contact("A", "+46700000001"), contact("B", "+46700000002")),
+        ],
+    )
+    runtime.projector().catch_up()
+    vault = runtime.projector().vault
+    with runtime.database().read() as cur:
+        found = list(consent.violations(cur, vault=vault))
+    assert [(v["message_id"], v["opted_out_since"]) for v in found] == [
+        ("LATE", "2024-06-15T10:00:00.000000Z")
+    ]
+    assert found[0]["proof"]["contact_id"] == "B" and "applies_from" not in found[0]["proof"]
+
+
+def test_a_suppression_dropped_by_an_erasure_is_not_brought_back_by_a_merge(
+    runtime: Runtime, ledger: Ledger, settings: Settings
+) -> None:
+    """An erasure of contact B that forgot its consent: B's opt-out no longer counts for
+    B's own numbers, and a merge does not make it count for A's."""
+    from service.erasure import erase
+
+    accept_all(ledger, [everyone("B", "OPT_OUT", BEFORE, "R1")])
+    runtime.projector().catch_up()
+    erase(
+        ledger,
+        project_id="PROJECT1",
+        contact_id="B",
+        by="test",
+        reason="asked",
+        forget_consent=True,
+        db=runtime.database(),
+    )
+    accept_all(ledger, [merge(contact("A", "+46700000001"), contact("B", "+46700000002"))])
+    runtime.projector().catch_up()
+    assert state(runtime, "+46700000001") == "UNKNOWN"
