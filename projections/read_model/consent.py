@@ -142,8 +142,11 @@ def merged_group(cur: Cursor, contact_id: str) -> list[str]:
     return [contact_id, *(row["partner_id"] for row in rows)]
 
 
-def _in(column: str, values: list[str]) -> str:
-    return f"{column} IN ({', '.join('?' * len(values))})"
+def of_contact(cur: Cursor, contact_id: str) -> tuple[str, list[str]]:
+    """A condition (and its values) on rows' `contact_id`: this contact's or a contact's
+    merged with it (`merged_group`)."""
+    group = merged_group(cur, contact_id)
+    return f"contact_id IN ({', '.join('?' * len(group))})", group
 
 
 def merged_with(cur: Cursor, contact_id: str) -> list[dict[str, Any]]:
@@ -293,8 +296,7 @@ def history(
         if value is not None
     ]
     if contact_id is not None:
-        group = merged_group(cur, contact_id)
-        filters.append((_in("contact_id", group), group))
+        filters.append(of_contact(cur, contact_id))
     filters += time_window("event_time", since, until)
     rows = in_time_order(cur, "consent_history", HISTORY_COLUMNS, filters, after, limit)
     return open_rows(vault or plaintext(), [history_view(row) for row in rows])
@@ -328,11 +330,10 @@ def review(
 
 def current(cur: Cursor, contact_id: str, vault: Vault | None = None) -> list[dict[str, Any]]:
     """The consent rows of a contact and of the contacts merged with it (either way)."""
-    group = merged_group(cur, contact_id)
+    condition, group = of_contact(cur, contact_id)
     rows = cur.execute(
         "SELECT project_id, contact_id, channel, identity, state, since, source_kind, source_ref, "
-        f"identity_shown FROM consent WHERE {_in('contact_id', group)} "
-        "ORDER BY channel, identity, contact_id",
+        f"identity_shown FROM consent WHERE {condition} ORDER BY channel, identity, contact_id",
         group,
     ).fetchall()
     return open_rows(vault or plaintext(), rows)

@@ -292,10 +292,16 @@ def test_either_contact_id_finds_the_whole_history(client: TestClient) -> None:
         [
             everyone("B", "OPT_OUT", BEFORE, "R1"),
             p.opt("OPT_IN", contact_id="A", identity="+46700000001", request_id="R2"),
+            p.delivery("TO-A", "READ", "SMS", "+46700000001", AFTER, contact_id="A"),
+            p.delivery("TO-B", "READ", "SMS", "+46700000002", BEFORE, contact_id="B"),
             merge(contact("A", "+46700000001"), contact("B", "+46700000002")),
         ],
     )
     for asked in ("A", "B"):
+        sent = client.get("/messages", params={"contact_id": asked}).json()["items"]
+        assert sorted(m["message_id"] for m in sent) == ["TO-A", "TO-B"]
+        read = client.get("/read-confirmations", params={"contact_id": asked}).json()["items"]
+        assert sorted(r["message_id"] for r in read) == ["TO-A", "TO-B"]
         current = client.get(f"/contacts/{asked}/consent").json()
         assert {(r["contact_id"], r["state"]) for r in current["consent"]} == {
             ("A", "OPTED_IN"),
