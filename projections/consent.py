@@ -40,7 +40,10 @@ TABLES = (
     "erasures",
     "contact_merges",
 )
-# A merge's identities have no single event field to show them by (in an encrypted store).
+# Filled from Contact.Merged alone, which earlier versions never wrote (they kept
+# CONTACT_MERGE in the catch-all: `callback-ledger reinterpret` records those).
+COMPLETE_WHEN_NEW = frozenset({"contact_merges"})
+# A contact's merge or deletion: no consent fact, but numbers that were the contact's.
 CONTACT_EVENTS = frozenset({CONTACT_MERGED, CONTACT_DELETED})
 # Added since the first version (a database from before gets them, and is told to replay).
 # contact_identities' lookup by contact: a table made before it is keyed by the contact.

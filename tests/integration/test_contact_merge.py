@@ -247,13 +247,25 @@ def test_consent_is_the_same_in_every_order_live_and_replayed(
     for world, (name, order) in enumerate(worlds):
         expected = scenarios(world)[name][1]
         assert live[world] == expected, (name, order)
+    live_rows = merge_rows(runtime)
+    assert len(live_rows) == 2 * sum(1 for name, _ in worlds if name != "deleted")
     replay(settings)
     fresh = Runtime(settings)
     try:
         replayed = {world: answers(fresh, world, name) for world, (name, _) in enumerate(worlds)}
+        assert merge_rows(fresh) == live_rows
     finally:
         fresh.close()
     assert replayed == live
+
+
+def merge_rows(runtime: Runtime) -> list[dict[str, Any]]:
+    with runtime.database().read() as cur:
+        rows = cur.execute(
+            "SELECT contact_id, project_id, partner_id, merged_at, merged_directly_at, "
+            "source_ref FROM contact_merges ORDER BY contact_id, partner_id"
+        ).fetchall()
+    return [dict(row) for row in rows]
 
 
 def test_a_merge_counts_from_its_time_on(runtime: Runtime, ledger: Ledger) -> None:
@@ -408,3 +420,34 @@ def test_a_suppression_dropped_by_an_erasure_is_not_brought_back_by_a_merge(
     accept_all(ledger, [merge(contact("A", "+46700000001"), contact("B", "+46700000002"))])
     runtime.projector().catch_up()
     assert state(runtime, "+46700000001") == "UNKNOWN"
+
+
+def test_a_store_from_before_gains_the_merges_table_without_a_replay(
+    runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
+) -> None:
+    """No earlier version recorded a merge on the contacts (they kept CONTACT_MERGE in the
+    catch-all): the table is made empty and complete, consent answers stay available, and
+    the merges `reinterpret` records are projected live."""
+    from store.db import Database
+
+    body = merge(contact("A", "+46700000001"), contact("B", "+46700000002"))
+    receipt = Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True)
+    ledger.keep_unrecognised(body, receipt)  # as an earlier version kept it
+    accept_all(ledger, [everyone("B", "OPT_OUT", BEFORE, "R1")])
+    runtime.projector().catch_up()
+    db = Database(database_url)
+    try:
+        with db.transaction() as cur:
+            cur.execute("DROP VIEW contact_merges")
+            cur.execute("DROP TABLE contact_merges_g1")
+    finally:
+        db.close()
+    upgraded = Runtime(settings, ledger)
+    try:
+        assert upgraded.projector().faults() == {}
+        assert state(upgraded, "+46700000002") == "UNKNOWN"
+        assert ledger.reinterpret_kept()["accepted"] == 1
+        upgraded.projector().catch_up()
+        assert state(upgraded, "+46700000001") == "OPTED_OUT"
+    finally:
+        upgraded.close()
