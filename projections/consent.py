@@ -194,9 +194,16 @@ def _apply_erasure(cur: Cursor, g: int, event: LoggedEvent, vault: Vault) -> Non
         "forget_consent = excluded.forget_consent WHERE excluded.forget_consent = 1",
         rows,
     )
+    subjects = [row[0] for row in rows]
+    # A merge's copy of a number is sealed under the merge's key, not the number's: dropped
+    # with the number (the other copies read as erased with their events' keys anyway).
+    for subject in subjects:
+        cur.execute(
+            f"UPDATE contact_identities_g{g} SET identity_shown = NULL WHERE identity = ?",
+            (subject,),
+        )
     if not event.state.get("forget_consent"):
         return
-    subjects = [row[0] for row in rows]
     for subject in subjects:
         cur.execute(f"DELETE FROM consent_g{g} WHERE identity = ?", (subject,))
     # A contact's own subject: its consent for a whole channel (no identity), found by
@@ -225,6 +232,7 @@ def _apply_facts(
     links: dict[tuple[str, str, str, str], str | None] = {}
     review: list[tuple[Any, ...]] = []
     merges: list[tuple[str, str, str, str, str]] = []
+    merged_names: set[str] = set()
     for event in events:
         state = event.state
         if event.topic in CONTACT_EVENTS:
@@ -236,6 +244,7 @@ def _apply_facts(
                 number = numbers[i] if i < len(numbers) else None
                 shown = normalise_identity(number) if isinstance(number, str) else None
                 links.setdefault(link, vault.seal_text(state.get("_key"), shown))
+                merged_names.add(named["name"])
             if event.topic == CONTACT_MERGED:
                 merges.append(
                     (
@@ -285,6 +294,16 @@ def _apply_facts(
         f"contact_identities_g{g}.identity_shown)",
         [(*link, shown) for link, shown in sorted(links.items())],
     )
+    if vault.encrypted and merged_names:
+        # A number erased before this merge was projected (a replay) is not shown again.
+        erased = select_by_keys(
+            cur, f"erasures_g{g}", ("subject",), ("subject",), [(n,) for n in merged_names]
+        )
+        for row in erased:
+            cur.execute(
+                f"UPDATE contact_identities_g{g} SET identity_shown = NULL WHERE identity = ?",
+                (row["subject"],),
+            )
     for merge in sorted(merges):
         _apply_merge(cur, g, *merge)
     cur.executemany(

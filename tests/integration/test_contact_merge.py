@@ -451,3 +451,40 @@ def test_a_store_from_before_gains_the_merges_table_without_a_replay(
         assert state(upgraded, "+46700000001") == "OPTED_OUT"
     finally:
         upgraded.close()
+
+
+def test_a_number_erased_is_not_shown_by_the_merge_that_named_it(
+    runtime: Runtime, ledger: Ledger, settings: Settings
+) -> None:
+    """The merge's copy of a number is sealed under the merge's key: an erasure of the number
+    drops it from the contact's numbers, live and replayed; its opt-out still stands."""
+    from projections.read_model import console as console_queries
+    from service.erasure import erase
+
+    accept_all(
+        ledger,
+        [
+            everyone("B", "OPT_OUT", BEFORE, "R1"),
+            merge(contact("A", "+46700000001"), contact("B", "+46700000002")),
+        ],
+    )
+    runtime.projector().catch_up()
+
+    def numbers(rt: Runtime) -> list[Any]:
+        vault = rt.projector().vault
+        with rt.database().read() as cur:
+            rows = console_queries.identities_of_contact(cur, "B", vault=vault)
+        return [row["identity"] for row in rows]
+
+    assert numbers(runtime) == ["46700000002"]
+    erase(ledger, channel="SMS", identity="+46700000002", by="test", reason="asked")
+    runtime.projector().catch_up()
+    assert numbers(runtime) == [None]
+    assert state(runtime, "+46700000002") == "OPTED_OUT"
+    replay(settings)
+    fresh = Runtime(settings)
+    try:
+        assert numbers(fresh) == [None]
+        assert state(fresh, "+46700000001") == "OPTED_OUT"
+    finally:
+        fresh.close()
