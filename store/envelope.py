@@ -296,7 +296,7 @@ def _loaded(
     return public
 
 
-ANY_PRIVATE = ("identity", "metadata", "text", "problems", "raw_base64", "note")
+ANY_PRIVATE = ("identity", "metadata", "text", "problems", "raw_base64", "note", "numbers")
 
 
 def erased(public: dict[str, Any], topic: str | None = None) -> dict[str, Any]:
