@@ -114,8 +114,16 @@ class ConsentQueries:
     async def contact_consent(self, request: Request) -> Response:
         Params(request, [])
         contact_id = path_param(request, "contact_id")
-        rows = await self._run(lambda cur: consent.current(cur, contact_id, self.vault()))
-        return JSON({"contact_id": contact_id, "consent": rows})
+
+        def read(cur: Cursor) -> dict[str, Any]:
+            # A merged contact's rows are the person's: either id finds them all.
+            return {
+                "contact_id": contact_id,
+                "consent": consent.current(cur, contact_id, self.vault()),
+                "merged_with": consent.merged_with(cur, contact_id),
+            }
+
+        return JSON(await self._run(read))
 
     async def contact_history(self, request: Request) -> Response:
         params = Params(request, ["since", "until", "limit", "cursor"])

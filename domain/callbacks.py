@@ -72,12 +72,21 @@ TRIGGER_KEYS: dict[str, str] = {
     "record_notification": "RECORD_NOTIFICATION",
 }
 INTERPRETED_TRIGGERS = frozenset(
-    {"MESSAGE_DELIVERY", "MESSAGE_INBOUND", "OPT_IN", "OPT_OUT", "MESSAGE_SUBMIT"}
+    {
+        "MESSAGE_DELIVERY",
+        "MESSAGE_INBOUND",
+        "OPT_IN",
+        "OPT_OUT",
+        "MESSAGE_SUBMIT",
+        "CONTACT_MERGE",
+        "CONTACT_DELETE",
+    }
 )
 # Interpreted when they fit the contract, kept in the catch-all (and acknowledged) when they do
-# not: a submission is context for a message's timeline, not a fact worth a refusal that Sinch
-# would answer by dropping the callback.
-LENIENT_TRIGGERS = frozenset({"MESSAGE_SUBMIT"})
+# not: a submission is context for a message's timeline, and a contact's merge or deletion
+# adds to its consent facts without being one; neither is worth a refusal that Sinch would
+# answer by dropping the callback (and the catch-all keeps it for `reinterpret`).
+LENIENT_TRIGGERS = frozenset({"MESSAGE_SUBMIT", "CONTACT_MERGE", "CONTACT_DELETE"})
 UNKNOWN_TRIGGER = "UNKNOWN"
 
 
@@ -229,7 +238,42 @@ class SubmitCallback(Envelope):
     message_submit_notification: SubmitNotification
 
 
-Interpreted = DeliveryCallback | OptInCallback | OptOutCallback | InboundCallback | SubmitCallback
+class ContactRecord(_Model):
+    """A contact as CONTACT_MERGE and CONTACT_DELETE carry it: its id and channel identities
+    (its name, email and the rest stay in the raw body only)."""
+
+    id: NonEmpty
+    channel_identities: Annotated[list[ChannelIdentity], Field(max_length=100)] = []
+
+
+class MergeNotification(_Model):
+    preserved_contact: ContactRecord
+    deleted_contact: ContactRecord
+
+
+class DeleteNotification(_Model):
+    contact: ContactRecord
+
+
+class MergeCallback(Envelope):
+    """CONTACT_MERGE: Sinch merged `deleted_contact` into `preserved_contact` (one person)."""
+
+    contact_merge_notification: MergeNotification
+
+
+class DeleteCallback(Envelope):
+    contact_delete_notification: DeleteNotification
+
+
+Interpreted = (
+    DeliveryCallback
+    | OptInCallback
+    | OptOutCallback
+    | InboundCallback
+    | SubmitCallback
+    | MergeCallback
+    | DeleteCallback
+)
 
 _MODELS: dict[str, type[Envelope]] = {
     "MESSAGE_DELIVERY": DeliveryCallback,
@@ -237,6 +281,8 @@ _MODELS: dict[str, type[Envelope]] = {
     "OPT_IN": OptInCallback,
     "OPT_OUT": OptOutCallback,
     "MESSAGE_SUBMIT": SubmitCallback,
+    "CONTACT_MERGE": MergeCallback,
+    "CONTACT_DELETE": DeleteCallback,
 }
 
 

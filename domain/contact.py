@@ -22,7 +22,10 @@ from eventsourcing.domain import Aggregate, event
 
 from domain import ids
 from domain.callbacks import (
+    ContactRecord,
+    DeleteCallback,
     InboundCallback,
+    MergeCallback,
     OptInCallback,
     OptInNotification,
     OptOutCallback,
@@ -86,12 +89,39 @@ def inbound_key(callback: InboundCallback, receipt: Receipt) -> str:
     return f"INBOUND|{message.id or 'body:' + ids.body_hash(receipt.raw.encode())}"
 
 
+def merge_key(callback: MergeCallback) -> str:
+    """What names one merge: the two contacts (a contact is merged away once)."""
+    note = callback.contact_merge_notification
+    return f"MERGE|{note.preserved_contact.id}|{note.deleted_contact.id}"
+
+
+def delete_key(callback: DeleteCallback) -> str:
+    return f"DELETE|{callback.contact_delete_notification.contact.id}"
+
+
+def named_identities(contact: ContactRecord, name: Namer | None = None) -> list[dict[str, str]]:
+    """A contact's channel identities as the read tables name them (`contact_key`'s names):
+    what a merge or deletion says about which numbers were the contact's."""
+    return [
+        {
+            "contact_id": contact.id,
+            "channel": ci.channel,
+            "name": name(ci.channel, ci.identity) if name else normalise_identity(ci.identity),
+        }
+        for ci in contact.channel_identities
+    ]
+
+
 def fact_key(
-    callback: InboundCallback | OptInCallback | OptOutCallback,
+    callback: InboundCallback | OptInCallback | OptOutCallback | MergeCallback | DeleteCallback,
     receipt: Receipt,
     name: Namer | None = None,
 ) -> str:
-    """The dedupe key of the event an inbound message or consent notification would append."""
+    """The dedupe key of the event a callback would append to a Contact stream."""
+    if isinstance(callback, MergeCallback):
+        return merge_key(callback)
+    if isinstance(callback, DeleteCallback):
+        return delete_key(callback)
     if isinstance(callback, InboundCallback):
         return inbound_key(callback, receipt)
     if isinstance(callback, OptInCallback):
@@ -187,6 +217,97 @@ class Contact(Aggregate):
         dedupe_key: str
         callback: dict[str, Any]
 
+    class Merged(Aggregate.Event):
+        TOPIC = stored("contact", "Contact.Merged")
+        """CONTACT_MERGE, on both contacts' streams (`role`: which of the two this one is).
+        `identities`: both contacts' channel identities by name (`named_identities`), and
+        `numbers` the same identities as received (personal: sealed in an encrypted store). It
+        states no consent: the projections join the two contacts' facts (never lifting an
+        opt-out), so a merge arriving before or after a fact gives the same answers."""
+
+        project_id: str
+        contact_key: str
+        contact_id: str
+        role: str
+        preserved_contact_id: str
+        deleted_contact_id: str
+        identities: list[dict[str, str]]
+        numbers: list[str]
+        event_time: datetime | None
+        accepted_time: datetime | None
+        app_id: str | None
+        dedupe_key: str
+        callback: dict[str, Any]
+
+    class Deleted(Aggregate.Event):
+        TOPIC = stored("contact", "Contact.Deleted")
+        """CONTACT_DELETE: Sinch deleted the contact. Recorded only: its consent facts stand
+        (an opt-out is not lifted by forgetting who asked)."""
+
+        project_id: str
+        contact_key: str
+        contact_id: str
+        identities: list[dict[str, str]]
+        numbers: list[str]
+        event_time: datetime | None
+        accepted_time: datetime | None
+        app_id: str | None
+        dedupe_key: str
+        callback: dict[str, Any]
+
+    def record_merge(
+        self, callback: MergeCallback, receipt: Receipt, name: Namer | None = None
+    ) -> bool:
+        """Appends a Merged event to this contact, the preserved or the deleted one; False
+        when this merge is one of the recent facts."""
+        key = merge_key(callback)
+        if key in self.recent:
+            return False
+        note = callback.contact_merge_notification
+        preserved, deleted = note.preserved_contact, note.deleted_contact
+        self.trigger_event(
+            self.Merged,
+            project_id=self.project_id,
+            contact_key=self.contact_key,
+            contact_id=self.contact_key,
+            role="preserved" if self.contact_key == preserved.id else "deleted",
+            preserved_contact_id=preserved.id,
+            deleted_contact_id=deleted.id,
+            identities=named_identities(preserved, name) + named_identities(deleted, name),
+            numbers=[
+                ci.identity for ci in (*preserved.channel_identities, *deleted.channel_identities)
+            ],
+            event_time=callback.event_time,
+            accepted_time=callback.accepted_time,
+            app_id=callback.app_id,
+            dedupe_key=key,
+            callback=receipt.as_event_data(),
+        )
+        return True
+
+    def record_delete(
+        self, callback: DeleteCallback, receipt: Receipt, name: Namer | None = None
+    ) -> bool:
+        """Appends a Deleted event; False when this deletion is one of the recent facts."""
+        key = delete_key(callback)
+        if key in self.recent:
+            return False
+        contact = callback.contact_delete_notification.contact
+        self.trigger_event(
+            self.Deleted,
+            project_id=self.project_id,
+            contact_key=self.contact_key,
+            contact_id=contact.id,
+            identities=named_identities(contact, name),
+            numbers=[ci.identity for ci in contact.channel_identities],
+            event_time=callback.event_time,
+            accepted_time=callback.accepted_time,
+            app_id=callback.app_id,
+            dedupe_key=key,
+            callback=receipt.as_event_data(),
+        )
+        return True
+
     def record_consent(
         self, callback: OptInCallback | OptOutCallback, receipt: Receipt, name: Namer | None = None
     ) -> bool:
@@ -255,4 +376,12 @@ class Contact(Aggregate):
 
     @event(InboundMessageReceived)
     def _apply_inbound(self, dedupe_key: str, **_: Any) -> None:
+        self._remember(dedupe_key)
+
+    @event(Merged)
+    def _apply_merge(self, dedupe_key: str, **_: Any) -> None:
+        self._remember(dedupe_key)
+
+    @event(Deleted)
+    def _apply_delete(self, dedupe_key: str, **_: Any) -> None:
         self._remember(dedupe_key)

@@ -10,6 +10,8 @@ from typing import Any
 from domain.message import report_key, submission_key
 from projections.log_reader import (
     CONSENT_REPORTED,
+    CONTACT_DELETED,
+    CONTACT_MERGED,
     INBOUND_RECEIVED,
     MESSAGE_SUBMITTED,
     REPORTS,
@@ -22,7 +24,15 @@ from store.db import Cursor
 
 NAME = "callbacks"
 TOPICS = frozenset(
-    {*REPORTS, MESSAGE_SUBMITTED, CONSENT_REPORTED, INBOUND_RECEIVED, UNRECOGNISED_RECEIVED}
+    {
+        *REPORTS,
+        MESSAGE_SUBMITTED,
+        CONSENT_REPORTED,
+        INBOUND_RECEIVED,
+        CONTACT_MERGED,
+        CONTACT_DELETED,
+        UNRECOGNISED_RECEIVED,
+    }
 )
 TABLES = ("callbacks",)
 COLUMNS = (
@@ -53,7 +63,13 @@ def schema(g: int) -> list[str]:
 
 
 def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
-    rows = [row(event) for event in events]
+    # A merge is one callback recorded on both contacts: listed once, by the preserved
+    # contact's record, which the webhook's answer names.
+    rows = [
+        row(event)
+        for event in events
+        if not (event.topic == CONTACT_MERGED and event.state.get("role") == "deleted")
+    ]
     if rows:
         # A row is the event's alone: the same event seen again (a rebuild resumed) is no change.
         cur.executemany(
@@ -77,6 +93,10 @@ def row(event: LoggedEvent) -> tuple[Any, ...]:
         trigger, key = str(state["kind"]), str(state["dedupe_key"])
     elif event.topic == INBOUND_RECEIVED:
         trigger, key = "MESSAGE_INBOUND", str(state["dedupe_key"])
+    elif event.topic == CONTACT_MERGED:
+        trigger, key = "CONTACT_MERGE", str(state["dedupe_key"])
+    elif event.topic == CONTACT_DELETED:
+        trigger, key = "CONTACT_DELETE", str(state["dedupe_key"])
     else:
         trigger, key = str(state["trigger"]), CATCH_ALL_KEY
         event_time = _sent_time(state.get("event_time"))

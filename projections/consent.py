@@ -11,10 +11,13 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from domain.callbacks import normalise_identity
 from domain.keywords import Reading
 from projections import rules
 from projections.log_reader import (
     CONSENT_REPORTED,
+    CONTACT_DELETED,
+    CONTACT_MERGED,
     ERASED,
     INBOUND_RECEIVED,
     REPORTS,
@@ -27,8 +30,22 @@ from store.vault import Vault, plaintext
 
 NAME = "consent"
 # Delivery reports only for contact_identities: the numbers a contact was sent to.
-TOPICS = frozenset({CONSENT_REPORTED, INBOUND_RECEIVED, *REPORTS, ERASED})
-TABLES = ("consent", "consent_history", "consent_review", "contact_identities", "erasures")
+TOPICS = frozenset(
+    {CONSENT_REPORTED, INBOUND_RECEIVED, *REPORTS, ERASED, CONTACT_MERGED, CONTACT_DELETED}
+)
+TABLES = (
+    "consent",
+    "consent_history",
+    "consent_review",
+    "contact_identities",
+    "erasures",
+    "contact_merges",
+)
+# Filled from Contact.Merged alone, which earlier versions never wrote (they kept
+# CONTACT_MERGE in the catch-all: `callback-ledger reinterpret` records those).
+COMPLETE_WHEN_NEW = frozenset({"contact_merges"})
+# A contact's merge or deletion: no consent fact, but numbers that were the contact's.
+CONTACT_EVENTS = frozenset({CONTACT_MERGED, CONTACT_DELETED})
 # Added since the first version (a database from before gets them, and is told to replay).
 # contact_identities' lookup by contact: a table made before it is keyed by the contact.
 LAYOUT_INDEXES = frozenset({"ix_ci_g{g}_contact"})
@@ -122,6 +139,15 @@ def schema(g: int) -> list[str]:
             identity TEXT NOT NULL, identity_shown TEXT,
             PRIMARY KEY (channel, identity, project_id, contact_id)){ROWLESS}""",
         f"CREATE INDEX ix_ci_g{g}_contact ON contact_identities_g{g} (project_id, contact_id)",
+        # Contacts Sinch merged into one person: a row each way for every two contacts of a
+        # merged group, `merged_at` when they became one (through a chain of merges, the
+        # latest merge of the chain), `merged_directly_at` when a merge named both. Kept
+        # apart from the facts: the consent answers join them when read (read_model.consent),
+        # so the facts and the merge may arrive in any order.
+        f"""CREATE TABLE contact_merges_g{g} (
+            contact_id TEXT NOT NULL, project_id TEXT NOT NULL, partner_id TEXT NOT NULL,
+            merged_at TEXT NOT NULL, merged_directly_at TEXT, source_ref TEXT,
+            PRIMARY KEY (contact_id, project_id, partner_id))""",
         f"""CREATE TABLE consent_review_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, text TEXT NOT NULL, event_time TEXT NOT NULL,
@@ -169,9 +195,16 @@ def _apply_erasure(cur: Cursor, g: int, event: LoggedEvent, vault: Vault) -> Non
         "forget_consent = excluded.forget_consent WHERE excluded.forget_consent = 1",
         rows,
     )
+    subjects = [row[0] for row in rows]
+    # A merge's copy of a number is sealed under the merge's key, not the number's: dropped
+    # with the number (the other copies read as erased with their events' keys anyway).
+    for subject in subjects:
+        cur.execute(
+            f"UPDATE contact_identities_g{g} SET identity_shown = NULL WHERE identity = ?",
+            (subject,),
+        )
     if not event.state.get("forget_consent"):
         return
-    subjects = [row[0] for row in rows]
     for subject in subjects:
         cur.execute(f"DELETE FROM consent_g{g} WHERE identity = ?", (subject,))
     # A contact's own subject: its consent for a whole channel (no identity), found by
@@ -199,8 +232,31 @@ def _apply_facts(
     history: list[dict[str, Any]] = []
     links: dict[tuple[str, str, str, str], str | None] = {}
     review: list[tuple[Any, ...]] = []
+    merges: list[tuple[str, str, str, str, str]] = []
+    merged_names: set[str] = set()
     for event in events:
         state = event.state
+        if event.topic in CONTACT_EVENTS:
+            # The numbers Sinch says were each contact's, by name (domain.contact), with a
+            # copy to show under the event's key (None once it is destroyed).
+            numbers = state.get("numbers") or []
+            for i, named in enumerate(state.get("identities") or []):
+                link = (state["project_id"], named["contact_id"], named["channel"], named["name"])
+                number = numbers[i] if i < len(numbers) else None
+                shown = normalise_identity(number) if isinstance(number, str) else None
+                links.setdefault(link, vault.seal_text(state.get("_key"), shown))
+                merged_names.add(named["name"])
+            if event.topic == CONTACT_MERGED:
+                merges.append(
+                    (
+                        state["project_id"],
+                        state["preserved_contact_id"],
+                        state["deleted_contact_id"],
+                        rules.effective_time(state),
+                        f"{event.originator_id}/{state['dedupe_key']}",
+                    )
+                )
+            continue
         name = identity_name(state, vault)
         if state.get("contact_id") and name and state.get("channel"):
             link = (state["project_id"], state["contact_id"], state["channel"], name)
@@ -236,6 +292,18 @@ def _apply_facts(
         f"contact_identities_g{g}.identity_shown)",
         [(*link, shown) for link, shown in sorted(links.items())],
     )
+    if vault.encrypted and merged_names:
+        # A number erased before this merge was projected (a replay) is not shown again.
+        erased = select_by_keys(
+            cur, f"erasures_g{g}", ("subject",), ("subject",), [(n,) for n in merged_names]
+        )
+        for row in erased:
+            cur.execute(
+                f"UPDATE contact_identities_g{g} SET identity_shown = NULL WHERE identity = ?",
+                (row["subject"],),
+            )
+    for merge in sorted(merges):
+        _apply_merge(cur, g, *merge)
     cur.executemany(
         f"INSERT INTO consent_review_g{g} ({', '.join(REVIEW_COLUMNS)}) "
         f"VALUES ({', '.join('?' * len(REVIEW_COLUMNS))}) ON CONFLICT (source_ref) DO NOTHING",
@@ -277,6 +345,47 @@ def inbound_reading(state: Mapping[str, Any], keywords: rules.Keywords) -> Readi
         # The text is erased: what it said as it arrived (store.envelope) still stands.
         reading = Reading(**state["reading"])
     return reading
+
+
+def _apply_merge(
+    cur: Cursor, g: int, project_id: str, preserved: str, deleted: str, at: str, ref: str
+) -> None:
+    """Records a merge of two contacts and makes again the rows of the group it joins: every
+    two of its contacts, with the time they became one (`rules.merged_times`, from the
+    merges that named two). Rows are only added, and times only move earlier, so merges
+    projected in any order give the same rows."""
+    if preserved == deleted:
+        return
+    table = f"contact_merges_g{g}"
+    cur.executemany(
+        f"INSERT INTO {table} (contact_id, project_id, partner_id, merged_at, "
+        "merged_directly_at, source_ref) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (contact_id, project_id, partner_id) DO UPDATE SET "
+        "merged_directly_at = excluded.merged_directly_at, source_ref = excluded.source_ref "
+        f"WHERE {table}.merged_directly_at IS NULL "
+        f"OR excluded.merged_directly_at < {table}.merged_directly_at",
+        [(a, project_id, b, at, at, ref) for a, b in ((preserved, deleted), (deleted, preserved))],
+    )
+    # The group's merges that named two of its contacts, found from `preserved` outwards.
+    direct: dict[tuple[str, str], str] = {}
+    seen, todo = {preserved}, [preserved]
+    while todo:
+        rows = cur.execute(
+            f"SELECT contact_id, partner_id, merged_directly_at FROM {table} "
+            "WHERE contact_id = ? AND project_id = ? AND merged_directly_at IS NOT NULL",
+            (todo.pop(), project_id),
+        ).fetchall()
+        for row in rows:
+            direct[row["contact_id"], row["partner_id"]] = row["merged_directly_at"]
+            if row["partner_id"] not in seen:
+                seen.add(row["partner_id"])
+                todo.append(row["partner_id"])
+    cur.executemany(
+        f"INSERT INTO {table} (contact_id, project_id, partner_id, merged_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (contact_id, project_id, partner_id) DO UPDATE SET "
+        f"merged_at = excluded.merged_at WHERE excluded.merged_at < {table}.merged_at",
+        [(a, project_id, b, t) for (a, b), t in sorted(rules.merged_times(direct).items())],
+    )
 
 
 def review_row(

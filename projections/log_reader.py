@@ -30,6 +30,8 @@ REPORTS = frozenset({DELIVERY_REPORTED, FIRST_REPORTED})
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
 ERASED = get_topic(Erasure.Erased)  # type: ignore[attr-defined]
 INBOUND_RECEIVED = get_topic(Contact.InboundMessageReceived)
+CONTACT_MERGED = get_topic(Contact.Merged)
+CONTACT_DELETED = get_topic(Contact.Deleted)
 
 
 # Events the projections read only the public part of, in an encrypted store (inbound

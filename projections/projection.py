@@ -28,6 +28,9 @@ class Projection:
     # Tables whose primary key changed since their first version: table -> its key now. A
     # generation being built with another (by an earlier version) is built again.
     keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Tables filled only from events no earlier version wrote: made empty for a database
+    # from before, they are complete (no replay needed).
+    complete_when_new: frozenset[str] = frozenset()
 
 
 def all_projections(
@@ -55,6 +58,7 @@ def all_projections(
             consent.ADDED_COLUMNS,
             consent.LAYOUT_INDEXES,
             consent.KEYS,
+            consent.COMPLETE_WHEN_NEW,
         ),
         callbacks.NAME: Projection(
             callbacks.NAME,

@@ -462,3 +462,23 @@ def merge_consent(
 
 def _deciding(row: Mapping[str, Any]) -> tuple[str, bool, str]:
     return (row["since"], bool(row["is_opt_out"]), row["source_ref"])
+
+
+def merged_times(merges: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    """For merges (two contacts -> the time a merge named both), every two contacts they join
+    into one group, each way, with the time they became one: the earliest time at which a
+    chain of merges joined them, each chain counting from its latest merge. Depends only on
+    the set of merges, not on their order."""
+    group: dict[str, set[str]] = {}
+    times: dict[tuple[str, str], str] = {}
+    for (a, b), at in sorted(merges.items(), key=lambda item: (item[1], item[0])):
+        first, second = group.setdefault(a, {a}), group.setdefault(b, {b})
+        if first is second:
+            continue
+        for x in first:
+            for y in second:
+                times[x, y] = times[y, x] = at
+        joined = first | second
+        for contact in joined:
+            group[contact] = joined
+    return times

@@ -87,6 +87,8 @@ def add_missing_tables(cur: Cursor, projection: Projection, row: Row) -> None:
                     cur.execute(statement)
             if active:
                 point_view(cur, table, name)
+                if table in projection.complete_when_new:
+                    continue
                 # Until the replay its answers may be wrong (contact_identities decides
                 # which numbers a contact-wide opt-out covers): said so, not guessed.
                 why = (

@@ -16,9 +16,11 @@ from domain import ids
 from domain.callbacks import (
     INTERPRETED_TRIGGERS,
     LENIENT_TRIGGERS,
+    DeleteCallback,
     DeliveryCallback,
     InboundCallback,
     InvalidCallback,
+    MergeCallback,
     OptInCallback,
     OptOutCallback,
     SubmitCallback,
@@ -37,7 +39,9 @@ class Command:
     fact it would append to a Contact stream; when the contact no longer remembers all its keys,
     the store's key table is asked first, and a key found there is a duplicate. `key`: what
     names the callback's event within its stream (a Contact's dedupe key, a message's report
-    key); a duplicate has the key of the event stored before it, so `reference` names that."""
+    key); a duplicate has the key of the event stored before it, so `reference` names that.
+    `also`: the same callback's record on other streams, decided and committed with this one
+    (a merge is recorded on both contacts); the command is accepted when any of them took it."""
 
     trigger: str
     aggregate_id: UUID
@@ -45,6 +49,7 @@ class Command:
     decide: Callable[[Any], bool]
     dedupe_key: str | None = None
     key: str | None = None
+    also: tuple[Command, ...] = ()
 
     @property
     def reference(self) -> str | None:
@@ -52,6 +57,11 @@ class Command:
         (store.event_reads); None for a command whose event has no key."""
         key = self.dedupe_key if self.key is None else self.key
         return None if key is None else f"{self.aggregate_id}/{key}"
+
+
+def parts(commands: Iterable[Command]) -> list[Command]:
+    """The commands and the records on other streams they carry (`Command.also`)."""
+    return [part for command in commands for part in (command, *command.also)]
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,8 @@ def command_for(
             return None
         raise
     project_id = callback.project_id
+    if isinstance(callback, MergeCallback | DeleteCallback):
+        return contact_command(trigger, callback, receipt, name)
     if isinstance(callback, SubmitCallback):
         submitted = callback.message_submit_notification
         submitted_id = submitted.message_id
@@ -184,12 +196,41 @@ def command_for(
     )
 
 
+def contact_command(
+    trigger: str, callback: MergeCallback | DeleteCallback, receipt: Receipt, name: Namer | None
+) -> Command:
+    """A merge recorded on the preserved contact, and also on the deleted one; a deletion on
+    the deleted contact. Each is a fact of its stream (a redelivery is a duplicate)."""
+    project_id = callback.project_id
+    key = fact_key(callback, receipt, name)
+
+    def on(contact_id: str, decide: Callable[[Contact], bool]) -> Command:
+        return Command(
+            trigger,
+            Contact.create_id(project_id, contact_id),
+            lambda: Contact(project_id=project_id, contact_key=contact_id),
+            decide,
+            key,
+        )
+
+    if isinstance(callback, DeleteCallback):
+        contact = callback.contact_delete_notification.contact
+        return on(contact.id, lambda c: c.record_delete(callback, receipt, name))
+    note = callback.contact_merge_notification
+    merge = lambda c: c.record_merge(callback, receipt, name)  # noqa: E731
+    deleted = on(note.deleted_contact.id, merge)
+    preserved = on(note.preserved_contact.id, merge)
+    if deleted.aggregate_id == preserved.aggregate_id:  # a contact merged with itself
+        return preserved
+    return Command(trigger, preserved.aggregate_id, preserved.create, merge, key, also=(deleted,))
+
+
 def to_look_up(commands: list[Command], touched: dict[UUID, Aggregate]) -> set[Fact]:
     """The facts of `commands` their (loaded) streams cannot decide alone: the contact
     has forgotten some keys. A stream not in the store yet has no facts there."""
     return {
         (c.aggregate_id, c.dedupe_key)
-        for c in commands
+        for c in parts(commands)
         if c.dedupe_key is not None
         and c.aggregate_id in touched
         and not getattr(touched[c.aggregate_id], "remembers_all", True)
@@ -201,7 +242,11 @@ def take_cached(
 ) -> dict[UUID, Aggregate]:
     """The batch's streams the cache holds, taken out of it: until the batch commits they
     may carry uncommitted events."""
-    return {c.aggregate_id: cache.pop(c.aggregate_id) for c in commands if c.aggregate_id in cache}
+    return {
+        c.aggregate_id: cache.pop(c.aggregate_id)
+        for c in parts(commands)
+        if c.aggregate_id in cache
+    }
 
 
 def decide_all(
@@ -214,19 +259,25 @@ def decide_all(
     # Also the facts this batch appends: a contact may forget one before the batch ends.
     known = set(recorded or ())
     for command in commands:
-        created = False
-        aggregate = touched.get(command.aggregate_id)
-        if aggregate is None:
-            aggregate, created = command.create(), True
-        touched[command.aggregate_id] = aggregate
-        fact = (command.aggregate_id, command.dedupe_key)
-        if command.dedupe_key is not None and fact in known:
-            planned.append((command, False, 0))
-            continue
-        # The stream's Registered event counts for the command that started it.
-        before = 0 if created else len(aggregate.pending_events)
-        accepted = command.decide(aggregate)
-        planned.append((command, accepted, len(aggregate.pending_events) - before))
-        if accepted and command.dedupe_key is not None:
-            known.add(fact)  # type: ignore[arg-type]
+        decided = [_decide(part, touched, known) for part in (command, *command.also)]
+        accepted = any(took for took, _ in decided)
+        planned.append((command, accepted, sum(events for took, events in decided if took)))
     return planned
+
+
+def _decide(command: Command, touched: dict[UUID, Aggregate], known: set[Fact]) -> tuple[bool, int]:
+    """One command's decision on its stream (started in `touched` if new), and how many events
+    it added; `known`: the facts recorded so far, to which an accepted one is added."""
+    created = False
+    aggregate = touched.get(command.aggregate_id)
+    if aggregate is None:
+        aggregate, created = command.create(), True
+    touched[command.aggregate_id] = aggregate
+    if command.dedupe_key is not None and (command.aggregate_id, command.dedupe_key) in known:
+        return False, 0
+    # The stream's Registered event counts for the command that started it.
+    before = 0 if created else len(aggregate.pending_events)
+    accepted = command.decide(aggregate)
+    if accepted and command.dedupe_key is not None:
+        known.add((command.aggregate_id, command.dedupe_key))
+    return accepted, len(aggregate.pending_events) - before

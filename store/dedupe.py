@@ -36,7 +36,12 @@ from store import envelope, spellings
 from store.compression import inflate, state_compressor
 
 TABLE = "ledger_dedupe"
-FACT_EVENTS = (Contact.ConsentReported, Contact.InboundMessageReceived)
+FACT_EVENTS = (
+    Contact.ConsentReported,
+    Contact.InboundMessageReceived,
+    Contact.Merged,
+    Contact.Deleted,
+)
 # Their topics as the log may hold them (store.spellings): what the table is filled from.
 FACT_TOPICS = tuple(spellings.spellings(get_topic(cls) for cls in FACT_EVENTS))
 

@@ -72,6 +72,9 @@ PRIVATE: dict[str, Kind] = {
     get_topic(Message.Submitted): _MESSAGE,
     get_topic(Contact.ConsentReported): Kind(("identity",), consent=True),
     get_topic(Contact.InboundMessageReceived): Kind(("identity", "text"), inbound=True),
+    # Their identities are named in public (blind indexes), as received in `numbers`.
+    get_topic(Contact.Merged): Kind(("numbers",), consent=True),
+    get_topic(Contact.Deleted): Kind(("numbers",), consent=True),
     get_topic(UnrecognisedCallback.Received): Kind(()),  # type: ignore[attr-defined]
     get_topic(QuarantinedCallback.Quarantined): Kind(("problems", "raw_base64")),  # type: ignore[attr-defined]
     get_topic(QuarantinedCallback.Resolved): Kind(("note",)),  # type: ignore[attr-defined]
@@ -293,7 +296,7 @@ def _loaded(
     return public
 
 
-ANY_PRIVATE = ("identity", "metadata", "text", "problems", "raw_base64", "note")
+ANY_PRIVATE = ("identity", "metadata", "text", "problems", "raw_base64", "note", "numbers")
 
 
 def erased(public: dict[str, Any], topic: str | None = None) -> dict[str, Any]:

@@ -27,7 +27,16 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
-from store.commands import Command, Fact, Outcome, decide_all, outcomes, take_cached, to_look_up
+from store.commands import (
+    Command,
+    Fact,
+    Outcome,
+    decide_all,
+    outcomes,
+    parts,
+    take_cached,
+    to_look_up,
+)
 
 if TYPE_CHECKING:
     from store.ledger import Ledger
@@ -174,7 +183,7 @@ class GroupCommit:
         never a wrong decision, because committed events are never removed."""
         yield Attempt()
         touched = take_cached(commands, self.cache)
-        missing = {c.aggregate_id for c in commands} - touched.keys()
+        missing = {c.aggregate_id for c in parts(commands)} - touched.keys()
         if missing:
             touched.update(self.ledger.rebuild((yield Load(missing))))
         facts = to_look_up(commands, touched)

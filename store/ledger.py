@@ -25,7 +25,16 @@ from domain.receipt import Receipt
 from store import dedupe, stream_ids, vault_keys
 from store.backend import Backend
 from store.catch_all import CatchAll
-from store.commands import Command, Fact, Outcome, collected, command_for, to_look_up
+from store.commands import (
+    Command,
+    Fact,
+    Outcome,
+    collected,
+    command_for,
+    decide_all,
+    parts,
+    to_look_up,
+)
 from store.compression import state_compressor
 from store.config import Settings
 from store.db import Database
@@ -213,27 +222,25 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         """The stream a message's events are in, in this store (store.stream_ids)."""
         return ids.message_id(project_id, message_id, self.stream_layout)
 
-    def _load_or_create(self, command: Command) -> tuple[Aggregate, bool]:
-        found = self.rebuild(self.stored_rows({command.aggregate_id})).get(command.aggregate_id)
-        if found is None:
-            return command.create(), True
-        return found, False
-
     def execute(self, command: Command) -> Outcome:
-        """One command in a transaction of its own, retried on optimistic-concurrency
-        conflicts: a racing duplicate becomes "duplicate" and a different report is kept too."""
+        """One command (and the records it carries on other streams) in a transaction of its
+        own, retried on optimistic-concurrency conflicts: a racing duplicate becomes
+        "duplicate" and a different report is kept too."""
+        streams = {part.aggregate_id for part in parts([command])}
         for attempt in range(MAX_ATTEMPTS):
-            aggregate, created = self._load_or_create(command)
-            asked = set() if created else to_look_up([command], {aggregate.id: aggregate})
-            if (asked and self.recorded(asked)) or not command.decide(aggregate):
+            touched = self.rebuild(self.stored_rows(streams))
+            asked = to_look_up([command], touched)
+            [(_, accepted, events)] = decide_all(
+                [command], touched, self.recorded(asked) if asked else set()
+            )
+            if not accepted:
                 return Outcome("duplicate", command.trigger, 0)
-            pending = len(aggregate.pending_events)
             try:
-                self.save(aggregate)
+                self.save(*[a for a in touched.values() if a.pending_events])
             except IntegrityError:
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
-            return Outcome("accepted", command.trigger, pending)
+            return Outcome("accepted", command.trigger, events)
         raise StoreContention(f"gave up after {MAX_ATTEMPTS} conflicting writes to one stream")
 
     def snapshots_due(self, processing: ProcessingEvent[UUID]) -> bool:

@@ -40,6 +40,8 @@ FAST_EVENTS: frozenset[type] = frozenset(
         Contact.Registered,  # type: ignore[attr-defined]
         Contact.ConsentReported,
         Contact.InboundMessageReceived,
+        Contact.Merged,
+        Contact.Deleted,
         # Their bodies are text as stored: orjson writes it as UTF-8 where the library's
         # encoder takes longer.
         UnrecognisedCallback.Received,  # type: ignore[attr-defined]

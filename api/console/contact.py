@@ -96,10 +96,17 @@ async def contact_page(context: Context, request: Request) -> Response:
 
     def read(cur: Cursor) -> dict[str, Any]:
         vault = context.runtime.projector().vault
-        messages = console_queries.messages_of_contacts(cur, [contact_id], vault=vault)
+        # Contacts Sinch merged are one person: the page shows them all, whichever id.
+        group = consent.merged_group(cur, contact_id)
+        messages = console_queries.messages_of_contacts(cur, group, vault=vault)
         data: dict[str, Any] = {
             "current": consent.current(cur, contact_id, vault),
-            "identities": console_queries.identities_of_contact(cur, contact_id, vault=vault),
+            "identities": [
+                row
+                for member in group
+                for row in console_queries.identities_of_contact(cur, member, vault=vault)
+            ],
+            "merged_with": consent.merged_with(cur, contact_id),
             "messages": messages,
         }
         if auditor:

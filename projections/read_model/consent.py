@@ -18,7 +18,7 @@ import orjson
 from domain.callbacks import normalise_identity
 from projections import rules
 from projections.personal import open_metadata, open_rows
-from projections.read_model.paging import in_time_order
+from projections.read_model.paging import Conditions, in_time_order
 from projections.rules import OPTED_OUT, STATUS_RANK
 from store.db import Cursor, time_window
 from store.vault import Vault, plaintext
@@ -55,6 +55,14 @@ DECIDING_ORDER = (
 )
 
 
+# A consent row's columns as a consent_history row gives them (a merged contact's facts).
+AS_CONSENT = {
+    "state": "t.effect",
+    "since": "t.event_time",
+    "is_opt_out": "CASE WHEN t.effect = 'OPTED_OUT' THEN 1 ELSE 0 END",
+}
+
+
 def facts_about(
     table: str,
     columns: str,
@@ -62,20 +70,93 @@ def facts_about(
     identity: str,
     where: str = "",
     params: Sequence[Any] = (),
+    merged_by: str | None = None,
+    applies_from: bool = False,
 ) -> tuple[str, list[Any]]:
     """SQL selecting `columns` of the rows of `table` (consent or consent_history) about this
     channel and (normalised) identity that also meet `where`: the number's own, and those
     naming no number (identity "", the contact's whole channel) of every contact seen with it
-    (contact_identities). Two indexed lookups, not an OR that scans the channel."""
+    (contact_identities). Two indexed lookups, not an OR that scans the channel.
+
+    And those of every contact merged with one seen with it (contact_merges; `merged_by`:
+    merged by then), as facts (a merge joins their histories, so `consent` reads them from
+    consent_history): an opt-out, whenever it was, or a fact dated at or after the merge.
+    So a merge never lifts an opt-out: an opt-in given to one contact before the merge
+    speaks for that contact's numbers only. Where a contact-wide suppression was dropped
+    (an erasure that forgot consent), its facts no longer count here either. With
+    `applies_from`, each row says from when it counts (None: always)."""
     picked = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
     extra = f" AND {where}" if where else ""
+    since = ", NULL AS applies_from" if applies_from else ""
     sql = (
-        f"SELECT {picked} FROM {table} t WHERE t.channel = ? AND t.identity = ?{extra} "
-        f"UNION ALL SELECT {picked} FROM contact_identities l JOIN {table} t ON "
+        f"SELECT {picked}{since} FROM {table} t WHERE t.channel = ? AND t.identity = ?{extra} "
+        f"UNION ALL SELECT {picked}{since} FROM contact_identities l JOIN {table} t ON "
         "t.project_id = l.project_id AND t.contact_id = l.contact_id AND t.channel = l.channel "
         f"AND t.identity = '' WHERE l.channel = ? AND l.identity = ?{extra}"
     )
-    return sql, [channel, identity, *params, channel, identity, *params]
+    history = table == "consent_history"
+    merged = ", ".join(
+        f"t.{c}" if history or c not in AS_CONSENT else f"{AS_CONSENT[c]} AS {c}"
+        for c in (c.strip() for c in columns.split(","))
+    )
+    kept = (
+        ""
+        if history
+        else " AND EXISTS (SELECT 1 FROM consent c WHERE c.project_id = t.project_id AND "
+        "c.contact_id = t.contact_id AND c.channel = t.channel AND c.identity = '')"
+    )
+    by = " AND m.merged_at <= ?" if merged_by is not None else ""
+    # From the number to its contacts, their merges and the merged contacts' facts, in that
+    # order (SQLite keeps a CROSS JOIN's order); `t.identity || ''` is no index key, so the
+    # facts are found by contact, not among every contact-wide fact of the channel.
+    sql += (
+        f" UNION ALL SELECT {merged}{', m.merged_at AS applies_from' if applies_from else ''} "
+        "FROM contact_identities l CROSS JOIN contact_merges m CROSS JOIN consent_history t "
+        "WHERE m.contact_id = l.contact_id AND m.project_id = l.project_id AND "
+        "t.project_id = m.project_id AND t.contact_id = m.partner_id AND "
+        "t.channel = l.channel AND t.identity || '' = '' AND "
+        "l.channel = ? AND l.identity = ? AND t.effect IS NOT NULL AND "
+        "(t.effect = 'OPTED_OUT' OR t.event_time >= m.merged_at)"
+        f"{by}{kept}{extra if history else _as_history(extra)} "
+        "AND NOT EXISTS (SELECT 1 FROM contact_identities o WHERE o.channel = l.channel AND "
+        "o.identity = l.identity AND o.project_id = m.project_id AND o.contact_id = m.partner_id)"
+    )
+    merged_params = [channel, identity, *([merged_by] if merged_by is not None else []), *params]
+    return sql, [channel, identity, *params, channel, identity, *params, *merged_params]
+
+
+def _as_history(where: str) -> str:
+    """A condition on consent rows (`t.`) as one on consent_history rows."""
+    for column, expression in AS_CONSENT.items():
+        where = where.replace(f"t.{column}", expression)
+    return where
+
+
+def merged_group(cur: Cursor, contact_id: str) -> list[str]:
+    """A contact and those merged with it (either way, in any project): one person, whichever
+    id is asked about."""
+    rows = cur.execute(
+        "SELECT DISTINCT partner_id FROM contact_merges WHERE contact_id = ? ORDER BY partner_id",
+        (contact_id,),
+    ).fetchall()
+    return [contact_id, *(row["partner_id"] for row in rows)]
+
+
+def of_contact(cur: Cursor, contact_id: str) -> tuple[str, list[str]]:
+    """A condition (and its values) on rows' `contact_id`: this contact's or a contact's
+    merged with it (`merged_group`)."""
+    group = merged_group(cur, contact_id)
+    return f"contact_id IN ({', '.join('?' * len(group))})", group
+
+
+def merged_with(cur: Cursor, contact_id: str) -> list[dict[str, Any]]:
+    """The contacts merged with this one (either way), with when, and the merge that named
+    both (None: joined through other merges)."""
+    return cur.execute(
+        "SELECT project_id, partner_id AS contact_id, merged_at, merged_directly_at, "
+        "source_ref FROM contact_merges WHERE contact_id = ? ORDER BY project_id, partner_id",
+        (contact_id,),
+    ).fetchall()
 
 
 def history_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +182,9 @@ def state_at(
     if project_id:
         where += " AND t.project_id = ?"
         extra.append(project_id)
-    sql, params = facts_about("consent_history", HISTORY_COLUMNS, channel, name, where, extra)
+    sql, params = facts_about(
+        "consent_history", HISTORY_COLUMNS, channel, name, where, extra, merged_by=at
+    )
     row = cur.execute(
         f"SELECT * FROM ({sql}) x ORDER BY {DECIDING_ORDER} LIMIT 1", params
     ).fetchone()
@@ -202,17 +285,18 @@ def history(
     vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
     """Consent facts in event-time order, filtered; `after` is a keyset cursor. `identity`
-    is a name (`name_of`)."""
-    filters = [
+    is a name (`name_of`); `contact_id` finds the contacts merged with it too."""
+    filters: Conditions = [
         (f"{column} = ?", value)
         for column, value in (
-            ("contact_id", contact_id),
             ("project_id", project_id),
             ("channel", channel),
             ("identity", normalise_identity(identity) if identity else None),
         )
         if value is not None
     ]
+    if contact_id is not None:
+        filters.append(of_contact(cur, contact_id))
     filters += time_window("event_time", since, until)
     rows = in_time_order(cur, "consent_history", HISTORY_COLUMNS, filters, after, limit)
     return open_rows(vault or plaintext(), [history_view(row) for row in rows])
@@ -245,10 +329,12 @@ def review(
 
 
 def current(cur: Cursor, contact_id: str, vault: Vault | None = None) -> list[dict[str, Any]]:
+    """The consent rows of a contact and of the contacts merged with it (either way)."""
+    condition, group = of_contact(cur, contact_id)
     rows = cur.execute(
         "SELECT project_id, contact_id, channel, identity, state, since, source_kind, source_ref, "
-        "identity_shown FROM consent WHERE contact_id = ? ORDER BY channel, identity",
-        (contact_id,),
+        f"identity_shown FROM consent WHERE {condition} ORDER BY channel, identity, contact_id",
+        group,
     ).fetchall()
     return open_rows(vault or plaintext(), rows)
 
@@ -279,6 +365,7 @@ def violations(
                 identity,
                 "t.project_id = ? AND t.effect IS NOT NULL",
                 [project_id],
+                applies_from=True,
             )
             rows = cur.execute(
                 f"SELECT * FROM ({sql}) x ORDER BY event_time, "
@@ -326,6 +413,9 @@ def _message_violations(
         # Sorted in the deciding order, so the last fact at or before sent_at is the one
         # that stood then (as state_at decides it).
         index = bisect_right(times, sent_at) - 1
+        # A merged contact's fact counts only from the merge on.
+        while index >= 0 and (rows[index]["applies_from"] or "") > sent_at:
+            index -= 1
         if index >= 0 and rows[index]["effect"] == OPTED_OUT:
             yield {
                 "project_id": message["project_id"],
@@ -338,7 +428,9 @@ def _message_violations(
                 "identity_shown": shown_of(message).get(identity),
                 "sent_at": sent_at,
                 "opted_out_since": rows[index]["event_time"],
-                "proof": history_view(rows[index]),
+                "proof": history_view(
+                    {k: v for k, v in rows[index].items() if k != "applies_from"}
+                ),
             }
 
 

@@ -147,12 +147,14 @@ def channels_of_number(cur: Cursor, identity: str, vault: Vault | None = None) -
 
 
 def projects_of_contact(cur: Cursor, contact_id: str, limit: int = 20) -> list[str]:
-    """The projects a contact id appears in (its messages or consent facts; both indexed)."""
+    """The projects a contact id appears in (its messages, consent facts or merges; all
+    indexed)."""
     rows = cur.execute(
         "SELECT project_id FROM (SELECT project_id FROM message_status WHERE contact_id = ? "
-        "UNION SELECT project_id FROM consent_history WHERE contact_id = ?) p "
+        "UNION SELECT project_id FROM consent_history WHERE contact_id = ? "
+        "UNION SELECT project_id FROM contact_merges WHERE contact_id = ?) p "
         "ORDER BY project_id LIMIT ?",
-        [contact_id, contact_id, limit],
+        [contact_id, contact_id, contact_id, limit],
     ).fetchall()
     return [row["project_id"] for row in rows]
 

@@ -15,6 +15,7 @@ from domain import followup
 from projections import messages as message_tables
 from projections import rules
 from projections.personal import open_map, open_metadata, open_rows
+from projections.read_model.consent import of_contact
 from projections.read_model.paging import Conditions, KeysetPage, keyset_page
 from projections.rules import SUBMITTED, iso
 from store.db import Cursor, Row, keyset_rows, time_window
@@ -127,12 +128,13 @@ def messages_page(
         (f"{column} = ?", value)
         for column, value in (
             ("project_id", where.project_id),
-            ("contact_id", where.contact_id),
             ("conversation_id", where.conversation_id),
             ("metadata", metadata),
         )
         if value is not None
     ]
+    if where.contact_id is not None:  # and the contacts merged with it: one person
+        conditions.append(of_contact(cur, where.contact_id))
     if metadata is not None:
         # The index holds the prefix (see projections/messages.py).
         prefix = message_tables.METADATA_PREFIX
@@ -202,11 +204,9 @@ def read_confirmations_page(
 ) -> KeysetPage:
     """A page of READ confirmations in the order they were read; `since`/`until` bound that.
     Identities as shown (opened with `vault`)."""
-    conditions: Conditions = [
-        (f"{column} = ?", value)
-        for column, value in (("project_id", project_id), ("contact_id", contact_id))
-        if value is not None
-    ]
+    conditions: Conditions = [("project_id = ?", project_id)] if project_id is not None else []
+    if contact_id is not None:  # and the contacts merged with it: one person
+        conditions.append(of_contact(cur, contact_id))
     conditions += time_window("read_at", since, until)
     page = keyset_page(cur, "read_confirmations", BY_READ_AT, conditions, after, limit, dict)
     return KeysetPage(open_rows(vault or plaintext(), page.items), page.next_key)

@@ -56,7 +56,9 @@ def in_time_order(
     """Rows of `table` meeting `conditions`, ordered by event_time and source_ref, after the
     keyset cursor `after`."""
     where = [condition for condition, _ in conditions]
-    params: list[Any] = [value for _, value in conditions]
+    params: list[Any] = []
+    for _, value in conditions:
+        params += value if isinstance(value, list) else [value]
     if after:
         where.append("(event_time, source_ref) > (?, ?)")
         params += list(after)

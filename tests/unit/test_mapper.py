@@ -46,6 +46,18 @@ def events_of_every_kind() -> list[Any]:
     opt_out, stop = p.opt("OPT_OUT"), p.inbound("IN1", text="STOP ünïcode ✓")
     contact.record_consent(parse_callback("OPT_OUT", opt_out), receipt(opt_out))
     contact.record_inbound(parse_callback("MESSAGE_INBOUND", stop), receipt(stop))
+    merge = p.envelope(
+        contact_merge_notification={
+            "preserved_contact": {"id": "CONTACT1", "channel_identities": []},
+            "deleted_contact": {
+                "id": "CONTACT2",
+                "channel_identities": [{"channel": "SMS", "identity": "+46732001122"}],
+            },
+        }
+    )
+    contact.record_merge(parse_callback("CONTACT_MERGE", merge), receipt(merge))  # type: ignore[arg-type]
+    gone = p.envelope(contact_delete_notification={"contact": {"id": "CONTACT1"}})
+    contact.record_delete(parse_callback("CONTACT_DELETE", gone), receipt(gone))  # type: ignore[arg-type]
     unknown = UnrecognisedCallback(
         body_hash="h1",
         trigger="EVENT_INBOUND",
