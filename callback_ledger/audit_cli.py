@@ -14,7 +14,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from projections.personal import ERASED_TEXT
 from projections.read_model import consent
 from projections.rules import iso
@@ -220,7 +220,7 @@ def run_at(settings: Settings, args: argparse.Namespace) -> int:
         args,
         lambda cur, vault: [
             {
-                "identity": normalise_identity(args.identity),
+                "identity": normalise(args.channel, args.identity),
                 **consent.state_at(
                     cur,
                     args.channel.upper(),

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from domain.contact import Contact
 from domain.erasure import Erasure
 from store import envelope
@@ -85,7 +85,7 @@ def identity_subjects(ledger: Ledger, channel: str, identity: str) -> list[str]:
     """The subject of one channel identity: its blind index."""
     channel = _text("channel", channel, 64).upper()
     identity = _text("identity", identity, MAX_NAME)
-    if not normalise_identity(identity):
+    if not normalise(channel, identity).strip():
         raise ErasureRefused("identity holds nothing once normalised")
     return [ledger.vault.index(channel, identity)]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from projections import rules
 from projections.personal import open_rows
 from projections.read_model import callbacks, consent, messages
@@ -86,7 +86,7 @@ def bundle(
     since: str | None = None,
     until: str | None = None,
 ) -> dict[str, Any]:
-    channel, identity = channel.upper(), normalise_identity(identity)
+    channel, identity = channel.upper(), normalise(channel, identity)
     vault = ledger.vault
     name = vault.index(channel, identity)
     with read_db.read() as cur:

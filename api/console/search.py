@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from api.console.context import Context, query
 from api.console.render import page
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from projections.read_model import console as console_queries
 
 
@@ -25,7 +25,7 @@ async def search_page(context: Context, request: Request) -> Response:
         request,
         "search.html",
         q=q,
-        number=normalise_identity(q) if q else "",
+        number=normalise(None, q) if q else "",
         found=found,
         searched=bool(q),
     )
