@@ -323,4 +323,3 @@ def parse_callback(trigger: str, body: dict[str, Any]) -> Interpreted:
             for err in exc.errors(include_url=False)
         ]
         raise InvalidCallback(trigger, problems[:20]) from None
-

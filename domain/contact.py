@@ -70,7 +70,9 @@ def consent_key(
         when = "body:" + ids.body_hash(receipt.raw.encode())
     identity = ""
     if note.identity:
-        identity = name(note.channel, note.identity) if name else normalise(note.channel, note.identity)
+        identity = (
+            name(note.channel, note.identity) if name else normalise(note.channel, note.identity)
+        )
     return f"{kind}|{note.channel}|{identity}|{note.status}|{when}"
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from domain.identity import normalise
 from domain.contact import Contact
 from domain.erasure import Erasure
+from domain.identity import normalise
 from store import envelope
 from store.db import Database
 from store.ledger import Ledger

@@ -110,7 +110,8 @@ def test_normalising_twice_changes_nothing(channel: str | None, identity: str) -
 
 
 @pytest.mark.parametrize(
-    "identity", ["alice", "46 70 abc", "4670+0000", "+", " - ", "1" * (MAX_DIGITS + 1), "4670\x0011"]
+    "identity",
+    ["alice", "46 70 abc", "4670+0000", "+", " - ", "1" * (MAX_DIGITS + 1), "4670\x0011"],
 )
 def test_a_number_channel_refuses_a_question_about_a_non_number(identity: str) -> None:
     with pytest.raises(NotANumber):
