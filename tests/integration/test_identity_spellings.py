@@ -3,12 +3,14 @@ byte, through the webhook, the projections and the consent routes. Both backends
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from tests import payloads as p
+from tests.helpers import cli
 from tests.integration.test_queries import feed
 from tests.unit.test_identity import spelling
 
@@ -90,3 +92,31 @@ def test_a_non_number_on_a_number_channel_is_a_400_naming_identity(
     response = opted_out.get(route, params={"channel": "SMS", "identity": identity})
     assert response.status_code == 400, response.text
     assert "'identity'" in response.json()["detail"]
+
+
+def test_the_audit_command_reads_a_number_as_the_routes_do(
+    opted_out: TestClient, database_url: str
+) -> None:
+    spelled = "\u207a46\u00a0700 000\u2011009"
+    at = cli(
+        database_url, "audit", "at", "--channel", "sms", "--identity", spelled, "--format", "json"
+    )
+    assert at.returncode == 0, at.stderr
+    [row] = orjson.loads(at.stdout)
+    assert (row["identity"], row["state"]) == (NUMBER, "OPTED_OUT")
+    history = cli(
+        database_url,
+        "audit",
+        "history",
+        "--channel",
+        "WHATSAPP",
+        "--identity",
+        spelled,
+        "--format",
+        "json",
+    )
+    assert history.returncode == 0, history.stderr
+    assert [r["fact"] for r in orjson.loads(history.stdout)] == ["OPT_OUT_SUCCEEDED"]
+    refused = cli(database_url, "audit", "at", "--channel", "SMS", "--identity", "alice")
+    assert refused.returncode != 0
+    assert "--identity" in refused.stderr
