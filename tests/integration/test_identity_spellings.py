@@ -9,8 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from service.erasure import erase
+from service.runtime import Runtime
+from store.config import Settings
 from tests import payloads as p
-from tests.helpers import cli
+from tests.helpers import accept_all, cli
 from tests.integration.test_queries import feed
 from tests.unit.test_identity import spelling
 
@@ -120,3 +123,16 @@ def test_the_audit_command_reads_a_number_as_the_routes_do(
     refused = cli(database_url, "audit", "at", "--channel", "SMS", "--identity", "alice")
     assert refused.returncode != 0
     assert "--identity" in refused.stderr
+
+
+def test_an_erasure_by_an_oddly_spelled_number_reaches_the_number(settings: Settings) -> None:
+    runtime = Runtime(settings)
+    try:
+        ledger = runtime.ledger()
+        accept_all(ledger, [p.opt(identity="+" + NUMBER), p.inbound(identity=NUMBER)])
+        spelled = "\uff0b46 (700) 000\u2013009"
+        report = erase(ledger, channel="SMS", identity=spelled, by="tester", reason="request")
+        assert report.subjects == [ledger.vault.index("SMS", NUMBER)]
+        assert report.keys_destroyed >= 1
+    finally:
+        runtime.close()
