@@ -35,7 +35,7 @@ CHANNELS = (
     *("TELEGRAM", "KAKAOTALK", "KAKAOTALKCHAT", "LINE", "WECHAT", "APPLEBC"),
 )
 IN_CHANNELS = f"channel IN ({', '.join('?' * len(CHANNELS))})"
-# A number on any channel: its name on each (the same name on all in a plaintext store).
+# A number on any channel: its name on each (domain.identity: its digits on number channels).
 ON_ANY_CHANNEL = "(" + " OR ".join(["(channel = ? AND identity = ?)"] * len(CHANNELS)) + ")"
 
 

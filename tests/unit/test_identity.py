@@ -12,8 +12,10 @@ from domain.identity import (
     NUMBER_CHANNELS,
     NotANumber,
     checked,
+    digits_of,
     loose,
     normalise,
+    unicode_digits_of,
 )
 
 # Ways people and programs write the parts of a phone number.
@@ -130,3 +132,13 @@ def test_numbers_keep_the_names_they_were_stored_under(written: str) -> None:
     old = loose(written)
     if old.isdigit():
         assert normalise("SMS", written) == old
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=30))
+def test_the_ascii_shortcut_agrees_with_the_whole_rule(text: str) -> None:
+    assert digits_of(text) == unicode_digits_of(text)
+
+
+@given(st.text(alphabet="0123456789+-.()[]{} \t\n\x1fa/", max_size=30))
+def test_the_ascii_shortcut_agrees_on_number_like_text(text: str) -> None:
+    assert digits_of(text) == unicode_digits_of(text)
