@@ -3,6 +3,8 @@ byte, through the webhook, the projections and the consent routes. Both backends
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -136,3 +138,11 @@ def test_an_erasure_by_an_oddly_spelled_number_reaches_the_number(settings: Sett
         assert report.keys_destroyed >= 1
     finally:
         runtime.close()
+
+
+def test_the_console_finds_a_number_however_it_is_typed(opted_out: TestClient) -> None:
+    spelled = "\uff0b46 (700) 000\u2013009"
+    page = opted_out.get("/console/search", params={"q": spelled}).text
+    assert f'href="/console/numbers/{NUMBER}"' in page
+    number = opted_out.get(f"/console/numbers/{quote(spelled)}").text
+    assert "OPTED_OUT" in number and "WHATSAPP" in number and "SMS" in number
