@@ -3,6 +3,7 @@ byte, through the webhook, the projections and the consent routes. Both backends
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import orjson
@@ -11,11 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from api.app import create_app
 from service.erasure import erase
 from service.runtime import Runtime
 from store.config import Settings
 from tests import payloads as p
-from tests.helpers import accept_all, cli
+from tests.conftest import SECRET
+from tests.helpers import accept_all, cli, make_key
 from tests.integration.test_queries import feed
 from tests.unit.test_identity import spelling
 
@@ -146,3 +149,36 @@ def test_the_console_finds_a_number_however_it_is_typed(opted_out: TestClient) -
     assert f'href="/console/numbers/{NUMBER}"' in page
     number = opted_out.get(f"/console/numbers/{quote(spelled)}").text
     assert "OPTED_OUT" in number and "WHATSAPP" in number and "SMS" in number
+
+
+@pytest.fixture
+def plain(database_url: str) -> Iterator[TestClient]:
+    """A store written without keys: its read tables hold identities themselves, not names."""
+    unkeyed = Settings(database_url=database_url, webhook_secrets=(SECRET,))
+    key = make_key(database_url, "admin-plain")
+    with TestClient(create_app(unkeyed), headers={"Authorization": f"Bearer {key}"}) as client:
+        yield feed(
+            client,
+            [
+                *OPTED_OUT,
+                p.opt(contact_id="C-V", channel="VIBER", identity=IDS[1][1], request_id="V"),
+            ],
+        )
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data(), channel=st.sampled_from(["SMS", "WHATSAPP"]))
+def test_a_plaintext_store_reads_any_spelling_alike(
+    plain: TestClient, data: st.DataObject, channel: str
+) -> None:
+    written = data.draw(spelling(NUMBER), label="identity")
+    answer = plain.get("/consent/check", params={"channel": channel, "identity": written}).json()
+    assert (answer["may_send"], answer["state"]) == (False, "OPTED_OUT"), answer
+    viber = plain.get("/consent/check", params={"channel": "VIBER", "identity": IDS[1][1]}).json()
+    assert (viber["identity"], viber["may_send"]) == (IDS[1][1], False)
+    other = plain.get("/consent/check", params={"channel": "VIBER", "identity": "0123456789"})
+    assert other.json()["state"] == "UNKNOWN"
