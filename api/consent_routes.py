@@ -23,7 +23,8 @@ from api.query_routes import (
     read_views,
 )
 from api.responses import JSON, error
-from domain.callbacks import MAX_IDENTITY, normalise_identity
+from domain.callbacks import MAX_IDENTITY
+from domain.identity import NotANumber, checked
 from projections.consent import NAME
 from projections.faults import describe
 from projections.read_model import callbacks, consent
@@ -47,7 +48,10 @@ def channel_and_identity(params: Params) -> tuple[str, str]:
     if blank(identity):
         # "" would stand for every contact-wide fact of the channel, whoever's.
         raise HTTPException(400, "query parameter 'identity' is blank")
-    return channel.upper(), identity
+    try:
+        return channel.upper(), checked(channel, identity)
+    except NotANumber as exc:
+        raise HTTPException(400, f"query parameter 'identity' is {exc} on {channel}") from None
 
 
 def time_ordered_page(
@@ -177,7 +181,7 @@ class ConsentQueries:
             vault = self.vault()
             name = consent.name_of(vault, channel, identity)
             answer = consent.state_at(cur, channel, name, at, project_id, vault)
-            return {"channel": channel, "identity": normalise_identity(identity), **answer}
+            return {"channel": channel, "identity": identity, **answer}
 
         return JSON(await self._run(read))
 

@@ -14,7 +14,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from domain.callbacks import normalise_identity
+from domain.identity import NotANumber, checked
 from projections.personal import ERASED_TEXT
 from projections.read_model import consent
 from projections.rules import iso
@@ -194,6 +194,8 @@ def run_history(settings: Settings, args: argparse.Namespace) -> int:
     if args.identity and not args.channel:
         # A number is held by its name on a channel (a blind index in an encrypted store).
         raise SystemExit("audit history: --identity needs --channel")
+    if args.identity:
+        args.identity = checked_identity("audit history", args.channel, args.identity)
     return _audited(
         settings,
         args,
@@ -212,18 +214,28 @@ def run_history(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def checked_identity(command: str, channel: str, identity: str) -> str:
+    """The identity as compared (domain.identity), or an exit naming --identity when a number
+    channel's identity is not a number: a consent answer must not depend on its spelling."""
+    try:
+        return checked(channel, identity)
+    except NotANumber as exc:
+        raise SystemExit(f"{command}: --identity is {exc} on {channel.upper()}") from None
+
+
 def run_at(settings: Settings, args: argparse.Namespace) -> int:
     at = args.at or iso(datetime.now(UTC).isoformat())
+    identity = checked_identity("audit at", args.channel, args.identity)
     return _audited(
         settings,
         args,
         lambda cur, vault: [
             {
-                "identity": normalise_identity(args.identity),
+                "identity": identity,
                 **consent.state_at(
                     cur,
                     args.channel.upper(),
-                    consent.name_of(vault, args.channel, args.identity),
+                    consent.name_of(vault, args.channel, identity),
                     at,
                     args.project,
                     vault,

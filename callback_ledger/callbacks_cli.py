@@ -5,13 +5,11 @@ bodies (`GET /callbacks/{reference}` reads one). The same cursor pages both."""
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from typing import Any
 
 import orjson
 
-from api.console.compliance import cell
 from api.query_routes import decode_cursor, encode_cursor
 from callback_ledger.audit_cli import emit, time_arg
 from projections.read_model import callbacks
@@ -73,11 +71,7 @@ def run_list(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     rows = [{column: item[column] for column in COLUMNS} for item in page.items]
-    if args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(COLUMNS)
-        writer.writerows([cell(row[column]) for column in COLUMNS] for row in rows)
-    elif args.format == "json":
+    if args.format == "json":
         cursor = encode_cursor(page.next_key) if page.next_key is not None else None
         sys.stdout.write(
             orjson.dumps(
@@ -86,7 +80,7 @@ def run_list(settings: Settings, args: argparse.Namespace) -> int:
             + "\n"
         )
     else:
-        emit(rows, "table", "stored callbacks", COLUMNS)
+        emit(rows, args.format, "stored callbacks", COLUMNS)
     if page.next_key is not None and args.format != "json":
         sys.stderr.write(f"more follow: --cursor {encode_cursor(page.next_key)}\n")
     return 0

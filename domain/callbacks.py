@@ -373,11 +373,3 @@ def parse_callback(trigger: str, body: dict[str, Any]) -> Interpreted:
             for err in exc.errors(include_url=False)
         ]
         raise InvalidCallback(trigger, problems[:20]) from None
-
-
-def normalise_identity(identity: str) -> str:
-    """Phone numbers arrive with or without "+" and sometimes with spaces; other identities
-    (PSIDs, Viber ids) are compared as sent, trimmed."""
-    candidate = identity.strip()
-    digits = candidate.lstrip("+").replace(" ", "").replace("-", "")
-    return digits if digits.isdigit() else candidate

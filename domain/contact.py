@@ -30,8 +30,8 @@ from domain.callbacks import (
     OptInNotification,
     OptOutCallback,
     OptOutNotification,
-    normalise_identity,
 )
+from domain.identity import normalise
 from domain.receipt import Receipt
 from domain.topics import stored
 
@@ -45,7 +45,7 @@ def contact_key(
         return contact_id
     if not identity:
         raise ValueError("a contact needs a contact_id or a channel identity")
-    return f"~{channel}:{name(channel, identity) if name else normalise_identity(identity)}"
+    return f"~{channel}:{name(channel, identity) if name else normalise(channel, identity)}"
 
 
 # Names a channel identity in stream names and dedupe keys: (channel, identity) -> name. The
@@ -73,7 +73,9 @@ def consent_key(
         when = "body:" + ids.body_hash(receipt.raw.encode())
     identity = ""
     if note.identity:
-        identity = name(note.channel, note.identity) if name else normalise_identity(note.identity)
+        identity = (
+            name(note.channel, note.identity) if name else normalise(note.channel, note.identity)
+        )
     return f"{kind}|{note.channel}|{identity}|{note.status}|{when}"
 
 
@@ -106,7 +108,7 @@ def named_identities(contact: ContactRecord, name: Namer | None = None) -> list[
         {
             "contact_id": contact.id,
             "channel": ci.channel,
-            "name": name(ci.channel, ci.identity) if name else normalise_identity(ci.identity),
+            "name": name(ci.channel, ci.identity) if name else normalise(ci.channel, ci.identity),
         }
         for ci in contact.channel_identities
     ]

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from domain.keywords import Reading
 from projections import rules
 from projections.log_reader import (
@@ -243,7 +243,7 @@ def _apply_facts(
             for i, named in enumerate(state.get("identities") or []):
                 link = (state["project_id"], named["contact_id"], named["channel"], named["name"])
                 number = numbers[i] if i < len(numbers) else None
-                shown = normalise_identity(number) if isinstance(number, str) else None
+                shown = normalise(named["channel"], number) if isinstance(number, str) else None
                 links.setdefault(link, vault.seal_text(state.get("_key"), shown))
                 merged_names.add(named["name"])
             if event.topic == CONTACT_MERGED:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from projections.log_reader import LoggedEvent
 from store.envelope import METADATA_INDEX
 from store.vault import (
@@ -53,7 +53,7 @@ def shown_identity(event: LoggedEvent, vault: Vault) -> str | None:
     identity = state.get("identity")
     if not isinstance(identity, str) or not identity.strip():
         return None
-    return normalise_identity(identity)
+    return normalise(state.get("channel"), identity)
 
 
 def shown_text(event: LoggedEvent, vault: Vault, field: str = TEXT) -> str | None:

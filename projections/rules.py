@@ -17,7 +17,7 @@ import orjson
 
 from domain import followup, ids
 from domain import keywords as keywords_module
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 
 # Keyword matching lives in keywords.py; re-exported for the modules that import it from here.
 from domain.keywords import DEFAULT_KEYWORDS, NOTHING, Keywords, Reading
@@ -398,7 +398,7 @@ def consent_fact(
     `name`: the identity's name in the read tables (projections.personal), when not the
     normalised identity."""
     if name is None:
-        name = normalise_identity(state["identity"]) if state.get("identity") else ""
+        name = normalise(state["channel"], state["identity"]) if state.get("identity") else ""
     common = {
         "project_id": project_id,
         "contact_id": contact_key,

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from domain.callbacks import MAX_IDENTITY, normalise_identity
+from domain.callbacks import MAX_IDENTITY
 from domain.contact import Contact
 from domain.erasure import Erasure
+from domain.identity import normalise
 from store import envelope
 from store.db import Database
 from store.ledger import Ledger
@@ -85,7 +86,7 @@ def identity_subjects(ledger: Ledger, channel: str, identity: str) -> list[str]:
     """The subject of one channel identity: its blind index."""
     channel = _text("channel", channel, 64).upper()
     identity = _text("identity", identity, MAX_IDENTITY)
-    if not normalise_identity(identity):
+    if not normalise(channel, identity).strip():
         raise ErasureRefused("identity holds nothing once normalised")
     return [ledger.vault.index(channel, identity)]
 

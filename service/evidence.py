@@ -20,7 +20,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from domain.keywords import DEFAULT_LANGUAGES, Keywords
 from projections import rules
 from projections.consent import erasure_rows, inbound_reading
@@ -116,7 +116,7 @@ def bundle(
     """The bundle: the read side chooses the events (the cited callbacks, an event linking
     each contact of a whole-channel fact to the number, the erasure's event); everything it
     says of them is `derive`d from their stored rows, as `verify` will."""
-    channel, identity = channel.upper(), normalise_identity(identity)
+    channel, identity = channel.upper(), normalise(channel, identity)
     vault = ledger.vault
     name = vault.index(channel, identity)
     with read_db.read() as cur:
@@ -281,7 +281,8 @@ def derive(bundle: Mapping[str, Any]) -> dict[str, Any]:
     (channel, identity, window), `keywords` (how inbound texts are read), `keys` and the
     events' stored rows alone, by the projections' rules."""
     subject = bundle["subject"]
-    channel, wanted = subject["channel"], normalise_identity(subject["identity"])
+    channel = subject["channel"]
+    wanted = normalise(channel, subject["identity"])
     since, until = subject.get("since"), subject.get("until")
     try:
         words = Keywords.build(
@@ -367,7 +368,7 @@ def _subject_name(events: Sequence[LoggedEvent], channel: str, wanted: str) -> s
         if event.state.get("channel") != channel:
             raise Mismatch(f"subject.channel: event {event.notification_id} is on another channel")
         identity = event.state.get("identity")
-        if isinstance(identity, str) and normalise_identity(identity) != wanted:
+        if isinstance(identity, str) and normalise(channel, identity) != wanted:
             raise Mismatch(f"subject.identity: event {event.notification_id} names another number")
         names.add(found)
     if len(names) > 1:
@@ -402,7 +403,7 @@ def _shown_identity(state: Mapping[str, Any]) -> dict[str, Any]:
     """An event's number as the read side shows it (normalised), or None where erased."""
     identity = state.get("identity")
     if isinstance(identity, str):
-        return {"identity": normalise_identity(identity).replace("\x00", "\ufffd")}
+        return {"identity": normalise(state.get("channel"), identity).replace("\x00", "\ufffd")}
     return {"identity": None, "erased": True}
 
 

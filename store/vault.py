@@ -36,7 +36,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from domain.callbacks import normalise_identity
+from domain.identity import loose, normalise
 
 KEY_BYTES = 32
 KEY_ID_BYTES = 16
@@ -269,12 +269,13 @@ class Vault:
         """The name projections and lookups use for a channel identity: its blind index
         (`b.` and 22 characters), or its normalised form in a plaintext store."""
         if not self.encrypted:
-            return normalise_identity(identity)
+            return normalise(channel, identity)
         # A message's reports name the same number: the last names made are kept.
         slot = (channel, identity)
         name = self._names.get(slot)
         if name is None:
-            normal = normalise_identity(identity)
+            # Metadata keeps the rule its stored names were made with (domain.identity.loose).
+            normal = loose(identity) if channel == METADATA else normalise(channel, identity)
             name = "b." + self._hmac("identity", (channel or "").upper(), normal)
             if len(self._names) >= NAMES_KEPT:
                 self._names.clear()
@@ -548,7 +549,8 @@ def _referred(state: Mapping[str, object] | None, field: str) -> str | Erased:
     if not isinstance(value, str):
         return ERASED
     if field == IDENTITY:
-        value = normalise_identity(value)
+        channel = state.get("channel") if state is not None else None
+        value = normalise(channel if isinstance(channel, str) else None, value)
     return value.replace("\x00", "\ufffd")
 
 

@@ -14,7 +14,8 @@ from api.auth import AUDIT
 from api.console.context import Context, mark_audited, query, visitor
 from api.console.render import page
 from api.query_routes import path_param
-from domain.callbacks import MAX_IDENTITY, normalise_identity
+from domain.callbacks import MAX_IDENTITY
+from domain.identity import normalise
 from projections.read_model import consent
 from projections.read_model import console as console_queries
 from projections.rules import iso
@@ -31,7 +32,7 @@ def _time(value: str) -> str | None:
 
 
 async def number_page(context: Context, request: Request) -> Response:
-    identity = normalise_identity(path_param(request, "identity", MAX_IDENTITY))
+    identity = normalise(None, path_param(request, "identity", MAX_IDENTITY))
     auditor = visitor(request).may(AUDIT)
     at_text, at_channel = query(request, "at", 64), query(request, "channel", 64).upper()
     at = _time(at_text)

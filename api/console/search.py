@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from api.console.context import Context, query
 from api.console.render import page
-from domain.callbacks import MAX_IDENTITY, normalise_identity
+from domain.callbacks import MAX_IDENTITY
+from domain.identity import normalise
 from projections.read_model import console as console_queries
 
 
@@ -26,7 +27,7 @@ async def search_page(context: Context, request: Request) -> Response:
         "search.html",
         q=q,
         max_length=MAX_IDENTITY,
-        number=normalise_identity(q) if q else "",
+        number=normalise(None, q) if q else "",
         found=found,
         searched=bool(q),
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from projections import rules
 from projections.personal import open_metadata, open_rows
 from projections.read_model.paging import Conditions, in_time_order
@@ -291,7 +291,7 @@ def history(
         for column, value in (
             ("project_id", project_id),
             ("channel", channel),
-            ("identity", normalise_identity(identity) if identity else None),
+            ("identity", normalise(channel, identity) if identity else None),
         )
         if value is not None
     ]
@@ -406,7 +406,7 @@ def _message_violations(
     for report in rules.expanded_reports(message):
         if report["status"] not in STATUS_RANK or not report["channel"] or not report["identity"]:
             continue
-        key = (report["channel"], normalise_identity(report["identity"]))
+        key = (report["channel"], normalise(report["channel"], report["identity"]))
         first_on[key] = min(first_on.get(key, report["at"]), report["at"])
     for (channel, identity), sent_at in sorted(first_on.items(), key=lambda kv: kv[1]):
         times, rows = consent_facts(message["project_id"], channel, identity)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from domain.callbacks import normalise_identity
+from domain.identity import normalise
 from projections import rules
 from projections.messages import METADATA_PREFIX
 from projections.personal import open_metadata, open_rows
@@ -35,7 +35,7 @@ CHANNELS = (
     *("TELEGRAM", "KAKAOTALK", "KAKAOTALKCHAT", "LINE", "WECHAT", "APPLEBC"),
 )
 IN_CHANNELS = f"channel IN ({', '.join('?' * len(CHANNELS))})"
-# A number on any channel: its name on each (the same name on all in a plaintext store).
+# A number on any channel: its name on each (domain.identity: its digits on number channels).
 ON_ANY_CHANNEL = "(" + " OR ".join(["(channel = ? AND identity = ?)"] * len(CHANNELS)) + ")"
 
 
@@ -106,7 +106,7 @@ def search(
     add([row for row in by_metadata if row["metadata"] == query], "metadata")
     add(_messages(cur, "contact_id = ?", [query], limit, vault), "contact id")
     add(_messages(cur, "conversation_id = ?", [query], limit, vault), "conversation id")
-    identity = normalise_identity(query)
+    identity = normalise(None, query)
     found["numbers"] = [
         {"channel": channel, "identity": identity}
         for channel in channels_of_number(cur, identity, vault)

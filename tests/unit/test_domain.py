@@ -13,7 +13,6 @@ from domain.callbacks import (
     InboundCallback,
     InvalidCallback,
     detect_trigger,
-    normalise_identity,
     parse_callback,
 )
 from domain.contact import Contact, contact_key
@@ -65,20 +64,6 @@ def test_inbound_text_and_kind() -> None:
     media = parse_callback("MESSAGE_INBOUND", p.inbound(text=None))
     assert isinstance(media, InboundCallback)
     assert (media.message.text, media.message.kind) == (None, "media_message")
-
-
-@pytest.mark.parametrize(
-    ("raw", "normal"),
-    [
-        ("+46732001122", "46732001122"),
-        ("46732001122", "46732001122"),
-        (" +46 73-200 1122 ", "46732001122"),
-        ("psid-ABC", "psid-ABC"),
-        (" viber:x ", "viber:x"),
-    ],
-)
-def test_normalise_identity(raw: str, normal: str) -> None:
-    assert normalise_identity(raw) == normal
 
 
 def test_contact_key_falls_back_to_channel_identity() -> None:
