@@ -147,6 +147,9 @@ def replay(
                 else:
                     build_split(rebuild, settings, names, parts, head, page_size, show)
                     rebuild.join_parts(SPLIT, head)
+                # The catch-up to the head reads events written since: it can meet the same
+                # faults as the build.
+                finals = {name: rebuild.finish(name) for name in names}
             except Exception as exc:
                 if unreachable(exc):
                     raise
@@ -156,7 +159,7 @@ def replay(
                 ) from exc
             for name in names:
                 generation = building[name][0]
-                final = rebuild.finish(name)
+                final = finals[name]
                 results[name] = {
                     "events": final - building[name][1],
                     "seconds": time.perf_counter() - started,
