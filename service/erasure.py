@@ -21,6 +21,7 @@ from domain.callbacks import MAX_IDENTITY
 from domain.contact import Contact
 from domain.erasure import Erasure
 from domain.identity import normalise
+from projections.read_model.consent import merged_group
 from store import envelope
 from store.db import Database
 from store.ledger import Ledger
@@ -97,9 +98,25 @@ def contact_subjects(
     """A contact's own subject, every subject its stream's events name (the identities it
     wrote or consented from: the public part of each sealed event says whom it is about), and,
     with the read tables (`db`), every identity its messages were sent to (contact_identities
-    holds their blind indexes)."""
+    holds their blind indexes) and the same for every contact merged with it: Sinch merged
+    them because they are one person, and each one's merge event holds the other's numbers."""
     project_id = _text("project", project_id, MAX_NAME)
     contact_id = _text("contact", contact_id, MAX_NAME)
+    contacts = [contact_id]
+    if db is not None:
+        with db.read() as cur:
+            contacts = merged_group(cur, contact_id)
+    subjects: list[str] = []
+    for one in contacts:
+        for subject in _one_contact(ledger, project_id, one, db):
+            if subject not in subjects:
+                subjects.append(subject)
+    return subjects
+
+
+def _one_contact(
+    ledger: Ledger, project_id: str, contact_id: str, db: Database | None
+) -> list[str]:
     subjects = [ledger.vault.contact_subject(project_id, contact_id)]
     mapper = ledger.mapper
     assert isinstance(mapper, FastMapper) and mapper.zstd is not None

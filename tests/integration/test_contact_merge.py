@@ -488,3 +488,38 @@ def test_a_number_erased_is_not_shown_by_the_merge_that_named_it(
         assert state(fresh, "+46700000001") == "OPTED_OUT"
     finally:
         fresh.close()
+
+
+def test_erasing_either_merged_contact_erases_the_person(
+    runtime: Runtime, ledger: Ledger, settings: Settings
+) -> None:
+    """Merged contacts are one person, and each one's merge event holds the other's numbers:
+    an erasure of either contact reaches both, their numbers and their streams' texts."""
+    from projections.read_model import console as console_queries
+    from service.erasure import contact_subjects, erase
+
+    accept_all(
+        ledger,
+        [
+            everyone("B", "OPT_OUT", BEFORE, "R1"),
+            merge(contact("A", "+46700000001"), contact("B", "+46700000002")),
+        ],
+    )
+    runtime.projector().catch_up()
+    db = runtime.database()
+    vault = ledger.vault
+    subjects = contact_subjects(ledger, "PROJECT1", "B", db)
+    for one in ("A", "B"):
+        assert vault.contact_subject("PROJECT1", one) in subjects
+    for number in ("+46700000001", "+46700000002"):
+        assert vault.index("SMS", number) in subjects
+    # Without the read tables only the contact's own stream is known.
+    assert vault.contact_subject("PROJECT1", "A") not in contact_subjects(ledger, "PROJECT1", "B")
+
+    erase(ledger, project_id="PROJECT1", contact_id="B", by="test", reason="asked", db=db)
+    runtime.projector().catch_up()
+    with db.read() as cur:
+        for one in ("A", "B"):
+            rows = console_queries.identities_of_contact(cur, one, vault=runtime.projector().vault)
+            assert rows and all(row["identity"] is None for row in rows), one
+    assert state(runtime, "+46700000001") == "OPTED_OUT"
