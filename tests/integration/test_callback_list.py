@@ -1,4 +1,4 @@
-"""GET /callbacks: what the store keeps, interpreted or kept in the catch-all (CONTACT_MERGE and
+"""GET /callbacks: what the store keeps, interpreted or kept in the catch-all (CONTACT_CREATE and
 the other triggers this version does not interpret), by trigger and arrival window, in pages;
 audit scope; no bodies. Real Sinch bodies (../shared/fixtures), both backends; the listing reads
 an index on both (projections.callbacks)."""
@@ -32,7 +32,7 @@ from tests.integration.test_queries import wait_for_projections
 from tests.integration.test_real_callbacks import post
 from tests.unit.test_real_callbacks import FIXTURES
 
-MERGES = sorted(FIXTURES.glob("CONTACT_MERGE__*.json"))
+CREATES = sorted(FIXTURES.glob("CONTACT_CREATE__*.json"))
 OTHERS = [
     FIXTURES / "EVENT_INBOUND__docs__1.json",
     FIXTURES / "MESSAGE_DELIVERY__docs__1.json",
@@ -67,26 +67,26 @@ def now() -> str:
 
 
 def test_callbacks_are_listed_by_trigger_and_window_in_pages(client: TestClient) -> None:
-    assert len(MERGES) >= 3
+    assert len(CREATES) >= 3
     before = now()
-    early = sent(client, [*MERGES[:2], *OTHERS])
+    early = sent(client, [*CREATES[:2], *OTHERS])
     middle = now()
-    late = sent(client, MERGES[2:])
+    late = sent(client, CREATES[2:])
     wait_for_projections(client)
 
-    merges = client.get("/callbacks", params={"trigger": "CONTACT_MERGE"}).json()
-    assert merges["next_cursor"] is None
-    items = merges["items"]
+    creates = client.get("/callbacks", params={"trigger": "CONTACT_CREATE"}).json()
+    assert creates["next_cursor"] is None
+    items = creates["items"]
     assert [i["reference"] for i in items] == [*list(early)[:2], *late], "by arrival"
     for item in items:
         assert set(item) == ITEM_KEYS, "no body, no headers"
-        assert item["trigger"] == "CONTACT_MERGE"
+        assert item["trigger"] == "CONTACT_CREATE"
         assert item["interpreted"] is False
         assert before <= item["received_at"] <= now()
         assert item["callback_url"].startswith("/callbacks/")
         # The body is behind the audited read by reference.
         raw = client.get(item["callback_url"]).json()["raw"]
-        assert "contact_merge_notification" in raw
+        assert "contact_create_notification" in raw
     # What the kept bodies say of themselves (the SDK's has an event time, the docs' none).
     docs, sdk = items[0], items[1]
     assert (docs["project_id"], docs["app_id"], docs["event_time"]) == (
@@ -101,11 +101,11 @@ def test_callbacks_are_listed_by_trigger_and_window_in_pages(client: TestClient)
     )
 
     # The window: since <= arrival < until.
-    window = {"trigger": "CONTACT_MERGE", "since": middle}
+    window = {"trigger": "CONTACT_CREATE", "since": middle}
     assert [i["reference"] for i in client.get("/callbacks", params=window).json()["items"]] == (
         list(late)
     )
-    window = {"trigger": "CONTACT_MERGE", "since": before, "until": middle}
+    window = {"trigger": "CONTACT_CREATE", "since": before, "until": middle}
     assert [i["reference"] for i in client.get("/callbacks", params=window).json()["items"]] == (
         list(early)[:2]
     )
@@ -128,7 +128,7 @@ def test_callbacks_are_listed_by_trigger_and_window_in_pages(client: TestClient)
     assert walked == every
     triggers = {i["trigger"] for i in client.get("/callbacks").json()["items"]}
     assert triggers == {
-        "CONTACT_MERGE",
+        "CONTACT_CREATE",
         "EVENT_INBOUND",
         "MESSAGE_DELIVERY",
         "OPT_OUT",
@@ -139,7 +139,7 @@ def test_callbacks_are_listed_by_trigger_and_window_in_pages(client: TestClient)
 @pytest.mark.parametrize(
     ("params", "named"),
     [
-        ({"trigger": "CONTACT MERGE"}, "trigger"),
+        ({"trigger": "CONTACT CREATE"}, "trigger"),
         ({"since": "yesterday"}, "since"),
         ({"until": "2024-13-01T00:00:00Z"}, "until"),
         ({"limit": "0"}, "limit"),
@@ -165,7 +165,7 @@ def test_the_list_needs_the_audit_scope(client: TestClient, database_url: str) -
     assert "audit" in denied.json()["detail"]
     allowed = client.get(
         "/callbacks",
-        params={"trigger": "CONTACT_MERGE"},
+        params={"trigger": "CONTACT_CREATE"},
         headers={"Authorization": f"Bearer {auditor}"},
     )
     assert allowed.status_code == 200
@@ -173,7 +173,7 @@ def test_the_list_needs_the_audit_scope(client: TestClient, database_url: str) -
     logged = client.get("/access-log").json()["items"]
     mine = [e for e in logged if e["route"] == "/callbacks" and e["status"] == 200]
     assert [(e["actor"], e["subject"]) for e in mine] == [
-        ("auditor", {"trigger": "CONTACT_MERGE"})
+        ("auditor", {"trigger": "CONTACT_CREATE"})
     ], logged
 
 
@@ -236,10 +236,10 @@ def test_listing_by_trigger_and_window_reads_an_index(database_url: str) -> None
 def test_the_cli_lists_them_in_pages_and_neutralises_csv_cells(
     client: TestClient, database_url: str
 ) -> None:
-    merges = list(sent(client, MERGES))
+    creates = list(sent(client, CREATES))
     hostile = p.envelope(
         project_id='=HYPERLINK("http://x")',
-        contact_merge_notification={"preserved_contact": {}, "deleted_contact": {}},
+        contact_create_notification={"contact": {}},
     )
     answer = post(client, p.encode(hostile)).json()
     assert answer["status"] == "accepted"
@@ -247,13 +247,13 @@ def test_the_cli_lists_them_in_pages_and_neutralises_csv_cells(
     wait_for_projections(client)
 
     listed = cli(
-        database_url, "callbacks", "list", "--trigger", "contact_merge", "--format", "json"
+        database_url, "callbacks", "list", "--trigger", "contact_create", "--format", "json"
     )
     assert listed.returncode == 0, listed.stderr
     body = orjson.loads(listed.stdout)
-    assert [i["reference"] for i in body["items"]] == [*merges, answer["reference"]]
+    assert [i["reference"] for i in body["items"]] == [*creates, answer["reference"]]
     assert {i["interpreted"] for i in body["items"]} == {False}
-    assert "raw" not in listed.stdout and "contact_merge_notification" not in listed.stdout
+    assert "raw" not in listed.stdout and "contact_create_notification" not in listed.stdout
     assert body["next_cursor"] is None
 
     # Pages: --limit, then --cursor where the first page ended.
@@ -262,42 +262,42 @@ def test_the_cli_lists_them_in_pages_and_neutralises_csv_cells(
         "callbacks",
         "list",
         "--trigger",
-        "CONTACT_MERGE",
+        "CONTACT_CREATE",
         "--limit",
         "3",
         "--format",
         "json",
     )
     page = orjson.loads(first.stdout)
-    assert [i["reference"] for i in page["items"]] == merges[:3]
+    assert [i["reference"] for i in page["items"]] == creates[:3]
     rest = cli(
         database_url,
         "callbacks",
         "list",
         "--trigger",
-        "CONTACT_MERGE",
+        "CONTACT_CREATE",
         "--cursor",
         page["next_cursor"],
         "--format",
         "json",
     )
     assert [i["reference"] for i in orjson.loads(rest.stdout)["items"]] == [
-        *merges[3:],
+        *creates[3:],
         answer["reference"],
     ]
     # The HTTP API takes the same cursor.
     http = client.get(
-        "/callbacks", params={"trigger": "CONTACT_MERGE", "cursor": page["next_cursor"]}
+        "/callbacks", params={"trigger": "CONTACT_CREATE", "cursor": page["next_cursor"]}
     )
-    assert [i["reference"] for i in http.json()["items"]] == [*merges[3:], answer["reference"]]
+    assert [i["reference"] for i in http.json()["items"]] == [*creates[3:], answer["reference"]]
 
     # CSV: a cell a spreadsheet would run as a formula is written as text.
     csv_out = cli(
-        database_url, "callbacks", "list", "--trigger", "CONTACT_MERGE", "--format", "csv"
+        database_url, "callbacks", "list", "--trigger", "CONTACT_CREATE", "--format", "csv"
     )
     assert csv_out.returncode == 0, csv_out.stderr
     rows = list(csv.DictReader(io.StringIO(csv_out.stdout)))
-    assert len(rows) == len(merges) + 1
+    assert len(rows) == len(creates) + 1
     assert rows[-1]["project_id"] == '\'=HYPERLINK("http://x")'
     assert rows[-1]["reference"] == answer["reference"]
     # The table (piped: tab-separated), with a note on stderr when more follow.
@@ -308,7 +308,7 @@ def test_the_cli_lists_them_in_pages_and_neutralises_csv_cells(
     # Without a trigger: every kept one, interpreted ones too.
     every = orjson.loads(cli(database_url, "callbacks", "list", "--format", "json").stdout)
     assert {i["trigger"] for i in every["items"]} >= {
-        "CONTACT_MERGE",
+        "CONTACT_CREATE",
         "MESSAGE_DELIVERY",
         "OPT_OUT",
     }
@@ -320,45 +320,45 @@ def test_the_cli_lists_them_in_pages_and_neutralises_csv_cells(
     # Logged as an audit read, as GET /callbacks is.
     access = orjson.loads(cli(database_url, "audit", "access", "--format", "json").stdout)
     assert any(
-        a["route"] == "callbacks list" and a.get("subject.trigger") == "CONTACT_MERGE"
+        a["route"] == "callbacks list" and a.get("subject.trigger") == "CONTACT_CREATE"
         for a in access
     ), access
 
 
 def test_the_console_page_lists_them_in_pages(client: TestClient, database_url: str) -> None:
-    merges = list(sent(client, MERGES))
+    creates = list(sent(client, CREATES))
     hostile = p.envelope(
         project_id="<script>alert(1)</script>",
-        contact_merge_notification={"preserved_contact": {}, "deleted_contact": {}},
+        contact_create_notification={"contact": {}},
     )
     last = post(client, p.encode(hostile)).json()["reference"]
     delivery = list(sent(client, OTHERS[1:2]))
     wait_for_projections(client)
 
-    html = client.get("/console/callbacks", params={"trigger": "contact_merge"}).text
+    html = client.get("/console/callbacks", params={"trigger": "contact_create"}).text
     # Linked from the console's navigation, and current there.
     assert '<a href="/console/callbacks" aria-current="page">Callbacks</a>' in html
     shown = [unquote(r) for r in re.findall(r'href="/console/callbacks/([^"]+)"', html)]
-    assert shown == [*merges, last]
+    assert shown == [*creates, last]
     assert "kept as is" in html and "MESSAGE_DELIVERY" not in html.split("<tbody>")[1]
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     # Each links to its body (the audited page by reference).
-    body = client.get(f"/console/callbacks/{quote(merges[0], safe='/')}")
-    assert body.status_code == 200 and "contact_merge_notification" in body.text
+    body = client.get(f"/console/callbacks/{quote(creates[0], safe='/')}")
+    assert body.status_code == 200 and "contact_create_notification" in body.text
 
     # Pages of 50: with more kept, a "Next page" link goes on where the first page ended.
     many = [
         p.envelope(
             app_id=f"APP{i}",
-            contact_merge_notification={"preserved_contact": {}, "deleted_contact": {}},
+            contact_create_notification={"contact": {}},
         )
         for i in range(callbacks_page.PAGE_ROWS)
     ]
-    refs = [*merges, last]
+    refs = [*creates, last]
     for body_ in many:
         refs.append(post(client, p.encode(body_)).json()["reference"])
     wait_for_projections(client)
-    first = client.get("/console/callbacks", params={"trigger": "CONTACT_MERGE"}).text
+    first = client.get("/console/callbacks", params={"trigger": "CONTACT_CREATE"}).text
     found = re.search(r'<a id="next" href="([^"]+)"', first)
     assert found is not None
     second = client.get(html_unescape(found.group(1))).text
@@ -390,14 +390,14 @@ def test_the_list_holds_after_an_erasure_and_a_replay_gives_the_same(
     """A row names its callback and what the body says of itself (app, event time), none of
     it personal: an erasure of the person the body is about leaves the row as it was, and a
     replay, which reads only the events' public parts, builds the same rows."""
-    merge = FIXTURES / "CONTACT_MERGE__sdk-java__1.json"  # about MMS 33987654321 first
-    reference = next(iter(sent(client, [merge, *OTHERS[1:2]])))
+    create = FIXTURES / "CONTACT_CREATE__sdk-java__1.json"  # about MMS 33987654321 first
+    reference = next(iter(sent(client, [create, *OTHERS[1:2]])))
     wait_for_projections(client)
     every = {"callbacks": ("reference",)}
     live = projection_rows(database_url, views=every)
     [row] = [r for r in live["callbacks"] if r["reference"] == reference]
     assert (row["trigger"], row["app_id"], row["event_time"]) == (
-        "CONTACT_MERGE",
+        "CONTACT_CREATE",
         "app id value",
         "2020-11-17T16:05:45.000000Z",
     )
