@@ -299,9 +299,9 @@ def test_callbacks_page_in_a_real_browser(server: Server, browser: Any) -> None:
 
     from tests.unit.test_real_callbacks import FIXTURES
 
-    merges = sorted(FIXTURES.glob("CONTACT_MERGE__*.json"))
-    assert merges
-    for path in [*merges, FIXTURES / "MESSAGE_DELIVERY__docs__1.json"]:
+    creates = sorted(FIXTURES.glob("CONTACT_CREATE__*.json"))
+    assert creates
+    for path in [*creates, FIXTURES / "MESSAGE_DELIVERY__docs__1.json"]:
         assert post(server, path.read_bytes()) == 200
     settle(server)
     driver = browser
@@ -309,15 +309,15 @@ def test_callbacks_page_in_a_real_browser(server: Server, browser: Any) -> None:
     link(driver, "Callbacks").click()
     arrive(driver, "/console/callbacks")
     field = css(driver, "#trigger")
-    field.send_keys("contact_merge")
+    field.send_keys("contact_create")
     field.send_keys(Keys.ENTER)
     arrive(driver, "trigger=")
     css(driver, "#callbacks")
     rows = css_all(driver, "#callbacks tbody tr")
-    assert len(rows) == len(merges), driver.page_source[:2000]
-    assert {r.find_elements("css selector", "td")[1].text for r in rows} == {"CONTACT_MERGE"}
+    assert len(rows) == len(creates), driver.page_source[:2000]
+    assert {r.find_elements("css selector", "td")[1].text for r in rows} == {"CONTACT_CREATE"}
     assert fits_a_phone(driver)
     shot(driver, "callbacks")
     rows[0].find_element("css selector", "td:last-child a").click()
     arrive(driver, "/console/callbacks/")
-    assert "contact_merge_notification" in css(driver, "main").text
+    assert "contact_create_notification" in css(driver, "main").text
