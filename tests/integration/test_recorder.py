@@ -28,8 +28,10 @@ def quarantined(ledger: Ledger) -> list[int]:
 def test_interpreted_then_duplicate(ledger: Ledger) -> None:
     recorder = Recorder(alone(ledger))
     raw = p.encode(p.delivery())
-    assert record(recorder, raw) == Outcome("accepted", "MESSAGE_DELIVERY", 1)
-    assert record(recorder, raw) == Outcome("duplicate", "MESSAGE_DELIVERY", 0)
+    first, again = record(recorder, raw), record(recorder, raw)
+    assert (first.status, first.trigger, first.events) == ("accepted", "MESSAGE_DELIVERY", 1)
+    assert (again.status, again.trigger, again.events) == ("duplicate", "MESSAGE_DELIVERY", 0)
+    assert first.reference is not None and again.reference == first.reference
 
 
 def test_other_triggers_are_kept_uninterpreted(ledger: Ledger) -> None:

@@ -45,7 +45,12 @@ def test_every_real_body_comes_back_byte_for_byte(
     assert len(kept) > 100
     stored = ledger.recorder.select_notifications(start=1, limit=10_000)
     assert stored and all(n.state.startswith((MAGIC, *envelope.MAGICS)) for n in stored)
-    events = [e for e in stored_events(database_url) if hasattr(e, "callback")]
+    # A merge is recorded on both contacts: its body counted once, by the preserved one's.
+    events = [
+        e
+        for e in stored_events(database_url)
+        if hasattr(e, "callback") and getattr(e, "role", None) != "deleted"
+    ]
     assert sorted(raw_of(e) for e in events) == sorted(kept)
     # And through the API, by each delivery report's reference in its message's timeline.
     wait_for_projections(client)
