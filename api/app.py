@@ -41,11 +41,12 @@ from api.query_routes import MAX_INTEGER, Params, Queries
 from api.responses import JSON, error
 from api.seal_route import seal_endpoint
 from api.webhook import PATH as WEBHOOK_PATH
-from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
+from api.webhook import SinchWebhook, WebhookFirst, unavailable
 from projections.faults import describe
 from projections.read_model.quarantine import quarantined
 from service.retention import Daily
 from service.runtime import Runtime
+from store.backend import store_unavailable
 from store.config import Settings, collect_less_often
 from store.ledger import Ledger, StoreMoved
 from store.vault import SecretsError
@@ -150,7 +151,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             return error(503, "store_moved", str(exc), status="failing")
         except SecretsError as exc:  # serve refuses to start so; a store that came up later
             return error(503, "wrong_keys", str(exc), status="failing")
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not store_unavailable(runtime.backend, exc):
+                raise
             return unavailable(settings, exc)
         stuck = {name: p["fault"] for name, p in projections.items() if "fault" in p}
         problems = [
@@ -222,6 +225,8 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         return response
 
     async def store_error(request: Request, exc: Exception) -> Response:
+        if not store_unavailable(runtime.backend, exc):
+            raise exc  # a 500, as with no handler
         return unavailable(settings, exc)
 
     async def keys_error(request: Request, exc: Exception) -> Response:
@@ -235,7 +240,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             log.warning("!" * 72)
         try:
             await run_in_threadpool(runtime.projector)
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not store_unavailable(runtime.backend, exc):
+                raise
             log.error("the store is not reachable yet (%s); answering 503 until it is", exc)
         if follower is not None:
             follower.start()
@@ -304,7 +311,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         ],
         exception_handlers={
             HTTPException: http_error,
-            **{exc: store_error for exc in UNAVAILABLE},
+            # Any other error is looked at by store_error (`Exception` itself would be
+            # Starlette's last-resort handler, which answers 500 whatever it returns).
+            BaseException: store_error,
             SecretsError: keys_error,
         },
         lifespan=lifespan,

@@ -16,6 +16,8 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
+
 # A table option in the read tables' portable SQL: SQLite keeps such a table in its primary
 # key's tree (no rowid, no second copy of the key); PostgreSQL has no such tables and drops it.
 ROWLESS = " WITHOUT ROWID"
@@ -28,6 +30,25 @@ if TYPE_CHECKING:
 
 class ConfigError(ValueError):
     pass
+
+
+class StoreContention(RuntimeError):
+    """Writes to one stream kept conflicting: the store is busy, the same request later may
+    succeed."""
+
+
+def store_unavailable(backend: Backend, exc: BaseException) -> bool:
+    """The one decision of "the store is unavailable": the database is down, busy or out of
+    resources, nothing about what was asked, so the same request later may succeed (the
+    webhook answers 503 so the sender retries; the projector retries instead of blaming an
+    event). `backend` tells which of its driver's errors say so."""
+    if isinstance(exc, StoreContention | OSError):
+        return True
+    if isinstance(exc, PersistenceError):
+        # The library's wrapper of a driver error: the driver's error decides, when known.
+        cause = exc.__cause__
+        return cause is None or store_unavailable(backend, cause)
+    return backend.unavailable(exc)
 
 
 class Connections(Protocol):
@@ -72,6 +93,12 @@ class Backend(ABC):
     def store_file(self) -> str | None:
         """The file the store lives in, when it is one (checked around every write)."""
         return None
+
+    @abstractmethod
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether this error of the database's driver says the database cannot serve now
+        (down, busy, out of resources) rather than anything about the statement or the data.
+        Asked only through `store_unavailable`."""
 
     # ---- the SQL dialect --------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from domain.contact import Contact, Namer
 from domain.keywords import Reading
 from domain.receipt import Receipt
 from store import dedupe, stream_ids, vault_keys
-from store.backend import Backend
+from store.backend import Backend, StoreContention
 from store.catch_all import CatchAll
 from store.commands import (
     Command,
@@ -45,10 +45,6 @@ from store.vault import Secrets, Vault, plaintext
 log = logging.getLogger("callback_ledger")
 
 MAX_ATTEMPTS = 50
-
-
-class StoreContention(RuntimeError):
-    """Optimistic-concurrency retries ran out; the sender should try again later."""
 
 
 class StoreMoved(OSError):

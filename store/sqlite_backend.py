@@ -117,6 +117,10 @@ class SQLiteBackend(Backend):
     def store_file(self) -> str | None:
         return os.path.abspath(self.path)
 
+    def unavailable(self, exc: BaseException) -> bool:
+        # Locked, busy, I/O, a full disk: yes; a missing table ("no such ...") is no outage.
+        return isinstance(exc, sqlite3.OperationalError) and not str(exc).startswith("no such")
+
     def sql(self, sql: str) -> str:
         return sql
 
