@@ -202,14 +202,6 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         found = self.recorder.recorded(list(pairs))  # type: ignore[attr-defined]
         return {pairs[pair] for pair in found}
 
-    def accept(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
-        """Records a JSON callback body on its own. Raises InvalidCallback for a known trigger
-        with invalid fields; persistence errors propagate (the caller answers 503)."""
-        command = self.command_for(body, receipt)
-        if command is None:
-            return self.keep_unrecognised(body, receipt)
-        return self.execute(command)
-
     def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
         """What recording this body means, or None for a trigger we keep uninterpreted."""
         return command_for(body, receipt, self.namer(), self.stream_layout)

@@ -20,7 +20,7 @@ from store.compression import inflate
 from store.config import Settings
 from store.db import Database
 from store.dedupe import DedupeSQLiteApplicationRecorder
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
 from tests import payloads as p
 from tests.helpers import accept_all
@@ -39,7 +39,7 @@ def command(ledger: Ledger, body: dict[str, Any]) -> Command:
 
 
 def record(ledger: Ledger, bodies: list[dict[str, Any]], cache: LRU) -> list[Outcome]:
-    results = execute_many(ledger, [command(ledger, b) for b in bodies], cache)
+    results = run(GroupCommit(ledger, cache=cache), [command(ledger, b) for b in bodies])
     assert all(isinstance(r, Outcome) for r in results), results
     return results  # type: ignore[return-value]
 

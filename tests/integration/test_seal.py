@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from store import seal, spellings
 from store.config import Settings
 from store.db import Cursor, Database
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET
@@ -243,7 +243,7 @@ def test_a_failed_batch_leaves_neither_events_nor_seal(ledger: Ledger, database_
     # The group commit seals its batches too, and the chain goes on from where it was.
     command = ledger.command_for(p.delivery("M3", "DELIVERED"), _receipt())
     assert command is not None
-    execute_many(ledger, [command], LRU(10))
+    run(GroupCommit(ledger, cache=LRU(10)), [command])
     code, report = verify(database_url)
     assert code == 0, report
     assert report["events"] == 2
