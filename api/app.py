@@ -12,10 +12,11 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.admin_routes import ADMIN_SCOPES
 from api.admin_routes import routes as admin_routes
@@ -113,6 +114,30 @@ def app_from_env() -> Observed:
     """The factory each server process calls when `serve --workers` starts several."""
     collect_less_often()
     return create_app(Settings.from_env())
+
+
+class StoreUnavailable:
+    """A route that fails because the store is unavailable (store.backend.store_unavailable)
+    answers 503, as the webhook does; any other error goes on up (a 500)."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started or not store_unavailable(self.runtime.backend, exc):
+                raise
+            await unavailable(self.runtime.settings, exc)(scope, receive, send)
 
 
 def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
@@ -224,11 +249,6 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         response.headers.update(exc.headers or {})
         return response
 
-    async def store_error(request: Request, exc: Exception) -> Response:
-        if not store_unavailable(runtime.backend, exc):
-            raise exc  # a 500, as with no handler
-        return unavailable(settings, exc)
-
     async def keys_error(request: Request, exc: Exception) -> Response:
         return error(503, "wrong_keys", str(exc))
 
@@ -311,11 +331,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         ],
         exception_handlers={
             HTTPException: http_error,
-            # Any other error is looked at by store_error (`Exception` itself would be
-            # Starlette's last-resort handler, which answers 500 whatever it returns).
-            BaseException: store_error,
             SecretsError: keys_error,
         },
+        middleware=[Middleware(StoreUnavailable, runtime=runtime)],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False

@@ -19,9 +19,9 @@ from domain.receipt import Receipt
 from store.compression import inflate
 from store.config import Settings
 from store.db import Database
-from store.dedupe import DedupeSQLiteApplicationRecorder
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
+from store.seal_sqlite import DedupeSQLiteApplicationRecorder
 from tests import payloads as p
 from tests.helpers import accept_all
 
