@@ -45,6 +45,7 @@ from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import SinchWebhook, WebhookFirst, unavailable
 from projections.faults import describe
 from projections.read_model.quarantine import quarantined
+from service import metrics
 from service.retention import Daily
 from service.runtime import Runtime
 from store.backend import store_unavailable
@@ -141,7 +142,9 @@ class StoreUnavailable:
 
 
 def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
-    runtime = Runtime(settings, ledger)
+    runtime = Runtime(
+        settings, ledger, observe=metrics.group_commit, on_follower_error=metrics.follower_error
+    )
     guard = Guard(runtime)
     follower = runtime.follower()
     progress = Progress()

@@ -6,12 +6,12 @@ dialect (placeholders, bulk upserts and inserts, catalog queries, the events que
 group-commit driver serves requests. Nothing outside `store/sqlite_backend.py` and
 `store/postgres_backend.py` asks which database it is talking to; it asks this object.
 
-`backend_for` is the only place that looks at the URL's scheme."""
+`store.config.backend_for` is the only place that looks at the URL's scheme."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from uuid import UUID
@@ -26,6 +26,16 @@ if TYPE_CHECKING:
     from store.db import Cursor, Row
     from store.group_commit import Observer, Writer
     from store.ledger import Ledger
+
+
+def upsert_sql(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
+    """An insert that updates the row of the same key: the portable form both databases
+    understand (`?` placeholders)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
 
 
 class ConfigError(ValueError):
@@ -240,15 +250,3 @@ class Backend(ABC):
         self, ledger: Ledger, observe: Observer | None = None, cache_size: int = 20_000
     ) -> Writer:
         """The group commit that serves requests on an event loop, for this database."""
-
-
-def backend_for(url: str, timeout_s: int = 5) -> Backend:
-    """The backend a database URL names; raises ConfigError for a URL neither understands."""
-    # Imported here: both import this module for the base class.
-    from store.postgres_backend import PostgresBackend
-    from store.sqlite_backend import SQLiteBackend
-
-    kind: Callable[[str, int], Backend] = (
-        SQLiteBackend if url.startswith("sqlite:") else PostgresBackend
-    )
-    return kind(url, timeout_s)

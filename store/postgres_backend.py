@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.backend import ROWLESS, Backend, ConfigError
+from store.backend import ROWLESS, Backend, ConfigError, upsert_sql
 
 if TYPE_CHECKING:
     from store.db import Cursor, Row
@@ -154,8 +154,6 @@ class PostgresBackend(Backend):
     ) -> None:
         """A large batch goes through COPY into a staging table and one INSERT ... SELECT:
         one statement instead of one per row."""
-        from store.db import upsert_sql
-
         if len(rows) < 200:
             cur.executemany(upsert_sql(table, columns, keys), rows)
             return

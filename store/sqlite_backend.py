@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from store.backend import Backend, ConfigError
+from store.backend import Backend, ConfigError, upsert_sql
 
 if TYPE_CHECKING:
     from store.db import Cursor, Row
@@ -139,8 +139,6 @@ class SQLiteBackend(Backend):
         keys: Sequence[str],
         rows: Sequence[Sequence[Any]],
     ) -> None:
-        from store.db import upsert_sql
-
         cur.executemany(upsert_sql(table, columns, keys), rows)
 
     def insert(

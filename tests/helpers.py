@@ -14,7 +14,7 @@ import orjson
 
 from domain.receipt import Receipt
 from service.recorder import Outcome, Recorder, alone
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.ledger import Ledger
 from store.vault import Secrets
 
@@ -78,7 +78,7 @@ def projection_rows(
     different times (live, and by a replay) compare equal."""
     from store.db import Database
 
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             rows = {
@@ -157,7 +157,7 @@ def make_key(
     from store.db import Database
     from store.keys import SCOPES, KeyStore
 
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         return KeyStore(db).create(name, SCOPES if scopes is None else scopes, expires_in_days)
     finally:

@@ -17,7 +17,7 @@ from domain.callbacks import parse_callback
 from domain.contact import RECENT, Contact
 from domain.receipt import Receipt
 from store.compression import inflate
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
@@ -52,7 +52,7 @@ def latest_snapshot_bytes(ledger: Ledger) -> int:
 
 
 def keys_in_table(database_url: str) -> int:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             return cur.execute("SELECT COUNT(*) AS n FROM ledger_dedupe").fetchone()["n"]
@@ -233,7 +233,7 @@ def test_stores_of_the_previous_version_still_load_and_dedupe(
         state=state,
     )
     ledger.close()
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             cur.execute("DROP TABLE ledger_dedupe")

@@ -17,7 +17,7 @@ from domain.receipt import Receipt
 from projections.read_model import consent
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import accept_all, names, stored_events
@@ -435,7 +435,7 @@ def test_a_store_from_before_gains_the_merges_table_without_a_replay(
     ledger.execute(ledger.unrecognised_command(body, receipt))  # as an earlier version kept it
     accept_all(ledger, [everyone("B", "OPT_OUT", BEFORE, "R1")])
     runtime.projector().catch_up()
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             cur.execute("DROP VIEW contact_merges")

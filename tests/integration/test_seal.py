@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from store import seal, spellings
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Cursor, Database
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
@@ -51,7 +51,7 @@ def verify(database_url: str, *args: str) -> tuple[int, dict[str, Any]]:
 def tamper(database_url: str) -> Iterator[Cursor]:
     """Plain SQL on the store, as someone behind the service's back would write it; the
     statements of one test commit together at its end."""
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             yield cur
@@ -60,7 +60,7 @@ def tamper(database_url: str) -> Iterator[Cursor]:
 
 
 def rows(database_url: str, ledger: Ledger) -> list[dict[str, Any]]:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     column = db.backend.log_id_column
     try:
         with db.read() as cur:
@@ -73,7 +73,7 @@ def rows(database_url: str, ledger: Ledger) -> list[dict[str, Any]]:
 
 
 def sql(database_url: str, statement: str, *params: Any) -> None:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             cur.execute(statement.replace("{id}", db.backend.log_id_column), params)
@@ -82,7 +82,7 @@ def sql(database_url: str, statement: str, *params: Any) -> None:
 
 
 def seals(database_url: str) -> list[seal.Seal]:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             found = cur.tuples(

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from eventsourcing.persistence import OperationalError
 
-from store.backend import Backend, StoreContention, backend_for, store_unavailable
+from store.backend import Backend, StoreContention, store_unavailable
+from store.config import backend_for
 
 
 def raised(backend: Backend, sql: str) -> Exception:
