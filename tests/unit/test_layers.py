@@ -8,6 +8,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 # Lowest first: a package may import its own modules and those of the packages before it.
 LAYERS = ("domain", "store", "projections", "service", "api", "callback_ledger")
@@ -90,13 +92,13 @@ def test_only_the_backends_import_a_database_driver() -> None:
     assert outside == []
 
 
-def folder_graph() -> dict[str, set[str]]:
-    """Each module's imports, that run, of modules in its own folder."""
+def folder_graph(running: bool) -> dict[str, set[str]]:
+    """Each module's imports of modules in its own folder."""
     paths = {module_name(path): path for path in product_files()}
     return {
         name: {
             other
-            for other in imported(path, running=True)
+            for other in imported(path, running)
             if other in paths and other != name and paths[other].parent == path.parent
         }
         for name, path in paths.items()
@@ -114,16 +116,39 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_no_import_circle_inside_a_folder() -> None:
-    """An import inside a function counts: it only moves the circle to the first call."""
-    graph = folder_graph()
+def circles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
     reach = {name: reachable(graph, name) for name in graph}
-    circles = {
-        tuple(sorted(n for n in reach[name] if name in reach[n]))
-        for name in graph
-        if name in reach[name]
-    }
-    assert sorted(circles) == []
+    return sorted(
+        {
+            tuple(sorted(n for n in reach[name] if name in reach[n]))
+            for name in graph
+            if name in reach[name]
+        }
+    )
+
+
+def test_no_import_circle_inside_a_folder() -> None:
+    """Counting the imports that run: at module level or inside a function (one there only
+    moves the circle to the first call)."""
+    assert circles(folder_graph(running=True)) == []
+
+
+FOLDERS = sorted({str(path.parent.relative_to(ROOT)) for path in product_files()})
+# Its backends, group commit and drivers name the Ledger (and the read tables' Cursor) in
+# their signatures while the Ledger and the database build on them: no import of them runs in
+# a circle, but breaking the types' circle means the store's rooms by job.
+TYPES_CIRCLE = pytest.mark.xfail(
+    strict=True, reason="store's types: backend, db, group_commit, ledger and the drivers"
+)
+
+
+@pytest.mark.parametrize(
+    "folder", [pytest.param(f, marks=TYPES_CIRCLE) if f == "store" else f for f in FOLDERS]
+)
+def test_no_import_circle_inside_a_folder_even_for_types(folder: str) -> None:
+    """Counting also the imports only a type checker reads (`if TYPE_CHECKING:`)."""
+    found = circles(folder_graph(running=False))
+    assert [c for c in found if c[0].rsplit(".", 1)[0] == folder.replace("/", ".")] == []
 
 
 def test_the_circle_check_counts_what_runs(tmp_path: Path) -> None:
