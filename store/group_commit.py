@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError
 
+from store.backend import store_unavailable
 from store.commands import (
     Command,
     Fact,
@@ -168,10 +169,10 @@ class GroupCommit:
                 return (yield from self._attempt(commands))
             except IntegrityError:
                 continue  # the streams it touched left the cache: they are reloaded
-            except (OperationalError, InterfaceError) as exc:
-                # The store is unreachable: retrying each alone would only multiply the wait.
-                return [exc] * len(commands)
             except Exception as exc:
+                if store_unavailable(self.ledger.backend, exc):
+                    # Retrying each alone would only multiply the wait.
+                    return [exc] * len(commands)
                 if len(commands) == 1:
                     return [exc]
                 break
