@@ -12,10 +12,11 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.admin_routes import ADMIN_SCOPES
 from api.admin_routes import routes as admin_routes
@@ -41,11 +42,13 @@ from api.query_routes import MAX_INTEGER, Params, Queries
 from api.responses import JSON, error
 from api.seal_route import seal_endpoint
 from api.webhook import PATH as WEBHOOK_PATH
-from api.webhook import UNAVAILABLE, SinchWebhook, WebhookFirst, unavailable
+from api.webhook import SinchWebhook, WebhookFirst, unavailable
 from projections.faults import describe
 from projections.read_model.quarantine import quarantined
+from service import metrics
 from service.retention import Daily
 from service.runtime import Runtime
+from store.backend import store_unavailable
 from store.config import Settings, collect_less_often
 from store.ledger import Ledger, StoreMoved
 from store.vault import SecretsError
@@ -114,8 +117,37 @@ def app_from_env() -> Observed:
     return create_app(Settings.from_env())
 
 
+class StoreUnavailable:
+    """A route that fails because the store is unavailable (store.backend.store_unavailable)
+    answers 503, as the webhook does; any other error goes on up (a 500)."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started or not store_unavailable(self.runtime.backend, exc):
+                raise
+            await unavailable(self.runtime.settings, exc)(scope, receive, send)
+
+
 def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
-    runtime = Runtime(settings, ledger)
+    runtime = Runtime(
+        settings, ledger, observe=metrics.group_commit, on_follower_error=metrics.follower_error
+    )
     guard = Guard(runtime)
     follower = runtime.follower()
     progress = Progress()
@@ -150,7 +182,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             return error(503, "store_moved", str(exc), status="failing")
         except SecretsError as exc:  # serve refuses to start so; a store that came up later
             return error(503, "wrong_keys", str(exc), status="failing")
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not store_unavailable(runtime.backend, exc):
+                raise
             return unavailable(settings, exc)
         stuck = {name: p["fault"] for name, p in projections.items() if "fault" in p}
         problems = [
@@ -221,9 +255,6 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         response.headers.update(exc.headers or {})
         return response
 
-    async def store_error(request: Request, exc: Exception) -> Response:
-        return unavailable(settings, exc)
-
     async def keys_error(request: Request, exc: Exception) -> Response:
         return error(503, "wrong_keys", str(exc))
 
@@ -235,7 +266,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             log.warning("!" * 72)
         try:
             await run_in_threadpool(runtime.projector)
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not store_unavailable(runtime.backend, exc):
+                raise
             log.error("the store is not reachable yet (%s); answering 503 until it is", exc)
         if follower is not None:
             follower.start()
@@ -304,9 +337,9 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         ],
         exception_handlers={
             HTTPException: http_error,
-            **{exc: store_error for exc in UNAVAILABLE},
             SecretsError: keys_error,
         },
+        middleware=[Middleware(StoreUnavailable, runtime=runtime)],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import time
 from array import array
 from bisect import bisect_left
@@ -19,8 +18,6 @@ from hashlib import blake2b
 from heapq import heappop, heappush
 from itertools import chain
 
-import psycopg
-from eventsourcing.persistence import PersistenceError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -33,24 +30,17 @@ from domain.callbacks import UNKNOWN_TRIGGER
 from domain.receipt import Receipt
 from service.recorder import QuarantineFailed, Recorder, Refusal, Store
 from service.runtime import Runtime
+from store.backend import store_unavailable
 from store.commands import Command
 from store.commands import Outcome as Committed
 from store.config import Settings
-from store.ledger import Ledger, StoreContention
+from store.ledger import Ledger
 
 log = logging.getLogger("callback_ledger")
 
 PATH = "/webhooks/sinch"
 # ASGI gives header names lower-cased, as bytes.
 READ_HEADERS = frozenset(h.encode("latin-1") for h in (*signature.HEADERS, "content-length"))
-
-UNAVAILABLE = (
-    PersistenceError,
-    StoreContention,
-    OSError,
-    psycopg.OperationalError,
-    sqlite3.OperationalError,
-)
 
 
 class BodyTooLarge(Exception):
@@ -319,11 +309,10 @@ class SinchWebhook:
         except QuarantineFailed as exc:
             # Not kept, so it must not be refused for good: let the sender retry.
             return unavailable(settings, exc.__cause__ or exc)
-        except UNAVAILABLE as exc:
-            self.health.failed(exc)
-            return unavailable(settings, exc)
-        except Exception as exc:  # a bug of ours must not lose the callback: sender retries
-            log.exception("unexpected error while recording a callback")
+        except Exception as exc:
+            if not store_unavailable(self.runtime.backend, exc):
+                # A bug of ours: it must not lose the callback either, the sender retries.
+                log.exception("unexpected error while recording a callback")
             self.health.failed(exc)
             return unavailable(settings, exc)
         if outcome.refusal is not None:

@@ -2,17 +2,13 @@
 
 Kind "event": a projection cannot apply an event of the log (cleared once it moves on); kind
 "replay": a table it gained in an upgrade holds nothing from before (cleared by
-`callback-ledger replay`). Also what tells a fault of the store (retried as it is) from a
-fault of an event, and the words both are reported in."""
+`callback-ledger replay`). Also the words a fault is reported in. (A fault of the store, not
+of an event, is told apart by store.backend.store_unavailable and retried as it is.)"""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
-
-import psycopg
-import psycopg_pool
 
 from store.db import Cursor
 
@@ -25,23 +21,6 @@ EVENT, REPLAY = "event", "replay"
 # A fault as the table holds it (and /healthz shows it): kind, position, notification_id,
 # stream, event, error, since.
 Fault = dict[str, Any]
-
-# SQLSTATE classes that say the server is unreachable, shutting down, out of resources, or
-# that the transaction lost a race or waited too long: nothing about the event itself.
-_TRANSIENT = ("08", "40", "53", "55", "57")
-
-
-def unreachable(exc: BaseException) -> bool:
-    """The store is down or busy: no fault of an event, so retried as it is."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return not str(exc).startswith("no such")  # locked, I/O: yes; a missing table: no
-    if isinstance(exc, psycopg.Error):
-        # A connection failure has no SQLSTATE; "index row size exceeds maximum" (54000) is
-        # an OperationalError too, but caused by the event.
-        if exc.sqlstate is None:
-            return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-        return exc.sqlstate[:2] in _TRANSIENT
-    return isinstance(exc, psycopg_pool.PoolTimeout | OSError)
 
 
 class ProjectionStuck(RuntimeError):

@@ -25,12 +25,12 @@ from projections.faults import (
     now,
     read_faults,
     summary,
-    unreachable,
     write_fault,
 )
 from projections.log_reader import EventLog, LoggedEvent, UnsealedEvent
 from projections.projection import Projection, all_projections
 from projections.read_ahead import Page
+from store.backend import store_unavailable
 from store.db import Cursor, Database, Row
 from store.vault import Vault, plaintext
 
@@ -136,14 +136,14 @@ class Projector:
         try:
             pages = self._follow(names)
         except Exception as exc:
-            if unreachable(exc):
+            if store_unavailable(self.db.backend, exc):
                 raise
             pages, faults = 0, {}
             for name in names:
                 try:
                     pages += self._follow([name])
                 except Exception as error:
-                    if unreachable(error):
+                    if store_unavailable(self.db.backend, error):
                         raise
                     faults[name] = self._record_fault(name, error)
             self._clear_faults([name for name in names if name not in faults])
@@ -260,7 +260,7 @@ class Projector:
         try:
             culprit = self.locate_fault(name, position, building=False)
         except Exception as failure:  # the page cannot even be read (decoded)
-            if unreachable(failure):
+            if store_unavailable(self.db.backend, failure):
                 raise
             culprit = None
         event, error = culprit if culprit else (None, exc)
@@ -305,7 +305,7 @@ class Projector:
             except _Rollback:
                 continue
             except Exception as error:
-                if unreachable(error):
+                if store_unavailable(self.db.backend, error):
                     raise
                 return event, error
         if unsealed is not None:

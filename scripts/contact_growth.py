@@ -2,11 +2,11 @@
 
 One contact receives N inbound messages. The messages around the 100th and around the Nth are
 recorded one at a time and timed, on both write paths:
-- `group`: `execute_many` with a warm aggregate cache, one command per batch (what `serve`'s
+- `group`: the group commit with a warm aggregate cache, one command per batch (what `serve`'s
   group commit does for a lone request);
-- `alone`: `Ledger.accept`, which loads the stream from the store each time (what `ingest` and
-  the retry of a failed batch do);
-- `cold`: `execute_many` with an empty cache, one command per batch (a batch after a restart,
+- `alone`: the Recorder committing alone, which loads the stream from the store each time (what
+  `ingest` and the retry of a failed batch do);
+- `cold`: the group commit with an empty cache, one command per batch (a batch after a restart,
   after a conflict with another process, or once the contact left the cache).
 The rest are recorded in batches of 256 (snapshots are taken as usual). Each figure is the mean
 over one snapshot interval of 200 messages (every 10th of them for `cold`), in µs per message;
@@ -19,6 +19,7 @@ empty database)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -30,9 +31,11 @@ import orjson
 
 from domain.contact import Contact
 from domain.receipt import Receipt
+from service import recorder as recording
+from service.recorder import Recorder
 from store.commands import Command
 from store.config import Settings
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
 
 WINDOW = 200
@@ -85,13 +88,15 @@ def main() -> None:
         url = f"sqlite:///{tempfile.mkdtemp()}/growth.sqlite3"
     ledger = Ledger.from_settings(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": url}))
     cache = LRU(1000)
+    recorder = Recorder(recording.alone(ledger), keep_refused=False)
+    runner = asyncio.Runner()
     recorded = 0
 
     def fill(upto: int) -> None:
         nonlocal recorded
         while recorded < upto:
             batch = [command(ledger, i) for i in range(recorded, min(upto, recorded + 256))]
-            for result in execute_many(ledger, batch, cache):
+            for result in run(GroupCommit(ledger, cache=cache), batch):
                 assert not isinstance(result, BaseException), result
             recorded += len(batch)
 
@@ -105,15 +110,18 @@ def main() -> None:
             i = recorded
             if path != "alone":
                 c = command(ledger, i)
+                core = GroupCommit(ledger, cache=cache if path == "group" else LRU(10))
                 started = time.perf_counter()
-                result = execute_many(ledger, [c], cache if path == "group" else LRU(10))[0]
+                [result] = run(core, [c])
+                total += time.perf_counter() - started
+                assert not isinstance(result, BaseException), result
+                status: str = result.status
             else:
-                b = body(i)
-                r = receipt(b)
+                r = receipt(body(i))
                 started = time.perf_counter()
-                result = ledger.accept(b, r)
-            total += time.perf_counter() - started
-            assert not isinstance(result, BaseException) and result.status == "accepted", result
+                status = runner.run(recorder.record(r.raw.encode(), r)).status
+                total += time.perf_counter() - started
+            assert status == "accepted", status
             recorded += 1
         return total / (WINDOW // every) * 1e6
 
@@ -125,6 +133,7 @@ def main() -> None:
         alone = timed("alone")
         cold = timed("cold", 10)
         rows.append((f"{upto + 1:,}-{recorded:,}", group, alone, cold, *snapshot_sizes(ledger)))
+    runner.close()
     ledger.close()
     print(f"{url.split(':')[0]}, one contact, {recorded} inbound messages")
     print("messages | group µs | alone µs | cold µs | snapshots | all bytes | latest bytes")

@@ -12,10 +12,11 @@ import httpx
 
 def key_headers(database_url: str) -> dict[str, str]:
     """An API key for /healthz's detail (a key is created in the store, as `keys create` does)."""
+    from store.config import backend_for
     from store.db import Database
     from store.keys import SCOPES, KeyStore
 
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         key = KeyStore(db).create(f"bench-{time.time_ns()}", SCOPES)
     finally:

@@ -22,7 +22,7 @@ from domain.contact import Contact, contact_key
 from domain.receipt import Receipt
 from projections.read_model import callbacks
 from store.config import Settings
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 command = ledger.command_for(body, receipt)
                 assert command is not None
                 commands.append(command)
-            execute_many(ledger, commands, cache)
+            run(GroupCommit(ledger, cache=cache), commands)
         stream = Contact.create_id("P", contact_key("CHATTY", "SMS", "+46700000001"))
         for i in (0, args.events // 2, args.events - 1):
             reference = f"{stream}/INBOUND|IN{i}"

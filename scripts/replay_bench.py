@@ -17,7 +17,7 @@ from scripts.callback_mix import callback_mix
 from scripts.db_stats import event_count
 from scripts.proc_stats import tree_peaks_kb
 from store.config import Settings
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
 
 
@@ -41,7 +41,7 @@ def generate_log(database_url: str, n_events: int) -> int:
                     command = ledger.command_for(body, Receipt(raw, receipt_time, True))
                     if command is not None:
                         commands.append(command)
-                execute_many(ledger, commands, LRU(0))
+                run(GroupCommit(ledger, cache=LRU(0)), commands)
                 if ledger.ping() >= n_events:
                     break
         return ledger.ping()

@@ -23,9 +23,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from projections.faults import unreachable
 from projections.rebuild import SPLIT, Rebuild
 from service.runtime import Runtime
+from store.backend import store_unavailable
 from store.config import Settings, collect_less_often
 
 
@@ -151,7 +151,7 @@ def replay(
                 # faults as the build.
                 finals = {name: rebuild.finish(name) for name in names}
             except Exception as exc:
-                if unreachable(exc):
+                if store_unavailable(runtime.backend, exc):
                     raise
                 why = projector.explain(names, exc, building=True)
                 raise SystemExit(

@@ -1,5 +1,5 @@
 """The one wiring point: from Settings it builds the backend (store.backend) once, and from it
-the Ledger, the group commit (the backend's driver, told of each batch by the metrics), the
+the Ledger, the group commit (the backend's driver, told of each batch by `observe`), the
 read-table database, the projector and the live follower. `serve`, the CLI commands and the
 tests obtain these here. Opened on first use, so the service starts (and answers 503) while
 its database is still down, and heals without a restart when it comes back."""
@@ -7,6 +7,7 @@ its database is still down, and heals without a restart when it comes back."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from projections.follower import LiveFollower
 from projections.projector import Projector, all_projections
@@ -14,13 +15,24 @@ from projections.rules import Keywords
 from store.backend import Backend
 from store.config import Settings
 from store.db import Database
-from store.group_commit import Writer
+from store.group_commit import Observer, Writer
 from store.ledger import Ledger
 
 
 class Runtime:
-    def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
+    """`observe`: told of each group commit; `on_follower_error`: of each failed pass of the
+    live follower (`serve` passes the metrics' hooks)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger | None = None,
+        observe: Observer | None = None,
+        on_follower_error: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.observe = observe
+        self.on_follower_error = on_follower_error
         self.backend: Backend = ledger.backend if ledger is not None else settings.store_backend()
         self._ledger = ledger
         self._projector: Projector | None = None
@@ -53,10 +65,7 @@ class Runtime:
             ledger = self.ledger()
             with self._lock:
                 if self._writer is None:
-                    # Imported here: the metrics are set up by `serve` before the first request.
-                    from service.metrics import group_commit
-
-                    self._writer = self.backend.group_commit(ledger, observe=group_commit)
+                    self._writer = self.backend.group_commit(ledger, observe=self.observe)
         return self._writer
 
     async def aclose_writer(self) -> None:
@@ -104,10 +113,7 @@ class Runtime:
         itself (LEDGER_PROJECTIONS=inline); not started."""
         if self.settings.projections != "inline":
             return None
-        # Imported here, as for the group commit: the metrics are set up by `serve` first.
-        from service.metrics import follower_error
-
-        return LiveFollower(self.projector, on_error=follower_error)
+        return LiveFollower(self.projector, on_error=self.on_follower_error)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -6,15 +6,17 @@ dialect (placeholders, bulk upserts and inserts, catalog queries, the events que
 group-commit driver serves requests. Nothing outside `store/sqlite_backend.py` and
 `store/postgres_backend.py` asks which database it is talking to; it asks this object.
 
-`backend_for` is the only place that looks at the URL's scheme."""
+`store.config.backend_for` is the only place that looks at the URL's scheme."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from uuid import UUID
+
+from eventsourcing.persistence import PersistenceError
 
 # A table option in the read tables' portable SQL: SQLite keeps such a table in its primary
 # key's tree (no rowid, no second copy of the key); PostgreSQL has no such tables and drops it.
@@ -26,8 +28,37 @@ if TYPE_CHECKING:
     from store.ledger import Ledger
 
 
+def upsert_sql(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
+    """An insert that updates the row of the same key: the portable form both databases
+    understand (`?` placeholders)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+
+
 class ConfigError(ValueError):
     pass
+
+
+class StoreContention(RuntimeError):
+    """Writes to one stream kept conflicting: the store is busy, the same request later may
+    succeed."""
+
+
+def store_unavailable(backend: Backend, exc: BaseException) -> bool:
+    """The one decision of "the store is unavailable": the database is down, busy or out of
+    resources, nothing about what was asked, so the same request later may succeed (the
+    webhook answers 503 so the sender retries; the projector retries instead of blaming an
+    event). `backend` tells which of its driver's errors say so."""
+    if isinstance(exc, StoreContention | OSError):
+        return True
+    if isinstance(exc, PersistenceError):
+        # The library's wrapper of a driver error: the driver's error decides, when known.
+        cause = exc.__cause__
+        return cause is None or store_unavailable(backend, cause)
+    return backend.unavailable(exc)
 
 
 class Connections(Protocol):
@@ -72,6 +103,12 @@ class Backend(ABC):
     def store_file(self) -> str | None:
         """The file the store lives in, when it is one (checked around every write)."""
         return None
+
+    @abstractmethod
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether this error of the database's driver says the database cannot serve now
+        (down, busy, out of resources) rather than anything about the statement or the data.
+        Asked only through `store_unavailable`."""
 
     # ---- the SQL dialect --------------------------------------------------------------------
 
@@ -213,15 +250,3 @@ class Backend(ABC):
         self, ledger: Ledger, observe: Observer | None = None, cache_size: int = 20_000
     ) -> Writer:
         """The group commit that serves requests on an event loop, for this database."""
-
-
-def backend_for(url: str, timeout_s: int = 5) -> Backend:
-    """The backend a database URL names; raises ConfigError for a URL neither understands."""
-    # Imported here: both import this module for the base class.
-    from store.postgres_backend import PostgresBackend
-    from store.sqlite_backend import SQLiteBackend
-
-    kind: Callable[[str, int], Backend] = (
-        SQLiteBackend if url.startswith("sqlite:") else PostgresBackend
-    )
-    return kind(url, timeout_s)

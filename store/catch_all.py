@@ -84,14 +84,6 @@ class CatchAll(Application[UUID]):
     ) -> Command:
         return quarantine_command(raw, trigger, status_code, problems, receipt)
 
-    def keep_unrecognised(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
-        return self.execute(self.unrecognised_command(body, receipt))
-
-    def quarantine(
-        self, raw: bytes, trigger: str, status_code: int, problems: list[str], receipt: Receipt
-    ) -> Outcome:
-        return self.execute(self.quarantine_command(raw, trigger, status_code, problems, receipt))
-
     def reinterpret_kept(self, page: int = 500) -> dict[str, int]:
         """Records the callbacks an earlier version kept in the catch-all whose trigger this
         version interprets (MESSAGE_SUBMIT), each with its original receipt (raw body, arrival

@@ -1,5 +1,6 @@
 """Configuration from the environment, and the process's garbage-collector setting. What the
-database URL means (connection settings, dialect) is the backend's (store.backend)."""
+database URL means (connection settings, dialect) is the backend's (store.backend); which
+backend it names, `backend_for`'s."""
 
 from __future__ import annotations
 
@@ -13,13 +14,24 @@ from pathlib import Path
 from domain import followup
 from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES, Keywords, Reading
 from store import vault_keys
-from store.backend import Backend, backend_for
+from store.backend import Backend
 from store.backend import ConfigError as ConfigError
+from store.postgres_backend import PostgresBackend
+from store.sqlite_backend import SQLiteBackend
 from store.vault import Secrets, SecretsError, write_key_file
 
 log = logging.getLogger("callback_ledger")
 
 DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
+
+
+def backend_for(url: str, timeout_s: int = 5) -> Backend:
+    """The backend a database URL names: the only place that looks at the URL's scheme.
+    Raises ConfigError for a URL neither backend understands."""
+    kind: Callable[[str, int], Backend] = (
+        SQLiteBackend if url.startswith("sqlite:") else PostgresBackend
+    )
+    return kind(url, timeout_s)
 
 
 @dataclass(frozen=True)

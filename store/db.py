@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from store.backend import Backend, backend_for
+from store.backend import Backend
 
 Row = dict[str, Any]
 
@@ -47,11 +47,10 @@ class Cursor:
 
 
 class Database:
-    """The read tables' connections. `store`: the backend, or a database URL to build one
-    from (a script's or a test's shortcut)."""
+    """The read tables' connections, from the backend."""
 
-    def __init__(self, store: Backend | str, timeout_s: int = 5) -> None:
-        self.backend = store if isinstance(store, Backend) else backend_for(store, timeout_s)
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
         self.timeout_s = self.backend.timeout_s
         self._connections = self.backend.connections()
 
@@ -68,14 +67,6 @@ class Database:
 
     def close(self) -> None:
         self._connections.close()
-
-
-def upsert_sql(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-    )
 
 
 def upsert(

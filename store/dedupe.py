@@ -16,19 +16,17 @@ in the log, in one transaction the first time a process of this version opens th
 store whose table exists is complete. (Stop the processes of an older version before starting
 this one: they would append facts without keys.)
 
-SQLite's application recorder is replaced through the library's APPLICATION_RECORDER_TOPIC
-(store.sqlite_backend); PostgreSQL's is `postgres.FailFastApplicationRecorder`."""
+The recorders that write it: SQLite's in store.seal_sqlite (set through the library's
+APPLICATION_RECORDER_TOPIC, store.sqlite_backend), PostgreSQL's
+`postgres.FailFastApplicationRecorder`."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
 
 from domain.contact import Contact
@@ -76,84 +74,3 @@ def stored_rows(stored: Iterable[tuple[Any, int, bytes]]) -> Iterator[Row]:
         key = json.loads(public)["dedupe_key"]
         stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
         yield stream, key_bytes(key), version
-
-
-def create_once(
-    recorder: SQLiteApplicationRecorder, table: str, make: Callable[[sqlite3.Cursor], None]
-) -> None:
-    """Runs `make` (create `table` and fill it from the log) unless the table is there. Under
-    the write lock (IMMEDIATE), so no event is appended between the creation and the fill, and a
-    process starting at the same moment waits here and then finds the table made and filled."""
-    with recorder.datastore.get_connection(commit=True) as conn:
-        cursor = conn.cursor().sqlite_cursor
-        try:
-            cursor.execute("BEGIN IMMEDIATE")
-            cursor.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-            )
-            if cursor.fetchone() is None:
-                make(cursor)
-            cursor.execute("COMMIT")
-        except BaseException:
-            conn.rollback()
-            raise
-        finally:
-            cursor.close()
-
-
-class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
-    create_statement = (
-        f"CREATE TABLE {TABLE} (originator_id TEXT, dedupe_key BLOB, originator_version INTEGER, "
-        "PRIMARY KEY (originator_id, dedupe_key)) WITHOUT ROWID"
-    )
-    insert_statement = f"INSERT INTO {TABLE} VALUES (?, ?, ?)"
-
-    def create_table(self) -> None:
-        super().create_table()
-        create_once(self, TABLE, self._create_dedupe)
-
-    def _create_dedupe(self, cursor: sqlite3.Cursor) -> None:
-        cursor.execute(self.create_statement)
-        self._fill(cursor)
-
-    def _fill(self, cursor: sqlite3.Cursor) -> None:
-        marks = ", ".join("?" * len(FACT_TOPICS))
-        read = cursor.connection.execute(
-            "SELECT originator_id, originator_version, state FROM "
-            f"{self.events_table_name} WHERE topic IN ({marks})",
-            FACT_TOPICS,
-        )
-        cursor.executemany(self.insert_statement, ((i.hex, k, v) for i, k, v in stored_rows(read)))
-
-    def _insert_events(
-        self,
-        c: SQLiteCursor,
-        stored_events: Sequence[StoredEvent],
-        *,
-        dedupe: Sequence[Row] = (),
-        **kwargs: Any,
-    ) -> Sequence[int] | None:
-        notification_ids = super()._insert_events(c, stored_events, **kwargs)
-        if dedupe:
-            c.sqlite_cursor.executemany(
-                self.insert_statement, [(i.hex, k, v) for i, k, v in dedupe]
-            )
-        return notification_ids
-
-    def recorded(self, pairs: Sequence[tuple[UUID, bytes]]) -> set[tuple[UUID, bytes]]:
-        """Which of these (stream, key) pairs the table holds."""
-        if not pairs:
-            return set()
-        values = ", ".join(["(?, ?)"] * len(pairs))
-        params = [x for i, k in pairs for x in (i.hex, k)]
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(self.recorded_sql(values), params)
-            return {(UUID(i), bytes(k)) for i, k in c.fetchall()}
-
-    @staticmethod
-    def recorded_sql(values: str) -> str:
-        # A join, not `(a, b) IN (VALUES ...)`: SQLite scans the whole table for that.
-        return (
-            f"SELECT d.originator_id, d.dedupe_key FROM (VALUES {values}) q "
-            f"JOIN {TABLE} d ON d.originator_id = q.column1 AND d.dedupe_key = q.column2"
-        )

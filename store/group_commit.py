@@ -6,8 +6,8 @@ are applied to one aggregate in order: merged, not conflicting), the retries, th
 cache, counting and settling the requests' futures. What touches the database is asked for as
 an effect (`Load`, `Lookup`, `Write`, ...) that a driver performs: store.sqlite_driver in a
 writer thread through the library's connections, store.postgres_driver on the event loop
-through an asynchronous connection. `execute_many` runs a batch here and now, on either
-database, through the library's connections.
+through an asynchronous connection. `run` performs a batch here and now, on either database,
+through the library's connections.
 
 Batching is natural: while one batch commits, the next requests queue, and the next batch
 takes all of them (up to `max_batch`). A lone request is committed at once, so batching adds
@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError
 
+from store.backend import store_unavailable
 from store.commands import (
     Command,
     Fact,
@@ -168,10 +169,10 @@ class GroupCommit:
                 return (yield from self._attempt(commands))
             except IntegrityError:
                 continue  # the streams it touched left the cache: they are reloaded
-            except (OperationalError, InterfaceError) as exc:
-                # The store is unreachable: retrying each alone would only multiply the wait.
-                return [exc] * len(commands)
             except Exception as exc:
+                if store_unavailable(self.ledger.backend, exc):
+                    # Retrying each alone would only multiply the wait.
+                    return [exc] * len(commands)
                 if len(commands) == 1:
                     return [exc]
                 break
@@ -238,14 +239,6 @@ def run(core: GroupCommit, commands: list[Command]) -> list[Result]:
         else:
             effect = steps.advance(reply)
     return steps.results
-
-
-def execute_many(
-    ledger: Ledger, commands: list[Command], cache: MutableMapping[UUID, Aggregate]
-) -> list[Result]:
-    """A group commit of these commands here and now (tests, the bench), with `cache` as the
-    aggregates last committed."""
-    return run(GroupCommit(ledger, cache=cache), commands)
 
 
 Future = concurrent.futures.Future[Outcome] | asyncio.Future[Outcome]

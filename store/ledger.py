@@ -23,7 +23,7 @@ from domain.contact import Contact, Namer
 from domain.keywords import Reading
 from domain.receipt import Receipt
 from store import dedupe, stream_ids, vault_keys
-from store.backend import Backend
+from store.backend import Backend, StoreContention
 from store.catch_all import CatchAll
 from store.commands import (
     Command,
@@ -45,10 +45,6 @@ from store.vault import Secrets, Vault, plaintext
 log = logging.getLogger("callback_ledger")
 
 MAX_ATTEMPTS = 50
-
-
-class StoreContention(RuntimeError):
-    """Optimistic-concurrency retries ran out; the sender should try again later."""
 
 
 class StoreMoved(OSError):
@@ -205,14 +201,6 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             return set()
         found = self.recorder.recorded(list(pairs))  # type: ignore[attr-defined]
         return {pairs[pair] for pair in found}
-
-    def accept(self, body: dict[str, Any], receipt: Receipt) -> Outcome:
-        """Records a JSON callback body on its own. Raises InvalidCallback for a known trigger
-        with invalid fields; persistence errors propagate (the caller answers 503)."""
-        command = self.command_for(body, receipt)
-        if command is None:
-            return self.keep_unrecognised(body, receipt)
-        return self.execute(command)
 
     def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
         """What recording this body means, or None for a trigger we keep uninterpreted."""

@@ -10,9 +10,9 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.backend import ROWLESS, Backend, ConfigError
+from store.backend import ROWLESS, Backend, ConfigError, upsert_sql
 
 if TYPE_CHECKING:
     from store.db import Cursor, Row
@@ -48,6 +48,11 @@ class PoolConnections:
 
     def close(self) -> None:
         self._pool.close()
+
+
+# SQLSTATE classes that say the server is unreachable, shutting down, out of resources, or
+# that the transaction lost a race or waited too long: nothing about the statement itself.
+TRANSIENT = ("08", "40", "53", "55", "57")
 
 
 class PostgresBackend(Backend):
@@ -115,6 +120,15 @@ class PostgresBackend(Backend):
     def connections(self) -> PoolConnections:
         return PoolConnections(self.connect, self.timeout_s)
 
+    def unavailable(self, exc: BaseException) -> bool:
+        if isinstance(exc, psycopg.Error):
+            # A connection failure has no SQLSTATE; "index row size exceeds maximum" (54000)
+            # is an OperationalError too, but caused by the row.
+            if exc.sqlstate is None:
+                return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+            return exc.sqlstate[:2] in TRANSIENT
+        return isinstance(exc, PoolTimeout)
+
     def sql(self, sql: str) -> str:
         if sql.startswith("CREATE TABLE"):  # SQLite's table option (no such thing here)
             sql = sql.replace(ROWLESS, "")
@@ -140,8 +154,6 @@ class PostgresBackend(Backend):
     ) -> None:
         """A large batch goes through COPY into a staging table and one INSERT ... SELECT:
         one statement instead of one per row."""
-        from store.db import upsert_sql
-
         if len(rows) < 200:
             cur.executemany(upsert_sql(table, columns, keys), rows)
             return

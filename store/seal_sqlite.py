@@ -1,18 +1,20 @@
-"""SQLite's application recorder with the seal chain (store.seal): each batch's seal row is
-written by the same transaction as its events, after them, so the previous seal is read under
-the write lock those inserts took."""
+"""SQLite's application recorder: the dedupe keys (store.dedupe) and the seal chain (store.seal)
+written by the same transaction as the events. Each batch's seal row comes after its events,
+so the previous seal is read under the write lock those inserts took."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteCursor
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from store import seal, stream_ids, vault_keys
-from store.dedupe import DedupeSQLiteApplicationRecorder, create_once
+from store.dedupe import FACT_TOPICS, Row, stored_rows
+from store.dedupe import TABLE as DEDUPE_TABLE
 from store.sqlite_backend import CHECKPOINT_PRAGMA
 from store.vault import Vault, plaintext
 
@@ -27,6 +29,88 @@ LAST = f"SELECT seal FROM {seal.TABLE} ORDER BY position DESC LIMIT 1"
 
 def row(s: seal.Seal) -> tuple[Any, ...]:
     return (s.position, s.first_id, s.events, s.batch, s.locator, s.previous, s.seal, s.sealed_at)
+
+
+def create_once(
+    recorder: SQLiteApplicationRecorder, table: str, make: Callable[[sqlite3.Cursor], None]
+) -> None:
+    """Runs `make` (create `table` and fill it from the log) unless the table is there. Under
+    the write lock (IMMEDIATE), so no event is appended between the creation and the fill, and a
+    process starting at the same moment waits here and then finds the table made and filled."""
+    with recorder.datastore.get_connection(commit=True) as conn:
+        cursor = conn.cursor().sqlite_cursor
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            )
+            if cursor.fetchone() is None:
+                make(cursor)
+            cursor.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            cursor.close()
+
+
+class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    create_statement = (
+        f"CREATE TABLE {DEDUPE_TABLE} (originator_id TEXT, dedupe_key BLOB, "
+        "originator_version INTEGER, "
+        "PRIMARY KEY (originator_id, dedupe_key)) WITHOUT ROWID"
+    )
+    insert_statement = f"INSERT INTO {DEDUPE_TABLE} VALUES (?, ?, ?)"
+
+    def create_table(self) -> None:
+        super().create_table()
+        create_once(self, DEDUPE_TABLE, self._create_dedupe)
+
+    def _create_dedupe(self, cursor: sqlite3.Cursor) -> None:
+        cursor.execute(self.create_statement)
+        self._fill(cursor)
+
+    def _fill(self, cursor: sqlite3.Cursor) -> None:
+        marks = ", ".join("?" * len(FACT_TOPICS))
+        read = cursor.connection.execute(
+            "SELECT originator_id, originator_version, state FROM "
+            f"{self.events_table_name} WHERE topic IN ({marks})",
+            FACT_TOPICS,
+        )
+        cursor.executemany(self.insert_statement, ((i.hex, k, v) for i, k, v in stored_rows(read)))
+
+    def _insert_events(
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        *,
+        dedupe: Sequence[Row] = (),
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        if dedupe:
+            c.sqlite_cursor.executemany(
+                self.insert_statement, [(i.hex, k, v) for i, k, v in dedupe]
+            )
+        return notification_ids
+
+    def recorded(self, pairs: Sequence[tuple[UUID, bytes]]) -> set[tuple[UUID, bytes]]:
+        """Which of these (stream, key) pairs the table holds."""
+        if not pairs:
+            return set()
+        values = ", ".join(["(?, ?)"] * len(pairs))
+        params = [x for i, k in pairs for x in (i.hex, k)]
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self.recorded_sql(values), params)
+            return {(UUID(i), bytes(k)) for i, k in c.fetchall()}
+
+    @staticmethod
+    def recorded_sql(values: str) -> str:
+        # A join, not `(a, b) IN (VALUES ...)`: SQLite scans the whole table for that.
+        return (
+            f"SELECT d.originator_id, d.dedupe_key FROM (VALUES {values}) q "
+            f"JOIN {DEDUPE_TABLE} d ON d.originator_id = q.column1 AND d.dedupe_key = q.column2"
+        )
 
 
 class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):

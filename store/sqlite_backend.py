@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from store.backend import Backend, ConfigError
+from store.backend import Backend, ConfigError, upsert_sql
 
 if TYPE_CHECKING:
     from store.db import Cursor, Row
@@ -117,6 +117,10 @@ class SQLiteBackend(Backend):
     def store_file(self) -> str | None:
         return os.path.abspath(self.path)
 
+    def unavailable(self, exc: BaseException) -> bool:
+        # Locked, busy, I/O, a full disk: yes; a missing table ("no such ...") is no outage.
+        return isinstance(exc, sqlite3.OperationalError) and not str(exc).startswith("no such")
+
     def sql(self, sql: str) -> str:
         return sql
 
@@ -135,8 +139,6 @@ class SQLiteBackend(Backend):
         keys: Sequence[str],
         rows: Sequence[Sequence[Any]],
     ) -> None:
-        from store.db import upsert_sql
-
         cur.executemany(upsert_sql(table, columns, keys), rows)
 
     def insert(

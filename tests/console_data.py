@@ -50,4 +50,8 @@ REFUSED = b'{"not a callback": ' + HOSTILE.encode() + b"}"
 def quarantine_acceptable(ledger: Ledger) -> None:
     raw = orjson.dumps(ACCEPTABLE)
     receipt = Receipt(raw.decode(), datetime(2024, 6, 15, 12, 0, 3, tzinfo=UTC), True, {})
-    ledger.quarantine(raw, "MESSAGE_DELIVERY", 422, ["refused by an earlier version"], receipt)
+    ledger.execute(
+        ledger.quarantine_command(
+            raw, "MESSAGE_DELIVERY", 422, ["refused by an earlier version"], receipt
+        )
+    )

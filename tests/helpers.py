@@ -3,12 +3,18 @@ the events were committed, not merely cached)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
-from store.config import Settings
+import orjson
+
+from domain.receipt import Receipt
+from service.recorder import Outcome, Recorder, alone
+from store.config import Settings, backend_for
 from store.ledger import Ledger
 from store.vault import Secrets
 
@@ -39,17 +45,20 @@ def delivery_reports(events: list[Any]) -> list[Any]:
     return [e for e in events if type(e).__qualname__ in REPORT_EVENTS]
 
 
-def accept_all(ledger: Ledger, bodies: list[dict[str, Any]]) -> list[Any]:
-    from datetime import UTC, datetime
-
-    import orjson
-
-    from domain.receipt import Receipt
-
-    return [
-        ledger.accept(body, Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True))
-        for body in bodies
-    ]
+def accept_all(ledger: Ledger, bodies: list[dict[str, Any]], signed: bool = True) -> list[Outcome]:
+    """Records each body as `callback-ledger ingest` does (the Recorder, each command in a
+    transaction of its own), received now. A body the recorder refuses is a mistake of the
+    test."""
+    recorder = Recorder(alone(ledger), keep_refused=False)
+    outcomes = []
+    with asyncio.Runner() as runner:
+        for body in bodies:
+            raw = orjson.dumps(body)
+            receipt = Receipt(raw.decode(), datetime.now(UTC), signed)
+            outcome = runner.run(recorder.record(raw, receipt))
+            assert outcome.refusal is None, outcome.refusal
+            outcomes.append(outcome)
+    return outcomes
 
 
 VIEWS = {
@@ -69,7 +78,7 @@ def projection_rows(
     different times (live, and by a replay) compare equal."""
     from store.db import Database
 
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             rows = {
@@ -148,7 +157,7 @@ def make_key(
     from store.db import Database
     from store.keys import SCOPES, KeyStore
 
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         return KeyStore(db).create(name, SCOPES if scopes is None else scopes, expires_in_days)
     finally:

@@ -30,8 +30,8 @@ from api.console import (
 from api.console.context import Context, form, visitor
 from api.console.render import page, problem
 from api.console.session import Refused, SignIn, csrf_ok
-from api.webhook import UNAVAILABLE
 from projections.faults import summary
+from store.backend import store_unavailable
 
 PUBLIC = "no key: the sign-in form and the stylesheet"
 STATIC = Path(__file__).parent / "static"
@@ -87,7 +87,9 @@ class Console:
         async def guarded(request: Request) -> Response:
             try:
                 return await checked(request)
-            except UNAVAILABLE as exc:
+            except Exception as exc:
+                if not store_unavailable(context.runtime.backend, exc):
+                    raise
                 # The store cannot be reached: a page that says so, as the API's 503.
                 answer = problem(request, 503, "The store is unavailable", summary(exc))
                 answer.headers["Retry-After"] = str(context.runtime.settings.retry_after_s)

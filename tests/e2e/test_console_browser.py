@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.keys import KeyStore
 from store.ledger import Ledger
@@ -264,7 +264,7 @@ def test_console_in_a_real_browser(server: Server, browser: Any, tmp_path: Path)
     url = server.env["LEDGER_DATABASE_URL"]
     key = make_key(url, "soon-revoked", ("read",))
     sign_in(driver, server, key)
-    db = Database(url)
+    db = Database(backend_for(url))
     try:
         assert KeyStore(db).revoke("soon-revoked")
     finally:

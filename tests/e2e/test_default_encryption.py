@@ -23,7 +23,7 @@ import zstandard
 
 from store import envelope
 from store.compression import DICTIONARIES, MAGIC, StateCompressor
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.ledger import Ledger
 from store.vault import SecretsError
@@ -120,7 +120,7 @@ def stored_values(database_url: str) -> list[bytes]:
     """Every value in every table of the store, and what a reader without its keys gets from
     each: the public part of an encrypted event state, or a decompressed one."""
     zstd = StateCompressor()
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     values: list[bytes] = []
     try:
         with db.read() as cur:
@@ -260,7 +260,7 @@ def test_a_named_key_file_is_made_on_a_new_stores_first_start(
 
 
 def projected(database_url: str) -> bool:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             if not db.backend.table_exists(cur, "ledger_projections"):

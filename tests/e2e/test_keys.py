@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from api import auth
 from api.app import create_app
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.keys import KEYS_TABLE, SCOPES
 from store.ledger import Ledger
@@ -31,7 +31,7 @@ from tests.server import Server
 
 
 def expire(database_url: str, name: str) -> None:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             cur.execute(

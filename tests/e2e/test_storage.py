@@ -5,18 +5,17 @@ report is one event: every raw body comes back byte for byte, and a store writte
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
 from domain.message import Message
-from domain.receipt import Receipt
 from store import spellings
 from store.compression import MAGIC
 from store.config import Settings
 from store.ledger import Ledger
+from tests import helpers
 from tests import payloads as p
 from tests.conftest import fresh_database
 from tests.helpers import KEYS, cli, projection_rows, stored_events
@@ -52,10 +51,7 @@ def mix() -> list[dict[str, Any]]:
 
 
 def accept_all(ledger: Ledger, bodies: list[dict[str, Any]]) -> list[str]:
-    return [
-        ledger.accept(body, Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True)).status
-        for body in bodies
-    ]
+    return [outcome.status for outcome in helpers.accept_all(ledger, bodies)]
 
 
 def test_a_store_written_before_compression_reads_and_replays(

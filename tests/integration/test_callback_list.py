@@ -24,7 +24,7 @@ from api.console import callbacks as callbacks_page
 from projections import callbacks as projection
 from projections.read_model import callbacks
 from service.replay import replay
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Cursor, Database
 from tests import payloads as p
 from tests.helpers import cli, make_key, projection_rows
@@ -192,7 +192,7 @@ class Recording(Cursor):
 def test_listing_by_trigger_and_window_reads_an_index(database_url: str) -> None:
     """Both lists (of a trigger, of all) are a range of one index, in the list's order: no
     scan of the table and no sort, however many callbacks are kept."""
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     table = "callbacks_g9"
     try:
         with db.transaction() as cur:

@@ -17,11 +17,11 @@ from domain.callbacks import parse_callback
 from domain.contact import RECENT, Contact
 from domain.receipt import Receipt
 from store.compression import inflate
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
-from store.dedupe import DedupeSQLiteApplicationRecorder
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
+from store.seal_sqlite import DedupeSQLiteApplicationRecorder
 from tests import payloads as p
 from tests.helpers import accept_all
 
@@ -39,7 +39,7 @@ def command(ledger: Ledger, body: dict[str, Any]) -> Command:
 
 
 def record(ledger: Ledger, bodies: list[dict[str, Any]], cache: LRU) -> list[Outcome]:
-    results = execute_many(ledger, [command(ledger, b) for b in bodies], cache)
+    results = run(GroupCommit(ledger, cache=cache), [command(ledger, b) for b in bodies])
     assert all(isinstance(r, Outcome) for r in results), results
     return results  # type: ignore[return-value]
 
@@ -52,7 +52,7 @@ def latest_snapshot_bytes(ledger: Ledger) -> int:
 
 
 def keys_in_table(database_url: str) -> int:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             return cur.execute("SELECT COUNT(*) AS n FROM ledger_dedupe").fetchone()["n"]
@@ -233,7 +233,7 @@ def test_stores_of_the_previous_version_still_load_and_dedupe(
         state=state,
     )
     ledger.close()
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             cur.execute("DROP TABLE ledger_dedupe")

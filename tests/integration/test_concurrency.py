@@ -6,20 +6,19 @@ from __future__ import annotations
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
-from domain.receipt import Receipt
-from store.ledger import Ledger, Outcome
+from service.recorder import Outcome
+from store.ledger import Ledger
 from tests import payloads as p
-from tests.helpers import delivery_reports, names, stored_events
+from tests.helpers import accept_all, delivery_reports, names, stored_events
 
 STATUSES = ["QUEUED_ON_CHANNEL", "SWITCHING_CHANNEL", "FAILED", "DELIVERED", "READ"]
 CHANNELS = ["WHATSAPP", "RCS", "SMS", "VIBERBM"]
 
 
 def accept(ledger: Ledger, body: dict) -> Outcome:
-    raw = p.encode(body).decode()
-    return ledger.accept(body, Receipt(raw, datetime.now(UTC), False))
+    [outcome] = accept_all(ledger, [body], signed=False)
+    return outcome
 
 
 def run_concurrently(ledger: Ledger, bodies: list[dict], threads: int = 16) -> list[Outcome]:

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.console.routes import CONSOLE_SCOPES
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.ledger import Ledger
 from tests import console_data as data
@@ -331,7 +331,7 @@ def test_the_store_holds_no_usable_session(fed: TestClient, settings: Settings) 
     sign_in(fed, key)
     cookie = fed.cookies.get("ledger_console", path="/console")
     assert cookie
-    db = Database(settings.database_url)
+    db = Database(backend_for(settings.database_url))
     try:
         with db.read() as cur:
             [row] = cur.execute("SELECT * FROM ledger_console_sessions").fetchall()

@@ -17,7 +17,7 @@ from domain.receipt import Receipt
 from projections.read_model import consent
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import accept_all, names, stored_events
@@ -337,7 +337,7 @@ def test_merges_kept_in_the_catch_all_are_interpreted_by_reinterpret(
     contacts with its original receipt, and the consent answers (live and replayed) join."""
     body = merge(contact("A", "+46700000001"), contact("B", "+46700000002"))
     receipt = Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True)
-    assert ledger.keep_unrecognised(body, receipt).status == "accepted"
+    assert ledger.execute(ledger.unrecognised_command(body, receipt)).status == "accepted"
     accept_all(ledger, [everyone("B", "OPT_OUT", BEFORE, "R1")])
     runtime.projector().catch_up()
     assert state(runtime, "+46700000001") == "UNKNOWN"
@@ -432,10 +432,10 @@ def test_a_store_from_before_gains_the_merges_table_without_a_replay(
 
     body = merge(contact("A", "+46700000001"), contact("B", "+46700000002"))
     receipt = Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True)
-    ledger.keep_unrecognised(body, receipt)  # as an earlier version kept it
+    ledger.execute(ledger.unrecognised_command(body, receipt))  # as an earlier version kept it
     accept_all(ledger, [everyone("B", "OPT_OUT", BEFORE, "R1")])
     runtime.projector().catch_up()
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             cur.execute("DROP VIEW contact_merges")

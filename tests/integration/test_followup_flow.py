@@ -16,7 +16,7 @@ from projections import rules
 from projections.rebuild import Rebuild
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.ledger import Ledger
 from tests import payloads as p
@@ -211,7 +211,7 @@ def test_a_database_from_before_gains_the_columns_and_is_told_to_replay(
     runtime = Runtime(settings, ledger)
     runtime.projector().catch_up()
     runtime.close()
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:  # as an earlier version left it
             cur.execute("DROP VIEW message_status")
@@ -287,7 +287,7 @@ def test_a_rebuild_interrupted_before_the_upgrade_starts_over(
     generation, _ = Rebuild(projector).start("messages")
     Rebuild(projector).step("messages")  # F1's row built, then the process stopped
     runtime.close()
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:  # both generations as the earlier version made them
             cur.execute("DROP VIEW message_status")

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from domain.receipt import Receipt
 from service.runtime import Runtime
 from store.config import Settings
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
 from store.postgres_driver import PostgresGroupCommit
 from store.sqlite_driver import SQLiteGroupCommit
 from tests import payloads as p
-from tests.helpers import delivery_reports, names, stored_events
+from tests.helpers import accept_all, delivery_reports, names, stored_events
 
 
 def command(ledger: Ledger, body: dict) -> Command:
@@ -36,7 +36,7 @@ def test_one_batch_merges_commands_for_one_stream(ledger: Ledger, database_url: 
         p.opt("OPT_OUT", request_id="R1"),
     ]
     head = ledger.ping()
-    results = execute_many(ledger, [command(ledger, b) for b in bodies], LRU(100))
+    results = run(GroupCommit(ledger, cache=LRU(100)), [command(ledger, b) for b in bodies])
     assert [(r.status, r.events) for r in results if isinstance(r, Outcome)] == [
         ("accepted", 1),
         ("accepted", 1),
@@ -59,19 +59,18 @@ def test_stale_cache_conflict_is_split_and_nothing_is_lost(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
     cache = LRU(100)
-    execute_many(ledger, [command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL"))], cache)
+    run(GroupCommit(ledger, cache=cache), [command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL"))])
     # Another process appends to the same stream behind this one's cache.
     other = Ledger.from_settings(settings)
-    other.accept(p.delivery("M1", "DELIVERED"), Receipt("{}", datetime.now(UTC), True))
+    accept_all(other, [p.delivery("M1", "DELIVERED")])
     other.close()
-    results = execute_many(
-        ledger,
+    results = run(
+        GroupCommit(ledger, cache=cache),
         [
             command(ledger, p.delivery("M1", "READ")),
             command(ledger, p.delivery("M1", "DELIVERED")),
             command(ledger, p.delivery("M9", "READ")),
         ],
-        cache,
     )
     assert [r.status for r in results if isinstance(r, Outcome)] == [
         "accepted",
@@ -93,7 +92,9 @@ def test_a_bad_member_does_not_sink_the_batch(ledger: Ledger, database_url: str)
 
     good = command(ledger, p.delivery("M1", "DELIVERED"))
     bad = replace(command(ledger, p.delivery("M2", "DELIVERED")), decide=explode)
-    results = execute_many(ledger, [good, bad, command(ledger, p.inbound("IN1"))], LRU(100))
+    results = run(
+        GroupCommit(ledger, cache=LRU(100)), [good, bad, command(ledger, p.inbound("IN1"))]
+    )
     assert isinstance(results[0], Outcome) and results[0].status == "accepted"
     assert isinstance(results[1], RuntimeError)
     assert isinstance(results[2], Outcome) and results[2].status == "accepted"
@@ -131,7 +132,7 @@ def test_the_servers_writer_batches_merges_and_resolves_conflicts(
         await writer.commit(command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL")))
         # Another process appends to the same stream behind this writer's cache.
         other = Ledger.from_settings(settings)
-        other.accept(p.delivery("M1", "DELIVERED"), Receipt("{}", datetime.now(UTC), True))
+        await asyncio.to_thread(accept_all, other, [p.delivery("M1", "DELIVERED")])
         other.close()
         bodies = [
             p.delivery(f"M{i}", s) for i in range(2, 42) for s in ("QUEUED_ON_CHANNEL", "READ")

@@ -12,7 +12,7 @@ from starlette.routing import Match
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from tests.helpers import KEYS, make_key
 
@@ -149,7 +149,7 @@ def test_a_query_costs_one_cached_lookup(
 
 def test_the_access_log_is_append_only(settings: Settings, client: TestClient) -> None:
     client.get("/consent/review")
-    db = Database(settings.database_url)
+    db = Database(backend_for(settings.database_url))
     try:
         for sql in (
             "UPDATE ledger_access_log SET actor = 'someone else'",

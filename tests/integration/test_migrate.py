@@ -16,7 +16,7 @@ from domain.receipt import Receipt
 from service.recorder import Recorder, alone
 from service.runtime import Runtime
 from store import envelope
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.keys import KEYS_TABLE
 from store.ledger import Ledger
@@ -118,7 +118,7 @@ def test_migrate_copies_a_plaintext_store_into_an_encrypted_one(
     callbacks = [e.callback for e in received if isinstance(getattr(e, "callback", None), dict)]
     assert callbacks and all(c["signature_verified"] for c in callbacks)
     assert all(c["headers"] == {"x-sinch-webhook-signature": "s"} for c in callbacks)
-    db = Database(target_url)
+    db = Database(backend_for(target_url))
     try:
         with db.read() as cur:
             keys = cur.execute(f"SELECT name, scopes FROM {KEYS_TABLE}").fetchall()

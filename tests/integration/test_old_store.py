@@ -20,7 +20,7 @@ from service.replay import replay
 from service.runtime import Runtime
 from store import envelope, seal
 from store.compression import state_compressor
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.seal_reads import verify
 from store.vault import Secrets
@@ -162,7 +162,7 @@ def test_an_earlier_encrypted_store_opens_and_takes_new_events(
                 if envelope.is_sealed(s)
             ]
             assert not any(o.get("erased") for o in opened)
-            db = Database(url)
+            db = Database(backend_for(url))
             try:
                 assert isinstance(verify(db, ledger.events_table), seal.Verified)
             finally:
@@ -206,7 +206,7 @@ KEY = "PRIMARY KEY (channel, identity, project_id, contact_id)"
 
 def identity_indexes(url: str) -> tuple[str, str]:
     """The active contact_identities table's index names, and its key if it is KEY."""
-    db = Database(url)
+    db = Database(backend_for(url))
     try:
         with db.read() as cur:
             [view] = cur.execute(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections import consent, messages
+from store.config import backend_for
 from store.db import Cursor, Database, select_by_keys
 
 TABLE = "lookup_probe"
@@ -42,7 +43,7 @@ def fill(db: Database, n: int) -> None:
 
 
 def test_rows_by_key_each_once(database_url: str) -> None:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         fill(db, 1000)
         keys = [("P1", "M000007"), ("P1", "M000999"), ("P1", "nope"), ("P2", "M000007")]
@@ -68,7 +69,7 @@ def test_rows_by_key_each_once(database_url: str) -> None:
 def test_sqlite_finds_rows_by_the_primary_key(tmp_path: Any) -> None:
     """A row-value `IN (VALUES ...)` made SQLite read the whole table for every chunk of keys:
     the projections' cost per page grew with the table (found by the soak)."""
-    db = Database(f"sqlite:///{tmp_path}/lookups.sqlite3")
+    db = Database(backend_for(f"sqlite:///{tmp_path}/lookups.sqlite3"))
     try:
         fill(db, 2000)
         with db.read() as cur:
@@ -95,7 +96,7 @@ def test_sqlite_finds_rows_by_the_primary_key(tmp_path: Any) -> None:
 def test_a_message_is_found_by_its_id_alone_through_its_key(database_url: str) -> None:
     """`GET /messages/{id}` without a project asks by the message id alone: the key leads with
     it (projections.messages), so that is one index probe, not a read of the whole table."""
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     table = "message_status_g9"
     try:
         with db.transaction() as cur:
@@ -124,7 +125,7 @@ def test_a_message_is_found_by_its_id_alone_through_its_key(database_url: str) -
 def test_a_number_and_a_contact_are_each_found_through_an_index(database_url: str) -> None:
     """contact_identities is keyed by the number (the consent check's lookup) and indexed by
     the contact (erasure, the console): neither reads the whole table (projections.consent)."""
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     table = "contact_identities_g9"
     try:
         with db.transaction() as cur:
@@ -159,7 +160,7 @@ def test_a_number_and_a_contact_are_each_found_through_an_index(database_url: st
 
 def test_rows_by_keys_of_bytes(database_url: str) -> None:
     """Keys that are bytes (the data keys' ids, store.vault_keys) are sent as such."""
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     blob = "BLOB" if db.backend.name == "sqlite" else "bytea"
     try:
         with db.transaction() as cur:

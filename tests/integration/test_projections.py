@@ -20,7 +20,7 @@ from projections.read_ahead import ReadAhead
 from projections.rebuild import Rebuild
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import KEYS, VIEWS, accept_all, projection_rows
@@ -392,7 +392,7 @@ def drop_review_table(database_url: str, generation: int, view: bool = True) -> 
     """What a database set up before consent_review existed looks like."""
     from store.db import Database
 
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             if view:

@@ -13,7 +13,7 @@ from domain.contact import Contact, contact_key
 from domain.message import Message
 from domain.receipt import Receipt
 from projections.read_model import callbacks
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
 from tests import payloads as p
 
@@ -29,7 +29,7 @@ def fill(ledger: Ledger, bodies: list[dict[str, Any]]) -> None:
             command = ledger.command_for(body, receipt)
             assert command is not None
             commands.append(command)
-        execute_many(ledger, commands, cache)
+        run(GroupCommit(ledger, cache=cache), commands)
 
 
 class Counting:

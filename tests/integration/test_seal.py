@@ -15,9 +15,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from store import seal, spellings
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Cursor, Database
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET
@@ -51,7 +51,7 @@ def verify(database_url: str, *args: str) -> tuple[int, dict[str, Any]]:
 def tamper(database_url: str) -> Iterator[Cursor]:
     """Plain SQL on the store, as someone behind the service's back would write it; the
     statements of one test commit together at its end."""
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             yield cur
@@ -60,7 +60,7 @@ def tamper(database_url: str) -> Iterator[Cursor]:
 
 
 def rows(database_url: str, ledger: Ledger) -> list[dict[str, Any]]:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     column = db.backend.log_id_column
     try:
         with db.read() as cur:
@@ -73,7 +73,7 @@ def rows(database_url: str, ledger: Ledger) -> list[dict[str, Any]]:
 
 
 def sql(database_url: str, statement: str, *params: Any) -> None:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             cur.execute(statement.replace("{id}", db.backend.log_id_column), params)
@@ -82,7 +82,7 @@ def sql(database_url: str, statement: str, *params: Any) -> None:
 
 
 def seals(database_url: str) -> list[seal.Seal]:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             found = cur.tuples(
@@ -243,7 +243,7 @@ def test_a_failed_batch_leaves_neither_events_nor_seal(ledger: Ledger, database_
     # The group commit seals its batches too, and the chain goes on from where it was.
     command = ledger.command_for(p.delivery("M3", "DELIVERED"), _receipt())
     assert command is not None
-    execute_many(ledger, [command], LRU(10))
+    run(GroupCommit(ledger, cache=LRU(10)), [command])
     code, report = verify(database_url)
     assert code == 0, report
     assert report["events"] == 2

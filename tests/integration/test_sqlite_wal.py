@@ -13,7 +13,7 @@ import orjson
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.sqlite_backend import WAL_AUTOCHECKPOINT_PAGES
 from tests import payloads as p
@@ -35,7 +35,7 @@ def test_the_read_tables_connections_let_the_log_grow_past_the_default(tmp_path:
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("PRAGMA journal_mode = WAL")  # as the log's recorder sets it
     holder.execute("SELECT count(*) FROM sqlite_master").fetchall()
-    db = Database(f"sqlite:///{path}")
+    db = Database(backend_for(f"sqlite:///{path}"))
     try:
         with db.transaction() as cur:
             cur.execute("CREATE TABLE scratch (id INTEGER PRIMARY KEY, data BLOB)")

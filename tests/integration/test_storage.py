@@ -15,7 +15,7 @@ from service.replay import replay
 from service.runtime import Runtime
 from store import envelope, spellings
 from store.compression import MAGIC
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.ledger import Ledger
 from tests import payloads as p
@@ -79,7 +79,7 @@ def test_events_are_stored_under_short_topics_and_the_full_spelling_still_reads(
         p.inbound("IN1", text="hello"),
     ]
     feed(client, bodies)
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     table = ledger.events_table
     try:
         with db.read() as cur:
@@ -117,7 +117,7 @@ def test_sqlite_keeps_contact_identities_in_its_key_alone(
     client: TestClient, database_url: str
 ) -> None:
     feed(client, [p.opt("OPT_OUT"), p.inbound("IN1", text="hello")])
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             rows = cur.execute(
@@ -149,7 +149,7 @@ def test_a_rebuild_begun_with_the_earlier_contact_identities_key_starts_over(
     runtime = Runtime(settings)
     runtime.projector().catch_up()
     runtime.close()
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.transaction() as cur:
             for statement in consent.schema(2):

@@ -16,7 +16,7 @@ from domain.unrecognised import QuarantinedCallback
 from projections.log_reader import decode_state
 from service.runtime import Runtime
 from store.config import Settings
-from store.group_commit import LRU, execute_many
+from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger, Outcome
 from tests import payloads as p
 from tests.conftest import SECRET
@@ -42,7 +42,9 @@ def quarantine_all(ledger: Ledger, bodies: list[bytes]) -> None:
             ledger.quarantine_command(raw, "UNKNOWN", 400, ["not JSON"], receipt(raw))
             for raw in bodies[start : start + 10]
         ]
-        assert all(isinstance(r, Outcome) for r in execute_many(ledger, commands, LRU(10)))
+        assert all(
+            isinstance(r, Outcome) for r in run(GroupCommit(ledger, cache=LRU(10)), commands)
+        )
 
 
 def test_a_body_is_stored_once(ledger: Ledger, client: TestClient, database_url: str) -> None:

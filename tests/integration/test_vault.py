@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from domain.message import Message
 from projections.log_reader import decode_state
 from store import envelope, vault_keys
-from store.config import Settings
+from store.config import Settings, backend_for
 from store.db import Database
 from store.ledger import Ledger
 from store.spellings import read
@@ -47,7 +47,7 @@ def all_bytes(ledger: Ledger, database_url: str) -> bytes:
     """Everything the store's tables hold, as bytes (the files themselves are searched by the
     erasure tests)."""
     found = b"".join(bytes(n.state) for n in stored_states(ledger))
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             for table in ("ledger_dedupe", vault_keys.TABLE):
@@ -82,7 +82,7 @@ def test_a_new_store_given_keys_is_encrypted(database_url: str) -> None:
 
 
 def key_rows(database_url: str) -> list[dict[str, Any]]:
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             return cur.execute(f"SELECT * FROM {vault_keys.TABLE}").fetchall()
@@ -111,7 +111,7 @@ def test_a_new_store_keeps_its_data_keys_as_bytes(database_url: str) -> None:
 def test_a_store_whose_key_table_holds_text_keeps_it(database_url: str) -> None:
     """A store made before 2026-12-03 holds a key's id as hex and its wrapped bytes as base64
     text: its new keys go in so, and every key is found again, reused and destroyed."""
-    db = Database(database_url)
+    db = Database(backend_for(database_url))
     with db.transaction() as cur:
         for statement in vault_keys.TEXT_CREATE:
             cur.execute(statement)

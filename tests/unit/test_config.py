@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from store.backend import backend_for
-from store.config import ConfigError, Settings
+from store.config import ConfigError, Settings, backend_for
 
 
 def test_defaults() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from store.backend import backend_for
+from store.config import backend_for
 
 ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
