@@ -119,7 +119,9 @@ def app_from_env() -> Observed:
 
 class StoreUnavailable:
     """A route that fails because the store is unavailable (store.backend.store_unavailable)
-    answers 503, as the webhook does; any other error goes on up (a 500)."""
+    answers 503 with Retry-After, as the webhook does. Any other failure is ours or the
+    data's, not the request's: it answers 503 too, saying so (never a 500), and the log names
+    the error's class (not its text or the path, which may quote personal data)."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
@@ -139,9 +141,16 @@ class StoreUnavailable:
         try:
             await self.app(scope, receive, sending)
         except Exception as exc:
-            if started or not store_unavailable(self.runtime.backend, exc):
+            if started:
                 raise
-            await unavailable(self.runtime.settings, exc)(scope, receive, send)
+            if store_unavailable(self.runtime.backend, exc):
+                response = unavailable(self.runtime.settings, exc)
+            else:
+                log.error("a request failed: %s", type(exc).__name__)
+                response = error(
+                    503, "internal_error", "the request could not be answered; the log says why"
+                )
+            await response(scope, receive, send)
 
 
 def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:

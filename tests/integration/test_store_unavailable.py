@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
 from eventsourcing.persistence import OperationalError
+from starlette.testclient import TestClient
 
 from store.backend import Backend, StoreContention, store_unavailable
 from store.config import backend_for
@@ -54,3 +56,22 @@ def test_lost_races_and_the_system_are_unavailable_on_any_backend(database_url: 
     backend = backend_for(database_url)
     assert store_unavailable(backend, StoreContention("gave up"))
     assert store_unavailable(backend, OSError("disk gone"))
+
+
+def test_a_read_route_that_fails_otherwise_is_a_503_never_a_500(
+    client: TestClient, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read table gone (an error about the statement, not an outage) is the service's
+    fault, not the request's: 503 saying so, and the log names the error's class only."""
+    backend = backend_for(database_url, timeout_s=3)
+    connections = backend.connections()
+    try:
+        with connections.transaction() as raw:
+            raw.execute("DROP VIEW message_status")
+    finally:
+        connections.close()
+    answer = client.get("/messages", params={"contact_id": "+46700000001"})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "internal_error"
+    assert "46700000001" not in caplog.text
+    assert any("a request failed" in r.getMessage() for r in caplog.records)
