@@ -23,7 +23,7 @@ from eventsourcing.postgres import (
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from store import stream_ids, vault_keys
+from store import format_version, vault_keys
 from store.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
 from store.vault import Vault, plaintext
 from store.vault_keys import BatchKeys
@@ -110,16 +110,16 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         super().create_table()
         self.create_once(TABLE, self._create_dedupe)
         self.create_once(vault_keys.TABLE, self._create_keys)
-        self.create_once(stream_ids.TABLE, self._create_stream_ids)
+        self.create_once(format_version.TABLE, self._create_format)
 
-    def _create_stream_ids(self, conn: Any) -> None:
+    def _create_format(self, conn: Any) -> None:
         events = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
         # Until this transaction ends no event commits: the log is as empty as it looks.
         conn.execute(SQL("LOCK TABLE {0} IN SHARE MODE").format(events))
         empty = conn.execute(SQL("SELECT 1 FROM {0} LIMIT 1").format(events)).fetchone() is None
-        stream_ids.create(conn.execute, empty, self.datastore.schema)
+        format_version.create(conn.execute, empty, self.datastore.schema)
 
     def _create_keys(self, conn: Any) -> None:
         for statement in vault_keys.create_statements("bytea"):

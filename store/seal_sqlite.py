@@ -11,7 +11,7 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteCursor
 
-from store import seal, stream_ids, vault_keys
+from store import format_version, seal, vault_keys
 from store.dedupe import DedupeSQLiteApplicationRecorder, create_once
 from store.sqlite_backend import CHECKPOINT_PRAGMA
 from store.vault import Vault, plaintext
@@ -40,11 +40,11 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         super().create_table()
         create_once(self, seal.TABLE, self._create_seals)
         create_once(self, vault_keys.TABLE, self._create_keys)
-        create_once(self, stream_ids.TABLE, self._create_stream_ids)
+        create_once(self, format_version.TABLE, self._create_format)
 
-    def _create_stream_ids(self, cursor: sqlite3.Cursor) -> None:
+    def _create_format(self, cursor: sqlite3.Cursor) -> None:
         found = cursor.execute(f"SELECT 1 FROM {self.events_table_name} LIMIT 1").fetchone()
-        stream_ids.create(cursor.execute, found is None)
+        format_version.create(cursor.execute, found is None)
 
     def _create_keys(self, cursor: sqlite3.Cursor) -> None:
         for statement in vault_keys.CREATE:
