@@ -135,8 +135,6 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         if classify is not None:
             mapper.classify = classify
         ledger.recorder.vault = vault  # type: ignore[attr-defined]
-        with db.read() as cur:
-            ledger.recorder.key_columns = vault_keys.key_columns(cur)  # type: ignore[attr-defined]
         return ledger
 
     @classmethod

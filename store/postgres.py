@@ -88,7 +88,6 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     mode."""
 
     vault: Vault = plaintext()
-    key_columns: vault_keys.KeyColumns = vault_keys.BINARY
 
     def create_once(self, table: str, make: Callable[[Any], None]) -> None:
         """Runs `make(conn)` (create `table` and fill it from the log) in one transaction
@@ -232,41 +231,34 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         # element by element in Python, which cost more than the rest of the statement. An
         # index lookup per id (LATERAL, OFFSET 0): as `key_id = ANY(...)` or a plain join,
         # PostgreSQL guesses 100 ids and, while the table is young, scans all of it instead.
-        # Ids travel as hex, both ways, whichever way the table holds them.
-        if self.key_columns.binary:
-            select = SQL(
-                "SELECT encode(k.key_id, 'hex') AS key_id FROM "
-                "json_array_elements_text(%(reused)s::json) AS r(id), LATERAL (SELECT key_id "
-                "FROM {0} WHERE key_id = decode(r.id, 'hex') OFFSET 0) k"
-            ).format(table)
-        else:
-            select = SQL(
-                "SELECT k.key_id FROM json_array_elements_text(%(reused)s::json) AS r(id), "
-                "LATERAL (SELECT key_id FROM {0} WHERE key_id = r.id OFFSET 0) k"
-            ).format(table)
+        # Ids travel as hex, both ways.
+        select = SQL(
+            "SELECT encode(k.key_id, 'hex') AS key_id FROM "
+            "json_array_elements_text(%(reused)s::json) AS r(id), LATERAL (SELECT key_id "
+            "FROM {0} WHERE key_id = decode(r.id, 'hex') OFFSET 0) k"
+        ).format(table)
         params: dict[str, Any] = {"reused": orjson.dumps([k.hex() for k in keys.reused]).decode()}
         if not keys.new:
             return select, params
-        params["new"] = orjson.dumps(list(map(self.key_columns.text_row, keys.new))).decode()
+        params["new"] = orjson.dumps(list(map(vault_keys.text_row, keys.new))).decode()
         return SQL("WITH new AS ({0}) {1}").format(self.keys_insert(), select), params
 
     def keys_insert(self) -> Composed:
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
         )
-        # The JSON holds KeyColumns.text_row: hex and base64 text for the bytes columns.
-        columns = self.key_columns
-        decoded = {"key_id": "hex", "wrapped": "base64"} if columns.binary else {}
+        # The JSON holds vault_keys.text_row: hex and base64 text for the bytes columns.
+        decoded = {"key_id": "hex", "wrapped": "base64"}
         fields = SQL(", ").join(
             SQL("decode(r->>{0}, {1})").format(Literal(i), Literal(decoded[name]))
             if name in decoded
             else SQL("r->>{0}").format(Literal(i))
-            for i, name in enumerate(columns.names)
+            for i, name in enumerate(vault_keys.COLUMNS)
         )
         return SQL(
             "INSERT INTO {0} ({1}) SELECT {2} FROM json_array_elements(%(new)s::json) AS r "
             "ON CONFLICT DO NOTHING"
-        ).format(table, SQL(", ").join(map(Identifier, columns.names)), fields)
+        ).format(table, SQL(", ").join(map(Identifier, vault_keys.COLUMNS)), fields)
 
     def insert_events(
         self,

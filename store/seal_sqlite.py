@@ -31,10 +31,9 @@ def row(s: seal.Seal) -> tuple[Any, ...]:
 
 class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
     """Also writes the data keys (store.vault_keys) the events use, in their transaction.
-    `vault` and `key_columns` are the Ledger's, set once it knows the store's mode."""
+    `vault` is the Ledger's, set once it knows the store's mode."""
 
     vault: Vault = plaintext()
-    key_columns: vault_keys.KeyColumns = vault_keys.BINARY
 
     def create_table(self) -> None:
         super().create_table()
@@ -64,15 +63,6 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
 
     def _create_seals(self, cursor: sqlite3.Cursor) -> None:
         cursor.execute(CREATE)
-        self._seal_existing(cursor)
-
-    def _seal_existing(self, cursor: sqlite3.Cursor) -> None:
-        """A store written before sealing: its events sealed as they are now."""
-        read = cursor.connection.execute(
-            "SELECT rowid, originator_id, originator_version, topic, state FROM "
-            f"{self.events_table_name} ORDER BY rowid"
-        )
-        cursor.executemany(INSERT, (row(s) for s in seal.seal_pages(read, seal.GENESIS)))
 
     def _insert_events(
         self,
@@ -87,7 +77,7 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         c.sqlite_cursor.execute(CHECKPOINT_PRAGMA)
         if data_keys is not None and data_keys.new:
             c.sqlite_cursor.executemany(
-                self.key_columns.insert, [self.key_columns.row(k) for k in data_keys.new]
+                vault_keys.INSERT, [vault_keys.row(k) for k in data_keys.new]
             )
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         if data_keys is not None and data_keys.reused:
@@ -96,9 +86,9 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
             # before or after this, not during.
             found = c.sqlite_cursor.execute(
                 vault_keys.select_reused(len(data_keys.reused)),
-                [self.key_columns.param(k) for k in data_keys.reused],
+                data_keys.reused,
             ).fetchall()
-            data_keys.check(self.vault, (self.key_columns.key_id(r[0]) for r in found))
+            data_keys.check(self.vault, (bytes(r[0]) for r in found))
         if notification_ids:
             batch = seal.Batch.of(
                 (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events
