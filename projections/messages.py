@@ -72,13 +72,6 @@ READ_COLUMNS = (
 STATUS_VALUES = itemgetter(*STATUS_COLUMNS)
 METADATA_PREFIX = 200
 READ_VALUES = itemgetter(*READ_COLUMNS)
-ADDED_COLUMNS = (
-    ("message_status", "submitted_at", "TEXT"),
-    ("message_status", "next_action", "TEXT"),
-    ("message_status", "identities_shown", "TEXT"),
-    ("message_status", "metadata_shown", "TEXT"),
-    ("read_confirmations", "identity_shown", "TEXT"),
-)
 
 
 def schema(g: int) -> list[str]:
@@ -106,7 +99,6 @@ def schema(g: int) -> list[str]:
         f"CREATE INDEX ix_ms_g{g}_status ON message_status_g{g} (status, reason_code)",
         # metadata is free text of any length, and an index entry has a size limit: its
         # prefix is indexed (queries compare the prefix, then the whole value).
-        f"DROP INDEX IF EXISTS ix_ms_g{g}_metadata",
         f"CREATE INDEX ix_ms_g{g}_metadata_prefix ON message_status_g{g} "
         f"(substr(metadata, 1, {METADATA_PREFIX}))",
         f"""CREATE TABLE read_confirmations_g{g} (
