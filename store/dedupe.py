@@ -11,29 +11,23 @@ fails the whole transaction on the primary key like a stale version does: the wr
 and decides again, and the lookup then finds the key.
 
 Keys are stored as their UTF-8 bytes (`bytea` / BLOB): exact, whatever characters they hold
-(PostgreSQL text cannot hold a NUL). The table is created, and filled from the events already
-in the log, in one transaction the first time a process of this version opens the store; a
-store whose table exists is complete. (Stop the processes of an older version before starting
-this one: they would append facts without keys.)
+(PostgreSQL text cannot hold a NUL). The table is created with the store's other tables, while
+its log is empty.
 
 SQLite's application recorder is replaced through the library's APPLICATION_RECORDER_TOPIC
 (store.sqlite_backend); PostgreSQL's is `postgres.FailFastApplicationRecorder`."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
-from eventsourcing.utils import get_topic
 
 from domain.contact import Contact
-from store import envelope, spellings
-from store.compression import inflate, state_compressor
 
 TABLE = "ledger_dedupe"
 FACT_EVENTS = (
@@ -42,8 +36,6 @@ FACT_EVENTS = (
     Contact.Merged,
     Contact.Deleted,
 )
-# Their topics as the log may hold them (store.spellings): what the table is filled from.
-FACT_TOPICS = tuple(spellings.spellings(get_topic(cls) for cls in FACT_EVENTS))
 
 # (stream, key as bytes, version)
 Row = tuple[UUID, bytes, int]
@@ -62,28 +54,12 @@ def rows(events: Iterable[Any]) -> list[Row]:
     ]
 
 
-def stored_rows(stored: Iterable[tuple[Any, int, bytes]]) -> Iterator[Row]:
-    """Key rows of stored fact events (originator_id, version, state), for filling the table
-    from a log written before it existed. The state is the library's JSON, compressed or not
-    (no cipher is configured here); only its top-level `dedupe_key`, a plain string, is read."""
-    for originator_id, version, state in stored:
-        state = bytes(state)
-        public = (
-            envelope.public_json(state, state_compressor())
-            if envelope.is_sealed(state)
-            else inflate(state)
-        )
-        key = json.loads(public)["dedupe_key"]
-        stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
-        yield stream, key_bytes(key), version
-
-
 def create_once(
     recorder: SQLiteApplicationRecorder, table: str, make: Callable[[sqlite3.Cursor], None]
 ) -> None:
-    """Runs `make` (create `table` and fill it from the log) unless the table is there. Under
-    the write lock (IMMEDIATE), so no event is appended between the creation and the fill, and a
-    process starting at the same moment waits here and then finds the table made and filled."""
+    """Runs `make` (create `table`) unless the table is there. Under the write lock
+    (IMMEDIATE), so a process starting at the same moment waits here and then finds the table
+    made."""
     with recorder.datastore.get_connection(commit=True) as conn:
         cursor = conn.cursor().sqlite_cursor
         try:
@@ -114,16 +90,6 @@ class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
     def _create_dedupe(self, cursor: sqlite3.Cursor) -> None:
         cursor.execute(self.create_statement)
-        self._fill(cursor)
-
-    def _fill(self, cursor: sqlite3.Cursor) -> None:
-        marks = ", ".join("?" * len(FACT_TOPICS))
-        read = cursor.connection.execute(
-            "SELECT originator_id, originator_version, state FROM "
-            f"{self.events_table_name} WHERE topic IN ({marks})",
-            FACT_TOPICS,
-        )
-        cursor.executemany(self.insert_statement, ((i.hex, k, v) for i, k, v in stored_rows(read)))
 
     def _insert_events(
         self,

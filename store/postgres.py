@@ -20,11 +20,10 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresFactory,
 )
-from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from store import format_version, vault_keys
-from store.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
+from store.dedupe import TABLE, Row
 from store.vault import Vault, plaintext
 from store.vault_keys import BatchKeys
 
@@ -90,7 +89,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     vault: Vault = plaintext()
 
     def create_once(self, table: str, make: Callable[[Any], None]) -> None:
-        """Runs `make(conn)` (create `table` and fill it from the log) in one transaction
+        """Runs `make(conn)` (create `table`) in one transaction
         unless the table is there; processes starting together take turns (advisory lock)."""
         with self.datastore.get_connection() as conn:  # the pool's are autocommit
             conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
@@ -133,26 +132,6 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                 "originator_version bigint, PRIMARY KEY (originator_id, dedupe_key))"
             ).format(self.dedupe_table())
         )
-        self._fill(conn)
-
-    def _fill(self, conn: Any) -> None:
-        events = SQL("{0}.{1}").format(
-            Identifier(self.datastore.schema), Identifier(self.events_table_name)
-        )
-        read = conn.cursor(name="ledger_dedupe_fill", row_factory=tuple_row)
-        read.execute(
-            SQL(
-                "SELECT originator_id, originator_version, state FROM {0} WHERE topic = ANY(%s)"
-            ).format(events),
-            (list(FACT_TOPICS),),
-        )
-        # In pages: the connection cannot read from the cursor while a COPY is under way.
-        while page := read.fetchmany(5000):
-            with conn.cursor() as cursor, cursor.copy(self.dedupe_copy_statement()) as rows:
-                rows.set_types(DEDUPE_COPY_TYPES)
-                for row in stored_rows(page):
-                    rows.write_row(row)
-        read.close()
 
     def dedupe_table(self) -> Composed:
         return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(TABLE))

@@ -388,20 +388,6 @@ def test_joined_words_are_no_opt_in_and_listed_opt_ins_replace_the_defaults(
     assert [h["inbound_message_id"] for h in rows["consent_history"]] == ["IN4"]
 
 
-def drop_review_table(database_url: str, generation: int, view: bool = True) -> None:
-    """What a database set up before consent_review existed looks like."""
-    from store.db import Database
-
-    db = Database(database_url)
-    try:
-        with db.transaction() as cur:
-            if view:
-                cur.execute("DROP VIEW consent_review")
-            cur.execute(f"DROP TABLE consent_review_g{generation}")
-    finally:
-        db.close()
-
-
 def test_concurrent_followers_apply_each_page_once(
     settings: Settings, ledger: Ledger, database_url: str
 ) -> None:
