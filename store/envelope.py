@@ -255,11 +255,10 @@ def public_state(
     clean: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any] | None:
     """The event's public fields alone (no key loaded, nothing decrypted), as `open_state`
-    would give them with `_key`; None where its public part lacks what stands in for a
-    personal field (a message's `metadata_index`, absent from events written before it)."""
+    would give them with `_key`; None for a topic not in PRIVATE."""
     public = _loaded(state, public_json(state, zstd), _reader(state), clean)
     kind = PRIVATE.get(topic)
-    if kind is None or (kind.metadata and METADATA_INDEX not in public):
+    if kind is None:
         return None
     return public
 
