@@ -17,7 +17,7 @@ from store import seal_reads
 
 def seal_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     def head() -> dict[str, Any]:
-        runtime.ledger()  # creates the seal table (sealing a log from before) if need be
+        runtime.ledger()  # creates the seal table if need be
         found = seal_reads.head(runtime.store_database())
         if found is None:
             return {"position": 0, "hash": None, "sealed_at": None}

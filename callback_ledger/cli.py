@@ -16,14 +16,17 @@ from callback_ledger.audit_cli import add_commands as add_audit_commands
 from callback_ledger.callbacks_cli import add_commands as add_callbacks_commands
 from callback_ledger.erase_cli import add_commands as add_erase_commands
 from callback_ledger.evidence_cli import add_commands as add_evidence_commands
+from callback_ledger.export_cli import add_command as add_export_command
 from callback_ledger.followup_cli import add_commands as add_followup_commands
 from callback_ledger.keys_cli import add_commands as add_key_commands
 from callback_ledger.secrets_cli import add_commands as add_secrets_commands
 from callback_ledger.serve_cli import add_command as add_serve_command
 from callback_ledger.verify_cli import add_commands as add_verify_commands
 from domain.callbacks import loads_body
+from domain.receipt import Receipt
 from service.logs import setup as setup_logs
 from store.config import ConfigError, Settings, collect_less_often
+from store.format_version import FormatError
 from store.vault import SecretsError
 
 
@@ -45,7 +48,7 @@ def quarantine(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def read_bodies(path: str) -> Iterator[tuple[str, bytes]]:
+def read_bodies(path: str) -> Iterator[tuple[str, bytes, Receipt | None]]:
     """(where, raw body) for each body in a file: one JSON document (an object, or an array of
     them: a pretty-printed export), or JSON Lines. Raises OSError when it cannot be read."""
     with open(path, "rb") as file:
@@ -55,15 +58,25 @@ def read_bodies(path: str) -> Iterator[tuple[str, bytes]]:
     except ValueError:
         document = None
     if isinstance(document, dict):
-        yield path, data.strip()
+        yield path, data.strip(), None
         return
     if isinstance(document, list):
         for number, body in enumerate(document, 1):
-            yield f"{path}[{number}]", orjson.dumps(body)
+            yield f"{path}[{number}]", orjson.dumps(body), None
         return
     for number, line in enumerate(data.splitlines(), 1):
         if line.strip():
-            yield f"{path}:{number}", line.strip()
+            yield f"{path}:{number}", line.strip(), None
+
+
+def exported(path: str) -> Iterator[tuple[str, bytes, Receipt | None]]:
+    """(where, raw body, its receipt) for each callback `export` wrote to a file."""
+    from callback_ledger.export_cli import carried
+
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, 1):
+            if line.strip():
+                yield f"{path}:{number}", *carried(orjson.loads(line))
 
 
 def reinterpret(settings: Settings, args: argparse.Namespace) -> int:
@@ -90,7 +103,7 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
     from datetime import UTC, datetime
 
-    from domain.receipt import Receipt
+    from callback_ledger.export_cli import SOURCE_HEADER
     from service.recorder import Recorder, alone
     from service.runtime import Runtime
 
@@ -98,8 +111,9 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
     for path in unreadable:
         sys.stderr.write(f"{path}: no such file\n")
     runtime = Runtime(settings)
-    # Refusals are reported, not quarantined: the operator reads them and fixes the file.
-    recorder = Recorder(alone(runtime.ledger()), keep_refused=False)
+    # Refusals are reported, not quarantined: the operator reads them and fixes the file. An
+    # export's refused callbacks were quarantined where they came from: they are so again.
+    recorder = Recorder(alone(runtime.ledger()), keep_refused=args.keep_arrival)
     refused = 0
     try:
         with asyncio.Runner() as runner:
@@ -107,18 +121,18 @@ def ingest(settings: Settings, args: argparse.Namespace) -> int:
                 if path in unreadable:
                     continue
                 try:
-                    bodies = list(read_bodies(path))
+                    bodies = list(exported(path) if args.keep_arrival else read_bodies(path))
                 except OSError as exc:
                     refused += 1
                     sys.stderr.write(f"{path}: cannot read it: {exc.strerror or exc}\n")
                     continue
-                for where, raw in bodies:
-                    receipt = Receipt(
+                for where, raw, kept in bodies:
+                    receipt = kept or Receipt(
                         # Not UTF-8 is refused as not JSON before the receipt is read.
                         raw.decode("utf-8", errors="replace"),
                         datetime.now(UTC),
                         False,
-                        {"x-ledger-source": "callback-ledger ingest"},
+                        {SOURCE_HEADER: "callback-ledger ingest"},
                     )
                     try:
                         outcome = runner.run(recorder.record(raw, receipt))
@@ -173,6 +187,28 @@ def replay(settings: Settings, args: argparse.Namespace) -> int:
         jobs=args.jobs,
     )
     return 0
+
+
+def check_format(settings: Settings) -> None:
+    """Raises FormatError when the store is not of this version's format (after the upgrades
+    it needs): every command stops before it starts. A store that cannot be reached is the
+    command's to report."""
+    from store.db import Database
+    from store.format_version import check
+
+    backend = settings.store_backend()
+    try:
+        db = Database(backend)
+    except Exception:  # unreachable now: the command says so in its own words
+        return
+    try:
+        check(db, backend.store_file() or f"the {settings.backend} store")
+    except FormatError:
+        raise
+    except Exception:
+        return
+    finally:
+        db.close()
 
 
 def check_keys(settings: Settings) -> None:
@@ -235,6 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="record callback bodies from files (a JSON object or array, or JSON Lines)",
     )
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--keep-arrival",
+        action="store_true",
+        help="the files are `export`'s: record each callback with its receipt as exported "
+        "(arrival time, headers, signature verified)",
+    )
     p.set_defaults(run=ingest)
 
     p = commands.add_parser(
@@ -278,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_key_commands(commands)
     add_verify_commands(commands)
     add_evidence_commands(commands)
+    add_export_command(commands)
     add_erase_commands(commands)
     add_callbacks_commands(commands)
     add_secrets_commands(commands)
@@ -288,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logs(getattr(args, "log_level", "info"))
         settings = Settings.from_env()
         if (args.command, getattr(args, "secrets_command", None)) not in NO_STORE:
+            if args.command != "export":  # it reads a development build's store too
+                check_format(settings)
             check_keys(settings)
         return int(args.run(settings, args))
     except ConfigError as exc:
@@ -295,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SecretsError as exc:
         # The store's keys are missing or wrong: said plainly, before anything runs on it.
         parser.exit(2, f"callback-ledger: keys of personal data: {exc}\n")
+    except FormatError as exc:
+        parser.exit(2, f"callback-ledger: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def recorded_head(text: str) -> tuple[int, bytes]:
 def run_verify(settings: Settings, args: argparse.Namespace) -> int:
     runtime = Runtime(settings)
     try:
-        # Opening the ledger creates the seal table (and seals a log from before) if need be.
+        # Opening the ledger creates the seal table if need be.
         events_table = runtime.ledger().events_table
         found = seal_reads.verify(runtime.store_database(), events_table, args.since, args.expect)
     finally:

@@ -17,41 +17,26 @@ ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.ASCII | re.IGNORECASE)
 TO_BASE32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv")
 
 
-# How a store names its message streams (store.stream_ids records which, per store).
-HASHED = "hashed"  # the name hashed whole (the first versions' stores)
-ORDERED = "ordered"  # a ULID's milliseconds, then the hashed name
-# As ORDERED, after a prefix no other stream's id has: a contact's stream id is a hash, spread
-# over the whole range, so ORDERED ids go in among them, and a PostgreSQL index splits a page
-# filled in its middle in half (and leaves it half full); TAIL ids go at the index's end.
-TAIL = "tail"
-LAYOUTS = (HASHED, ORDERED, TAIL)
+# A message whose id is a ULID (as Sinch's are) is named after every other stream: a prefix no
+# other stream's id has, the ULID's milliseconds, then the hashed name. A contact's stream id is a
+# hash, spread over the whole range; a new message's stream then goes in at the end of the log's
+# primary key instead of at a random place in it, so each insert touches the pages the last ones
+# did (a PostgreSQL index splits a page filled in its middle in half and leaves it half full).
 TAIL_PREFIX = b"\xff" * 4
 
 
 # A message's callbacks arrive close together, and the library derives the id again when it
 # creates the aggregate: a small cache saves the hashing.
 @lru_cache(maxsize=50_000)
-def message_id(project_id: str, message_id: str, layout: str = HASHED) -> UUID:
-    """The stream of a message in a store of `layout`: for ORDERED and TAIL a ULID's
-    milliseconds first, so streams are made in time order; other ids are hashed whole."""
+def message_id(project_id: str, message_id: str) -> UUID:
+    """The stream of a message: for a ULID its milliseconds first (after TAIL_PREFIX), so
+    streams are made in time order; other ids are hashed whole. Not an RFC 9562 layout: its
+    version bits would break the order."""
     hashed = uuid5(NAMESPACE, f"message\x1f{project_id}\x1f{message_id}")
-    millis = ulid_millis(message_id) if layout != HASHED else None
+    millis = ulid_millis(message_id)
     if millis is None:
         return hashed
-    if layout == TAIL:  # not an RFC 9562 layout: its version bits would break the order
-        return UUID(bytes=TAIL_PREFIX + millis.to_bytes(6, "big") + hashed.bytes[:6])
-    raw = bytearray(millis.to_bytes(6, "big") + hashed.bytes[6:])
-    raw[6] = 0x80 | (raw[6] & 0x0F)  # version 8: a layout of our own (RFC 9562)
-    raw[8] = 0x80 | (raw[8] & 0x3F)  # the RFC's variant (uuid5's bytes have it already)
-    return UUID(bytes=bytes(raw))
-
-
-def layout_of(stream: UUID) -> str:
-    """The layout a message stream's id looks made by (a hashed id may look otherwise: a
-    caller checks by making the id again)."""
-    if stream.bytes[:4] == TAIL_PREFIX:
-        return TAIL
-    return ORDERED if stream.version == 8 else HASHED
+    return UUID(bytes=TAIL_PREFIX + millis.to_bytes(6, "big") + hashed.bytes[:6])
 
 
 def ulid_millis(text: str) -> int | None:

@@ -41,22 +41,8 @@ TABLES = (
     "erasures",
     "contact_merges",
 )
-# Filled from Contact.Merged alone, which earlier versions never wrote (they kept
-# CONTACT_MERGE in the catch-all: `callback-ledger reinterpret` records those).
-COMPLETE_WHEN_NEW = frozenset({"contact_merges"})
 # A contact's merge or deletion: no consent fact, but numbers that were the contact's.
 CONTACT_EVENTS = frozenset({CONTACT_MERGED, CONTACT_DELETED})
-# Added since the first version (a database from before gets them, and is told to replay).
-# contact_identities' lookup by contact: a table made before it is keyed by the contact.
-LAYOUT_INDEXES = frozenset({"ix_ci_g{g}_contact"})
-KEYS = (("contact_identities", ("channel", "identity", "project_id", "contact_id")),)
-ADDED_COLUMNS = (
-    ("consent", "identity_shown", "TEXT"),
-    ("consent_history", "identity_shown", "TEXT"),
-    ("consent_review", "identity_shown", "TEXT"),
-    ("contact_identities", "identity_shown", "TEXT"),
-)
-
 CONSENT_COLUMNS = (
     "project_id",
     "contact_id",

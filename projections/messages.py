@@ -72,13 +72,6 @@ READ_COLUMNS = (
 STATUS_VALUES = itemgetter(*STATUS_COLUMNS)
 METADATA_PREFIX = 200
 READ_VALUES = itemgetter(*READ_COLUMNS)
-ADDED_COLUMNS = (
-    ("message_status", "submitted_at", "TEXT"),
-    ("message_status", "next_action", "TEXT"),
-    ("message_status", "identities_shown", "TEXT"),
-    ("message_status", "metadata_shown", "TEXT"),
-    ("read_confirmations", "identity_shown", "TEXT"),
-)
 
 
 def schema(g: int) -> list[str]:
@@ -106,7 +99,6 @@ def schema(g: int) -> list[str]:
         f"CREATE INDEX ix_ms_g{g}_status ON message_status_g{g} (status, reason_code)",
         # metadata is free text of any length, and an index entry has a size limit: its
         # prefix is indexed (queries compare the prefix, then the whole value).
-        f"DROP INDEX IF EXISTS ix_ms_g{g}_metadata",
         f"CREATE INDEX ix_ms_g{g}_metadata_prefix ON message_status_g{g} "
         f"(substr(metadata, 1, {METADATA_PREFIX}))",
         f"""CREATE TABLE read_confirmations_g{g} (
@@ -143,11 +135,9 @@ def _load_reports(
     return found
 
 
-def _fact(
-    event: LoggedEvent, vault: Vault, names: dict[str, str]
-) -> tuple[tuple[str, str], dict[str, Any]] | None:
+def _fact(event: LoggedEvent, vault: Vault) -> tuple[tuple[str, str], dict[str, Any]] | None:
     """The message a log event is about and its report fact (identity and metadata by name);
-    None for other events. `names`: metadata values already named in this page."""
+    None for other events."""
     state = event.state
     if event.topic in REPORTS:
         ref = f"{event.originator_id}/{report_key(state.get('channel'), state['status'])}"
@@ -158,14 +148,8 @@ def _fact(
     else:
         return None
     fact["identity"] = identity_name(state, vault)
-    if vault.encrypted:
-        if METADATA_INDEX in state:  # read from its public part
-            fact["metadata"] = state[METADATA_INDEX]
-        elif isinstance(state.get("metadata"), str):  # an event from before the index
-            value = state["metadata"]
-            if value not in names:
-                names[value] = vault.metadata_name(value)
-            fact["metadata"] = names[value]
+    if vault.encrypted:  # named by its public part
+        fact["metadata"] = state[METADATA_INDEX]
     return (state["project_id"], state["message_id"]), fact
 
 
@@ -185,7 +169,6 @@ def apply(
     new: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     identity_sources: dict[tuple[str, str], Sources] = defaultdict(dict)
     metadata_sources: dict[tuple[str, str], Sources] = defaultdict(dict)
-    metadata_names: dict[str, str] = {}
     # A message registered in this page has no row yet (its reports all come after it in the
     # log), so only the others are looked up: most of them during a replay.
     registered: set[str] = set()
@@ -197,7 +180,7 @@ def apply(
             continue
         if event.topic == FIRST_REPORTED:
             registered.add(event.originator_id)
-        found = _fact(event, vault, metadata_names)
+        found = _fact(event, vault)
         if found is None:
             continue
         key, fact = found

@@ -18,19 +18,6 @@ class Projection:
     tables: tuple[str, ...]
     schema: Callable[[int], list[str]]
     apply: Callable[[Cursor, int, list[LoggedEvent]], None]
-    # Columns added to a table since its first version: (table, column, SQL type). A database
-    # from before gets them (and is told it needs a replay to fill them).
-    added_columns: tuple[tuple[str, str, str], ...] = ()
-    # Indexes that go with a table's layout of this version (its key): made with the table,
-    # never added to a table an earlier version made (whose key serves the same lookups).
-    # Named as in the schema, the generation `{g}`.
-    layout_indexes: frozenset[str] = frozenset()
-    # Tables whose primary key changed since their first version: table -> its key now. A
-    # generation being built with another (by an earlier version) is built again.
-    keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    # Tables filled only from events no earlier version wrote: made empty for a database
-    # from before, they are complete (no replay needed).
-    complete_when_new: frozenset[str] = frozenset()
 
 
 def all_projections(
@@ -47,7 +34,6 @@ def all_projections(
             messages.TABLES,
             messages.schema,
             lambda cur, g, events: messages.apply(cur, g, events, next_actions, vault),
-            messages.ADDED_COLUMNS,
         ),
         consent.NAME: Projection(
             consent.NAME,
@@ -55,10 +41,6 @@ def all_projections(
             consent.TABLES,
             consent.schema,
             lambda cur, g, events: consent.apply(cur, g, events, keywords, vault),
-            consent.ADDED_COLUMNS,
-            consent.LAYOUT_INDEXES,
-            consent.KEYS,
-            consent.COMPLETE_WHEN_NEW,
         ),
         callbacks.NAME: Projection(
             callbacks.NAME,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import orjson
 
@@ -203,17 +202,12 @@ def message_row(
 # (a message's reports nearly always name the same ones) and, on the first report, the row's
 # channel and its only identity, and a time that its row's column for the status holds
 # (STATUS_TIME); a known status is written as one letter (STATUS_CODE). `expanded_reports` puts
-# them back exactly; a timeline stored whole, or by earlier versions, reads as it is.
+# them back exactly.
 REASON_FIELDS = ("reason_code", "reason_sub_code", "reason_description")
 # Left out of a stored report when equal to the previous report's (of the first: see above).
 REPEATED = ("channel", "identity")
 
 
-# On a row's first stored report: the layout of the message's stream id (domain.ids) when it
-# is not hashed, as a number (absent: hashed).
-ORDERED_MARK = "o"
-LAYOUT_MARK = {ids.ORDERED: 1, ids.TAIL: 2}
-MARK_LAYOUT = {mark: layout for layout, mark in LAYOUT_MARK.items()}
 # A stored report's status: one letter under CODE_KEY for a known status, else the name in full
 # under "status" (a status Sinch adds later, as received).
 CODE_KEY = "s"
@@ -247,15 +241,8 @@ TIMELINE_COLUMNS = (
 )
 
 
-def _layout_of(text: str) -> str:
-    try:
-        return ids.layout_of(UUID(text))
-    except ValueError:
-        return ids.HASHED
-
-
-def _stream_of(row: Mapping[str, Any], layout: str) -> str:
-    return str(ids.message_id(row["project_id"], row["message_id"], layout))
+def _stream_of(row: Mapping[str, Any]) -> str:
+    return str(ids.message_id(row["project_id"], row["message_id"]))
 
 
 def _own_ref(stream: str, fact: Mapping[str, Any]) -> str:
@@ -276,16 +263,12 @@ def compact_reports(
 ) -> str:
     """The JSON stored in message_status.reports for a row (its identities_shown set) and its
     full reports. `stream`: the message's stream id as text, when the caller has it (else the
-    hashed one is assumed)."""
-    layout = _layout_of(stream) if stream is not None else ids.HASHED
-    # A reference is left out when a reader can make it again from the row: the stream's
-    # id is the one the row's names give in one of the layouts (marked on the first report
-    # when not hashed; domain.ids).
-    derived = _stream_of(row, layout)
+    one its names give is assumed)."""
+    # A reference is left out when a reader can make it again from the row: the stream's id
+    # is the one the row's names give (domain.ids).
+    derived = _stream_of(row)
     stream = stream or derived
     derivable = stream == derived
-    if not derivable:
-        layout = ids.HASHED
     # A first report leaves out a channel or identity equal to the row's: its channel column,
     # and its only identity (when it names one).
     previous: Mapping[str, Any] = {"channel": row["channel"], "identity": only_identity(row)}
@@ -309,34 +292,25 @@ def compact_reports(
         if not derivable or fact["source_ref"] != _own_ref(stream, fact):
             kept["source_ref"] = fact["source_ref"]
         out.append(kept)
-    mark = LAYOUT_MARK.get(layout, 0) if out else 0
     if all(report.keys() == {CODE_KEY} for report in out):
-        # Nothing but known statuses: their letters as one JSON string, after the layout's
-        # mark ("2QDR": most messages).
-        return orjson.dumps(f"{mark or ''}{''.join(r[CODE_KEY] for r in out)}").decode()
-    if mark:
-        out[0][ORDERED_MARK] = mark
+        # Nothing but known statuses: their letters as one JSON string ("QDR": most messages).
+        return orjson.dumps("".join(r[CODE_KEY] for r in out)).decode()
     return orjson.dumps(out).decode()
 
 
 def stored_reports(text: str) -> list[dict[str, Any]]:
     """A row's `reports` as stored reports: a JSON list of them, or a string of letters (one
-    known status each) after the layout's mark, if any."""
+    known status each)."""
     stored = orjson.loads(text)
-    if not isinstance(stored, str):
-        return list(stored)
-    letters = stored.lstrip("0123456789")
-    out: list[dict[str, Any]] = [{CODE_KEY: letter} for letter in letters]
-    if letters != stored and out:
-        out[0][ORDERED_MARK] = int(stored[: len(stored) - len(letters)])
-    return out
+    if isinstance(stored, str):
+        return [{CODE_KEY: letter} for letter in stored]
+    return list(stored)
 
 
 def expanded_reports(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The full reports of a message_status row (its `reports` and the columns they lean on)."""
     stored = stored_reports(row["reports"])
-    mark = stored[0].get(ORDERED_MARK, 0) if stored else 0
-    stream = _stream_of(row, MARK_LAYOUT.get(mark, ids.HASHED))
+    stream = _stream_of(row)
     first = {"channel": row["channel"], "identity": None}
     if stored and "identity" not in stored[0]:  # left out: the row's only identity
         first["identity"] = only_identity(row)

@@ -319,7 +319,7 @@ def derive(bundle: Mapping[str, Any]) -> dict[str, Any]:
         elif event.topic == ERASED:
             reference = f"{event.originator_id}/{ERASURE_KEY}"
             erasure = erasure or _erasure(event, name)
-        elif (found := message_fact(event, plain, {})) is not None:
+        elif (found := message_fact(event, plain)) is not None:
             key, report = found
             reference = report["source_ref"]
             reports[key].append((report, event))

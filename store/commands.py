@@ -125,12 +125,11 @@ def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
 
 
 def command_for(
-    body: dict[str, Any], receipt: Receipt, name: Namer | None = None, layout: str = ids.HASHED
+    body: dict[str, Any], receipt: Receipt, name: Namer | None = None
 ) -> Command | None:
     """What recording this body means, or None for a trigger we keep uninterpreted.
     Pure: validates and decides which stream, touches no storage. `name`: how stream names
-    and dedupe keys name a channel identity (an encrypted store's blind index); `layout`:
-    how the store names a message's stream (domain.ids, store.stream_ids)."""
+    and dedupe keys name a channel identity (an encrypted store's blind index)."""
     trigger = detect_trigger(body)
     if trigger not in INTERPRETED_TRIGGERS:
         return None
@@ -146,7 +145,7 @@ def command_for(
     if isinstance(callback, SubmitCallback):
         submitted = callback.message_submit_notification
         submitted_id = submitted.message_id
-        stream = ids.message_id(project_id, submitted_id, layout)
+        stream = ids.message_id(project_id, submitted_id)
         channel = submitted.channel_identity.channel if submitted.channel_identity else None
         return Command(
             trigger,
@@ -158,7 +157,7 @@ def command_for(
     if isinstance(callback, DeliveryCallback):
         report = callback.message_delivery_report
         message_id = report.message_id
-        stream = ids.message_id(project_id, message_id, layout)
+        stream = ids.message_id(project_id, message_id)
         channel = report.channel_identity.channel if report.channel_identity else None
         return Command(
             trigger,

@@ -11,10 +11,8 @@ fails the whole transaction on the primary key like a stale version does: the wr
 and decides again, and the lookup then finds the key.
 
 Keys are stored as their UTF-8 bytes (`bytea` / BLOB): exact, whatever characters they hold
-(PostgreSQL text cannot hold a NUL). The table is created, and filled from the events already
-in the log, in one transaction the first time a process of this version opens the store; a
-store whose table exists is complete. (Stop the processes of an older version before starting
-this one: they would append facts without keys.)
+(PostgreSQL text cannot hold a NUL). The table is created with the store's other tables, while
+its log is empty.
 
 The recorders that write it: SQLite's in store.seal_sqlite (set through the library's
 APPLICATION_RECORDER_TOPIC, store.sqlite_backend), PostgreSQL's
@@ -22,16 +20,11 @@ APPLICATION_RECORDER_TOPIC, store.sqlite_backend), PostgreSQL's
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.utils import get_topic
-
 from domain.contact import Contact
-from store import envelope, spellings
-from store.compression import inflate, state_compressor
 
 TABLE = "ledger_dedupe"
 FACT_EVENTS = (
@@ -40,8 +33,6 @@ FACT_EVENTS = (
     Contact.Merged,
     Contact.Deleted,
 )
-# Their topics as the log may hold them (store.spellings): what the table is filled from.
-FACT_TOPICS = tuple(spellings.spellings(get_topic(cls) for cls in FACT_EVENTS))
 
 # (stream, key as bytes, version)
 Row = tuple[UUID, bytes, int]
@@ -58,19 +49,3 @@ def rows(events: Iterable[Any]) -> list[Row]:
         for e in events
         if isinstance(e, FACT_EVENTS)
     ]
-
-
-def stored_rows(stored: Iterable[tuple[Any, int, bytes]]) -> Iterator[Row]:
-    """Key rows of stored fact events (originator_id, version, state), for filling the table
-    from a log written before it existed. The state is the library's JSON, compressed or not
-    (no cipher is configured here); only its top-level `dedupe_key`, a plain string, is read."""
-    for originator_id, version, state in stored:
-        state = bytes(state)
-        public = (
-            envelope.public_json(state, state_compressor())
-            if envelope.is_sealed(state)
-            else inflate(state)
-        )
-        key = json.loads(public)["dedupe_key"]
-        stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
-        yield stream, key_bytes(key), version

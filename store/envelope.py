@@ -10,11 +10,7 @@ frame with the named dictionary (store.compression's `compress_pair`), cut after
 which continues the frame (the personal part repeats much of the public one, so it compresses
 better so than alone). So statuses, times, reason codes and dedupe keys stay readable for ever,
 and the personal fields only while their data key exists. Which fields are personal is decided
-per event type (`PRIVATE`).
-
-Events written before that (MAGIC_V1, MAGIC_V1_LIBRARY) have no dictionary byte, and each part
-is a zstd frame of its own, the ciphertext being AES-GCM of the personal part's frame: still
-read, never written."""
+per event type (`PRIVATE`)."""
 
 from __future__ import annotations
 
@@ -40,11 +36,8 @@ MAGIC = b"CLE\x03"  # neither JSON ("{") nor zstd (0x28) starts with it
 # The same, with both parts' JSON written by the library's encoder (a value orjson does not
 # take, such as an integer beyond 64 bits): read back by the standard `json` module, exact.
 MAGIC_LIBRARY = b"CLE\x04"
-MAGIC_V1, MAGIC_V1_LIBRARY = b"CLE\x01", b"CLE\x02"  # each part a frame of its own
-MAGICS = (MAGIC, MAGIC_LIBRARY, MAGIC_V1, MAGIC_V1_LIBRARY)
-_LIBRARY = (MAGIC_LIBRARY, MAGIC_V1_LIBRARY)
+MAGICS = (MAGIC, MAGIC_LIBRARY)
 _HEAD = struct.Struct(">4sBI")
-_HEAD_V1 = struct.Struct(">4sI")
 # The receipt's fields that are personal: the body as received and the headers that came with
 # it. Its arrival time and whether its signature was verified stay public.
 RECEIPT_PRIVATE = ("raw", "headers")
@@ -194,14 +187,11 @@ def is_sealed(state: bytes) -> bool:
     return state[:4] in MAGICS
 
 
-def _layout(state: bytes) -> tuple[int | None, int, int]:
-    """(the dictionary of a one-frame envelope, else None; where the public piece starts;
-    where it ends, and the key id starts)."""
-    if state[:4] in (MAGIC, MAGIC_LIBRARY):
-        _, version, length = _HEAD.unpack_from(state)
-        return version, _HEAD.size, _HEAD.size + length
-    _, length = _HEAD_V1.unpack_from(state)
-    return None, _HEAD_V1.size, _HEAD_V1.size + length
+def _layout(state: bytes) -> tuple[int, int, int]:
+    """(the dictionary; where the public piece starts; where it ends, and the key id
+    starts)."""
+    _, version, length = _HEAD.unpack_from(state)
+    return version, _HEAD.size, _HEAD.size + length
 
 
 def key_id(state: bytes) -> bytes:
@@ -216,8 +206,7 @@ def key_ids(states: Iterable[bytes]) -> list[bytes]:
 def public_json(state: bytes, zstd: StateCompressor) -> bytes:
     """The public part's JSON (no key needed)."""
     version, start, end = _layout(state)
-    head = bytes(state[start:end])
-    return zstd.decompress(head) if version is None else zstd.decompress_pair(version, head)[0]
+    return zstd.decompress_pair(version, bytes(state[start:end]))[0]
 
 
 def parts_json(state: bytes, vault: v.Vault, zstd: StateCompressor) -> tuple[bytes, bytes | None]:
@@ -226,9 +215,7 @@ def parts_json(state: bytes, vault: v.Vault, zstd: StateCompressor) -> tuple[byt
     version, start, end = _layout(state)
     head = bytes(state[start:end])
     tail = vault.decrypt(bytes(state[end:])) if vault.encrypted else None
-    if version is not None:
-        return zstd.decompress_pair(version, head, tail)
-    return zstd.decompress(head), (zstd.decompress(tail) if tail is not None else None)
+    return zstd.decompress_pair(version, head, tail)
 
 
 # JSON writes a NUL character as this escape (see `open_state`'s `clean`).
@@ -268,18 +255,17 @@ def public_state(
     clean: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any] | None:
     """The event's public fields alone (no key loaded, nothing decrypted), as `open_state`
-    would give them with `_key`; None where its public part lacks what stands in for a
-    personal field (a message's `metadata_index`, absent from events written before it)."""
+    would give them with `_key`; None for a topic not in PRIVATE."""
     public = _loaded(state, public_json(state, zstd), _reader(state), clean)
     kind = PRIVATE.get(topic)
-    if kind is None or (kind.metadata and METADATA_INDEX not in public):
+    if kind is None:
         return None
     return public
 
 
 def _reader(state: bytes) -> Callable[[bytes], Any]:
     """The JSON reader both parts are read with."""
-    return json.loads if state[:4] in _LIBRARY else orjson.loads
+    return json.loads if state[:4] == MAGIC_LIBRARY else orjson.loads
 
 
 def _loaded(

@@ -22,7 +22,7 @@ from domain import ids
 from domain.contact import Contact, Namer
 from domain.keywords import Reading
 from domain.receipt import Receipt
-from store import dedupe, stream_ids, vault_keys
+from store import dedupe, format_version, vault_keys
 from store.backend import Backend, StoreContention
 from store.catch_all import CatchAll
 from store.commands import (
@@ -87,7 +87,6 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     # the connections they are read through when the Ledger opened them (it closes them).
     vault: Vault = plaintext()
     _keys_db: Database | None = None
-    stream_layout = ids.HASHED
     _deciding: Mapper[UUID] | None = None
 
     @classmethod
@@ -122,7 +121,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             raise RuntimeError(f"the log is {ledger.events_table}, not {backend.events_table}")
         ledger.vault = vault
         try:
-            ledger.stream_layout = stream_ids.layout(db)
+            format_version.check(db, ledger._store_file or f"the {backend.name} store")
         except BaseException:
             ledger.close()
             raise
@@ -132,8 +131,6 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         if classify is not None:
             mapper.classify = classify
         ledger.recorder.vault = vault  # type: ignore[attr-defined]
-        with db.read() as cur:
-            ledger.recorder.key_columns = vault_keys.key_columns(cur)  # type: ignore[attr-defined]
         return ledger
 
     @classmethod
@@ -204,11 +201,11 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
 
     def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
         """What recording this body means, or None for a trigger we keep uninterpreted."""
-        return command_for(body, receipt, self.namer(), self.stream_layout)
+        return command_for(body, receipt, self.namer())
 
     def message_stream(self, project_id: str, message_id: str) -> UUID:
-        """The stream a message's events are in, in this store (store.stream_ids)."""
-        return ids.message_id(project_id, message_id, self.stream_layout)
+        """The stream a message's events are in."""
+        return ids.message_id(project_id, message_id)
 
     def execute(self, command: Command) -> Outcome:
         """One command (and the records it carries on other streams) in a transaction of its

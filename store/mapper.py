@@ -14,6 +14,7 @@ do it: the same bytes, without the library's slower encoding. In an encrypted st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +99,7 @@ class FastMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         topic = self._topics.get(type(domain_event))
         if topic is None or self.cipher:
-            return super().to_stored_event(domain_event)
+            return self._library_stored(domain_event)
         state = dict(vars(domain_event))
         originator_id = state.pop("originator_id")
         originator_version = state.pop("originator_version")
@@ -111,10 +112,15 @@ class FastMapper(Mapper[UUID]):
         try:
             data = envelope.dumps(state)
         except TypeError:  # e.g. an integer beyond 64 bits inside a callback's JSON
-            return super().to_stored_event(domain_event)
+            return self._library_stored(domain_event)
         if self.compressor:
             data = self.compressor.compress(data)
         return StoredEvent(originator_id, originator_version, spellings.written(topic), data)
+
+    def _library_stored(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        """As the library encodes it, under the one spelling of its topic."""
+        stored = super().to_stored_event(domain_event)
+        return dataclasses.replace(stored, topic=spellings.written(stored.topic))
 
     def _sealed(self, kind: envelope.Kind, state: dict[str, Any]) -> bytes:
         assert self.zstd is not None

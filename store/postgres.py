@@ -20,11 +20,10 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresFactory,
 )
-from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from store import stream_ids, vault_keys
-from store.dedupe import FACT_TOPICS, TABLE, Row, stored_rows
+from store import format_version, vault_keys
+from store.dedupe import TABLE, Row
 from store.vault import Vault, plaintext
 from store.vault_keys import BatchKeys
 
@@ -88,10 +87,9 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     mode."""
 
     vault: Vault = plaintext()
-    key_columns: vault_keys.KeyColumns = vault_keys.BINARY
 
     def create_once(self, table: str, make: Callable[[Any], None]) -> None:
-        """Runs `make(conn)` (create `table` and fill it from the log) in one transaction
+        """Runs `make(conn)` (create `table`) in one transaction
         unless the table is there; processes starting together take turns (advisory lock)."""
         with self.datastore.get_connection() as conn:  # the pool's are autocommit
             conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
@@ -110,16 +108,16 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         super().create_table()
         self.create_once(TABLE, self._create_dedupe)
         self.create_once(vault_keys.TABLE, self._create_keys)
-        self.create_once(stream_ids.TABLE, self._create_stream_ids)
+        self.create_once(format_version.TABLE, self._create_format)
 
-    def _create_stream_ids(self, conn: Any) -> None:
+    def _create_format(self, conn: Any) -> None:
         events = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
         # Until this transaction ends no event commits: the log is as empty as it looks.
         conn.execute(SQL("LOCK TABLE {0} IN SHARE MODE").format(events))
         empty = conn.execute(SQL("SELECT 1 FROM {0} LIMIT 1").format(events)).fetchone() is None
-        stream_ids.create(conn.execute, empty, self.datastore.schema)
+        format_version.create(conn.execute, empty, self.datastore.schema)
 
     def _create_keys(self, conn: Any) -> None:
         for statement in vault_keys.create_statements("bytea"):
@@ -134,26 +132,6 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                 "originator_version bigint, PRIMARY KEY (originator_id, dedupe_key))"
             ).format(self.dedupe_table())
         )
-        self._fill(conn)
-
-    def _fill(self, conn: Any) -> None:
-        events = SQL("{0}.{1}").format(
-            Identifier(self.datastore.schema), Identifier(self.events_table_name)
-        )
-        read = conn.cursor(name="ledger_dedupe_fill", row_factory=tuple_row)
-        read.execute(
-            SQL(
-                "SELECT originator_id, originator_version, state FROM {0} WHERE topic = ANY(%s)"
-            ).format(events),
-            (list(FACT_TOPICS),),
-        )
-        # In pages: the connection cannot read from the cursor while a COPY is under way.
-        while page := read.fetchmany(5000):
-            with conn.cursor() as cursor, cursor.copy(self.dedupe_copy_statement()) as rows:
-                rows.set_types(DEDUPE_COPY_TYPES)
-                for row in stored_rows(page):
-                    rows.write_row(row)
-        read.close()
 
     def dedupe_table(self) -> Composed:
         return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(TABLE))
@@ -232,41 +210,34 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         # element by element in Python, which cost more than the rest of the statement. An
         # index lookup per id (LATERAL, OFFSET 0): as `key_id = ANY(...)` or a plain join,
         # PostgreSQL guesses 100 ids and, while the table is young, scans all of it instead.
-        # Ids travel as hex, both ways, whichever way the table holds them.
-        if self.key_columns.binary:
-            select = SQL(
-                "SELECT encode(k.key_id, 'hex') AS key_id FROM "
-                "json_array_elements_text(%(reused)s::json) AS r(id), LATERAL (SELECT key_id "
-                "FROM {0} WHERE key_id = decode(r.id, 'hex') OFFSET 0) k"
-            ).format(table)
-        else:
-            select = SQL(
-                "SELECT k.key_id FROM json_array_elements_text(%(reused)s::json) AS r(id), "
-                "LATERAL (SELECT key_id FROM {0} WHERE key_id = r.id OFFSET 0) k"
-            ).format(table)
+        # Ids travel as hex, both ways.
+        select = SQL(
+            "SELECT encode(k.key_id, 'hex') AS key_id FROM "
+            "json_array_elements_text(%(reused)s::json) AS r(id), LATERAL (SELECT key_id "
+            "FROM {0} WHERE key_id = decode(r.id, 'hex') OFFSET 0) k"
+        ).format(table)
         params: dict[str, Any] = {"reused": orjson.dumps([k.hex() for k in keys.reused]).decode()}
         if not keys.new:
             return select, params
-        params["new"] = orjson.dumps(list(map(self.key_columns.text_row, keys.new))).decode()
+        params["new"] = orjson.dumps(list(map(vault_keys.text_row, keys.new))).decode()
         return SQL("WITH new AS ({0}) {1}").format(self.keys_insert(), select), params
 
     def keys_insert(self) -> Composed:
         table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(vault_keys.TABLE)
         )
-        # The JSON holds KeyColumns.text_row: hex and base64 text for the bytes columns.
-        columns = self.key_columns
-        decoded = {"key_id": "hex", "wrapped": "base64"} if columns.binary else {}
+        # The JSON holds vault_keys.text_row: hex and base64 text for the bytes columns.
+        decoded = {"key_id": "hex", "wrapped": "base64"}
         fields = SQL(", ").join(
             SQL("decode(r->>{0}, {1})").format(Literal(i), Literal(decoded[name]))
             if name in decoded
             else SQL("r->>{0}").format(Literal(i))
-            for i, name in enumerate(columns.names)
+            for i, name in enumerate(vault_keys.COLUMNS)
         )
         return SQL(
             "INSERT INTO {0} ({1}) SELECT {2} FROM json_array_elements(%(new)s::json) AS r "
             "ON CONFLICT DO NOTHING"
-        ).format(table, SQL(", ").join(map(Identifier, columns.names)), fields)
+        ).format(table, SQL(", ").join(map(Identifier, vault_keys.COLUMNS)), fields)
 
     def insert_events(
         self,

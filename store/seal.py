@@ -29,8 +29,6 @@ TABLE = "ledger_seals"
 COLUMNS = ("position", "first_id", "events", "batch", "locator", "previous", "seal", "sealed_at")
 GENESIS = bytes(32)
 LOCATOR_BYTES = 8
-# Events per seal when a log written before sealing existed is sealed (see README, Evidence).
-INITIAL_PAGE = 5000
 # Recent events' digests kept by `verify` to tell "out of order" from "altered".
 RECENT = 10_000
 
@@ -115,29 +113,6 @@ def sealed(previous: bytes, first_id: int, position: int, batch: Batch) -> Seal:
         position, first_id, batch.events, batch.digest, batch.locator, previous,
         chain(previous, batch.digest), now(),
     )  # fmt: skip
-
-
-def seal_pages(
-    rows: Iterable[tuple[int, Any, int, str, bytes]], previous: bytes, page: int = INITIAL_PAGE
-) -> Iterator[Seal]:
-    """Seals over a log written before sealing: `page` events each, chained from `previous`.
-    `rows`: (notification id, stream, version, topic, state) in notification order."""
-    ids: list[int] = []
-    digests: list[bytes] = []
-
-    def close() -> Seal:
-        batch = Batch(len(digests), batch_digest(digests), locator(digests))
-        return sealed(previous, ids[0], ids[-1], batch)
-
-    for notification_id, *event in rows:
-        ids.append(notification_id)
-        digests.append(event_digest(*event))
-        if len(ids) == page:
-            done = close()
-            yield done
-            previous, ids, digests = done.seal, [], []
-    if ids:
-        yield close()
 
 
 def locator(digests: Sequence[bytes]) -> bytes:

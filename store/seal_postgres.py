@@ -6,11 +6,10 @@ own both seal without another round trip."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
-from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from store import seal
@@ -36,7 +35,6 @@ SEAL = (
     "(SELECT COALESCE((SELECT seal FROM {0} ORDER BY position DESC LIMIT 1), %(genesis)s) "
     "AS previous) p"
 )
-INSERT = "INSERT INTO {0} ({1}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 class SealedPostgresApplicationRecorder(FailFastApplicationRecorder):
@@ -53,37 +51,7 @@ class SealedPostgresApplicationRecorder(FailFastApplicationRecorder):
         self.create_once(seal.TABLE, self._create_seals)
 
     def _create_seals(self, conn: Any) -> None:
-        # No append between the table's creation and the initial seals.
-        for statement in self.lock_table_statements:
-            conn.execute(statement)
         conn.execute(SQL(CREATE).format(self.seals_table()))
-        self._seal_existing(conn)
-
-    def _seal_existing(self, conn: Any) -> None:
-        """A store written before sealing: its events sealed as they are now."""
-        read = conn.cursor(name="ledger_seal_existing", row_factory=tuple_row)
-        read.execute(
-            SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state "
-                "FROM {0} ORDER BY notification_id"
-            ).format(self.events_table())
-        )
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            while page := read.fetchmany(5000):
-                yield from page
-
-        insert = SQL(INSERT).format(
-            self.seals_table(), SQL(", ").join(map(Identifier, seal.COLUMNS))
-        )
-        with conn.cursor() as cursor:
-            for done in seal.seal_pages(rows(), seal.GENESIS):
-                cursor.execute(
-                    insert,
-                    (done.position, done.first_id, done.events, done.batch, done.locator,
-                     done.previous, done.seal, done.sealed_at),
-                )  # fmt: skip
-        read.close()
 
     def copy_insert(
         self, stored_events: Sequence[StoredEvent], dedupe: Sequence[Row]

@@ -12,9 +12,9 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from store import seal, stream_ids, vault_keys
-from store.dedupe import FACT_TOPICS, Row, stored_rows
+from store import format_version, seal, vault_keys
 from store.dedupe import TABLE as DEDUPE_TABLE
+from store.dedupe import Row
 from store.sqlite_backend import CHECKPOINT_PRAGMA
 from store.vault import Vault, plaintext
 
@@ -34,9 +34,9 @@ def row(s: seal.Seal) -> tuple[Any, ...]:
 def create_once(
     recorder: SQLiteApplicationRecorder, table: str, make: Callable[[sqlite3.Cursor], None]
 ) -> None:
-    """Runs `make` (create `table` and fill it from the log) unless the table is there. Under
-    the write lock (IMMEDIATE), so no event is appended between the creation and the fill, and a
-    process starting at the same moment waits here and then finds the table made and filled."""
+    """Runs `make` (create `table`) unless the table is there. Under the write lock
+    (IMMEDIATE), so a process starting at the same moment waits here and then finds the table
+    made."""
     with recorder.datastore.get_connection(commit=True) as conn:
         cursor = conn.cursor().sqlite_cursor
         try:
@@ -68,16 +68,6 @@ class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
     def _create_dedupe(self, cursor: sqlite3.Cursor) -> None:
         cursor.execute(self.create_statement)
-        self._fill(cursor)
-
-    def _fill(self, cursor: sqlite3.Cursor) -> None:
-        marks = ", ".join("?" * len(FACT_TOPICS))
-        read = cursor.connection.execute(
-            "SELECT originator_id, originator_version, state FROM "
-            f"{self.events_table_name} WHERE topic IN ({marks})",
-            FACT_TOPICS,
-        )
-        cursor.executemany(self.insert_statement, ((i.hex, k, v) for i, k, v in stored_rows(read)))
 
     def _insert_events(
         self,
@@ -115,20 +105,19 @@ class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
 class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
     """Also writes the data keys (store.vault_keys) the events use, in their transaction.
-    `vault` and `key_columns` are the Ledger's, set once it knows the store's mode."""
+    `vault` is the Ledger's, set once it knows the store's mode."""
 
     vault: Vault = plaintext()
-    key_columns: vault_keys.KeyColumns = vault_keys.BINARY
 
     def create_table(self) -> None:
         super().create_table()
         create_once(self, seal.TABLE, self._create_seals)
         create_once(self, vault_keys.TABLE, self._create_keys)
-        create_once(self, stream_ids.TABLE, self._create_stream_ids)
+        create_once(self, format_version.TABLE, self._create_format)
 
-    def _create_stream_ids(self, cursor: sqlite3.Cursor) -> None:
+    def _create_format(self, cursor: sqlite3.Cursor) -> None:
         found = cursor.execute(f"SELECT 1 FROM {self.events_table_name} LIMIT 1").fetchone()
-        stream_ids.create(cursor.execute, found is None)
+        format_version.create(cursor.execute, found is None)
 
     def _create_keys(self, cursor: sqlite3.Cursor) -> None:
         for statement in vault_keys.CREATE:
@@ -148,15 +137,6 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
 
     def _create_seals(self, cursor: sqlite3.Cursor) -> None:
         cursor.execute(CREATE)
-        self._seal_existing(cursor)
-
-    def _seal_existing(self, cursor: sqlite3.Cursor) -> None:
-        """A store written before sealing: its events sealed as they are now."""
-        read = cursor.connection.execute(
-            "SELECT rowid, originator_id, originator_version, topic, state FROM "
-            f"{self.events_table_name} ORDER BY rowid"
-        )
-        cursor.executemany(INSERT, (row(s) for s in seal.seal_pages(read, seal.GENESIS)))
 
     def _insert_events(
         self,
@@ -171,7 +151,7 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         c.sqlite_cursor.execute(CHECKPOINT_PRAGMA)
         if data_keys is not None and data_keys.new:
             c.sqlite_cursor.executemany(
-                self.key_columns.insert, [self.key_columns.row(k) for k in data_keys.new]
+                vault_keys.INSERT, [vault_keys.row(k) for k in data_keys.new]
             )
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         if data_keys is not None and data_keys.reused:
@@ -180,9 +160,9 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
             # before or after this, not during.
             found = c.sqlite_cursor.execute(
                 vault_keys.select_reused(len(data_keys.reused)),
-                [self.key_columns.param(k) for k in data_keys.reused],
+                data_keys.reused,
             ).fetchall()
-            data_keys.check(self.vault, (self.key_columns.key_id(r[0]) for r in found))
+            data_keys.check(self.vault, (bytes(r[0]) for r in found))
         if notification_ids:
             batch = seal.Batch.of(
                 (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events

@@ -4,10 +4,9 @@ A class's topic ("callback_ledger.domain.message:Message.DeliveryReported", doma
 was written in full on every event: nearly a tenth of a stored callback. The events written
 once or more per callback are now stored under a code of two letters ("MD"; no ':', so no
 module path either), and the code names every class by its topic as before: `written` at the
-mapper, `read` wherever stored rows come in, and `spellings` in every query that filters the
-log by topic, which matches events of any spelling (a store holds those of earlier versions for
-ever: the seal covers the bytes as stored). The versions of 2026-12-02 wrote the class's
-qualified name ("Message.DeliveryReported"): still read, never written."""
+mapper (whichever way it encodes the event), `read` wherever stored rows come in, and
+`spellings` in every query that filters the log by topic. A store holds them for ever (the
+seal covers the bytes as stored): a code is never changed nor reused."""
 
 from __future__ import annotations
 
@@ -30,12 +29,9 @@ CODED: dict[type, str] = {
     Contact.InboundMessageReceived: "CI",
 }
 SHORT: dict[str, str] = {get_topic(cls): code for cls, code in CODED.items()}
-# Written by the versions of 2026-12-02.
-NAMED: dict[str, str] = {get_topic(cls): cls.__qualname__ for cls in CODED}
-FULL: dict[str, str] = {short: full for full, short in (*SHORT.items(), *NAMED.items())}
-for _cls in CODED:  # so the library's mapper resolves the stored spellings
-    register_topic(SHORT[get_topic(_cls)], _cls)
-    register_topic(NAMED[get_topic(_cls)], _cls)
+FULL: dict[str, str] = {short: full for full, short in SHORT.items()}
+for _cls, _code in CODED.items():  # so the library's mapper resolves the stored codes
+    register_topic(_code, _cls)
 
 
 def written(topic: str) -> str:
@@ -49,7 +45,5 @@ def read(topic: str) -> str:
 
 
 def spellings(topics: Iterable[str]) -> list[str]:
-    """Every stored spelling of `topics`, sorted: for `topic IN (...)`."""
-    out = set(topics)
-    out.update(short[t] for short in (SHORT, NAMED) for t in list(out) if t in short)
-    return sorted(out)
+    """The stored spellings of `topics`, sorted: for `topic IN (...)`."""
+    return sorted({written(topic) for topic in topics})

@@ -7,8 +7,7 @@ call `rows_for`), so no committed event names a key that was never stored. Destr
 deleted bytes from its files.
 
 Plain SQL on both databases, through the read tables' connections (store.db). A key's id and
-its wrapped bytes are stored as bytes (BLOB, bytea) in a store made since 2026-12-03, and as hex
-and base64 text in one made before, which keeps them so (`KeyColumns`, found from the table)."""
+its wrapped bytes are stored as bytes (BLOB, bytea)."""
 
 from __future__ import annotations
 
@@ -26,17 +25,15 @@ from eventsourcing.persistence import IntegrityError
 from store import envelope, spellings
 from store.backend import Backend
 from store.compression import state_compressor
-from store.db import Cursor, Database, select_by_keys
+from store.db import Database, select_by_keys
 from store.vault import KeyRow, Secrets, SecretsError, Vault
 
 log = logging.getLogger("callback_ledger")
 
 TABLE = "ledger_data_keys"
 META = "ledger_vault"
-# A store made before 2026-12-03: the id and wrapped key as text, and when the key was made.
-TEXT_COLUMNS = ("key_id", "subject", "class", "period", "wrapped", "created_at")
-# Since: as bytes, and no created_at (a key id starts with the milliseconds it was made at).
-BINARY_COLUMNS = ("key_id", "subject", "class", "period", "wrapped")
+# No time a key was made: a key id starts with the milliseconds it was made at.
+COLUMNS = ("key_id", "subject", "class", "period", "wrapped")
 META_CREATE = (
     f"CREATE TABLE {META} (id INTEGER PRIMARY KEY, index_check TEXT NOT NULL, "
     "master_check TEXT NOT NULL, created_at TEXT NOT NULL)"
@@ -54,67 +51,26 @@ def create_statements(blob: str) -> tuple[str, str]:
     )
 
 
-# As a store made before 2026-12-03 has them.
-TEXT_CREATE = (
-    f"CREATE TABLE {TABLE} (key_id TEXT PRIMARY KEY, subject TEXT NOT NULL, class TEXT NOT NULL, "
-    "period TEXT NOT NULL, wrapped TEXT NOT NULL, created_at TEXT NOT NULL)",
-    META_CREATE,
-)
 CREATE = create_statements("BLOB")
+INSERT = (
+    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (key_id) DO NOTHING"
+)
 
 
-@dataclass(frozen=True)
-class KeyColumns:
-    """How a store's key table holds a key: its id and wrapped bytes as bytes, or (a store made
-    before 2026-12-03) as hex and base64 text, with the time it was made."""
-
-    binary: bool
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return BINARY_COLUMNS if self.binary else TEXT_COLUMNS
-
-    @property
-    def insert(self) -> str:
-        return (
-            f"INSERT INTO {TABLE} ({', '.join(self.names)}) VALUES "
-            f"({', '.join('?' * len(self.names))}) ON CONFLICT (key_id) DO NOTHING"
-        )
-
-    def param(self, key_id: bytes) -> bytes | str:
-        return key_id if self.binary else key_id.hex()
-
-    def key_id(self, value: Any) -> bytes:
-        return bytes(value) if self.binary else bytes.fromhex(value)
-
-    def wrapped(self, value: Any) -> bytes:
-        return bytes(value) if self.binary else base64.b64decode(value)
-
-    def row(self, key: KeyRow) -> tuple[Any, ...]:
-        if not self.binary:
-            return self.text_row(key)
-        return (key.key_id, key.subject, key.klass, key.period, key.wrapped)
-
-    def text_row(self, key: KeyRow) -> tuple[str, ...]:
-        """The row as text, bytes as hex and base64 (PostgreSQL's recorder sends rows as
-        JSON)."""
-        row = (
-            key.key_id.hex(),
-            key.subject,
-            key.klass,
-            key.period,
-            base64.b64encode(key.wrapped).decode(),
-        )
-        return row if self.binary else (*row, key.created_at)
+def row(key: KeyRow) -> tuple[Any, ...]:
+    return (key.key_id, key.subject, key.klass, key.period, key.wrapped)
 
 
-BINARY, TEXT = KeyColumns(True), KeyColumns(False)
-
-
-def key_columns(cur: Cursor) -> KeyColumns:
-    """The store's (its table made, as the recorders make it when they start)."""
-    found = cur.backend.column_type(cur, TABLE, "key_id")
-    return TEXT if found is not None and found.lower() == "text" else BINARY
+def text_row(key: KeyRow) -> tuple[str, ...]:
+    """The row as text, bytes as hex and base64 (PostgreSQL's recorder sends rows as JSON)."""
+    return (
+        key.key_id.hex(),
+        key.subject,
+        key.klass,
+        key.period,
+        base64.b64encode(key.wrapped).decode(),
+    )
 
 
 class KeyDestroyed(IntegrityError):
@@ -157,20 +113,13 @@ class SQLKeyStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        with db.read() as cur:
-            self.columns = key_columns(cur)
 
     def load(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
-        columns = self.columns
         with self.db.read() as cur:
             found = select_by_keys(
-                cur,
-                TABLE,
-                ("key_id", "wrapped"),
-                ("key_id",),
-                [(columns.param(k),) for k in key_ids],
+                cur, TABLE, ("key_id", "wrapped"), ("key_id",), [(k,) for k in key_ids]
             )
-        return {columns.key_id(r["key_id"]): columns.wrapped(r["wrapped"]) for r in found}
+        return {bytes(r["key_id"]): bytes(r["wrapped"]) for r in found}
 
     def destroy(self, subjects: Sequence[str]) -> int:
         """Deletes every key of these subjects, and what the database keeps of them; how

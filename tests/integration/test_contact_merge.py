@@ -17,7 +17,7 @@ from domain.receipt import Receipt
 from projections.read_model import consent
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings, backend_for
+from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import accept_all, names, stored_events
@@ -420,37 +420,6 @@ def test_a_suppression_dropped_by_an_erasure_is_not_brought_back_by_a_merge(
     accept_all(ledger, [merge(contact("A", "+46700000001"), contact("B", "+46700000002"))])
     runtime.projector().catch_up()
     assert state(runtime, "+46700000001") == "UNKNOWN"
-
-
-def test_a_store_from_before_gains_the_merges_table_without_a_replay(
-    runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
-) -> None:
-    """No earlier version recorded a merge on the contacts (they kept CONTACT_MERGE in the
-    catch-all): the table is made empty and complete, consent answers stay available, and
-    the merges `reinterpret` records are projected live."""
-    from store.db import Database
-
-    body = merge(contact("A", "+46700000001"), contact("B", "+46700000002"))
-    receipt = Receipt(orjson.dumps(body).decode(), datetime.now(UTC), True)
-    ledger.execute(ledger.unrecognised_command(body, receipt))  # as an earlier version kept it
-    accept_all(ledger, [everyone("B", "OPT_OUT", BEFORE, "R1")])
-    runtime.projector().catch_up()
-    db = Database(backend_for(database_url))
-    try:
-        with db.transaction() as cur:
-            cur.execute("DROP VIEW contact_merges")
-            cur.execute("DROP TABLE contact_merges_g1")
-    finally:
-        db.close()
-    upgraded = Runtime(settings, ledger)
-    try:
-        assert upgraded.projector().faults() == {}
-        assert state(upgraded, "+46700000002") == "UNKNOWN"
-        assert ledger.reinterpret_kept()["accepted"] == 1
-        upgraded.projector().catch_up()
-        assert state(upgraded, "+46700000001") == "OPTED_OUT"
-    finally:
-        upgraded.close()
 
 
 def test_a_number_erased_is_not_shown_by_the_merge_that_named_it(

@@ -1,23 +1,19 @@
 """Delivery follow-up end to end, on both backends (issue 18): next actions through the API and
 the CLI, the consent override, messages that went quiet, MESSAGE_SUBMIT in the timeline (new
-callbacks and those an earlier version kept in the catch-all), replay equality and the upgrade
-of a database from before."""
+callbacks and those an earlier version kept in the catch-all) and replay equality."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import pytest
 from starlette.testclient import TestClient
 
 from domain.receipt import Receipt
 from projections import rules
-from projections.rebuild import Rebuild
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings, backend_for
-from store.db import Database
+from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET
@@ -204,38 +200,6 @@ def test_overrides_from_configuration(
     assert rows[0]["next_action"] == "review"
 
 
-def test_a_database_from_before_gains_the_columns_and_is_told_to_replay(
-    ledger: Ledger, settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    accept_all(ledger, [failed("RETRY", "CHANNEL_FAILURE")])
-    runtime = Runtime(settings, ledger)
-    runtime.projector().catch_up()
-    runtime.close()
-    db = Database(backend_for(database_url))
-    try:
-        with db.transaction() as cur:  # as an earlier version left it
-            cur.execute("DROP VIEW message_status")
-            cur.execute("DROP INDEX ix_ms_g1_action")
-            cur.execute("ALTER TABLE message_status_g1 DROP COLUMN next_action")
-            cur.execute("ALTER TABLE message_status_g1 DROP COLUMN submitted_at")
-            cur.execute("CREATE VIEW message_status AS SELECT * FROM message_status_g1")
-    finally:
-        db.close()
-    upgraded = Runtime(settings, ledger)
-    with caplog.at_level("WARNING", logger="callback_ledger"):
-        upgraded.projector()
-    assert "replay --projection messages" in caplog.text
-    fault = upgraded.projector().faults()["messages"]
-    assert fault["kind"] == "replay"
-    assert projection_rows(database_url)["message_status"][0]["next_action"] is None
-    upgraded.close()
-    replay(settings, ["messages"])
-    assert projection_rows(database_url)["message_status"][0]["next_action"] == "retry_later"
-    replayed = Runtime(settings, ledger)
-    assert replayed.projector().faults() == {}
-    replayed.close()
-
-
 def test_stalled_route_is_not_a_message_id(client: TestClient) -> None:
     post(client, p.delivery("M1", "DELIVERED", "SMS"))
     wait_for_projections(client)
@@ -272,43 +236,3 @@ def test_every_reference_resolves_when_a_submission_is_reinterpreted_between_rep
             "message_submit_notification" if status == "SUBMITTED" else f'"status":"{status}"'
         )
         assert expected in callback["raw"].replace(" ", ""), (status, callback["raw"])
-
-
-def test_a_rebuild_interrupted_before_the_upgrade_starts_over(
-    ledger: Ledger, settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Rows a rebuild made before the upgrade lack next_action: resuming it would switch to
-    them and clear the needs-replay mark."""
-    accept_all(ledger, [failed("F1", "RATE_LIMITED"), failed("F2", "RATE_LIMITED")])
-    runtime = Runtime(settings, ledger)
-    projector = runtime.projector()
-    projector.catch_up()
-    projector.page_size = 1
-    generation, _ = Rebuild(projector).start("messages")
-    Rebuild(projector).step("messages")  # F1's row built, then the process stopped
-    runtime.close()
-    db = Database(backend_for(database_url))
-    try:
-        with db.transaction() as cur:  # both generations as the earlier version made them
-            cur.execute("DROP VIEW message_status")
-            cur.execute("DROP INDEX ix_ms_g1_action")
-            for g in (1, generation):
-                cur.execute(f"ALTER TABLE message_status_g{g} DROP COLUMN next_action")
-                cur.execute(f"ALTER TABLE message_status_g{g} DROP COLUMN submitted_at")
-            cur.execute("CREATE VIEW message_status AS SELECT * FROM message_status_g1")
-    finally:
-        db.close()
-    upgraded = Runtime(settings, ledger)
-    with caplog.at_level("WARNING", logger="callback_ledger"):
-        upgraded.projector()
-    assert "interrupted rebuild started by an earlier version was discarded" in caplog.text
-    upgraded.close()
-    replay(settings, ["messages"])
-    rows = projection_rows(database_url)["message_status"]
-    assert [(r["message_id"], r["next_action"]) for r in rows] == [
-        ("F1", "retry_later"),
-        ("F2", "retry_later"),
-    ]
-    replayed = Runtime(settings, ledger)
-    assert replayed.projector().faults() == {}
-    replayed.close()

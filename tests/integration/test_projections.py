@@ -20,7 +20,7 @@ from projections.read_ahead import ReadAhead
 from projections.rebuild import Rebuild
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings, backend_for
+from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import KEYS, VIEWS, accept_all, projection_rows
@@ -386,77 +386,6 @@ def test_joined_words_are_no_opt_in_and_listed_opt_ins_replace_the_defaults(
     rows = projection_rows(database_url)
     assert [(r["identity"], r["state"]) for r in rows["consent"]] == [("46700000007", "OPTED_OUT")]
     assert [h["inbound_message_id"] for h in rows["consent_history"]] == ["IN4"]
-
-
-def drop_review_table(database_url: str, generation: int, view: bool = True) -> None:
-    """What a database set up before consent_review existed looks like."""
-    from store.db import Database
-
-    db = Database(backend_for(database_url))
-    try:
-        with db.transaction() as cur:
-            if view:
-                cur.execute("DROP VIEW consent_review")
-            cur.execute(f"DROP TABLE consent_review_g{generation}")
-    finally:
-        db.close()
-
-
-def test_an_older_database_gains_the_review_table_and_a_replay_fills_it(
-    runtime: Runtime,
-    ledger: Ledger,
-    settings: Settings,
-    database_url: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    accept_all(ledger, [*SCENARIO, FREE_TEXT_STOP])
-    catch_up(runtime)
-    expected = projection_rows(database_url)
-    assert len(expected["consent_review"]) == 1
-    drop_review_table(database_url, 1)
-
-    upgraded = Runtime(settings, ledger)
-    with caplog.at_level("WARNING", logger="callback_ledger"):
-        upgraded.projector()  # set-up, as at every start
-    assert "replay --projection consent" in caplog.text
-    assert projection_rows(database_url)["consent_review"] == []  # there, empty
-    # Said, not guessed: the projection is marked as needing a replay until it has one.
-    fault = upgraded.projector().faults()["consent"]
-    assert fault["kind"] == "replay"
-    assert "consent_review is new in this version" in fault["error"]
-    upgraded.projector().setup()  # a second start changes nothing
-    accept_all(ledger, [p.inbound("IN4", "stop messaging me", event_time="2024-06-15T16:00:00Z")])
-    upgraded.projector().catch_up()  # the follower fills it from now on
-    assert [r["text"] for r in projection_rows(database_url)["consent_review"]] == [
-        "stop messaging me"
-    ]
-    assert upgraded.projector().faults()["consent"]["kind"] == "replay"  # still: not replayed
-    upgraded.close()
-
-    replay(settings, ["consent"])  # and a replay with what came before
-    assert [r["inbound_message_id"] for r in projection_rows(database_url)["consent_review"]] == [
-        "IN3",
-        "IN4",
-    ]
-    replayed = Runtime(settings, ledger)
-    assert replayed.projector().faults() == {}
-    replayed.close()
-
-
-def test_a_rebuild_under_way_gains_the_review_table_too(
-    runtime: Runtime, ledger: Ledger, settings: Settings, database_url: str
-) -> None:
-    accept_all(ledger, [*SCENARIO, FREE_TEXT_STOP])
-    catch_up(runtime)
-    expected = projection_rows(database_url)
-    generation, _ = Rebuild(runtime.projector()).start("consent")
-    drop_review_table(database_url, 1)
-    drop_review_table(database_url, generation, view=False)  # interrupted by the upgrade
-    upgraded = Runtime(settings, ledger)
-    upgraded.projector()
-    upgraded.close()
-    replay(settings, ["consent"])  # the rebuild from before is discarded: it starts over
-    assert projection_rows(database_url) == expected
 
 
 def test_concurrent_followers_apply_each_page_once(

@@ -1,7 +1,6 @@
 """The seal chain (store.seal, issue 17) on SQLite and PostgreSQL: every batch sealed in its
 own transaction; `callback-ledger verify` names the first event altered, deleted or moved
-with SQL, or a seal altered; GET /seal gives the head; a store from before is sealed as it
-is."""
+with SQL, or a seal altered; GET /seal gives the head."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from store import seal, spellings
-from store.config import Settings, backend_for
+from store.config import backend_for
 from store.db import Cursor, Database
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
@@ -201,32 +200,6 @@ def test_since_verifies_from_a_seal_onward(
         "x", chained[0].position)  # fmt: skip
     assert verify(database_url, "--since", str(start.first_id))[0] == 0
     assert verify(database_url)[1]["notification_id"] == chained[0].position
-
-
-def test_a_store_from_before_is_sealed_as_it_is(
-    ledger: Ledger, settings: Settings, database_url: str
-) -> None:
-    """A store written by the previous version: events, no seal table. The first process of
-    this version to open it seals the log as it stands, then every batch after it."""
-    accept_all(ledger, [p.delivery(f"M{i}", "DELIVERED") for i in range(12)])
-    sql(database_url, f"DROP TABLE {seal.TABLE}")
-    old = rows(database_url, ledger)
-    upgraded = Ledger.from_settings(settings)
-    try:
-        before = seals(database_url)
-        assert [(s.first_id, s.position, s.events) for s in before] == [
-            (old[0]["id"], old[-1]["id"], len(old))
-        ]
-        accept_all(upgraded, [p.inbound("IN1")])
-        code, report = verify(database_url)
-        assert code == 0, report
-        assert report["events"] == len(old) + 2 and report["seals"] == 2
-        # What was there before is covered as much as what came after.
-        sql(database_url, f"UPDATE {ledger.events_table} SET topic = ? WHERE {{id}} = ?",
-            "x", old[5]["id"])  # fmt: skip
-        assert verify(database_url)[1]["notification_id"] == old[5]["id"]
-    finally:
-        upgraded.close()
 
 
 def test_a_failed_batch_leaves_neither_events_nor_seal(ledger: Ledger, database_url: str) -> None:

@@ -10,9 +10,7 @@ from urllib.parse import quote
 
 from starlette.testclient import TestClient
 
-from projections import consent
 from service.replay import replay
-from service.runtime import Runtime
 from store import envelope, spellings
 from store.compression import MAGIC
 from store.config import Settings, backend_for
@@ -68,7 +66,7 @@ def test_every_real_body_comes_back_byte_for_byte(
         assert by_text[answer["raw"]] == answer["raw"].encode()
 
 
-def test_events_are_stored_under_short_topics_and_the_full_spelling_still_reads(
+def test_events_are_stored_under_short_topics_and_replay_reads_them(
     client: TestClient, ledger: Ledger, database_url: str, settings: Settings
 ) -> None:
     bodies = [
@@ -85,16 +83,8 @@ def test_events_are_stored_under_short_topics_and_the_full_spelling_still_reads(
         with db.read() as cur:
             topics = {r["topic"] for r in cur.execute(f"SELECT topic FROM {table}").fetchall()}
         assert topics == {"MR", "MF", "MD", "MS", "CR", "CC", "CI"}
+        assert topics == set(spellings.SHORT.values())
         before = projection_rows(database_url)
-        # A store written by earlier versions holds the full spelling of each, or (the
-        # versions of 2026-12-02) the class's name: here a message's events the one, the
-        # contact's the other.
-        with db.transaction() as cur:
-            for full, code in spellings.SHORT.items():
-                older = spellings.NAMED[full] if code.startswith("M") else full
-                cur.execute(f"UPDATE {table} SET topic = ? WHERE topic = ?", (older, code))
-            spelt = {r["topic"] for r in cur.execute(f"SELECT topic FROM {table}").fetchall()}
-        assert "Message.DeliveryReported" in spelt and any(":Contact." in t for t in spelt)
     finally:
         db.close()
     replay(settings)
@@ -138,44 +128,3 @@ def test_sqlite_keeps_contact_identities_in_its_key_alone(
         assert table["sql"].endswith("WITHOUT ROWID")
         # Its key (by number) is the table: only the lookup by contact is a second tree.
         assert [i["name"] for i in indexes] == ["ix_ci_g1_contact"]
-
-
-def test_a_rebuild_begun_with_the_earlier_contact_identities_key_starts_over(
-    database_url: str, settings: Settings
-) -> None:
-    """A replay an earlier version began builds contact_identities keyed by contact; resumed
-    by this version it would end with neither its lookup by number nor this one's: it is
-    dropped, and the next replay starts from the first event."""
-    runtime = Runtime(settings)
-    runtime.projector().catch_up()
-    runtime.close()
-    db = Database(backend_for(database_url))
-    try:
-        with db.transaction() as cur:
-            for statement in consent.schema(2):
-                if statement.startswith("CREATE TABLE"):
-                    cur.execute(statement)
-            cur.execute("DROP TABLE contact_identities_g2")
-            cur.execute(
-                "CREATE TABLE contact_identities_g2 (project_id TEXT NOT NULL, contact_id TEXT "
-                "NOT NULL, channel TEXT NOT NULL, identity TEXT NOT NULL, identity_shown TEXT, "
-                "PRIMARY KEY (project_id, contact_id, channel, identity))"
-            )
-            cur.execute(
-                "UPDATE ledger_projections SET building_generation = 2, building_position = 0 "
-                "WHERE name = ?",
-                (consent.NAME,),
-            )
-        runtime = Runtime(settings)
-        runtime.projector().catch_up()
-        runtime.close()
-        with db.read() as cur:
-            row = cur.execute(
-                "SELECT generation, building_generation FROM ledger_projections WHERE name = ?",
-                (consent.NAME,),
-            ).fetchone()
-            assert row == {"generation": 1, "building_generation": None}
-            assert not db.backend.table_exists(cur, "contact_identities_g2")
-            assert db.backend.primary_key(cur, "contact_identities_g1") == consent.KEYS[0][1]
-    finally:
-        db.close()

@@ -5,7 +5,6 @@ events' personal fields unreadable while their public fields, dedupe and the sea
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
@@ -94,7 +93,6 @@ def test_a_new_store_keeps_its_data_keys_as_bytes(database_url: str) -> None:
     ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
     try:
         accept_all(ledger, bodies())
-        assert ledger.recorder.key_columns == vault_keys.BINARY  # type: ignore[attr-defined]
     finally:
         ledger.close()
     rows = key_rows(database_url)
@@ -106,47 +104,6 @@ def test_a_new_store_keeps_its_data_keys_as_bytes(database_url: str) -> None:
     assert set(rows[0]) == {"key_id", "subject", "class", "period", "wrapped"}
     made = int.from_bytes(rows[0]["key_id"][:6], "big") / 1000
     assert abs(made - time.time()) < 600
-
-
-def test_a_store_whose_key_table_holds_text_keeps_it(database_url: str) -> None:
-    """A store made before 2026-12-03 holds a key's id as hex and its wrapped bytes as base64
-    text: its new keys go in so, and every key is found again, reused and destroyed."""
-    db = Database(backend_for(database_url))
-    with db.transaction() as cur:
-        for statement in vault_keys.TEXT_CREATE:
-            cur.execute(statement)
-    db.close()
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
-    try:
-        assert ledger.recorder.key_columns == vault_keys.TEXT  # type: ignore[attr-defined]
-        assert [o.status for o in accept_all(ledger, bodies()[:2])] == ["accepted"] * 2
-    finally:
-        ledger.close()
-    # Another process: its keys read from the table; the message's key reused.
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
-    try:
-        assert [o.status for o in accept_all(ledger, bodies())] == ["duplicate"] * 2 + [
-            "accepted"
-        ] * 2
-        states = [
-            decode_state(n.state, ledger.vault, read(n.topic))
-            for n in stored_states(ledger)
-            if envelope.is_sealed(bytes(n.state))
-        ]
-        assert {s.get("identity") for s in states} == {NUMBER, "+" + NUMBER}
-        rows = key_rows(database_url)
-        assert {len(r["key_id"]) for r in rows} == {32} and all(
-            len(base64.b64decode(r["wrapped"])) == 48 and r["created_at"].endswith("Z")
-            for r in rows
-        )
-        subject = ledger.vault.index("WHATSAPP", NUMBER)
-        assert ledger.vault.keys.destroy([subject]) == 1  # type: ignore[union-attr]
-        ledger.vault.forget([subject])
-        assert len(key_rows(database_url)) == len(rows) - 1
-        opened = [decode_state(n.state, ledger.vault, read(n.topic)) for n in stored_states(ledger)]
-        assert [s["identity"] for s in opened if s.get("message_id") == "M1"] == [None, None]
-    finally:
-        ledger.close()
 
 
 def test_an_encrypted_store_needs_its_own_keys(database_url: str) -> None:

@@ -131,31 +131,27 @@ def test_contact_dedupes_inbound_by_message_id() -> None:
     assert contact.record_inbound(other, RECEIPT)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("layout", [ids.ORDERED, ids.TAIL])
-def test_a_ulid_message_id_gives_a_time_ordered_stream(layout: str) -> None:
+def test_a_ulid_message_id_gives_a_time_ordered_stream() -> None:
     early, late = "01J0DNDW10NYYP35MSSZGSH2PS", "01J0DNDWBY98QZ7HJAYXTTH4MM"
     assert ids.ulid_millis(early) == 0x01901B56F020
     assert ids.ulid_millis(late.lower()) == ids.ulid_millis(late) == 0x01901B56F17E
     odd = ("7\u00df" + "Z" * 24, "7\u017f" + "Z" * 24)  # upper(): "SS" and "S", not ULIDs
     for other in ("M1", late[:-1], "8" + late[1:], late[:-1] + "U", "x" * 26, *odd):
         assert ids.ulid_millis(other) is None
-        assert ids.message_id("P", other, layout) == ids.message_id("P", other)
-    first, second = (ids.message_id("P", m, layout) for m in (early, late))
-    assert first < second and ids.layout_of(first) == ids.layout_of(second) == layout
-    millis = first.bytes[:6] if layout == ids.ORDERED else first.bytes[4:10]
-    assert millis == (0x01901B56F020).to_bytes(6, "big")
+        assert ids.message_id("P", other).version == 5  # hashed whole
+    first, second = (ids.message_id("P", m) for m in (early, late))
+    assert first < second
+    assert first.bytes[:10] == ids.TAIL_PREFIX + (0x01901B56F020).to_bytes(6, "big")
     # Its own name still decides the rest: another project, another stream.
-    assert ids.message_id("P2", early, layout) != first
-    assert ids.message_id("P", early, layout) == first
-    assert ids.message_id("P", early).version == 5
-    assert ids.layout_of(ids.message_id("P", early)) == ids.HASHED
+    assert ids.message_id("P2", early) != first
+    assert ids.message_id("P", early) == first
 
 
 def test_a_tail_stream_sorts_after_every_contact_and_hashed_message() -> None:
-    """So a new message's stream goes in at the end of the log's key (domain.ids.TAIL)."""
-    earliest = ids.message_id("P", "0" * 26, ids.TAIL)  # made at the epoch
+    """So a new message's stream goes in at the end of the log's key (domain.ids)."""
+    earliest = ids.message_id("P", "0" * 26)  # made at the epoch
     others = [ids.contact_id("P", f"C{n}") for n in range(20_000)]
-    others += [ids.message_id("P", f"M{n}", ids.TAIL) for n in range(20_000)]  # not ULIDs
+    others += [ids.message_id("P", f"M{n}") for n in range(20_000)]  # not ULIDs
     assert max(others) < earliest
     # PostgreSQL orders uuid as bytes, as Python's UUID does.
     assert max(o.bytes for o in others) < earliest.bytes

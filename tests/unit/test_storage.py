@@ -174,23 +174,11 @@ def test_a_first_report_leaves_out_only_what_the_row_gives_back() -> None:
         assert rules.stored_reports(row["reports"])[0] == first
         assert rules.expanded_reports(row) == facts
     assert orjson.loads(row["reports"])[1] == {"status": "RECALLED", "at": "t2"}
-    # A timeline written before these were left out names them on its first report.
-    row["reports"] = orjson.dumps(
-        [
-            {"status": "QUEUED_ON_CHANNEL", "channel": "SMS", "identity": "467"},
-            {"status": "RECALLED", "at": "t2"},
-        ]
-    ).decode()
-    row["identities_shown"] = None
-    assert rules.expanded_reports(row) == facts
 
 
-@pytest.mark.parametrize(("layout", "mark"), [(ids.ORDERED, 1), (ids.TAIL, 2)])
-def test_a_timeline_on_a_time_ordered_stream_is_marked_once_and_reads_back_whole(
-    layout: str, mark: int
-) -> None:
+def test_a_timeline_names_no_reference_its_row_gives_and_reads_back_whole() -> None:
     ulid = "01J0DNDWBY98QZ7HJAYXTTH4MM"
-    ordered = str(ids.message_id("P", ulid, layout))
+    ordered = str(ids.message_id("P", ulid))
     facts = [
         {
             "status": status,
@@ -210,21 +198,13 @@ def test_a_timeline_on_a_time_ordered_stream_is_marked_once_and_reads_back_whole
     ]
     row = {**rules.message_row("P", ulid, facts), "identities_shown": '{"467": null}'}
     row["reports"] = rules.compact_reports(row, facts, ordered)
-    # Nothing but known statuses: their letters after the layout's mark.
-    assert orjson.loads(row["reports"]) == f"{mark}QD"
-    stored = rules.stored_reports(row["reports"])
-    assert stored == [{"s": "Q", "o": mark}, {"s": "D"}]
-    assert rules.expanded_reports(row) == facts  # from the row alone
-    # The hashed stream (a store written before) needs no mark.
-    hashed = str(ids.message_id("P", ulid))
-    for fact in facts:
-        fact["source_ref"] = fact["source_ref"].replace(ordered, hashed)
-    row["reports"] = rules.compact_reports(row, facts, hashed)
+    # Nothing but known statuses: their letters.
     assert orjson.loads(row["reports"]) == "QD"
-    assert rules.expanded_reports(row) == facts
-    # A stream neither would name: every reference kept.
+    assert rules.stored_reports(row["reports"]) == [{"s": "Q"}, {"s": "D"}]
+    assert rules.expanded_reports(row) == facts  # from the row alone
+    # A stream the row's names do not give: every reference kept.
     for fact in facts:
-        fact["source_ref"] = fact["source_ref"].replace(hashed, "elsewhere")
+        fact["source_ref"] = fact["source_ref"].replace(ordered, "elsewhere")
     row["reports"] = rules.compact_reports(row, facts, "elsewhere")
     assert all("source_ref" in r for r in orjson.loads(row["reports"]))
     assert rules.expanded_reports(row) == facts
