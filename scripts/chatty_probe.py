@@ -1,7 +1,7 @@
 """One contact's next message as its stream grows, against a new contact's first at the same
 moments (`python -m scripts.chatty_probe --backend postgres`).
 
-Issue 13 asks that the 50,000th inbound message of one contact be recorded as fast as the 100th.
+The goal: the 50,000th inbound message of one contact is recorded as fast as the 100th.
 In the soak that time moves with everything else the machine does; here the contact grows
 alone, at a real `serve`, and at each mark one message of the contact and the first message of
 a new contact are sent alternately, one at a time (medians of `--samples` each), so what the

@@ -1,4 +1,4 @@
-"""Erasure (issue 17): a channel identity's or a contact's personal data made unreadable
+"""Erasure: a channel identity's or a contact's personal data made unreadable
 everywhere at once by destroying its data keys (store.vault), and the request recorded as an
 `Erasure.Erased` fact in the log (who asked, when, why, which blind indexes; never the data).
 

@@ -1,4 +1,4 @@
-"""Retention (issue 17): two data classes, two clocks. Message payloads (delivery reports'
+"""Retention: two data classes, two clocks. Message payloads (delivery reports'
 bodies, inbound texts that are not consent facts) stay readable LEDGER_RETENTION_MESSAGES_DAYS;
 consent evidence (opt-in/out notifications, keyword messages and the raw callbacks that prove
 them) LEDGER_RETENTION_CONSENT_DAYS. Past that, their month's data keys are destroyed

@@ -401,8 +401,8 @@ class Vault:
         return found is not None and now - found[1] < KEY_TRUST_S
 
     def _unwrap_with_any(self, wrapped: bytes, aad: bytes) -> bytes | None:
-        """`wrapped` with its nonce in front (the check value; data keys wrapped before
-        2026-12-02), or a data key's ciphertext alone, its nonce taken from its id (`aad`)."""
+        """`wrapped` with its nonce in front (the check value), or a data key's ciphertext
+        alone, its nonce taken from its id (`aad`)."""
         assert self._master is not None
         if len(wrapped) == KEY_BYTES + TAG_BYTES:
             nonce, sealed = wrap_nonce(aad), wrapped

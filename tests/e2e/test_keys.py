@@ -1,4 +1,4 @@
-"""API keys and scopes (issue 15): every route but the webhook needs a key with the right
+"""API keys and scopes: every route but the webhook needs a key with the right
 scope; keys are stored only as hashes; the access log; the private listener; secure defaults."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The read side of crypto-shredding (issue 17), on both backends: read tables hold numbers by
+"""The read side of crypto-shredding, on both backends: read tables hold numbers by
 blind index with sealed copies to show; once a number's keys are destroyed and its erasure
 recorded, its number and texts read as erased in the API, the console, evidence and follow-up
 output, while its opt-out still stands and its violations still count."""

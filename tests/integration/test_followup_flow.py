@@ -1,4 +1,4 @@
-"""Delivery follow-up end to end, on both backends (issue 18): next actions through the API and
+"""Delivery follow-up end to end, on both backends: next actions through the API and
 the CLI, the consent override, messages that went quiet, MESSAGE_SUBMIT in the timeline (new
 callbacks and those an earlier version kept in the catch-all) and replay equality."""
 

@@ -1,4 +1,4 @@
-"""`callback-ledger migrate --to URL` (issue 17): a store written without encryption (as the
+"""`callback-ledger migrate --to URL`: a store written without encryption (as the
 previous version wrote every store) copied into a new, encrypted one by recording its callbacks
 again with their original receipts; the same read tables come out, identities aside."""
 

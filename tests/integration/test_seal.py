@@ -1,4 +1,4 @@
-"""The seal chain (store.seal, issue 17) on SQLite and PostgreSQL: every batch sealed in its
+"""The seal chain (store.seal) on SQLite and PostgreSQL: every batch sealed in its
 own transaction; `callback-ledger verify` names the first event altered, deleted or moved
 with SQL, or a seal altered; GET /seal gives the head."""
 
