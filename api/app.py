@@ -197,9 +197,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             return unavailable(settings, exc)
         stuck = {name: p["fault"] for name, p in projections.items() if "fault" in p}
         problems = [
-            f"projection {name} "
-            f"{'needs a replay' if fault['kind'] == 'replay' else 'is stuck'}: {describe(fault)}"
-            for name, fault in stuck.items()
+            f"projection {name} is stuck: {describe(fault)}" for name, fault in stuck.items()
         ]
         for name, p in projections.items():
             if name not in stuck and (

@@ -1,9 +1,8 @@
 """The faults table: which projection cannot be trusted now, and why.
 
-Kind "event": a projection cannot apply an event of the log (cleared once it moves on); kind
-"replay": a table it gained in an upgrade holds nothing from before (cleared by
-`callback-ledger replay`). Also the words a fault is reported in. (A fault of the store, not
-of an event, is told apart by store.backend.store_unavailable and retried as it is.)"""
+A fault (kind "event") is a projection that cannot apply an event of the log, cleared once it
+moves on; also the words a fault is reported in. (A fault of the store, not of an event, is
+told apart by store.backend.store_unavailable and retried as it is.)"""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ FAULTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projection_faults (
     name TEXT NOT NULL, kind TEXT NOT NULL, position BIGINT NOT NULL, notification_id BIGINT,
     stream TEXT, event TEXT, error TEXT NOT NULL, since TEXT NOT NULL,
     PRIMARY KEY (name, kind))"""
-EVENT, REPLAY = "event", "replay"
+EVENT = "event"
 
 # A fault as the table holds it (and /healthz shows it): kind, position, notification_id,
 # stream, event, error, since.
@@ -42,8 +41,6 @@ def summary(exc: BaseException) -> str:
 
 
 def describe(fault: Fault) -> str:
-    if fault.get("kind") == REPLAY:
-        return str(fault["error"])
     where = (
         f"event {fault['notification_id']} ({fault['event']} on stream {fault['stream']})"
         if fault.get("notification_id") is not None

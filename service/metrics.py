@@ -264,7 +264,7 @@ class StoreCollector:
         )
         stuck = GaugeMetricFamily(
             "callback_ledger_projection_stuck",
-            "1 when the projection cannot apply an event or needs a replay",
+            "1 when the projection cannot apply an event",
             labels=["projection"],
         )
         head_metric = GaugeMetricFamily(
