@@ -346,15 +346,19 @@ EDITS: list[tuple[str, Edit]] = [
 ]
 
 
-@pytest.mark.parametrize(("case", "edit"), EDITS, ids=[case for case, _ in EDITS])
-def test_an_edited_claim_is_named(
-    story: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, edit: Edit
+def test_each_edited_claim_is_named(
+    story: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bundle = orjson.loads(story.read_bytes())
-    named = edit(bundle)
-    code, said = verified(tampered(tmp_path, bundle, "edited"), capsys)
-    assert code == 1, (case, said)
-    assert named in said, (case, named, said)
+    """Every edit of EDITS, each on a fresh copy of one recorded story's bundle (the story is
+    recorded once: it is what takes the time)."""
+    missed = []
+    for case, edit in EDITS:
+        bundle = orjson.loads(story.read_bytes())
+        named = edit(bundle)
+        code, said = verified(tampered(tmp_path, bundle, "edited"), capsys)
+        if code != 1 or named not in said:
+            missed.append((case, named, code, said))
+    assert not missed
 
 
 def test_an_unedited_bundle_verifies_and_shows_what_the_read_side_does(
