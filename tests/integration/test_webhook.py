@@ -304,7 +304,8 @@ def test_bad_signature_is_401_and_nothing_is_stored(
     assert stored_events(database_url) == []
 
 
-@pytest.mark.parametrize("offset", [-301, 301, -(10**9)])
+# Past the 300 s tolerance by more than a slow machine takes to send the request.
+@pytest.mark.parametrize("offset", [-330, 330, -(10**9)])
 def test_stale_or_future_timestamp_is_401(client: TestClient, offset: int) -> None:
     import time
 
