@@ -279,11 +279,7 @@ class Contact(Aggregate):
             numbers=[
                 ci.identity for ci in (*preserved.channel_identities, *deleted.channel_identities)
             ],
-            event_time=callback.event_time,
-            accepted_time=callback.accepted_time,
-            app_id=callback.app_id,
-            dedupe_key=key,
-            callback=receipt.as_event_data(),
+            **_told(callback, receipt, key),
         )
         return True
 
@@ -302,11 +298,7 @@ class Contact(Aggregate):
             contact_id=contact.id,
             identities=named_identities(contact, name),
             numbers=[ci.identity for ci in contact.channel_identities],
-            event_time=callback.event_time,
-            accepted_time=callback.accepted_time,
-            app_id=callback.app_id,
-            dedupe_key=key,
-            callback=receipt.as_event_data(),
+            **_told(callback, receipt, key),
         )
         return True
 
@@ -387,3 +379,14 @@ class Contact(Aggregate):
     @event(Deleted)
     def _apply_delete(self, dedupe_key: str, **_: Any) -> None:
         self._remember(dedupe_key)
+
+
+def _told(callback: MergeCallback | DeleteCallback, receipt: Receipt, key: str) -> dict[str, Any]:
+    """What a merge's or a deletion's event says of the callback itself."""
+    return {
+        "event_time": callback.event_time,
+        "accepted_time": callback.accepted_time,
+        "app_id": callback.app_id,
+        "dedupe_key": key,
+        "callback": receipt.as_event_data(),
+    }
