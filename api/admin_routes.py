@@ -1,5 +1,5 @@
 """`POST /admin/erasures` (scope `admin`): erase a channel identity's or a contact's personal
-data (service.erasure). The API key's name is recorded as who asked."""
+data (privacy.erasure). The API key's name is recorded as who asked."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from starlette.routing import Route
 from api.auth import ADMIN, Guard
 from api.responses import JSON, error
 from domain.callbacks import MAX_IDENTITY
-from service.erasure import MAX_NAME, MAX_REASON, ErasureRefused, erase
+from privacy.erasure import MAX_NAME, MAX_REASON, ErasureRefused, erase
 from service.runtime import Runtime
 
 ERASURES = "/admin/erasures"
 ADMIN_SCOPES: dict[str, Any] = {ERASURES: ADMIN}
 MAX_BODY = 64 * 1024
 
-# Not empty once trimmed, no NUL: what service.erasure accepts (the OpenAPI document says it).
+# Not empty once trimmed, no NUL: what privacy.erasure accepts (the OpenAPI document says it).
 FILLED = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
 
 

@@ -43,13 +43,13 @@ from api.responses import JSON, error
 from api.seal_route import seal_endpoint
 from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import SinchWebhook, WebhookFirst, unavailable
+from privacy.retention import Daily
 from projections.faults import describe
 from projections.read_model.quarantine import quarantined
 from service import metrics
-from service.retention import Daily
 from service.runtime import Runtime
+from service.settings import Settings, collect_less_often
 from store.backend import store_unavailable
-from store.config import Settings, collect_less_often
 from store.ledger import Ledger, StoreMoved
 from store.vault import SecretsError
 

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from access.api_keys import Key, KeyStore, key_hash, utc_now
 from api.responses import JSON, error
 from service.runtime import Runtime
-from store.keys import Key, KeyStore, key_hash, utc_now
 
 CACHE_S = 5.0
 TOUCH_S = 60.0

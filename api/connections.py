@@ -18,7 +18,7 @@ import h11
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from store.config import Settings
+from service.settings import Settings
 
 # File descriptors kept for the process itself: the database, its WAL, logs, the listener.
 FD_RESERVE = 64

@@ -30,7 +30,7 @@ from projections.faults import describe
 from projections.read_model import callbacks, consent
 from projections.rules import iso
 from service.runtime import Runtime
-from store.db import Cursor
+from store.backend import Cursor
 from store.vault import Vault
 
 REVIEW_PARAMS = ("since", "until", "limit", "cursor")

@@ -25,7 +25,7 @@ from projections.read_model.paging import KeysetPage
 from projections.rules import iso
 from service import followups
 from service.runtime import Runtime
-from store.db import Cursor
+from store.backend import Cursor
 
 MAX_LIMIT = 1000
 # Integers past 64 bits overflow SQLite's integers and PostgreSQL's bigint.

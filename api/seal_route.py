@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.responses import JSON
+from evidence import seal_reads
 from service.runtime import Runtime
-from store import seal_reads
 
 
 def seal_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:

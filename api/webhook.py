@@ -30,10 +30,10 @@ from domain.callbacks import UNKNOWN_TRIGGER
 from domain.receipt import Receipt
 from service.recorder import QuarantineFailed, Recorder, Refusal, Store
 from service.runtime import Runtime
+from service.settings import Settings
 from store.backend import store_unavailable
 from store.commands import Command
 from store.commands import Outcome as Committed
-from store.config import Settings
 from store.ledger import Ledger
 
 log = logging.getLogger("callback_ledger")

@@ -14,15 +14,15 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from access.api_keys import KeyStore, cli_user
 from domain.identity import NotANumber, checked
 from projections.personal import ERASED_TEXT
 from projections.read_model import consent
 from projections.rules import iso
 from service.csv_cells import cell
 from service.runtime import Runtime
-from store.config import Settings
-from store.db import Cursor
-from store.keys import KeyStore, cli_user
+from service.settings import Settings
+from store.backend import Cursor
 from store.vault import Vault
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import orjson
 
+from access.api_keys import KeyStore, cli_user
 from api.query_routes import decode_cursor, encode_cursor
 from callback_ledger.audit_cli import emit, time_arg
 from projections.read_model import callbacks
 from service.runtime import Runtime
-from store.config import Settings
-from store.keys import KeyStore, cli_user
+from service.settings import Settings
 
 COLUMNS = [
     "received_at",

@@ -25,15 +25,15 @@ from callback_ledger.verify_cli import add_commands as add_verify_commands
 from domain.callbacks import loads_body
 from domain.receipt import Receipt
 from service.logs import setup as setup_logs
-from store.config import ConfigError, Settings, collect_less_often
+from service.settings import ConfigError, Settings, collect_less_often
 from store.format_version import FormatError
 from store.vault import SecretsError
 
 
 def quarantine(settings: Settings, args: argparse.Namespace) -> int:
+    from access.api_keys import KeyStore, cli_user
     from projections.read_model.quarantine import quarantined
     from service.runtime import Runtime
-    from store.keys import KeyStore, cli_user
 
     runtime = Runtime(settings)
     count = 0
@@ -193,7 +193,7 @@ def check_format(settings: Settings) -> None:
     """Raises FormatError when the store is not of this version's format (after the upgrades
     it needs): every command stops before it starts. A store that cannot be reached is the
     command's to report."""
-    from store.db import Database
+    from store.backend import Database
     from store.format_version import check
 
     backend = settings.store_backend()
@@ -216,9 +216,9 @@ def check_keys(settings: Settings) -> None:
     missing or not its own: every command stops before it starts, with that said (not at its
     first read, nor as a failing /healthz). A store that cannot be reached is the command's to
     report, as before."""
-    from store.db import Database
+    from store.backend import Database
+    from store.data_keys import META
     from store.vault import Vault
-    from store.vault_keys import META
 
     try:
         db = Database(settings.store_backend())

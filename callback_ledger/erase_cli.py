@@ -1,5 +1,5 @@
 """`callback-ledger erase` and `callback-ledger retention apply`: personal data made unreadable
-by destroying its keys (service.erasure, service.retention)."""
+by destroying its keys (privacy.erasure, privacy.retention)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import orjson
 
-from service.erasure import ErasureRefused, erase
-from service.retention import apply
+from access.api_keys import cli_user
+from privacy.erasure import ErasureRefused, erase
+from privacy.retention import apply
 from service.runtime import Runtime
-from store.config import Settings
-from store.keys import cli_user
+from service.settings import Settings
 
 
 def run_erase(settings: Settings, args: argparse.Namespace) -> int:

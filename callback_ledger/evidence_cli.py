@@ -13,12 +13,12 @@ from typing import Any
 
 import orjson
 
+from access.api_keys import KeyStore, cli_user
 from callback_ledger.audit_cli import time_arg
-from service import evidence as bundles
+from evidence import chain
+from evidence import claims as bundles
 from service.runtime import Runtime
-from store import evidence
-from store.config import Settings
-from store.keys import KeyStore, cli_user
+from service.settings import Settings
 
 
 def run_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -62,7 +62,7 @@ def keywords(settings: Settings) -> dict[str, Any]:
 def run_check(settings: Settings, args: argparse.Namespace) -> int:
     try:
         checked = bundles.verify(orjson.loads(Path(args.file).read_bytes()))
-    except evidence.Mismatch as exc:
+    except chain.Mismatch as exc:
         sys.stderr.write(f"evidence verify: FAILED: {exc}\n")
         return 1
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 
 from domain.receipt import Receipt
+from service.settings import Settings
 from store import development_stores, format_version
-from store.config import Settings
-from store.db import Database
+from store.backend import Database
 
 PAGE = 500
 # The header `ingest` marks its callbacks with; a callback without it came to the webhook.

@@ -12,8 +12,8 @@ from domain import followup
 from projections.read_model import messages
 from service import followups
 from service.runtime import Runtime
-from store.config import Settings
-from store.db import Cursor
+from service.settings import Settings
+from store.backend import Cursor
 
 COLUMNS = [
     "message_id",

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Any
 
+from access.api_keys import SCOPES, KeyProblem, KeyStore, parse_scopes
 from service.runtime import Runtime
-from store.config import Settings
-from store.db import Database
-from store.keys import SCOPES, KeyProblem, KeyStore, parse_scopes
+from service.settings import Settings
+from store.backend import Database
 
 
 def store_for(settings: Settings) -> tuple[KeyStore, Database]:

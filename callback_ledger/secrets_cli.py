@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from service.migrate import MigrationRefused, migrate
-from store.config import Settings
+from service.settings import Settings
 from store.vault import generate
 
 

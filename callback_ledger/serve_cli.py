@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import Any
 
-from store.config import ConfigError, Settings
+from service.settings import ConfigError, Settings
 
 # serve's HTTP limits: (option, environment variable). See api/connections.py.
 HTTP_LIMITS = (
@@ -51,9 +51,9 @@ def refuse_unsigned(settings: Settings, args: argparse.Namespace) -> None:
 def first_key(settings: Settings) -> None:
     """On a store with no key at all: an all-scopes key named admin, printed once, so the
     first queries work (as Jupyter prints its token)."""
+    from access.api_keys import SCOPES, KeyStore
     from service.logs import SHOWN_ONCE
     from service.runtime import Runtime
-    from store.keys import SCOPES, KeyStore
 
     log = logging.getLogger("callback_ledger")
     runtime = Runtime(settings)
@@ -83,9 +83,9 @@ def first_key(settings: Settings) -> None:
 
 def refuse_unwritable_store(settings: Settings) -> None:
     """A SQLite store whose files cannot be written fails every write, or (an immutable -shm)
-    kills the server at its first (store.sqlite_backend.unwritable_files): refused before it
+    kills the server at its first (store.sqlite.unwritable_files): refused before it
     starts, saying which file."""
-    from store.sqlite_backend import unwritable_files
+    from store.sqlite import unwritable_files
 
     path = settings.store_backend().store_file()
     unwritable = unwritable_files(path) if path is not None else []

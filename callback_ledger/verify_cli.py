@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 
+from evidence import seal_reads
 from service.runtime import Runtime
-from store import seal_reads, spellings
-from store.config import Settings
+from service.settings import Settings
+from store import spellings
 from store.seal import Problem
 
 

@@ -19,8 +19,8 @@ from projections.log_reader import (
     LoggedEvent,
 )
 from projections.rules import iso, stored_time
+from store.backend import Cursor
 from store.catch_all import CATCH_ALL_KEY
-from store.db import Cursor
 
 NAME = "callbacks"
 TOPICS = frozenset(

@@ -24,8 +24,7 @@ from projections.log_reader import (
     LoggedEvent,
 )
 from projections.personal import IDENTITY_SUBJECT, identity_name, shown_identity, shown_text
-from store.backend import ROWLESS
-from store.db import Cursor, select_by_keys, upsert
+from store.backend import ROWLESS, Cursor, select_by_keys, upsert
 from store.vault import Vault, plaintext
 
 NAME = "consent"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from store.db import Cursor
+from store.backend import Cursor
 
 FAULTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projection_faults (
     name TEXT NOT NULL, kind TEXT NOT NULL, position BIGINT NOT NULL, notification_id BIGINT,

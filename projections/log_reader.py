@@ -14,9 +14,8 @@ from domain.erasure import Erasure
 from domain.message import Message
 from domain.unrecognised import UnrecognisedCallback
 from store import envelope, seal, spellings
-from store.backend import Backend
+from store.backend import Backend, Cursor
 from store.compression import inflate, state_compressor
-from store.db import Cursor
 from store.vault import Vault, plaintext
 
 MESSAGE_REGISTERED = get_topic(Message.Registered)  # type: ignore[attr-defined]

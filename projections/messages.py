@@ -23,7 +23,7 @@ from projections.log_reader import (
     LoggedEvent,
 )
 from projections.personal import identity_name, shown_identity, shown_text
-from store.db import Cursor, insert, select_by_keys, upsert
+from store.backend import Cursor, insert, select_by_keys, upsert
 from store.envelope import METADATA_INDEX
 from store.vault import METADATA_FIELD, Vault, plaintext
 

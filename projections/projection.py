@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from projections import callbacks, consent, messages, rules
 from projections.log_reader import LoggedEvent
-from store.db import Cursor
+from store.backend import Cursor
 from store.vault import Vault
 
 

@@ -30,8 +30,7 @@ from projections.faults import (
 from projections.log_reader import EventLog, LoggedEvent, UnsealedEvent
 from projections.projection import Projection, all_projections
 from projections.read_ahead import Page
-from store.backend import store_unavailable
-from store.db import Cursor, Database, Row
+from store.backend import Cursor, Database, Row, store_unavailable
 from store.vault import Vault, plaintext
 
 __all__ = ["Projection", "ProjectionStuck", "Projector", "all_projections"]

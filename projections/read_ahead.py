@@ -10,7 +10,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from projections.log_reader import EventLog, LoggedEvent, UnsealedEvent
-from store.db import Cursor, Database
+from store.backend import Cursor, Database
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from projections.faults import clear_faults
 from projections.projector import Projector
 from projections.read_ahead import ReadAhead
 from projections.schema import drop_generation, point_views
-from store.db import Cursor
+from store.backend import Cursor
 
 SPLIT = "messages"  # the projection worth splitting: nearly every event is one of its
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from projections.faults import FAULTS_DDL
 from projections.projection import Projection
-from store.db import Cursor
+from store.backend import Cursor
 
 POSITIONS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projections (
     name TEXT PRIMARY KEY, generation INTEGER NOT NULL, position BIGINT NOT NULL,

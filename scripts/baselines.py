@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from store.config import collect_less_often
+from service.settings import collect_less_often
 
 OK = b'{"status":"accepted"}'
 

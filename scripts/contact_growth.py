@@ -33,8 +33,8 @@ from domain.contact import Contact
 from domain.receipt import Receipt
 from service import recorder as recording
 from service.recorder import Recorder
+from service.settings import Settings, open_ledger
 from store.commands import Command
-from store.config import Settings
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
 
@@ -86,7 +86,7 @@ def main() -> None:
     url = sys.argv[2] if len(sys.argv) > 2 else None
     if url is None:
         url = f"sqlite:///{tempfile.mkdtemp()}/growth.sqlite3"
-    ledger = Ledger.from_settings(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": url}))
+    ledger = open_ledger(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": url}))
     cache = LRU(1000)
     recorder = Recorder(recording.alone(ledger), keep_refused=False)
     runner = asyncio.Runner()

@@ -8,14 +8,11 @@ import os
 
 import psycopg
 
-from store.config import Settings
-from store.ledger import Ledger
+from service.settings import Settings, open_ledger
 
 
 def event_count(database_url: str) -> int:
-    ledger = Ledger.from_settings(
-        Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url})
-    )
+    ledger = open_ledger(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url}))
     try:
         return ledger.ping()
     finally:

@@ -16,8 +16,7 @@ import psycopg
 from projections.log_reader import REPORTS, decode_state
 from scripts.callback_mix import STATUSES, report, signed_request
 from scripts.receiver import Receiver
-from store.config import Settings
-from store.ledger import Ledger
+from service.settings import Settings, open_ledger
 from store.spellings import spellings
 
 
@@ -51,9 +50,7 @@ def durability_corpus(name: str, n: int = 1000) -> list[dict[str, Any]]:
 def stored_reports(database_url: str) -> set[tuple[str, str]]:
     # The store's keys as its server had them (environment, or the file beside a SQLite
     # store); only public fields are read.
-    ledger = Ledger.from_settings(
-        Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url})
-    )
+    ledger = open_ledger(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url}))
     found: set[tuple[str, str]] = set()
     after = 0
     try:

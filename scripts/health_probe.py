@@ -12,9 +12,9 @@ import httpx
 
 def key_headers(database_url: str) -> dict[str, str]:
     """An API key for /healthz's detail (a key is created in the store, as `keys create` does)."""
-    from store.config import backend_for
-    from store.db import Database
-    from store.keys import SCOPES, KeyStore
+    from access.api_keys import SCOPES, KeyStore
+    from service.settings import backend_for
+    from store.backend import Database
 
     db = Database(backend_for(database_url))
     try:

@@ -21,9 +21,8 @@ import orjson
 from domain.contact import Contact, contact_key
 from domain.receipt import Receipt
 from projections.read_model import callbacks
-from store.config import Settings
+from service.settings import Settings, open_ledger
 from store.group_commit import LRU, GroupCommit, run
-from store.ledger import Ledger
 
 
 def inbound(i: int) -> dict[str, object]:
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reads", type=int, default=20)
     args = parser.parse_args(argv)
     with database(args.backend) as url:
-        ledger = Ledger.from_settings(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": url}))
+        ledger = open_ledger(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": url}))
         cache = LRU(10)
         for start in range(0, args.events, 500):
             commands = []

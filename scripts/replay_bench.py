@@ -16,18 +16,15 @@ from domain.receipt import Receipt
 from scripts.callback_mix import callback_mix
 from scripts.db_stats import event_count
 from scripts.proc_stats import tree_peaks_kb
-from store.config import Settings
+from service.settings import Settings, open_ledger
 from store.group_commit import LRU, GroupCommit, run
-from store.ledger import Ledger
 
 
 def generate_log(database_url: str, n_events: int) -> int:
     """Writes about n_events through the real write path (group commit of 2,000 callbacks)."""
     # The store's keys as the replay will have them (the environment, or the file beside a
     # SQLite store).
-    ledger = Ledger.from_settings(
-        Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url})
-    )
+    ledger = open_ledger(Settings.from_env({**os.environ, "LEDGER_DATABASE_URL": database_url}))
     receipt_time = datetime.now(UTC)
     try:
         seed = 0

@@ -31,9 +31,9 @@ import zstandard
 from domain.receipt import Receipt
 from scripts.callback_mix import callback_mix
 from service.recorder import Recorder, alone
+from service.settings import Settings, open_ledger
 from store import compression, envelope
 from store.compression import DICT_ID_BASE, dictionary_path, state_compressor
-from store.config import Settings
 from store.ledger import Ledger
 from store.vault import Secrets
 
@@ -110,7 +110,7 @@ def samples(fixtures: Path, count: int, seed: int) -> list[bytes]:
     found: list[bytes] = []
     with tempfile.TemporaryDirectory() as work:
         plain = Settings(database_url=f"sqlite:///{work}/plain.sqlite3")
-        found += stored(PlainLedger.from_settings(plain), raws, rng)
+        found += stored(open_ledger(cls=PlainLedger, settings=plain), raws, rng)
         sealed = Settings(database_url=f"sqlite:///{work}/sealed.sqlite3")
         secrets = Secrets(rng.randbytes(32), rng.randbytes(32))
         ledger = Ledger.for_backend(sealed.store_backend(), secrets, sealed.classify())

@@ -17,7 +17,7 @@ from typing import Any
 from domain import followup
 from projections import rules
 from projections.read_model import consent, messages
-from store.db import Cursor
+from store.backend import Cursor
 from store.vault import Vault
 
 # Sinch retries a callback for about 22 h 45 min: past a day, silence is not a late callback.

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from store.config import ConfigError
+from service.settings import ConfigError
 
 FORMATS = ("json", "text")
 # `serve --log-level` takes uvicorn's names; "trace" is uvicorn's level below debug.

@@ -39,7 +39,7 @@ from service import multiproc
 if TYPE_CHECKING:
     from projections.log_reader import EventLog
     from service.runtime import Runtime
-    from store.db import Cursor
+    from store.backend import Cursor
 
 log = logging.getLogger("callback_ledger.metrics")
 commit_log = logging.getLogger("callback_ledger.commit")

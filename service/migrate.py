@@ -21,13 +21,13 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
+from access.api_keys import KEYS_TABLE, KeyStore
 from domain.callbacks import InvalidCallback, loads_body
 from domain.receipt import Receipt
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from service.runtime import Runtime
+from service.settings import Settings
 from store.catch_all import quarantine_command, unrecognised_command
-from store.config import Settings
-from store.keys import KEYS_TABLE, KeyStore
 from store.ledger import Ledger
 from store.quarantine_resolution import resolve_command
 

@@ -25,8 +25,8 @@ from rich.progress import (
 
 from projections.rebuild import SPLIT, Rebuild
 from service.runtime import Runtime
+from service.settings import Settings, collect_less_often
 from store.backend import store_unavailable
-from store.config import Settings, collect_less_often
 
 
 def run_part(settings: Settings, part: int, parts: int, stop: int, page_size: int) -> None:

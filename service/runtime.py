@@ -1,5 +1,5 @@
 """The one wiring point: from Settings it builds the backend (store.backend) once, and from it
-the Ledger, the group commit (the backend's driver, told of each batch by `observe`), the
+the Ledger, the group commit (its database's driver, told of each batch by `observe`), the
 read-table database, the projector and the live follower. `serve`, the CLI commands and the
 tests obtain these here. Opened on first use, so the service starts (and answers 503) while
 its database is still down, and heals without a restart when it comes back."""
@@ -12,11 +12,12 @@ from collections.abc import Callable
 from projections.follower import LiveFollower
 from projections.projector import Projector, all_projections
 from projections.rules import Keywords
-from store.backend import Backend
-from store.config import Settings
-from store.db import Database
+from service.settings import Settings
+from store.backend import Backend, Database
 from store.group_commit import Observer, Writer
 from store.ledger import Ledger
+from store.postgres import PostgresBackend, PostgresGroupCommit
+from store.sqlite import SQLiteGroupCommit
 
 
 class Runtime:
@@ -65,7 +66,7 @@ class Runtime:
             ledger = self.ledger()
             with self._lock:
                 if self._writer is None:
-                    self._writer = self.backend.group_commit(ledger, observe=self.observe)
+                    self._writer = group_commit(self.backend, ledger, self.observe)
         return self._writer
 
     async def aclose_writer(self) -> None:
@@ -122,3 +123,11 @@ class Runtime:
             self._db.close()
         if self._ledger is not None:
             self._ledger.close()
+
+
+def group_commit(backend: Backend, ledger: Ledger, observe: Observer | None) -> Writer:
+    """The group commit that serves requests: on the event loop itself for PostgreSQL, in a
+    writer thread for SQLite (no asynchronous driver)."""
+    if isinstance(backend, PostgresBackend):
+        return PostgresGroupCommit(ledger, backend, observe=observe)
+    return SQLiteGroupCommit(ledger, observe=observe)

@@ -1,19 +1,21 @@
-"""The backend seam: one object per database kind, built once from the database URL.
+"""The backend seam, and the portable SQL of the tables beside the log.
 
-Everything that differs between SQLite and PostgreSQL lives behind it: the connection settings
-(for the `eventsourcing` library, the read tables' connections and the group commit), the SQL
-dialect (placeholders, bulk upserts and inserts, catalog queries, the events query), and which
-group-commit driver serves requests. Nothing outside `store/sqlite_backend.py` and
-`store/postgres_backend.py` asks which database it is talking to; it asks this object.
+One `Backend` per database kind, built once from the database URL, holds everything that
+differs between SQLite and PostgreSQL: connection settings (for the `eventsourcing` library,
+the read tables and the group commit), the SQL dialect (placeholders, bulk upserts and
+inserts, catalog queries, the events query). Nothing outside `store/sqlite.py` and
+`store/postgres.py` asks which database it is talking to; it asks this object
+(`service.settings.backend_for` alone looks at the URL's scheme).
 
-`store.config.backend_for` is the only place that looks at the URL's scheme."""
+`Database` and `Cursor` run SQL written once with `?` placeholders and portable syntax (ON
+CONFLICT upserts, row-value IN lists); the backend swaps the placeholder style."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
@@ -21,11 +23,6 @@ from eventsourcing.persistence import PersistenceError
 # A table option in the read tables' portable SQL: SQLite keeps such a table in its primary
 # key's tree (no rowid, no second copy of the key); PostgreSQL has no such tables and drops it.
 ROWLESS = " WITHOUT ROWID"
-
-if TYPE_CHECKING:
-    from store.db import Cursor, Row
-    from store.group_commit import Observer, Writer
-    from store.ledger import Ledger
 
 
 def upsert_sql(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
@@ -98,7 +95,7 @@ class Backend(ABC):
 
     @abstractmethod
     def connections(self) -> Connections:
-        """A new source of connections for the read tables (store.db.Database)."""
+        """A new source of connections for the read tables (store.backend.Database)."""
 
     def store_file(self) -> str | None:
         """The file the store lives in, when it is one (checked around every write)."""
@@ -176,11 +173,11 @@ class Backend(ABC):
     @abstractmethod
     def secure_delete(self, cur: Cursor) -> None:
         """Makes this transaction's deletes overwrite the deleted bytes where the database
-        can (data keys: store.vault_keys)."""
+        can (data keys: store.data_keys)."""
 
     def exclude_writers(self, cur: Cursor, table: str) -> None:
         """Holds off the writers' batches that use rows of `table` until this transaction
-        ends, and waits for those under way (data keys: store.vault_keys). SQLite has one
+        ends, and waits for those under way (data keys: store.data_keys). SQLite has one
         writer at a time already."""
         return None
 
@@ -243,10 +240,122 @@ class Backend(ABC):
         """The streams as a one-column query `i`, and the FROM clause of their events after
         `latest.v` (aliased x)."""
 
-    # ---- the group commit -------------------------------------------------------------------
 
-    @abstractmethod
-    def group_commit(
-        self, ledger: Ledger, observe: Observer | None = None, cache_size: int = 20_000
-    ) -> Writer:
-        """The group commit that serves requests on an event loop, for this database."""
+Row = dict[str, Any]
+
+
+class Cursor:
+    """A DB-API cursor taking SQL with `?` placeholders, on either backend."""
+
+    def __init__(self, raw: Any, backend: Backend) -> None:
+        self.raw = raw
+        self.backend = backend
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        self.raw.execute(self.backend.sql(sql), tuple(params))
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.raw.executemany(self.backend.sql(sql), rows)
+
+    def tuples(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
+        """All rows of a query as positional rows: cheaper than dicts for large reads."""
+        return self.backend.tuples(self.raw, sql, params)
+
+    def fetchall(self) -> list[Row]:
+        return self.backend.dicts(self.raw.fetchall())
+
+    def fetchone(self) -> Row | None:
+        row = self.raw.fetchone()
+        return dict(row) if row is not None else None
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.raw.rowcount)
+
+
+class Database:
+    """The read tables' connections, from the backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.timeout_s = self.backend.timeout_s
+        self._connections = self.backend.connections()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A write transaction: all or nothing."""
+        with self._connections.transaction() as raw:
+            yield Cursor(raw, self.backend)
+
+    @contextmanager
+    def read(self) -> Iterator[Cursor]:
+        with self._connections.read() as raw:
+            yield Cursor(raw, self.backend)
+
+    def close(self) -> None:
+        self._connections.close()
+
+
+def upsert(
+    cur: Cursor,
+    table: str,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """Inserts or replaces rows (the backend picks how: see its `upsert`)."""
+    cur.backend.upsert(cur, table, columns, keys, rows)
+
+
+def insert(cur: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Inserts rows known to be new (a duplicate key fails, loudly)."""
+    if rows:
+        cur.backend.insert(cur, table, columns, rows)
+
+
+def select_by_keys(
+    cur: Cursor,
+    table: str,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    keys: Sequence[tuple[Any, ...]],
+) -> list[Row]:
+    """Rows whose key is one of `keys`."""
+    keys = list(dict.fromkeys(keys))  # a key given twice: its row once, as IN would
+    if not keys:
+        return []
+    return cur.backend.select_by_keys(cur, table, columns, key_columns, keys)
+
+
+def time_window(column: str, since: str | None, until: str | None) -> list[tuple[str, Any]]:
+    """(condition, value) pairs for `since <= column < until`; either bound may be absent."""
+    window: list[tuple[str, Any]] = []
+    if since is not None:
+        window.append((f"{column} >= ?", since))
+    if until is not None:
+        window.append((f"{column} < ?", until))
+    return window
+
+
+def keyset_rows(
+    cur: Cursor,
+    table: str,
+    conditions: Sequence[tuple[str, Any]],
+    order: Sequence[str],
+    after: Sequence[Any] | None,
+    limit: int,
+) -> list[Row]:
+    """Up to `limit` rows of `table` meeting `conditions` ((SQL, value) pairs; a list value
+    fills several placeholders, an empty one none), in `order`, after the key `after`."""
+    where = [sql for sql, _ in conditions]
+    params = [v for _, value in conditions for v in (value if isinstance(value, list) else [value])]
+    if after is not None:
+        where.append(f"({', '.join(order)}) > ({', '.join('?' * len(order))})")
+        params += list(after)
+    sql = f"SELECT * FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {', '.join(order)} LIMIT ?"
+    return cur.execute(sql, [*params, limit]).fetchall()

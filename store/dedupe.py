@@ -14,8 +14,8 @@ Keys are stored as their UTF-8 bytes (`bytea` / BLOB): exact, whatever character
 (PostgreSQL text cannot hold a NUL). The table is created with the store's other tables, while
 its log is empty.
 
-The recorders that write it: SQLite's in store.seal_sqlite (set through the library's
-APPLICATION_RECORDER_TOPIC, store.sqlite_backend), PostgreSQL's
+The recorders that write it: SQLite's in store.sqlite_recorder (set through the library's
+APPLICATION_RECORDER_TOPIC, store.sqlite), PostgreSQL's
 `postgres.FailFastApplicationRecorder`."""
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 
 from store import envelope
+from store.backend import Database, select_by_keys
 from store.compression import inflate, state_compressor
-from store.db import Database, select_by_keys
+from store.data_keys import META, TABLE
 from store.vault import Secrets, Vault, plaintext
-from store.vault_keys import META, TABLE
 
 MAGIC_V1, MAGIC_V1_LIBRARY = b"CLE\x01", b"CLE\x02"
 _HEAD_V1 = struct.Struct(">4sI")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from store.db import Cursor, Database
+from store.backend import Cursor, Database
 
 TABLE = "ledger_format"
 VERSION = 1

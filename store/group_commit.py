@@ -4,8 +4,8 @@ answered only after that commit.
 This module is the part both databases share: deciding a batch (commands for the same stream
 are applied to one aggregate in order: merged, not conflicting), the retries, the aggregate
 cache, counting and settling the requests' futures. What touches the database is asked for as
-an effect (`Load`, `Lookup`, `Write`, ...) that a driver performs: store.sqlite_driver in a
-writer thread through the library's connections, store.postgres_driver on the event loop
+an effect (`Load`, `Lookup`, `Write`, ...) that a driver performs: store.sqlite in a
+writer thread through the library's connections, store.postgres on the event loop
 through an asynchronous connection. `run` performs a batch here and now, on either database,
 through the library's connections.
 

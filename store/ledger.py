@@ -22,8 +22,8 @@ from domain import ids
 from domain.contact import Contact, Namer
 from domain.keywords import Reading
 from domain.receipt import Receipt
-from store import dedupe, format_version, vault_keys
-from store.backend import Backend, StoreContention
+from store import data_keys, dedupe, format_version
+from store.backend import Backend, Database, StoreContention
 from store.catch_all import CatchAll
 from store.commands import (
     Command,
@@ -36,8 +36,6 @@ from store.commands import (
     to_look_up,
 )
 from store.compression import state_compressor
-from store.config import Settings
-from store.db import Database
 from store.event_reads import KeyedEvents
 from store.mapper import FastMapper
 from store.vault import Secrets, Vault, plaintext
@@ -110,7 +108,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         if db is None:
             db = ledger._keys_db = Database(backend)
         try:
-            vault = vault_keys.open_vault(
+            vault = data_keys.open_vault(
                 db, secrets, empty, ledger._store_file or f"{backend.name} database"
             )
         except BaseException:
@@ -132,11 +130,6 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
             mapper.classify = classify
         ledger.recorder.vault = vault  # type: ignore[attr-defined]
         return ledger
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Ledger:
-        """A script's or a test's shortcut; the service is wired by service.runtime."""
-        return cls.for_backend(settings.store_backend(), settings.secrets(), settings.classify())
 
     def namer(self) -> Namer | None:
         """How stream names and dedupe keys name a channel identity in this store."""

@@ -11,8 +11,9 @@ missing or out of order; what proves anything is the chain, checked against a he
 elsewhere (GET /seal).
 
 Erasure and retention never change stored event bytes, so they never break the chain. The
-recorders (store.seal_sqlite, store.seal_postgres) write the seal row in the same transaction
-as the events; `Verifier` recomputes the chain in one pass over the log, a page at a time."""
+recorders (store.sqlite_recorder, store.postgres_recorder) write the seal row in the same
+transaction as the events; `Verifier` recomputes the chain in one pass over the log, a page at
+a time."""
 
 from __future__ import annotations
 

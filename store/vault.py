@@ -8,7 +8,7 @@ keys (erasure, retention) makes the fields unreadable everywhere at once, while 
 other fields, its stored bytes and the seal chain stay as they are.
 
 - The master key (`LEDGER_MASTER_KEY`) wraps the data keys (AES-GCM); the wrapped keys live in
-  the store (store.vault_keys), the master key never does.
+  the store (store.data_keys), the master key never does.
 - The index key (`LEDGER_INDEX_KEY`) names subjects: HMAC-SHA256 of the normalised identity,
   so projections find a number by its blind index and never hold it in plaintext.
 
@@ -44,7 +44,7 @@ KEY_ID_BYTES = 16
 KEY_ID_RANDOM = 10
 NONCE_BYTES = 12
 TAG_BYTES = 16
-# Data classes, each with its own retention (store.config).
+# Data classes, each with its own retention (service.settings).
 CONSENT = "c"
 MESSAGES = "m"
 CLASSES = (CONSENT, MESSAGES)
@@ -199,7 +199,7 @@ class KeyRow:
 
 
 class KeyStore(Protocol):
-    """Where the wrapped data keys live (store.vault_keys)."""
+    """Where the wrapped data keys live (store.data_keys)."""
 
     def load(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
         """The wrapped keys of these ids that still exist."""
@@ -207,7 +207,7 @@ class KeyStore(Protocol):
 
 
 class EventSource(Protocol):
-    """Where referenced values live: the log's events, opened (store.vault_keys)."""
+    """Where referenced values live: the log's events, opened (store.data_keys)."""
 
     def states(self, vault: Vault, ids: Sequence[int]) -> dict[int, Mapping[str, object]]:
         """The decoded states of these events (their personal fields None once erased)."""

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests.helpers import KEYS, make_key
 from tests.postgres_server import (

@@ -14,7 +14,7 @@ import orjson
 
 from domain.receipt import Receipt
 from service.recorder import Outcome, Recorder, alone
-from store.config import Settings, backend_for
+from service.settings import Settings, backend_for, open_ledger
 from store.ledger import Ledger
 from store.vault import Secrets
 
@@ -24,7 +24,7 @@ KEYS = Secrets(os.urandom(32), os.urandom(32))
 
 
 def stored_events(database_url: str) -> list[Any]:
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    ledger = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         notifications = ledger.recorder.select_notifications(start=1, limit=1_000_000)
         return [ledger.mapper.to_domain_event(n) for n in notifications]
@@ -76,7 +76,7 @@ def projection_rows(
     """Every row of the read views, in key order. With `shown`, as people see them: the sealed
     copies opened (identities as shown in place of their names), so that rows sealed at
     different times (live, and by a replay) compare equal."""
-    from store.db import Database
+    from store.backend import Database
 
     db = Database(backend_for(database_url))
     try:
@@ -96,8 +96,8 @@ def opened(db: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     from projections import rules
     from projections.personal import open_map, open_metadata, open_rows
+    from store.data_keys import open_vault
     from store.vault import plaintext
-    from store.vault_keys import open_vault
 
     try:
         vault = open_vault(db, KEYS, False, "test")
@@ -154,8 +154,8 @@ def make_key(
 ) -> str:
     """A new API key in the store at `database_url` (all scopes by default), as `keys create`
     makes one."""
-    from store.db import Database
-    from store.keys import SCOPES, KeyStore
+    from access.api_keys import SCOPES, KeyStore
+    from store.backend import Database
 
     db = Database(backend_for(database_url))
     try:

@@ -17,7 +17,7 @@ from api.console.render import HEADERS, page
 from projections.personal import ERASED_TEXT
 from projections.read_model import consent
 from service.csv_cells import cell
-from store.db import Cursor
+from store.backend import Cursor
 
 PAGE_ROWS = 500
 CSV_ROWS = 100_000

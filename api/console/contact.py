@@ -19,7 +19,7 @@ from domain.identity import normalise
 from projections.read_model import consent
 from projections.read_model import console as console_queries
 from projections.rules import iso
-from store.db import Cursor
+from store.backend import Cursor
 
 HISTORY_ROWS = 200
 

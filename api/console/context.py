@@ -17,7 +17,7 @@ from starlette.responses import Response
 from api.auth import Guard
 from api.console.session import Sessions, Visitor
 from service.runtime import Runtime
-from store.db import Cursor
+from store.backend import Cursor
 
 MAX_FORM_BYTES = 16 * 1024
 

@@ -15,7 +15,7 @@ from api.console.context import Context, query
 from api.console.render import page
 from projections.read_model import console as console_queries
 from projections.rules import iso
-from store.db import Cursor
+from store.backend import Cursor
 
 DEFAULT_RANGE = timedelta(days=1)
 

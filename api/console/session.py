@@ -21,10 +21,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from access.api_keys import Key, key_hash, utc_now
+from access.console_sessions import ConsoleSessions, console_secret
 from api.auth import Denied, Guard
-from store.console_secret import console_secret
-from store.console_sessions import ConsoleSessions
-from store.keys import Key, key_hash, utc_now
 
 SESSION_COOKIE = "ledger_console"
 SIGN_IN_COOKIE = "ledger_console_signin"

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from projections.callbacks import BY_ARRIVAL
 from projections.read_model.paging import Conditions, KeysetPage, keyset_page
-from store.db import Cursor, Row, time_window
+from store.backend import Cursor, Row, time_window
 from store.ledger import Ledger
 
 

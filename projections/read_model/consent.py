@@ -20,7 +20,7 @@ from projections import rules
 from projections.personal import open_metadata, open_rows
 from projections.read_model.paging import Conditions, in_time_order
 from projections.rules import OPTED_OUT, STATUS_RANK
-from store.db import Cursor, time_window
+from store.backend import Cursor, time_window
 from store.vault import Vault, plaintext
 
 UNKNOWN = "UNKNOWN"

@@ -18,7 +18,7 @@ from projections.messages import METADATA_PREFIX
 from projections.personal import open_metadata, open_rows
 from projections.read_model import consent
 from projections.read_model.messages import identities_shown
-from store.db import Cursor, time_window
+from store.backend import Cursor, time_window
 from store.vault import Vault, plaintext
 
 MESSAGE_COLUMNS = ", ".join(

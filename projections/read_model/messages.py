@@ -18,7 +18,7 @@ from projections.personal import open_map, open_metadata, open_rows
 from projections.read_model.consent import of_contact
 from projections.read_model.paging import Conditions, KeysetPage, keyset_page
 from projections.rules import SUBMITTED, iso
-from store.db import Cursor, Row, keyset_rows, time_window
+from store.backend import Cursor, Row, keyset_rows, time_window
 from store.vault import Vault, plaintext
 
 # The latest report says the message is on its way and nothing has been heard since.

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from store.db import Cursor, Row, keyset_rows
+from store.backend import Cursor, Row, keyset_rows
 
 # (SQL condition, value) pairs; a list value fills several placeholders, an empty one none.
 Conditions = list[tuple[str, Any]]

@@ -4,7 +4,7 @@ applied, and counts of one kind of event in a range of the log (for /metrics).""
 from __future__ import annotations
 
 from projections.log_reader import EventLog
-from store.db import Cursor
+from store.backend import Cursor
 
 
 def positions(cur: Cursor) -> list[tuple[str, int]]:

@@ -15,10 +15,9 @@ def test_processes_starting_together_on_a_new_database_all_start(database_url: s
     # library's tables and types if missing (without a lock, about one in five failed here).
     start = (
         "import os\n"
-        "from store.config import Settings\n"
-        "from store.ledger import Ledger\n"
+        "from service.settings import Settings, open_ledger\n"
         f"env = {{**os.environ, 'LEDGER_DATABASE_URL': {database_url!r}}}\n"
-        "Ledger.from_settings(Settings.from_env(env)).close()\n"
+        "open_ledger(Settings.from_env(env)).close()\n"
     )
     processes = [
         subprocess.Popen([sys.executable, "-c", start], stderr=subprocess.PIPE) for _ in range(6)

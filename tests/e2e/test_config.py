@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from store.config import ConfigError, Settings
+from service.settings import ConfigError, Settings
 
 
 @pytest.mark.parametrize("value", [" , ", ",", "   ", " ,,, "])

@@ -19,10 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from store.config import Settings, backend_for
-from store.db import Database
-from store.keys import KeyStore
-from store.ledger import Ledger
+from access.api_keys import KeyStore
+from service.settings import Settings, backend_for, open_ledger
+from store.backend import Database
 from tests import console_data as data
 from tests import payloads as p
 from tests.browser import start_chromium
@@ -35,7 +34,7 @@ SHOTS = os.environ.get("LEDGER_SCREENSHOTS")
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    ledger = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         data.quarantine_acceptable(ledger)  # kept by "an earlier version"
     finally:

@@ -21,11 +21,10 @@ import pytest
 import yaml
 import zstandard
 
+from service.settings import Settings, backend_for, open_ledger
 from store import envelope
+from store.backend import Database
 from store.compression import DICTIONARIES, MAGIC, StateCompressor
-from store.config import Settings, backend_for
-from store.db import Database
-from store.ledger import Ledger
 from store.vault import SecretsError
 from tests import payloads as p
 from tests.helpers import accept_all
@@ -209,7 +208,7 @@ def test_a_store_written_without_keys_is_never_given_a_key_file(tmp_path: Path) 
     url = f"sqlite:///{folder / STORE}"
     # As an earlier version wrote it with no keys: events in plaintext, no key file.
     number, text = personal()
-    ledger = Ledger.from_settings(Settings(database_url=url))
+    ledger = open_ledger(Settings(database_url=url))
     try:
         accept_all(ledger, [p.inbound(text=text, identity=number)])
     finally:
@@ -252,7 +251,7 @@ def test_a_named_key_file_is_made_on_a_new_stores_first_start(
         stop(worker)
     assert_key_file(key_file)
     assert found_in_store(database_url, [number, number.lstrip("+"), text]) == []
-    ledger = Ledger.from_settings(Settings(key_file=str(key_file), database_url=database_url))
+    ledger = open_ledger(Settings(key_file=str(key_file), database_url=database_url))
     try:
         assert ledger.vault.encrypted
     finally:
@@ -274,7 +273,7 @@ def projected(database_url: str) -> bool:
 def test_a_named_key_file_missing_for_a_store_that_holds_events_is_an_error(
     database_url: str, tmp_path: Path
 ) -> None:
-    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    ledger = open_ledger(Settings(database_url=database_url))
     try:
         accept_all(ledger, [p.inbound()])
     finally:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from service.replay import replay
-from store.config import Settings
+from service.settings import Settings
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import REPORT_EVENTS, projection_rows, stored_events

@@ -11,7 +11,7 @@ from api.app import create_app
 from projections import rules
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import accept_all, cli, projection_rows

@@ -179,7 +179,7 @@ H11_MAIN = """
 import sys, uvicorn
 from api.app import app_from_env
 from api.connections import GuardedH11
-from store.config import Settings
+from service.settings import Settings
 limit = Settings.from_env().max_header_bytes
 uvicorn.run(app_from_env(), port=int(sys.argv[1]), http=GuardedH11,
             h11_max_incomplete_event_size=limit, log_level="warning")

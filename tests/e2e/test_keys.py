@@ -15,13 +15,13 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from access.api_keys import KEYS_TABLE, SCOPES
 from api import auth
 from api.app import create_app
-from store.config import Settings, backend_for
-from store.db import Database
-from store.keys import KEYS_TABLE, SCOPES
+from service.settings import Settings, backend_for
+from store.backend import Database
 from store.ledger import Ledger
-from store.sqlite_backend import sqlite_path
+from store.sqlite import sqlite_path
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import KEYS, cli, make_key, printed_key
@@ -120,7 +120,7 @@ def test_revocation_takes_effect_within_the_cache_bound(
 def test_last_used_is_written_at_most_once_a_minute(
     settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from store.keys import KeyStore
+    from access.api_keys import KeyStore
 
     touches = []
     touch = KeyStore.touch

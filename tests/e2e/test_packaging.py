@@ -14,7 +14,7 @@ import httpx
 import orjson
 import yaml
 
-from store.config import Settings
+from service.settings import Settings
 from tests import payloads as p
 from tests.e2e.test_readme_tour import matches
 from tests.helpers import printed_key

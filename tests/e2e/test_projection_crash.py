@@ -18,7 +18,7 @@ from projections.projector import Projector
 from projections.rebuild import Rebuild
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import accept_all, projection_rows

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests.helpers import accept_all, cli, projection_rows
 from tests.integration.test_projections import SCENARIO, catch_up

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from domain.message import Message
+from service.settings import Settings, open_ledger
 from store import spellings
 from store.compression import MAGIC
-from store.config import Settings
 from store.ledger import Ledger
 from tests import helpers
 from tests import payloads as p
@@ -59,7 +59,7 @@ def test_a_store_written_before_compression_reads_and_replays(
 ) -> None:
     bodies = mix()
     first, rest = bodies[:5], bodies[5:]
-    earlier = EarlierLedger.from_settings(Settings(database_url=database_url))
+    earlier = open_ledger(cls=EarlierLedger, settings=Settings(database_url=database_url))
     # As earlier versions did: a message's stream starts with Registered, then each report.
     monkeypatch.setattr(Message, "_only_registered", lambda self: False)
     try:
@@ -70,7 +70,7 @@ def test_a_store_written_before_compression_reads_and_replays(
         earlier.close()
         monkeypatch.undo()
 
-    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    ledger = open_ledger(Settings(database_url=database_url))
     try:
         # Facts of the old events are still known; new ones are written compressed.
         assert accept_all(ledger, first) == ["duplicate"] * len(first)
@@ -100,7 +100,7 @@ def test_a_store_written_before_compression_reads_and_replays(
     ]
 
     # The same bodies in a store written all compressed: replay gives the same tables.
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=other_url))
+    ledger = open_ledger(Settings(keys=KEYS, database_url=other_url))
     try:
         accept_all(ledger, bodies)
     finally:

@@ -24,8 +24,8 @@ from api.console import callbacks as callbacks_page
 from projections import callbacks as projection
 from projections.read_model import callbacks
 from service.replay import replay
-from store.config import Settings, backend_for
-from store.db import Cursor, Database
+from service.settings import Settings, backend_for
+from store.backend import Cursor, Database
 from tests import payloads as p
 from tests.helpers import cli, make_key, projection_rows
 from tests.integration.test_queries import wait_for_projections

@@ -17,9 +17,9 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from service.runtime import Runtime
+from service.settings import Settings, backend_for
 from store import format_version
-from store.config import Settings, backend_for
-from store.db import Database
+from store.backend import Database
 from store.vault import Secrets
 from tests.conftest import SECRET
 from tests.helpers import cli, make_key

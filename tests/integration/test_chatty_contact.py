@@ -16,12 +16,12 @@ from psycopg.sql import SQL
 from domain.callbacks import parse_callback
 from domain.contact import RECENT, Contact
 from domain.receipt import Receipt
+from service.settings import Settings, backend_for, open_ledger
+from store.backend import Database
 from store.compression import inflate
-from store.config import Settings, backend_for
-from store.db import Database
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
-from store.seal_sqlite import DedupeSQLiteApplicationRecorder
+from store.sqlite_recorder import DedupeSQLiteApplicationRecorder
 from tests import payloads as p
 from tests.helpers import accept_all
 
@@ -95,7 +95,7 @@ def load_plan(ledger: Ledger) -> str:
 
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
-    app = Ledger.from_settings(settings)
+    app = open_ledger(settings)
     yield app
     app.close()
 
@@ -178,8 +178,8 @@ def test_concurrent_redeliveries_of_forgotten_facts_across_ledgers(
 ) -> None:
     """Two ledgers (as two processes) with caches of their own, the same new and old messages
     of a contact that has forgotten most of its keys, in batches at once: each kept once."""
-    first = Ledger.from_settings(settings)
-    second = Ledger.from_settings(settings)
+    first = open_ledger(settings)
+    second = open_ledger(settings)
     try:
         accept_all(first, [inbound(i) for i in range(300)])
         work = [inbound(i) for i in range(250, 450)]  # 50 old, 150 new

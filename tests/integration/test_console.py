@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.console.routes import CONSOLE_SCOPES
-from store.config import Settings, backend_for
-from store.db import Database
+from service.settings import Settings, backend_for
+from store.backend import Database
 from store.ledger import Ledger
 from tests import console_data as data
 from tests.e2e.test_keys import revoke

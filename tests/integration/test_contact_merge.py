@@ -17,7 +17,7 @@ from domain.receipt import Receipt
 from projections.read_model import consent
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import accept_all, names, stored_events
@@ -404,7 +404,7 @@ def test_a_suppression_dropped_by_an_erasure_is_not_brought_back_by_a_merge(
 ) -> None:
     """An erasure of contact B that forgot its consent: B's opt-out no longer counts for
     B's own numbers, and a merge does not make it count for A's."""
-    from service.erasure import erase
+    from privacy.erasure import erase
 
     accept_all(ledger, [everyone("B", "OPT_OUT", BEFORE, "R1")])
     runtime.projector().catch_up()
@@ -427,8 +427,8 @@ def test_a_number_erased_is_not_shown_by_the_merge_that_named_it(
 ) -> None:
     """The merge's copy of a number is sealed under the merge's key: an erasure of the number
     drops it from the contact's numbers, live and replayed; its opt-out still stands."""
+    from privacy.erasure import erase
     from projections.read_model import console as console_queries
-    from service.erasure import erase
 
     accept_all(
         ledger,
@@ -464,8 +464,8 @@ def test_erasing_either_merged_contact_erases_the_person(
 ) -> None:
     """Merged contacts are one person, and each one's merge event holds the other's numbers:
     an erasure of either contact reaches both, their numbers and their streams' texts."""
+    from privacy.erasure import contact_subjects, erase
     from projections.read_model import console as console_queries
-    from service.erasure import contact_subjects, erase
 
     accept_all(
         ledger,

@@ -21,14 +21,14 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from domain.callbacks import MAX_IDENTITY
 from domain.erasure import Erasure
-from service.erasure import ErasureRefused, erase
-from service.retention import apply, cutoff
+from privacy.erasure import ErasureRefused, erase
+from privacy.retention import apply, cutoff
 from service.runtime import Runtime
+from service.settings import Settings, open_ledger
 from store import envelope, spellings
-from store.config import Settings
-from store.db import Database
+from store.backend import Database
+from store.data_keys import TABLE as KEYS_TABLE
 from store.ledger import Ledger
-from store.vault_keys import TABLE as KEYS_TABLE
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import KEYS, accept_all, cli, make_key
@@ -190,7 +190,7 @@ def test_an_identity_erasure_reaches_its_channel_only(settings: Settings) -> Non
 
 
 def test_erasure_refuses_a_plaintext_store_and_bad_requests(database_url: str) -> None:
-    plain = Ledger.from_settings(Settings(database_url=database_url))
+    plain = open_ledger(Settings(database_url=database_url))
     try:
         accept_all(plain, [p.opt()])
         with pytest.raises(ErasureRefused, match="migrate"):
@@ -387,12 +387,12 @@ def test_the_number_is_nowhere_in_the_database_files(store_files: tuple[str, Any
 def test_a_failing_retention_run_is_shown_in_healthz_and_serving_goes_on(
     settings: Settings, admin_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import service.retention
+    import privacy.retention
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the key table is locked")
 
-    monkeypatch.setattr(service.retention, "apply", broken)
+    monkeypatch.setattr(privacy.retention, "apply", broken)
     soon = dataclasses.replace(settings, retention_first_s=1)
     with TestClient(create_app(soon), headers={"Authorization": f"Bearer {admin_key}"}) as client:
         deadline = time.monotonic() + 20

@@ -16,11 +16,11 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from domain.erasure import Erasure
+from evidence import claims as evidence
 from projections.read_model import consent
-from service import evidence
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET
@@ -185,7 +185,7 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     # Evidence: the facts and messages found by number, shown as erased, with the erasure.
     runtime = Runtime(settings)
     try:
-        bundle = evidence.bundle(
+        bundle = evidence.chain(
             runtime.ledger(), runtime.store_database(), runtime.database(), "SMS", NUMBER
         )
     finally:

@@ -21,9 +21,9 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from callback_ledger.evidence_cli import run_check
-from service import evidence as bundles
+from evidence import claims as bundles
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import KEYS, cli, make_key

@@ -13,7 +13,7 @@ from domain.receipt import Receipt
 from projections import rules
 from service.replay import replay
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET

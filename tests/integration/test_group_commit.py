@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 from domain.receipt import Receipt
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings, open_ledger
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
-from store.postgres_driver import PostgresGroupCommit
-from store.sqlite_driver import SQLiteGroupCommit
+from store.postgres import PostgresGroupCommit
+from store.sqlite import SQLiteGroupCommit
 from tests import payloads as p
 from tests.helpers import accept_all, delivery_reports, names, stored_events
 
@@ -61,7 +61,7 @@ def test_stale_cache_conflict_is_split_and_nothing_is_lost(
     cache = LRU(100)
     run(GroupCommit(ledger, cache=cache), [command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL"))])
     # Another process appends to the same stream behind this one's cache.
-    other = Ledger.from_settings(settings)
+    other = open_ledger(settings)
     accept_all(other, [p.delivery("M1", "DELIVERED")])
     other.close()
     results = run(
@@ -131,7 +131,7 @@ def test_the_servers_writer_batches_merges_and_resolves_conflicts(
     async def scenario() -> list[Outcome | BaseException]:
         await writer.commit(command(ledger, p.delivery("M1", "QUEUED_ON_CHANNEL")))
         # Another process appends to the same stream behind this writer's cache.
-        other = Ledger.from_settings(settings)
+        other = open_ledger(settings)
         await asyncio.to_thread(accept_all, other, [p.delivery("M1", "DELIVERED")])
         other.close()
         bodies = [

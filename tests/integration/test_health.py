@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from service.erasure import erase
+from privacy.erasure import erase
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import accept_all, cli, make_key

@@ -12,8 +12,8 @@ from starlette.routing import Match
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from store.config import Settings, backend_for
-from store.db import Database
+from service.settings import Settings, backend_for
+from store.backend import Database
 from tests.helpers import KEYS, make_key
 
 WEBHOOK = "/webhooks/sinch"
@@ -130,7 +130,7 @@ def test_healthz_without_a_key_keeps_the_failing_code(tmp_path: Path) -> None:
 def test_a_query_costs_one_cached_lookup(
     settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from store.keys import KeyStore
+    from access.api_keys import KeyStore
 
     lookups = []
     find = KeyStore.find

@@ -17,7 +17,7 @@ from api.app import create_app
 from domain.unrecognised import QuarantinedCallback
 from service.metrics import QuarantineCount
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET

@@ -12,14 +12,13 @@ from typing import Any
 import orjson
 import pytest
 
+from access.api_keys import KEYS_TABLE
 from domain.receipt import Receipt
 from service.recorder import Recorder, alone
 from service.runtime import Runtime
+from service.settings import Settings, backend_for, open_ledger
 from store import envelope
-from store.config import Settings, backend_for
-from store.db import Database
-from store.keys import KEYS_TABLE
-from store.ledger import Ledger
+from store.backend import Database
 from tests import payloads as p
 from tests.conftest import fresh_database
 from tests.helpers import KEYS, VIEWS, cli, make_key, projection_rows
@@ -97,7 +96,7 @@ def test_migrate_copies_a_plaintext_store_into_an_encrypted_one(
     assert all(old[view] for view in ("message_status", "consent", "consent_history"))
     assert without_personal(new) == without_personal(old)
 
-    migrated = Ledger.from_settings(Settings(keys=KEYS, database_url=target_url))
+    migrated = open_ledger(Settings(keys=KEYS, database_url=target_url))
     try:
         assert migrated.vault.encrypted
         stored = migrated.recorder.select_notifications(start=1, limit=1000)

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET

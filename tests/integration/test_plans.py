@@ -14,9 +14,9 @@ import pytest
 
 from domain.contact import RECENT
 from domain.receipt import Receipt
-from store.config import Settings
+from service.settings import Settings
 from store.ledger import Ledger
-from store.postgres_driver import PostgresGroupCommit
+from store.postgres import PostgresGroupCommit
 from tests import payloads as p
 
 

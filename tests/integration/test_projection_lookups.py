@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from projections import consent, messages
-from store.config import backend_for
-from store.db import Cursor, Database, select_by_keys
+from service.settings import backend_for
+from store.backend import Cursor, Database, select_by_keys
 
 TABLE = "lookup_probe"
 
@@ -159,7 +159,7 @@ def test_a_number_and_a_contact_are_each_found_through_an_index(database_url: st
 
 
 def test_rows_by_keys_of_bytes(database_url: str) -> None:
-    """Keys that are bytes (the data keys' ids, store.vault_keys) are sent as such."""
+    """Keys that are bytes (the data keys' ids, store.data_keys) are sent as such."""
     db = Database(backend_for(database_url))
     blob = "BLOB" if db.backend.name == "sqlite" else "bytea"
     try:

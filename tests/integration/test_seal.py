@@ -13,9 +13,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from service.settings import backend_for
 from store import seal, spellings
-from store.config import backend_for
-from store.db import Cursor, Database
+from store.backend import Cursor, Database
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger
 from tests import payloads as p

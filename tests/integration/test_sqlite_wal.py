@@ -13,9 +13,9 @@ import orjson
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from store.config import Settings, backend_for
-from store.db import Database
-from store.sqlite_backend import WAL_AUTOCHECKPOINT_PAGES
+from service.settings import Settings, backend_for
+from store.backend import Database
+from store.sqlite import WAL_AUTOCHECKPOINT_PAGES
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import KEYS

@@ -11,10 +11,10 @@ from urllib.parse import quote
 from starlette.testclient import TestClient
 
 from service.replay import replay
+from service.settings import Settings, backend_for
 from store import envelope, spellings
+from store.backend import Database
 from store.compression import MAGIC
-from store.config import Settings, backend_for
-from store.db import Database
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.conftest import SECRET

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 from eventsourcing.persistence import OperationalError
 from starlette.testclient import TestClient
 
+from service.settings import backend_for
 from store.backend import Backend, StoreContention, store_unavailable
-from store.config import backend_for
 
 
 def raised(backend: Backend, sql: str) -> Exception:

@@ -10,8 +10,8 @@ from starlette.testclient import TestClient
 
 from api.console.message import arrivals
 from domain import ids
-from store.config import Settings
-from store.db import Database
+from service.settings import Settings
+from store.backend import Database
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.integration.test_queries import post, wait_for_projections

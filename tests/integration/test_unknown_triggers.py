@@ -15,7 +15,7 @@ from domain.receipt import Receipt
 from domain.unrecognised import QuarantinedCallback
 from projections.log_reader import decode_state
 from service.runtime import Runtime
-from store.config import Settings
+from service.settings import Settings
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger, Outcome
 from tests import payloads as p

@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from projections.faults import ProjectionStuck
 from service.runtime import Runtime
+from service.settings import Settings
 from store import spellings
-from store.config import Settings
 from store.ledger import Ledger
 from tests import payloads as p
 from tests.helpers import accept_all, cli

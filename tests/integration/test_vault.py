@@ -1,4 +1,4 @@
-"""A store's mode and keys (store.vault, store.vault_keys), on both backends: a new store given
+"""A store's mode and keys (store.vault, store.data_keys), on both backends: a new store given
 keys is encrypted and holds no personal value in plaintext; it cannot be opened without its
 keys or with others; a store written without keys stays plaintext; a destroyed key makes its
 events' personal fields unreadable while their public fields, dedupe and the seal stay."""
@@ -15,9 +15,9 @@ from starlette.testclient import TestClient
 
 from domain.message import Message
 from projections.log_reader import decode_state
-from store import envelope, vault_keys
-from store.config import Settings, backend_for
-from store.db import Database
+from service.settings import Settings, backend_for, open_ledger
+from store import data_keys, envelope
+from store.backend import Database
 from store.ledger import Ledger
 from store.spellings import read
 from store.vault import Secrets, SecretsError
@@ -49,7 +49,7 @@ def all_bytes(ledger: Ledger, database_url: str) -> bytes:
     db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
-            for table in ("ledger_dedupe", vault_keys.TABLE):
+            for table in ("ledger_dedupe", data_keys.TABLE):
                 for row in cur.execute(f"SELECT * FROM {table}").fetchall():
                     found += repr(row).encode()
     finally:
@@ -58,7 +58,7 @@ def all_bytes(ledger: Ledger, database_url: str) -> bytes:
 
 
 def test_a_new_store_given_keys_is_encrypted(database_url: str) -> None:
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    ledger = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         assert ledger.vault.encrypted
         outcomes = accept_all(ledger, bodies())
@@ -84,13 +84,13 @@ def key_rows(database_url: str) -> list[dict[str, Any]]:
     db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
-            return cur.execute(f"SELECT * FROM {vault_keys.TABLE}").fetchall()
+            return cur.execute(f"SELECT * FROM {data_keys.TABLE}").fetchall()
     finally:
         db.close()
 
 
 def test_a_new_store_keeps_its_data_keys_as_bytes(database_url: str) -> None:
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    ledger = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         accept_all(ledger, bodies())
     finally:
@@ -107,25 +107,25 @@ def test_a_new_store_keeps_its_data_keys_as_bytes(database_url: str) -> None:
 
 
 def test_an_encrypted_store_needs_its_own_keys(database_url: str) -> None:
-    Ledger.from_settings(Settings(keys=KEYS, database_url=database_url)).close()
+    open_ledger(Settings(keys=KEYS, database_url=database_url)).close()
     with pytest.raises(SecretsError, match="holds encrypted personal data"):
-        Ledger.from_settings(Settings(database_url=database_url))
+        open_ledger(Settings(database_url=database_url))
     other = Secrets(os.urandom(32), KEYS.index)
     with pytest.raises(SecretsError, match="LEDGER_MASTER_KEY is not"):
-        Ledger.from_settings(Settings(keys=other, database_url=database_url))
+        open_ledger(Settings(keys=other, database_url=database_url))
     other = Secrets(KEYS.master, os.urandom(32))
     with pytest.raises(SecretsError, match="LEDGER_INDEX_KEY is not"):
-        Ledger.from_settings(Settings(keys=other, database_url=database_url))
+        open_ledger(Settings(keys=other, database_url=database_url))
     # A rotated master key: the old one still unwraps, as a previous key.
     rotated = Secrets(os.urandom(32), KEYS.index, (KEYS.master,))
-    Ledger.from_settings(Settings(keys=rotated, database_url=database_url)).close()
+    open_ledger(Settings(keys=rotated, database_url=database_url)).close()
 
 
 def test_a_store_written_without_keys_stays_plaintext(database_url: str) -> None:
-    ledger = Ledger.from_settings(Settings(database_url=database_url))
+    ledger = open_ledger(Settings(database_url=database_url))
     accept_all(ledger, bodies()[:1])
     ledger.close()
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    ledger = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         assert not ledger.vault.encrypted
         assert [o.status for o in accept_all(ledger, bodies())] == ["duplicate"] + ["accepted"] * 3
@@ -135,7 +135,7 @@ def test_a_store_written_without_keys_stays_plaintext(database_url: str) -> None
 
 
 def test_a_destroyed_key_leaves_the_public_fields(database_url: str) -> None:
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    ledger = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         accept_all(ledger, bodies())
         subject = ledger.vault.index("WHATSAPP", NUMBER)
@@ -184,8 +184,8 @@ def test_a_key_erased_by_another_process_is_not_used_again(
         )
         assert response.json()["status"] == "accepted"
 
-    writer = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
-    eraser = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    writer = open_ledger(Settings(keys=KEYS, database_url=database_url))
+    eraser = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         assert accept_all(writer, [p.delivery("M1", identity=NUMBER)])[0].status == "accepted"
         post("W1")
@@ -206,7 +206,7 @@ def test_a_key_erased_by_another_process_is_not_used_again(
 
 def readable_identities(database_url: str) -> dict[str, str | None]:
     """Each message's identity as a new process reads it from the log (None: erased)."""
-    reader = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    reader = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         return {
             state["message_id"]: state["identity"]
@@ -221,7 +221,7 @@ def readable_identities(database_url: str) -> dict[str, str | None]:
 def test_an_unknown_trigger_is_filed_under_the_identity_its_body_names(
     database_url: str,
 ) -> None:
-    ledger = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    ledger = open_ledger(Settings(keys=KEYS, database_url=database_url))
     try:
         body = {
             **p.envelope(),
@@ -247,17 +247,17 @@ def test_a_batch_waits_for_an_erasure_under_way_and_then_uses_new_keys(
     """An erasure holds the key table (PostgreSQL: its table lock; SQLite: the one writer) while
     it deletes; a batch reusing one of those keys waits for it to commit, then finds the key
     gone and is written under a new one: never committed under a key erased meanwhile."""
-    writer = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
-    eraser = Ledger.from_settings(Settings(keys=KEYS, database_url=database_url))
+    writer = open_ledger(Settings(keys=KEYS, database_url=database_url))
+    eraser = open_ledger(Settings(keys=KEYS, database_url=database_url))
     outcome: list[str] = []
     try:
         assert accept_all(writer, [p.delivery("M1", identity=NUMBER)])[0].status == "accepted"
         keys = eraser.vault.keys
-        assert isinstance(keys, vault_keys.SQLKeyStore)
+        assert isinstance(keys, data_keys.SQLKeyStore)
         subject = eraser.vault.index("WHATSAPP", NUMBER)
         with keys.db.transaction() as cur:
-            keys.db.backend.exclude_writers(cur, vault_keys.TABLE)
-            cur.execute(f"DELETE FROM {vault_keys.TABLE} WHERE subject = ?", (subject,))
+            keys.db.backend.exclude_writers(cur, data_keys.TABLE)
+            cur.execute(f"DELETE FROM {data_keys.TABLE} WHERE subject = ?", (subject,))
             batch = threading.Thread(
                 target=lambda: outcome.extend(
                     o.status for o in accept_all(writer, [p.delivery("M2", identity=NUMBER)])

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from domain.message import Message
-from store.config import Settings
+from service.settings import Settings
 from tests import payloads as p
 from tests.conftest import SECRET
 from tests.helpers import KEYS, names, stored_events

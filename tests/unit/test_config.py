@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from store.config import ConfigError, Settings, backend_for
+from service.settings import ConfigError, Settings, backend_for
 
 
 def test_defaults() -> None:

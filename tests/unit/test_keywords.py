@@ -19,7 +19,7 @@ from domain.keywords import (
     words,
 )
 from projections import rules
-from store.config import ConfigError, Settings
+from service.settings import ConfigError, Settings
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from service import logs
-from store.config import ConfigError
+from service.settings import ConfigError
 
 NUMBER = "46732001122"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from store.config import backend_for
+from service.settings import backend_for
+from tests.unit.test_layers import LAYERS
 
 ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
@@ -25,9 +26,13 @@ def test_distribution_installs_the_layers_as_packages_whose_import_path_is_their
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = config["tool"]["setuptools"]["packages"]
     layers = {p for p in packages if "." not in p}
-    assert layers == {"domain", "store", "projections", "service", "api", "callback_ledger"}
-    # Sub-packages (api.console) live inside their layer.
+    assert layers == set(LAYERS)
+    # Sub-packages (api.console, projections.read_model) live inside their layer.
     assert all(p.split(".")[0] in layers for p in packages)
+    folders = {
+        str(d.parent.relative_to(ROOT)).replace("/", ".") for d in ROOT.glob("*/*/__init__.py")
+    }
+    assert {f for f in folders if f.split(".")[0] in layers} <= set(packages)
     assert "package-dir" not in config["tool"]["setuptools"]  # no import hook: path == folder
     for package in packages:
         assert (ROOT / package.replace(".", "/") / "__init__.py").is_file()

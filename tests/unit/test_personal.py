@@ -31,7 +31,7 @@ def vault_with_key() -> tuple[Vault, MemoryKeys, str]:
 
 
 class MemoryEvents:
-    """Decoded event states by notification id, as store.vault_keys.SQLEventSource gives them."""
+    """Decoded event states by notification id, as store.data_keys.SQLEventSource gives them."""
 
     def __init__(self) -> None:
         self.states_by_id: dict[int, Mapping[str, object]] = {}

@@ -1,6 +1,6 @@
 """An evidence bundle for one subject (a channel and a number): the events behind its consent
 facts and the messages sent to it, chosen on the read side; their stored rows and seals
-(store.evidence); and what the bundle says of them (facts, effects, times, the number, texts,
+(evidence.chain); and what the bundle says of them (facts, effects, times, the number, texts,
 timelines, the raw callbacks, the erasure), DERIVED from those stored rows by the projections'
 own rules (`derive`), on export and again by `verify`. The format: README, "Evidence".
 
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domain.identity import normalise
 from domain.keywords import DEFAULT_LANGUAGES, Keywords
+from evidence import chain
 from projections import rules
 from projections.consent import erasure_rows, inbound_reading
 from projections.log_reader import (
@@ -34,13 +35,13 @@ from projections.log_reader import (
 from projections.messages import _fact as message_fact
 from projections.personal import identity_name, open_rows
 from projections.read_model import consent, messages
-from store import envelope, evidence, spellings
-from store.db import Cursor, Database, time_window
+from store import envelope, spellings
+from store.backend import Cursor, Database, time_window
 from store.ledger import Ledger
 from store.vault import KEY_ID_BYTES, NONCE_BYTES, REF_PREFIX, Vault, plaintext
 
-Mismatch = evidence.Mismatch
-# The keyword configuration of a store with none set (store.config).
+Mismatch = chain.Mismatch
+# The keyword configuration of a store with none set (service.settings).
 DEFAULT_KEYWORDS = {"languages": list(DEFAULT_LANGUAGES), "opt_out": [], "opt_in": None, "help": []}
 # The reference an erasure's event is named by in a bundle (it has no key of its own).
 ERASURE_KEY = "erasure"
@@ -125,9 +126,9 @@ def bundle(
         links = [_link_of(cur, channel, name, f) for f in facts if f["identity"] == ""]
         erasure = cur.execute("SELECT erasure_id FROM erasures WHERE subject = ?", (name,))
         erasure_ids = [row["erasure_id"] for row in erasure.fetchall()]
-    chosen: dict[int, evidence.StoredEvent] = {}
-    for reference in evidence.cited({"consent_facts": facts, "messages": sent}):
-        row = evidence.stored_event(ledger, store_db, reference)
+    chosen: dict[int, chain.StoredEvent] = {}
+    for reference in chain.cited({"consent_facts": facts, "messages": sent}):
+        row = chain.stored_event(ledger, store_db, reference)
         if row is not None:  # else the check names a cited reference without its event
             chosen[row.notification_id] = row
     for fact, link in zip([f for f in facts if f["identity"] == ""], links, strict=True):
@@ -135,12 +136,12 @@ def bundle(
         if row is not None:
             chosen.setdefault(row.notification_id, row)
     for erasure_id in erasure_ids:
-        for row in evidence.stream_events(ledger, store_db, UUID(erasure_id))[:1]:
+        for row in chain.stream_events(ledger, store_db, UUID(erasure_id))[:1]:
             chosen.setdefault(row.notification_id, row)
     stored = [chosen[n] for n in sorted(chosen)]
     found: dict[str, Any] = {
-        "format": evidence.FORMAT,
-        "version": evidence.VERSION,
+        "format": chain.FORMAT,
+        "version": chain.VERSION,
         "subject": {"channel": channel, "identity": identity, "since": since, "until": until},
         "keywords": dict(keywords or DEFAULT_KEYWORDS),
         "keys": _data_keys(vault, stored),
@@ -155,11 +156,11 @@ def bundle(
         found["keys"] = _data_keys(vault, stored)
         found["events"] = [row.as_json() for row in stored]
     derived = derive(found)
-    head, seals = evidence.chain_segment(store_db, ledger.events_table, stored)
+    head, seals = chain.chain_segment(store_db, ledger.events_table, stored)
     return {**found, **derived, "head": head, "seals": seals}
 
 
-def _data_keys(vault: Vault, stored: Sequence[evidence.StoredEvent]) -> dict[str, str]:
+def _data_keys(vault: Vault, stored: Sequence[chain.StoredEvent]) -> dict[str, str]:
     """The data keys of exactly these events (hex id -> base64), those not destroyed."""
     keys: dict[str, str] = {}
     for key_id in envelope.key_ids(row.state for row in stored):
@@ -202,18 +203,14 @@ def _linking_event(
     name: str,
     fact: Mapping[str, Any],
     where: tuple[str | None, list[str]],
-) -> evidence.StoredEvent | None:
+) -> chain.StoredEvent | None:
     """An event naming the number with the contact of a whole-channel fact: the one the read
     side refers to, else one in the contact's own stream or of its reports."""
     shown, references = where
     if shown is not None and shown.startswith(REF_PREFIX):
-        return evidence.event_at(ledger, store_db, int(shown[len(REF_PREFIX) :].partition(".")[0]))
-    candidates = evidence.stream_events(
-        ledger, store_db, UUID(fact["source_ref"].partition("/")[0])
-    )
-    candidates += [
-        row for ref in references if (row := evidence.stored_event(ledger, store_db, ref))
-    ]
+        return chain.event_at(ledger, store_db, int(shown[len(REF_PREFIX) :].partition(".")[0]))
+    candidates = chain.stream_events(ledger, store_db, UUID(fact["source_ref"].partition("/")[0]))
+    candidates += [row for ref in references if (row := chain.stored_event(ledger, store_db, ref))]
     for row in candidates:
         state = decode_state(row.state, ledger.vault, spellings.read(row.topic))
         named = identity_name(state, ledger.vault) == name and state.get("channel") == channel
@@ -458,7 +455,7 @@ def _event_view(
 ) -> dict[str, Any]:
     """An event as a bundle shows it: its stored row, its reference, and its raw callback
     decoded for people (as `/callbacks/{reference}` shows it)."""
-    row = evidence.StoredEvent(
+    row = chain.StoredEvent(
         event.notification_id, UUID(event.originator_id), version, str(shown["topic"]),
         base64.b64decode(shown["state"]),
     )  # fmt: skip
@@ -481,10 +478,10 @@ def _event_view(
 # ---- checking a bundle ------------------------------------------------------------------------
 
 
-def verify(bundle: Mapping[str, Any]) -> evidence.Checked:
-    """Its stored bytes, digests and chain (store.evidence.check), then everything it says
+def verify(bundle: Mapping[str, Any]) -> chain.Checked:
+    """Its stored bytes, digests and chain (evidence.chain.check), then everything it says
     of its events derived again and compared, naming the first field that differs."""
-    checked = evidence.check(bundle)
+    checked = chain.check(bundle)
     _within_window(bundle)
     derived = derive(bundle)
     for part in ("subject", "events", "consent_facts", "messages"):

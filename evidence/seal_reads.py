@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from store import seal
-from store.db import Database
+from store.backend import Database
 
 PAGE = 2000
 SEAL_COLUMNS = ", ".join(seal.COLUMNS)

@@ -2,7 +2,7 @@
 bodies, inbound texts that are not consent facts) stay readable LEDGER_RETENTION_MESSAGES_DAYS;
 consent evidence (opt-in/out notifications, keyword messages and the raw callbacks that prove
 them) LEDGER_RETENTION_CONSENT_DAYS. Past that, their month's data keys are destroyed
-(store.vault_keys): statuses, times, reason codes and counts stay, in the events' public parts.
+(store.data_keys): statuses, times, reason codes and counts stay, in the events' public parts.
 
 A data key's period is the month the callback was received on our clock (store.envelope), not
 its event_time: a sender's clock, or a forged event_time, must not make evidence expire early
@@ -15,16 +15,28 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from store.config import Settings
+from store.data_keys import SQLKeyStore
 from store.ledger import Ledger
 from store.vault import CONSENT, MESSAGES, period_of
-from store.vault_keys import SQLKeyStore
 
 log = logging.getLogger("callback_ledger")
 
 CLASS_NAMES = {MESSAGES: "messages", CONSENT: "consent"}
+
+
+class RetentionSettings(Protocol):
+    """What retention reads of the service's settings (service.settings.Settings)."""
+
+    @property
+    def retention_messages_days(self) -> int: ...
+    @property
+    def retention_consent_days(self) -> int: ...
+    @property
+    def retention_first_s(self) -> int: ...
+    @property
+    def retention_interval_s(self) -> int: ...
 
 
 def cutoff(now: datetime, days: int) -> str:
@@ -69,7 +81,7 @@ class RetentionReport:
 
 
 def apply(
-    ledger: Ledger, settings: Settings, dry_run: bool = False, now: datetime | None = None
+    ledger: Ledger, settings: RetentionSettings, dry_run: bool = False, now: datetime | None = None
 ) -> RetentionReport:
     """Destroys the data keys of the months past their class's retention (`dry_run`: only
     says which). A plaintext store has no keys to destroy: reported as not encrypted."""
@@ -116,7 +128,7 @@ class Daily:
     """`serve`'s retention: applied a little after start, then every `interval_s` seconds,
     in a thread; a failure is logged and kept for /healthz, and the next run tries again."""
 
-    def __init__(self, ledger: Any, settings: Settings) -> None:
+    def __init__(self, ledger: Any, settings: RetentionSettings) -> None:
         self.ledger = ledger  # () -> Ledger: the store may be down when serve starts
         self.settings = settings
         self.health = RetentionHealth()

@@ -6,7 +6,7 @@ The events themselves stay, sealed, with their public parts (statuses, times, re
 the log is append-only and its seal chain must keep verifying. What the keys protected (the
 identity, texts, metadata, raw bodies and headers, and the projections' sealed copies) reads as
 erased from then on, and the key rows are deleted from the database files (SQLite
-secure_delete and a WAL truncation, PostgreSQL VACUUM FULL: store.vault_keys)."""
+secure_delete and a WAL truncation, PostgreSQL VACUUM FULL: store.data_keys)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from domain.erasure import Erasure
 from domain.identity import normalise
 from projections.read_model.consent import merged_group
 from store import envelope
-from store.db import Database
+from store.backend import Database
+from store.data_keys import SQLKeyStore
 from store.ledger import Ledger
 from store.mapper import FastMapper
-from store.vault_keys import SQLKeyStore
 
 log = logging.getLogger("callback_ledger")
 

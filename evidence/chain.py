@@ -4,7 +4,7 @@ seals to the head; and `check`, which recomputes all of it from the bundle alone
 
 Both sides use store.seal's encoding and digests, so a bundle holds exactly what `verify`
 checks on the database. The read side chooses the events, and what the bundle says of them
-is derived from their stored bytes, on export and on checking alike (service.evidence)."""
+is derived from their stored bytes, on export and on checking alike (evidence.claims)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from store import seal, seal_reads
-from store.db import Database
+from evidence import seal_reads
+from store import seal
+from store.backend import Database
 from store.ledger import Ledger
 
 FORMAT = "callback-ledger evidence"

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from domain import followup
 from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES, Keywords, Reading
-from store import vault_keys
+from store import data_keys
 from store.backend import Backend
 from store.backend import ConfigError as ConfigError
-from store.postgres_backend import PostgresBackend
-from store.sqlite_backend import SQLiteBackend
+from store.ledger import Ledger
+from store.postgres import PostgresBackend
+from store.sqlite import SQLiteBackend
 from store.vault import Secrets, SecretsError, write_key_file
 
 log = logging.getLogger("callback_ledger")
@@ -170,7 +171,7 @@ class Settings:
         if key_file is None:
             return None
         if not key_file.exists():
-            if not vault_keys.holds_data(self.store_backend()):
+            if not data_keys.holds_data(self.store_backend()):
                 try:
                     write_key_file(key_file)
                 except FileExistsError:  # another process made it first
@@ -205,6 +206,12 @@ class Settings:
     def backend(self) -> str:
         """The backend's name, as /healthz reports it."""
         return self.store_backend().name
+
+
+def open_ledger(settings: Settings, cls: type[Ledger] = Ledger) -> Ledger:
+    """The Ledger the settings name, on a backend of its own: for scripts and tests (the
+    service is wired by service.runtime)."""
+    return cls.for_backend(settings.store_backend(), settings.secrets(), settings.classify())
 
 
 def _secrets(env: Mapping[str, str]) -> Secrets | None:

@@ -6,7 +6,7 @@ call `rows_for`), so no committed event names a key that was never stored. Destr
 (erasure, retention) deletes their rows; `physically_gone` then makes the database drop the
 deleted bytes from its files.
 
-Plain SQL on both databases, through the read tables' connections (store.db). A key's id and
+Plain SQL on both databases, through the read tables' connections (store.backend). A key's id and
 its wrapped bytes are stored as bytes (BLOB, bytea)."""
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError
 
 from store import envelope, spellings
-from store.backend import Backend
+from store.backend import Backend, Database, select_by_keys
 from store.compression import state_compressor
-from store.db import Database, select_by_keys
 from store.vault import KeyRow, Secrets, SecretsError, Vault
 
 log = logging.getLogger("callback_ledger")

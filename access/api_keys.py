@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from store.db import Cursor, Database
+from store.backend import Cursor, Database
 
 SCOPES = ("read", "audit", "metrics", "admin")
 # A prefix makes a leaked key recognisable (secret scanners, logs) and says what it is for.

@@ -1,7 +1,11 @@
 """Console sessions, kept in the store: the browser holds a random session id; the store holds
 only its SHA-256, the key it signs in as (by the key's hash), a CSRF token and an expiry. A copy
 of the database therefore cannot be turned into a session, and signing out ends the session
-everywhere, not only in the browser that signs out."""
+everywhere, not only in the browser that signs out.
+
+The secret the console signs its session cookies with: made at random on first use and kept
+in the store, so every server process (and every restart) shares it without configuration.
+Deleting the row signs everyone out."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from store.db import Database
+from store.backend import Database
 
 TABLE = "ledger_console_sessions"
 DDL = (
@@ -77,3 +81,29 @@ class ConsoleSessions:
         self._setup()
         with self.db.transaction() as cur:
             cur.execute(f"DELETE FROM {TABLE} WHERE id_hash = ?", [_hash(session_id)])
+
+
+SECRET_TABLE = "ledger_console_secret"
+SECRET_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {SECRET_TABLE} (id INTEGER PRIMARY KEY, secret TEXT NOT NULL)"
+)
+
+
+def console_secret(db: Database) -> str:
+    """The stored secret, made now if there is none (a racing process's insert wins)."""
+    try:
+        return _stored(db)
+    except Exception:  # two processes creating the table at once on PostgreSQL: once more
+        return _stored(db)
+
+
+def _stored(db: Database) -> str:
+    with db.transaction() as cur:
+        cur.execute(SECRET_DDL)
+        cur.execute(
+            f"INSERT INTO {SECRET_TABLE} (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+            [secrets.token_urlsafe(32)],
+        )
+        row = cur.execute(f"SELECT secret FROM {SECRET_TABLE} WHERE id = 1").fetchone()
+    assert row is not None
+    return str(row["secret"])

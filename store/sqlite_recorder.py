@@ -12,10 +12,11 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from store import format_version, seal, vault_keys
+from store import data_keys as key_rows
+from store import format_version, seal
 from store.dedupe import TABLE as DEDUPE_TABLE
 from store.dedupe import Row
-from store.sqlite_backend import CHECKPOINT_PRAGMA
+from store.sqlite import CHECKPOINT_PRAGMA
 from store.vault import Vault, plaintext
 
 CREATE = (
@@ -104,7 +105,7 @@ class DedupeSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
 
 class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
-    """Also writes the data keys (store.vault_keys) the events use, in their transaction.
+    """Also writes the data keys (store.data_keys) the events use, in their transaction.
     `vault` is the Ledger's, set once it knows the store's mode."""
 
     vault: Vault = plaintext()
@@ -112,7 +113,7 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
     def create_table(self) -> None:
         super().create_table()
         create_once(self, seal.TABLE, self._create_seals)
-        create_once(self, vault_keys.TABLE, self._create_keys)
+        create_once(self, key_rows.TABLE, self._create_keys)
         create_once(self, format_version.TABLE, self._create_format)
 
     def _create_format(self, cursor: sqlite3.Cursor) -> None:
@@ -120,13 +121,13 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         format_version.create(cursor.execute, found is None)
 
     def _create_keys(self, cursor: sqlite3.Cursor) -> None:
-        for statement in vault_keys.CREATE:
+        for statement in key_rows.CREATE:
             cursor.execute(statement)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        keys = vault_keys.BatchKeys.of(self.vault, (e.state for e in stored_events))
+        keys = key_rows.BatchKeys.of(self.vault, (e.state for e in stored_events))
         try:
             notification_ids = super().insert_events(stored_events, data_keys=keys, **kwargs)
         except BaseException:
@@ -143,23 +144,21 @@ class SealedSQLiteApplicationRecorder(DedupeSQLiteApplicationRecorder):
         c: SQLiteCursor,
         stored_events: Sequence[StoredEvent],
         *,
-        data_keys: vault_keys.BatchKeys | None = None,
+        data_keys: key_rows.BatchKeys | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         # Per batch: the library's pool opens connections of its own (a pragma costs less
         # than telling them apart).
         c.sqlite_cursor.execute(CHECKPOINT_PRAGMA)
         if data_keys is not None and data_keys.new:
-            c.sqlite_cursor.executemany(
-                vault_keys.INSERT, [vault_keys.row(k) for k in data_keys.new]
-            )
+            c.sqlite_cursor.executemany(key_rows.INSERT, [key_rows.row(k) for k in data_keys.new])
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         if data_keys is not None and data_keys.reused:
             # After the inserts took the write lock (a read first would have to upgrade its
             # lock, which SQLite refuses at once under contention): an erasure's DELETE comes
             # before or after this, not during.
             found = c.sqlite_cursor.execute(
-                vault_keys.select_reused(len(data_keys.reused)),
+                key_rows.select_reused(len(data_keys.reused)),
                 data_keys.reused,
             ).fetchall()
             data_keys.check(self.vault, (bytes(r[0]) for r in found))
