@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 
 from evidence import seal_reads
+from evidence.verify import Problem
 from service.runtime import Runtime
 from service.settings import Settings
 from store import spellings
-from store.seal import Problem
 
 
 def recorded_head(text: str) -> tuple[int, bytes]:

@@ -1,12 +1,12 @@
 """Reading the seal chain back: its head (GET /seal) and `verify`, which streams the seals and
-the events a page at a time (store.seal.Verifier), in portable SQL on either database."""
+the events a page at a time (evidence.verify.Verifier), in portable SQL on either database."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
-from store import seal
+from evidence import verify as seal
 from store.backend import Database
 
 PAGE = 2000

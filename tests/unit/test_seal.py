@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
+from evidence import verify
 from store import seal
 
 STREAM = UUID(int=7)
@@ -49,12 +50,12 @@ def test_the_encoding_keeps_fields_apart() -> None:
 def test_the_verifier_passes_an_intact_log_and_names_a_gap_in_a_gapped_seal() -> None:
     events = log(9, start=10, step=3)  # ids with gaps, as PostgreSQL's may have
     pages = list(seal_pages(events, seal.GENESIS, page=4))
-    found = seal.Verifier().run(pages, iter(events))
-    assert isinstance(found, seal.Verified)
+    found = verify.Verifier().run(pages, iter(events))
+    assert isinstance(found, verify.Verified)
     assert (found.events, found.seals, found.head) == (9, 3, pages[-1])
     gone = events[:5] + events[6:]
-    problem = seal.Verifier().run(pages, iter(gone))
-    assert isinstance(problem, seal.Problem)
+    problem = verify.Verifier().run(pages, iter(gone))
+    assert isinstance(problem, verify.Problem)
     assert (problem.kind, problem.notification_id) == ("missing", events[6][0])
 
 
@@ -62,8 +63,8 @@ def test_an_event_moved_to_a_later_batch_is_out_of_order() -> None:
     events = log(6)
     pages = list(seal_pages(events, seal.GENESIS, page=3))
     moved = [*events[:4], (5, *events[1][1:]), *events[5:]]
-    problem = seal.Verifier().run(pages, iter(moved))
-    assert isinstance(problem, seal.Problem)
+    problem = verify.Verifier().run(pages, iter(moved))
+    assert isinstance(problem, verify.Problem)
     assert (problem.kind, problem.notification_id) == ("out_of_order", 5)
     assert "notification 2" in problem.detail
 
@@ -71,15 +72,15 @@ def test_an_event_moved_to_a_later_batch_is_out_of_order() -> None:
 def test_an_event_after_the_last_seal_is_unsealed() -> None:
     events = log(5)
     pages = list(seal_pages(events[:4], seal.GENESIS, page=2))
-    problem = seal.Verifier().run(pages, iter(events))
-    assert isinstance(problem, seal.Problem)
+    problem = verify.Verifier().run(pages, iter(events))
+    assert isinstance(problem, verify.Problem)
     assert (problem.kind, problem.notification_id) == ("unsealed", 5)
     assert (problem.stream, problem.topic) == (str(STREAM), "t")
     assert "after the last seal (4)" in problem.detail
     assert problem.describe().startswith(f"notification 5 (t on stream {STREAM}): unsealed")
     # No seal at all: the first event is named.
-    first = seal.Verifier().run([], iter(events))
-    assert isinstance(first, seal.Problem)
+    first = verify.Verifier().run([], iter(events))
+    assert isinstance(first, verify.Problem)
     assert (first.kind, first.notification_id) == ("unsealed", 1)
 
 
@@ -95,7 +96,7 @@ def test_columns_the_ledger_does_not_write_are_unreadable() -> None:
     ):
         changed = list(events[2])
         changed[column] = value
-        problem = seal.Verifier().run(pages, iter([*events[:2], tuple(changed), events[3]]))
-        assert isinstance(problem, seal.Problem), why
+        problem = verify.Verifier().run(pages, iter([*events[:2], tuple(changed), events[3]]))
+        assert isinstance(problem, verify.Problem), why
         assert (problem.kind, problem.notification_id) == ("unreadable", 3)
         assert problem.detail.startswith(why)
