@@ -148,16 +148,6 @@ class Backend(ABC):
     ) -> list[Row]: ...
 
     @abstractmethod
-    def table_exists(self, cur: Cursor, name: str) -> bool: ...
-
-    @abstractmethod
-    def columns(self, cur: Cursor, name: str) -> set[str]: ...
-
-    @abstractmethod
-    def primary_key(self, cur: Cursor, table: str) -> tuple[str, ...]:
-        """The columns of the table's primary key, in the key's order."""
-
-    @abstractmethod
     def column_type(self, cur: Cursor, table: str, column: str) -> str | None:
         """The type `column` was declared with (None: no such column)."""
 

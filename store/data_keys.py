@@ -209,7 +209,7 @@ def holds_data(backend: Backend) -> bool:
         with db.read() as cur:
             for table in (META, backend.events_table):
                 if (
-                    backend.table_exists(cur, table)
+                    backend.tables_present(cur, [table])
                     and cur.execute(f"SELECT 1 AS x FROM {table} LIMIT 1").fetchone()
                 ):
                     return True

@@ -233,27 +233,6 @@ class PostgresBackend(Backend):
             [list(column) for column in zip(*keys, strict=True)],
         ).fetchall()
 
-    def table_exists(self, cur: Cursor, name: str) -> bool:
-        found = cur.execute("SELECT to_regclass(?) IS NOT NULL AS x", (name,)).fetchone()
-        return bool(found and found["x"])
-
-    def columns(self, cur: Cursor, name: str) -> set[str]:
-        rows = cur.execute(
-            "SELECT column_name AS name FROM information_schema.columns "
-            "WHERE table_name = ? AND table_schema = current_schema()",
-            (name,),
-        ).fetchall()
-        return {row["name"] for row in rows}
-
-    def primary_key(self, cur: Cursor, table: str) -> tuple[str, ...]:
-        rows = cur.execute(
-            "SELECT a.attname AS name FROM pg_index i JOIN pg_attribute a ON "
-            "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indisprimary AND "
-            "i.indrelid = to_regclass(?) ORDER BY array_position(i.indkey::int2[], a.attnum)",
-            (table,),
-        ).fetchall()
-        return tuple(row["name"] for row in rows)
-
     def column_type(self, cur: Cursor, table: str, column: str) -> str | None:
         row = cur.execute(
             "SELECT data_type FROM information_schema.columns WHERE table_name = ? "

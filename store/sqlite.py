@@ -181,20 +181,6 @@ class SQLiteBackend(Backend):
             ).fetchall()
         return rows
 
-    def table_exists(self, cur: Cursor, name: str) -> bool:
-        sql = "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?"
-        return cur.execute(sql, (name,)).fetchone() is not None
-
-    def columns(self, cur: Cursor, name: str) -> set[str]:
-        rows = cur.execute(f"SELECT name FROM pragma_table_info('{name}')").fetchall()
-        return {row["name"] for row in rows}
-
-    def primary_key(self, cur: Cursor, table: str) -> tuple[str, ...]:
-        rows = cur.execute(
-            f"SELECT name FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk"
-        ).fetchall()
-        return tuple(row["name"] for row in rows)
-
     def column_type(self, cur: Cursor, table: str, column: str) -> str | None:
         row = cur.execute(
             f"SELECT type FROM pragma_table_info('{table}') WHERE name = ?", (column,)

@@ -262,7 +262,7 @@ def projected(database_url: str) -> bool:
     db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
-            if not db.backend.table_exists(cur, "ledger_projections"):
+            if not db.backend.tables_present(cur, ["ledger_projections"]):
                 return False
             row = cur.execute("SELECT min(position) AS n FROM ledger_projections").fetchone()
             return bool(row and row["n"])

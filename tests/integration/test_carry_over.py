@@ -168,6 +168,6 @@ def test_a_change_of_format_is_a_numbered_upgrade_run_once(
         format_version.check(db, "the store")
         assert runs == [1] and format_version.version(db) == 2
         with db.read() as cur:
-            assert db.backend.table_exists(cur, "upgraded_to_2")
+            assert db.backend.tables_present(cur, ["upgraded_to_2"])
     finally:
         db.close()
