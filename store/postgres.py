@@ -38,7 +38,7 @@ from store.group_commit import (
     execute_alone,
     settle,
 )
-from store.postgres_recorder import CopyInsert, FailFastApplicationRecorder
+from store.postgres_recorder import CopyInsert, SealedPostgresApplicationRecorder
 from store.vault import Vault
 
 if TYPE_CHECKING:
@@ -318,7 +318,7 @@ class PostgresGroupCommit(GroupCommit):
         observe: Observer | None = None,
     ) -> None:
         super().__init__(ledger, max_batch, cache_size, observe)
-        assert isinstance(ledger.recorder, FailFastApplicationRecorder)
+        assert isinstance(ledger.recorder, SealedPostgresApplicationRecorder)
         self.recorder = ledger.recorder
         self.timeout_s = backend.timeout_s
         self._connect = backend.connect
@@ -445,8 +445,7 @@ async def _send(conn: psycopg.AsyncConnection[Any], insert: CopyInsert, vault: V
                     copy.set_types(types)
                     for row in rows:
                         await copy.write_row(row)
-            for statement, params in insert.after:
-                await cursor.execute(statement, params)
+            await cursor.execute(*insert.seal)
             if insert.keys_statement is not None:
                 await cursor.execute(*insert.keys_statement)
                 found = [bytes.fromhex(r["key_id"]) for r in await cursor.fetchall()]

@@ -1,21 +1,19 @@
-"""PostgreSQL persistence that fails fast.
+"""PostgreSQL persistence that fails fast, and writes the dedupe keys (store.dedupe), the data
+keys (store.data_keys) and the seal (store.seal) in the events' transaction.
 
 The library retries every failed read and write ten times, each waiting up to the pool
-timeout: during a database outage one webhook request would hang for ten timeouts. We answer
-503 after one, and the sender (Sinch retries on 5xx) tries again later. A connection broken by
-a database restart fails one request and is replaced by the pool.
+timeout: during an outage one webhook request would hang for ten timeouts. We answer 503 after
+one and the sender retries later; a connection broken by a restart is replaced by the pool.
 
-PostgreSQL's application recorder with the seal chain (store.seal): each batch's seal row is
-inserted after its events' COPY, in the same transaction and under the same EXCLUSIVE table
-lock, by one statement that reads the previous seal and the last notification id itself
-(SHA-256 is PostgreSQL's `sha256`), so the group commit's asynchronous path and the recorder's
-own both seal without another round trip."""
+Events go in by binary COPY under the library's EXCLUSIVE table lock (notification ids become
+visible in order, so followers never skip one); the seal row follows in one statement that
+reads the previous seal and the last notification id itself (SHA-256 is PostgreSQL's)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -65,32 +63,40 @@ def copy_row(event: StoredEvent) -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class CopyInsert:
-    """The one way events go in, whoever sends it (the recorder's synchronous connection, or
-    the group commit's asynchronous one): `begin` (BEGIN and the table lock, one simple query),
-    then each binary COPY of `copies` (statement, column types, rows), then each statement of
-    `after` with its parameters (the batch's seal, below), then COMMIT."""
+    """A batch as sent on either connection (the recorder's, or the group commit's
+    asynchronous one): `begin` (BEGIN and the table locks), each binary COPY of `copies`
+    (statement, column types, rows), the `seal` statement, then `keys_statement`, whose rows
+    go to `keys.check`; then COMMIT."""
 
     begin: Composed
     copies: list[tuple[Composed, list[str], Iterable[tuple[Any, ...]]]]
-    after: list[tuple[Composed, dict[str, Any]]] = field(default_factory=list)
-    # The data keys the events use (store.data_keys): `keys_statement` inserts the new ones
-    # and returns which of the reused ones still exist, locking them until COMMIT (its rows
-    # go to `keys.check`); the new ones are confirmed to the vault once committed, or
-    # abandoned when the transaction failed.
-    keys: BatchKeys = field(default_factory=lambda: BatchKeys([], []))
-    keys_statement: tuple[Composed, dict[str, Any]] | None = None
+    seal: tuple[Composed, dict[str, Any]]
+    keys: BatchKeys
+    keys_statement: tuple[Composed, dict[str, Any]] | None
 
 
-class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRecorder):
-    """Also inserts with a binary COPY, in four round trips instead of the library's six or
-    more: the library builds a composite-type array per save, which costs more CPU than the
-    rest of a callback's handling. The insert still runs under the library's EXCLUSIVE table
-    lock, so notification ids become visible in order and followers never skip an event.
-    Notification ids are not returned: nothing here uses them (the projector reads the log
-    itself). The dedupe keys of the events (`dedupe=`, see store.dedupe) go into
-    their table by a second COPY in the same transaction, the data keys the events use
-    (store.data_keys) by an INSERT. `vault` is the Ledger's, set once it knows the store's
-    mode."""
+CREATE_SEALS = (
+    "CREATE TABLE {0} (position bigint PRIMARY KEY, first_id bigint NOT NULL, "
+    "events bigint NOT NULL, batch bytea NOT NULL, locator bytea NOT NULL, "
+    "previous bytea NOT NULL, seal bytea NOT NULL, sealed_at text NOT NULL)"
+)
+# The events' ids in one COPY under the table lock follow each other: the batch is the last
+# `n` of them.
+SEAL = (
+    "INSERT INTO {0} (position, first_id, events, batch, locator, previous, seal, sealed_at) "
+    "SELECT h.position, h.position - %(n)s + 1, %(n)s, %(batch)s, %(locator)s, p.previous, "
+    "sha256(p.previous || %(batch)s), %(at)s "
+    "FROM (SELECT MAX(notification_id) AS position FROM {1}) h, "
+    "(SELECT COALESCE((SELECT seal FROM {0} ORDER BY position DESC LIMIT 1), %(genesis)s) "
+    "AS previous) p"
+)
+
+
+class SealedPostgresApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRecorder):
+    """Inserts by binary COPY, in fewer round trips than the library (which builds a
+    composite-type array per save, costing more CPU than the rest of a callback's handling);
+    returns no notification ids (nothing uses them). `vault` is the Ledger's, set once it
+    knows the store's mode."""
 
     vault: Vault = plaintext()
 
@@ -115,11 +121,16 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         self.create_once(TABLE, self._create_dedupe)
         self.create_once(data_keys.TABLE, self._create_keys)
         self.create_once(format_version.TABLE, self._create_format)
+        self.create_once(seal.TABLE, self._create_seals)
+
+    def _table(self, name: str) -> Composed:
+        return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(name))
+
+    def _create_seals(self, conn: Any) -> None:
+        conn.execute(SQL(CREATE_SEALS).format(self._table(seal.TABLE)))
 
     def _create_format(self, conn: Any) -> None:
-        events = SQL("{0}.{1}").format(
-            Identifier(self.datastore.schema), Identifier(self.events_table_name)
-        )
+        events = self._table(self.events_table_name)
         # Until this transaction ends no event commits: the log is as empty as it looks.
         conn.execute(SQL("LOCK TABLE {0} IN SHARE MODE").format(events))
         empty = conn.execute(SQL("SELECT 1 FROM {0} LIMIT 1").format(events)).fetchone() is None
@@ -136,30 +147,18 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
             SQL(
                 "CREATE TABLE {0} (originator_id uuid, dedupe_key bytea, "
                 "originator_version bigint, PRIMARY KEY (originator_id, dedupe_key))"
-            ).format(self.dedupe_table())
+            ).format(self._table(TABLE))
         )
 
-    def dedupe_table(self) -> Composed:
-        return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(TABLE))
-
-    def dedupe_copy_statement(self) -> Composed:
-        return SQL(
-            "COPY {0} (originator_id, dedupe_key, originator_version) FROM STDIN (FORMAT BINARY)"
-        ).format(self.dedupe_table())
-
     def recorded_query(self, pairs: Sequence[tuple[UUID, bytes]]) -> tuple[Composed, list[Any]]:
-        """SQL selecting which of these (stream, key) pairs the dedupe table holds. Run it
-        unprepared (`prepare=False`): psycopg prepares a statement after its fifth run, and
-        PostgreSQL then keeps a generic plan for the connection's life, chosen at the table's
-        size of that moment; for this lookup, planned when ledger_dedupe held a few hundred
-        keys, that was a hash join over a sequential scan of the whole table, so the writer's
-        lookups cost more as the table grew. Unprepared, each run is planned for its own
-        arrays at the table's size of now: an index lookup per pair."""
+        """Which of these (stream, key) pairs the dedupe table holds. Run it unprepared
+        (`prepare=False`): a prepared statement keeps the generic plan chosen while the table
+        was small (a scan of all of it); unprepared, each run is an index lookup per pair."""
         sql = SQL(
             "SELECT d.originator_id, d.dedupe_key FROM {0} d "
             "JOIN unnest(%s::uuid[], %s::bytea[]) AS q(i, k) "
             "ON d.originator_id = q.i AND d.dedupe_key = q.k"
-        ).format(self.dedupe_table())
+        ).format(self._table(TABLE))
         return sql, [[i for i, _ in pairs], [k for _, k in pairs]]
 
     def recorded(self, pairs: Sequence[tuple[UUID, bytes]]) -> set[tuple[UUID, bytes]]:
@@ -173,18 +172,20 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     def copy_insert(
         self, stored_events: Sequence[StoredEvent], dedupe: Sequence[Row]
     ) -> CopyInsert:
-        """The events and their dedupe keys in one transaction (see store.dedupe)."""
-        table = SQL("{0}.{1}").format(
-            Identifier(self.datastore.schema), Identifier(self.events_table_name)
-        )
+        """The events, their dedupe keys, data keys and seal in one transaction."""
+        events = self._table(self.events_table_name)
         copy = SQL(
             "COPY {0} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
-        ).format(table)
+        ).format(events)
         copies: list[tuple[Composed, list[str], Iterable[tuple[Any, ...]]]] = [
             (copy, COPY_TYPES, [copy_row(event) for event in stored_events])
         ]
         if dedupe:
-            copies.append((self.dedupe_copy_statement(), DEDUPE_COPY_TYPES, dedupe))
+            copy = SQL(
+                "COPY {0} (originator_id, dedupe_key, originator_version) FROM STDIN "
+                "(FORMAT BINARY)"
+            ).format(self._table(TABLE))
+            copies.append((copy, DEDUPE_COPY_TYPES, dedupe))
         keys = BatchKeys.of(self.vault, (e.state for e in stored_events))
         locks = list(self.lock_table_statements)
         if keys.new or keys.reused:
@@ -192,14 +193,22 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
             # off until it commits, so `keys_statement` then sees the keys it destroyed gone;
             # and it waits for a batch already holding it (store.data_keys).
             locks.append(
-                SQL("LOCK TABLE {0}.{1} IN ROW EXCLUSIVE MODE").format(
-                    Identifier(self.datastore.schema), Identifier(data_keys.TABLE)
-                )
+                SQL("LOCK TABLE {0} IN ROW EXCLUSIVE MODE").format(self._table(data_keys.TABLE))
             )
+        batch = seal.Batch.of(
+            (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events
+        )
+        params = {
+            "n": batch.events,
+            "batch": batch.digest,
+            "locator": batch.locator,
+            "at": seal.now(),
+            "genesis": seal.GENESIS,
+        }
         return CopyInsert(
             SQL("; ").join([SQL("BEGIN"), *locks]),
             copies,
-            [],
+            (SQL(SEAL).format(self._table(seal.TABLE), events), params),
             keys,
             self.keys_statement(keys) if keys.new or keys.reused else None,
         )
@@ -209,9 +218,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         reused ones still exist. No row locks (each would write its row): the table lock the
         batch took first keeps an erasure's DELETE out until this COMMIT, or the erasure came
         before and they are missing."""
-        table = SQL("{0}.{1}").format(
-            Identifier(self.datastore.schema), Identifier(data_keys.TABLE)
-        )
+        table = self._table(data_keys.TABLE)
         # Rows and ids go as one JSON text each: psycopg dumps a list of strings as an array
         # element by element in Python, which cost more than the rest of the statement. An
         # index lookup per id (LATERAL, OFFSET 0): as `key_id = ANY(...)` or a plain join,
@@ -229,9 +236,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
         return SQL("WITH new AS ({0}) {1}").format(self.keys_insert(), select), params
 
     def keys_insert(self) -> Composed:
-        table = SQL("{0}.{1}").format(
-            Identifier(self.datastore.schema), Identifier(data_keys.TABLE)
-        )
+        table = self._table(data_keys.TABLE)
         # The JSON holds data_keys.text_row: hex and base64 text for the bytes columns.
         decoded = {"key_id": "hex", "wrapped": "base64"}
         fields = SQL(", ").join(
@@ -263,8 +268,7 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
                         copy.set_types(types)
                         for row in rows:
                             copy.write_row(row)
-                for statement, params in insert.after:
-                    cursor.execute(statement, params)
+                cursor.execute(*insert.seal)
                 if insert.keys_statement is not None:
                     cursor.execute(*insert.keys_statement)
                     found = [bytes.fromhex(r["key_id"]) for r in cursor.fetchall()]
@@ -284,67 +288,6 @@ class FailFastApplicationRecorder(CreatesTablesOneAtATime, PostgresApplicationRe
     max_notification_id = PostgresApplicationRecorder.max_notification_id.__wrapped__
 
 
-class FailFastPostgresFactory(PostgresFactory):
+class SealedPostgresFactory(PostgresFactory):
     aggregate_recorder_class = FailFastAggregateRecorder
-    application_recorder_class = FailFastApplicationRecorder
-
-
-CREATE = (
-    "CREATE TABLE {0} (position bigint PRIMARY KEY, first_id bigint NOT NULL, "
-    "events bigint NOT NULL, batch bytea NOT NULL, locator bytea NOT NULL, "
-    "previous bytea NOT NULL, seal bytea NOT NULL, sealed_at text NOT NULL)"
-)
-# The events' ids in one COPY under the table lock follow each other: the batch is the last
-# `n` of them.
-SEAL = (
-    "INSERT INTO {0} (position, first_id, events, batch, locator, previous, seal, sealed_at) "
-    "SELECT h.position, h.position - %(n)s + 1, %(n)s, %(batch)s, %(locator)s, p.previous, "
-    "sha256(p.previous || %(batch)s), %(at)s "
-    "FROM (SELECT MAX(notification_id) AS position FROM {1}) h, "
-    "(SELECT COALESCE((SELECT seal FROM {0} ORDER BY position DESC LIMIT 1), %(genesis)s) "
-    "AS previous) p"
-)
-
-
-class SealedPostgresApplicationRecorder(FailFastApplicationRecorder):
-    def seals_table(self) -> Composed:
-        return SQL("{0}.{1}").format(Identifier(self.datastore.schema), Identifier(seal.TABLE))
-
-    def events_table(self) -> Composed:
-        return SQL("{0}.{1}").format(
-            Identifier(self.datastore.schema), Identifier(self.events_table_name)
-        )
-
-    def create_table(self) -> None:
-        super().create_table()
-        self.create_once(seal.TABLE, self._create_seals)
-
-    def _create_seals(self, conn: Any) -> None:
-        conn.execute(SQL(CREATE).format(self.seals_table()))
-
-    def copy_insert(
-        self, stored_events: Sequence[StoredEvent], dedupe: Sequence[Row]
-    ) -> CopyInsert:
-        insert = super().copy_insert(stored_events, dedupe)
-        batch = seal.Batch.of(
-            (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events
-        )
-        params = {
-            "n": batch.events,
-            "batch": batch.digest,
-            "locator": batch.locator,
-            "at": seal.now(),
-            "genesis": seal.GENESIS,
-        }
-        statement = SQL(SEAL).format(self.seals_table(), self.events_table())
-        return CopyInsert(
-            insert.begin,
-            insert.copies,
-            [*insert.after, (statement, params)],
-            insert.keys,
-            insert.keys_statement,
-        )
-
-
-class SealedPostgresFactory(FailFastPostgresFactory):
     application_recorder_class = SealedPostgresApplicationRecorder

@@ -21,7 +21,7 @@ from store.backend import Database
 from store.compression import inflate
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
-from store.sqlite_recorder import DedupeSQLiteApplicationRecorder
+from store.sqlite_recorder import SealedSQLiteApplicationRecorder
 from tests import payloads as p
 from tests.helpers import accept_all
 
@@ -64,7 +64,7 @@ def lookup_plan(ledger: Ledger) -> str:
     """The query plan of the key lookup for two facts of CONTACT."""
     pairs = [(CONTACT, b"INBOUND|IN000000"), (CONTACT, b"INBOUND|IN000001")]
     recorder: Any = ledger.recorder
-    if isinstance(recorder, DedupeSQLiteApplicationRecorder):
+    if isinstance(recorder, SealedSQLiteApplicationRecorder):
         values = ", ".join(["(?, ?)"] * len(pairs))
         sql = recorder.recorded_sql(values)
         params = [x for i, k in pairs for x in (i.hex, k)]
@@ -81,7 +81,7 @@ def load_plan(ledger: Ledger) -> str:
     """How the events of CONTACT after its latest snapshot are found."""
     sql, params = ledger.events_query({CONTACT})
     recorder: Any = ledger.recorder
-    if isinstance(recorder, DedupeSQLiteApplicationRecorder):
+    if isinstance(recorder, SealedSQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=False) as c:
             c.execute(f"EXPLAIN QUERY PLAN {sql}", params)
             steps = [str(tuple(row)[3]) for row in c.fetchall()]
