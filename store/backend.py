@@ -1,14 +1,8 @@
 """The backend seam, and the portable SQL of the tables beside the log.
 
-One `Backend` per database kind, built once from the database URL, holds everything that
-differs between SQLite and PostgreSQL: connection settings (for the `eventsourcing` library,
-the read tables and the group commit), the SQL dialect (placeholders, bulk upserts and
-inserts, catalog queries, the events query). Nothing outside `store/sqlite.py` and
-`store/postgres.py` asks which database it is talking to; it asks this object
-(`service.settings.backend_for` alone looks at the URL's scheme).
-
-`Database` and `Cursor` run SQL written once with `?` placeholders and portable syntax (ON
-CONFLICT upserts, row-value IN lists); the backend swaps the placeholder style."""
+A `Backend` (store/sqlite.py, store/postgres.py) holds everything that differs between the
+databases: connection settings and the SQL dialect. `Database` and `Cursor` run SQL written
+once with `?` placeholders and portable syntax; the backend swaps the placeholder style."""
 
 from __future__ import annotations
 
@@ -26,8 +20,7 @@ ROWLESS = " WITHOUT ROWID"
 
 
 def upsert_sql(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
-    """An insert that updates the row of the same key: the portable form both databases
-    understand (`?` placeholders)."""
+    """An insert that updates the row of the same key, in portable SQL."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
@@ -45,21 +38,18 @@ class StoreContention(RuntimeError):
 
 
 def store_unavailable(backend: Backend, exc: BaseException) -> bool:
-    """The one decision of "the store is unavailable": the database is down, busy or out of
-    resources, nothing about what was asked, so the same request later may succeed (the
-    webhook answers 503 so the sender retries; the projector retries instead of blaming an
-    event). `backend` tells which of its driver's errors say so."""
+    """Whether the database is down, busy or out of resources (nothing about what was asked),
+    so the same request later may succeed: the webhook answers 503, the projector retries."""
     if isinstance(exc, StoreContention | OSError):
         return True
     if isinstance(exc, PersistenceError):
-        # The library's wrapper of a driver error: the driver's error decides, when known.
         cause = exc.__cause__
         return cause is None or store_unavailable(backend, cause)
     return backend.unavailable(exc)
 
 
 class Connections(Protocol):
-    """Where the read tables' connections come from: a raw DB-API cursor per transaction."""
+    """A raw DB-API cursor per transaction, for the read tables."""
 
     def transaction(self) -> AbstractContextManager[Any]: ...
 
@@ -85,17 +75,14 @@ class Backend(ABC):
         self.url = url
         self.timeout_s = timeout_s
 
-    # ---- connection settings ----------------------------------------------------------------
-
     @property
     @abstractmethod
     def eventsourcing_env(self) -> dict[str, str]:
-        """The settings `eventsourcing` reads. Every key the library would otherwise take from
-        os.environ that matters for safety is set explicitly."""
+        """The settings `eventsourcing` reads (every one that matters for safety, explicitly)."""
 
     @abstractmethod
     def connections(self) -> Connections:
-        """A new source of connections for the read tables (store.backend.Database)."""
+        """A new source of connections for the read tables."""
 
     def store_file(self) -> str | None:
         """The file the store lives in, when it is one (checked around every write)."""
@@ -103,24 +90,18 @@ class Backend(ABC):
 
     @abstractmethod
     def unavailable(self, exc: BaseException) -> bool:
-        """Whether this error of the database's driver says the database cannot serve now
-        (down, busy, out of resources) rather than anything about the statement or the data.
-        Asked only through `store_unavailable`."""
-
-    # ---- the SQL dialect --------------------------------------------------------------------
+        """Whether this driver error says the database cannot serve now (`store_unavailable`)."""
 
     @abstractmethod
     def sql(self, sql: str) -> str:
-        """SQL written with `?` placeholders, in this driver's placeholder style, and a table
-        `ROWLESS` where the database can keep it in its primary key alone."""
+        """`?` placeholders in this driver's style; `ROWLESS` kept where the database has it."""
 
     @abstractmethod
     def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
-        """All rows of a query as positional rows (cheaper than dicts for large reads)."""
+        """All rows of a query as positional rows."""
 
     @abstractmethod
-    def dicts(self, rows: list[Any]) -> list[Row]:
-        """Fetched rows as dicts."""
+    def dicts(self, rows: list[Any]) -> list[Row]: ...
 
     @abstractmethod
     def upsert(
@@ -157,36 +138,28 @@ class Backend(ABC):
 
     @abstractmethod
     def setup_lock(self, cur: Cursor, lock: int) -> None:
-        """Serialises table creation by processes starting together (a no-op where one
-        writer at a time is all the database allows anyway)."""
+        """Serialises table creation by processes starting together."""
 
     @abstractmethod
     def secure_delete(self, cur: Cursor) -> None:
-        """Makes this transaction's deletes overwrite the deleted bytes where the database
-        can (data keys: store.data_keys)."""
+        """Makes this transaction's deletes overwrite the deleted bytes, where the database can."""
 
     def exclude_writers(self, cur: Cursor, table: str) -> None:
         """Holds off the writers' batches that use rows of `table` until this transaction
-        ends, and waits for those under way (data keys: store.data_keys). SQLite has one
-        writer at a time already."""
+        ends (SQLite has one writer at a time already)."""
         return None
 
     @abstractmethod
     def purge_deleted(self, table: str, full: bool) -> None:
-        """After deleting rows of `table`: drops what the database still keeps of them in its
-        files (SQLite: the write-ahead log; PostgreSQL: dead tuples, by VACUUM, rewriting
-        the table when `full`)."""
+        """Drops what the database files still keep of deleted rows (`full`: rewrite the table)."""
 
     @abstractmethod
     def append_only_table_ddl(self, table: str, columns: str) -> list[str]:
-        """A table with an identity `id` column and `columns`, and the triggers that refuse
-        to update or delete its rows."""
+        """A table with an identity `id` and `columns` whose rows cannot change or go."""
 
     @abstractmethod
     def log_text(self, value: Any) -> str:
         """A stream id as the log query returns it (`log_id_text`), as UUID text."""
-
-    # ---- the event store --------------------------------------------------------------------
 
     @abstractmethod
     def stream_param(self, stream: UUID) -> Any:
@@ -194,16 +167,13 @@ class Backend(ABC):
 
     @abstractmethod
     def select(self, datastore: Any, sql: str, params: Sequence[Any]) -> list[Any]:
-        """One read statement (`?` placeholders) on the library's datastore, outside any
-        write transaction: its rows as mappings."""
+        """One read statement (`?` placeholders) on the library's datastore: rows as mappings."""
 
     def events_query(
         self, table: str, snapshots: str | None, ids: set[UUID]
     ) -> tuple[str, list[Any]]:
-        """Many streams in one query (the library's repository takes two round trips per
-        stream): each one's latest snapshot and the events after it, ordered by stream and
-        version (a snapshot comes before the events that follow it). In this driver's
-        placeholder style."""
+        """Many streams in one query: each one's latest snapshot and the events after it,
+        ordered by stream and version, in this driver's placeholder style."""
         columns = "originator_id, originator_version, topic, state"
         params, where = self._streams_where(ids)
         order = "ORDER BY originator_id, originator_version"
@@ -250,7 +220,6 @@ class Cursor:
             self.raw.executemany(self.backend.sql(sql), rows)
 
     def tuples(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
-        """All rows of a query as positional rows: cheaper than dicts for large reads."""
         return self.backend.tuples(self.raw, sql, params)
 
     def fetchall(self) -> list[Row]:
@@ -275,7 +244,6 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        """A write transaction: all or nothing."""
         with self._connections.transaction() as raw:
             yield Cursor(raw, self.backend)
 
@@ -295,7 +263,7 @@ def upsert(
     keys: Sequence[str],
     rows: Sequence[Sequence[Any]],
 ) -> None:
-    """Inserts or replaces rows (the backend picks how: see its `upsert`)."""
+    """Inserts or replaces rows."""
     cur.backend.upsert(cur, table, columns, keys, rows)
 
 

@@ -1,23 +1,19 @@
-"""The catch-all and the quarantine: callbacks kept whole, uninterpreted (a trigger this
-version does not interpret) or refused (a body that is not a valid callback), each stream one
-body named by its hash; reading the quarantine back; and recording again what an earlier
-version kept in the catch-all and this one interprets."""
+"""The catch-all and the quarantine's commands: callbacks kept whole, uninterpreted (a trigger
+this version does not interpret) or refused (not a valid callback), one stream per body named
+by its hash."""
 
 from __future__ import annotations
 
 import base64
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
-from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from domain import ids
-from domain.callbacks import INTERPRETED_TRIGGERS, InvalidCallback, detect_trigger, loads_body
+from domain.callbacks import detect_trigger
 from domain.receipt import Receipt
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
-from store.commands import Command, Outcome, created_once, exact_text
+from store.commands import Command, created_once, exact_text
 
 # A catch-all stream holds one event: its reference is `<stream>/received`.
 CATCH_ALL_KEY = "received"
@@ -65,59 +61,3 @@ def quarantine_command(
             callback=callback,
         ),
     )
-
-
-class CatchAll(Application[UUID]):
-    """The Ledger's catch-all and quarantine (a part of store.ledger.Ledger)."""
-
-    def execute(self, command: Command) -> Outcome:
-        raise NotImplementedError  # the Ledger's
-
-    def command_for(self, body: dict[str, Any], receipt: Receipt) -> Command | None:
-        raise NotImplementedError  # the Ledger's
-
-    def unrecognised_command(self, body: dict[str, Any], receipt: Receipt) -> Command:
-        return unrecognised_command(body, receipt)
-
-    def quarantine_command(
-        self, raw: bytes, trigger: str, status_code: int, problems: list[str], receipt: Receipt
-    ) -> Command:
-        return quarantine_command(raw, trigger, status_code, problems, receipt)
-
-    def reinterpret_kept(self, page: int = 500) -> dict[str, int]:
-        """Records the callbacks an earlier version kept in the catch-all whose trigger this
-        version interprets (MESSAGE_SUBMIT), each with its original receipt (raw body, arrival
-        time, signature check, headers), on the stream it belongs to. Appends only; what is
-        already recorded is a duplicate, so running it again changes nothing. Reads the whole
-        log once (the catch-all's events are found by topic). Counts by outcome."""
-        counts = {"accepted": 0, "duplicate": 0, "not_interpretable": 0}
-        after = 0
-        while True:
-            notifications = self.recorder.select_notifications(
-                start=after, limit=page, topics=[CATCH_ALL_TOPIC], inclusive_of_start=False
-            )
-            if not notifications:
-                return counts
-            after = notifications[-1].id
-            for notification in notifications:
-                kept: Any = self.mapper.to_domain_event(notification)
-                if kept.trigger not in INTERPRETED_TRIGGERS:
-                    continue
-                received = kept.callback
-                if received.get("raw") is None:  # erased, or kept as base64 (not JSON)
-                    counts["not_interpretable"] += 1
-                    continue
-                receipt = Receipt(
-                    received["raw"],
-                    datetime.fromisoformat(received["received_at"]),
-                    received["signature_verified"],
-                    received.get("headers") or {},
-                )
-                try:
-                    command = self.command_for(loads_body(receipt.raw.encode()), receipt)
-                except (InvalidCallback, ValueError):
-                    command = None
-                if command is None:  # still not fit to interpret: it stays where it is
-                    counts["not_interpretable"] += 1
-                    continue
-                counts[self.execute(command).status] += 1

@@ -54,7 +54,7 @@ class Command:
     @property
     def reference(self) -> str | None:
         """The callback's reference `<stream>/<key>`, as GET /callbacks/{reference} reads it
-        (store.event_reads); None for a command whose event has no key."""
+        (Ledger.keyed_event); None for a command whose event has no key."""
         key = self.dedupe_key if self.key is None else self.key
         return None if key is None else f"{self.aggregate_id}/{key}"
 

@@ -1,8 +1,6 @@
-"""The event store's application: turns a received callback into a Command (store.commands)
-and commits Commands one at a time (`execute`, retrying optimistic-concurrency conflicts).
-Many at once in one transaction is the group commit's (store.group_commit). Synchronous, like
-the library. Its catch-all and quarantine are in store.catch_all, reading one event back by
-its reference in store.event_reads."""
+"""The event store's application: turns a received callback into a Command (store.commands),
+commits Commands one at a time (`execute`; many at once is store.group_commit's), and reads
+streams and events back. Synchronous, like the library."""
 
 from __future__ import annotations
 
@@ -11,20 +9,29 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredEvent
+from eventsourcing.utils import get_topic
 
 from domain import ids
+from domain.callbacks import INTERPRETED_TRIGGERS, InvalidCallback, loads_body
 from domain.contact import Contact, Namer
 from domain.keywords import Reading
+from domain.message import Message, report_key, submission_key
 from domain.receipt import Receipt
-from store import data_keys, dedupe, format_version
+from store import data_keys, dedupe, format_version, spellings
 from store.backend import Backend, Database, StoreContention
-from store.catch_all import CatchAll
+from store.catch_all import (
+    CATCH_ALL_KEY,
+    CATCH_ALL_TOPIC,
+    quarantine_command,
+    unrecognised_command,
+)
 from store.commands import (
     Command,
     Fact,
@@ -36,11 +43,13 @@ from store.commands import (
     to_look_up,
 )
 from store.compression import state_compressor
-from store.event_reads import KeyedEvents
 from store.mapper import FastMapper
 from store.vault import Secrets, Vault, plaintext
 
 log = logging.getLogger("callback_ledger")
+
+# How a message's stream starts: Registered (then its first report), or FirstReported.
+MESSAGE_CREATED = (get_topic(Message.Registered), get_topic(Message.FirstReported))  # type: ignore[attr-defined]
 
 MAX_ATTEMPTS = 50
 
@@ -58,31 +67,26 @@ def file_identity(path: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-class Ledger(KeyedEvents, CatchAll, Application[UUID]):
+class Ledger(Application[UUID]):
     """The event store's application: records Commands, reads streams back."""
 
     name = "Ledger"
-    # Contacts collect every inbound message; snapshots (bounded: see Contact) keep their reload
-    # short.
+    # Contacts collect every inbound message: snapshots keep their reload short.
     snapshotting_intervals: ClassVar[dict[type[MutableOrImmutableAggregate[Any]], int]] = {
         Contact: 200
     }
 
-    # Event state is stored zstd-compressed (store.compression); off only to write
-    # the plain JSON a dictionary is trained on, or a store as earlier versions wrote it.
+    # Off only to write the plain JSON a dictionary is trained on (store.compression).
     compress_state: ClassVar[bool] = True
 
-    # The database file as opened, when the store is one, checked around every write (see
-    # `_check_file`).
+    # The database file as opened, when the store is one (`_check_file`).
     _store_file: str | None = None
     _store_identity: tuple[int, int] | None = None
     _moved: str | None = None
 
-    # What differs between the databases (store.backend).
     backend: Backend
-
-    # Personal data's keys (store.vault): plaintext until `for_backend` opens the store's;
-    # the connections they are read through when the Ledger opened them (it closes them).
+    # Plaintext until `for_backend` opens the store's keys, through `_keys_db` when the
+    # Ledger opened it (it closes it).
     vault: Vault = plaintext()
     _keys_db: Database | None = None
     _deciding: Mapper[UUID] | None = None
@@ -96,9 +100,8 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         db: Database | None = None,
     ) -> Ledger:
         """The store's application. An encrypted store needs `secrets` (SecretsError);
-        `classify` reads inbound texts as consent facts (their retention, their reading
-        kept public: store.envelope). The data keys are read through `db` (the wiring's
-        connections for the tables beside the log), else through connections of its own."""
+        `classify` reads inbound texts as consent facts (store.envelope). The data keys are
+        read through `db`, else through connections of its own."""
         ledger = cls(env=backend.eventsourcing_env)
         ledger.backend = backend
         ledger._store_file = backend.store_file()
@@ -137,8 +140,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
 
     def _check_file(self) -> None:
         """Raises StoreMoved, for good, once the SQLite file this process writes to is no
-        longer the one at its path: a 2xx must mean the callback is in the store people read.
-        A stat, a few microseconds, before and after each transaction."""
+        longer the one at its path: a 2xx must mean the callback is in the store people read."""
         if self._store_file is None:
             return
         if self._moved is None and file_identity(self._store_file) != self._store_identity:
@@ -163,8 +165,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         return FastMapper(Mapper(library.transcoder, compressor, library.cipher))
 
     def save(self, *aggregates: Any, **kwargs: Any) -> list[Recording[UUID]]:
-        """As the library's save, for aggregates only. The library first checks every object
-        against runtime-checkable Protocols, which cost more than encoding its events."""
+        """As the library's save, without its costly Protocol checks for plain aggregates."""
         if kwargs or not all(isinstance(a, Aggregate) for a in aggregates):
             return super().save(*aggregates, **kwargs)
         self._check_file()
@@ -177,15 +178,14 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         return recordings
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
-        """As the library's, with the dedupe keys of the Contact facts among the events, which
-        the recorder writes in the same transaction (store.dedupe)."""
+        """As the library's, with the events' dedupe keys for the recorder (store.dedupe)."""
         rows = dedupe.rows(processing_event.events)
         if rows:
             processing_event.saved_kwargs["dedupe"] = rows
         return super()._record(processing_event)
 
     def recorded(self, facts: Iterable[Fact]) -> set[Fact]:
-        """Which of these facts the store's key table holds (committed facts)."""
+        """Which of these facts the dedupe table holds (committed facts)."""
         pairs = {(stream, dedupe.key_bytes(key)): (stream, key) for stream, key in facts}
         if not pairs:
             return set()
@@ -201,9 +201,8 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         return ids.message_id(project_id, message_id)
 
     def execute(self, command: Command) -> Outcome:
-        """One command (and the records it carries on other streams) in a transaction of its
-        own, retried on optimistic-concurrency conflicts: a racing duplicate becomes
-        "duplicate" and a different report is kept too."""
+        """One command in a transaction of its own, retried on optimistic-concurrency
+        conflicts: a racing duplicate becomes "duplicate", a different report is kept too."""
         streams = {part.aggregate_id for part in parts([command])}
         for attempt in range(MAX_ATTEMPTS):
             touched = self.rebuild(self.stored_rows(streams))
@@ -222,8 +221,8 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         raise StoreContention(f"gave up after {MAX_ATTEMPTS} conflicting writes to one stream")
 
     def snapshots_due(self, processing: ProcessingEvent[UUID]) -> bool:
-        """Whether `_take_snapshots` would write anything for these events (it needs the
-        store, so a caller on an event loop runs it in a thread, and only then)."""
+        """Whether `_take_snapshots` would write anything for these events (a caller on an
+        event loop then runs it in a thread)."""
         for event in processing.events:
             aggregate = processing.aggregates.get(event.originator_id)
             interval = self.snapshotting_intervals.get(type(aggregate))  # type: ignore[arg-type]
@@ -238,8 +237,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
     def take_snapshot(
         self, aggregate_id: UUID, version: int | None = None, projector_func: Any = None
     ) -> None:
-        """As the library's, from the events' public fields (`rebuild`): a snapshot holds only
-        what decisions need, and taking one loads no data key."""
+        """As the library's, from the events' public fields (`rebuild`): no data key loaded."""
         if self.snapshots is None:
             return
         rows = [
@@ -255,8 +253,7 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         self.snapshots.put([snapshot_class.take(aggregate)])
 
     def events_query(self, ids: set[UUID]) -> tuple[str, list[Any]]:
-        """Many streams in one query: each one's latest snapshot and the events after it
-        (see Backend.events_query), in the backend's placeholder style."""
+        """Many streams in one query (Backend.events_query)."""
         snapshots = None
         if self.snapshots is not None:
             snapshots = self.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
@@ -274,9 +271,8 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         return self.backend.select(self.recorder.datastore, sql, params)  # type: ignore[attr-defined]
 
     def rebuild(self, rows: list[Any]) -> dict[UUID, Aggregate]:
-        """Aggregates from their stored events (rows ordered by stream and version), to decide
-        on: without their events' personal fields, which no decision reads (no data key is
-        loaded on the write path)."""
+        """Aggregates to decide on, from their stored rows (ordered by stream and version),
+        without the personal fields no decision reads: no data key is loaded on the write path."""
         aggregates: dict[UUID, Aggregate] = {}
         mapper = self._deciding_mapper()
         for row in rows:
@@ -303,3 +299,80 @@ class Ledger(KeyedEvents, CatchAll, Application[UUID]):
         """The head of the event log; raises when the store cannot be reached."""
         self._check_file()
         return self.recorder.max_notification_id() or 0
+
+    def unrecognised_command(self, body: dict[str, Any], receipt: Receipt) -> Command:
+        return unrecognised_command(body, receipt)
+
+    def quarantine_command(
+        self, raw: bytes, trigger: str, status_code: int, problems: list[str], receipt: Receipt
+    ) -> Command:
+        return quarantine_command(raw, trigger, status_code, problems, receipt)
+
+    def reinterpret_kept(self, page: int = 500) -> dict[str, int]:
+        """Records, with their original receipts, the callbacks an earlier version kept in the
+        catch-all whose trigger this one interprets; running it again changes nothing.
+        Counts by outcome."""
+        counts = {"accepted": 0, "duplicate": 0, "not_interpretable": 0}
+        after = 0
+        while True:
+            notifications = self.recorder.select_notifications(
+                start=after, limit=page, topics=[CATCH_ALL_TOPIC], inclusive_of_start=False
+            )
+            if not notifications:
+                return counts
+            after = notifications[-1].id
+            for notification in notifications:
+                kept: Any = self.mapper.to_domain_event(notification)
+                if kept.trigger not in INTERPRETED_TRIGGERS:
+                    continue
+                received = kept.callback
+                if received.get("raw") is None:  # erased, or kept as base64 (not JSON)
+                    counts["not_interpretable"] += 1
+                    continue
+                receipt = Receipt(
+                    received["raw"],
+                    datetime.fromisoformat(received["received_at"]),
+                    received["signature_verified"],
+                    received.get("headers") or {},
+                )
+                try:
+                    command = self.command_for(loads_body(receipt.raw.encode()), receipt)
+                except (InvalidCallback, ValueError):
+                    command = None
+                if command is None:  # still not fit to interpret: it stays where it is
+                    counts["not_interpretable"] += 1
+                    continue
+                counts[self.execute(command).status] += 1
+
+    def keyed_event(self, originator_id: UUID, key: str) -> Any | None:
+        """The event a reference `<stream>/<key>` names, or None: a contact's by the dedupe
+        table, a message's (one event per distinct report) by reading its stream."""
+        version = self._keyed_version(originator_id, key)
+        if version is not None:
+            stored = self.recorder.select_events(originator_id, gt=version - 1, lte=version)
+            return self.mapper.to_domain_event(stored[0]) if stored else None
+        first = self.recorder.select_events(originator_id, lte=1)
+        if first and key == CATCH_ALL_KEY and first[0].topic == CATCH_ALL_TOPIC:
+            return self.mapper.to_domain_event(first[0])  # the catch-all's one event
+        if not first or spellings.read(first[0].topic) not in MESSAGE_CREATED:
+            return None
+        for stored_event in self.recorder.select_events(originator_id):
+            if spellings.read(stored_event.topic) == MESSAGE_CREATED[0]:
+                continue
+            event = self.mapper.to_domain_event(stored_event)
+            if (
+                isinstance(event, Message.DeliveryReported | Message.FirstReported)
+                and report_key(event.channel, event.status) == key
+            ) or (isinstance(event, Message.Submitted) and submission_key(event.channel) == key):
+                return event
+        return None
+
+    def _keyed_version(self, originator_id: UUID, key: str) -> int | None:
+        """The version of a Contact fact by its key (the dedupe table)."""
+        sql = (
+            f"SELECT originator_version FROM {dedupe.TABLE} "
+            "WHERE originator_id = ? AND dedupe_key = ?"
+        )
+        params = [self.backend.stream_param(originator_id), dedupe.key_bytes(key)]
+        rows = self.backend.select(self.recorder.datastore, sql, params)  # type: ignore[attr-defined]
+        return int(rows[0]["originator_version"]) if rows else None

@@ -1,20 +1,11 @@
 """Personal data under keys that can be destroyed (crypto-shredding).
 
-The log is append-only and sealed (store.seal), so personal data in it cannot be deleted. It is
-stored encrypted instead: each event's personal fields (store.envelope) under a data key of
-its subject (a channel identity's blind index, a contact, or nobody in particular), its data
-class (consent evidence or message payload) and the month it was received. Destroying those
-keys (erasure, retention) makes the fields unreadable everywhere at once, while the event's
-other fields, its stored bytes and the seal chain stay as they are.
-
-- The master key (`LEDGER_MASTER_KEY`) wraps the data keys (AES-GCM); the wrapped keys live in
-  the store (store.data_keys), the master key never does.
-- The index key (`LEDGER_INDEX_KEY`) names subjects: HMAC-SHA256 of the normalised identity,
-  so projections find a number by its blind index and never hold it in plaintext.
-
-A store is encrypted from its creation, or never (`callback-ledger migrate` copies a plaintext
-store into a new encrypted one): the stream of a contact known only by its number is named by
-that number's blind index, so the two forms cannot be mixed in one store."""
+The log is append-only and sealed, so personal fields are stored encrypted (store.envelope)
+under a data key per subject (a blind index), data class and month; destroying keys (erasure,
+retention) makes them unreadable everywhere while the stored bytes and the seal stay as they
+are. The master key wraps the data keys (stored in store.data_keys; the master key never is);
+the index key names subjects (HMAC-SHA256). A store is encrypted from its creation or never:
+a contact known only by its number is named by that number's blind index."""
 
 from __future__ import annotations
 
@@ -27,7 +18,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,27 +38,23 @@ TAG_BYTES = 16
 # Data classes, each with its own retention (service.settings).
 CONSENT = "c"
 MESSAGES = "m"
-CLASSES = (CONSENT, MESSAGES)
 # The subject of data that names nobody we can tell (unknown triggers, the quarantine).
 UNATTRIBUTED = "u"
-# A process uses one data key per (subject, class, month) for at most this long, then makes a
-# new one: a key erased by another process stops being used within this time, or at once
-# where the process follows the log (the Erased fact: `forget`). Longer means fewer key rows.
+# How long a process encrypts with one data key per (subject, class, month), and trusts a key
+# it loaded: a key destroyed by another process stops being used (opened) here within this
+# time, or at once where the process follows the log (the Erased fact: `forget`).
 KEY_REUSE_S = 3600.0
-# A process trusts a data key it has loaded for at most this long: a key destroyed by another
-# process (erasure, retention) stops opening data here within this time, or at once where
-# the process follows the log (the Erased fact: `forget`).
 KEY_TRUST_S = 60.0
 # Encryptions per nonce prefix (its counter has 4 bytes), and cipher objects kept.
 NONCES_PER_PREFIX = 2**31
 CIPHERS_KEPT = 256
 # Blind indexes kept per process (a dict of this many short strings, emptied when full).
 NAMES_KEPT = 16_384
-# Sealed text (a projection's copy of a personal value, as read tables made them before
-# references): this prefix, then base64url of key id, nonce and ciphertext.
+# Sealed text (a projection's copy of a personal value): this prefix, then base64url of key
+# id, nonce and ciphertext.
 TEXT_PREFIX = "v1."
-# A reference to a personal value (what read tables hold to show one): this prefix, the
-# notification id of the event holding it, a dot, and which of its fields (REFERRED).
+# A reference to a personal value: this prefix, the notification id of the event holding
+# it, a dot, and which of its fields (REFERRED).
 REF_PREFIX = "e1."
 IDENTITY, METADATA_FIELD, TEXT = "i", "m", "t"
 REFERRED = {IDENTITY: "identity", METADATA_FIELD: "metadata", TEXT: "text"}
@@ -91,8 +78,8 @@ def _decode_key(name: str, value: str) -> bytes:
 
 @dataclass(frozen=True, repr=False)
 class Secrets:
-    """The master key (and earlier ones still accepted while rotating) and the index key.
-    Never logged: repr shows neither."""
+    """The master key (and earlier ones accepted while rotating) and the index key; repr
+    hides them."""
 
     master: bytes
     index: bytes
@@ -103,9 +90,8 @@ class Secrets:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets | None:
-        """From LEDGER_MASTER_KEY and LEDGER_INDEX_KEY, else from the file LEDGER_KEY_FILE
-        names (lines `NAME=value`, as `callback-ledger secrets generate` prints them); None
-        when neither is set."""
+        """From the environment, else from the file LEDGER_KEY_FILE names (`NAME=value`
+        lines); None when neither is set."""
         values = {k: env.get(k, "") for k in (MASTER, INDEX, PREVIOUS)}
         path = env.get("LEDGER_KEY_FILE", "").strip()
         if path and not (values[MASTER] or values[INDEX]):
@@ -148,7 +134,7 @@ def generate() -> str:
 
 def write_key_file(path: Path) -> None:
     """A new key file, readable by its owner only; never replaces one (FileExistsError).
-    Written aside and linked into place, so no reader ever sees it half written."""
+    Linked into place once written, so no reader sees it half written."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -173,22 +159,20 @@ def _unb64(text: str) -> bytes:
 
 
 def wrap_nonce(key_id: bytes) -> bytes:
-    """The nonce a data key is wrapped with: the last 12 bytes of its id, its 10 random bytes
-    and the low 32 bits of its time in milliseconds, so the row need not store one. Every key
-    is wrapped once, when it is made, with an id drawn then: two wraps share a nonce only if
-    their times agree modulo about 50 days to the millisecond and their 80 random bits match,
-    at most a 2**-80 chance for a pair of keys made in the same millisecond."""
+    """The nonce a data key is wrapped with (once, when made): the last 12 bytes of its id.
+    Two wraps share one only if their times agree modulo about 50 days to the millisecond and
+    their 80 random bits match."""
     return key_id[-NONCE_BYTES:]
 
 
 def period_of(when: datetime) -> str:
-    """The month a datum belongs to for retention: 'YYYY-MM'."""
+    """'YYYY-MM', the month a datum belongs to for retention."""
     return f"{when.year:04d}-{when.month:02d}"
 
 
 @dataclass(frozen=True, slots=True)
 class KeyRow:
-    """A data key as stored: wrapped by the master key, with what it is for."""
+    """A data key as stored, wrapped by the master key."""
 
     key_id: bytes
     subject: str
@@ -201,23 +185,18 @@ class KeyRow:
 class KeyStore(Protocol):
     """Where the wrapped data keys live (store.data_keys)."""
 
-    def load(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
-        """The wrapped keys of these ids that still exist."""
-        ...
+    def load(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]: ...
 
 
 class EventSource(Protocol):
-    """Where referenced values live: the log's events, opened (store.data_keys)."""
+    """The log's events, opened: where referenced values live (store.data_keys)."""
 
-    def states(self, vault: Vault, ids: Sequence[int]) -> dict[int, Mapping[str, object]]:
-        """The decoded states of these events (their personal fields None once erased)."""
-        ...
+    def states(self, vault: Vault, ids: Sequence[int]) -> dict[int, Mapping[str, object]]: ...
 
 
 def reference(notification_id: int, field: str) -> str:
     """What a read table holds to show an event's personal value (`field`: IDENTITY,
-    METADATA_FIELD or TEXT): no copy of it, so nothing to encrypt when projecting, and
-    unreadable exactly when the event's own copy is."""
+    METADATA_FIELD or TEXT): unreadable exactly when the event's own copy is."""
     return f"{REF_PREFIX}{notification_id}.{field}"
 
 
@@ -229,9 +208,8 @@ class _Current:
 
 
 class Vault:
-    """Encrypts and decrypts personal data for one store. `encrypted` False: a plaintext
-    store (no keys configured, or a store created before encryption): values pass through
-    and identities are named by their normalised form, as before."""
+    """Encrypts and decrypts personal data for one store. In a plaintext store (`encrypted`
+    False) values pass through and identities are named by their normalised form."""
 
     def __init__(
         self, secrets: Secrets | None, keys: KeyStore | None, cache_size: int = 100_000
@@ -243,8 +221,7 @@ class Vault:
         self._previous = [AESGCM(k) for k in secrets.previous] if secrets else []
         self._current: OrderedDict[tuple[str, str, str], _Current] = OrderedDict()
         self._pending: dict[bytes, KeyRow] = {}
-        # key id -> (the key, or None once known destroyed; when loaded). Raw keys: a cipher
-        # object holds kilobytes, and making one costs about as much as using it.
+        # key id -> (the key, or None once known destroyed; when loaded).
         self._open: OrderedDict[bytes, tuple[bytes | None, float]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -252,12 +229,10 @@ class Vault:
         self._counter = itertools.count()
         self._ciphers: dict[bytes, AESGCM] = {}
         self._names: dict[tuple[str | None, str], str] = {}
-        # Where references (`reference`) are resolved: set by the Ledger.
+        # Where references are resolved: set by the Ledger.
         self.sources: EventSource | None = None
-        # The HMAC with its key already absorbed: each name copies it (cheaper than a new one).
+        # Keyed once: each name copies it.
         self._index_mac = hmac.new(secrets.index, digestmod=hashlib.sha256) if secrets else None
-
-    # ---- naming ----------------------------------------------------------------------------
 
     def _hmac(self, *parts: str) -> str:
         assert self._index_mac is not None
@@ -266,11 +241,10 @@ class Vault:
         return _b64(mac.digest()[:16])
 
     def index(self, channel: str | None, identity: str) -> str:
-        """The name projections and lookups use for a channel identity: its blind index
-        (`b.` and 22 characters), or its normalised form in a plaintext store."""
+        """A channel identity's name: its blind index, or its normalised form in a plaintext
+        store."""
         if not self.encrypted:
             return normalise(channel, identity)
-        # A message's reports name the same number: the last names made are kept.
         slot = (channel, identity)
         name = self._names.get(slot)
         if name is None:
@@ -283,10 +257,9 @@ class Vault:
         return name
 
     def metadata_name(self, value: str) -> str:
-        """The name a message's metadata (an order id, say) is found by: a keyed hash in an
-        encrypted store, in the event's public part and in message_status (compared as a
-        channel identity is, so values differing only in spaces, "+" or "-" share it: readers
-        compare the opened value too); the value itself in a plaintext store."""
+        """The name a message's metadata is found by: a keyed hash (compared as a channel
+        identity is: readers compare the opened value too), or the value in a plaintext
+        store."""
         return self.index(METADATA, value) if self.encrypted else value
 
     def contact_subject(self, project_id: str, contact_id: str) -> str:
@@ -296,8 +269,7 @@ class Vault:
         return "c." + self._hmac("contact", project_id, contact_id)
 
     def check_values(self) -> tuple[str, bytes]:
-        """What the store keeps to recognise its keys later: the index key's HMAC of a fixed
-        text, and the master key's encryption of it."""
+        """What the store keeps to recognise its keys: their HMAC and encryption of a text."""
         assert self.secrets is not None and self._master is not None
         nonce = os.urandom(NONCE_BYTES)
         return self._hmac("check"), nonce + self._master.encrypt(nonce, b"check", b"check")
@@ -310,11 +282,9 @@ class Vault:
             return f"{MASTER} is not the master key this store was created with"
         return None
 
-    # ---- data keys ---------------------------------------------------------------------------
-
     def key_for(self, subject: str, klass: str, period: str) -> tuple[bytes, bytes]:
-        """The data key to encrypt with now. A new one is pending until `confirm`: the
-        writer stores it in the same transaction as the events that use it."""
+        """The data key to encrypt with now. A new one is pending until `confirm`: it is
+        stored by the transaction of the events that use it."""
         assert self._master is not None
         slot = (subject, klass, period)
         now = time.monotonic()
@@ -325,8 +295,7 @@ class Vault:
                 return current.key_id, current.key
             fresh = os.urandom(KEY_BYTES + KEY_ID_RANDOM)  # one system call
             key = fresh[:KEY_BYTES]
-            # Time first, so the key table's primary key grows at its end, as a log's does,
-            # instead of every new key landing on a random page of it.
+            # Time first: the key table's primary key grows at its end, as a log's does.
             stamp = int(time.time() * 1000).to_bytes(KEY_ID_BYTES - KEY_ID_RANDOM, "big")
             key_id = stamp + fresh[KEY_BYTES:]
             wrapped = self._master.encrypt(wrap_nonce(key_id), key, key_id)
@@ -355,15 +324,13 @@ class Vault:
 
     def abandon(self, rows: Iterable[KeyRow]) -> None:
         """The transaction that was to store these new keys failed (or its answer was lost):
-        never use them again, so a key is only ever inserted by the first transaction that
-        uses it (re-inserting one later could bring back a key erased meanwhile)."""
+        never use them again (inserting one later could bring back a key erased meanwhile)."""
         with self._lock:
             for row in rows:
                 self._drop(row.key_id)
 
     def destroyed(self, key_ids: Iterable[bytes]) -> None:
-        """These keys, in use here, were found destroyed (an erasure elsewhere): stop using
-        them; the events being written are mapped again under new keys."""
+        """These keys in use here were found destroyed (an erasure elsewhere): stop using them."""
         with self._lock:
             for key_id in key_ids:
                 self._drop(key_id)
@@ -448,14 +415,12 @@ class Vault:
         return self._cipher(key_id, key) if key is not None else None
 
     def data_key(self, key_id: bytes) -> bytes | None:
-        """A data key itself, None once destroyed: an evidence bundle carries the keys of its
-        own events, so that it can be checked without the store."""
+        """A data key itself (an evidence bundle carries its events' keys), None once
+        destroyed."""
         self.aead(key_id)
         with self._lock:
             found = self._open.get(key_id)
         return found[0] if found else None
-
-    # ---- values ------------------------------------------------------------------------------
 
     def encrypt(self, key_id: bytes, key: bytes | AESGCM, plaintext: bytes) -> bytes:
         """key id, nonce, ciphertext (the key id is bound in as associated data)."""
@@ -464,9 +429,8 @@ class Vault:
         return key_id + nonce + aead.encrypt(nonce, plaintext, key_id)
 
     def _nonce(self) -> bytes:
-        """Unique per encryption: this process's random prefix and a counter (a system call
-        per nonce cost more than the encryption). The prefix is drawn again long before the
-        counter could repeat."""
+        """Unique per encryption: this process's random prefix and a counter, the prefix
+        drawn again before the counter could repeat."""
         count = next(self._counter)
         if count >= NONCES_PER_PREFIX:
             with self._lock:
@@ -477,8 +441,7 @@ class Vault:
         return self._prefix + count.to_bytes(4, "big")
 
     def _cipher(self, key_id: bytes, key: bytes) -> AESGCM:
-        """A cipher object for this key, from a small cache (making one costs more than using
-        it; each holds kilobytes, so only a few are kept)."""
+        """A cipher object for this key, from a small cache (each holds kilobytes)."""
         aead = self._ciphers.get(key_id)
         if aead is None:
             aead = AESGCM(key)
@@ -497,9 +460,8 @@ class Vault:
         return aead.decrypt(nonce, blob[KEY_ID_BYTES + NONCE_BYTES :], key_id)
 
     def seal_text(self, key: str | None, text: str | None) -> str | None:
-        """A projection's copy of a personal value, under the data key of the event it came
-        from (`key`, the hex id an event's decoded state carries as `_key`): destroyed with
-        it. Unchanged in a plaintext store, or without a key."""
+        """A projection's copy of a personal value, under the data key of its event (`key`, a
+        decoded state's `_key`); unchanged in a plaintext store, or without a key."""
         if text is None or key is None or not self.encrypted:
             return text
         key_id = bytes.fromhex(key)
@@ -509,9 +471,8 @@ class Vault:
         return TEXT_PREFIX + _b64(self.encrypt(key_id, aead, text.encode("utf-8", "surrogatepass")))
 
     def open_texts(self, values: Sequence[str | None]) -> list[str | Erased | None]:
-        """References resolved and sealed values opened (the events and keys they need
-        loaded in one query each); ERASED where the key was destroyed; anything else
-        (plaintext, None) as it is."""
+        """References resolved and sealed values opened (one query each for their events and
+        keys); ERASED where the key was destroyed; anything else as it is."""
         opened: list[str | Erased | None] = list(values)
         if not self.encrypted:
             return opened
@@ -542,9 +503,8 @@ class Vault:
 
 
 def _referred(state: Mapping[str, object] | None, field: str) -> str | Erased:
-    """A referenced value as shown: an identity normalised (as the read tables name it), a
-    NUL as U+FFFD (as in the read tables' own columns); ERASED once its key is destroyed (or
-    the event is not there)."""
+    """A referenced value as shown: an identity normalised, a NUL as U+FFFD (as read tables
+    show them); ERASED once its key is destroyed (or the event is gone)."""
     value = state.get(REFERRED.get(field, "")) if state is not None else None
     if not isinstance(value, str):
         return ERASED
@@ -573,6 +533,3 @@ ERASED = Erased()
 def plaintext() -> Vault:
     """The vault of a plaintext store."""
     return Vault(None, None)
-
-
-Classify = Callable[[str | None], bool]
