@@ -1,14 +1,8 @@
-"""Event state compressed with zstd and a dictionary trained on callback events.
+"""Event state compressed with zstd and a dictionary trained on callback events (a small
+input has no history of its own to refer to).
 
-A stored event is a few hundred bytes of JSON holding the raw callback and the fields parsed
-from it; on its own zstd (or zlib) halves that at best, because a small input has no history to
-refer to. A dictionary gives it that history (the keys, enum values, our own envelope), and
-matches inside one event cover the parsed fields repeated from the raw body. The raw body
-stays inside the JSON as the exact text received, so it comes back byte for byte.
-
-Every frame names its dictionary (zstd's dictionary id), so a later dictionary is a new file
-beside the old ones: data written with an older one stays readable. State that does not start
-with zstd's magic number was written before compression (plain JSON) and is read as it is."""
+Every frame names its dictionary, so a later dictionary is a new file beside the old ones and
+older data stays readable. State without zstd's magic number is plain JSON, read as it is."""
 
 from __future__ import annotations
 
@@ -24,11 +18,9 @@ DICTIONARIES = Path(__file__).parent / "dictionaries"
 CURRENT_VERSION = 2
 # zstd reserves ids below 32768 and from 2**31 up; ours are this plus the version.
 DICT_ID_BASE = 0x43424C00
-# Higher levels store a little less for much more CPU (README, "Storage per callback").
 LEVEL = 3
-# Personal data's envelope (store.envelope) writes an event's two parts as one frame, with
-# neither zstd's magic number nor its dictionary id (the envelope names the dictionary) nor the
-# content's size, which would tell the personal part's size to anyone reading the public one.
+# The envelope's frames (store.envelope): no magic number nor dictionary id (the envelope
+# names it), nor the content's size, which would tell the personal part's size.
 PAIR_PARAMS = zstandard.ZstdCompressionParameters.from_level(
     LEVEL,
     format=zstandard.FORMAT_ZSTD1_MAGICLESS,
@@ -51,8 +43,8 @@ def _load_dictionaries() -> dict[int, zstandard.ZstdCompressionDict]:
 
 
 class StateCompressor(Compressor):
-    """The library's compressor hook (compress before any cipher encrypts) and the projections'
-    decoder. zstandard's (de)compressor objects are not thread-safe: one each per thread."""
+    """The library's compressor hook and the projections' decoder. zstandard's objects are not
+    thread-safe: one each per thread."""
 
     def __init__(self) -> None:
         self._dictionaries = _load_dictionaries()
@@ -69,8 +61,7 @@ class StateCompressor(Compressor):
             compressor = self._local.compressor = zstandard.ZstdCompressor(
                 level=LEVEL,
                 dict_data=self._dictionaries[self._current],
-                # The size lets a reader allocate once; a checksum would add 4 bytes to
-                # every event, and the databases check their pages already.
+                # No checksum: the databases check their pages already.
                 write_content_size=True,
                 write_checksum=False,
             )
@@ -83,10 +74,8 @@ class StateCompressor(Compressor):
         return self._current - DICT_ID_BASE
 
     def compress_pair(self, first: bytes, second: bytes) -> tuple[bytes, bytes]:
-        """Two inputs as one frame (no magic number, no dictionary id), cut after the first:
-        the first piece decompresses alone, and the second refers to the first (an encrypted
-        event's personal part repeats much of its public one) where a frame of its own could
-        not. The first piece depends on `first` alone (no size is pledged)."""
+        """Two inputs as one frame, cut after the first: the first piece decompresses alone
+        (and depends on `first` alone), the second refers to the first."""
         try:
             compressor = self._local.pair_compressor
         except AttributeError:
@@ -100,8 +89,7 @@ class StateCompressor(Compressor):
     def decompress_pair(
         self, version: int, head: bytes, tail: bytes | None = None
     ) -> tuple[bytes, bytes | None]:
-        """`compress_pair`'s inputs back: the first from its piece alone, the second (None
-        without its piece) continuing the same frame."""
+        """`compress_pair`'s inputs back (the second None without its piece)."""
         decompressors: dict[int, zstandard.ZstdDecompressor]
         try:
             decompressors = self._local.pair_decompressors
@@ -146,7 +134,7 @@ _shared: StateCompressor | None = None
 
 
 def state_compressor() -> StateCompressor:
-    """One per process: loading the dictionaries and their tables is done once."""
+    """One per process: the dictionaries are loaded once."""
     global _shared
     if _shared is None:
         _shared = StateCompressor()

@@ -1,22 +1,8 @@
-"""The dedupe keys of the Contact streams' facts, in a table of their own.
-
-A Contact remembers only its last facts' keys (domain/contact.py), so a redelivery of an older
-inbound message or consent notification is recognised here: `ledger_dedupe(originator_id,
-dedupe_key, originator_version)`, primary key (originator_id, dedupe_key), one row per
-ConsentReported / InboundMessageReceived event, inserted by the recorder in the SAME transaction
-as the events (the library passes `save`'s keyword arguments down to the recorder's
-`insert_events`: `dedupe=rows(events)`). So a key is in the table exactly when its event is in
-the log, and a second copy of a fact, even from another process deciding at the same moment,
-fails the whole transaction on the primary key like a stale version does: the writer reloads
-and decides again, and the lookup then finds the key.
-
-Keys are stored as their UTF-8 bytes (`bytea` / BLOB): exact, whatever characters they hold
-(PostgreSQL text cannot hold a NUL). The table is created with the store's other tables, while
-its log is empty.
-
-The recorders that write it: SQLite's in store.sqlite_recorder (set through the library's
-APPLICATION_RECORDER_TOPIC, store.sqlite), PostgreSQL's
-`postgres.FailFastApplicationRecorder`."""
+"""The dedupe keys of the Contact streams' facts, `ledger_dedupe`: a Contact remembers only its
+last keys, so an older fact's redelivery is recognised here. The recorders insert a fact's key
+in its event's transaction (`save(dedupe=rows(events))`), so a key is in the table exactly when
+its event is in the log, and a second copy of a fact fails the transaction on the primary key
+like a stale version does. Keys are stored as UTF-8 bytes (PostgreSQL text cannot hold a NUL)."""
 
 from __future__ import annotations
 

@@ -3,14 +3,11 @@
     MAGIC | dictionary (1 byte) | public length (4 bytes, big-endian) | public
           | key id (16) | nonce (12) | ciphertext
 
-The event's JSON without its personal fields (plus `subject`: who the personal fields are
-about, a blind index, never the value) and the personal fields' JSON are compressed as one zstd
-frame with the named dictionary (store.compression's `compress_pair`), cut after the first:
-`public` is the first piece, which decompresses alone; the ciphertext is AES-GCM of the second,
-which continues the frame (the personal part repeats much of the public one, so it compresses
-better so than alone). So statuses, times, reason codes and dedupe keys stay readable for ever,
-and the personal fields only while their data key exists. Which fields are personal is decided
-per event type (`PRIVATE`)."""
+The event's JSON without its personal fields (plus `subject`, a blind index of whom they are
+about) and the personal fields' JSON are one zstd frame (`compress_pair`) cut after the first:
+`public` decompresses alone, the ciphertext (AES-GCM) continues the frame. So the public
+fields stay readable for ever, the personal ones (`PRIVATE`, per event type) only while their
+data key exists."""
 
 from __future__ import annotations
 
@@ -33,30 +30,25 @@ from store import vault as v
 from store.compression import StateCompressor
 
 MAGIC = b"CLE\x03"  # neither JSON ("{") nor zstd (0x28) starts with it
-# The same, with both parts' JSON written by the library's encoder (a value orjson does not
-# take, such as an integer beyond 64 bits): read back by the standard `json` module, exact.
+# Both parts written by the library's encoder (a value orjson does not take): read by `json`.
 MAGIC_LIBRARY = b"CLE\x04"
 MAGICS = (MAGIC, MAGIC_LIBRARY)
 _HEAD = struct.Struct(">4sBI")
-# The receipt's fields that are personal: the body as received and the headers that came with
-# it. Its arrival time and whether its signature was verified stay public.
+# The receipt's personal fields; its arrival time and signature check stay public.
 RECEIPT_PRIVATE = ("raw", "headers")
 
 
 @dataclass(frozen=True)
 class Kind:
-    """How one event type is split: its personal top-level fields, and how its subject and
-    data class are found."""
+    """How one event type is split: its personal top-level fields, and its data class."""
 
     fields: tuple[str, ...]
     consent: bool = False  # its data class is consent evidence
     inbound: bool = False  # consent evidence when its text is a keyword or reads like one
-    # Its metadata (free text) is named in public by a keyed hash, `metadata_index`, as the
-    # read tables name it: projecting it then needs no key.
+    # Its metadata is named in public by a keyed hash (`metadata_index`), as read tables name it.
     metadata: bool = False
 
 
-# The public field naming a message's metadata (None when it has none).
 METADATA_INDEX = "metadata_index"
 _MESSAGE = Kind(("identity", "metadata"), metadata=True)
 PRIVATE: dict[str, Kind] = {
@@ -78,7 +70,7 @@ PRIVATE.update({spellings.written(topic): kind for topic, kind in list(PRIVATE.i
 
 def subject_of(vault: v.Vault, state: dict[str, Any]) -> str:
     """Whom an event's personal fields are about: its channel identity, else its contact,
-    else (a callback kept uninterpreted) one named in its body, else nobody we can name."""
+    else one named in its (uninterpreted) body, else nobody."""
     identity = state.get("identity")
     if isinstance(identity, str) and identity.strip():
         return vault.index(state.get("channel"), identity)
@@ -97,9 +89,8 @@ def subject_of(vault: v.Vault, state: dict[str, Any]) -> str:
 
 
 def named_in_body(raw: str, budget: int = 200) -> tuple[str | None, str | None, str | None] | None:
-    """The first channel identity (channel, identity) or contact id a JSON body names, looked
-    for breadth first in at most `budget` objects: so an erasure reaches the callbacks of
-    triggers we keep without interpreting (a contact's events hold its numbers)."""
+    """The first channel identity (channel, identity) or contact id a JSON body names, breadth
+    first in at most `budget` objects: so an erasure reaches the callbacks kept uninterpreted."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -154,8 +145,7 @@ def split(
         )
     consent = kind.consent
     if kind.inbound:
-        # The text is personal and goes with its key; what it said as a consent fact, read as
-        # it arrived, stays public (projections read the text itself while it exists).
+        # The text goes with its key; what it said as a consent fact stays public.
         reading = classify(state.get("text"))
         if reading.action is not None or reading.review is not None:
             consent = True
@@ -188,8 +178,7 @@ def is_sealed(state: bytes) -> bool:
 
 
 def _layout(state: bytes) -> tuple[int, int, int]:
-    """(the dictionary; where the public piece starts; where it ends, and the key id
-    starts)."""
+    """(dictionary; where the public piece starts; where it ends and the key id starts)."""
     _, version, length = _HEAD.unpack_from(state)
     return version, _HEAD.size, _HEAD.size + length
 
@@ -210,15 +199,13 @@ def public_json(state: bytes, zstd: StateCompressor) -> bytes:
 
 
 def parts_json(state: bytes, vault: v.Vault, zstd: StateCompressor) -> tuple[bytes, bytes | None]:
-    """The public part's JSON, and the personal part's (None when its key was destroyed, or
-    is not given)."""
+    """The public part's JSON, and the personal part's (None without its key)."""
     version, start, end = _layout(state)
     head = bytes(state[start:end])
     tail = vault.decrypt(bytes(state[end:])) if vault.encrypted else None
     return zstd.decompress_pair(version, head, tail)
 
 
-# JSON writes a NUL character as this escape (see `open_state`'s `clean`).
 NUL_ESCAPE = b"\\u0000"
 
 
@@ -229,10 +216,9 @@ def open_state(
     topic: str | None = None,
     clean: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
-    """The event's whole state as one JSON object: the public fields, the personal ones when
-    their key exists (else None, `callback.raw` None and `erased` true), and `_key`: the
-    data key's id (hex).
-    `clean`: applied to a part whose JSON holds a NUL character."""
+    """The event's state as one object: the public fields, the personal ones while their key
+    exists (else `erased`), and `_key`, the data key's id (hex). `clean`: applied to a part
+    holding a NUL character."""
     public_bytes, plain = parts_json(state, vault, zstd)
     loads = _reader(state)
     public = _loaded(state, public_bytes, loads, clean)
@@ -254,17 +240,13 @@ def public_state(
     topic: str,
     clean: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any] | None:
-    """The event's public fields alone (no key loaded, nothing decrypted), as `open_state`
-    would give them with `_key`; None for a topic not in PRIVATE."""
+    """The event's public fields alone, as `open_state` gives them; None for a topic not in
+    PRIVATE."""
     public = _loaded(state, public_json(state, zstd), _reader(state), clean)
-    kind = PRIVATE.get(topic)
-    if kind is None:
-        return None
-    return public
+    return public if topic in PRIVATE else None
 
 
 def _reader(state: bytes) -> Callable[[bytes], Any]:
-    """The JSON reader both parts are read with."""
     return json.loads if state[:4] == MAGIC_LIBRARY else orjson.loads
 
 
@@ -274,7 +256,6 @@ def _loaded(
     loads: Callable[[bytes], Any],
     clean: Callable[[Any], Any] | None,
 ) -> dict[str, Any]:
-    """The public part, with `_key`: the data key's id (hex)."""
     public: dict[str, Any] = loads(public_bytes)
     if clean is not None and NUL_ESCAPE in public_bytes:
         public = clean(public)
@@ -286,7 +267,7 @@ ANY_PRIVATE = ("identity", "metadata", "text", "problems", "raw_base64", "note",
 
 
 def erased(public: dict[str, Any], topic: str | None = None) -> dict[str, Any]:
-    """An event whose personal fields' key is destroyed (or not given): those fields None."""
+    """An event without its personal fields' key: those fields None."""
     kind = PRIVATE.get(topic or "")
     for name in kind.fields if kind else ANY_PRIVATE:
         public.setdefault(name, None)

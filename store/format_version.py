@@ -1,10 +1,7 @@
 """The store's format version: `ledger_format`, one row, written with the store's tables while
-its log is empty. Every command checks it before it starts (`check`).
-
-A change of format is a numbered upgrade: UPGRADES[n] takes a store of version n to n + 1 in
-one transaction, and `check` runs the ones a store needs. The code that reads knows only
-VERSION. A store without the row was written by a development build: refused, with the way to
-carry its callbacks over."""
+its log is empty, and checked by every command (`check`). UPGRADES[n] takes a store of version
+n to n + 1; a store without the row is a development build's: refused, with the way to carry
+its callbacks over."""
 
 from __future__ import annotations
 
@@ -28,8 +25,8 @@ class FormatError(RuntimeError):
 
 
 def create(execute: Any, log_is_empty: bool, schema: str = "") -> None:
-    """Creates the table and its row; `execute` is a cursor's or connection's. A log that holds
-    events already is a development build's: left as it is, for `check` to refuse."""
+    """Creates the table and its row, unless the log holds events (a development build's
+    store, left for `check` to refuse)."""
     if not log_is_empty:
         return
     table = f"{schema}.{TABLE}" if schema else TABLE
@@ -39,7 +36,7 @@ def create(execute: Any, log_is_empty: bool, schema: str = "") -> None:
 
 def check(db: Database, where: str) -> None:
     """Raises FormatError unless the store at `where` is of VERSION, after the upgrades it
-    needs (run here). A store not made yet, or whose log is empty, is made of VERSION."""
+    needs (run here)."""
     found = version(db)
     if found == VERSION:
         return

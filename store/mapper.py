@@ -1,16 +1,8 @@
-"""Encoding our own events with orjson.
-
-The library's JSON transcoder (the standard `json` module with a hook per datetime) was the
-largest single cost of a save. The bytes written here are plain JSON in the library's own
-format (datetimes as {"_type_": "datetime_iso", "_data_": ...}), so the library's transcoder,
-the projector and any other reader decode them exactly as before. Only event classes whose
-fields we know (text, numbers, datetimes, JSON objects) take this path: orjson would write a
-UUID as a bare string, which the library would then read back as text. Everything else
-(snapshots, foreign events) is encoded by the library as usual.
-
-With a compressor (store.compression) the JSON is compressed here, as the library would
-do it: the same bytes, without the library's slower encoding. In an encrypted store
-(store.vault) the personal fields are split off and encrypted (store.envelope)."""
+"""Encoding our own events with orjson, faster than the library's transcoder, into the same
+JSON (datetimes tagged as the library tags them), so any reader decodes them as before. Only
+event classes whose fields we know take this path (orjson would write a UUID as a bare string);
+snapshots and the rest are the library's. Compressed as the library would (store.compression);
+in an encrypted store the personal fields are split off and encrypted (store.envelope)."""
 
 from __future__ import annotations
 
@@ -43,8 +35,7 @@ FAST_EVENTS: frozenset[type] = frozenset(
         Contact.InboundMessageReceived,
         Contact.Merged,
         Contact.Deleted,
-        # Their bodies are text as stored: orjson writes it as UTF-8 where the library's
-        # encoder takes longer.
+        # Their bodies are text as stored: orjson writes it faster.
         UnrecognisedCallback.Received,  # type: ignore[attr-defined]
         QuarantinedCallback.Quarantined,  # type: ignore[attr-defined]
         QuarantinedCallback.Resolved,  # type: ignore[attr-defined]
@@ -53,8 +44,7 @@ FAST_EVENTS: frozenset[type] = frozenset(
 
 
 class EnvelopeCompressor(Compressor):
-    """The library's compressor hook, reading encrypted events too (store.envelope): their
-    public and personal parts come back as one JSON object."""
+    """The library's compressor hook, reading encrypted events too (as one JSON object)."""
 
     def __init__(self, zstd: StateCompressor, mapper: FastMapper) -> None:
         self.zstd = zstd
@@ -87,12 +77,11 @@ class FastMapper(Mapper[UUID]):
         self.zstd = zstd if isinstance(zstd, StateCompressor) else None
         self._topics: dict[type, str] = {cls: get_topic(cls) for cls in FAST_EVENTS}
         self.vault: Vault = plaintext()
-        # Whether an inbound text is consent evidence (a keyword, or reads like one).
         self.classify: Callable[[str | None], Reading] = _never
 
     def without_personal_fields(self) -> FastMapper:
-        """A mapper that reads encrypted events' public fields only (their personal ones None):
-        enough to rebuild an aggregate and decide, without loading any data key."""
+        """A mapper reading encrypted events' public fields only: enough to decide on, without
+        loading any data key."""
         zstd = self.zstd if self.zstd is not None else self.compressor
         return FastMapper(Mapper(self.transcoder, zstd, self.cipher))
 
@@ -118,7 +107,6 @@ class FastMapper(Mapper[UUID]):
         return StoredEvent(originator_id, originator_version, spellings.written(topic), data)
 
     def _library_stored(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
-        """As the library encodes it, under the one spelling of its topic."""
         stored = super().to_stored_event(domain_event)
         return dataclasses.replace(stored, topic=spellings.written(stored.topic))
 

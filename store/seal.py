@@ -1,19 +1,10 @@
-"""The seal chain: every committed batch of events sealed in its own transaction, so an
-alteration of the log made behind the service's back (SQL on the store) can be shown.
+"""The seal chain, written by the recorders in each batch's transaction, so an alteration of the
+log behind the service's back can be shown (evidence.verify).
 
-A batch's events, in notification order, are each hashed over their stored bytes (`encode`:
-stream id, version, topic and state, length-prefixed); the batch's digest is the SHA-256 of
-those digests, and its seal `seal_n = SHA-256(seal_{n-1} || batch digest)`, the first one
-chained to 32 zero bytes. The seal row (`ledger_seals`) names the notification ids it covers
-(`first_id` .. `position`) and how many events, and keeps the first 8 bytes of each event's
-digest (`locator`): that is only how `verify` names which event of a broken batch is altered,
-missing or out of order; what proves anything is the chain, checked against a head recorded
-elsewhere (GET /seal).
-
-Erasure and retention never change stored event bytes, so they never break the chain. The
-recorders (store.sqlite_recorder, store.postgres_recorder) write the seal row in the same
-transaction as the events; `Verifier` recomputes the chain in one pass over the log, a page at
-a time."""
+Each event is hashed over its stored bytes (`encode`); a batch's digest is the SHA-256 of its
+events' digests, and `seal_n = SHA-256(seal_{n-1} || batch digest)` from 32 zero bytes. The
+row (`ledger_seals`) also keeps each event's digest's first 8 bytes (`locator`), which only
+name the broken event. Erasure and retention never change stored bytes, so never the chain."""
 
 from __future__ import annotations
 
@@ -42,8 +33,8 @@ def stream_bytes(originator_id: Any) -> bytes:
 
 
 def encode(originator_id: Any, version: int, topic: str, state: bytes) -> bytes:
-    """The canonical bytes of one stored event: its stream (16 bytes), its version (8), its
-    topic and its state, each of those two after its length (4)."""
+    """One stored event's canonical bytes: stream (16), version (8), then topic and state,
+    each after its length (4)."""
     name = topic.encode("utf-8")
     return b"".join(
         (_HEAD.pack(stream_bytes(originator_id), version, len(name)), name,
@@ -69,8 +60,6 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class Batch:
-    """What a batch's seal needs from its events: how many, their digest, the locator."""
-
     events: int
     digest: bytes
     locator: bytes
