@@ -92,18 +92,20 @@ class Backend(ABC):
     def unavailable(self, exc: BaseException) -> bool:
         """Whether this driver error says the database cannot serve now (`store_unavailable`)."""
 
-    @abstractmethod
+    # The defaults below are SQLite's; PostgreSQL overrides them.
+
     def sql(self, sql: str) -> str:
         """`?` placeholders in this driver's style; `ROWLESS` kept where the database has it."""
+        return sql
 
-    @abstractmethod
     def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
         """All rows of a query as positional rows."""
+        rows: Sequence[Sequence[Any]] = raw.execute(sql, tuple(params)).fetchall()
+        return rows
 
-    @abstractmethod
-    def dicts(self, rows: list[Any]) -> list[Row]: ...
+    def dicts(self, rows: list[Any]) -> list[Row]:
+        return [dict(row) for row in rows]
 
-    @abstractmethod
     def upsert(
         self,
         cur: Cursor,
@@ -111,12 +113,14 @@ class Backend(ABC):
         columns: Sequence[str],
         keys: Sequence[str],
         rows: Sequence[Sequence[Any]],
-    ) -> None: ...
+    ) -> None:
+        cur.executemany(upsert_sql(table, columns, keys), rows)
 
-    @abstractmethod
     def insert(
         self, cur: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None: ...
+    ) -> None:
+        marks = ", ".join("?" * len(columns))
+        cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     @abstractmethod
     def select_by_keys(
@@ -136,13 +140,14 @@ class Backend(ABC):
     def tables_present(self, cur: Cursor, names: Sequence[str]) -> int:
         """How many of these tables exist."""
 
-    @abstractmethod
     def setup_lock(self, cur: Cursor, lock: int) -> None:
-        """Serialises table creation by processes starting together."""
+        """Serialises table creation by processes starting together (SQLite: its write lock
+        does already)."""
+        return None
 
-    @abstractmethod
     def secure_delete(self, cur: Cursor) -> None:
         """Makes this transaction's deletes overwrite the deleted bytes, where the database can."""
+        return None
 
     def exclude_writers(self, cur: Cursor, table: str) -> None:
         """Holds off the writers' batches that use rows of `table` until this transaction

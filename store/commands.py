@@ -35,13 +35,10 @@ from domain.receipt import Receipt
 @dataclass(frozen=True)
 class Command:
     """Recording one interpreted callback: which stream, how to start it, and the aggregate's
-    decision (True: events were added; False: already recorded). `dedupe_key`: the key of the
-    fact it would append to a Contact stream; when the contact no longer remembers all its keys,
-    the store's key table is asked first, and a key found there is a duplicate. `key`: what
-    names the callback's event within its stream (a Contact's dedupe key, a message's report
-    key); a duplicate has the key of the event stored before it, so `reference` names that.
-    `also`: the same callback's record on other streams, decided and committed with this one
-    (a merge is recorded on both contacts); the command is accepted when any of them took it."""
+    decision (True: events were added). `dedupe_key`: the key of the Contact fact it would
+    append (looked up in the dedupe table when the contact has forgotten some). `key`: what
+    names its event within the stream (a message's report key). `also`: its records on other
+    streams (a merge on both contacts); accepted when any of them took it."""
 
     trigger: str
     aggregate_id: UUID
@@ -90,9 +87,8 @@ def collected(aggregates: Iterable[Aggregate]) -> ProcessingEvent[UUID]:
 def created_once(
     trigger: str, aggregate_id: UUID, create: Callable[[], Aggregate], key: str | None = None
 ) -> Command:
-    """A command whose stream is its whole record (a body kept once, named by its hash): it is
-    accepted where this command created the stream, and a duplicate where the stream was there
-    already (stored, or started by an earlier command of the same batch)."""
+    """A command whose stream is its whole record (a body kept once, named by its hash):
+    accepted where it created the stream, else a duplicate."""
     made: list[Aggregate] = []
 
     def start() -> Aggregate:
@@ -127,9 +123,8 @@ def outcomes(planned: list[Planned]) -> list[Outcome | BaseException]:
 def command_for(
     body: dict[str, Any], receipt: Receipt, name: Namer | None = None
 ) -> Command | None:
-    """What recording this body means, or None for a trigger we keep uninterpreted.
-    Pure: validates and decides which stream, touches no storage. `name`: how stream names
-    and dedupe keys name a channel identity (an encrypted store's blind index)."""
+    """What recording this body means, or None for a trigger we keep uninterpreted. Pure.
+    `name`: how stream names and dedupe keys name a channel identity (a blind index)."""
     trigger = detect_trigger(body)
     if trigger not in INTERPRETED_TRIGGERS:
         return None
@@ -198,8 +193,7 @@ def command_for(
 def contact_command(
     trigger: str, callback: MergeCallback | DeleteCallback, receipt: Receipt, name: Namer | None
 ) -> Command:
-    """A merge recorded on the preserved contact, and also on the deleted one; a deletion on
-    the deleted contact. Each is a fact of its stream (a redelivery is a duplicate)."""
+    """A merge recorded on both contacts; a deletion on the deleted one."""
     project_id = callback.project_id
     key = fact_key(callback, receipt, name)
 
@@ -225,8 +219,7 @@ def contact_command(
 
 
 def to_look_up(commands: list[Command], touched: dict[UUID, Aggregate]) -> set[Fact]:
-    """The facts of `commands` their (loaded) streams cannot decide alone: the contact
-    has forgotten some keys. A stream not in the store yet has no facts there."""
+    """The facts of `commands` whose loaded contact has forgotten some keys."""
     return {
         (c.aggregate_id, c.dedupe_key)
         for c in parts(commands)
@@ -239,8 +232,7 @@ def to_look_up(commands: list[Command], touched: dict[UUID, Aggregate]) -> set[F
 def take_cached(
     commands: list[Command], cache: MutableMapping[UUID, Aggregate]
 ) -> dict[UUID, Aggregate]:
-    """The batch's streams the cache holds, taken out of it: until the batch commits they
-    may carry uncommitted events."""
+    """The batch's cached streams, taken out of the cache until the batch commits."""
     return {
         c.aggregate_id: cache.pop(c.aggregate_id)
         for c in parts(commands)
@@ -252,8 +244,7 @@ def decide_all(
     commands: list[Command], touched: dict[UUID, Aggregate], recorded: set[Fact] | None = None
 ) -> list[Planned]:
     """Each command's decision on its stream, in order; new streams are started in
-    `touched`. `recorded`: the facts the store's key table was found to hold (a duplicate,
-    whatever the stream remembers). Pure: no storage."""
+    `touched`. `recorded`: the facts found in the dedupe table (duplicates). Pure."""
     planned: list[Planned] = []
     # Also the facts this batch appends: a contact may forget one before the batch ends.
     known = set(recorded or ())
@@ -265,8 +256,7 @@ def decide_all(
 
 
 def _decide(command: Command, touched: dict[UUID, Aggregate], known: set[Fact]) -> tuple[bool, int]:
-    """One command's decision on its stream (started in `touched` if new), and how many events
-    it added; `known`: the facts recorded so far, to which an accepted one is added."""
+    """One command's decision, and how many events it added; `known` grows by an accepted fact."""
     created = False
     aggregate = touched.get(command.aggregate_id)
     if aggregate is None:

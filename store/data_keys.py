@@ -1,13 +1,9 @@
 """Where the data keys live (store.vault): `ledger_data_keys`, one row per key, wrapped by the
 master key; and `ledger_vault`, one row saying the store is encrypted and recognising its keys.
 
-A key row is written by the same transaction as the first events that use it (the recorders
-call `rows_for`), so no committed event names a key that was never stored. Destroying keys
-(erasure, retention) deletes their rows; `physically_gone` then makes the database drop the
-deleted bytes from its files.
-
-Plain SQL on both databases, through the read tables' connections (store.backend). A key's id and
-its wrapped bytes are stored as bytes (BLOB, bytea)."""
+A key row is written by the transaction of the first events that use it (`BatchKeys`), so no
+committed event names a key never stored. Destroying keys deletes their rows, then has the
+database drop the deleted bytes from its files."""
 
 from __future__ import annotations
 
@@ -31,14 +27,12 @@ log = logging.getLogger("callback_ledger")
 
 TABLE = "ledger_data_keys"
 META = "ledger_vault"
-# No time a key was made: a key id starts with the milliseconds it was made at.
 COLUMNS = ("key_id", "subject", "class", "period", "wrapped")
 META_CREATE = (
     f"CREATE TABLE {META} (id INTEGER PRIMARY KEY, index_check TEXT NOT NULL, "
     "master_check TEXT NOT NULL, created_at TEXT NOT NULL)"
 )
-# Erasure and retention scan the table (they are rare): an index on the subject, a random
-# value, would cost every write.
+# No index on the subject: erasure and retention are rare, an index would cost every write.
 
 
 def create_statements(blob: str) -> tuple[str, str]:
@@ -62,7 +56,7 @@ def row(key: KeyRow) -> tuple[Any, ...]:
 
 
 def text_row(key: KeyRow) -> tuple[str, ...]:
-    """The row as text, bytes as hex and base64 (PostgreSQL's recorder sends rows as JSON)."""
+    """The row as text (PostgreSQL's recorder sends rows as JSON)."""
     return (
         key.key_id.hex(),
         key.subject,
@@ -73,15 +67,14 @@ def text_row(key: KeyRow) -> tuple[str, ...]:
 
 
 class KeyDestroyed(IntegrityError):
-    """A data key the events were encrypted with was destroyed (an erasure) before they
-    committed: the writer maps them again under new keys (the vault has dropped these)."""
+    """A data key the events were encrypted with was destroyed before they committed: the
+    writer maps them again under new keys."""
 
 
 @dataclass(frozen=True)
 class BatchKeys:
-    """The data keys a batch of events uses: new ones, to insert with the events, and ones
-    committed earlier, which must still exist when the events commit (an erasure in another
-    process may have destroyed them since)."""
+    """The data keys a batch of events uses: new ones, inserted with the events, and ones
+    committed earlier, which must still exist when the events commit."""
 
     new: list[KeyRow]
     reused: list[bytes]
@@ -121,8 +114,7 @@ class SQLKeyStore:
         return {bytes(r["key_id"]): bytes(r["wrapped"]) for r in found}
 
     def destroy(self, subjects: Sequence[str]) -> int:
-        """Deletes every key of these subjects, and what the database keeps of them; how
-        many there were."""
+        """Deletes every key of these subjects (and what the database keeps of them); how many."""
         if not subjects:
             return 0
         with self.db.transaction() as cur:
@@ -144,8 +136,8 @@ class SQLKeyStore:
             ).fetchall()
 
     def destroy_expired(self, klass: str, before: str) -> int:
-        """Deletes the keys of this class older than `before`. PostgreSQL's VACUUM is not
-        FULL here: a daily rewrite of the table would hold up every write meanwhile."""
+        """Deletes the keys of this class older than `before`. Not a VACUUM FULL: a daily
+        rewrite of the table would hold up every write meanwhile."""
         with self.db.transaction() as cur:
             self.db.backend.exclude_writers(cur, TABLE)
             self.db.backend.secure_delete(cur)
@@ -167,8 +159,7 @@ class SQLKeyStore:
 
 
 class SQLEventSource:
-    """The events that read tables refer to (store.vault.reference), read by notification id
-    through the same connections and opened with the vault."""
+    """The events that read tables refer to (store.vault.reference), by notification id."""
 
     def __init__(self, db: Database, events_table: str) -> None:
         self.db = db
@@ -198,9 +189,7 @@ class SQLEventSource:
 
 def holds_data(backend: Backend) -> bool:
     """Whether the store holds events, or is encrypted already: keys made for it now could not
-    open what it holds. A store that holds neither (not made yet, or only its tables, API keys
-    or console sessions, none of them personal) gets its keys before its first event, whatever
-    wrote to it first. A SQLite file that does not exist is not made here."""
+    open what it holds. A SQLite file that does not exist is not made here."""
     path = backend.store_file()
     if path is not None and not os.path.exists(path):
         return False
@@ -219,9 +208,8 @@ def holds_data(backend: Backend) -> bool:
 
 
 def open_vault(db: Database, secrets: Secrets | None, log_is_empty: bool, store: str) -> Vault:
-    """The store's vault. An encrypted store needs its keys (SecretsError without them, or
-    with others); a new store given keys becomes encrypted; a store written without keys
-    stays plaintext (`callback-ledger migrate` copies it into an encrypted one)."""
+    """The store's vault. An encrypted store needs its keys (else SecretsError); a new store
+    given keys becomes encrypted; one written without keys stays plaintext."""
     with db.read() as cur:
         row = cur.execute(f"SELECT index_check, master_check FROM {META}").fetchone()
     if row is None and secrets is not None and log_is_empty:

@@ -1,17 +1,11 @@
 """Group commit: the commands of concurrent requests committed in ONE transaction, each request
-answered only after that commit.
+answered only after that commit. While one batch commits the next requests queue; a lone
+request is committed at once.
 
-This module is the part both databases share: deciding a batch (commands for the same stream
-are applied to one aggregate in order: merged, not conflicting), the retries, the aggregate
-cache, counting and settling the requests' futures. What touches the database is asked for as
-an effect (`Load`, `Lookup`, `Write`, ...) that a driver performs: store.sqlite in a
-writer thread through the library's connections, store.postgres on the event loop
-through an asynchronous connection. `run` performs a batch here and now, on either database,
-through the library's connections.
-
-Batching is natural: while one batch commits, the next requests queue, and the next batch
-takes all of them (up to `max_batch`). A lone request is committed at once, so batching adds
-no latency when the service is quiet."""
+The part both databases share: deciding a batch (commands for one stream applied to one
+aggregate in order), the retries, the aggregate cache, settling the futures. The database is
+asked for as effects (`Load`, `Lookup`, `Write`, ...) that a driver performs: store.sqlite in
+a writer thread, store.postgres on the event loop; `run` performs them here and now."""
 
 from __future__ import annotations
 
@@ -47,8 +41,7 @@ log = logging.getLogger("callback_ledger")
 BATCH_ATTEMPTS = 3
 
 Result = Outcome | BaseException
-# Told of every batch committed (or failed): its seconds and its results. The wiring passes
-# the metrics' hook in (service.metrics.group_commit); it must not raise.
+# Told of every batch's seconds and results (service.metrics.group_commit); must not raise.
 Observer = Callable[[float, Sequence[Result]], None]
 
 
@@ -64,9 +57,6 @@ class LRU(OrderedDict[UUID, Aggregate]):
         self.move_to_end(key)
         if len(self) > self.size:
             self.popitem(last=False)
-
-
-# ---- the effects a driver performs for a batch ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -107,9 +97,8 @@ Effect = Attempt | Load | Lookup | Write | Alone
 
 
 class Steps:
-    """One batch being committed: each `advance` gives the next effect for the driver to
-    perform (with the reply to the last one, or the exception it raised), None once the
-    batch is done; then `results`."""
+    """One batch being committed: each `advance` (with the last effect's reply or exception)
+    gives the next effect to perform, None once done; then `results`."""
 
     def __init__(self, steps: Generator[Effect, Any, list[Result]]) -> None:
         self._steps = steps
@@ -160,10 +149,9 @@ class GroupCommit:
         return Steps(self._batch(commands))
 
     def _batch(self, commands: list[Command]) -> Generator[Effect, Any, list[Result]]:
-        """All commands' events in ONE transaction. A batch that conflicts (another process
-        wrote to one of its streams) is decided again on freshly loaded streams; one that
-        fails on a member, or keeps conflicting, is retried command by command, so the others
-        still commit."""
+        """All commands' events in ONE transaction. A conflicting batch is decided again on
+        freshly loaded streams; one that fails on a member, or keeps conflicting, is retried
+        command by command, so the others still commit."""
         for _ in range(BATCH_ATTEMPTS):
             try:
                 return (yield from self._attempt(commands))
@@ -180,8 +168,8 @@ class GroupCommit:
         return alone
 
     def _attempt(self, commands: list[Command]) -> Generator[Effect, Any, list[Result]]:
-        """`cache` holds aggregates as last committed: a stale one can only cause a conflict,
-        never a wrong decision, because committed events are never removed."""
+        """A stale cached aggregate can only cause a conflict, never a wrong decision: committed
+        events are never removed."""
         yield Attempt()
         touched = take_cached(commands, self.cache)
         missing = {c.aggregate_id for c in parts(commands)} - touched.keys()
@@ -197,7 +185,6 @@ class GroupCommit:
         return outcomes(planned)
 
     def done(self, seconds: float, results: Sequence[Result]) -> None:
-        """Counts a batch committed (or failed) and tells the observer."""
         if self._observe is not None:
             self._observe(seconds, results)
         self.batches += 1
@@ -215,7 +202,6 @@ def execute_alone(ledger: Ledger, command: Command) -> Result:
 
 
 def perform(ledger: Ledger, effect: Effect) -> Any:
-    """An effect, through the library's (synchronous) connections, on either database."""
     if isinstance(effect, Load):
         return ledger.stored_rows(effect.ids)
     if isinstance(effect, Lookup):
@@ -228,7 +214,6 @@ def perform(ledger: Ledger, effect: Effect) -> Any:
 
 
 def run(core: GroupCommit, commands: list[Command]) -> list[Result]:
-    """A batch, in this thread, through the library's connections."""
     steps = core.steps(commands)
     effect = steps.advance()
     while effect is not None:
@@ -245,7 +230,6 @@ Future = concurrent.futures.Future[Outcome] | asyncio.Future[Outcome]
 
 
 def settle(settled: Iterable[tuple[Future, Result]]) -> None:
-    """Answers each request's future with its command's result."""
     for future, result in settled:
         if future.done():  # an asyncio future cancelled by its request
             continue

@@ -1,10 +1,7 @@
-"""PostgreSQL behind the backend seam (store.backend): a server, several writers at once;
-and the group commit's driver for it, on the event loop.
-
-The same batches as SQLite's (store.group_commit), without its thread: deciding and
-encoding run on the event loop between requests, and the database is awaited through an
-asynchronous psycopg connection, so no request ever waits for the GIL to come back from a
-writer thread (profiles showed that hand-over costing more CPU than the writing itself)."""
+"""PostgreSQL behind the backend seam (store.backend): a server, several writers at once; and
+the group commit's driver for it, on the event loop: deciding and encoding run between
+requests and the database is awaited on an asynchronous connection, so no request waits for
+the GIL to come back from a writer thread."""
 
 from __future__ import annotations
 
@@ -163,8 +160,7 @@ class PostgresBackend(Backend):
         return sql.replace("?", "%s")
 
     def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
-        # In binary format: `bytea` arrives as it is stored instead of as hex text (reading
-        # the log in text is much slower).
+        # Binary: `bytea` arrives as stored instead of as (much slower) hex text.
         with raw.connection.cursor(row_factory=tuple_row, binary=True) as cur:
             rows: Sequence[Sequence[Any]] = cur.execute(self.sql(sql), tuple(params)).fetchall()
             return rows
@@ -215,10 +211,9 @@ class PostgresBackend(Backend):
         key_columns: Sequence[str],
         keys: Sequence[tuple[Any, ...]],
     ) -> list[Row]:
-        """An index lookup per key, against unnested arrays: one parameter per key column,
-        however many keys. LATERAL with OFFSET 0 keeps it a lookup per key: as a plain join,
-        PostgreSQL guesses 100 keys and, while the table is young (a few thousand rows),
-        hashes them against a scan of the whole table, every batch."""
+        """An index lookup per key against unnested arrays (one parameter per key column).
+        LATERAL with OFFSET 0 keeps it a lookup per key: as a plain join, PostgreSQL would
+        scan the whole table while it is young."""
         names = ", ".join(f"t.{c}" for c in columns)
         first = keys[0] if keys else ()
         arrays = ", ".join(
@@ -251,9 +246,6 @@ class PostgresBackend(Backend):
 
     def setup_lock(self, cur: Cursor, lock: int) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
-
-    def secure_delete(self, cur: Cursor) -> None:
-        return None
 
     def exclude_writers(self, cur: Cursor, table: str) -> None:
         # Conflicts with the ROW EXCLUSIVE lock each batch takes on it (store.postgres_recorder).

@@ -1,9 +1,5 @@
-"""Resolving quarantine entries: re-ingest a kept body after its cause is fixed, or mark it
-reviewed with a note. Both are recorded as a `Resolved` event on the entry's own stream
-(domain.unrecognised.QuarantinedCallback); nothing is deleted. A re-ingest (the
-console's) runs the body through the webhook's own path (service.recorder) with its original
-receipt, so a body this version accepts is recorded once, as if it had just arrived, however
-often it is tried."""
+"""Reading the quarantine, and resolving its entries (re-ingested or reviewed) by a `Resolved`
+event on the entry's own stream; nothing is deleted."""
 
 from __future__ import annotations
 
@@ -31,7 +27,7 @@ RESOLUTION_FIELDS = ("outcome", "by", "at", "note", "result")
 
 @dataclass
 class Entry:
-    """One quarantined body, by its position in the log (`id`), with its resolution if any."""
+    """One quarantined body, by its position in the log (`id`)."""
 
     id: int
     stream: UUID
@@ -43,7 +39,7 @@ class Entry:
     raw: bytes
     headers: dict[str, str] = field(default_factory=dict)
     resolution: dict[str, Any] | None = None
-    # Its body's key was destroyed (retention, erasure): nothing to show or feed back.
+    # Its body's key was destroyed: nothing to show or feed back.
     erased: bool = False
 
     @property
@@ -51,7 +47,6 @@ class Entry:
         return self.raw.decode("utf-8", errors="replace")
 
     def receipt(self) -> Receipt:
-        """The body's original receipt: the re-ingested events say when it really arrived."""
         return Receipt(
             self.text,
             datetime.fromisoformat(self.received_at),
@@ -84,7 +79,7 @@ def _entry(ledger: Ledger, notification: Any) -> Entry:
 
 
 def resolution(ledger: Ledger, stream: UUID) -> dict[str, Any] | None:
-    """The entry's resolution: its stream's second event, if any (one indexed read)."""
+    """The entry's resolution: its stream's second event, if any."""
     for stored in ledger.recorder.select_events(stream, gt=1, limit=1):
         if stored.topic == RESOLVED_TOPIC:
             done: Any = ledger.mapper.to_domain_event(stored)
@@ -93,7 +88,7 @@ def resolution(ledger: Ledger, stream: UUID) -> dict[str, Any] | None:
 
 
 def entries(ledger: Ledger, after: int = 0, limit: int = 50) -> Iterator[Entry]:
-    """The quarantine, oldest first, from log position `after`, at most `limit` entries."""
+    """The quarantine, oldest first, after log position `after`."""
     notifications = ledger.recorder.select_notifications(
         start=after, limit=limit, topics=[QUARANTINED_TOPIC], inclusive_of_start=False
     )
@@ -102,7 +97,7 @@ def entries(ledger: Ledger, after: int = 0, limit: int = 50) -> Iterator[Entry]:
 
 
 def entry(ledger: Ledger, entry_id: int) -> Entry | None:
-    """The entry at log position `entry_id`, or None if that position is no quarantine entry."""
+    """The entry at log position `entry_id`, or None."""
     found = ledger.recorder.select_notifications(
         start=entry_id, limit=1, topics=[QUARANTINED_TOPIC], inclusive_of_start=True
     )

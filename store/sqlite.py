@@ -1,7 +1,5 @@
-"""SQLite behind the backend seam (store.backend): a file, one writer at a time; and the
-group commit's driver for it: one writer thread gathers the commands of concurrent
-requests and commits each batch (store.group_commit) through the library's connections.
-SQLite has no asynchronous driver."""
+"""SQLite behind the backend seam (store.backend): a file, one writer at a time; and the group
+commit's driver for it, a writer thread (SQLite has no asynchronous driver)."""
 
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from store.backend import Backend, ConfigError, Cursor, Row, upsert_sql
+from store.backend import Backend, ConfigError, Cursor, Row
 from store.commands import Command, Outcome
 from store.group_commit import Future, GroupCommit, Observer, Result, run, settle
 
@@ -40,18 +38,16 @@ def sqlite_path(url: str) -> str:
 
 
 # A connection that commits past this many pages of write-ahead log copies them into the file
-# (SQLite's default: 1,000). Each callback dirties pages of several indexes on random keys
-# (the read tables'); the longer the log, the more often a page is written to it many times
-# and copied into the file once. The log's file is emptied when the last connection closes.
+# (SQLite's default: 1,000): the longer the log, the more often a page dirtied many times (the
+# read tables' indexes on random keys) is copied once.
 WAL_AUTOCHECKPOINT_PAGES = 20_000
 CHECKPOINT_PRAGMA = f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"
 
 
 def unwritable_files(path: str) -> list[str]:
-    """Those of a store's files (the database, its write-ahead log and its shared-memory index)
-    that exist and that this process may not write. Writes to them fail, and SQLite writes to
-    the `-shm` file through a memory mapping: on an immutable one the process is killed by
-    SIGBUS at its first write, with no error to catch or log."""
+    """Those of a store's files (database, write-ahead log, shared-memory index) that exist and
+    this process may not write: on an immutable `-shm` (memory-mapped) the process would die
+    by SIGBUS at its first write, with no error to catch or log."""
     files = [path + suffix for suffix in ("", "-wal", "-shm")]
     return [f for f in files if os.path.exists(f) and not os.access(f, os.W_OK)]
 
@@ -132,32 +128,6 @@ class SQLiteBackend(Backend):
         # Locked, busy, I/O, a full disk: yes; a missing table ("no such ...") is no outage.
         return isinstance(exc, sqlite3.OperationalError) and not str(exc).startswith("no such")
 
-    def sql(self, sql: str) -> str:
-        return sql
-
-    def tuples(self, raw: Any, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
-        rows: Sequence[Sequence[Any]] = raw.execute(sql, tuple(params)).fetchall()
-        return rows  # sqlite3.Row is positional
-
-    def dicts(self, rows: list[Any]) -> list[Row]:
-        return [dict(row) for row in rows]
-
-    def upsert(
-        self,
-        cur: Cursor,
-        table: str,
-        columns: Sequence[str],
-        keys: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-    ) -> None:
-        cur.executemany(upsert_sql(table, columns, keys), rows)
-
-    def insert(
-        self, cur: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        marks = ", ".join("?" * len(columns))
-        cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
-
     def select_by_keys(
         self,
         cur: Cursor,
@@ -166,8 +136,7 @@ class SQLiteBackend(Backend):
         key_columns: Sequence[str],
         keys: Sequence[tuple[Any, ...]],
     ) -> list[Row]:
-        # A join against the keys, not `(a, b) IN (VALUES ...)`: SQLite plans that as a scan of
-        # the whole table for every chunk, so each page of the log cost more as the table grew.
+        # A join against the keys: SQLite plans `(a, b) IN (VALUES ...)` as a table scan.
         names = ", ".join(f"t.{c}" for c in columns)
         rows: list[Row] = []
         per_key = "(" + ", ".join("?" * len(key_columns)) + ")"
@@ -194,9 +163,6 @@ class SQLiteBackend(Backend):
             list(names),
         ).fetchone()
         return 0 if row is None else int(row["n"])
-
-    def setup_lock(self, cur: Cursor, lock: int) -> None:
-        return None  # the transaction's write lock already keeps others out
 
     def secure_delete(self, cur: Cursor) -> None:
         cur.execute("PRAGMA secure_delete = ON")
@@ -280,8 +246,7 @@ class SQLiteGroupCommit(GroupCommit):
         return future
 
     async def commit(self, command: Command) -> Outcome:
-        """For callers in an event loop: the whole batch is settled with one wake-up of the
-        loop, instead of one thread-safe call per request."""
+        """For callers in an event loop (a batch is settled with one wake-up of the loop)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._queue.put(_Job(command, future, loop))
