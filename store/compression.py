@@ -90,20 +90,7 @@ class StateCompressor(Compressor):
         self, version: int, head: bytes, tail: bytes | None = None
     ) -> tuple[bytes, bytes | None]:
         """`compress_pair`'s inputs back (the second None without its piece)."""
-        decompressors: dict[int, zstandard.ZstdDecompressor]
-        try:
-            decompressors = self._local.pair_decompressors
-        except AttributeError:
-            decompressors = self._local.pair_decompressors = {}
-        decompressor = decompressors.get(version)
-        if decompressor is None:
-            dictionary = self._dictionaries.get(DICT_ID_BASE + version)
-            if dictionary is None:
-                raise ValueError(f"event state compressed with unknown dictionary {version}")
-            decompressor = decompressors[version] = zstandard.ZstdDecompressor(
-                dict_data=dictionary, format=zstandard.FORMAT_ZSTD1_MAGICLESS
-            )
-        stream = decompressor.decompressobj()
+        stream = self._decompressor(DICT_ID_BASE + version, magicless=True).decompressobj()
         first = stream.decompress(head)
         if tail is None:
             return first, None
@@ -115,19 +102,24 @@ class StateCompressor(Compressor):
     def decompress(self, data: bytes) -> bytes:
         if data[:4] != MAGIC:
             return data
-        decompressors: dict[int, zstandard.ZstdDecompressor]
-        try:
-            decompressors = self._local.decompressors
-        except AttributeError:
-            decompressors = self._local.decompressors = {}
         dict_id = zstandard.get_frame_parameters(data).dict_id
-        decompressor = decompressors.get(dict_id)
-        if decompressor is None:
+        decompressed: bytes = self._decompressor(dict_id, magicless=False).decompress(data)
+        return decompressed
+
+    def _decompressor(self, dict_id: int, magicless: bool) -> zstandard.ZstdDecompressor:
+        """This thread's decompressor for a dictionary (0: none); `magicless`: an envelope's."""
+        cache: dict[tuple[int, bool], zstandard.ZstdDecompressor]
+        cache = self._local.__dict__.setdefault("decompressors", {})
+        if (dict_id, magicless) not in cache:
             dictionary = self._dictionaries.get(dict_id)
-            if dictionary is None and dict_id:
-                raise ValueError(f"event state compressed with unknown dictionary {dict_id}")
-            decompressor = decompressors[dict_id] = zstandard.ZstdDecompressor(dict_data=dictionary)
-        return decompressor.decompress(data)
+            if dictionary is None and (dict_id or magicless):
+                shown = dict_id - DICT_ID_BASE if magicless else dict_id
+                raise ValueError(f"event state compressed with unknown dictionary {shown}")
+            form = zstandard.FORMAT_ZSTD1_MAGICLESS if magicless else zstandard.FORMAT_ZSTD1
+            cache[dict_id, magicless] = zstandard.ZstdDecompressor(
+                dict_data=dictionary, format=form
+            )
+        return cache[dict_id, magicless]
 
 
 _shared: StateCompressor | None = None

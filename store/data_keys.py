@@ -117,13 +117,16 @@ class SQLKeyStore:
         """Deletes every key of these subjects (and what the database keeps of them); how many."""
         if not subjects:
             return 0
+        marks = ", ".join("?" * len(subjects))
+        return self._delete(f"subject IN ({marks})", list(subjects), full=True)
+
+    def _delete(self, where: str, params: list[Any], full: bool) -> int:
         with self.db.transaction() as cur:
             self.db.backend.exclude_writers(cur, TABLE)
             self.db.backend.secure_delete(cur)
-            marks = ", ".join("?" * len(subjects))
-            cur.execute(f"DELETE FROM {TABLE} WHERE subject IN ({marks})", list(subjects))
+            cur.execute(f"DELETE FROM {TABLE} WHERE {where}", params)
             count = cur.rowcount
-        self.db.backend.purge_deleted(TABLE, full=True)
+        self.db.backend.purge_deleted(TABLE, full=full)
         return count
 
     def expired(self, klass: str, before: str) -> list[dict[str, Any]]:
@@ -138,13 +141,7 @@ class SQLKeyStore:
     def destroy_expired(self, klass: str, before: str) -> int:
         """Deletes the keys of this class older than `before`. Not a VACUUM FULL: a daily
         rewrite of the table would hold up every write meanwhile."""
-        with self.db.transaction() as cur:
-            self.db.backend.exclude_writers(cur, TABLE)
-            self.db.backend.secure_delete(cur)
-            cur.execute(f"DELETE FROM {TABLE} WHERE class = ? AND period < ?", (klass, before))
-            count = cur.rowcount
-        self.db.backend.purge_deleted(TABLE, full=False)
-        return count
+        return self._delete("class = ? AND period < ?", [klass, before], full=False)
 
     def subjects(self, subjects: Sequence[str]) -> int:
         """How many keys these subjects have."""

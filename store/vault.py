@@ -405,19 +405,16 @@ class Vault:
 
     def aead(self, key_id: bytes) -> AESGCM | None:
         """The data key's cipher, or None when the key was destroyed."""
-        with self._lock:
-            trusted = self._trusted(key_id, time.monotonic())
-        if not trusted:
-            self.prefetch([key_id])
-        with self._lock:
-            found = self._open.get(key_id)
-        key = found[0] if found else None
+        key = self.data_key(key_id)
         return self._cipher(key_id, key) if key is not None else None
 
     def data_key(self, key_id: bytes) -> bytes | None:
         """A data key itself (an evidence bundle carries its events' keys), None once
         destroyed."""
-        self.aead(key_id)
+        with self._lock:
+            trusted = self._trusted(key_id, time.monotonic())
+        if not trusted:
+            self.prefetch([key_id])
         with self._lock:
             found = self._open.get(key_id)
         return found[0] if found else None
