@@ -114,14 +114,9 @@ class Ledger(Application[UUID]):
             vault = data_keys.open_vault(
                 db, secrets, empty, ledger._store_file or f"{backend.name} database"
             )
-        except BaseException:
-            ledger.close()
-            raise
-        if ledger.events_table != backend.events_table:
-            ledger.close()
-            raise RuntimeError(f"the log is {ledger.events_table}, not {backend.events_table}")
-        ledger.vault = vault
-        try:
+            if ledger.events_table != backend.events_table:
+                raise RuntimeError(f"the log is {ledger.events_table}, not {backend.events_table}")
+            ledger.vault = vault
             format_version.check(db, ledger._store_file or f"the {backend.name} store")
         except BaseException:
             ledger.close()
