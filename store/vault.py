@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -179,7 +179,6 @@ class KeyRow:
     klass: str
     period: str
     wrapped: bytes
-    created_at: str
 
 
 class KeyStore(Protocol):
@@ -299,8 +298,7 @@ class Vault:
             stamp = int(time.time() * 1000).to_bytes(KEY_ID_BYTES - KEY_ID_RANDOM, "big")
             key_id = stamp + fresh[KEY_BYTES:]
             wrapped = self._master.encrypt(wrap_nonce(key_id), key, key_id)
-            made = datetime.now(UTC).isoformat(timespec="seconds")[:19] + "Z"  # strftime is slower
-            self._pending[key_id] = KeyRow(key_id, subject, klass, period, wrapped, made)
+            self._pending[key_id] = KeyRow(key_id, subject, klass, period, wrapped)
             self._current[slot] = _Current(key_id, key, now)
             if len(self._current) > self._cache_size:
                 self._current.popitem(last=False)
