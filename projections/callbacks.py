@@ -20,7 +20,7 @@ from projections.log_reader import (
 )
 from projections.rules import iso, stored_time
 from store.backend import Cursor
-from store.catch_all import CATCH_ALL_KEY
+from store.commands import CATCH_ALL_KEY
 
 NAME = "callbacks"
 TOPICS = frozenset(

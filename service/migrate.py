@@ -27,7 +27,7 @@ from domain.receipt import Receipt
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from service.runtime import Runtime
 from service.settings import Settings
-from store.catch_all import quarantine_command, unrecognised_command
+from store.commands import quarantine_command, unrecognised_command
 from store.ledger import Ledger
 from store.quarantine_resolution import resolve_command
 

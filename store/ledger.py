@@ -26,13 +26,9 @@ from domain.message import Message, report_key, submission_key
 from domain.receipt import Receipt
 from store import data_keys, dedupe, format_version, spellings
 from store.backend import Backend, Database, StoreContention
-from store.catch_all import (
+from store.commands import (
     CATCH_ALL_KEY,
     CATCH_ALL_TOPIC,
-    quarantine_command,
-    unrecognised_command,
-)
-from store.commands import (
     Command,
     Fact,
     Outcome,
@@ -40,7 +36,9 @@ from store.commands import (
     command_for,
     decide_all,
     parts,
+    quarantine_command,
     to_look_up,
+    unrecognised_command,
 )
 from store.compression import state_compressor
 from store.mapper import FastMapper

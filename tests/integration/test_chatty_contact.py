@@ -21,7 +21,7 @@ from store.backend import Database
 from store.compression import inflate
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Command, Ledger, Outcome
-from store.sqlite_recorder import SealedSQLiteApplicationRecorder
+from store.sqlite import SealedSQLiteApplicationRecorder
 from tests import payloads as p
 from tests.helpers import accept_all
 
