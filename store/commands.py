@@ -189,30 +189,8 @@ def command_for(
     project_id = callback.project_id
     if isinstance(callback, MergeCallback | DeleteCallback):
         return contact_command(trigger, callback, receipt, name)
-    if isinstance(callback, SubmitCallback):
-        submitted = callback.message_submit_notification
-        submitted_id = submitted.message_id
-        stream = ids.message_id(project_id, submitted_id)
-        channel = submitted.channel_identity.channel if submitted.channel_identity else None
-        return Command(
-            trigger,
-            stream,
-            lambda: Message.register(stream, project_id, submitted_id),
-            lambda m: m.record_submission(callback, receipt),
-            key=submission_key(channel),
-        )
-    if isinstance(callback, DeliveryCallback):
-        report = callback.message_delivery_report
-        message_id = report.message_id
-        stream = ids.message_id(project_id, message_id)
-        channel = report.channel_identity.channel if report.channel_identity else None
-        return Command(
-            trigger,
-            stream,
-            lambda: Message.register(stream, project_id, message_id),
-            lambda m: m.record_report(callback, receipt),
-            key=report_key(channel, report.status),
-        )
+    if isinstance(callback, SubmitCallback | DeliveryCallback):
+        return message_command(trigger, callback, receipt)
     if isinstance(callback, InboundCallback):
         message = callback.message
         key = contact_key(
@@ -239,6 +217,27 @@ def command_for(
         lambda: Contact(project_id=project_id, contact_key=key),
         decide,
         dedupe_key,
+    )
+
+
+def message_command(
+    trigger: str, callback: SubmitCallback | DeliveryCallback, receipt: Receipt
+) -> Command:
+    """A submission or a delivery report, on its message's stream."""
+    project_id = callback.project_id
+    if isinstance(callback, SubmitCallback):
+        note: Any = callback.message_submit_notification
+        decide = lambda m: m.record_submission(callback, receipt)  # noqa: E731
+    else:
+        note = callback.message_delivery_report
+        decide = lambda m: m.record_report(callback, receipt)  # noqa: E731
+    message_id = note.message_id
+    stream = ids.message_id(project_id, message_id)
+    channel = note.channel_identity.channel if note.channel_identity else None
+    submitted = isinstance(callback, SubmitCallback)
+    key = submission_key(channel) if submitted else report_key(channel, note.status)
+    return Command(
+        trigger, stream, lambda: Message.register(stream, project_id, message_id), decide, key=key
     )
 
 
