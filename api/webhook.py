@@ -13,6 +13,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
 from heapq import heappop, heappush
@@ -24,10 +25,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import signature
-from api.health import WriteHealth
 from api.responses import JSON, error
 from domain.callbacks import UNKNOWN_TRIGGER
 from domain.receipt import Receipt
+from projections.faults import summary
 from service.recorder import QuarantineFailed, Recorder, Refusal, Store
 from service.runtime import Runtime
 from service.settings import Settings
@@ -221,6 +222,32 @@ class NonceMemory:
             self._unpacked.discard(timestamp)
 
 
+@dataclass
+class WriteHealth:
+    """The outcome of the last write attempt, for /healthz: a store that answers reads but
+    refuses writes (a full disk, a read-only replica) must not look healthy."""
+
+    last_ok: float | None = None
+    last_error: float | None = None
+    reason: str = ""
+
+    def ok(self) -> None:
+        self.last_ok = time.monotonic()
+
+    def failed(self, exc: BaseException) -> None:
+        self.last_error = time.monotonic()
+        self.reason = summary(exc)
+
+    def problem(self, window_s: float) -> str | None:
+        """Why writes look broken: the last attempt failed, within `window_s`."""
+        if self.last_error is None or (self.last_ok or 0) > self.last_error:
+            return None
+        ago = time.monotonic() - self.last_error
+        if ago > window_s:
+            return None
+        return f"the last write failed {ago:.0f} s ago: {self.reason}"
+
+
 def unavailable(settings: Settings, exc: BaseException) -> JSON:
     log.warning("store unavailable, answering 503: %s", exc)
     response = error(
@@ -234,7 +261,9 @@ def unavailable(settings: Settings, exc: BaseException) -> JSON:
 
 
 class SinchWebhook:
-    def __init__(self, settings: Settings, runtime: Runtime, on_commit: Callable[[], None]) -> None:
+    def __init__(
+        self, settings: Settings, runtime: Runtime, on_commit: Callable[[], None] | None
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.on_commit = on_commit
@@ -318,7 +347,7 @@ class SinchWebhook:
         if outcome.refusal is not None:
             return refused(outcome.trigger, outcome.refusal)
         self.health.ok()
-        if outcome.events:
+        if outcome.events and self.on_commit is not None:
             self.on_commit()
         if settings.webhook_secrets:
             self.nonces.remember(nonce, timestamp)
