@@ -34,7 +34,8 @@ from api.auth import (
     consent_scope,
 )
 from api.console.context import Context as ConsoleContext
-from api.console.routes import CONSOLE_SCOPES, Console
+from api.console.routes import CONSOLE_SCOPES
+from api.console.routes import routes as console_routes
 from api.console.session import Sessions
 from api.observe import Observed, metrics_endpoint
 from api.openapi import document
@@ -294,18 +295,8 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         route.needs = needs  # type: ignore[attr-defined]
         return route
 
-    console = Console(
-        ConsoleContext(
-            runtime,
-            guard,
-            Sessions(guard),
-            queries.stale,
-            health_detail,
-            follower.wake if follower else lambda: None,
-        )
-    )
-    console_routes = console.routes()
-    for route in console_routes:
+    console = console_routes(ConsoleContext(runtime, queries, Sessions(guard), health_detail))
+    for route in console:
         assert route.needs is ROUTE_SCOPES[route.path]  # type: ignore[attr-defined]
 
     app = Starlette(
@@ -317,7 +308,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             Route(WEBHOOK_PATH + "/", webhook.handle, methods=["POST"]),
             *(guarded(path) for path in handlers),
             *admin_routes(runtime, guard),
-            *console_routes,
+            *console,
         ],
         exception_handlers={
             HTTPException: http_error,

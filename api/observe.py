@@ -1,11 +1,6 @@
-"""Around every request: a request id, the request's line in the log, and its metrics.
-
-`Observed` wraps the whole application (outside the webhook's fast path, so callbacks are
-counted too). Per request it reads the `X-Request-ID` header (kept when it is a sane token,
-else a new id is made) and sends it back in the answer; when the answer has gone, it records
-the time per route (the route's path template, never the raw path: bounded labels, and no
-identifier from a URL in a label or a log line), the status, and for a callback its trigger
-and outcome, read from the webhook's JSON answer. `GET /metrics` is `metrics_endpoint`."""
+"""Around every request, callbacks included: a request id (`X-Request-ID`, kept when sane),
+the request's line in the log, and its metrics. Routes are labelled by their path template,
+never the raw path: bounded labels, and no identifier from a URL in a label or a log line."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ TIME_PATTERN = r"^(?!0001-01-01T[^+]*\+(?!00:00)|9999-12-31T[^-]*-(?!00:00))"
 _TIME = re.compile(TIME_PATTERN)
 # The width of the UTC times the projections store and compare as text.
 # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded for either store.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # An identity must hold something other than white space (spelled out: Python's and
 # ECMAScript's \s differ, and the OpenAPI document states this same pattern).
 NOT_BLANK_PATTERN = (
@@ -74,7 +74,7 @@ def path_param(request: Request, name: str, max_length: int = MAX_TEXT) -> str:
     """A path parameter every store can compare: 1 to `max_length` characters, no NUL byte and
     no lone surrogate. Every route that reads one reads it through here."""
     value: str = request.path_params[name]
-    if not value or len(value) > max_length or _UNSTORABLE.search(value):
+    if not value or len(value) > max_length or UNSTORABLE.search(value):
         raise HTTPException(
             400,
             f"path parameter {name!r} must be 1-{max_length} characters "
@@ -102,7 +102,7 @@ class Params:
         value = self.query.get(name)
         if value is None or value == "":
             return None
-        if len(value) > max_length or _UNSTORABLE.search(value):
+        if len(value) > max_length or UNSTORABLE.search(value):
             raise HTTPException(
                 400,
                 f"query parameter {name!r} is over {max_length} characters "
@@ -167,7 +167,7 @@ def decode_cursor(value: str, size: int) -> list[str] | None:
     if not (
         isinstance(decoded, list)
         and len(decoded) == size
-        and all(isinstance(v, str) and not _UNSTORABLE.search(v) for v in decoded)
+        and all(isinstance(v, str) and not UNSTORABLE.search(v) for v in decoded)
     ):
         return None
     return decoded
@@ -299,18 +299,18 @@ class Queries:
     async def _page(self, fn: Callable[[Cursor], KeysetPage]) -> Response:
         return JSON(await self.read(lambda cur: page_body(fn(cur))))
 
-    def _vault(self) -> Vault:
+    def vault(self) -> Vault:
         """The store's vault: names numbers and opens what is shown (off the event loop)."""
         return self.runtime.projector().vault
 
-    def _view(
+    def view(
         self,
         cur: Cursor,
         row: dict[str, Any],
         stale: str | None,
         with_timeline: bool = False,
     ) -> dict[str, Any]:
-        return messages.message_view(row, with_timeline, self._vault()) | followups.annotate(
+        return messages.message_view(row, with_timeline, self.vault()) | followups.annotate(
             cur, row, self._overrides, self._read_channels, stale
         )
 
@@ -334,7 +334,7 @@ class Queries:
             )
         row = rows[0]
         stale = await self.stale()
-        return JSON(await self.read(lambda cur: self._view(cur, row, stale, with_timeline=True)))
+        return JSON(await self.read(lambda cur: self.view(cur, row, stale, with_timeline=True)))
 
     async def messages(self, request: Request) -> Response:
         params = Params(request, MESSAGE_PARAMS)
@@ -364,7 +364,7 @@ class Queries:
         stale = await self.stale()
         return await self._page(
             lambda cur: messages.messages_page(
-                cur, where, cursor, limit, lambda row: self._view(cur, row, stale), self._vault()
+                cur, where, cursor, limit, lambda row: self.view(cur, row, stale), self.vault()
             )
         )
 
@@ -391,8 +391,8 @@ class Queries:
                 quiet_s,
                 cursor,
                 limit,
-                lambda row: self._view(cur, row, stale),
-                self._vault(),
+                lambda row: self.view(cur, row, stale),
+                self.vault(),
             )
         )
 
@@ -403,7 +403,7 @@ class Queries:
         limit, cursor = params.limit(), params.cursor(3)
         return await self._page(
             lambda cur: messages.read_confirmations_page(
-                cur, project_id, contact_id, since, until, cursor, limit, self._vault()
+                cur, project_id, contact_id, since, until, cursor, limit, self.vault()
             )
         )
 
@@ -427,7 +427,7 @@ class Queries:
             # A merged contact's rows are the person's: either id finds them all.
             return {
                 "contact_id": contact_id,
-                "consent": consent.current(cur, contact_id, self._vault()),
+                "consent": consent.current(cur, contact_id, self.vault()),
                 "merged_with": consent.merged_with(cur, contact_id),
             }
 
@@ -447,7 +447,7 @@ class Queries:
                 until=until,
                 after=(cursor[0], cursor[1]) if cursor else None,
                 limit=limit + 1,
-                vault=self._vault(),
+                vault=self.vault(),
             )
         )
         if len(rows) <= limit:
@@ -481,7 +481,7 @@ class Queries:
             )
 
         def read(cur: Cursor) -> dict[str, Any]:
-            vault = self._vault()
+            vault = self.vault()
             name = consent.name_of(vault, channel, identity)
             answer = consent.state_at(cur, channel, name, at, project_id, vault)
             return {"channel": channel, "identity": identity, **answer}
@@ -503,7 +503,7 @@ class Queries:
             )
         answer = await self.read(
             lambda cur: consent.check(
-                cur, channel, consent.name_of(self._vault(), channel, identity), project_id
+                cur, channel, consent.name_of(self.vault(), channel, identity), project_id
             )
         )
         return JSON({"channel": channel, "identity": identity, **answer})

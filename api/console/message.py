@@ -16,9 +16,7 @@ from api.console.render import page, problem
 from api.query_routes import path_param
 from domain.message import Message, report_key, submission_key
 from projections.read_model import console as console_queries
-from projections.read_model.messages import message_view
 from projections.rules import iso
-from service import followups
 from store.ledger import Ledger
 
 # A report that reached us this long after its event time is marked late.
@@ -90,21 +88,17 @@ def channel_paths(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def message_page(context: Context, request: Request) -> Response:
     message_id = path_param(request, "message_id")
     project_id = query(request, "project_id") or None
-    rows = await context.read(lambda cur: console_queries.message_rows(cur, message_id, project_id))
+    rows = await context.queries.read(
+        lambda cur: console_queries.message_rows(cur, message_id, project_id)
+    )
     if not rows:
         return problem(request, 404, "No such message", "No report was received for it.")
     if len(rows) > 1:
         return page(request, "choose_project.html", message_id=message_id, rows=rows)
     row = rows[0]
-    settings = context.runtime.settings
-    stale = await context.consent_stale()
-    view = await context.read(
-        lambda cur: (
-            message_view(row, with_timeline=True, vault=context.runtime.projector().vault)
-            | followups.annotate(
-                cur, row, dict(settings.next_actions), settings.read_channels, stale
-            )
-        )
+    stale = await context.queries.stale()
+    view = await context.queries.read(
+        lambda cur: context.queries.view(cur, row, stale, with_timeline=True)
     )
     ledger = await run_in_threadpool(context.runtime.ledger)
     arrived = await run_in_threadpool(

@@ -3,7 +3,6 @@ the failure reasons, and reports per minute, as server-rendered SVG charts."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,22 +10,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.console import charts
-from api.console.context import Context, query
+from api.console.context import Context, query, time_or
 from api.console.render import page
 from projections.read_model import console as console_queries
 from projections.rules import iso
 from store.backend import Cursor
 
 DEFAULT_RANGE = timedelta(days=1)
-
-
-def time_or(value: str, default: str) -> tuple[str, bool]:
-    """The time a form field gives, else `default`; and whether the field was fine."""
-    if not value:
-        return default, True
-    with contextlib.suppress(ValueError, OverflowError):
-        return iso(value), True
-    return default, False
 
 
 async def overview_page(context: Context, request: Request) -> Response:
@@ -51,7 +41,7 @@ async def overview_page(context: Context, request: Request) -> Response:
             "cut": cut,
         }
 
-    data = await context.read(read)
+    data = await context.queries.read(read)
     funnel = data["funnel"]
     return page(
         request,

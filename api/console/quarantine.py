@@ -114,7 +114,7 @@ async def resolve(context: Context, request: Request) -> Response:
                 "This version still refuses the body: " + "; ".join(outcome.refusal.problems),
             )
         if outcome.events:
-            context.on_commit()
+            context.queries.wake()
         result = f"{outcome.status} ({outcome.trigger})"
         done = resolutions.REINGESTED
     elif action == "review":
