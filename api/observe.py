@@ -66,17 +66,21 @@ def callback_outcome(status: int, body: bytes) -> tuple[str, str]:
     return trigger, REFUSALS.get(status, "unavailable" if status >= 500 else "invalid")
 
 
-def new_request_id() -> str:
-    return os.urandom(12).hex()
+def child(cache: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:
+    """The metric's child for these label values, made once."""
+    found = cache.get(labels)
+    if found is None:
+        found = cache[labels] = metric.labels(*labels)
+    return found
 
 
 class Observed:
     def __init__(self, app: ASGIApp) -> None:
         self.inner = app
         # Children of the labelled metrics, by label values: one dict lookup per request.
-        self._latency: dict[str, Any] = {}
-        self._responses: dict[tuple[str, int], Any] = {}
-        self._callbacks: dict[tuple[str, str], Any] = {}
+        self._latency: dict[tuple[str, ...], Any] = {}
+        self._responses: dict[tuple[str, ...], Any] = {}
+        self._callbacks: dict[tuple[str, ...], Any] = {}
 
     @property
     def app(self) -> Any:
@@ -99,7 +103,7 @@ class Observed:
         if given is not None and SANE_ID.fullmatch(given):
             request_id = given.decode("ascii")
         else:
-            request_id = new_request_id()
+            request_id = os.urandom(12).hex()
         scope["ledger.request_id"] = request_id
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         callback = scope["method"] == "POST" and scope["path"] in WEBHOOK_PATHS
@@ -138,16 +142,8 @@ class Observed:
             template = WEBHOOK_PATH  # the fast path (WebhookFirst) bypasses the router
         else:
             template = UNMATCHED
-        latency = self._latency.get(template)
-        if latency is None:
-            latency = self._latency[template] = metrics.REQUEST_SECONDS.labels(template)
-        latency.observe(seconds)
-        responses = self._responses.get((template, status))
-        if responses is None:
-            responses = self._responses[template, status] = metrics.RESPONSES.labels(
-                template, str(status)
-            )
-        responses.inc()
+        child(self._latency, metrics.REQUEST_SECONDS, template).observe(seconds)
+        child(self._responses, metrics.RESPONSES, template, str(status)).inc()
         fields: dict[str, Any] = {
             "request_id": request_id,
             "method": scope["method"],
@@ -157,12 +153,7 @@ class Observed:
         }
         if callback:
             trigger, outcome = callback_outcome(status, body)
-            counter = self._callbacks.get((trigger, outcome))
-            if counter is None:
-                counter = self._callbacks[trigger, outcome] = metrics.CALLBACKS.labels(
-                    trigger, outcome
-                )
-            counter.inc()
+            child(self._callbacks, metrics.CALLBACKS, trigger, outcome).inc()
             fields["trigger"] = trigger
             fields["outcome"] = outcome
         key = scope.get("ledger.key_name")  # set by the API key check, when there is one

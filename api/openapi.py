@@ -90,11 +90,12 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _answer(why: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": why, "content": _json(schema)}
+
+
 def _error(code: int, why: str | None = None, retry_after: Any = RETRY_AFTER) -> dict[str, Any]:
-    answer = {
-        "description": why or WHY[code],
-        "content": _json({"$ref": "#/components/schemas/Error"}),
-    }
+    answer = _answer(why or WHY[code], {"$ref": "#/components/schemas/Error"})
     return answer | {"headers": retry_after} if code == 503 else answer
 
 
@@ -127,9 +128,7 @@ def _get(
     codes |= set(also) | ({503} if reads_store else set())
     if page is not None:
         body = _page(page)
-    responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": _json(body or {"type": "object"})}
-    }
+    responses: dict[str, Any] = {"200": _answer("OK", body or {"type": "object"})}
     responses |= {str(code): _error(code) for code in sorted(codes)}
     needs = f" Needs an API key with the `{scope}` scope." if scope else " Needs any API key."
     operation = {
@@ -257,10 +256,7 @@ def _webhook(callback_schemas: list[dict[str, Any]]) -> dict[str, Any]:
                 "content": _json({"anyOf": [*callback_schemas, {"type": "object"}]}),
             },
             "responses": {
-                "200": {
-                    "description": "committed (or already recorded)",
-                    "content": _json(accepted),
-                },
+                "200": _answer("committed (or already recorded)", accepted),
                 **{str(code): _error(code, why) for code, why in refusals},
             },
         }
@@ -274,10 +270,7 @@ HEALTHZ = {
         "security": [{}, {"bearer": []}],
         "parameters": [],
         "responses": {
-            "200": {
-                "description": "OK",
-                "content": _json({"type": "object", "required": ["status"]}),
-            },
+            "200": _answer("OK", {"type": "object", "required": ["status"]}),
             "401": _error(401, "a key was sent that is unknown, revoked or expired"),
             "503": _error(503, "failing: the detail (with a key) says why"),
         },
@@ -322,10 +315,7 @@ ERASURE = {
         "parameters": [],
         "requestBody": {"required": True, "content": _json(REQUEST_SCHEMA)},
         "responses": {
-            "201": {
-                "description": "erased: what was destroyed, and the fact's stream",
-                "content": _json(ERASED),
-            },
+            "201": _answer("erased: what was destroyed, and the fact's stream", ERASED),
             "400": _error(400, "the body is not a valid erasure request (the detail says why)"),
             "401": _error(401, "missing, unknown, revoked or expired key"),
             "403": _error(403, "the key lacks the admin scope"),

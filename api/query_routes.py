@@ -12,7 +12,7 @@ import binascii
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -54,7 +54,6 @@ _WORD = re.compile(WORD_PATTERN)
 # UTC time outside the years 1-9999; such times are refused, as the OpenAPI document says.
 TIME_PATTERN = r"^(?!0001-01-01T[^+]*\+(?!00:00)|9999-12-31T[^-]*-(?!00:00))"
 _TIME = re.compile(TIME_PATTERN)
-# The width of the UTC times the projections store and compare as text.
 # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded for either store.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # An identity must hold something other than white space (spelled out: Python's and
@@ -64,10 +63,6 @@ NOT_BLANK_PATTERN = (
     "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
 )
 _NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
-
-
-def blank(value: str) -> bool:
-    return _NOT_BLANK.search(value) is None
 
 
 def path_param(request: Request, name: str, max_length: int = MAX_TEXT) -> str:
@@ -206,26 +201,12 @@ BY_TIME_PARAMS = ("since", "until", "limit", "cursor")
 QUARANTINE_PAGE_BYTES = 4 * 1024 * 1024
 
 
-def page_by_size(
-    items: Iterator[dict[str, Any]], max_bytes: int
-) -> tuple[list[dict[str, Any]], bool]:
-    """The items up to `max_bytes` (counting their bodies), and whether it stopped for size."""
-    page: list[dict[str, Any]] = []
-    size = 0
-    for item in items:
-        page.append(item)
-        size += len(item["raw_base64"] or "") + 256  # None: the body was erased
-        if size >= max_bytes:
-            return page, True
-    return page, False
-
-
 def channel_and_identity(params: Params) -> tuple[str, str]:
     channel = params.word("channel")
     identity = params.text("identity", MAX_IDENTITY)
     if channel is None or identity is None:
         raise HTTPException(400, "query parameters 'channel' and 'identity' are both required")
-    if blank(identity):
+    if _NOT_BLANK.search(identity) is None:
         # "" would stand for every contact-wide fact of the channel, whoever's.
         raise HTTPException(400, "query parameter 'identity' is blank")
     try:
@@ -530,10 +511,17 @@ class Queries:
         params = Params(request, ["after", "limit"])
         after = params.whole("after", 0, MAX_INTEGER) or 0
         limit = params.limit()
-        ledger = self.runtime.ledger
-        items, full = await run_in_threadpool(
-            lambda: page_by_size(quarantined(ledger(), after, limit), QUARANTINE_PAGE_BYTES)
-        )
+
+        def read() -> tuple[list[dict[str, Any]], bool]:
+            items, size = [], 0
+            for item in quarantined(self.runtime.ledger(), after, limit):
+                items.append(item)
+                size += len(item["raw_base64"] or "") + 256  # None: the body was erased
+                if size >= QUARANTINE_PAGE_BYTES:
+                    return items, True
+            return items, False
+
+        items, full = await run_in_threadpool(read)
         next_after = items[-1]["id"] if full or len(items) == limit else None
         return JSON({"items": items, "next_after": next_after})
 

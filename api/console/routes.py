@@ -38,29 +38,6 @@ STATIC = Path(__file__).parent / "static"
 
 Handler = Callable[[Context, Request], Awaitable[Response]]
 
-# The scope each console route needs (ROUTE_SCOPES in api/app.py includes these). Pages that
-# show raw bodies, consent history or violations need audit; a number's or contact's page
-# needs read and shows its audit parts only to a key that also has audit. Resolving a
-# quarantined body writes to the ledger: admin.
-CONSOLE_SCOPES: dict[str, str] = {
-    "/console": ANY_KEY,
-    "/console/sign-in": PUBLIC,
-    "/console/sign-out": ANY_KEY,
-    "/console/static/console.css": PUBLIC,
-    "/console/search": READ,
-    "/console/messages/{message_id}": READ,
-    "/console/numbers/{identity}": READ,
-    "/console/contacts/{contact_id}": READ,
-    "/console/overview": READ,
-    "/console/quarantine": AUDIT,
-    "/console/quarantine/{entry_id}": AUDIT,
-    "/console/quarantine/{entry_id}/resolve": ADMIN,
-    "/console/callbacks/{reference:path}": AUDIT,
-    "/console/callbacks": AUDIT,
-    "/console/health": ANY_KEY,
-    "/console/compliance": AUDIT,
-    "/console/compliance.csv": AUDIT,
-}
 POST_ROUTES = frozenset(
     {"/console/sign-in", "/console/sign-out", "/console/quarantine/{entry_id}/resolve"}
 )
@@ -178,34 +155,39 @@ async def stylesheet(context: Context, request: Request) -> Response:
     )
 
 
-HANDLERS: dict[str, Handler] = {
-    "/console": home,
-    "/console/sign-in": sign_in,
-    "/console/sign-out": sign_out,
-    "/console/static/console.css": stylesheet,
-    "/console/search": search.search_page,
-    "/console/messages/{message_id}": message.message_page,
-    "/console/numbers/{identity}": contact.number_page,
-    "/console/contacts/{contact_id}": contact.contact_page,
-    "/console/overview": overview.overview_page,
-    "/console/quarantine": quarantine.list_page,
-    "/console/quarantine/{entry_id}": quarantine.entry_page,
-    "/console/quarantine/{entry_id}/resolve": quarantine.resolve,
-    "/console/callbacks/{reference:path}": quarantine.callback_page,
-    "/console/callbacks": callbacks.list_page,
-    "/console/health": health.health_page,
-    "/console/compliance": compliance.report_page,
-    "/console/compliance.csv": compliance.report_csv,
+# The scope and page of each console route (ROUTE_SCOPES in api/app.py includes the scopes).
+# Pages that show raw bodies, consent history or violations need audit; a number's or
+# contact's page needs read and shows its audit parts only to a key that also has audit.
+# Resolving a quarantined body writes to the ledger: admin.
+ROUTES: dict[str, tuple[str, Handler]] = {
+    "/console": (ANY_KEY, home),
+    "/console/sign-in": (PUBLIC, sign_in),
+    "/console/sign-out": (ANY_KEY, sign_out),
+    "/console/static/console.css": (PUBLIC, stylesheet),
+    "/console/search": (READ, search.search_page),
+    "/console/messages/{message_id}": (READ, message.message_page),
+    "/console/numbers/{identity}": (READ, contact.number_page),
+    "/console/contacts/{contact_id}": (READ, contact.contact_page),
+    "/console/overview": (READ, overview.overview_page),
+    "/console/quarantine": (AUDIT, quarantine.list_page),
+    "/console/quarantine/{entry_id}": (AUDIT, quarantine.entry_page),
+    "/console/quarantine/{entry_id}/resolve": (ADMIN, quarantine.resolve),
+    "/console/callbacks/{reference:path}": (AUDIT, quarantine.callback_page),
+    "/console/callbacks": (AUDIT, callbacks.list_page),
+    "/console/health": (ANY_KEY, health.health_page),
+    "/console/compliance": (AUDIT, compliance.report_page),
+    "/console/compliance.csv": (AUDIT, compliance.report_csv),
 }
+CONSOLE_SCOPES = {path: needs for path, (needs, _) in ROUTES.items()}
 
 
 def routes(context: Context) -> list[Route]:
     found = []
-    for path, needs in CONSOLE_SCOPES.items():
+    for path, (needs, handler) in ROUTES.items():
         if needs == PUBLIC:
-            endpoint = unguarded(context, HANDLERS[path], needs)
+            endpoint = unguarded(context, handler, needs)
         else:
-            endpoint = protect(context, HANDLERS[path], needs, path.replace(":path", ""))
+            endpoint = protect(context, handler, needs, path.replace(":path", ""))
         methods = ["POST"] if path in POST_ROUTES else ["GET"]
         if path == "/console/sign-in":
             methods = ["GET", "POST"]
