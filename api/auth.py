@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -48,17 +47,11 @@ class Denied(Exception):
         self.response.headers["WWW-Authenticate"] = 'Bearer realm="callback-ledger"'
 
 
-@dataclass
-class Cached:
-    until: float
-    key: Key | None
-
-
 class Guard:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._store: KeyStore | None = None
-        self._cache: dict[str, Cached] = {}
+        self._cache: dict[str, tuple[float, Key | None]] = {}  # by hash: until when, the key
         self._touched: dict[str, float] = {}
 
     def store(self) -> KeyStore:
@@ -71,13 +64,13 @@ class Guard:
     async def _find(self, token: str) -> Key | None:
         hashed = key_hash(token)
         now = time.monotonic()
-        cached = self._cache.get(hashed)
-        if cached is None or cached.until <= now:
+        until, key = self._cache.get(hashed, (0.0, None))
+        if until <= now:
             key = await run_in_threadpool(lambda: self.store().find(hashed))
             if len(self._cache) >= CACHE_MAX:
                 self._cache.clear()  # many unknown keys tried: start over rather than grow
-            cached = self._cache[hashed] = Cached(now + CACHE_S, key)
-        return cached.key
+            self._cache[hashed] = (now + CACHE_S, key)
+        return key
 
     async def authenticate(self, request: Request) -> Key:
         """The request's valid key; raises Denied with the 401 to send."""

@@ -4,6 +4,7 @@ each report's raw callback (audit)."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -53,23 +54,18 @@ def annotate_timeline(timeline: list[dict[str, Any]], arrived: dict[str, str]) -
     # time came out of order (it is the one marked).
     for entry in timeline:
         received = arrived.get(entry["reference"] or "")
-        entry["received_at"] = iso(received) if received else None
-        entry["late_s"] = None
-        entry["out_of_order"] = False
-        if received is None:
+        entry.update(received_at=None, late_s=None, late=False, out_of_order=False)
+        if not received:
             continue
+        entry["received_at"] = iso(received)
         got = _seconds(received)
-        try:
+        with contextlib.suppress(ValueError):
             entry["late_s"] = max(0.0, got - _seconds(entry["event_time"]))
-        except ValueError:
-            entry["late_s"] = None
-        entry["late"] = entry["late_s"] is not None and entry["late_s"] > LATE_S
+            entry["late"] = entry["late_s"] > LATE_S
         if latest_arrival_before is not None and got < latest_arrival_before:
             entry["out_of_order"] = True
             out_of_order += 1
         latest_arrival_before = max(latest_arrival_before or got, got)
-    for entry in timeline:
-        entry.setdefault("late", False)
     return out_of_order
 
 
