@@ -139,9 +139,9 @@ class Params:
             )
         return int(value)
 
-    def limit(self, default: int = 100) -> int:
+    def limit(self) -> int:
         value = self.whole("limit", 1, MAX_LIMIT)
-        return default if value is None else value
+        return 100 if value is None else value
 
     def cursor(self, size: int) -> list[str] | None:
         value = self.text("cursor", MAX_CURSOR)
