@@ -20,9 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.admin_routes import ADMIN_SCOPES
-from api.admin_routes import routes as admin_routes
+from api.admin_routes import ERASURES, erasures_endpoint
 from api.auth import (
+    ADMIN,
     ANY_KEY,
     AUDIT,
     HEALTH,
@@ -105,7 +105,7 @@ ROUTE_SCOPES: dict[str, Any] = {
     # The web console (api/console): its pages and forms, each with the scope its data needs.
     **CONSOLE_SCOPES,
     # Erasure of personal data (POST).
-    **ADMIN_SCOPES,
+    ERASURES: ADMIN,
 }
 
 
@@ -284,6 +284,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         "/access-log": queries.access_log,
         "/seal": queries.seal,
         "/metrics": metrics_endpoint(runtime, settings.metrics_refresh_s),
+        ERASURES: erasures_endpoint(runtime),
     }
 
     def guarded(path: str) -> Route:
@@ -291,7 +292,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         handler = handlers[path]
         if needs != HEALTH:  # /healthz checks a key itself, only when one is sent
             handler = guard.protect(handler, needs, path.replace(":path", ""))
-        route = Route(path, handler, methods=["GET"])
+        route = Route(path, handler, methods=["POST"] if path == ERASURES else ["GET"])
         route.needs = needs  # type: ignore[attr-defined]
         return route
 
@@ -307,7 +308,6 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             # answered 307, and a redirect built from the Host header is not ours to give.
             Route(WEBHOOK_PATH + "/", webhook.handle, methods=["POST"]),
             *(guarded(path) for path in handlers),
-            *admin_routes(runtime, guard),
             *console,
         ],
         exception_handlers={
