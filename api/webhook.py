@@ -96,11 +96,6 @@ async def read_body(request: Request, declared: str, limit: int, timeout_s: floa
         timer.cancel()
 
 
-def _packed_holds(packed: array[int], key: int) -> bool:
-    at = bisect_left(packed, key)
-    return at < len(packed) and packed[at] == key
-
-
 class _Second:
     """The nonces of the signatures of one timestamp second: 64-bit keys, a set while the
     second is being written, then packed into a sorted array of 8 bytes a key."""
@@ -116,7 +111,10 @@ class _Second:
         return len(self.fresh) + len(self.packed)
 
     def __contains__(self, key: int) -> bool:
-        return key in self.fresh or (bool(self.packed) and _packed_holds(self.packed, key))
+        if key in self.fresh:
+            return True
+        at = bisect_left(self.packed, key)
+        return at < len(self.packed) and self.packed[at] == key
 
     def pack(self) -> None:
         self.packed = array("Q", sorted(chain(self.packed, self.fresh)))
