@@ -76,23 +76,15 @@ def child(cache: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:
 
 class Observed:
     def __init__(self, app: ASGIApp) -> None:
-        self.inner = app
+        self.app = app
         # Children of the labelled metrics, by label values: one dict lookup per request.
         self._latency: dict[tuple[str, ...], Any] = {}
         self._responses: dict[tuple[str, ...], Any] = {}
         self._callbacks: dict[tuple[str, ...], Any] = {}
 
-    @property
-    def app(self) -> Any:
-        """The Starlette application behind (as `WebhookFirst.app`): its routes, for tests."""
-        app = self.inner
-        while not hasattr(app, "routes") and hasattr(app, "app"):
-            app = app.app  # through WebhookFirst, and PublicSide with a private listener
-        return app
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.inner(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         given = None
@@ -121,7 +113,7 @@ class Observed:
             await send(message)
 
         try:
-            await self.inner(scope, receive, send_observed)
+            await self.app(scope, receive, send_observed)
         finally:
             self._record(scope, request_id, status, body, callback, started)
 
