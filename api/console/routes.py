@@ -38,9 +38,12 @@ STATIC = Path(__file__).parent / "static"
 
 Handler = Callable[[Context, Request], Awaitable[Response]]
 
-POST_ROUTES = frozenset(
-    {"/console/sign-in", "/console/sign-out", "/console/quarantine/{entry_id}/resolve"}
-)
+# The forms; every other route is a GET.
+METHODS = {
+    "/console/sign-in": ["GET", "POST"],
+    "/console/sign-out": ["POST"],
+    "/console/quarantine/{entry_id}/resolve": ["POST"],
+}
 
 
 def safe_next(value: str | None) -> str:
@@ -188,10 +191,7 @@ def routes(context: Context) -> list[Route]:
             endpoint = unguarded(context, handler, needs)
         else:
             endpoint = protect(context, handler, needs, path.replace(":path", ""))
-        methods = ["POST"] if path in POST_ROUTES else ["GET"]
-        if path == "/console/sign-in":
-            methods = ["GET", "POST"]
-        route = Route(path, endpoint, methods=methods)
+        route = Route(path, endpoint, methods=METHODS.get(path, ["GET"]))
         route.needs = needs  # type: ignore[attr-defined]
         found.append(route)
     return found
