@@ -3,22 +3,20 @@ data (privacy.erasure). The API key's name is recorded as who asked."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from api.auth import ADMIN, Guard
 from api.responses import JSON, error
 from domain.callbacks import MAX_IDENTITY
 from privacy.erasure import MAX_NAME, MAX_REASON, ErasureRefused, erase
 from service.runtime import Runtime
 
 ERASURES = "/admin/erasures"
-ADMIN_SCOPES: dict[str, Any] = {ERASURES: ADMIN}
 MAX_BODY = 64 * 1024
 
 # Not empty once trimmed, no NUL: what privacy.erasure accepts (the OpenAPI document says it).
@@ -95,7 +93,7 @@ def _request(body: Any) -> dict[str, Any]:
     return body
 
 
-def routes(runtime: Runtime, guard: Guard) -> list[Route]:
+def erasures_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     async def erasures(request: Request) -> Response:
         raw = b""
         async for chunk in request.stream():
@@ -127,64 +125,4 @@ def routes(runtime: Runtime, guard: Guard) -> list[Route]:
             return error(409, "cannot_erase", str(exc))
         return JSON(report.as_dict(), status_code=201)
 
-    route = Route(ERASURES, guard.protect(erasures, ADMIN, ERASURES), methods=["POST"])
-    route.needs = ADMIN  # type: ignore[attr-defined]
-    return [route]
-
-
-def openapi() -> dict[str, Any]:
-    """The route's entry in the OpenAPI document (api.openapi)."""
-    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-
-    def answer(why: str) -> dict[str, Any]:
-        return {"description": why, "content": error_body}
-
-    return {
-        ERASURES: {
-            "post": {
-                "summary": "Erase a channel identity's or a contact's personal data",
-                "description": "Destroys the data keys of the identity (or of the contact and "
-                "every identity seen on it) and records an Erased fact: who (this key's name), "
-                "when, why. Statuses, times and blind indexes stay; the opt-out suppression "
-                "stays unless forget_consent. Needs an API key with the `admin` scope.",
-                "parameters": [],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": REQUEST_SCHEMA}},
-                },
-                "responses": {
-                    "201": {
-                        "description": "erased: what was destroyed, and the fact's stream",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["erasure_id", "subjects", "keys_destroyed"],
-                                    "properties": {
-                                        "erasure_id": {"type": "string"},
-                                        "scope": {"enum": ["identity", "contact"]},
-                                        "subjects": {"type": "array", "items": {"type": "string"}},
-                                        "keys_destroyed": {"type": "integer"},
-                                        "erased_at": {"type": "string"},
-                                        "by": {"type": "string"},
-                                        "reason": {"type": "string"},
-                                        "consent_suppression": {"enum": ["kept", "dropped"]},
-                                        "purge_pending": {"type": ["string", "null"]},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "400": answer("the body is not a valid erasure request (the detail says why)"),
-                    "401": answer("missing, unknown, revoked or expired key"),
-                    "403": answer("the key lacks the admin scope"),
-                    "409": answer("a plaintext store: it cannot erase by destroying keys"),
-                    "413": answer("body too large"),
-                    "503": {
-                        **answer("store unavailable; retry after Retry-After"),
-                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                    },
-                },
-            }
-        }
-    }
+    return erasures

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,9 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.admin_routes import ADMIN_SCOPES
-from api.admin_routes import routes as admin_routes
+from api.admin_routes import ERASURES, erasures_endpoint
 from api.auth import (
+    ADMIN,
     ANY_KEY,
     AUDIT,
     HEALTH,
@@ -31,21 +33,18 @@ from api.auth import (
     PublicSide,
     consent_scope,
 )
-from api.consent_routes import ConsentQueries
 from api.console.context import Context as ConsoleContext
-from api.console.routes import CONSOLE_SCOPES, Console
+from api.console.routes import CONSOLE_SCOPES
+from api.console.routes import routes as console_routes
 from api.console.session import Sessions
-from api.health import Progress
 from api.observe import Observed, metrics_endpoint
 from api.openapi import document
-from api.query_routes import MAX_INTEGER, Params, Queries
+from api.query_routes import Queries
 from api.responses import JSON, error
-from api.seal_route import seal_endpoint
 from api.webhook import PATH as WEBHOOK_PATH
 from api.webhook import SinchWebhook, WebhookFirst, unavailable
 from privacy.retention import Daily
 from projections.faults import describe
-from projections.read_model.quarantine import quarantined
 from service import metrics
 from service.runtime import Runtime
 from service.settings import Settings, collect_less_often
@@ -62,23 +61,22 @@ UNSIGNED_WARNING = (
 )
 
 
-# A page of the quarantine stops growing past this (bodies may be up to the body limit each):
-# one request must not hold the process's memory hostage. At least one item is always sent.
-QUARANTINE_PAGE_BYTES = 4 * 1024 * 1024
+@dataclass
+class Progress:
+    """When each projection's position last moved, as this process saw it."""
 
+    seen: dict[str, tuple[int, float]] = field(default_factory=dict)
 
-def page_by_size(
-    items: Iterator[dict[str, Any]], max_bytes: int
-) -> tuple[list[dict[str, Any]], bool]:
-    """The items up to `max_bytes` (counting their bodies), and whether it stopped for size."""
-    page: list[dict[str, Any]] = []
-    size = 0
-    for item in items:
-        page.append(item)
-        size += len(item["raw_base64"] or "") + 256  # None: the body was erased
-        if size >= max_bytes:
-            return page, True
-    return page, False
+    def stalled(self, name: str, position: int, lag: int, max_lag_s: float) -> str | None:
+        now = time.monotonic()
+        known = self.seen.get(name)
+        if known is None or known[0] != position or lag == 0:
+            self.seen[name] = (position, now)
+            return None
+        still = now - known[1]
+        if still <= max_lag_s:
+            return None
+        return f"{lag} events behind and not moving for {still:.0f} s"
 
 
 # The scope each route needs (auth.py). A test checks every route of the app against this
@@ -107,7 +105,7 @@ ROUTE_SCOPES: dict[str, Any] = {
     # The web console (api/console): its pages and forms, each with the scope its data needs.
     **CONSOLE_SCOPES,
     # Erasure of personal data (POST).
-    **ADMIN_SCOPES,
+    ERASURES: ADMIN,
 }
 
 
@@ -160,8 +158,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
     guard = Guard(runtime)
     follower = runtime.follower()
     progress = Progress()
-    consent = ConsentQueries(runtime, follower.wake if follower else lambda: None)
-    queries = Queries(runtime, consent.stale)
+    queries = Queries(runtime, guard.store, follower.wake if follower else lambda: None)
     retention = Daily(runtime.ledger, settings)
 
     async def healthz(request: Request) -> Response:
@@ -228,25 +225,6 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             return JSON(body, status_code=503)
         return JSON(body)
 
-    async def quarantine(request: Request) -> Response:
-        params = Params(request, ["after", "limit"])
-        after = params.whole("after", 0, MAX_INTEGER) or 0
-        limit = params.limit()
-        items, full = await run_in_threadpool(
-            lambda: page_by_size(quarantined(runtime.ledger(), after, limit), QUARANTINE_PAGE_BYTES)
-        )
-        next_after = items[-1]["id"] if full or len(items) == limit else None
-        return JSON({"items": items, "next_after": next_after})
-
-    async def access_log(request: Request) -> Response:
-        params = Params(request, ["since", "key", "after", "limit"])
-        since, actor = params.time("since"), params.text("key")
-        after = params.whole("after", 0, MAX_INTEGER) or 0
-        limit = params.limit()
-        items = await run_in_threadpool(lambda: guard.store().accesses(since, actor, after, limit))
-        next_after = items[-1]["id"] if len(items) == limit else None
-        return JSON({"items": items, "next_after": next_after})
-
     openapi = JSON(document())
 
     async def openapi_json(request: Request) -> Response:
@@ -287,25 +265,26 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         await runtime.aclose_writer()
         runtime.close()
 
-    webhook = SinchWebhook(settings, runtime, follower.wake if follower else lambda: None)
+    webhook = SinchWebhook(settings, runtime, follower.wake if follower else None)
     handlers: dict[str, Any] = {
         "/healthz": healthz,
         "/openapi.json": openapi_json,
-        "/quarantine": quarantine,
+        "/quarantine": queries.quarantine,
         "/messages": queries.messages,
         "/messages/stalled": queries.stalled,  # before the id: a route, not a message
         "/messages/{message_id}": queries.message,
         "/read-confirmations": queries.read_confirmations,
-        "/contacts/{contact_id}/consent": consent.contact_consent,
-        "/contacts/{contact_id}/consent/history": consent.contact_history,
-        "/consent": consent.consent_at,
-        "/consent/check": consent.consent_check,
-        "/consent/review": consent.review,
-        "/callbacks/{reference:path}": consent.callback,
+        "/contacts/{contact_id}/consent": queries.contact_consent,
+        "/contacts/{contact_id}/consent/history": queries.contact_history,
+        "/consent": queries.consent_at,
+        "/consent/check": queries.consent_check,
+        "/consent/review": queries.review,
+        "/callbacks/{reference:path}": queries.callback,
         "/callbacks": queries.callbacks,
-        "/access-log": access_log,
-        "/seal": seal_endpoint(runtime),
+        "/access-log": queries.access_log,
+        "/seal": queries.seal,
         "/metrics": metrics_endpoint(runtime, settings.metrics_refresh_s),
+        ERASURES: erasures_endpoint(runtime),
     }
 
     def guarded(path: str) -> Route:
@@ -313,22 +292,12 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
         handler = handlers[path]
         if needs != HEALTH:  # /healthz checks a key itself, only when one is sent
             handler = guard.protect(handler, needs, path.replace(":path", ""))
-        route = Route(path, handler, methods=["GET"])
+        route = Route(path, handler, methods=["POST"] if path == ERASURES else ["GET"])
         route.needs = needs  # type: ignore[attr-defined]
         return route
 
-    console = Console(
-        ConsoleContext(
-            runtime,
-            guard,
-            Sessions(guard),
-            consent.stale,
-            health_detail,
-            follower.wake if follower else lambda: None,
-        )
-    )
-    console_routes = console.routes()
-    for route in console_routes:
+    console = console_routes(ConsoleContext(runtime, queries, Sessions(guard), health_detail))
+    for route in console:
         assert route.needs is ROUTE_SCOPES[route.path]  # type: ignore[attr-defined]
 
     app = Starlette(
@@ -339,8 +308,7 @@ def create_app(settings: Settings, ledger: Ledger | None = None) -> Observed:
             # answered 307, and a redirect built from the Host header is not ours to give.
             Route(WEBHOOK_PATH + "/", webhook.handle, methods=["POST"]),
             *(guarded(path) for path in handlers),
-            *admin_routes(runtime, guard),
-            *console_routes,
+            *console,
         ],
         exception_handlers={
             HTTPException: http_error,

@@ -1,19 +1,15 @@
 """Bearer keys on every route but the webhook, their scopes, the access log of audit reads,
 and the public side of a private listener.
 
-Each route declares the scope it needs when it is registered (`Guard.protect`); a test walks the
-application's routes and checks each against the scope table, so none can be added unguarded.
-
-Cost of a query: one cached lookup. A key found (or not found) is remembered for `CACHE_S`
-seconds per process, so a revoked key stops working within that bound; expiry is checked on
-every request against the clock. `last used` is written at most once every `TOUCH_S` seconds
-per key and process, never once per request."""
+Each route declares the scope it needs when it is registered (`Guard.protect`). A key found (or
+not found) is remembered for `CACHE_S` seconds per process, so a revoked key stops working within
+that bound; expiry is checked on every request. `last used` is written at most once every
+`TOUCH_S` seconds per key and process."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,7 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from access.api_keys import Key, KeyStore, key_hash, utc_now
-from api.responses import JSON, error
+from api.responses import error
 from service.runtime import Runtime
 
 CACHE_S = 5.0
@@ -42,27 +38,20 @@ Needs = str | Callable[[Request], str]
 
 
 class Denied(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
+    """No usable key: `response` is the 401 to send."""
 
-
-def unauthorized(code: str, detail: str) -> JSON:
-    response = error(401, code, detail)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="callback-ledger"'
-    return response
-
-
-@dataclass
-class Cached:
-    until: float
-    key: Key | None
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.response = error(401, code, detail)
+        self.response.headers["WWW-Authenticate"] = 'Bearer realm="callback-ledger"'
 
 
 class Guard:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._store: KeyStore | None = None
-        self._cache: dict[str, Cached] = {}
+        self._cache: dict[str, tuple[float, Key | None]] = {}  # by hash: until when, the key
         self._touched: dict[str, float] = {}
 
     def store(self) -> KeyStore:
@@ -75,42 +64,37 @@ class Guard:
     async def _find(self, token: str) -> Key | None:
         hashed = key_hash(token)
         now = time.monotonic()
-        cached = self._cache.get(hashed)
-        if cached is None or cached.until <= now:
+        until, key = self._cache.get(hashed, (0.0, None))
+        if until <= now:
             key = await run_in_threadpool(lambda: self.store().find(hashed))
             if len(self._cache) >= CACHE_MAX:
                 self._cache.clear()  # many unknown keys tried: start over rather than grow
-            cached = self._cache[hashed] = Cached(now + CACHE_S, key)
-        return cached.key
+            self._cache[hashed] = (now + CACHE_S, key)
+        return key
 
     async def authenticate(self, request: Request) -> Key:
         """The request's valid key; raises Denied with the 401 to send."""
         header = request.headers.get("authorization")
         if not header:
             raise Denied(
-                unauthorized(
-                    "missing_key",
-                    "this route needs an API key: send 'Authorization: Bearer <key>' "
-                    "(create one with: callback-ledger keys create --name NAME --scope read)",
-                )
+                "missing_key",
+                "this route needs an API key: send 'Authorization: Bearer <key>' "
+                "(create one with: callback-ledger keys create --name NAME --scope read)",
             )
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Denied(
-                unauthorized(
-                    "malformed_authorization",
-                    "the Authorization header must be 'Bearer <key>'",
-                )
+                "malformed_authorization", "the Authorization header must be 'Bearer <key>'"
             )
         key = await self._find(token)
         if key is None:
-            raise Denied(unauthorized("unknown_key", "this API key is not known"))
+            raise Denied("unknown_key", "this API key is not known")
         if key.revoked:
-            raise Denied(unauthorized("revoked_key", f"the API key {key.name!r} was revoked"))
+            raise Denied("revoked_key", f"the API key {key.name!r} was revoked")
         now = utc_now()
         if key.expired(now):
-            raise Denied(unauthorized("expired_key", f"the API key {key.name!r} has expired"))
+            raise Denied("expired_key", f"the API key {key.name!r} has expired")
         last = self._touched.get(key.name)
         moment = time.monotonic()
         if last is None or moment - last >= TOUCH_S:

@@ -1,12 +1,8 @@
-"""Limits on HTTP connections that uvicorn does not enforce itself.
-
-uvicorn bounds the request head only under h11 (16 KB by default) and not under httptools,
-which `uvicorn[standard]` picks when it is installed; neither has a deadline for the head (its
-keep-alive timer runs only after a response, and the first byte of a request stops it), so a
-client dribbling header bytes, or one that connects and says nothing, held its connection and
-its buffered bytes for ever. The protocols here add, for both parsers: a cap on the bytes of a
-request head (431), a deadline for it (408, then closed), and a hard cap on open connections
-(closed at once). uvicorn's own `limit_concurrency` answers 503 before that."""
+"""Limits on HTTP connections that uvicorn does not enforce itself, for both of its parsers:
+a cap on the bytes of a request head (431; httptools has none), a deadline for it (408, then
+closed: a client dribbling header bytes, or saying nothing, must not hold a connection for
+ever), and a hard cap on open connections (closed at once; uvicorn's `limit_concurrency`
+answers 503 before that)."""
 
 from __future__ import annotations
 
@@ -157,8 +153,8 @@ else:
 
 
 def raise_fd_limit() -> int:
-    """Raises this process's file-descriptor soft limit to its hard limit where allowed (a
-    1,024 soft limit let idle connections lock the database out); returns the soft limit."""
+    """Raises this process's file-descriptor soft limit to its hard limit where allowed (idle
+    connections must not lock the database out); returns the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft == resource.RLIM_INFINITY or soft >= target:

@@ -1,11 +1,6 @@
-"""Around every request: a request id, the request's line in the log, and its metrics.
-
-`Observed` wraps the whole application (outside the webhook's fast path, so callbacks are
-counted too). Per request it reads the `X-Request-ID` header (kept when it is a sane token,
-else a new id is made) and sends it back in the answer; when the answer has gone, it records
-the time per route (the route's path template, never the raw path: bounded labels, and no
-identifier from a URL in a label or a log line), the status, and for a callback its trigger
-and outcome, read from the webhook's JSON answer. `GET /metrics` is `metrics_endpoint`."""
+"""Around every request, callbacks included: a request id (`X-Request-ID`, kept when sane),
+the request's line in the log, and its metrics. Routes are labelled by their path template,
+never the raw path: bounded labels, and no identifier from a URL in a label or a log line."""
 
 from __future__ import annotations
 
@@ -71,29 +66,25 @@ def callback_outcome(status: int, body: bytes) -> tuple[str, str]:
     return trigger, REFUSALS.get(status, "unavailable" if status >= 500 else "invalid")
 
 
-def new_request_id() -> str:
-    return os.urandom(12).hex()
+def child(cache: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:
+    """The metric's child for these label values, made once."""
+    found = cache.get(labels)
+    if found is None:
+        found = cache[labels] = metric.labels(*labels)
+    return found
 
 
 class Observed:
     def __init__(self, app: ASGIApp) -> None:
-        self.inner = app
+        self.app = app
         # Children of the labelled metrics, by label values: one dict lookup per request.
-        self._latency: dict[str, Any] = {}
-        self._responses: dict[tuple[str, int], Any] = {}
-        self._callbacks: dict[tuple[str, str], Any] = {}
-
-    @property
-    def app(self) -> Any:
-        """The Starlette application behind (as `WebhookFirst.app`): its routes, for tests."""
-        app = self.inner
-        while not hasattr(app, "routes") and hasattr(app, "app"):
-            app = app.app  # through WebhookFirst, and PublicSide with a private listener
-        return app
+        self._latency: dict[tuple[str, ...], Any] = {}
+        self._responses: dict[tuple[str, ...], Any] = {}
+        self._callbacks: dict[tuple[str, ...], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.inner(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         given = None
@@ -104,7 +95,7 @@ class Observed:
         if given is not None and SANE_ID.fullmatch(given):
             request_id = given.decode("ascii")
         else:
-            request_id = new_request_id()
+            request_id = os.urandom(12).hex()
         scope["ledger.request_id"] = request_id
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         callback = scope["method"] == "POST" and scope["path"] in WEBHOOK_PATHS
@@ -122,7 +113,7 @@ class Observed:
             await send(message)
 
         try:
-            await self.inner(scope, receive, send_observed)
+            await self.app(scope, receive, send_observed)
         finally:
             self._record(scope, request_id, status, body, callback, started)
 
@@ -143,16 +134,8 @@ class Observed:
             template = WEBHOOK_PATH  # the fast path (WebhookFirst) bypasses the router
         else:
             template = UNMATCHED
-        latency = self._latency.get(template)
-        if latency is None:
-            latency = self._latency[template] = metrics.REQUEST_SECONDS.labels(template)
-        latency.observe(seconds)
-        responses = self._responses.get((template, status))
-        if responses is None:
-            responses = self._responses[template, status] = metrics.RESPONSES.labels(
-                template, str(status)
-            )
-        responses.inc()
+        child(self._latency, metrics.REQUEST_SECONDS, template).observe(seconds)
+        child(self._responses, metrics.RESPONSES, template, str(status)).inc()
         fields: dict[str, Any] = {
             "request_id": request_id,
             "method": scope["method"],
@@ -162,12 +145,7 @@ class Observed:
         }
         if callback:
             trigger, outcome = callback_outcome(status, body)
-            counter = self._callbacks.get((trigger, outcome))
-            if counter is None:
-                counter = self._callbacks[trigger, outcome] = metrics.CALLBACKS.labels(
-                    trigger, outcome
-                )
-            counter.inc()
+            child(self._callbacks, metrics.CALLBACKS, trigger, outcome).inc()
             fields["trigger"] = trigger
             fields["outcome"] = outcome
         key = scope.get("ledger.key_name")  # set by the API key check, when there is one

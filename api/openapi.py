@@ -1,26 +1,23 @@
 """The OpenAPI document served at /openapi.json: the webhook's body schemas come from the same
-pydantic models that validate callbacks, so the document cannot drift from the code."""
+pydantic models that validate callbacks, and the parameters' schemas from the constants Params
+checks, so the document cannot drift from the code."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from api import admin_routes
 from api import query_routes as q
+from api.admin_routes import ERASURES, REQUEST_SCHEMA
+from api.signature import HEADERS as SIGNATURE_HEADERS
 from domain import followup
 from domain.callbacks import MAX_IDENTITY, Interpreted
 
-ERROR = {"$ref": "#/components/schemas/Error"}
 # Every store refuses NUL in text (PostgreSQL outright), so the server refuses it: a 400.
 NO_NUL = "^[^\\x00]*$"
-
-
-def _text(max_length: int, pattern: str = NO_NUL) -> dict[str, Any]:
-    return {"type": "string", "maxLength": max_length, "pattern": pattern}
-
-
+TEXT = {"type": "string", "maxLength": q.MAX_TEXT, "pattern": NO_NUL}
 TIME = {
     "type": "string",
     "format": "date-time",
@@ -28,19 +25,15 @@ TIME = {
     "pattern": q.TIME_PATTERN,
 }
 WORD = {"type": "string", "pattern": q.WORD_PATTERN}
-# What Params checks for each query parameter, in the same constants.
 QUERY: dict[str, dict[str, Any]] = {
-    "project_id": _text(q.MAX_TEXT),
-    "contact_id": _text(q.MAX_TEXT),
-    "conversation_id": _text(q.MAX_TEXT),
-    "metadata": _text(q.MAX_TEXT),
+    **dict.fromkeys(("project_id", "contact_id", "conversation_id", "metadata", "key"), TEXT),
+    **dict.fromkeys(("status", "reason", "channel", "trigger"), WORD),
+    **dict.fromkeys(("since", "until", "at"), TIME),
     "identity": {
         "type": "string",
         "maxLength": MAX_IDENTITY,
         "allOf": [{"pattern": NO_NUL}, {"pattern": q.NOT_BLANK_PATTERN}],
     },
-    "status": WORD,
-    "reason": WORD,
     "next_action": {"type": "string", "enum": list(followup.ACTIONS)},
     "older_than": {
         "type": "string",
@@ -48,16 +41,10 @@ QUERY: dict[str, dict[str, Any]] = {
         "pattern": "^[0-9]{1,9}[smhdSMHD]?$",
         "default": "24h",
     },
-    "channel": WORD,
-    "since": TIME,
-    "until": TIME,
-    "at": TIME,
     "limit": {"type": "integer", "minimum": 1, "maximum": q.MAX_LIMIT, "default": 100},
     "after": {"type": "integer", "minimum": 0, "maximum": q.MAX_INTEGER, "default": 0},
     # Opaque: only a `next_cursor` this API gave out is taken.
     "cursor": {"type": "string", "maxLength": q.MAX_CURSOR, "pattern": "^[A-Za-z0-9_-]*$"},
-    "key": _text(q.MAX_TEXT),
-    "trigger": WORD,
 }
 # What path_param checks. A '/' ends a path segment: an id holding one reaches no route (404).
 SEGMENT = {"type": "string", "minLength": 1, "maxLength": q.MAX_TEXT, "pattern": "^[^/\\x00]*$"}
@@ -85,67 +72,263 @@ RETRY_AFTER = {
 
 
 def _query(*names: str, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    parameters = []
-    for name in names:
-        parameter = {"name": name, "in": "query", "required": name in required}
-        if name not in required:
-            # Params takes an empty value as not given (`?status=&limit=10`); OpenAPI's word for
-            # that is allowEmptyValue, discouraged in 3.1 but still the exact meaning.
-            parameter["allowEmptyValue"] = True
-        parameters.append({**parameter, "schema": QUERY[name]})
-    return parameters
+    # Params takes an empty value as not given (`?status=&limit=10`); OpenAPI's word for that
+    # is allowEmptyValue, discouraged in 3.1 but still the exact meaning.
+    return [
+        {"name": name, "in": "query", "required": name in required}
+        | ({} if name in required else {"allowEmptyValue": True})
+        | {"schema": QUERY[name]}
+        for name in names
+    ]
 
 
 def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": PATH[name]}
 
 
-def _error(code: int, why: str) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "description": why,
-        "content": {"application/json": {"schema": ERROR}},
-    }
-    if code == 503:
-        answer["headers"] = RETRY_AFTER
-    return answer
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
 
 
-def _page(cursor: str, cursor_type: str) -> dict[str, Any]:
+def _answer(why: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": why, "content": _json(schema)}
+
+
+def _error(code: int, why: str | None = None, retry_after: Any = RETRY_AFTER) -> dict[str, Any]:
+    answer = _answer(why or WHY[code], {"$ref": "#/components/schemas/Error"})
+    return answer | {"headers": retry_after} if code == 503 else answer
+
+
+def _page(cursor: str) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["items", cursor],
         "properties": {
             "items": {"type": "array", "items": {"type": "object"}},
-            cursor: {"type": [cursor_type, "null"]},
+            cursor: {"type": ["string" if cursor == "next_cursor" else "integer", "null"]},
         },
     }
 
 
 def _get(
+    path: str,
     summary: str,
-    parameters: list[dict[str, Any]],
-    *codes: int,
-    body: dict[str, Any] | None = None,
+    query: tuple[str, ...] = (),
     scope: str | None = None,
+    page: str | None = None,
+    body: dict[str, Any] | None = None,
+    required: tuple[str, ...] = (),
+    also: tuple[int, ...] = (),
+    reads_store: bool = True,
 ) -> dict[str, Any]:
-    """A GET needing a key (with `scope`, if given): 401 and 403 are among its answers."""
-    responses: dict[str, Any] = {
-        "200": {
-            "description": "OK",
-            "content": {"application/json": {"schema": body or {"type": "object"}}},
-        }
-    }
-    for code in sorted({*codes, 401, 403}):
-        responses[str(code)] = _error(code, WHY[code])
+    """A GET needing a key (with `scope`, if given): 401 and 403 are among its answers, 400
+    when it takes parameters, 404 when it names something in its path."""
+    in_path = re.findall(r"{(\w+)", path)
+    codes = {401, 403} | ({400} if in_path or query else set()) | ({404} if in_path else set())
+    codes |= set(also) | ({503} if reads_store else set())
+    if page is not None:
+        body = _page(page)
+    responses: dict[str, Any] = {"200": _answer("OK", body or {"type": "object"})}
+    responses |= {str(code): _error(code) for code in sorted(codes)}
     needs = f" Needs an API key with the `{scope}` scope." if scope else " Needs any API key."
+    operation = {
+        "summary": summary,
+        "description": summary + "." + needs,
+        "parameters": [*map(_path, in_path), *_query(*query, required=required)],
+        "responses": responses,
+    }
+    return {path.replace(":path", ""): {"get": operation}}
+
+
+# The answer of /messages, /callbacks and the other lists: a page and its opaque cursor.
+CURSOR = "next_cursor"
+SEAL = {
+    "type": "object",
+    "properties": {
+        "position": {"type": "integer"},
+        "hash": {"type": ["string", "null"]},
+        "sealed_at": {"type": ["string", "null"]},
+    },
+}
+GETS = {
+    **_get("/openapi.json", "This document (OpenAPI 3.1)", reads_store=False),
+    **_get("/quarantine", "Refused callbacks", ("after", "limit"), "audit", "next_after"),
+    **_get("/messages", "Messages", q.MESSAGE_PARAMS, "read", CURSOR),
+    **_get(
+        "/messages/stalled",
+        "Messages that went quiet: latest report submitted, queued or switching channel, "
+        "and older than older_than (default 24h)",
+        q.STALLED_PARAMS,
+        "read",
+        CURSOR,
+    ),
+    **_get(
+        "/messages/{message_id}",
+        "One message and its timeline",
+        ("project_id",),
+        "read",
+        also=(409,),
+    ),
+    **_get("/read-confirmations", "READ confirmations", q.READ_PARAMS, "read", CURSOR),
+    **_get("/contacts/{contact_id}/consent", "Current consent of a contact", scope="read"),
+    **_get(
+        "/contacts/{contact_id}/consent/history",
+        "Consent history of a contact",
+        ("since", "until", "limit", "cursor"),
+        "audit",
+        CURSOR,
+    ),
+    **_get(
+        "/consent",
+        "Consent now (`read` scope) or at an instant `at` (`audit` scope)",
+        ("channel", "identity", "at", "project_id"),
+        required=("channel", "identity"),
+    ),
+    **_get(
+        "/consent/check",
+        "Pre-send check",
+        ("channel", "identity", "project_id"),
+        "read",
+        required=("channel", "identity"),
+    ),
+    **_get(
+        "/consent/review",
+        "Inbound free text that reads like a request to stop, for a human",
+        ("since", "until", "limit", "cursor"),
+        "audit",
+        CURSOR,
+    ),
+    **_get(
+        "/access-log",
+        "Who read audit data: each audit-scope request and CLI audit command",
+        ("since", "key", "after", "limit"),
+        "audit",
+        "next_after",
+    ),
+    **_get(
+        "/seal",
+        "The head of the seal chain over the event log (README: Evidence), to record "
+        "elsewhere and check `callback-ledger verify` against",
+        scope="audit",
+        body=SEAL,
+    ),
+    **_get(
+        "/callbacks",
+        "Stored callbacks, interpreted or not (CONTACT_MERGE and other triggers kept "
+        "uninterpreted too), by arrival time: references and times, not bodies",
+        q.CALLBACK_PARAMS,
+        "audit",
+        CURSOR,
+    ),
+    **_get("/callbacks/{reference:path}", "The raw callback behind a fact", scope="audit"),
+}
+
+
+def _webhook(callback_schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    accepted = {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["accepted", "duplicate"]},
+            "trigger": {"type": "string"},
+            "events": {"type": "integer"},
+            # GET /callbacks/{reference} reads it back
+            "reference": {"type": "string"},
+        },
+    }
+    refusals = [
+        (400, "not a JSON object (kept in the quarantine)"),
+        (401, "missing or bad signature"),
+        (408, "body too slow"),
+        (413, "body too large"),
+        (422, "invalid fields of a known trigger (kept in the quarantine)"),
+        (503, "store unavailable; retry after Retry-After"),
+    ]
     return {
-        "get": {
-            "summary": summary,
-            "description": summary + "." + needs,
-            "parameters": parameters,
-            "responses": responses,
+        "post": {
+            "summary": "Receive a Sinch callback (any trigger; unknown ones are kept too)",
+            "security": [],
+            "parameters": [
+                {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                for h in SIGNATURE_HEADERS
+            ],
+            "requestBody": {
+                "required": True,
+                "content": _json({"anyOf": [*callback_schemas, {"type": "object"}]}),
+            },
+            "responses": {
+                "200": _answer("committed (or already recorded)", accepted),
+                **{str(code): _error(code, why) for code, why in refusals},
+            },
         }
     }
+
+
+HEALTHZ = {
+    "get": {
+        "summary": "Health: only {status} without a key (for load balancers); "
+        "store and projection detail with any valid key",
+        "security": [{}, {"bearer": []}],
+        "parameters": [],
+        "responses": {
+            "200": _answer("OK", {"type": "object", "required": ["status"]}),
+            "401": _error(401, "a key was sent that is unknown, revoked or expired"),
+            "503": _error(503, "failing: the detail (with a key) says why"),
+        },
+    }
+}
+METRICS = {
+    "get": {
+        "summary": "Prometheus metrics, in its text format (README: Operating it)",
+        "parameters": [],
+        "description": "Prometheus metrics. Needs an API key with the `metrics` scope.",
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **{str(code): _error(code) for code in (401, 403, 503)},
+        },
+    }
+}
+ERASED = {
+    "type": "object",
+    "required": ["erasure_id", "subjects", "keys_destroyed"],
+    "properties": {
+        "erasure_id": {"type": "string"},
+        "scope": {"enum": ["identity", "contact"]},
+        "subjects": {"type": "array", "items": {"type": "string"}},
+        "keys_destroyed": {"type": "integer"},
+        "erased_at": {"type": "string"},
+        "by": {"type": "string"},
+        "reason": {"type": "string"},
+        "consent_suppression": {"enum": ["kept", "dropped"]},
+        "purge_pending": {"type": ["string", "null"]},
+    },
+}
+ERASURE = {
+    "post": {
+        "summary": "Erase a channel identity's or a contact's personal data",
+        "description": "Destroys the data keys of the identity (or of the contact and "
+        "every identity seen on it) and records an Erased fact: who (this key's name), "
+        "when, why. Statuses, times and blind indexes stay; the opt-out suppression "
+        "stays unless forget_consent. Needs an API key with the `admin` scope.",
+        "parameters": [],
+        "requestBody": {"required": True, "content": _json(REQUEST_SCHEMA)},
+        "responses": {
+            "201": _answer("erased: what was destroyed, and the fact's stream", ERASED),
+            "400": _error(400, "the body is not a valid erasure request (the detail says why)"),
+            "401": _error(401, "missing, unknown, revoked or expired key"),
+            "403": _error(403, "the key lacks the admin scope"),
+            "409": _error(409, "a plaintext store: it cannot erase by destroying keys"),
+            "413": _error(413, "body too large"),
+            "503": _error(
+                503,
+                "store unavailable; retry after Retry-After",
+                {"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+        },
+    }
+}
 
 
 def document() -> dict[str, Any]:
@@ -156,27 +339,8 @@ def document() -> dict[str, Any]:
         "required": ["error", "detail"],
         "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
     }
-    signature_headers = [
-        {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
-        for h in (
-            "x-sinch-webhook-signature",
-            "x-sinch-webhook-signature-nonce",
-            "x-sinch-webhook-signature-timestamp",
-            "x-sinch-webhook-signature-algorithm",
-        )
-    ]
-    webhook_errors = {
-        str(code): _error(code, why)
-        for code, why in [
-            (400, "not a JSON object (kept in the quarantine)"),
-            (401, "missing or bad signature"),
-            (408, "body too slow"),
-            (413, "body too large"),
-            (422, "invalid fields of a known trigger (kept in the quarantine)"),
-            (503, "store unavailable; retry after Retry-After"),
-        ]
-    }
-    doc: dict[str, Any] = {
+    webhook = _webhook(schema["anyOf"])
+    return {
         "openapi": "3.1.0",
         "info": {
             "title": "callback-ledger",
@@ -184,186 +348,13 @@ def document() -> dict[str, Any]:
             "description": "Event-sourced store for Sinch Conversation API callbacks.",
         },
         "paths": {
-            "/webhooks/sinch": {
-                "post": {
-                    "summary": "Receive a Sinch callback (any trigger; unknown ones are kept too)",
-                    "security": [],
-                    "parameters": signature_headers,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"anyOf": [*schema["anyOf"], {"type": "object"}]}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "committed (or already recorded)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "status": {"enum": ["accepted", "duplicate"]},
-                                            "trigger": {"type": "string"},
-                                            "events": {"type": "integer"},
-                                            # GET /callbacks/{reference} reads it back
-                                            "reference": {"type": "string"},
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **webhook_errors,
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "Health: only {status} without a key (for load balancers); "
-                    "store and projection detail with any valid key",
-                    "security": [{}, {"bearer": []}],
-                    "parameters": [],
-                    "responses": {
-                        "200": {
-                            "description": "OK",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"type": "object", "required": ["status"]}
-                                }
-                            },
-                        },
-                        "401": _error(401, "a key was sent that is unknown, revoked or expired"),
-                        "503": _error(503, "failing: the detail (with a key) says why"),
-                    },
-                }
-            },
-            "/openapi.json": _get("This document (OpenAPI 3.1)", []),
-            "/quarantine": _get(
-                "Refused callbacks",
-                _query("after", "limit"),
-                400,
-                503,
-                body=_page("next_after", "integer"),
-                scope="audit",
-            ),
-            "/messages": _get(
-                "Messages",
-                _query(*q.MESSAGE_PARAMS),
-                400,
-                503,
-                body=_page("next_cursor", "string"),
-                scope="read",
-            ),
-            "/messages/stalled": _get(
-                "Messages that went quiet: latest report submitted, queued or switching channel, "
-                "and older than older_than (default 24h)",
-                _query(*q.STALLED_PARAMS),
-                400,
-                503,
-                body=_page("next_cursor", "string"),
-                scope="read",
-            ),
-            "/messages/{message_id}": _get(
-                "One message and its timeline",
-                [_path("message_id"), *_query("project_id")],
-                400,
-                404,
-                409,
-                503,
-                scope="read",
-            ),
-            "/read-confirmations": _get(
-                "READ confirmations",
-                _query(*q.READ_PARAMS),
-                400,
-                503,
-                body=_page("next_cursor", "string"),
-                scope="read",
-            ),
-            "/contacts/{contact_id}/consent": _get(
-                "Current consent of a contact", [_path("contact_id")], 400, 404, 503, scope="read"
-            ),
-            "/contacts/{contact_id}/consent/history": _get(
-                "Consent history of a contact",
-                [_path("contact_id"), *_query("since", "until", "limit", "cursor")],
-                400,
-                404,
-                503,
-                body=_page("next_cursor", "string"),
-                scope="audit",
-            ),
-            "/consent": _get(
-                "Consent now (`read` scope) or at an instant `at` (`audit` scope)",
-                _query("channel", "identity", "at", "project_id", required=("channel", "identity")),
-                400,
-                503,
-            ),
-            "/consent/check": _get(
-                "Pre-send check",
-                _query("channel", "identity", "project_id", required=("channel", "identity")),
-                400,
-                503,
-                scope="read",
-            ),
-            "/consent/review": _get(
-                "Inbound free text that reads like a request to stop, for a human",
-                _query("since", "until", "limit", "cursor"),
-                400,
-                503,
-                body=_page("next_cursor", "string"),
-                scope="audit",
-            ),
-            "/access-log": _get(
-                "Who read audit data: each audit-scope request and CLI audit command",
-                _query("since", "key", "after", "limit"),
-                400,
-                503,
-                body=_page("next_after", "integer"),
-                scope="audit",
-            ),
-            "/seal": _get(
-                "The head of the seal chain over the event log (README: Evidence), to record "
-                "elsewhere and check `callback-ledger verify` against",
-                [],
-                503,
-                body={
-                    "type": "object",
-                    "properties": {
-                        "position": {"type": "integer"},
-                        "hash": {"type": ["string", "null"]},
-                        "sealed_at": {"type": ["string", "null"]},
-                    },
-                },
-                scope="audit",
-            ),
-            "/callbacks": _get(
-                "Stored callbacks, interpreted or not (CONTACT_MERGE and other triggers kept "
-                "uninterpreted too), by arrival time: references and times, not bodies",
-                _query(*q.CALLBACK_PARAMS),
-                400,
-                503,
-                body=_page("next_cursor", "string"),
-                scope="audit",
-            ),
-            "/callbacks/{reference}": _get(
-                "The raw callback behind a fact", [_path("reference")], 400, 404, 503, scope="audit"
-            ),
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics, in its text format (README: Operating it)",
-                    "parameters": [],
-                    "description": "Prometheus metrics. Needs an API key with the `metrics` scope.",
-                    "responses": {
-                        "200": {
-                            "description": "OK",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        },
-                        **{str(code): _error(code, WHY[code]) for code in (401, 403, 503)},
-                    },
-                }
-            },
+            "/webhooks/sinch": webhook,
+            # A target URL typed with a slash is served the same (see the route in app.py).
+            "/webhooks/sinch/": webhook,
+            "/healthz": HEALTHZ,
+            **GETS,
+            "/metrics": METRICS,
+            ERASURES: ERASURE,
         },
         "components": {
             "schemas": components,
@@ -379,7 +370,3 @@ def document() -> dict[str, Any]:
         # Every route needs a key but the webhook (signed instead) and the bare /healthz.
         "security": [{"bearer": []}],
     }
-    doc["paths"].update(admin_routes.openapi())
-    # A target URL typed with a slash is served the same (see the route in app.py).
-    doc["paths"]["/webhooks/sinch/"] = doc["paths"]["/webhooks/sinch"]
-    return doc

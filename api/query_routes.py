@@ -1,15 +1,20 @@
-"""Read endpoints over the projections: messages and READ confirmations.
+"""The read routes: messages, READ confirmations, consent, stored callbacks, the quarantine,
+the access log and the seal's head.
 
 Parameters are checked strictly (an unknown or malformed one is a 400 naming it), lists are
 paginated with an opaque keyset cursor, and all SQL is parameterised."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -18,14 +23,22 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from access.api_keys import KeyStore
 from api.responses import JSON, error
 from domain import followup
-from projections.read_model import callbacks, messages
+from domain.callbacks import MAX_IDENTITY
+from domain.identity import NotANumber, checked
+from evidence import seal_reads
+from projections.consent import NAME as CONSENT
+from projections.faults import describe
+from projections.read_model import callbacks, consent, messages
 from projections.read_model.paging import KeysetPage
+from projections.read_model.quarantine import quarantined
 from projections.rules import iso
 from service import followups
 from service.runtime import Runtime
 from store.backend import Cursor
+from store.vault import Vault
 
 MAX_LIMIT = 1000
 # Integers past 64 bits overflow SQLite's integers and PostgreSQL's bigint.
@@ -41,9 +54,8 @@ _WORD = re.compile(WORD_PATTERN)
 # UTC time outside the years 1-9999; such times are refused, as the OpenAPI document says.
 TIME_PATTERN = r"^(?!0001-01-01T[^+]*\+(?!00:00)|9999-12-31T[^-]*-(?!00:00))"
 _TIME = re.compile(TIME_PATTERN)
-# The width of the UTC times the projections store and compare as text.
 # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded for either store.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # An identity must hold something other than white space (spelled out: Python's and
 # ECMAScript's \s differ, and the OpenAPI document states this same pattern).
 NOT_BLANK_PATTERN = (
@@ -53,15 +65,11 @@ NOT_BLANK_PATTERN = (
 _NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 
 
-def blank(value: str) -> bool:
-    return _NOT_BLANK.search(value) is None
-
-
 def path_param(request: Request, name: str, max_length: int = MAX_TEXT) -> str:
     """A path parameter every store can compare: 1 to `max_length` characters, no NUL byte and
     no lone surrogate. Every route that reads one reads it through here."""
     value: str = request.path_params[name]
-    if not value or len(value) > max_length or _UNSTORABLE.search(value):
+    if not value or len(value) > max_length or UNSTORABLE.search(value):
         raise HTTPException(
             400,
             f"path parameter {name!r} must be 1-{max_length} characters "
@@ -89,7 +97,7 @@ class Params:
         value = self.query.get(name)
         if value is None or value == "":
             return None
-        if len(value) > max_length or _UNSTORABLE.search(value):
+        if len(value) > max_length or UNSTORABLE.search(value):
             raise HTTPException(
                 400,
                 f"query parameter {name!r} is over {max_length} characters "
@@ -131,9 +139,9 @@ class Params:
             )
         return int(value)
 
-    def limit(self, default: int = 100) -> int:
+    def limit(self) -> int:
         value = self.whole("limit", 1, MAX_LIMIT)
-        return default if value is None else value
+        return 100 if value is None else value
 
     def cursor(self, size: int) -> list[str] | None:
         value = self.text("cursor", MAX_CURSOR)
@@ -154,7 +162,7 @@ def decode_cursor(value: str, size: int) -> list[str] | None:
     if not (
         isinstance(decoded, list)
         and len(decoded) == size
-        and all(isinstance(v, str) and not _UNSTORABLE.search(v) for v in decoded)
+        and all(isinstance(v, str) and not UNSTORABLE.search(v) for v in decoded)
     ):
         return None
     return decoded
@@ -164,13 +172,9 @@ def encode_cursor(values: Sequence[str]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
 
 
-def cursor_of(page: KeysetPage) -> str | None:
-    """The opaque cursor of a read-model page's next page, if any."""
-    return encode_cursor(page.next_key) if page.next_key is not None else None
-
-
 def page_body(page: KeysetPage) -> dict[str, Any]:
-    return {"items": page.items, "next_cursor": cursor_of(page)}
+    next_cursor = encode_cursor(page.next_key) if page.next_key is not None else None
+    return {"items": page.items, "next_cursor": next_cursor}
 
 
 MESSAGE_PARAMS = (
@@ -189,51 +193,113 @@ MESSAGE_PARAMS = (
 READ_PARAMS = ("project_id", "contact_id", "since", "until", "limit", "cursor")
 STALLED_PARAMS = ("project_id", "older_than", "limit", "cursor")
 CALLBACK_PARAMS = ("trigger", "since", "until", "limit", "cursor")
+BY_TIME_PARAMS = ("since", "until", "limit", "cursor")
 
 
-async def read_views(runtime: Runtime, fn: Callable[[Cursor], Any]) -> Any:
-    """Runs `fn` over a read connection to the projections, off the event loop."""
+# A page of the quarantine stops growing past this (bodies may be up to the body limit each):
+# one request must not hold the process's memory hostage. At least one item is always sent.
+QUARANTINE_PAGE_BYTES = 4 * 1024 * 1024
 
-    def work() -> Any:
-        with runtime.database().read() as cur:
-            return fn(cur)
 
-    return await run_in_threadpool(work)
+def channel_and_identity(params: Params) -> tuple[str, str]:
+    channel = params.word("channel")
+    identity = params.text("identity", MAX_IDENTITY)
+    if channel is None or identity is None:
+        raise HTTPException(400, "query parameters 'channel' and 'identity' are both required")
+    if _NOT_BLANK.search(identity) is None:
+        # "" would stand for every contact-wide fact of the channel, whoever's.
+        raise HTTPException(400, "query parameter 'identity' is blank")
+    try:
+        return channel.upper(), checked(channel, identity)
+    except NotANumber as exc:
+        raise HTTPException(400, f"query parameter 'identity' is {exc} on {channel}") from None
+
+
+def stale_answer(detail: str, channel: str, identity: str, **extra: Any) -> Response:
+    response = error(
+        503,
+        "consent_stale",
+        detail,
+        channel=channel,
+        identity=identity,
+        state=consent.UNKNOWN,
+        **extra,
+    )
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 class Queries:
     def __init__(
-        self, runtime: Runtime, consent_stale: Callable[[], Awaitable[str | None]] | None = None
+        self,
+        runtime: Runtime,
+        keys: Callable[[], KeyStore],
+        wake: Callable[[], None],
+        wait_s: float = 2.0,
     ) -> None:
         self.runtime = runtime
-        # Why consent cannot be trusted now (api/consent.py), for the follow-up's override.
-        self._consent_stale = consent_stale
+        self.keys = keys  # the API keys' store: the access log is kept beside them
+        self.wake = wake  # the in-process follower, if any
+        self.wait_s = wait_s
         settings = runtime.settings
         self._overrides = dict(settings.next_actions)
         self._read_channels = settings.read_channels
 
-    async def _stale(self) -> str | None:
-        return await self._consent_stale() if self._consent_stale else None
+    async def stale(self) -> str | None:
+        """Why the consent projection cannot be trusted now, or None: it is stuck on an event,
+        or consent facts already in the log are not applied yet and do not get applied within
+        `wait_s` (the follower is woken and given that long)."""
+        deadline = time.monotonic() + self.wait_s
+        projector = self.runtime.projector
+        # Facts recorded before this moment must be in the answer; later ones may not be:
+        # waiting for those would chase a log that grows under load.
+        head = await run_in_threadpool(lambda: projector().head())
+        while True:
+            fault, pending = await run_in_threadpool(lambda: projector().freshness(CONSENT, head))
+            if fault is not None:
+                return f"the consent projection cannot be trusted now: {describe(fault)}"
+            if not pending:
+                return None
+            if time.monotonic() > deadline:
+                return (
+                    "the consent projection has not applied consent facts that are already "
+                    f"recorded (waited {self.wait_s:g} s); is the projection worker running?"
+                )
+            self.wake()
+            await asyncio.sleep(0.05)
 
-    def _view(
+    async def read(self, fn: Callable[[Cursor], Any]) -> Any:
+        """Runs `fn` over a read connection to the projections, off the event loop."""
+
+        def work() -> Any:
+            with self.runtime.database().read() as cur:
+                return fn(cur)
+
+        return await run_in_threadpool(work)
+
+    async def _page(self, fn: Callable[[Cursor], KeysetPage]) -> Response:
+        return JSON(await self.read(lambda cur: page_body(fn(cur))))
+
+    def vault(self) -> Vault:
+        """The store's vault: names numbers and opens what is shown (off the event loop)."""
+        return self.runtime.projector().vault
+
+    def view(
         self,
         cur: Cursor,
         row: dict[str, Any],
         stale: str | None,
         with_timeline: bool = False,
     ) -> dict[str, Any]:
-        return messages.message_view(
-            row, with_timeline, self.runtime.projector().vault
-        ) | followups.annotate(cur, row, self._overrides, self._read_channels, stale)
-
-    async def _run(self, fn: Callable[[Cursor], Any]) -> Any:
-        return await read_views(self.runtime, fn)
+        return messages.message_view(row, with_timeline, self.vault()) | followups.annotate(
+            cur, row, self._overrides, self._read_channels, stale
+        )
 
     async def message(self, request: Request) -> Response:
         message_id = path_param(request, "message_id")
         params = Params(request, ["project_id"])
         project_id = params.text("project_id")
-        rows = await self._run(lambda cur: messages.message_rows(cur, message_id, project_id))
+        rows = await self.read(lambda cur: messages.message_rows(cur, message_id, project_id))
         if not rows:
             return error(
                 404,
@@ -248,8 +314,8 @@ class Queries:
                 f"message {message_id!r} exists in several projects; add ?project_id=",
             )
         row = rows[0]
-        stale = await self._stale()
-        return JSON(await self._run(lambda cur: self._view(cur, row, stale, with_timeline=True)))
+        stale = await self.stale()
+        return JSON(await self.read(lambda cur: self.view(cur, row, stale, with_timeline=True)))
 
     async def messages(self, request: Request) -> Response:
         params = Params(request, MESSAGE_PARAMS)
@@ -276,19 +342,10 @@ class Queries:
             next_action=action,
         )
         limit, cursor = params.limit(), params.cursor(3)
-        stale = await self._stale()
-        return JSON(
-            await self._run(
-                lambda cur: page_body(
-                    messages.messages_page(
-                        cur,
-                        where,
-                        cursor,
-                        limit,
-                        lambda row: self._view(cur, row, stale),
-                        self.runtime.projector().vault,
-                    )
-                )
+        stale = await self.stale()
+        return await self._page(
+            lambda cur: messages.messages_page(
+                cur, where, cursor, limit, lambda row: self.view(cur, row, stale), self.vault()
             )
         )
 
@@ -307,20 +364,16 @@ class Queries:
             raise HTTPException(400, f"query parameter 'older_than': {exc}") from None
         project_id = params.text("project_id")
         limit, cursor = params.limit(), params.cursor(3)
-        stale = await self._stale()
-        return JSON(
-            await self._run(
-                lambda cur: page_body(
-                    messages.stalled_page(
-                        cur,
-                        project_id,
-                        quiet_s,
-                        cursor,
-                        limit,
-                        lambda row: self._view(cur, row, stale),
-                        self.runtime.projector().vault,
-                    )
-                )
+        stale = await self.stale()
+        return await self._page(
+            lambda cur: messages.stalled_page(
+                cur,
+                project_id,
+                quiet_s,
+                cursor,
+                limit,
+                lambda row: self.view(cur, row, stale),
+                self.vault(),
             )
         )
 
@@ -329,20 +382,9 @@ class Queries:
         project_id, contact_id = params.text("project_id"), params.text("contact_id")
         since, until = params.time("since"), params.time("until")
         limit, cursor = params.limit(), params.cursor(3)
-        return JSON(
-            await self._run(
-                lambda cur: page_body(
-                    messages.read_confirmations_page(
-                        cur,
-                        project_id,
-                        contact_id,
-                        since,
-                        until,
-                        cursor,
-                        limit,
-                        self.runtime.projector().vault,
-                    )
-                )
+        return await self._page(
+            lambda cur: messages.read_confirmations_page(
+                cur, project_id, contact_id, since, until, cursor, limit, self.vault()
             )
         )
 
@@ -353,12 +395,154 @@ class Queries:
         trigger = params.word("trigger")
         since, until = params.time("since"), params.time("until")
         limit, cursor = params.limit(), params.cursor(2)
-        return JSON(
-            await self._run(
-                lambda cur: page_body(
-                    callbacks.listed(
-                        cur, trigger.upper() if trigger else None, since, until, cursor, limit
-                    )
-                )
+        trigger = trigger.upper() if trigger else None
+        return await self._page(
+            lambda cur: callbacks.listed(cur, trigger, since, until, cursor, limit)
+        )
+
+    async def contact_consent(self, request: Request) -> Response:
+        Params(request, [])
+        contact_id = path_param(request, "contact_id")
+
+        def read(cur: Cursor) -> dict[str, Any]:
+            # A merged contact's rows are the person's: either id finds them all.
+            return {
+                "contact_id": contact_id,
+                "consent": consent.current(cur, contact_id, self.vault()),
+                "merged_with": consent.merged_with(cur, contact_id),
+            }
+
+        return JSON(await self.read(read))
+
+    async def _by_time(
+        self, params: Params, fn: Callable[..., list[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """A page of `fn`'s rows in (event_time, source_ref) order, read `limit + 1` at a time
+        to tell whether another page follows."""
+        since, until = params.time("since"), params.time("until")
+        limit, cursor = params.limit(), params.cursor(2)
+        rows = await self.read(
+            lambda cur: fn(
+                cur,
+                since=since,
+                until=until,
+                after=(cursor[0], cursor[1]) if cursor else None,
+                limit=limit + 1,
+                vault=self.vault(),
             )
         )
+        if len(rows) <= limit:
+            return {"items": rows, "next_cursor": None}
+        rows = rows[:limit]
+        last = rows[-1]
+        return {
+            "items": rows,
+            "next_cursor": encode_cursor([last["event_time"], last["source_ref"]]),
+        }
+
+    async def contact_history(self, request: Request) -> Response:
+        params = Params(request, BY_TIME_PARAMS)
+        contact_id = path_param(request, "contact_id")
+        page = await self._by_time(params, partial(consent.history, contact_id=contact_id))
+        return JSON({"contact_id": contact_id, **page})
+
+    async def review(self, request: Request) -> Response:
+        return JSON(await self._by_time(Params(request, BY_TIME_PARAMS), consent.review))
+
+    async def consent_at(self, request: Request) -> Response:
+        params = Params(request, ["channel", "identity", "at", "project_id"])
+        channel, identity = channel_and_identity(params)
+        at = params.time("at") or iso(datetime.now(UTC).isoformat())
+        project_id = params.text("project_id")
+        # Any instant's answer may depend on a fact not applied yet (they arrive late).
+        why = await self.stale()
+        if why is not None:
+            return stale_answer(
+                f"cannot tell the consent at {at}: {why}. Ask again later", channel, identity
+            )
+
+        def read(cur: Cursor) -> dict[str, Any]:
+            vault = self.vault()
+            name = consent.name_of(vault, channel, identity)
+            answer = consent.state_at(cur, channel, name, at, project_id, vault)
+            return {"channel": channel, "identity": identity, **answer}
+
+        return JSON(await self.read(read))
+
+    async def consent_check(self, request: Request) -> Response:
+        params = Params(request, ["channel", "identity", "project_id"])
+        channel, identity = channel_and_identity(params)
+        project_id = params.text("project_id")
+        # Checked before the answer is read: the answer then holds every fact recorded before.
+        why = await self.stale()
+        if why is not None:
+            return stale_answer(
+                f"cannot tell whether sending is allowed: {why}. Do not send; ask again later",
+                channel,
+                identity,
+                may_send=False,
+            )
+        answer = await self.read(
+            lambda cur: consent.check(
+                cur, channel, consent.name_of(self.vault(), channel, identity), project_id
+            )
+        )
+        return JSON({"channel": channel, "identity": identity, **answer})
+
+    async def callback(self, request: Request) -> Response:
+        Params(request, [])
+        # Starlette matches {reference:path} with '.*' then '$', which leaves out a newline that
+        # ends the path; put it back so that the reference looked up is the one asked for.
+        if request.scope["path"].endswith("\n"):
+            request.path_params["reference"] += "\n"
+        reference = path_param(request, "reference", MAX_REFERENCE)
+        ledger = self.runtime.ledger
+        found = await run_in_threadpool(lambda: callbacks.callback(ledger(), reference))
+        if found is None:
+            return error(
+                404,
+                "not_found",
+                f"no callback is recorded under reference "
+                f"{reference!r}; references look like <stream uuid>/<key>",
+            )
+        return JSON(found)
+
+    async def quarantine(self, request: Request) -> Response:
+        params = Params(request, ["after", "limit"])
+        after = params.whole("after", 0, MAX_INTEGER) or 0
+        limit = params.limit()
+
+        def read() -> tuple[list[dict[str, Any]], bool]:
+            items, size = [], 0
+            for item in quarantined(self.runtime.ledger(), after, limit):
+                items.append(item)
+                size += len(item["raw_base64"] or "") + 256  # None: the body was erased
+                if size >= QUARANTINE_PAGE_BYTES:
+                    return items, True
+            return items, False
+
+        items, full = await run_in_threadpool(read)
+        next_after = items[-1]["id"] if full or len(items) == limit else None
+        return JSON({"items": items, "next_after": next_after})
+
+    async def access_log(self, request: Request) -> Response:
+        params = Params(request, ["since", "key", "after", "limit"])
+        since, actor = params.time("since"), params.text("key")
+        after = params.whole("after", 0, MAX_INTEGER) or 0
+        limit = params.limit()
+        items = await run_in_threadpool(lambda: self.keys().accesses(since, actor, after, limit))
+        next_after = items[-1]["id"] if len(items) == limit else None
+        return JSON({"items": items, "next_after": next_after})
+
+    async def seal(self, request: Request) -> Response:
+        """The head of the seal chain (store.seal), for an operator to record elsewhere (a
+        ticket, a timestamping service) and later check `callback-ledger verify` against."""
+
+        def head() -> dict[str, Any]:
+            self.runtime.ledger()  # creates the seal table if need be
+            found = seal_reads.head(self.runtime.store_database())
+            if found is None:
+                return {"position": 0, "hash": None, "sealed_at": None}
+            return found.head()
+
+        return JSON(await run_in_threadpool(head))

@@ -13,6 +13,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
 from heapq import heappop, heappush
@@ -24,10 +25,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import signature
-from api.health import WriteHealth
 from api.responses import JSON, error
 from domain.callbacks import UNKNOWN_TRIGGER
 from domain.receipt import Receipt
+from projections.faults import summary
 from service.recorder import QuarantineFailed, Recorder, Refusal, Store
 from service.runtime import Runtime
 from service.settings import Settings
@@ -60,8 +61,7 @@ def read_headers(request: Request) -> dict[str, str]:
 async def read_body(request: Request, declared: str, limit: int, timeout_s: float) -> bytes:
     """The raw body, refused past `limit` bytes (`declared`: its Content-Length, if any) or when
     it takes longer than `timeout_s` to arrive (a slow sender must not hold a worker for ever).
-    Reads the ASGI messages itself with one timer: cheaper on the hot path than Starlette's
-    stream and asyncio.timeout."""
+    One timer over the ASGI messages: cheaper on the hot path than Starlette's stream."""
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     task = asyncio.current_task()
@@ -96,11 +96,6 @@ async def read_body(request: Request, declared: str, limit: int, timeout_s: floa
         timer.cancel()
 
 
-def _packed_holds(packed: array[int], key: int) -> bool:
-    at = bisect_left(packed, key)
-    return at < len(packed) and packed[at] == key
-
-
 class _Second:
     """The nonces of the signatures of one timestamp second: 64-bit keys, a set while the
     second is being written, then packed into a sorted array of 8 bytes a key."""
@@ -116,7 +111,10 @@ class _Second:
         return len(self.fresh) + len(self.packed)
 
     def __contains__(self, key: int) -> bool:
-        return key in self.fresh or (bool(self.packed) and _packed_holds(self.packed, key))
+        if key in self.fresh:
+            return True
+        at = bisect_left(self.packed, key)
+        return at < len(self.packed) and self.packed[at] == key
 
     def pack(self) -> None:
         self.packed = array("Q", sorted(chain(self.packed, self.fresh)))
@@ -125,24 +123,13 @@ class _Second:
 
 class NonceMemory:
     """Nonces of signed callbacks this process accepted, kept while their signature could still
-    be accepted: the same signed request sent again is a replay (Sinch's docs ask receivers to
-    refuse them). Only accepted ones are remembered, so a retry after a 503 is still taken.
+    be accepted (until its timestamp + `window_s`): the same signed request sent again is a
+    replay. Only accepted ones are remembered, so a retry after a 503 is still taken.
 
-    A signature is taken while its timestamp `t` is within `window_s` of our clock, so once the
-    clock is past `t + window_s` it can never be taken again: a nonce is kept until then, and
-    not from its arrival (a replay carries the same timestamp, or its signature would not
-    match). Nonces are grouped by their signature's timestamp second; whole seconds leave in
-    timestamp order (a heap of at most 2 * window_s + 1 live seconds), so expiry is O(1)
-    amortised per callback and never a scan, and a lookup reads one second's keys.
-
-    Each nonce is kept as a keyed 64-bit hash: in a set while its second is being written, then
-    in the second's sorted array (8 bytes a nonce) once nothing was added to it for a second.
-    Memory is rate x window_s nonces for senders whose clock agrees with ours (up to
-    rate x 2 * window_s for timestamps ahead of it), and at most `cap`: past it the oldest
-    seconds are dropped early. A replay of a dropped nonce passes this check but not the store's
-    dedupe, so it is answered `duplicate` and nothing is stored twice. Two nonces of one second
-    with the same hash would make the second look like a replay (401); with a 64-bit hash keyed
-    per process that takes about 2^32 nonces in one second."""
+    Nonces are grouped by their signature's timestamp second, and whole seconds leave in
+    timestamp order from a heap: expiry is never a scan. Each is kept as a keyed 64-bit hash,
+    packed once its second goes quiet. At most `cap` are kept: past it the oldest seconds go
+    early, and a replay of one of those is still answered `duplicate` by the store's dedupe."""
 
     PACK_AFTER_S = 1.0
     FRESH_MAX = 4096  # a second written for long is packed as it grows (one merge per 4,096)
@@ -221,6 +208,32 @@ class NonceMemory:
             self._unpacked.discard(timestamp)
 
 
+@dataclass
+class WriteHealth:
+    """The outcome of the last write attempt, for /healthz: a store that answers reads but
+    refuses writes (a full disk, a read-only replica) must not look healthy."""
+
+    last_ok: float | None = None
+    last_error: float | None = None
+    reason: str = ""
+
+    def ok(self) -> None:
+        self.last_ok = time.monotonic()
+
+    def failed(self, exc: BaseException) -> None:
+        self.last_error = time.monotonic()
+        self.reason = summary(exc)
+
+    def problem(self, window_s: float) -> str | None:
+        """Why writes look broken: the last attempt failed, within `window_s`."""
+        if self.last_error is None or (self.last_ok or 0) > self.last_error:
+            return None
+        ago = time.monotonic() - self.last_error
+        if ago > window_s:
+            return None
+        return f"the last write failed {ago:.0f} s ago: {self.reason}"
+
+
 def unavailable(settings: Settings, exc: BaseException) -> JSON:
     log.warning("store unavailable, answering 503: %s", exc)
     response = error(
@@ -234,7 +247,9 @@ def unavailable(settings: Settings, exc: BaseException) -> JSON:
 
 
 class SinchWebhook:
-    def __init__(self, settings: Settings, runtime: Runtime, on_commit: Callable[[], None]) -> None:
+    def __init__(
+        self, settings: Settings, runtime: Runtime, on_commit: Callable[[], None] | None
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.on_commit = on_commit
@@ -318,7 +333,7 @@ class SinchWebhook:
         if outcome.refusal is not None:
             return refused(outcome.trigger, outcome.refusal)
         self.health.ok()
-        if outcome.events:
+        if outcome.events and self.on_commit is not None:
             self.on_commit()
         if settings.webhook_secrets:
             self.nonces.remember(nonce, timestamp)
@@ -345,10 +360,8 @@ def refused(trigger: str, refusal: Refusal) -> Response:
 
 
 class WebhookFirst:
-    """Sends POST /webhooks/sinch straight to the webhook and everything else to Starlette.
-    Callbacks are the hot path, and Starlette's middleware and routing are a large share of a
-    callback's CPU (README, "Performance"); the route is also registered in Starlette, so any
-    request that does not match exactly here still reaches the same handler."""
+    """Sends POST /webhooks/sinch straight to the webhook (the hot path skips Starlette's
+    middleware and routing) and everything else to Starlette, where the route is registered too."""
 
     def __init__(self, app: ASGIApp, webhook: SinchWebhook) -> None:
         self.app = app

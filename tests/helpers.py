@@ -170,3 +170,12 @@ def printed_key(log: str) -> str | None:
 
     found = re.search(r'(?:Authorization: Bearer |"api_key":")(clk_[A-Za-z0-9_-]+)', log)
     return found.group(1) if found else None
+
+
+def starlette_app(client: Any) -> Any:
+    """The Starlette application inside the middleware around it (Observed, WebhookFirst and,
+    with a private listener, PublicSide): its routes."""
+    app = client.app
+    while not hasattr(app, "routes"):
+        app = app.app
+    return app

@@ -9,8 +9,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.console.context import Context, query
-from api.console.overview import time_or
+from api.console.context import Context, query, time_range
 from api.console.render import page
 from api.query_routes import MAX_CURSOR, WORD_PATTERN, decode_cursor, encode_cursor
 from domain.callbacks import TRIGGER_KEYS, UNKNOWN_TRIGGER
@@ -24,11 +23,10 @@ _WORD = re.compile(WORD_PATTERN)
 async def list_page(context: Context, request: Request) -> Response:
     trigger = query(request, "trigger", 100).strip().upper()
     bad_trigger = bool(trigger) and not _WORD.match(trigger)
-    since, since_ok = time_or(query(request, "since", 64), "")
-    until, until_ok = time_or(query(request, "until", 64), "")
+    since, until, times_ok = time_range(request)
     cursor_text = query(request, "cursor", MAX_CURSOR)
     cursor = decode_cursor(cursor_text, 2) if cursor_text else None
-    found = await context.read(
+    found = await context.queries.read(
         lambda cur: callbacks.listed(
             cur,
             None if bad_trigger or not trigger else trigger,
@@ -48,7 +46,7 @@ async def list_page(context: Context, request: Request) -> Response:
         until=until,
         triggers=TRIGGERS,
         bad_trigger=bad_trigger,
-        bad_range=not (since_ok and until_ok),
+        bad_range=not times_ok,
         bad_cursor=bool(cursor_text) and cursor is None,
         next_cursor=encode_cursor(found.next_key) if found.next_key is not None else None,
     )

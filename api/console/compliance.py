@@ -11,8 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.console.context import Context, query
-from api.console.overview import time_or
+from api.console.context import Context, time_range
 from api.console.render import HEADERS, page
 from projections.personal import ERASED_TEXT
 from projections.read_model import consent
@@ -37,16 +36,11 @@ CSV_COLUMNS = (
 )
 
 
-def _range(request: Request) -> tuple[str | None, str | None, bool]:
-    since, since_ok = time_or(query(request, "since", 64), "")
-    until, until_ok = time_or(query(request, "until", 64), "")
-    return since or None, until or None, since_ok and until_ok
-
-
-def _rows(context: Context, since: str | None, until: str | None, limit: int) -> Any:
+def _rows(context: Context, since: str, until: str, limit: int) -> Any:
     def read(cur: Cursor) -> tuple[list[dict[str, Any]], bool]:
-        vault = context.runtime.projector().vault
-        rows = list(islice(consent.violations(cur, since, until, vault=vault), limit + 1))
+        vault = context.queries.vault()
+        found = consent.violations(cur, since or None, until or None, vault=vault)
+        rows = list(islice(found, limit + 1))
         return rows[:limit], len(rows) > limit
 
     return read
@@ -67,13 +61,13 @@ def csv_line(row: dict[str, Any]) -> list[str]:
 
 
 async def report_page(context: Context, request: Request) -> Response:
-    since, until, ok = _range(request)
-    rows, more = await context.read(_rows(context, since, until, PAGE_ROWS))
+    since, until, ok = time_range(request)
+    rows, more = await context.queries.read(_rows(context, since, until, PAGE_ROWS))
     return page(
         request,
         "compliance.html",
-        since=since or "",
-        until=until or "",
+        since=since,
+        until=until,
         bad_range=not ok,
         rows=rows,
         more=more,
@@ -82,8 +76,8 @@ async def report_page(context: Context, request: Request) -> Response:
 
 
 async def report_csv(context: Context, request: Request) -> Response:
-    since, until, _ = _range(request)
-    rows, more = await context.read(_rows(context, since, until, CSV_ROWS))
+    since, until, _ = time_range(request)
+    rows, more = await context.queries.read(_rows(context, since, until, CSV_ROWS))
     request.state.results = len(rows)  # the access log counts what was handed out
     out = io.StringIO()
     writer = csv.writer(out)

@@ -4,43 +4,34 @@ history, the consent at a chosen time and any messages sent while it was opted o
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import AUDIT
-from api.console.context import Context, mark_audited, query, visitor
+from api.console.context import Context, mark_audited, query, time_or, visitor
 from api.console.render import page
 from api.query_routes import path_param
 from domain.callbacks import MAX_IDENTITY
 from domain.identity import normalise
 from projections.read_model import consent
 from projections.read_model import console as console_queries
-from projections.rules import iso
 from store.backend import Cursor
 
 HISTORY_ROWS = 200
-
-
-def _time(value: str) -> str | None:
-    """An ISO 8601 time from a form as the projections store it, or None."""
-    with contextlib.suppress(ValueError, OverflowError):
-        return iso(value) if value else None
-    return None
 
 
 async def number_page(context: Context, request: Request) -> Response:
     identity = normalise(None, path_param(request, "identity", MAX_IDENTITY))
     auditor = visitor(request).may(AUDIT)
     at_text, at_channel = query(request, "at", 64), query(request, "channel", 64).upper()
-    at = _time(at_text)
-    stale = await context.consent_stale()
+    at, at_valid = time_or(at_text, "")
+    stale = await context.queries.stale()
 
     def read(cur: Cursor) -> dict[str, Any]:
         # The number is looked up by its name on each channel (projections.personal).
-        vault = context.runtime.projector().vault
+        vault = context.queries.vault()
         channels = console_queries.channels_of_number(cur, identity, vault)
         contacts = console_queries.contacts_of_number(cur, identity, vault=vault)
         messages = console_queries.messages_of_contacts(
@@ -69,12 +60,12 @@ async def number_page(context: Context, request: Request) -> Response:
             ]
             data["history"].sort(key=lambda r: (r["event_time"], r["source_ref"]))
             data["violations"] = console_queries.violations_of(cur, messages, identity, vault)
-            if at is not None and at_channel:
+            if at and at_channel:
                 name = vault.index(at_channel, identity)
                 data["at_answer"] = consent.state_at(cur, at_channel, name, at, vault=vault)
         return data
 
-    data = await context.read(read)
+    data = await context.queries.read(read)
     if auditor:
         mark_audited(request)
     return page(
@@ -84,7 +75,7 @@ async def number_page(context: Context, request: Request) -> Response:
         auditor=auditor,
         stale=stale,
         at=at_text,
-        at_valid=at is not None or not at_text,
+        at_valid=at_valid,
         at_channel=at_channel,
         **data,
     )
@@ -93,10 +84,10 @@ async def number_page(context: Context, request: Request) -> Response:
 async def contact_page(context: Context, request: Request) -> Response:
     contact_id = path_param(request, "contact_id")
     auditor = visitor(request).may(AUDIT)
-    stale = await context.consent_stale()
+    stale = await context.queries.stale()
 
     def read(cur: Cursor) -> dict[str, Any]:
-        vault = context.runtime.projector().vault
+        vault = context.queries.vault()
         # Contacts Sinch merged are one person: the page shows them all, whichever id.
         group = consent.merged_group(cur, contact_id)
         messages = console_queries.messages_of_contacts(cur, group, vault=vault)
@@ -117,7 +108,7 @@ async def contact_page(context: Context, request: Request) -> Response:
             data["violations"] = console_queries.violations_of(cur, messages, vault=vault)
         return data
 
-    data = await context.read(read)
+    data = await context.queries.read(read)
     if auditor:
         mark_audited(request)
     return page(

@@ -1,23 +1,21 @@
-"""What every console page may use: the runtime (store, ledger, writer), the key guard, and the
-few callables of the API it shares (consent freshness, the health detail, waking the follower)."""
+"""What every console page may use: the runtime (store, ledger, writer), the API's reads, the
+sessions, the health detail, and the reading of forms and query fields."""
 
 from __future__ import annotations
 
-import re
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs
 
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import Guard
 from api.console.session import Sessions, Visitor
+from api.query_routes import UNSTORABLE, Queries
+from projections.rules import iso
 from service.runtime import Runtime
-from store.backend import Cursor
 
 MAX_FORM_BYTES = 16 * 1024
 
@@ -25,20 +23,25 @@ MAX_FORM_BYTES = 16 * 1024
 @dataclass
 class Context:
     runtime: Runtime
-    guard: Guard
+    queries: Queries  # the API's reads: the projections, the vault, consent freshness
     sessions: Sessions
-    consent_stale: Callable[[], Awaitable[str | None]]
     health_detail: Callable[[], Awaitable[Response]]
-    on_commit: Callable[[], None]
 
-    async def read(self, fn: Callable[[Cursor], Any]) -> Any:
-        """`fn` over a read connection to the projections, off the event loop."""
 
-        def work() -> Any:
-            with self.runtime.database().read() as cur:
-                return fn(cur)
+def time_or(value: str, default: str) -> tuple[str, bool]:
+    """The time a form field gives, else `default`; and whether the field was fine."""
+    if not value:
+        return default, True
+    with contextlib.suppress(ValueError, OverflowError):
+        return iso(value), True
+    return default, False
 
-        return await run_in_threadpool(work)
+
+def time_range(request: Request) -> tuple[str, str, bool]:
+    """The `since` and `until` fields ("" when not given), and whether both were fine."""
+    since, since_ok = time_or(query(request, "since", 64), "")
+    until, until_ok = time_or(query(request, "until", 64), "")
+    return since, until, since_ok and until_ok
 
 
 def visitor(request: Request) -> Visitor:
@@ -58,10 +61,6 @@ async def form(request: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         raise HTTPException(400, "the form could not be read") from None
     return {name: values[-1] for name, values in fields.items()}
-
-
-# PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded for either store.
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def query(request: Request, name: str, max_length: int = 256) -> str:

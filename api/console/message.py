@@ -4,6 +4,7 @@ each report's raw callback (audit)."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +17,7 @@ from api.console.render import page, problem
 from api.query_routes import path_param
 from domain.message import Message, report_key, submission_key
 from projections.read_model import console as console_queries
-from projections.read_model.messages import message_view
 from projections.rules import iso
-from service import followups
 from store.ledger import Ledger
 
 # A report that reached us this long after its event time is marked late.
@@ -55,23 +54,18 @@ def annotate_timeline(timeline: list[dict[str, Any]], arrived: dict[str, str]) -
     # time came out of order (it is the one marked).
     for entry in timeline:
         received = arrived.get(entry["reference"] or "")
-        entry["received_at"] = iso(received) if received else None
-        entry["late_s"] = None
-        entry["out_of_order"] = False
-        if received is None:
+        entry.update(received_at=None, late_s=None, late=False, out_of_order=False)
+        if not received:
             continue
+        entry["received_at"] = iso(received)
         got = _seconds(received)
-        try:
+        with contextlib.suppress(ValueError):
             entry["late_s"] = max(0.0, got - _seconds(entry["event_time"]))
-        except ValueError:
-            entry["late_s"] = None
-        entry["late"] = entry["late_s"] is not None and entry["late_s"] > LATE_S
+            entry["late"] = entry["late_s"] > LATE_S
         if latest_arrival_before is not None and got < latest_arrival_before:
             entry["out_of_order"] = True
             out_of_order += 1
         latest_arrival_before = max(latest_arrival_before or got, got)
-    for entry in timeline:
-        entry.setdefault("late", False)
     return out_of_order
 
 
@@ -90,21 +84,17 @@ def channel_paths(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def message_page(context: Context, request: Request) -> Response:
     message_id = path_param(request, "message_id")
     project_id = query(request, "project_id") or None
-    rows = await context.read(lambda cur: console_queries.message_rows(cur, message_id, project_id))
+    rows = await context.queries.read(
+        lambda cur: console_queries.message_rows(cur, message_id, project_id)
+    )
     if not rows:
         return problem(request, 404, "No such message", "No report was received for it.")
     if len(rows) > 1:
         return page(request, "choose_project.html", message_id=message_id, rows=rows)
     row = rows[0]
-    settings = context.runtime.settings
-    stale = await context.consent_stale()
-    view = await context.read(
-        lambda cur: (
-            message_view(row, with_timeline=True, vault=context.runtime.projector().vault)
-            | followups.annotate(
-                cur, row, dict(settings.next_actions), settings.read_channels, stale
-            )
-        )
+    stale = await context.queries.stale()
+    view = await context.queries.read(
+        lambda cur: context.queries.view(cur, row, stale, with_timeline=True)
     )
     ledger = await run_in_threadpool(context.runtime.ledger)
     arrived = await run_in_threadpool(

@@ -20,6 +20,7 @@ from projections.read_model import callbacks
 from service.recorder import Recorder, Store
 from store import quarantine_resolution as resolutions
 from store.ledger import Ledger
+from store.quarantine_resolution import Entry
 
 PAGE_ENTRIES = 50
 
@@ -32,17 +33,17 @@ def pretty(raw: str) -> str:
         return raw
 
 
-def entry_number(request: Request) -> int | None:
-    """The entry's number (its log position) from the path; None if it cannot be one."""
+async def kept_entry(context: Context, request: Request) -> tuple[Ledger, Entry | None]:
+    """The ledger, and the entry whose number (its log position) the path holds, if any."""
+    ledger = await run_in_threadpool(context.runtime.ledger)
     text = str(request.path_params["entry_id"])
-    if not (text.isascii() and text.isdigit() and len(text) <= 19):
-        return None
-    number = int(text)
-    return number if 0 < number <= MAX_INTEGER else None
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and 0 < int(text) <= MAX_INTEGER):
+        return ledger, None
+    return ledger, await run_in_threadpool(lambda: resolutions.entry(ledger, int(text)))
 
 
-def find(ledger: Ledger, entry_id: int | None) -> resolutions.Entry | None:
-    return None if entry_id is None else resolutions.entry(ledger, entry_id)
+def no_entry(request: Request) -> Response:
+    return problem(request, 404, "No such entry", "No quarantine entry has this number.")
 
 
 async def list_page(context: Context, request: Request) -> Response:
@@ -61,11 +62,9 @@ async def list_page(context: Context, request: Request) -> Response:
 
 
 async def entry_page(context: Context, request: Request) -> Response:
-    entry_id = entry_number(request)
-    ledger = await run_in_threadpool(context.runtime.ledger)
-    kept = await run_in_threadpool(lambda: find(ledger, entry_id))
+    _, kept = await kept_entry(context, request)
     if kept is None:
-        return problem(request, 404, "No such entry", "No quarantine entry has this number.")
+        return no_entry(request)
     return page(
         request,
         "quarantine_entry.html",
@@ -80,13 +79,11 @@ async def resolve(context: Context, request: Request) -> Response:
     who = visitor(request)
     if not csrf_ok(who, fields.get("csrf")):
         return problem(request, 403, "Refused", "The form did not come from this console.")
-    entry_id = entry_number(request)
     action = fields.get("action", "")
     note = fields.get("note", "").strip()
-    ledger = await run_in_threadpool(context.runtime.ledger)
-    kept = await run_in_threadpool(lambda: find(ledger, entry_id))
+    ledger, kept = await kept_entry(context, request)
     if kept is None:
-        return problem(request, 404, "No such entry", "No quarantine entry has this number.")
+        return no_entry(request)
     if kept.resolution is not None:
         return problem(request, 409, "Already resolved", "This entry was resolved before.")
     if action == "reingest" and kept.erased:
@@ -114,7 +111,7 @@ async def resolve(context: Context, request: Request) -> Response:
                 "This version still refuses the body: " + "; ".join(outcome.refusal.problems),
             )
         if outcome.events:
-            context.on_commit()
+            context.queries.wake()
         result = f"{outcome.status} ({outcome.trigger})"
         done = resolutions.REINGESTED
     elif action == "review":
@@ -124,7 +121,7 @@ async def resolve(context: Context, request: Request) -> Response:
     else:
         return problem(request, 400, "Unknown action", "Choose re-ingest or mark reviewed.")
     await writer.commit(resolutions.resolve_command(kept.stream, done, who.name, at, note, result))
-    return RedirectResponse(f"/console/quarantine/{entry_id}", 303)
+    return RedirectResponse(f"/console/quarantine/{kept.id}", 303)
 
 
 async def callback_page(context: Context, request: Request) -> Response:

@@ -19,8 +19,8 @@ async def search_page(context: Context, request: Request) -> Response:
     q = query(request, "q", MAX_IDENTITY).strip()
     found: dict[str, list[dict[str, Any]]] = {"messages": [], "numbers": [], "contacts": []}
     if q:
-        found = await context.read(
-            lambda cur: console_queries.search(cur, q, vault=context.runtime.projector().vault)
+        found = await context.queries.read(
+            lambda cur: console_queries.search(cur, q, vault=context.queries.vault())
         )
     return page(
         request,

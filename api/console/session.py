@@ -1,12 +1,9 @@
 """Who is asking, for the console: a session cookie made at sign-in, or a Bearer key.
 
-The cookie holds a random session id and nothing else; the store keeps the session (by the id's
-hash: store/console_sessions.py) with the key it signs in as and its CSRF token. It is HttpOnly,
-SameSite=Strict, Secure when the request came over https, and lives `SESSION_S` at most; signing
-out deletes it in the store. Every request looks the session and the key up again, uncached: a
-key revoked or expired ends its sessions at once. The sign-in form's CSRF token rides in a
-cookie signed with itsdangerous (the console secret: store/console_secret.py, or
-LEDGER_CONSOLE_SECRET)."""
+The cookie holds a random session id only (HttpOnly, SameSite=Strict, Secure over https); the
+store keeps the session with its key and CSRF token. Every request looks the session and the key
+up again, uncached: a key revoked or expired ends its sessions at once. The sign-in form's CSRF
+token rides in a cookie signed with the console secret."""
 
 from __future__ import annotations
 
@@ -15,7 +12,6 @@ import os
 import secrets
 from dataclasses import dataclass
 
-import orjson
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,15 +30,6 @@ SECRET_ENV = "LEDGER_CONSOLE_SECRET"
 
 class SignIn(Exception):
     """No session: the page sends the browser to the sign-in form."""
-
-
-class Refused(Exception):
-    """A key was given but cannot be used (unknown, revoked, expired, malformed)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -79,28 +66,27 @@ class Sessions:
     async def visitor(self, request: Request) -> Visitor:
         """The request's key, from its Authorization header or its session cookie."""
         if request.headers.get("authorization"):
-            try:
-                key = await self.guard.authenticate(request)
-            except Denied as denied:
-                raise Refused(denied.response.status_code, _detail(denied)) from None
-            return Visitor(key, None, False)
+            return Visitor(await self.guard.authenticate(request), None, False)
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             raise SignIn()
         session = await run_in_threadpool(lambda: self.kept().find(cookie))
         if session is None:
             raise SignIn()
-        found = await run_in_threadpool(lambda: self.guard.store().find(session.key_hash))
-        if found is None or found.revoked or found.expired(utc_now()):
-            raise Refused(401, "this session's key was revoked or has expired: sign in again")
+        found = await self._usable(session.key_hash)
+        if found is None:
+            raise Denied(
+                "revoked_key", "this session's key was revoked or has expired: sign in again"
+            )
         return Visitor(found, session.csrf, True)
+
+    async def _usable(self, hashed: str) -> Key | None:
+        key = await run_in_threadpool(lambda: self.guard.store().find(hashed))
+        return None if key is None or key.revoked or key.expired(utc_now()) else key
 
     async def key_of(self, token: str) -> Key | None:
         """A pasted key, checked as a Bearer key would be."""
-        key = await run_in_threadpool(lambda: self.guard.store().find(key_hash(token)))
-        if key is None or key.revoked or key.expired(utc_now()):
-            return None
-        return key
+        return await self._usable(key_hash(token))
 
     async def start(self, response: Response, request: Request, key: Key) -> None:
         session_id, _ = await run_in_threadpool(lambda: self.kept().start(key.key_hash))
@@ -118,17 +104,25 @@ class Sessions:
             samesite="strict",
         )
 
+    async def _sign_in_cookie(self, request: Request) -> str | None:
+        """The token the sign-in cookie holds, if it is signed by us and not too old."""
+        given = request.cookies.get(SIGN_IN_COOKIE)
+        if not given:
+            return None
+        serializer = await run_in_threadpool(self.serializer)
+        try:
+            return str(serializer.loads(given, max_age=SIGN_IN_S, salt="sign-in"))
+        except BadSignature:
+            return None
+
     async def sign_in_token(self, request: Request) -> tuple[str, str | None]:
         """The sign-in form's CSRF token, and the cookie to keep it in when it is new: the
         token travels in its own signed cookie and in the form; the POST must bring both."""
-        serializer = await run_in_threadpool(self.serializer)
-        given = request.cookies.get(SIGN_IN_COOKIE)
-        if given:
-            try:
-                return str(serializer.loads(given, max_age=SIGN_IN_S, salt="sign-in")), None
-            except BadSignature:
-                pass
+        kept = await self._sign_in_cookie(request)
+        if kept is not None:
+            return kept, None
         token = secrets.token_urlsafe(24)
+        serializer = await run_in_threadpool(self.serializer)
         return token, serializer.dumps(token, salt="sign-in")
 
     @staticmethod
@@ -136,15 +130,8 @@ class Sessions:
         _set(response, request, SIGN_IN_COOKIE, cookie)
 
     async def sign_in_token_matches(self, request: Request, sent: str) -> bool:
-        given = request.cookies.get(SIGN_IN_COOKIE)
-        if not given or not sent:
-            return False
-        serializer = await run_in_threadpool(self.serializer)
-        try:
-            kept = str(serializer.loads(given, max_age=SIGN_IN_S, salt="sign-in"))
-        except BadSignature:
-            return False
-        return hmac.compare_digest(kept, sent)
+        kept = await self._sign_in_cookie(request) if sent else None
+        return kept is not None and hmac.compare_digest(kept, sent)
 
 
 def csrf_ok(visitor: Visitor, sent: str | None) -> bool:
@@ -170,10 +157,3 @@ def _set(
         httponly=True,
         samesite="strict",
     )
-
-
-def _detail(denied: Denied) -> str:
-    try:
-        return str(orjson.loads(denied.response.body)["detail"])
-    except Exception:
-        return "this API key cannot be used"

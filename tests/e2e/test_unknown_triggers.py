@@ -8,7 +8,7 @@ import base64
 import orjson
 from starlette.testclient import TestClient
 
-from api.app import QUARANTINE_PAGE_BYTES
+from api.query_routes import QUARANTINE_PAGE_BYTES
 from store.ledger import Ledger
 from tests.helpers import cli
 from tests.integration.test_unknown_triggers import MB, big_body, quarantine_all

@@ -22,7 +22,7 @@ from store.backend import Database
 from store.ledger import Ledger
 from tests import console_data as data
 from tests.e2e.test_keys import revoke
-from tests.helpers import KEYS, make_key, names, stored_events
+from tests.helpers import KEYS, make_key, names, starlette_app, stored_events
 from tests.integration.test_queries import feed, post
 
 PAGES = [
@@ -79,7 +79,7 @@ def sign_in(client: TestClient, key: str) -> None:
 
 
 def test_every_console_route_has_a_scope(client: TestClient) -> None:
-    paths = {r.path for r in client.app.app.routes if r.path.startswith("/console")}
+    paths = {r.path for r in starlette_app(client).routes if r.path.startswith("/console")}
     assert paths == set(CONSOLE_SCOPES)
     assert CONSOLE_SCOPES["/console/quarantine/{entry_id}/resolve"] == "admin"
     assert CONSOLE_SCOPES["/console/callbacks/{reference:path}"] == "audit"

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from service.settings import Settings, backend_for
 from store.backend import Database
-from tests.helpers import KEYS, make_key
+from tests.helpers import KEYS, make_key, starlette_app
 
 WEBHOOK = "/webhooks/sinch"
 
@@ -90,7 +90,7 @@ def bearer(key: str) -> dict[str, str]:
 def test_every_route_is_in_the_scope_table(client: TestClient) -> None:
     from api.app import ROUTE_SCOPES
 
-    starlette = client.app.app  # inside WebhookFirst
+    starlette = starlette_app(client)
     seen = set()
     for route in starlette.routes:
         if route.path in (WEBHOOK, WEBHOOK + "/"):

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from api.openapi import document
 from domain.identity import is_number_channel
+from tests.helpers import starlette_app
 
 SCHEMA = schemathesis.openapi.from_dict(document())
 QUICK = settings(
@@ -37,7 +38,7 @@ def test_every_route_is_in_the_document(client: TestClient) -> None:
     # The web console's HTML pages (/console/...) are for people, not an API: not documented.
     routes = {
         route.path.replace(":path", "")
-        for route in client.app.app.routes
+        for route in starlette_app(client).routes
         if not route.path.startswith("/console")
     }
     assert routes == set(document()["paths"])
