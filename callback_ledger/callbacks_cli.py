@@ -1,6 +1,6 @@
-"""`callback-ledger callbacks list`: the stored callbacks (interpreted, or kept uninterpreted in
-the catch-all) by trigger and arrival, as GET /callbacks lists them: references and times, no
-bodies (`GET /callbacks/{reference}` reads one). The same cursor pages both."""
+"""`callback-ledger callbacks list`: the stored callbacks (interpreted, or kept in the
+catch-all) by trigger and arrival, as GET /callbacks lists them: references and times, no
+bodies. The same cursor pages both."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import Any
 
 import orjson
 
-from access.api_keys import KeyStore, cli_user
 from api.query_routes import decode_cursor, encode_cursor
-from callback_ledger.audit_cli import emit, time_arg
+from callback_ledger.audit_cli import TABLE, accessed, emit, time_arg
 from projections.read_model import callbacks
 from service.runtime import Runtime
 from service.settings import Settings
@@ -39,7 +38,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--until", type=time_arg, help="arrived before this time")
     p.add_argument("--limit", type=positive, default=100, help="at most this many (default 100)")
     p.add_argument("--cursor", type=cursor_arg, help="go on after a listing that said more follow")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--format", choices=TABLE, default="table")
     p.set_defaults(run=run_list)
 
 
@@ -57,30 +56,20 @@ def cursor_arg(value: str) -> list[str]:
 
 
 def run_list(settings: Settings, args: argparse.Namespace) -> int:
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         with runtime.database().read() as cur:
             page = callbacks.listed(
                 cur, args.trigger, args.since, args.until, args.cursor, args.limit
             )
-        # As GET /callbacks (audit scope), who listed what is logged.
         subject = {k: v for k, v in vars(args).items() if k in ("trigger", "since", "until") and v}
-        KeyStore(runtime.store_database()).record_access(
-            cli_user(), "callbacks list", subject, len(page.items)
-        )
-    finally:
-        runtime.close()
+        accessed(runtime, "callbacks list", subject, len(page.items))
     rows = [{column: item[column] for column in COLUMNS} for item in page.items]
+    cursor = encode_cursor(page.next_key) if page.next_key is not None else None
     if args.format == "json":
-        cursor = encode_cursor(page.next_key) if page.next_key is not None else None
-        sys.stdout.write(
-            orjson.dumps(
-                {"items": rows, "next_cursor": cursor}, option=orjson.OPT_INDENT_2
-            ).decode()
-            + "\n"
-        )
-    else:
-        emit(rows, args.format, "stored callbacks", COLUMNS)
-    if page.next_key is not None and args.format != "json":
-        sys.stderr.write(f"more follow: --cursor {encode_cursor(page.next_key)}\n")
+        listing = {"items": rows, "next_cursor": cursor}
+        sys.stdout.write(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    emit(rows, args.format, "stored callbacks", COLUMNS)
+    if cursor is not None:
+        sys.stderr.write(f"more follow: --cursor {cursor}\n")
     return 0

@@ -1,6 +1,4 @@
-"""Configuration from the environment, and the process's garbage-collector setting. What the
-database URL means (connection settings, dialect) is the backend's (store.backend); which
-backend it names, `backend_for`'s."""
+"""Configuration from the environment, and the process's garbage-collector setting."""
 
 from __future__ import annotations
 
@@ -27,8 +25,7 @@ DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
 
 
 def backend_for(url: str, timeout_s: int = 5) -> Backend:
-    """The backend a database URL names: the only place that looks at the URL's scheme.
-    Raises ConfigError for a URL neither backend understands."""
+    """The backend a database URL names; ConfigError for a URL neither understands."""
     kind: Callable[[str, int], Backend] = (
         SQLiteBackend if url.startswith("sqlite:") else PostgresBackend
     )
@@ -45,45 +42,34 @@ class Settings:
     # Bounds how long a request waits for the database before answering 503.
     db_timeout_s: int = 5
     retry_after_s: int = 5
-    # The built-in keyword sets of these languages, plus the opt-out and help words listed
-    # here. Opt-in words, when listed, replace the languages' own (None: theirs).
+    # The languages' keyword sets plus the listed opt-out and help words; listed opt-in
+    # words replace the languages' own (None: theirs).
     keyword_languages: tuple[str, ...] = DEFAULT_LANGUAGES
     opt_out_keywords: tuple[str, ...] = ()
     opt_in_keywords: tuple[str, ...] | None = None
     help_keywords: tuple[str, ...] = ()
-    # Reason codes whose next action replaces the table's (projections/followup.py), and the
-    # channels on which a READ report can arrive.
     next_actions: tuple[tuple[str, str], ...] = ()
     read_channels: frozenset[str] = followup.READ_CHANNELS
-    # "inline": `serve` follows the log into the read tables itself; "off": a separate
-    # `callback-ledger project` worker does.
+    # "inline": `serve` follows the log into the read tables; "off": `project` does.
     projections: str = "inline"
-    # /healthz answers 503 when a projection has not moved for this long while behind.
     health_max_lag_s: int = 60
-    # HTTP limits (api/connections.py): open connections past which requests get 503 (twice
-    # as many are closed at once), seconds an idle keep-alive connection is kept, seconds a
-    # request head may take to arrive, and the head's size and number of header lines.
+    # HTTP limits (api/connections.py).
     max_connections: int = 1000
     keepalive_s: int = 5
     header_timeout_s: int = 10
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
-    # "host:port" of the private listener (LEDGER_PRIVATE_LISTEN): when set, every route but
-    # the webhook and the bare /healthz is served only there.
+    # "host:port": when set, every route but the webhook and the bare /healthz is served there.
     private_listen: str = ""
-    # /metrics counts the quarantine again at most this often (callback_ledger/metrics.py).
     metrics_refresh_s: int = 30
-    # Personal data's keys (store.vault): given (LEDGER_MASTER_KEY and LEDGER_INDEX_KEY, or
-    # an existing LEDGER_KEY_FILE), else read from `key_file` (LEDGER_KEY_FILE) or, for a
-    # SQLite store and `key_file_beside`, the file beside it; `secrets` makes that file.
+    # Personal data's keys: given, else read from `key_file` or (`key_file_beside`) the file
+    # beside a SQLite store; `secrets` makes that file.
     keys: Secrets | None = field(default=None, repr=False)
     key_file: str = ""
     key_file_beside: bool = False
-    # Days each data class is kept readable (`callback-ledger retention apply`).
     retention_messages_days: int = 400
     retention_consent_days: int = 5 * 365 + 1
-    # `serve` applies retention this long after it starts (not at once: a restart loop must
-    # not rewrite the key table each time), then every interval.
+    # Not at once: a restart loop must not rewrite the key table each time.
     retention_first_s: int = 600
     retention_interval_s: int = 24 * 3600
 
@@ -156,15 +142,12 @@ class Settings:
         return host, int(port)
 
     def store_backend(self) -> Backend:
-        """The backend the database URL names (built anew: the wiring builds it once)."""
         return backend_for(self.database_url, self.db_timeout_s)
 
     def secrets(self) -> Secrets | None:
-        """The keys of personal data: given, else read from the key file (LEDGER_KEY_FILE, or
-        `<database>.keys` beside a SQLite store when no keys are configured). A store that
-        holds no event yet gets that file made (owner-only) before its first event, whichever
-        command opens it first, so it is encrypted from its first byte; a store written
-        without keys stays as it was written."""
+        """The keys of personal data: given, else read from the key file. A store with no event
+        yet gets that file made (owner-only) by whichever command opens it first, so it is
+        encrypted from its first byte; a store written without keys stays so."""
         if self.keys is not None:
             return self.keys
         key_file = self.key_file_path()
@@ -187,36 +170,34 @@ class Settings:
         return Secrets.from_env({"LEDGER_KEY_FILE": str(key_file)})
 
     def key_file_path(self) -> Path | None:
-        """The file `secrets` reads the keys from, when they are not given."""
         if self.key_file:
             return Path(self.key_file)
         path = self.store_backend().store_file() if self.key_file_beside else None
         return None if path is None else Path(path + ".keys")
 
-    def classify(self) -> Callable[[str | None], Reading]:
-        """What an inbound text says, as recorded: a keyword, or a text that reads like one is
-        consent evidence (kept as long as consent facts are), and an encrypted event keeps
-        that reading in its public part, so an erased "STOP" still opts out on a replay."""
-        words = Keywords.build(
+    def keywords(self) -> Keywords:
+        return Keywords.build(
             self.keyword_languages, self.opt_out_keywords, self.opt_in_keywords, self.help_keywords
         )
-        return words.read
+
+    def classify(self) -> Callable[[str | None], Reading]:
+        """What an inbound text says, recorded with its event (in its public part when
+        encrypted), so an erased "STOP" still opts out on a replay."""
+        return self.keywords().read
 
     @property
     def backend(self) -> str:
-        """The backend's name, as /healthz reports it."""
         return self.store_backend().name
 
 
 def open_ledger(settings: Settings, cls: type[Ledger] = Ledger) -> Ledger:
-    """The Ledger the settings name, on a backend of its own: for scripts and tests (the
-    service is wired by service.runtime)."""
+    """The Ledger the settings name, on a backend of its own: for scripts and tests."""
     return cls.for_backend(settings.store_backend(), settings.secrets(), settings.classify())
 
 
 def _secrets(env: Mapping[str, str]) -> Secrets | None:
-    """The keys given: the two variables, or a key file that exists. One named that does not
-    exist yet is `Settings.secrets`' to make (for a new store) or to report."""
+    """The keys given: the two variables, or a key file that exists (one that does not is
+    `Settings.secrets`' to make or to report)."""
     key_file = env.get("LEDGER_KEY_FILE", "").strip()
     given = any(env.get(k, "").strip() for k in ("LEDGER_MASTER_KEY", "LEDGER_INDEX_KEY"))
     if key_file and not given and not os.path.exists(key_file):
@@ -244,10 +225,9 @@ def _read_channels(env: Mapping[str, str]) -> frozenset[str]:
 
 
 def _opt_in(env: Mapping[str, str]) -> tuple[str, ...] | None:
-    """LEDGER_OPT_IN_KEYWORDS replaces the opt-in words of every language, as it replaced the
-    English list before languages existed: adding to them would bring back YES (and VOLVER...)
-    for an operator who listed START,UNSTOP to drop it, and a replay would then opt people
-    in. Unset means the languages' words; "none" means no opt-in keyword."""
+    """LEDGER_OPT_IN_KEYWORDS replaces the languages' opt-in words: adding to them would bring
+    back YES for an operator who listed START,UNSTOP to drop it, and a replay would then opt
+    people in. Unset: the languages' words; "none": no opt-in keyword."""
     value = env.get("LEDGER_OPT_IN_KEYWORDS", "")
     if not value.strip():
         return None
@@ -294,8 +274,6 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
 
 
 def collect_less_often() -> None:
-    """For the long-running commands. Ingest and replay allocate many short-lived dicts that
-    reference counting frees at once; at Python's default threshold (700 allocations) the
-    cyclic collector scans them again and again (README, "Performance"). Cycles are still
-    collected, only later."""
+    """For the long-running commands: ingest and replay allocate many short-lived dicts that
+    the cyclic collector would scan again and again at its default threshold."""
     gc.set_threshold(50_000, 20, 100)
