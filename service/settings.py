@@ -6,8 +6,9 @@ import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from domain import followup
 from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES, Keywords, Reading
@@ -32,16 +33,24 @@ def backend_for(url: str, timeout_s: int = 5) -> Backend:
     return kind(url, timeout_s)
 
 
+ENV = "env"
+
+
+def whole(key: str, default: int) -> Any:
+    """A whole-number setting, read from the environment variable `key` (unset: `default`)."""
+    return field(default=default, metadata={ENV: key})
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     webhook_secrets: tuple[str, ...] = ()
-    timestamp_tolerance_s: int = 300
-    max_body_bytes: int = 1024 * 1024
-    body_timeout_s: int = 10
+    timestamp_tolerance_s: int = whole("LEDGER_SIGNATURE_TOLERANCE_S", 300)
+    max_body_bytes: int = whole("LEDGER_MAX_BODY_BYTES", 1024 * 1024)
+    body_timeout_s: int = whole("LEDGER_BODY_TIMEOUT_S", 10)
     # Bounds how long a request waits for the database before answering 503.
-    db_timeout_s: int = 5
-    retry_after_s: int = 5
+    db_timeout_s: int = whole("LEDGER_DB_TIMEOUT_S", 5)
+    retry_after_s: int = whole("LEDGER_RETRY_AFTER_S", 5)
     # The languages' keyword sets plus the listed opt-out and help words; listed opt-in
     # words replace the languages' own (None: theirs).
     keyword_languages: tuple[str, ...] = DEFAULT_LANGUAGES
@@ -52,26 +61,26 @@ class Settings:
     read_channels: frozenset[str] = followup.READ_CHANNELS
     # "inline": `serve` follows the log into the read tables; "off": `project` does.
     projections: str = "inline"
-    health_max_lag_s: int = 60
+    health_max_lag_s: int = whole("LEDGER_HEALTH_MAX_LAG_S", 60)
     # HTTP limits (api/connections.py).
-    max_connections: int = 1000
-    keepalive_s: int = 5
-    header_timeout_s: int = 10
-    max_header_bytes: int = 32 * 1024
-    max_headers: int = 100
+    max_connections: int = whole("LEDGER_MAX_CONNECTIONS", 1000)
+    keepalive_s: int = whole("LEDGER_KEEPALIVE_S", 5)
+    header_timeout_s: int = whole("LEDGER_HEADER_TIMEOUT_S", 10)
+    max_header_bytes: int = whole("LEDGER_MAX_HEADER_BYTES", 32 * 1024)
+    max_headers: int = whole("LEDGER_MAX_HEADERS", 100)
     # "host:port": when set, every route but the webhook and the bare /healthz is served there.
     private_listen: str = ""
-    metrics_refresh_s: int = 30
+    metrics_refresh_s: int = whole("LEDGER_METRICS_REFRESH_S", 30)
     # Personal data's keys: given, else read from `key_file` or (`key_file_beside`) the file
     # beside a SQLite store; `secrets` makes that file.
     keys: Secrets | None = field(default=None, repr=False)
     key_file: str = ""
     key_file_beside: bool = False
-    retention_messages_days: int = 400
-    retention_consent_days: int = 5 * 365 + 1
+    retention_messages_days: int = whole("LEDGER_RETENTION_MESSAGES_DAYS", 400)
+    retention_consent_days: int = whole("LEDGER_RETENTION_CONSENT_DAYS", 5 * 365 + 1)
     # Not at once: a restart loop must not rewrite the key table each time.
-    retention_first_s: int = 600
-    retention_interval_s: int = 24 * 3600
+    retention_first_s: int = whole("LEDGER_RETENTION_FIRST_S", 600)
+    retention_interval_s: int = whole("LEDGER_RETENTION_INTERVAL_S", 24 * 3600)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,14 +95,13 @@ class Settings:
                 "or unset it to accept unsigned callbacks"
             )
         settings = cls(
+            **{
+                f.name: _int(env, f.metadata[ENV], f.default)
+                for f in fields(cls)
+                if ENV in f.metadata
+            },
             database_url=env.get("LEDGER_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             webhook_secrets=secrets,
-            timestamp_tolerance_s=_int(env, "LEDGER_SIGNATURE_TOLERANCE_S", 300),
-            max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 1024 * 1024),
-            body_timeout_s=_int(env, "LEDGER_BODY_TIMEOUT_S", 10),
-            db_timeout_s=_int(env, "LEDGER_DB_TIMEOUT_S", 5),
-            retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
-            health_max_lag_s=_int(env, "LEDGER_HEALTH_MAX_LAG_S", 60),
             keyword_languages=_languages(env),
             opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS"),
             opt_in_keywords=_opt_in(env),
@@ -101,23 +109,13 @@ class Settings:
             next_actions=_next_actions(env),
             read_channels=_read_channels(env),
             projections=env.get("LEDGER_PROJECTIONS", "inline").strip() or "inline",
-            max_connections=_int(env, "LEDGER_MAX_CONNECTIONS", 1000),
-            keepalive_s=_int(env, "LEDGER_KEEPALIVE_S", 5),
-            header_timeout_s=_int(env, "LEDGER_HEADER_TIMEOUT_S", 10),
-            max_header_bytes=_int(env, "LEDGER_MAX_HEADER_BYTES", 32 * 1024),
-            max_headers=_int(env, "LEDGER_MAX_HEADERS", 100),
             private_listen=env.get("LEDGER_PRIVATE_LISTEN", "").strip(),
-            metrics_refresh_s=_int(env, "LEDGER_METRICS_REFRESH_S", 30),
             keys=_secrets(env),
             key_file=env.get("LEDGER_KEY_FILE", "").strip(),
             key_file_beside=not any(
                 env.get(k, "").strip()
                 for k in ("LEDGER_MASTER_KEY", "LEDGER_INDEX_KEY", "LEDGER_KEY_FILE")
             ),
-            retention_messages_days=_int(env, "LEDGER_RETENTION_MESSAGES_DAYS", 400),
-            retention_consent_days=_int(env, "LEDGER_RETENTION_CONSENT_DAYS", 5 * 365 + 1),
-            retention_first_s=_int(env, "LEDGER_RETENTION_FIRST_S", 600),
-            retention_interval_s=_int(env, "LEDGER_RETENTION_INTERVAL_S", 24 * 3600),
         )
         if settings.projections not in ("inline", "off"):
             raise ConfigError(
@@ -260,10 +258,10 @@ def _languages(env: Mapping[str, str]) -> tuple[str, ...]:
     return languages
 
 
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
+def _int(env: Mapping[str, str], key: str, default: Any) -> int:
     value = env.get(key, "").strip()
     if not value:
-        return default
+        return int(default)
     try:
         number = int(value)
     except ValueError:
