@@ -134,17 +134,17 @@ def add_commands(commands: Any) -> None:
 
     p = sub.add_parser("violations", help="messages sent to numbers that had opted out")
     options(p)
-    p.set_defaults(run=run_violations)
+    p.set_defaults(run=run_listing)
 
     p = sub.add_parser(
         "review", help="inbound free text that reads like a request to stop, for a human"
     )
     options(p)
-    p.set_defaults(run=run_review)
+    p.set_defaults(run=run_listing)
 
     p = sub.add_parser("export", help="the consent history, for archiving")
     options(p, formats=["csv", "jsonl"], default="jsonl")
-    p.set_defaults(run=run_export)
+    p.set_defaults(run=run_listing)
 
     p = sub.add_parser(
         "access", help="the access log: who read audit data (HTTP keys and CLI users), when"
@@ -268,33 +268,22 @@ def run_at(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
-def run_violations(settings: Settings, args: argparse.Namespace) -> int:
+# The listings over a time window: (title, columns, read).
+LISTINGS: dict[str, tuple[str, list[str], Callable[..., Iterable[dict[str, Any]]]]] = {
+    "violations": ("consent violations", VIOLATIONS, consent.violations),
+    "review": ("consent review", REVIEW, consent.review),
+    "export": ("consent history", HISTORY, consent.history),
+}
+
+
+def run_listing(settings: Settings, args: argparse.Namespace) -> int:
+    title, columns, read = LISTINGS[args.audit_command]
     return _audited(
         settings,
         args,
-        lambda cur, vault: consent.violations(cur, args.since, args.until, vault=vault),
-        "consent violations",
-        VIOLATIONS,
-    )
-
-
-def run_review(settings: Settings, args: argparse.Namespace) -> int:
-    return _audited(
-        settings,
-        args,
-        lambda cur, vault: consent.review(cur, since=args.since, until=args.until, vault=vault),
-        "consent review",
-        REVIEW,
-    )
-
-
-def run_export(settings: Settings, args: argparse.Namespace) -> int:
-    return _audited(
-        settings,
-        args,
-        lambda cur, vault: consent.history(cur, since=args.since, until=args.until, vault=vault),
-        "consent history",
-        HISTORY,
+        lambda cur, vault: read(cur, since=args.since, until=args.until, vault=vault),
+        title,
+        columns,
     )
 
 

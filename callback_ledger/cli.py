@@ -85,10 +85,9 @@ def reinterpret(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def ingest(settings: Settings, args: argparse.Namespace) -> int:
-    """Records callback bodies from files (a JSON document, or one JSON object per line): a
-    quarantined body once an operator has fixed it, or a backfill. Kept like any callback,
-    marked as not signed and as coming from this command. Exit status 1 if any body was
-    refused or any file could not be read."""
+    """Records callback bodies from files (a fixed quarantined body, or a backfill), marked as
+    not signed and as coming from this command. Exit status 1 if any body was refused or any
+    file could not be read."""
     import asyncio
     from datetime import UTC, datetime
 
@@ -201,10 +200,6 @@ def check_store(settings: Settings, format: bool) -> None:
         raise SecretsError(f"{wrong} ({where})")
 
 
-# Commands that never open the store.
-NO_STORE = {("secrets", "generate")}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="callback-ledger",
@@ -285,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup_logs(getattr(args, "log_level", "info"))
         settings = Settings.from_env()
-        if (args.command, getattr(args, "secrets_command", None)) not in NO_STORE:
+        if getattr(args, "secrets_command", None) != "generate":  # the one that opens no store
             # `export` reads a development build's store too.
             check_store(settings, format=args.command != "export")
         return int(args.run(settings, args))

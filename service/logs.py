@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from service.settings import ConfigError
+from service.settings import ConfigError, listed
 
 FORMATS = ("json", "text")
 # `serve --log-level` takes uvicorn's names; "trace" is uvicorn's level below debug.
@@ -85,11 +85,7 @@ def _masked(match: re.Match[str]) -> str:
     return mask_identity(found)
 
 
-def _secrets_from_env() -> list[str]:
-    return [s.strip() for s in os.environ.get("SINCH_WEBHOOK_SECRET", "").split(",") if s.strip()]
-
-
-redact = Redactor(_secrets_from_env())
+redact = Redactor(listed(os.environ, "SINCH_WEBHOOK_SECRET"))
 
 
 _second: tuple[int, str] = (-1, "")
@@ -191,5 +187,5 @@ def config(level: str | int = "INFO", fmt: str | None = None) -> dict[str, Any]:
 
 def setup(level: str | int = "INFO") -> None:
     global redact
-    redact = Redactor(_secrets_from_env())
+    redact = Redactor(listed(os.environ, "SINCH_WEBHOOK_SECRET"))
     logging.config.dictConfig(config(level))

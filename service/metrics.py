@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from eventsourcing.utils import get_topic
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -24,7 +25,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from domain.unrecognised import QuarantinedCallback
+from projections.log_reader import decode_state
 from projections.read_model import progress
+from projections.rules import stored_time
 
 if TYPE_CHECKING:
     from projections.log_reader import EventLog
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("callback_ledger.metrics")
 commit_log = logging.getLogger("callback_ledger.commit")
+QUARANTINED = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]
 
 
 # `_created` samples (a start time per series) double the output and nothing needs them.
@@ -168,19 +173,14 @@ class QuarantineCount:
 
 def _event_time(state: bytes) -> datetime | None:
     """When an event was recorded: its `timestamp`, set just before the commit."""
-    from projections.log_reader import decode_state
-
-    stamp = decode_state(state).get("timestamp")
-    if isinstance(stamp, dict) and isinstance(stamp.get("_data_"), str):
-        return datetime.fromisoformat(stamp["_data_"])
-    return None
+    stamp = stored_time(decode_state(state).get("timestamp"))
+    return None if stamp is None else datetime.fromisoformat(stamp)
 
 
 class StoreCollector:
     def __init__(self, runtime: Runtime, refresh_s: float) -> None:
         self.runtime = runtime
         self.quarantine = QuarantineCount(refresh_s)
-        self._quarantine_topic: str | None = None
 
     def collect(self) -> Iterable[Metric]:
         up = _gauge("store_up", "1 when the store answered this scrape's queries")
@@ -194,12 +194,6 @@ class StoreCollector:
         return [up, *found]
 
     def _read(self) -> list[Metric]:
-        from eventsourcing.utils import get_topic
-
-        from domain.unrecognised import QuarantinedCallback
-
-        if self._quarantine_topic is None:
-            self._quarantine_topic = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]
         projector = self.runtime.projector()
         labels = ["projection"]
         lag_events = _gauge(
@@ -233,7 +227,7 @@ class StoreCollector:
                 lag_events.add_metric([name], max(head - position, 0))
                 lag_seconds.add_metric([name], oldest.get(position, 0.0))
                 stuck.add_metric([name], 1 if name in faults else 0)
-            count = self.quarantine.value(cur, log_, head, self._quarantine_topic)
+            count = self.quarantine.value(cur, log_, head, QUARANTINED)
         head_metric.add_metric([], head)
         found_metrics: list[Metric] = [lag_events, lag_seconds, stuck, head_metric]
         if count is not None:

@@ -86,7 +86,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         given = env.get("SINCH_WEBHOOK_SECRET", "")
-        secrets = tuple(s.strip() for s in given.split(",") if s.strip())
+        secrets = listed(env, "SINCH_WEBHOOK_SECRET")
         if given and not secrets:
             # " , " must not quietly mean "accept unsigned callbacks".
             raise ConfigError(
@@ -103,9 +103,9 @@ class Settings:
             database_url=env.get("LEDGER_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             webhook_secrets=secrets,
             keyword_languages=_languages(env),
-            opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS"),
+            opt_out_keywords=listed(env, "LEDGER_OPT_OUT_KEYWORDS"),
             opt_in_keywords=_opt_in(env),
-            help_keywords=_words(env, "LEDGER_HELP_KEYWORDS"),
+            help_keywords=listed(env, "LEDGER_HELP_KEYWORDS"),
             next_actions=_next_actions(env),
             read_channels=_read_channels(env),
             projections=env.get("LEDGER_PROJECTIONS", "inline").strip() or "inline",
@@ -206,7 +206,8 @@ def _secrets(env: Mapping[str, str]) -> Secrets | None:
         raise ConfigError(str(exc)) from None
 
 
-def _words(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+def listed(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated variable's items."""
     return tuple(w.strip() for w in env.get(key, "").split(",") if w.strip())
 
 
@@ -231,7 +232,7 @@ def _opt_in(env: Mapping[str, str]) -> tuple[str, ...] | None:
         return None
     if value.strip().lower() == "none":
         return ()
-    words = _words(env, "LEDGER_OPT_IN_KEYWORDS")
+    words = listed(env, "LEDGER_OPT_IN_KEYWORDS")
     if not words:
         raise ConfigError(
             f"LEDGER_OPT_IN_KEYWORDS is set to {value!r}, which holds no word; list the opt-in "
