@@ -1,4 +1,6 @@
-"""The `callback-ledger` command."""
+"""The `callback-ledger` command, and its commands on the callbacks themselves: `quarantine`,
+`callbacks list` (as GET /callbacks: references and times, no bodies), `ingest`,
+`reinterpret`, and the projections' `project` and `replay`."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import orjson
 
+from api.query_routes import decode_cursor, encode_cursor
 from callback_ledger import (
     audit_cli,
-    callbacks_cli,
     evidence_cli,
     export_cli,
     followup_cli,
@@ -24,6 +27,7 @@ from callback_ledger import (
 )
 from domain.callbacks import loads_body
 from domain.receipt import Receipt
+from projections.read_model import callbacks
 from service.logs import setup as setup_logs
 from service.runtime import Runtime
 from service.settings import ConfigError, Settings, collect_less_often
@@ -41,6 +45,65 @@ def quarantine(settings: Settings, args: argparse.Namespace) -> int:
             count += 1
         # Refused bodies are audit data (GET /quarantine needs the audit scope).
         audit_cli.accessed(runtime, "quarantine", {}, count)
+    return 0
+
+
+CALLBACK_COLUMNS = [
+    "received_at",
+    "trigger",
+    "interpreted",
+    "event_time",
+    "project_id",
+    "app_id",
+    "reference",
+]
+
+
+def add_callbacks_commands(commands: Any) -> None:
+    parser = commands.add_parser(
+        "callbacks", help="stored callbacks, uninterpreted ones too (CONTACT_MERGE, ...)"
+    )
+    sub = parser.add_subparsers(dest="callbacks_command", required=True)
+    p = sub.add_parser("list", help="stored callbacks by trigger and arrival time, oldest first")
+    p.add_argument("--trigger", type=str.upper, help="e.g. CONTACT_MERGE; default: every trigger")
+    p.add_argument("--since", type=audit_cli.time_arg, help="arrived at or after this time")
+    p.add_argument("--until", type=audit_cli.time_arg, help="arrived before this time")
+    p.add_argument("--limit", type=positive, default=100, help="at most this many (default 100)")
+    p.add_argument("--cursor", type=cursor_arg, help="go on after a listing that said more follow")
+    p.add_argument("--format", choices=audit_cli.TABLE, default="table")
+    p.set_defaults(run=list_callbacks)
+
+
+def positive(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return int(value)
+
+
+def cursor_arg(value: str) -> list[str]:
+    decoded = decode_cursor(value, 2)
+    if decoded is None:
+        raise argparse.ArgumentTypeError("not a cursor a listing gave out")
+    return decoded
+
+
+def list_callbacks(settings: Settings, args: argparse.Namespace) -> int:
+    with Runtime(settings) as runtime:
+        with runtime.database().read() as cur:
+            page = callbacks.listed(
+                cur, args.trigger, args.since, args.until, args.cursor, args.limit
+            )
+        subject = {k: v for k, v in vars(args).items() if k in ("trigger", "since", "until") and v}
+        audit_cli.accessed(runtime, "callbacks list", subject, len(page.items))
+    rows = [{column: item[column] for column in CALLBACK_COLUMNS} for item in page.items]
+    cursor = encode_cursor(page.next_key) if page.next_key is not None else None
+    if args.format == "json":
+        listing = {"items": rows, "next_cursor": cursor}
+        sys.stdout.write(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    audit_cli.emit(rows, args.format, "stored callbacks", CALLBACK_COLUMNS)
+    if cursor is not None:
+        sys.stderr.write(f"more follow: --cursor {cursor}\n")
     return 0
 
 
@@ -272,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evidence_cli.add_commands(commands)
     export_cli.add_command(commands)
     privacy_cli.add_erase_commands(commands)
-    callbacks_cli.add_commands(commands)
+    add_callbacks_commands(commands)
     privacy_cli.add_secrets_commands(commands)
 
     args = parser.parse_args(argv)
