@@ -60,15 +60,6 @@ def _events(ledger: Ledger, page: int = 1000) -> Iterator[tuple[str, Any]]:
             yield notification.topic, ledger.mapper.to_domain_event(notification)
 
 
-def _receipt(callback: dict[str, Any], raw: str) -> Receipt:
-    return Receipt(
-        raw,
-        datetime.fromisoformat(callback["received_at"]),
-        bool(callback.get("signature_verified")),
-        dict(callback.get("headers") or {}),
-    )
-
-
 def migrate(settings: Settings, url: str) -> dict[str, int]:
     """Copies the store of `settings` into the empty store at `url`; counts of what was done."""
     # The same keys (a new SQLite target without keys configured gets its key file beside it).
@@ -142,7 +133,12 @@ def _copy(source: Ledger, into: Ledger) -> dict[str, int]:
         if this == previous:
             continue
         previous = this
-        receipt = _receipt(callback, raw)
+        receipt = Receipt(
+            raw,
+            datetime.fromisoformat(callback["received_at"]),
+            bool(callback.get("signature_verified")),
+            dict(callback.get("headers") or {}),
+        )
         if topic == QUARANTINED:
             command = quarantine_command(
                 body, event.trigger, event.status_code, list(event.problems or []), receipt
@@ -150,17 +146,15 @@ def _copy(source: Ledger, into: Ledger) -> dict[str, int]:
             counts["quarantined"] += into.execute(command).status == "accepted"
             continue
         parsed = loads_body(body)
-        if topic == CATCH_ALL:
-            counts["catch_all"] += into.execute(unrecognised_command(parsed, receipt)).status == (
-                "accepted"
-            )
-            continue
         try:
-            found = into.command_for(parsed, receipt)
+            found = None if topic == CATCH_ALL else into.command_for(parsed, receipt)
         except InvalidCallback:  # valid once: kept whole rather than lost
             found = None
-        outcome = into.execute(found or unrecognised_command(parsed, receipt))
-        counts[outcome.status] += 1
+        status = into.execute(found or unrecognised_command(parsed, receipt)).status
+        if topic == CATCH_ALL:
+            counts["catch_all"] += status == "accepted"
+        else:
+            counts[status] += 1
     return counts
 
 
