@@ -1,5 +1,6 @@
-"""`callback-ledger audit ...`: the consent audit on the command line. A readable table by
-default, or `--format json|csv` (and `jsonl` for export) for machines and archives."""
+"""`callback-ledger audit ...`: the consent audit on the command line, and the output and
+options every reading command shares: a readable table by default, or `--format json|csv`
+(and `jsonl` for export) for machines and archives."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from service.settings import Settings
 from store.backend import Cursor
 from store.vault import Vault
 
+TABLE = ["table", "json", "csv"]
+
 
 def time_arg(value: str) -> str:
     try:
@@ -33,6 +36,21 @@ def time_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not an ISO 8601 time (e.g. 2024-06-15T15:00:00Z)"
         ) from None
+
+
+def options(
+    p: argparse.ArgumentParser, window: bool = True, formats: list[str] = TABLE, default: str = ""
+) -> None:
+    """--since and --until (`window`), and --format (`default`: its first choice)."""
+    if window:
+        p.add_argument("--since", type=time_arg)
+        p.add_argument("--until", type=time_arg)
+    p.add_argument("--format", choices=formats, default=default or formats[0])
+
+
+def accessed(runtime: Runtime, route: str, subject: dict[str, Any], results: int) -> None:
+    """Audit data read on the command line is logged as read, as over HTTP."""
+    KeyStore(runtime.store_database()).record_access(cli_user(), route, subject, results)
 
 
 def flatten(row: dict[str, Any]) -> dict[str, Any]:
@@ -98,17 +116,12 @@ def add_commands(commands: Any) -> None:
     )
     sub = audit_parser.add_subparsers(dest="audit_command", required=True)
 
-    def common(p: argparse.ArgumentParser, formats: list[str], default: str) -> None:
-        p.add_argument("--format", choices=formats, default=default)
-
     p = sub.add_parser("history", help="consent facts of a contact or a number, in time order")
     p.add_argument("--contact")
     p.add_argument("--channel")
     p.add_argument("--identity")
     p.add_argument("--project")
-    p.add_argument("--since", type=time_arg)
-    p.add_argument("--until", type=time_arg)
-    common(p, ["table", "json", "csv"], "table")
+    options(p)
     p.set_defaults(run=run_history)
 
     p = sub.add_parser("at", help="the consent of a number at an instant, and what decided it")
@@ -116,35 +129,29 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--identity", required=True)
     p.add_argument("--at", type=time_arg, help="default: now")
     p.add_argument("--project")
-    common(p, ["table", "json", "csv"], "table")
+    options(p, window=False)
     p.set_defaults(run=run_at)
 
     p = sub.add_parser("violations", help="messages sent to numbers that had opted out")
-    p.add_argument("--since", type=time_arg)
-    p.add_argument("--until", type=time_arg)
-    common(p, ["table", "json", "csv"], "table")
-    p.set_defaults(run=run_violations)
+    options(p)
+    p.set_defaults(run=run_listing)
 
     p = sub.add_parser(
         "review", help="inbound free text that reads like a request to stop, for a human"
     )
-    p.add_argument("--since", type=time_arg)
-    p.add_argument("--until", type=time_arg)
-    common(p, ["table", "json", "csv"], "table")
-    p.set_defaults(run=run_review)
+    options(p)
+    p.set_defaults(run=run_listing)
 
     p = sub.add_parser("export", help="the consent history, for archiving")
-    p.add_argument("--since", type=time_arg)
-    p.add_argument("--until", type=time_arg)
-    common(p, ["csv", "jsonl"], "jsonl")
-    p.set_defaults(run=run_export)
+    options(p, formats=["csv", "jsonl"], default="jsonl")
+    p.set_defaults(run=run_listing)
 
     p = sub.add_parser(
         "access", help="the access log: who read audit data (HTTP keys and CLI users), when"
     )
     p.add_argument("--since", type=time_arg)
     p.add_argument("--key", help="only this key's name (or cli:USER)")
-    common(p, ["table", "json", "csv"], "table")
+    options(p, window=False)
     p.set_defaults(run=run_access)
 
 
@@ -155,25 +162,22 @@ def _audited(
     title: str,
     columns: list[str],
 ) -> int:
-    """Reads the rows (numbers by name, shown values opened with the store's vault), writes
-    who asked for what to the access log, then prints them."""
-    runtime = Runtime(settings)
-    try:
+    """Reads the rows (numbers by name, shown values opened with the store's vault), logs who
+    asked for what, then prints them."""
+    with Runtime(settings) as runtime:
         vault = runtime.projector().vault
         with runtime.database().read() as cur:
             rows = list(read(cur, vault))
-        record_cli_access(KeyStore(runtime.database()), args, len(rows))
-    finally:
-        runtime.close()
+        accessed(runtime, f"audit {args.audit_command}", asked(args), len(rows))
     return emit(rows, args.format, title, columns)
 
 
-def record_cli_access(store: KeyStore, args: argparse.Namespace, results: int) -> None:
+def asked(args: argparse.Namespace) -> dict[str, Any]:
     skip = {"format", "run", "command", "audit_command"}
-    subject = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
-    store.record_access(cli_user(), f"audit {args.audit_command}", subject, results)
+    return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
 
 
+# The columns of a table (CSV has every field).
 HISTORY = [
     "event_time",
     "fact",
@@ -186,6 +190,27 @@ HISTORY = [
     "inbound_message_id",
     "source_ref",
 ]
+AT = ["channel", "identity", "at", "state", "since", "decided_by.fact", "decided_by.source_ref"]
+VIOLATIONS = [
+    "message_id",
+    "channel",
+    "identity",
+    "sent_at",
+    "opted_out_since",
+    "proof.fact",
+    "proof.source_ref",
+]
+REVIEW = [
+    "event_time",
+    "channel",
+    "identity",
+    "contact_id",
+    "text",
+    "matched",
+    "inbound_message_id",
+    "source_ref",
+]
+ACCESS = ["id", "at", "actor", "route", "subject", "results", "status"]
 
 
 def run_history(settings: Settings, args: argparse.Namespace) -> int:
@@ -226,6 +251,7 @@ def checked_identity(command: str, channel: str, identity: str) -> str:
 def run_at(settings: Settings, args: argparse.Namespace) -> int:
     at = args.at or iso(datetime.now(UTC).isoformat())
     identity = checked_identity("audit at", args.channel, args.identity)
+    channel = args.channel.upper()
     return _audited(
         settings,
         args,
@@ -233,86 +259,38 @@ def run_at(settings: Settings, args: argparse.Namespace) -> int:
             {
                 "identity": identity,
                 **consent.state_at(
-                    cur,
-                    args.channel.upper(),
-                    consent.name_of(vault, args.channel, identity),
-                    at,
-                    args.project,
-                    vault,
+                    cur, channel, consent.name_of(vault, channel, identity), at, args.project, vault
                 ),
             }
         ],
         "consent at " + at,
-        [
-            "channel",
-            "identity",
-            "at",
-            "state",
-            "since",
-            "decided_by.fact",
-            "decided_by.source_ref",
-        ],
+        AT,
     )
 
 
-def run_violations(settings: Settings, args: argparse.Namespace) -> int:
+# The listings over a time window: (title, columns, read).
+LISTINGS: dict[str, tuple[str, list[str], Callable[..., Iterable[dict[str, Any]]]]] = {
+    "violations": ("consent violations", VIOLATIONS, consent.violations),
+    "review": ("consent review", REVIEW, consent.review),
+    "export": ("consent history", HISTORY, consent.history),
+}
+
+
+def run_listing(settings: Settings, args: argparse.Namespace) -> int:
+    title, columns, read = LISTINGS[args.audit_command]
     return _audited(
         settings,
         args,
-        lambda cur, vault: consent.violations(cur, args.since, args.until, vault=vault),
-        "consent violations",
-        [
-            "message_id",
-            "channel",
-            "identity",
-            "sent_at",
-            "opted_out_since",
-            "proof.fact",
-            "proof.source_ref",
-        ],
+        lambda cur, vault: read(cur, since=args.since, until=args.until, vault=vault),
+        title,
+        columns,
     )
-
-
-def run_review(settings: Settings, args: argparse.Namespace) -> int:
-    return _audited(
-        settings,
-        args,
-        lambda cur, vault: consent.review(cur, since=args.since, until=args.until, vault=vault),
-        "consent review",
-        [
-            "event_time",
-            "channel",
-            "identity",
-            "contact_id",
-            "text",
-            "matched",
-            "inbound_message_id",
-            "source_ref",
-        ],
-    )
-
-
-def run_export(settings: Settings, args: argparse.Namespace) -> int:
-    return _audited(
-        settings,
-        args,
-        lambda cur, vault: consent.history(cur, since=args.since, until=args.until, vault=vault),
-        "consent history",
-        HISTORY,
-    )
-
-
-ACCESS = ["id", "at", "actor", "route", "subject", "results", "status"]
 
 
 def run_access(settings: Settings, args: argparse.Namespace) -> int:
-    db = Runtime(settings).store_database()
-    try:
-        store = KeyStore(db)
-        rows = store.accesses(args.since, args.key)
-        record_cli_access(store, args, len(rows))
-    finally:
-        db.close()
+    with Runtime(settings) as runtime:
+        rows = KeyStore(runtime.store_database()).accesses(args.since, args.key)
+        accessed(runtime, "audit access", asked(args), len(rows))
     for row in rows:
         if args.format != "json":  # one column in a table or CSV
             row["subject"] = orjson.dumps(row["subject"], option=orjson.OPT_SORT_KEYS).decode()

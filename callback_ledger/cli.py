@@ -1,4 +1,6 @@
-"""The `callback-ledger` command."""
+"""The `callback-ledger` command, and its commands on the callbacks themselves: `quarantine`,
+`callbacks list` (as GET /callbacks: references and times, no bodies), `ingest`,
+`reinterpret`, and the projections' `project` and `replay`."""
 
 from __future__ import annotations
 
@@ -9,42 +11,99 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import orjson
 
-from callback_ledger.audit_cli import add_commands as add_audit_commands
-from callback_ledger.callbacks_cli import add_commands as add_callbacks_commands
-from callback_ledger.erase_cli import add_commands as add_erase_commands
-from callback_ledger.evidence_cli import add_commands as add_evidence_commands
-from callback_ledger.export_cli import add_command as add_export_command
-from callback_ledger.followup_cli import add_commands as add_followup_commands
-from callback_ledger.keys_cli import add_commands as add_key_commands
-from callback_ledger.secrets_cli import add_commands as add_secrets_commands
-from callback_ledger.serve_cli import add_command as add_serve_command
-from callback_ledger.verify_cli import add_commands as add_verify_commands
+from api.query_routes import decode_cursor, encode_cursor
+from callback_ledger import (
+    audit_cli,
+    evidence_cli,
+    export_cli,
+    followup_cli,
+    keys_cli,
+    privacy_cli,
+    serve_cli,
+)
 from domain.callbacks import loads_body
 from domain.receipt import Receipt
+from projections.read_model import callbacks
 from service.logs import setup as setup_logs
+from service.runtime import Runtime
 from service.settings import ConfigError, Settings, collect_less_often
 from store.format_version import FormatError
 from store.vault import SecretsError
 
 
 def quarantine(settings: Settings, args: argparse.Namespace) -> int:
-    from access.api_keys import KeyStore, cli_user
     from projections.read_model.quarantine import quarantined
-    from service.runtime import Runtime
 
-    runtime = Runtime(settings)
     count = 0
-    try:
+    with Runtime(settings) as runtime:
         for item in quarantined(runtime.ledger(), args.after, args.limit):
             sys.stdout.write(orjson.dumps(item).decode() + "\n")
             count += 1
-        # Refused bodies are audit data (GET /quarantine needs the audit scope): logged as read.
-        KeyStore(runtime.store_database()).record_access(cli_user(), "quarantine", {}, count)
-    finally:
-        runtime.close()
+        # Refused bodies are audit data (GET /quarantine needs the audit scope).
+        audit_cli.accessed(runtime, "quarantine", {}, count)
+    return 0
+
+
+CALLBACK_COLUMNS = [
+    "received_at",
+    "trigger",
+    "interpreted",
+    "event_time",
+    "project_id",
+    "app_id",
+    "reference",
+]
+
+
+def add_callbacks_commands(commands: Any) -> None:
+    parser = commands.add_parser(
+        "callbacks", help="stored callbacks, uninterpreted ones too (CONTACT_MERGE, ...)"
+    )
+    sub = parser.add_subparsers(dest="callbacks_command", required=True)
+    p = sub.add_parser("list", help="stored callbacks by trigger and arrival time, oldest first")
+    p.add_argument("--trigger", type=str.upper, help="e.g. CONTACT_MERGE; default: every trigger")
+    p.add_argument("--since", type=audit_cli.time_arg, help="arrived at or after this time")
+    p.add_argument("--until", type=audit_cli.time_arg, help="arrived before this time")
+    p.add_argument("--limit", type=positive, default=100, help="at most this many (default 100)")
+    p.add_argument("--cursor", type=cursor_arg, help="go on after a listing that said more follow")
+    p.add_argument("--format", choices=audit_cli.TABLE, default="table")
+    p.set_defaults(run=list_callbacks)
+
+
+def positive(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return int(value)
+
+
+def cursor_arg(value: str) -> list[str]:
+    decoded = decode_cursor(value, 2)
+    if decoded is None:
+        raise argparse.ArgumentTypeError("not a cursor a listing gave out")
+    return decoded
+
+
+def list_callbacks(settings: Settings, args: argparse.Namespace) -> int:
+    with Runtime(settings) as runtime:
+        with runtime.database().read() as cur:
+            page = callbacks.listed(
+                cur, args.trigger, args.since, args.until, args.cursor, args.limit
+            )
+        subject = {k: v for k, v in vars(args).items() if k in ("trigger", "since", "until") and v}
+        audit_cli.accessed(runtime, "callbacks list", subject, len(page.items))
+    rows = [{column: item[column] for column in CALLBACK_COLUMNS} for item in page.items]
+    cursor = encode_cursor(page.next_key) if page.next_key is not None else None
+    if args.format == "json":
+        listing = {"items": rows, "next_cursor": cursor}
+        sys.stdout.write(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    audit_cli.emit(rows, args.format, "stored callbacks", CALLBACK_COLUMNS)
+    if cursor is not None:
+        sys.stderr.write(f"more follow: --cursor {cursor}\n")
     return 0
 
 
@@ -71,23 +130,16 @@ def read_bodies(path: str) -> Iterator[tuple[str, bytes, Receipt | None]]:
 
 def exported(path: str) -> Iterator[tuple[str, bytes, Receipt | None]]:
     """(where, raw body, its receipt) for each callback `export` wrote to a file."""
-    from callback_ledger.export_cli import carried
-
     with open(path, "rb") as file:
         for number, line in enumerate(file, 1):
             if line.strip():
-                yield f"{path}:{number}", *carried(orjson.loads(line))
+                yield f"{path}:{number}", *export_cli.carried(orjson.loads(line))
 
 
 def reinterpret(settings: Settings, args: argparse.Namespace) -> int:
     """Records what an earlier version kept in the catch-all and this one interprets."""
-    from service.runtime import Runtime
-
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         counts = runtime.ledger().reinterpret_kept()
-    finally:
-        runtime.close()
     print(
         f"recorded {counts['accepted']}, already recorded {counts['duplicate']}, "
         f"left in the catch-all {counts['not_interpretable']} (they do not fit the contract)"
@@ -96,145 +148,111 @@ def reinterpret(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def ingest(settings: Settings, args: argparse.Namespace) -> int:
-    """Records callback bodies from files (a JSON document, or one JSON object per line): a
-    quarantined body once an operator has fixed it, or a backfill. Kept like any callback,
-    marked as not signed and as coming from this command. Exit status 1 if any body was
-    refused or any file could not be read."""
+    """Records callback bodies from files (a fixed quarantined body, or a backfill), marked as
+    not signed and as coming from this command. Exit status 1 if any body was refused or any
+    file could not be read."""
     import asyncio
     from datetime import UTC, datetime
 
-    from callback_ledger.export_cli import SOURCE_HEADER
     from service.recorder import Recorder, alone
-    from service.runtime import Runtime
 
     unreadable = [path for path in args.files if not os.path.isfile(path)]
     for path in unreadable:
         sys.stderr.write(f"{path}: no such file\n")
-    runtime = Runtime(settings)
-    # Refusals are reported, not quarantined: the operator reads them and fixes the file. An
-    # export's refused callbacks were quarantined where they came from: they are so again.
-    recorder = Recorder(alone(runtime.ledger()), keep_refused=args.keep_arrival)
     refused = 0
-    try:
-        with asyncio.Runner() as runner:
-            for path in args.files:
-                if path in unreadable:
-                    continue
+    with Runtime(settings) as runtime, asyncio.Runner() as runner:
+        # Refusals are reported, not quarantined: the operator reads them and fixes the file.
+        # An export's refused callbacks were quarantined where they came from: so again.
+        recorder = Recorder(alone(runtime.ledger()), keep_refused=args.keep_arrival)
+        for path in args.files:
+            if path in unreadable:
+                continue
+            try:
+                bodies = list(exported(path) if args.keep_arrival else read_bodies(path))
+            except OSError as exc:
+                refused += 1
+                sys.stderr.write(f"{path}: cannot read it: {exc.strerror or exc}\n")
+                continue
+            for where, raw, kept in bodies:
+                receipt = kept or Receipt(
+                    # Not UTF-8 is refused as not JSON before the receipt is read.
+                    raw.decode("utf-8", errors="replace"),
+                    datetime.now(UTC),
+                    False,
+                    {export_cli.SOURCE_HEADER: "callback-ledger ingest"},
+                )
                 try:
-                    bodies = list(exported(path) if args.keep_arrival else read_bodies(path))
-                except OSError as exc:
+                    outcome = runner.run(recorder.record(raw, receipt))
+                    refusal = outcome.refusal and outcome.refusal.reason
+                except ValueError as exc:  # a body no rule foresaw: said, and the rest go on
+                    refusal = str(exc)
+                if refusal:
                     refused += 1
-                    sys.stderr.write(f"{path}: cannot read it: {exc.strerror or exc}\n")
-                    continue
-                for where, raw, kept in bodies:
-                    receipt = kept or Receipt(
-                        # Not UTF-8 is refused as not JSON before the receipt is read.
-                        raw.decode("utf-8", errors="replace"),
-                        datetime.now(UTC),
-                        False,
-                        {SOURCE_HEADER: "callback-ledger ingest"},
-                    )
-                    try:
-                        outcome = runner.run(recorder.record(raw, receipt))
-                    except ValueError as exc:  # a body no rule foresaw: said, and the rest go on
-                        refused += 1
-                        sys.stderr.write(f"{where}: refused: {exc}\n")
-                        continue
-                    if outcome.refusal is not None:
-                        refused += 1
-                        sys.stderr.write(f"{where}: refused: {outcome.refusal.reason}\n")
-                        continue
+                    sys.stderr.write(f"{where}: refused: {refusal}\n")
+                else:
                     sys.stdout.write(
                         f"{where}: {outcome.status} {outcome.trigger} ({outcome.events} events)\n"
                     )
-    finally:
-        runtime.close()
     return 1 if refused or unreadable else 0
 
 
 def project(settings: Settings, args: argparse.Namespace) -> int:
     """The projection worker, for deployments that run `serve` with LEDGER_PROJECTIONS=off."""
-
     from projections.follower import Follower
-    from service.runtime import Runtime
 
-    runtime = Runtime(settings)
-    runtime.projector().page_size = args.page_size
-    # Nothing wakes the worker: it polls every `interval` (backing off on errors).
-    follower = Follower(runtime.projector, idle_s=args.interval, min_interval_s=0)
-    signal.signal(signal.SIGTERM, lambda *_: follower.halt())
-    signal.signal(signal.SIGINT, lambda *_: follower.halt())
-    logging.getLogger("callback_ledger").info("projection worker following the log")
-    try:
+    with Runtime(settings) as runtime:
+        runtime.projector().page_size = args.page_size
+        # Nothing wakes the worker: it polls every `interval` (backing off on errors).
+        follower = Follower(runtime.projector, idle_s=args.interval, min_interval_s=0)
+        signal.signal(signal.SIGTERM, lambda *_: follower.halt())
+        signal.signal(signal.SIGINT, lambda *_: follower.halt())
+        logging.getLogger("callback_ledger").info("projection worker following the log")
         follower.run(once=args.once)
-    finally:
-        runtime.close()
     return 0
 
 
 def replay(settings: Settings, args: argparse.Namespace) -> int:
-
     from service.replay import replay as run_replay
 
     # Stopped by SIGTERM as by Ctrl-C: its part processes are stopped too, and a rerun resumes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    run_replay(
-        settings,
-        args.projection or None,
-        fresh=args.fresh,
-        page_size=args.page_size,
-        jobs=args.jobs,
-    )
+    names = args.projection or None
+    run_replay(settings, names, fresh=args.fresh, page_size=args.page_size, jobs=args.jobs)
     return 0
 
 
-def check_format(settings: Settings) -> None:
-    """Raises FormatError when the store is not of this version's format (after the upgrades
-    it needs): every command stops before it starts. A store that cannot be reached is the
-    command's to report."""
+def check_store(settings: Settings, format: bool) -> None:
+    """Every command stops before it starts, saying why, when the store is not of this
+    version's `format` (after the upgrades it needs: FormatError), or holds encrypted personal
+    data and the keys given are missing or not its own (SecretsError). A store that cannot be
+    reached is the command's to report, in its own words."""
     from store.backend import Database
+    from store.data_keys import META
     from store.format_version import check
+    from store.vault import Vault
 
     backend = settings.store_backend()
+    where = backend.store_file() or f"the {backend.name} store"
     try:
         db = Database(backend)
-    except Exception:  # unreachable now: the command says so in its own words
+    except Exception:
         return
     try:
-        check(db, backend.store_file() or f"the {settings.backend} store")
+        if format:
+            check(db, where)
+        with db.read() as cur:
+            if not cur.backend.tables_present(cur, [META]):
+                return
+            row = cur.execute(f"SELECT index_check, master_check FROM {META}").fetchone()
     except FormatError:
         raise
     except Exception:
         return
     finally:
         db.close()
-
-
-def check_keys(settings: Settings) -> None:
-    """Raises SecretsError when the store holds encrypted personal data and the keys given are
-    missing or not its own: every command stops before it starts, with that said (not at its
-    first read, nor as a failing /healthz). A store that cannot be reached is the command's to
-    report, as before."""
-    from store.backend import Database
-    from store.data_keys import META
-    from store.vault import Vault
-
-    try:
-        db = Database(settings.store_backend())
-        try:
-            with db.read() as cur:
-                if not cur.backend.tables_present(cur, [META]):
-                    return
-                row = cur.execute(f"SELECT index_check, master_check FROM {META}").fetchone()
-        finally:
-            db.close()
-    except Exception:  # unreachable now: the command says so in its own words
-        return
     if row is None:
         return
     secrets = settings.secrets()
-    where = settings.store_backend().store_file() or f"the {settings.backend} store"
     if secrets is None:
         raise SecretsError(
             f"{where} holds encrypted personal data: set LEDGER_MASTER_KEY and "
@@ -245,10 +263,6 @@ def check_keys(settings: Settings) -> None:
         raise SecretsError(f"{wrong} ({where})")
 
 
-# Commands that never open the store.
-NO_STORE = {("secrets", "generate")}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="callback-ledger",
@@ -257,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    add_serve_command(commands)
+    serve_cli.add_command(commands)
 
     p = commands.add_parser(
         "quarantine", help="list refused callbacks kept for an operator (JSONL)"
@@ -315,25 +329,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.set_defaults(run=replay)
 
-    add_audit_commands(commands)
-    add_followup_commands(commands)
-    add_key_commands(commands)
-    add_verify_commands(commands)
-    add_evidence_commands(commands)
-    add_export_command(commands)
-    add_erase_commands(commands)
+    audit_cli.add_commands(commands)
+    followup_cli.add_commands(commands)
+    keys_cli.add_commands(commands)
+    evidence_cli.add_commands(commands)
+    export_cli.add_command(commands)
+    privacy_cli.add_erase_commands(commands)
     add_callbacks_commands(commands)
-    add_secrets_commands(commands)
+    privacy_cli.add_secrets_commands(commands)
 
     args = parser.parse_args(argv)
     collect_less_often()
     try:
         setup_logs(getattr(args, "log_level", "info"))
         settings = Settings.from_env()
-        if (args.command, getattr(args, "secrets_command", None)) not in NO_STORE:
-            if args.command != "export":  # it reads a development build's store too
-                check_format(settings)
-            check_keys(settings)
+        if getattr(args, "secrets_command", None) != "generate":  # the one that opens no store
+            # `export` reads a development build's store too.
+            check_store(settings, format=args.command != "export")
         return int(args.run(settings, args))
     except ConfigError as exc:
         parser.exit(2, f"callback-ledger: configuration error: {exc}\n")

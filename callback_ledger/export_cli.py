@@ -1,11 +1,7 @@
 """`callback-ledger export --out FILE`: every stored callback as received, one JSON object a
-line, with its receipt: when it arrived, whether its signature was verified, the headers that
-came with it, and where it came from. From a store of this version, or from a development
-build's (store.development_stores), which this version refuses to open otherwise;
-`callback-ledger ingest --keep-arrival FILE` records them into a new store.
-
-A callback whose personal data was erased (its key destroyed) has no body left: it is counted,
-not exported."""
+line, with its receipt, for `ingest --keep-arrival` to record into a new store. Reads a store
+of this version or a development build's (store.development_stores). A callback whose key was
+destroyed has no body left: it is counted, not exported."""
 
 from __future__ import annotations
 
@@ -39,31 +35,24 @@ def add_command(commands: Any) -> None:
 
 
 def run_export(settings: Settings, args: argparse.Namespace) -> int:
+    from projections.log_reader import decode_state
+    from service.runtime import Runtime
+
     db = Database(settings.store_backend())
     try:
         if format_version.version(db) is None:
             decode = development_stores.decoder(db, settings.secrets())
             exported, erased = write(db, decode, args.out)
         else:
-            exported, erased = _export_current(settings, db, args.out)
+            with Runtime(settings) as runtime:
+                vault = runtime.ledger().vault
+                exported, erased = write(db, lambda state: decode_state(state, vault), args.out)
     finally:
         db.close()
     print(f"exported {exported} callbacks to {args.out}")
     if erased:
         sys.stderr.write(f"{erased} callbacks were erased (their keys destroyed): not exported\n")
     return 0
-
-
-def _export_current(settings: Settings, db: Database, out: str) -> tuple[int, int]:
-    from projections.log_reader import decode_state
-    from service.runtime import Runtime
-
-    runtime = Runtime(settings)
-    try:
-        vault = runtime.ledger().vault
-        return write(db, lambda state: decode_state(state, vault), out)
-    finally:
-        runtime.close()
 
 
 def write(db: Database, decode: Callable[[bytes], dict[str, Any]], out: str) -> tuple[int, int]:

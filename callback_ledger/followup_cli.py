@@ -7,8 +7,10 @@ import argparse
 import sys
 from typing import Any
 
-from callback_ledger.audit_cli import emit, time_arg
+from callback_ledger.audit_cli import TABLE, emit, time_arg
 from domain import followup
+from projections.consent import NAME
+from projections.faults import describe
 from projections.read_model import messages
 from service import followups
 from service.runtime import Runtime
@@ -50,16 +52,13 @@ def add_commands(commands: Any) -> None:
         metavar="OLDER_THAN",
         help="instead, messages quiet for longer than this (default 24h)",
     )
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--format", choices=TABLE, default="table")
     p.set_defaults(run=run_followup)
 
 
 def consent_stale(runtime: Runtime) -> str | None:
     """Why the consent projection cannot be trusted now, as /consent/check decides it (without
     waiting: this command follows nothing itself)."""
-    from projections.consent import NAME
-    from projections.faults import describe
-
     projector = runtime.projector()
     fault, pending = projector.freshness(NAME, projector.head())
     if fault is not None:
@@ -71,35 +70,29 @@ def consent_stale(runtime: Runtime) -> str | None:
 
 def run_followup(settings: Settings, args: argparse.Namespace) -> int:
     overrides = dict(settings.next_actions)
+    with Runtime(settings) as runtime:
+        stale = consent_stale(runtime)
+        if stale is not None:
+            sys.stderr.write(
+                f"followup: consent cannot be checked now ({stale}); messages with something to "
+                "do are listed as review\n"
+            )
+        vault = runtime.projector().vault
 
-    runtime = Runtime(settings)
-    stale = consent_stale(runtime)
-    if stale is not None:
-        sys.stderr.write(
-            f"followup: consent cannot be checked now ({stale}); messages with something to "
-            "do are listed as review\n"
-        )
+        def view(cur: Cursor, row: dict[str, Any]) -> dict[str, Any]:
+            shown = messages.message_view(row, vault=vault) | followups.annotate(
+                cur, row, overrides, settings.read_channels, stale
+            )
+            shown["identity"], erased = followups.recipient_shown(row, vault)
+            if erased:
+                shown["erased"] = True
+            return shown
 
-    vault = runtime.projector().vault
-
-    def view(cur: Cursor, row: dict[str, Any]) -> dict[str, Any]:
-        shown = messages.message_view(row, vault=vault) | followups.annotate(
-            cur, row, overrides, settings.read_channels, stale
-        )
-        identity, erased = followups.recipient_shown(row, vault)
-        shown["identity"] = identity
-        if erased:
-            shown["erased"] = True
-        return shown
-
-    try:
         with runtime.database().read() as cur:
             rows = list(
                 messages.follow_up_list(
                     cur, lambda row: view(cur, row), args.since, args.action, args.stalled, vault
                 )
             )
-    finally:
-        runtime.close()
     title = "stalled messages" if args.stalled is not None else "follow-up"
     return emit(rows, args.format, title, COLUMNS)

@@ -7,26 +7,19 @@ import sys
 from typing import Any
 
 from access.api_keys import SCOPES, KeyProblem, KeyStore, parse_scopes
+from callback_ledger.audit_cli import TABLE, emit
 from service.runtime import Runtime
 from service.settings import Settings
-from store.backend import Database
-
-
-def store_for(settings: Settings) -> tuple[KeyStore, Database]:
-    db = Runtime(settings).store_database()
-    return KeyStore(db), db
 
 
 def run_create(settings: Settings, args: argparse.Namespace) -> int:
-    store, db = store_for(settings)
     try:
-        scopes = parse_scopes(args.scope)
-        key = store.create(args.name, scopes, args.expires_in)
+        with Runtime(settings) as runtime:
+            scopes = parse_scopes(args.scope)
+            key = KeyStore(runtime.store_database()).create(args.name, scopes, args.expires_in)
     except KeyProblem as exc:
         sys.stderr.write(f"keys create: {exc}\n")
         return 1
-    finally:
-        db.close()
     expiry = f", expires in {args.expires_in:g} days" if args.expires_in else ""
     sys.stdout.write(
         f"created key {args.name!r} (scopes: {', '.join(scopes)}{expiry}). It is shown only "
@@ -37,23 +30,15 @@ def run_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_list(settings: Settings, args: argparse.Namespace) -> int:
-    from callback_ledger.audit_cli import emit
-
-    store, db = store_for(settings)
-    try:
-        rows = store.listed()
-    finally:
-        db.close()
+    with Runtime(settings) as runtime:
+        rows = KeyStore(runtime.store_database()).listed()
     columns = ["name", "scopes", "state", "created_at", "expires_at", "last_used_at", "revoked_at"]
     return emit(rows, args.format, "API keys", columns)
 
 
 def run_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    store, db = store_for(settings)
-    try:
-        revoked = store.revoke(args.name)
-    finally:
-        db.close()
+    with Runtime(settings) as runtime:
+        revoked = KeyStore(runtime.store_database()).revoke(args.name)
     if not revoked:
         sys.stderr.write(f"keys revoke: no active key is named {args.name!r}\n")
         return 1
@@ -81,7 +66,7 @@ def add_commands(commands: Any) -> None:
     p = sub.add_parser(
         "list", help="keys: name, scopes, created, expires, last used (never the key)"
     )
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--format", choices=TABLE, default="table")
     p.set_defaults(run=run_list)
 
     p = sub.add_parser("revoke", help="revoke a key by name")

@@ -8,20 +8,20 @@ import faulthandler
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from dataclasses import fields
 from typing import Any
 
-from service.settings import ConfigError, Settings
+from service.settings import ENV, ConfigError, Settings
 
-# serve's HTTP limits: (option, environment variable). See api/connections.py.
-HTTP_LIMITS = (
-    ("max_connections", "LEDGER_MAX_CONNECTIONS"),
-    ("keepalive_s", "LEDGER_KEEPALIVE_S"),
-    ("header_timeout_s", "LEDGER_HEADER_TIMEOUT_S"),
-    ("max_header_bytes", "LEDGER_MAX_HEADER_BYTES"),
-    ("max_headers", "LEDGER_MAX_HEADERS"),
-)
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+# serve's HTTP limits (api/connections.py): option -> environment variable.
+LIMITS = ("max_connections", "keepalive_s", "header_timeout_s", "max_header_bytes", "max_headers")
+HTTP_LIMITS = {f.name: f.metadata[ENV] for f in fields(Settings) if f.name in LIMITS}
 
 
 def is_loopback(host: str) -> bool:
@@ -56,14 +56,12 @@ def first_key(settings: Settings) -> None:
     from service.runtime import Runtime
 
     log = logging.getLogger("callback_ledger")
-    runtime = Runtime(settings)
     try:
-        key = KeyStore(runtime.store_database()).create_first()
+        with Runtime(settings) as runtime:
+            key = KeyStore(runtime.store_database()).create_first()
     except Exception as exc:  # the store may be down: serve starts anyway and answers 503
         log.warning("could not check the API keys now (%s); create one with `keys create`", exc)
         return
-    finally:
-        runtime.close()
     if key is None:
         return
     log.warning("=" * 72)
@@ -83,8 +81,7 @@ def first_key(settings: Settings) -> None:
 
 def refuse_unwritable_store(settings: Settings) -> None:
     """A SQLite store whose files cannot be written fails every write, or (an immutable -shm)
-    kills the server at its first (store.sqlite.unwritable_files): refused before it
-    starts, saying which file."""
+    kills the server at its first: refused before it starts, saying which file."""
     from store.sqlite import unwritable_files
 
     path = settings.store_backend().store_file()
@@ -98,26 +95,29 @@ def refuse_unwritable_store(settings: Settings) -> None:
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    from service import multiproc
-
     refuse_unwritable_store(settings)
     # A file made unwritable while serving (above) still kills the process with SIGBUS: the
     # interpreter then writes the fault and the stacks to stderr, the log, before it dies (the
     # variable does the same in the worker processes --workers starts).
     faulthandler.enable()
     os.environ["PYTHONFAULTHANDLER"] = "1"
-
-    # Before any server process imports prometheus_client: one fresh directory for this run.
-    multiprocess = args.workers > 1 or bool(os.environ.get(multiproc.ENV))
-    metrics_dir = multiproc.fresh_dir() if multiprocess else None
-    if metrics_dir is not None:
-        # uvicorn stops on SIGTERM, then raises it again: exit through `finally` instead.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.workers == 1 and not os.environ.get(METRICS_DIR):
+        return _serve(settings, args)
+    # prometheus_client's multiprocess mode: a fresh directory for this run's metric files
+    # (an earlier run's would be summed in), inside the one given if any, set before any
+    # server process imports prometheus_client (it reads the variable at import).
+    parent = os.environ.get(METRICS_DIR) or None
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    metrics_dir = os.environ[METRICS_DIR] = tempfile.mkdtemp(
+        prefix="callback-ledger-metrics-", dir=parent
+    )
+    # uvicorn stops on SIGTERM, then raises it again: exit through `finally` instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return _serve(settings, args)
     finally:
-        if metrics_dir is not None:
-            multiproc.remove(metrics_dir)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -130,7 +130,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     # Options go through the environment: worker processes and the connection guard read
     # their settings from it.
-    for name, key in HTTP_LIMITS:
+    for name, key in HTTP_LIMITS.items():
         if getattr(args, name) is not None:
             os.environ[key] = str(getattr(args, name))
     if args.private_listen:
@@ -171,17 +171,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "timeout_keep_alive": settings.keepalive_s,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
     }
+    # Each worker process reads the same environment and group-commits on its own; conflicts
+    # between processes on one stream are resolved by the store's optimistic concurrency.
+    app: Any = create_app(settings) if args.workers == 1 else "api.app:app_from_env"
     if private is None:
-        if args.workers == 1:
-            uvicorn.run(create_app(settings), **options)
-            return 0
-        # Each process reads the same environment and group-commits on its own; conflicts
-        # between processes on one stream are resolved by the store's optimistic concurrency.
-        uvicorn.run("api.app:app_from_env", factory=True, workers=args.workers, **options)
+        uvicorn.run(app, factory=args.workers > 1, workers=args.workers, **options)
         return 0
     # Two listening sockets served by the same app (in each worker): it tells them apart by
     # the port a request arrived on (api/auth.py PublicSide).
-    app: Any = create_app(settings) if args.workers == 1 else "api.app:app_from_env"
     config = uvicorn.Config(app, factory=args.workers > 1, workers=args.workers, **options)
     private_config = uvicorn.Config(app, **{**options, "host": private[0], "port": private[1]})
     sockets = [config.bind_socket(), private_config.bind_socket()]
@@ -210,7 +207,7 @@ def add_command(commands: Any) -> None:
         default=int(os.environ.get("LEDGER_WORKERS", "1")),
         help="server processes (PostgreSQL only; default LEDGER_WORKERS or 1)",
     )
-    for name, key in HTTP_LIMITS:
+    for name, key in HTTP_LIMITS.items():
         p.add_argument("--" + name.replace("_", "-"), type=int, help=f"default {key}")
     p.add_argument(
         "--private-listen",

@@ -1,12 +1,7 @@
-"""Delivery follow-up on the read side: each message's next action as the projection derived it,
-overridden by the recipient's consent now. Shared by the HTTP API and `callback-ledger
-followup`; the lists themselves (and the messages that went quiet) are the read model's
-(projections/read_model/messages.py).
-
-The projection stores the action its delivery reports call for (`message_status.next_action`,
-NULL for "none"). Consent can change after the message failed, and lives in another projection,
-so the one override that matters for safety is applied when a message is read: a failed message
-to a number that is opted out now is `do_not_retry`, with the consent fact as the why."""
+"""Delivery follow-up on the read side, for the HTTP API and `callback-ledger followup`: each
+message's next action as the projection derived it, overridden when read by the recipient's
+consent now (it can change after the message failed): a failed message to a number opted out
+now is `do_not_retry`, with the consent fact as the why."""
 
 from __future__ import annotations
 
@@ -35,8 +30,7 @@ def parse_duration(text: str) -> int:
 
 
 def recipient(row: Mapping[str, Any]) -> str | None:
-    """The identity the message's deciding channel reported (the row keeps reports whole), by
-    its name in the read tables (projections.personal)."""
+    """The identity the message's deciding channel reported, by its name in the read tables."""
     reports = rules.expanded_reports(row)
     on_channel = [r for r in reports if r["channel"] == row["channel"] and r["identity"]]
     chosen = on_channel or [r for r in reports if r["identity"]]
@@ -61,11 +55,9 @@ def annotate(
     read_channels: frozenset[str] = followup.READ_CHANNELS,
     consent_stale: str | None = None,
 ) -> dict[str, Any]:
-    """The follow-up fields of one message_status row: next_action (with the consent override),
-    next_action_why, the consent fact behind an override, and whether a READ can still come.
-    `consent_stale`: why the consent projection cannot be trusted now (as /consent/check
-    decides it); then a message with something to do is `review`, never a retry that consent
-    might forbid."""
+    """The follow-up fields of one message_status row. `consent_stale`: why the consent
+    projection cannot be trusted now; then a message with something to do is `review`, never
+    a retry that consent might forbid."""
     stored = row.get("next_action") or followup.NONE
     action, why = followup.next_action(
         row["status"], row["reason_code"], row["reason_sub_code"], overrides

@@ -1,15 +1,10 @@
-"""Logging: one format for every line the service writes (ours and uvicorn's), JSON or text,
-and never a secret, a key, a bearer token or a full phone number in it.
+"""Logging: one format for every line the service writes (ours and uvicorn's), JSON or text
+(LEDGER_LOG_FORMAT), with a record's `extra={"fields": {...}}` as keys of the JSON object or
+`key=value` after the text.
 
-`LEDGER_LOG_FORMAT=json|text`; unset: JSON when stderr is not a terminal (a service under
-systemd, Docker, Kubernetes), text on a terminal. A record's structured fields travel in
-`extra={"fields": {...}}`: top-level keys of the JSON object, or `key=value` after the text.
-
-Every string that reaches a line (the message, an exception's traceback, each field) goes
-through `redact`: the configured webhook secrets, `Bearer ...` tokens and API keys (`clk_...`)
-are replaced, and anything shaped like a phone number is masked by `mask_identity` down to
-its last 4 digits. That is a net under the code, not a licence to log identities: nothing here
-logs one on purpose, and a caller that must name one calls `mask_identity` itself."""
+Every string that reaches a line goes through `redact`: webhook secrets, bearer tokens and API
+keys are replaced, and anything shaped like a phone number is masked down to its last 4
+digits. That is a net under the code, not a licence to log identities."""
 
 from __future__ import annotations
 
@@ -24,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from service.settings import ConfigError
+from service.settings import ConfigError, listed
 
 FORMATS = ("json", "text")
 # `serve --log-level` takes uvicorn's names; "trace" is uvicorn's level below debug.
@@ -90,11 +85,7 @@ def _masked(match: re.Match[str]) -> str:
     return mask_identity(found)
 
 
-def _secrets_from_env() -> list[str]:
-    return [s.strip() for s in os.environ.get("SINCH_WEBHOOK_SECRET", "").split(",") if s.strip()]
-
-
-redact = Redactor(_secrets_from_env())
+redact = Redactor(listed(os.environ, "SINCH_WEBHOOK_SECRET"))
 
 
 _second: tuple[int, str] = (-1, "")
@@ -110,15 +101,11 @@ def _utc(created: float) -> str:
 
 
 # The one exception to redaction: the admin key `serve` creates on a store with no key, shown
-# once at its first start (as Jupyter shows its token) so the README's first command leads to
-# working queries. Passed as this record attribute, it is written as given.
+# once, passed as this record attribute.
 SHOWN_ONCE = "shown_once"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts (UTC), level, logger, pid, msg, the record's fields, and
-    exc (the traceback) when there is one."""
-
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": _utc(record.created),
@@ -156,8 +143,7 @@ class TextFormatter(logging.Formatter):
 
 
 def log_format(env: Mapping[str, str] | None = None, stream: Any = None) -> str:
-    """LEDGER_LOG_FORMAT, or JSON when `stream` (stderr) is not a terminal, text when it is.
-    Raises ConfigError for another value."""
+    """LEDGER_LOG_FORMAT, or JSON when `stream` (stderr) is not a terminal, text when it is."""
     env = os.environ if env is None else env
     value = env.get("LEDGER_LOG_FORMAT", "").strip().lower()
     if not value:
@@ -170,8 +156,8 @@ def log_format(env: Mapping[str, str] | None = None, stream: Any = None) -> str:
 
 
 def config(level: str | int = "INFO", fmt: str | None = None) -> dict[str, Any]:
-    """A `logging.config.dictConfig` for the root logger and uvicorn's: every line on stderr in
-    one format. `serve` hands it to uvicorn, which applies it in each server process."""
+    """A `logging.config.dictConfig` for the root logger and uvicorn's (applied in each server
+    process): every line on stderr in one format."""
     fmt = fmt or log_format()
     if isinstance(level, str):
         level = LEVELS.get(level.lower(), logging.INFO)
@@ -200,7 +186,6 @@ def config(level: str | int = "INFO", fmt: str | None = None) -> dict[str, Any]:
 
 
 def setup(level: str | int = "INFO") -> None:
-    """Configures logging for a command; raises ConfigError for a bad LEDGER_LOG_FORMAT."""
     global redact
-    redact = Redactor(_secrets_from_env())
+    redact = Redactor(listed(os.environ, "SINCH_WEBHOOK_SECRET"))
     logging.config.dictConfig(config(level))

@@ -1,16 +1,7 @@
-"""Prometheus metrics (prometheus-client).
-
-Counted where things happen, in the process they happen in: callbacks by trigger and outcome,
-group commits (their time and size), events appended, requests by route, follower errors.
-With `serve --workers N`, `serve` gives every process one fresh PROMETHEUS_MULTIPROC_DIR
-(`multiproc.fresh_dir`) before any of them imports prometheus_client: each process writes its
-values to its own files there, and a scrape, whichever process answers it, sums them all.
-
-Read from the store at scrape time (`StoreCollector`), so they are right whatever the number
-of processes: the projections' lag in events and in seconds (the age of the oldest event not
-applied yet), whether a projection is stuck, the log's head, and the quarantine's size. Every
-query there is an indexed lookup; the quarantine is counted incrementally (see
-`QuarantineCount`)."""
+"""Prometheus metrics: counted where things happen, in the process they happen in (with
+`serve --workers N`, each process writes its own files in the run's PROMETHEUS_MULTIPROC_DIR
+and a scrape sums them all), and read from the store at scrape time (`StoreCollector`), so
+those are right whatever the number of processes."""
 
 from __future__ import annotations
 
@@ -18,10 +9,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from eventsourcing.utils import get_topic
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -33,8 +25,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from domain.unrecognised import QuarantinedCallback
+from projections.log_reader import decode_state
 from projections.read_model import progress
-from service import multiproc
+from projections.rules import stored_time
 
 if TYPE_CHECKING:
     from projections.log_reader import EventLog
@@ -43,23 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("callback_ledger.metrics")
 commit_log = logging.getLogger("callback_ledger.commit")
+QUARANTINED = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]
 
 
-# `_created` samples (a start time per series) double the output and no rule here needs them.
+# `_created` samples (a start time per series) double the output and nothing needs them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus-client leaves it untyped
-
-# The webhook's answers, as outcomes (README, "Operating it").
-OUTCOMES = (
-    "accepted",
-    "duplicate",
-    "unsigned_rejected",
-    "invalid",
-    "quarantined",
-    "too_large",
-    "timeout",
-    "unavailable",
-    "incomplete",
-)
 
 CALLBACKS = Counter(
     "callback_ledger_callbacks",
@@ -101,8 +83,8 @@ _hook_failed = False
 
 
 def group_commit(seconds: float, results: Sequence[Any]) -> None:
-    """One group commit done (a hook in both writers): its time, size, events appended. Never
-    raises: it runs where an exception would stop the writer and leave callbacks waiting."""
+    """One group commit done (the writers' hook). Never raises: an exception there would stop
+    the writer and leave callbacks waiting."""
     global _hook_failed
     try:
         _group_commit(seconds, results)
@@ -115,13 +97,8 @@ def group_commit(seconds: float, results: Sequence[Any]) -> None:
 def _group_commit(seconds: float, results: Sequence[Any]) -> None:
     COMMIT_SECONDS.observe(seconds)
     BATCH_SIZE.observe(len(results))
-    events = 0
-    failed = 0
-    for result in results:
-        if isinstance(result, BaseException):
-            failed += 1
-        else:
-            events += result.events
+    failed = sum(isinstance(result, BaseException) for result in results)
+    events = sum(r.events for r in results if not isinstance(r, BaseException))
     if events:
         EVENTS.inc(events)
     if failed == len(results):
@@ -144,27 +121,14 @@ def follower_error() -> None:
     FOLLOWER_ERRORS.inc()
 
 
-# ---- multiprocess ---------------------------------------------------------------------------
-
-
-class _Default:
-    """The default registry's metrics (ours and the process's), collected at each scrape."""
-
-    def collect(self) -> Iterator[Metric]:
-        yield from REGISTRY.collect()
-
-    def describe(self) -> list[Metric]:
-        return []
-
-
 def registry(runtime: Runtime, refresh_s: float = 30.0) -> CollectorRegistry:
     """What /metrics shows: this process's metrics (or every process's, in multiprocess mode)
     and the store's."""
     found = CollectorRegistry()
-    if os.environ.get(multiproc.ENV):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(found)  # type: ignore[no-untyped-call]
     else:
-        found.register(_Default())
+        found.register(REGISTRY)  # ours and the process's
     found.register(StoreCollector(runtime, refresh_s))
     return found
 
@@ -173,15 +137,11 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-# ---- read from the store ---------------------------------------------------------------------
-
-
 class QuarantineCount:
-    """The number of quarantined bodies, counted over the log by notification id: the first
-    count reads the events once, in ranges of `chunk` ids and at most `budget_s` per scrape
-    (the metric is left out until it has reached the head); then each refresh, at most every
-    `refresh_s`, counts only the events appended since. The log only grows and a quarantined
-    body is never removed, so the running count stays exact."""
+    """The number of quarantined bodies, counted over the log in ranges of `chunk` ids, at
+    most `budget_s` per scrape (left out until it has reached the head), then at most every
+    `refresh_s` over the events appended since: the log only grows, so the count stays
+    exact."""
 
     def __init__(self, refresh_s: float, budget_s: float = 2.0, chunk: int = 200_000) -> None:
         self.refresh_s = refresh_s
@@ -212,29 +172,18 @@ class QuarantineCount:
 
 
 def _event_time(state: bytes) -> datetime | None:
-    """When an event was recorded: its `timestamp`, set as it is decided, just before the
-    commit."""
-    from projections.log_reader import decode_state
-
-    stamp = decode_state(state).get("timestamp")
-    if isinstance(stamp, dict) and isinstance(stamp.get("_data_"), str):
-        return datetime.fromisoformat(stamp["_data_"])
-    return None
+    """When an event was recorded: its `timestamp`, set just before the commit."""
+    stamp = stored_time(decode_state(state).get("timestamp"))
+    return None if stamp is None else datetime.fromisoformat(stamp)
 
 
 class StoreCollector:
     def __init__(self, runtime: Runtime, refresh_s: float) -> None:
         self.runtime = runtime
         self.quarantine = QuarantineCount(refresh_s)
-        self._quarantine_topic: str | None = None
-
-    def describe(self) -> list[Metric]:
-        return []
 
     def collect(self) -> Iterable[Metric]:
-        up = GaugeMetricFamily(
-            "callback_ledger_store_up", "1 when the store answered this scrape's queries"
-        )
+        up = _gauge("store_up", "1 when the store answered this scrape's queries")
         try:
             found = self._read()
         except Exception as exc:
@@ -245,34 +194,21 @@ class StoreCollector:
         return [up, *found]
 
     def _read(self) -> list[Metric]:
-        from eventsourcing.utils import get_topic
-
-        from domain.unrecognised import QuarantinedCallback
-
-        if self._quarantine_topic is None:
-            self._quarantine_topic = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]
         projector = self.runtime.projector()
-        lag_events = GaugeMetricFamily(
-            "callback_ledger_projection_lag_events",
+        labels = ["projection"]
+        lag_events = _gauge(
+            "projection_lag_events",
             "Events in the log after the projection's position",
-            labels=["projection"],
+            labels,
         )
-        lag_seconds = GaugeMetricFamily(
-            "callback_ledger_projection_lag_seconds",
+        lag_seconds = _gauge(
+            "projection_lag_seconds",
             "Age of the oldest event the projection has not applied (0 when none)",
-            labels=["projection"],
+            labels,
         )
-        stuck = GaugeMetricFamily(
-            "callback_ledger_projection_stuck",
-            "1 when the projection cannot apply an event",
-            labels=["projection"],
-        )
-        head_metric = GaugeMetricFamily(
-            "callback_ledger_log_head", "The highest notification id in the event log"
-        )
-        quarantine = GaugeMetricFamily(
-            "callback_ledger_quarantine_size", "Refused bodies kept in the quarantine"
-        )
+        stuck = _gauge("projection_stuck", "1 when the projection cannot apply an event", labels)
+        head_metric = _gauge("log_head", "The highest notification id in the event log")
+        quarantine = _gauge("quarantine_size", "Refused bodies kept in the quarantine")
         now = datetime.now(UTC)
         with projector.db.read() as cur:
             log_ = projector.log
@@ -291,10 +227,14 @@ class StoreCollector:
                 lag_events.add_metric([name], max(head - position, 0))
                 lag_seconds.add_metric([name], oldest.get(position, 0.0))
                 stuck.add_metric([name], 1 if name in faults else 0)
-            count = self.quarantine.value(cur, log_, head, self._quarantine_topic)
+            count = self.quarantine.value(cur, log_, head, QUARANTINED)
         head_metric.add_metric([], head)
         found_metrics: list[Metric] = [lag_events, lag_seconds, stuck, head_metric]
         if count is not None:
             quarantine.add_metric([], count)
             found_metrics.append(quarantine)
         return found_metrics
+
+
+def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"callback_ledger_{name}", documentation, labels=labels)

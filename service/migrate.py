@@ -1,14 +1,9 @@
-"""`callback-ledger migrate --to URL`: a store written without encryption (an earlier version,
-or no keys configured) copied into a new, encrypted one.
-
-Its events cannot be encrypted where they are (the log is append-only and sealed), and stream
-names in an encrypted store name identities by their blind index, so the two forms cannot mix in
-one store. Instead every stored callback is recorded again, in log order, into the new store
-with its original receipt (raw body, arrival time, signature check, headers): the catch-all's
-and the quarantine's entries as such, a quarantine entry's resolution after it, everything else
-through the same decisions as the webhook. Then the read tables are built and the API keys
-copied. The new store's seal chain starts at its first event; the old store is left as it was
-(keep it, or destroy it, as the README says)."""
+"""`callback-ledger migrate --to URL`: a store written without encryption copied into a new,
+encrypted one. Its events cannot be encrypted where they are (the log is append-only and
+sealed, and an encrypted store's stream names hold blind indexes), so every stored callback
+is recorded again, in log order, with its original receipt: the catch-all's and the
+quarantine's entries as such, a resolution after its entry, everything else through the
+webhook's decisions. Then the read tables are built and the API keys copied."""
 
 from __future__ import annotations
 
@@ -65,24 +60,10 @@ def _events(ledger: Ledger, page: int = 1000) -> Iterator[tuple[str, Any]]:
             yield notification.topic, ledger.mapper.to_domain_event(notification)
 
 
-def _receipt(callback: dict[str, Any], raw: str) -> Receipt:
-    return Receipt(
-        raw,
-        datetime.fromisoformat(callback["received_at"]),
-        bool(callback.get("signature_verified")),
-        dict(callback.get("headers") or {}),
-    )
-
-
-def target_settings(settings: Settings, url: str) -> Settings:
-    """The source's settings on the target's URL: the same keys (a new SQLite target without
-    keys configured gets its key file beside it, as any new store)."""
-    return dataclasses.replace(settings, database_url=url)
-
-
 def migrate(settings: Settings, url: str) -> dict[str, int]:
     """Copies the store of `settings` into the empty store at `url`; counts of what was done."""
-    target = target_settings(settings, url)
+    # The same keys (a new SQLite target without keys configured gets its key file beside it).
+    target = dataclasses.replace(settings, database_url=url)
     if url.strip() == settings.database_url:
         raise MigrationRefused("--to names the store being migrated: give a new, empty store")
     if target.secrets() is None:
@@ -152,7 +133,12 @@ def _copy(source: Ledger, into: Ledger) -> dict[str, int]:
         if this == previous:
             continue
         previous = this
-        receipt = _receipt(callback, raw)
+        receipt = Receipt(
+            raw,
+            datetime.fromisoformat(callback["received_at"]),
+            bool(callback.get("signature_verified")),
+            dict(callback.get("headers") or {}),
+        )
         if topic == QUARANTINED:
             command = quarantine_command(
                 body, event.trigger, event.status_code, list(event.problems or []), receipt
@@ -160,17 +146,15 @@ def _copy(source: Ledger, into: Ledger) -> dict[str, int]:
             counts["quarantined"] += into.execute(command).status == "accepted"
             continue
         parsed = loads_body(body)
-        if topic == CATCH_ALL:
-            counts["catch_all"] += into.execute(unrecognised_command(parsed, receipt)).status == (
-                "accepted"
-            )
-            continue
         try:
-            found = into.command_for(parsed, receipt)
+            found = None if topic == CATCH_ALL else into.command_for(parsed, receipt)
         except InvalidCallback:  # valid once: kept whole rather than lost
             found = None
-        outcome = into.execute(found or unrecognised_command(parsed, receipt))
-        counts[outcome.status] += 1
+        status = into.execute(found or unrecognised_command(parsed, receipt)).status
+        if topic == CATCH_ALL:
+            counts["catch_all"] += status == "accepted"
+        else:
+            counts[status] += 1
     return counts
 
 

@@ -1,10 +1,7 @@
 """The one entry point that records a received callback: raw body -> JSON -> which stream and
-what decision -> commit, or the quarantine for a body that is refused. Used by the webhook
-(which only translates HTTP around it) and by `callback-ledger ingest`.
-
-How a command is committed is the caller's: the webhook hands it to the group commit of its
-event loop, `ingest` executes it alone. Persistence errors propagate: the caller decides what
-the sender is told (the webhook answers 503, so the sender retries)."""
+what decision -> commit, or the quarantine for a refused body. Used by the webhook and by
+`callback-ledger ingest`. Persistence errors propagate: the caller decides what the sender
+is told (the webhook answers 503, so the sender retries)."""
 
 from __future__ import annotations
 
@@ -25,9 +22,8 @@ Status = Literal["accepted", "duplicate", "refused"]
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a body was not recorded. `status_code` and `code`: the webhook's answer; `problems`:
-    what is wrong, as the quarantine keeps it; `reason`: the same in one line, as `ingest`
-    prints it."""
+    """Why a body was not recorded: the webhook's answer (`status_code`, `code`), what is wrong
+    as the quarantine keeps it (`problems`), and in one line as `ingest` prints it (`reason`)."""
 
     status_code: int
     code: str
@@ -37,11 +33,9 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one callback. `accepted` / `duplicate`: recorded on its stream (or kept
-    in the catch-all, `kept_uninterpreted`, for a trigger this version does not interpret),
-    `events` appended, `reference` naming the stored callback (for a duplicate: the one stored
-    before it). `refused`: see `refusal`; `quarantined` says whether the body was kept
-    in the quarantine for an operator."""
+    """What became of one callback: recorded on its stream (or in the catch-all,
+    `kept_uninterpreted`), `reference` naming the stored callback (for a duplicate: the one
+    stored before it); or refused, and `quarantined` or not."""
 
     status: Status
     trigger: str
@@ -53,22 +47,20 @@ class Outcome:
 
 
 class QuarantineFailed(Exception):
-    """A refused body could not be kept in the quarantine (its cause: the store's error). It
-    must not be refused for good then: the sender should send it again."""
+    """A refused body could not be kept in the quarantine: the sender should send it again."""
 
 
 @dataclass(frozen=True)
 class Store:
-    """How the recorder reaches the store: the Ledger (opened on first use) and how a command
-    is committed (the webhook's group commit, or the Ledger's `execute`)."""
+    """The Ledger (opened on first use) and how a command is committed (the webhook's group
+    commit, or `alone`)."""
 
     ledger: Callable[[], Awaitable[Ledger]]
     commit: Callable[[Command], Awaitable[Committed]]
 
 
 def alone(ledger: Ledger) -> Store:
-    """A Store that commits each command in a transaction of its own, on the caller's thread
-    (a command-line tool: nothing to batch with)."""
+    """A Store that commits each command in a transaction of its own (nothing to batch)."""
 
     async def opened() -> Ledger:
         return ledger
@@ -84,16 +76,14 @@ def json_kind(value: object) -> str:
 
 
 class Recorder:
-    """`keep_refused`: whether a refused body is kept in the quarantine (the webhook's, so
-    nothing a signed sender said is lost) or only reported (`ingest`: an operator is feeding a
-    file and reads the refusals)."""
+    """`keep_refused`: a refused body is kept in the quarantine (the webhook: nothing a signed
+    sender said is lost), or only reported (`ingest`: the operator reads the refusals)."""
 
     def __init__(self, store: Store, keep_refused: bool = True) -> None:
         self.store = store
         self.keep_refused = keep_refused
 
     async def record(self, raw: bytes, receipt: Receipt) -> Outcome:
-        """Records the callback whose body is `raw`, received as `receipt` says."""
         try:
             body = loads_body(raw)
         except orjson.JSONDecodeError as exc:
@@ -106,7 +96,6 @@ class Recorder:
         try:
             ledger = await self.store.ledger()
             command = ledger.command_for(body, receipt)
-            # Other triggers go through the same commit as the ones we interpret.
             kept = command is None
             if command is None:
                 command = ledger.unrecognised_command(body, receipt)

@@ -1,14 +1,10 @@
 """`callback-ledger replay`: rebuilds projections from the first event (projections/rebuild.py)
-with progress on a terminal, and, with `jobs` above 1 (PostgreSQL), the messages projection
-built by that many processes, each taking its share of the message streams, while this process
-builds the rest.
-
-Interrupt it at any time (Ctrl-C, kill): run it again and it resumes from the last committed
-page; `--fresh` starts over."""
+with progress on a terminal; with `jobs` above 1 (PostgreSQL), the messages projection is built
+by that many processes, each its share of the streams. Interrupted, a rerun resumes from the
+last committed page; `--fresh` starts over."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing import get_context
@@ -32,14 +28,11 @@ from store.backend import store_unavailable
 def run_part(settings: Settings, part: int, parts: int, stop: int, page_size: int) -> None:
     """One part of the messages rebuild, in a process of its own."""
     collect_less_often()
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         projector = runtime.projector()
         projector.page_size = page_size
         for _ in Rebuild(projector).build_part(SPLIT, part, parts, stop):
             pass
-    finally:
-        runtime.close()
 
 
 def build_split(
@@ -99,8 +92,7 @@ def replay(
     if jobs > 1 and not settings.store_backend().several_writers:
         raise SystemExit("--jobs above 1 needs PostgreSQL: SQLite takes one writer at a time")
     console = console or Console(stderr=True)
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         projector = runtime.projector()
         projector.page_size = page_size
         rebuild = Rebuild(projector)
@@ -125,10 +117,9 @@ def replay(
         with progress:
             started = time.perf_counter()
             building = {name: rebuild.start(name, fresh=fresh) for name in names}
-            position = min(pos for _, pos in building.values())
-            resumed_from = position
+            resumed_from = min(pos for _, pos in building.values())
             task = progress.add_task(
-                f"replay {', '.join(names)}", total=max(head, 1), completed=position, rate=0.0
+                f"replay {', '.join(names)}", total=max(head, 1), completed=resumed_from, rate=0.0
             )
 
             def show(position: int) -> None:
@@ -157,25 +148,13 @@ def replay(
                 raise SystemExit(
                     f"replay stopped: {why}. Fix the cause and run the replay again: it resumes"
                 ) from exc
-            for name in names:
-                generation = building[name][0]
-                final = finals[name]
-                results[name] = {
-                    "events": final - building[name][1],
-                    "seconds": time.perf_counter() - started,
-                    "generation": generation,
-                }
+            for name, (generation, first) in building.items():
+                events, seconds = finals[name] - first, time.perf_counter() - started
+                results[name] = {"events": events, "seconds": seconds, "generation": generation}
                 if not console.is_terminal:
                     console.print(
-                        f"{name}: rebuilt generation {generation} from "
-                        f"{final - building[name][1]} events in "
-                        f"{results[name]['seconds']:.1f}s; views switched"
+                        f"{name}: rebuilt generation {generation} from {events} events in "
+                        f"{seconds:.1f}s; views switched"
                     )
             progress.update(task, completed=head)
         return results
-    finally:
-        runtime.close()
-
-
-if __name__ == "__main__":
-    replay(Settings.from_env(), sys.argv[1:] or None)

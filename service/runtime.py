@@ -1,8 +1,7 @@
-"""The one wiring point: from Settings it builds the backend (store.backend) once, and from it
-the Ledger, the group commit (its database's driver, told of each batch by `observe`), the
-read-table database, the projector and the live follower. `serve`, the CLI commands and the
-tests obtain these here. Opened on first use, so the service starts (and answers 503) while
-its database is still down, and heals without a restart when it comes back."""
+"""The one wiring point: from Settings it builds the backend once, and from it the Ledger, the
+group commit, the read tables' database, the projector and the live follower. Each is opened on
+first use, so `serve` starts (and answers 503) while its database is down, and heals without a
+restart when it comes back."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from collections.abc import Callable
 
 from projections.follower import LiveFollower
 from projections.projector import Projector, all_projections
-from projections.rules import Keywords
 from service.settings import Settings
 from store.backend import Backend, Database
 from store.group_commit import Observer, Writer
@@ -22,7 +20,7 @@ from store.sqlite import SQLiteGroupCommit
 
 class Runtime:
     """`observe`: told of each group commit; `on_follower_error`: of each failed pass of the
-    live follower (`serve` passes the metrics' hooks)."""
+    live follower (`serve` passes the metrics' hooks). A context manager: `close` on exit."""
 
     def __init__(
         self,
@@ -40,6 +38,12 @@ class Runtime:
         self._db: Database | None = None
         self._writer: Writer | None = None
         self._lock = threading.Lock()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def opened_ledger(self) -> Ledger | None:
         """The Ledger if it is open already (no wait, no I/O): the hot path's shortcut."""
@@ -61,12 +65,16 @@ class Runtime:
 
     def writer(self) -> Writer:
         """The group commit for requests on the event loop: on the loop itself for
-        PostgreSQL, in a thread for SQLite (no asynchronous driver)."""
+        PostgreSQL, in a writer thread for SQLite (no asynchronous driver)."""
         if self._writer is None:
             ledger = self.ledger()
             with self._lock:
                 if self._writer is None:
-                    self._writer = group_commit(self.backend, ledger, self.observe)
+                    self._writer = (
+                        PostgresGroupCommit(ledger, self.backend, observe=self.observe)
+                        if isinstance(self.backend, PostgresBackend)
+                        else SQLiteGroupCommit(ledger, observe=self.observe)
+                    )
         return self._writer
 
     async def aclose_writer(self) -> None:
@@ -76,7 +84,7 @@ class Runtime:
 
     def store_database(self) -> Database:
         """The database's connections for the tables beside the log (the API keys, the
-        access log), without setting up the read tables."""
+        access log), and, once `projector` set them up, the read tables."""
         if self._db is None:
             with self._lock:
                 if self._db is None:
@@ -89,18 +97,10 @@ class Runtime:
             db = self.store_database()
             with self._lock:
                 if self._projector is None:
-                    keywords = Keywords.build(
-                        self.settings.keyword_languages,
-                        self.settings.opt_out_keywords,
-                        self.settings.opt_in_keywords,
-                        self.settings.help_keywords,
+                    projections = all_projections(
+                        self.settings.keywords(), dict(self.settings.next_actions), ledger.vault
                     )
-                    projector = Projector(
-                        db,
-                        ledger.events_table,
-                        all_projections(keywords, dict(self.settings.next_actions), ledger.vault),
-                        vault=ledger.vault,
-                    )
+                    projector = Projector(db, ledger.events_table, projections, vault=ledger.vault)
                     projector.setup()
                     self._projector = projector
         return self._projector
@@ -123,11 +123,3 @@ class Runtime:
             self._db.close()
         if self._ledger is not None:
             self._ledger.close()
-
-
-def group_commit(backend: Backend, ledger: Ledger, observe: Observer | None) -> Writer:
-    """The group commit that serves requests: on the event loop itself for PostgreSQL, in a
-    writer thread for SQLite (no asynchronous driver)."""
-    if isinstance(backend, PostgresBackend):
-        return PostgresGroupCommit(ledger, backend, observe=observe)
-    return SQLiteGroupCommit(ledger, observe=observe)

@@ -1,6 +1,4 @@
-"""Configuration from the environment, and the process's garbage-collector setting. What the
-database URL means (connection settings, dialect) is the backend's (store.backend); which
-backend it names, `backend_for`'s."""
+"""Configuration from the environment, and the process's garbage-collector setting."""
 
 from __future__ import annotations
 
@@ -8,8 +6,9 @@ import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from domain import followup
 from domain.keywords import DEFAULT_LANGUAGES, LANGUAGES, Keywords, Reading
@@ -27,71 +26,67 @@ DEFAULT_DATABASE_URL = "sqlite:///callback-ledger.sqlite3"
 
 
 def backend_for(url: str, timeout_s: int = 5) -> Backend:
-    """The backend a database URL names: the only place that looks at the URL's scheme.
-    Raises ConfigError for a URL neither backend understands."""
+    """The backend a database URL names; ConfigError for a URL neither understands."""
     kind: Callable[[str, int], Backend] = (
         SQLiteBackend if url.startswith("sqlite:") else PostgresBackend
     )
     return kind(url, timeout_s)
 
 
+ENV = "env"
+
+
+def whole(key: str, default: int) -> Any:
+    """A whole-number setting, read from the environment variable `key` (unset: `default`)."""
+    return field(default=default, metadata={ENV: key})
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     webhook_secrets: tuple[str, ...] = ()
-    timestamp_tolerance_s: int = 300
-    max_body_bytes: int = 1024 * 1024
-    body_timeout_s: int = 10
+    timestamp_tolerance_s: int = whole("LEDGER_SIGNATURE_TOLERANCE_S", 300)
+    max_body_bytes: int = whole("LEDGER_MAX_BODY_BYTES", 1024 * 1024)
+    body_timeout_s: int = whole("LEDGER_BODY_TIMEOUT_S", 10)
     # Bounds how long a request waits for the database before answering 503.
-    db_timeout_s: int = 5
-    retry_after_s: int = 5
-    # The built-in keyword sets of these languages, plus the opt-out and help words listed
-    # here. Opt-in words, when listed, replace the languages' own (None: theirs).
+    db_timeout_s: int = whole("LEDGER_DB_TIMEOUT_S", 5)
+    retry_after_s: int = whole("LEDGER_RETRY_AFTER_S", 5)
+    # The languages' keyword sets plus the listed opt-out and help words; listed opt-in
+    # words replace the languages' own (None: theirs).
     keyword_languages: tuple[str, ...] = DEFAULT_LANGUAGES
     opt_out_keywords: tuple[str, ...] = ()
     opt_in_keywords: tuple[str, ...] | None = None
     help_keywords: tuple[str, ...] = ()
-    # Reason codes whose next action replaces the table's (projections/followup.py), and the
-    # channels on which a READ report can arrive.
     next_actions: tuple[tuple[str, str], ...] = ()
     read_channels: frozenset[str] = followup.READ_CHANNELS
-    # "inline": `serve` follows the log into the read tables itself; "off": a separate
-    # `callback-ledger project` worker does.
+    # "inline": `serve` follows the log into the read tables; "off": `project` does.
     projections: str = "inline"
-    # /healthz answers 503 when a projection has not moved for this long while behind.
-    health_max_lag_s: int = 60
-    # HTTP limits (api/connections.py): open connections past which requests get 503 (twice
-    # as many are closed at once), seconds an idle keep-alive connection is kept, seconds a
-    # request head may take to arrive, and the head's size and number of header lines.
-    max_connections: int = 1000
-    keepalive_s: int = 5
-    header_timeout_s: int = 10
-    max_header_bytes: int = 32 * 1024
-    max_headers: int = 100
-    # "host:port" of the private listener (LEDGER_PRIVATE_LISTEN): when set, every route but
-    # the webhook and the bare /healthz is served only there.
+    health_max_lag_s: int = whole("LEDGER_HEALTH_MAX_LAG_S", 60)
+    # HTTP limits (api/connections.py).
+    max_connections: int = whole("LEDGER_MAX_CONNECTIONS", 1000)
+    keepalive_s: int = whole("LEDGER_KEEPALIVE_S", 5)
+    header_timeout_s: int = whole("LEDGER_HEADER_TIMEOUT_S", 10)
+    max_header_bytes: int = whole("LEDGER_MAX_HEADER_BYTES", 32 * 1024)
+    max_headers: int = whole("LEDGER_MAX_HEADERS", 100)
+    # "host:port": when set, every route but the webhook and the bare /healthz is served there.
     private_listen: str = ""
-    # /metrics counts the quarantine again at most this often (callback_ledger/metrics.py).
-    metrics_refresh_s: int = 30
-    # Personal data's keys (store.vault): given (LEDGER_MASTER_KEY and LEDGER_INDEX_KEY, or
-    # an existing LEDGER_KEY_FILE), else read from `key_file` (LEDGER_KEY_FILE) or, for a
-    # SQLite store and `key_file_beside`, the file beside it; `secrets` makes that file.
+    metrics_refresh_s: int = whole("LEDGER_METRICS_REFRESH_S", 30)
+    # Personal data's keys: given, else read from `key_file` or (`key_file_beside`) the file
+    # beside a SQLite store; `secrets` makes that file.
     keys: Secrets | None = field(default=None, repr=False)
     key_file: str = ""
     key_file_beside: bool = False
-    # Days each data class is kept readable (`callback-ledger retention apply`).
-    retention_messages_days: int = 400
-    retention_consent_days: int = 5 * 365 + 1
-    # `serve` applies retention this long after it starts (not at once: a restart loop must
-    # not rewrite the key table each time), then every interval.
-    retention_first_s: int = 600
-    retention_interval_s: int = 24 * 3600
+    retention_messages_days: int = whole("LEDGER_RETENTION_MESSAGES_DAYS", 400)
+    retention_consent_days: int = whole("LEDGER_RETENTION_CONSENT_DAYS", 5 * 365 + 1)
+    # Not at once: a restart loop must not rewrite the key table each time.
+    retention_first_s: int = whole("LEDGER_RETENTION_FIRST_S", 600)
+    retention_interval_s: int = whole("LEDGER_RETENTION_INTERVAL_S", 24 * 3600)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         given = env.get("SINCH_WEBHOOK_SECRET", "")
-        secrets = tuple(s.strip() for s in given.split(",") if s.strip())
+        secrets = listed(env, "SINCH_WEBHOOK_SECRET")
         if given and not secrets:
             # " , " must not quietly mean "accept unsigned callbacks".
             raise ConfigError(
@@ -100,38 +95,27 @@ class Settings:
                 "or unset it to accept unsigned callbacks"
             )
         settings = cls(
+            **{
+                f.name: _int(env, f.metadata[ENV], f.default)
+                for f in fields(cls)
+                if ENV in f.metadata
+            },
             database_url=env.get("LEDGER_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             webhook_secrets=secrets,
-            timestamp_tolerance_s=_int(env, "LEDGER_SIGNATURE_TOLERANCE_S", 300),
-            max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 1024 * 1024),
-            body_timeout_s=_int(env, "LEDGER_BODY_TIMEOUT_S", 10),
-            db_timeout_s=_int(env, "LEDGER_DB_TIMEOUT_S", 5),
-            retry_after_s=_int(env, "LEDGER_RETRY_AFTER_S", 5),
-            health_max_lag_s=_int(env, "LEDGER_HEALTH_MAX_LAG_S", 60),
             keyword_languages=_languages(env),
-            opt_out_keywords=_words(env, "LEDGER_OPT_OUT_KEYWORDS"),
+            opt_out_keywords=listed(env, "LEDGER_OPT_OUT_KEYWORDS"),
             opt_in_keywords=_opt_in(env),
-            help_keywords=_words(env, "LEDGER_HELP_KEYWORDS"),
+            help_keywords=listed(env, "LEDGER_HELP_KEYWORDS"),
             next_actions=_next_actions(env),
             read_channels=_read_channels(env),
             projections=env.get("LEDGER_PROJECTIONS", "inline").strip() or "inline",
-            max_connections=_int(env, "LEDGER_MAX_CONNECTIONS", 1000),
-            keepalive_s=_int(env, "LEDGER_KEEPALIVE_S", 5),
-            header_timeout_s=_int(env, "LEDGER_HEADER_TIMEOUT_S", 10),
-            max_header_bytes=_int(env, "LEDGER_MAX_HEADER_BYTES", 32 * 1024),
-            max_headers=_int(env, "LEDGER_MAX_HEADERS", 100),
             private_listen=env.get("LEDGER_PRIVATE_LISTEN", "").strip(),
-            metrics_refresh_s=_int(env, "LEDGER_METRICS_REFRESH_S", 30),
             keys=_secrets(env),
             key_file=env.get("LEDGER_KEY_FILE", "").strip(),
             key_file_beside=not any(
                 env.get(k, "").strip()
                 for k in ("LEDGER_MASTER_KEY", "LEDGER_INDEX_KEY", "LEDGER_KEY_FILE")
             ),
-            retention_messages_days=_int(env, "LEDGER_RETENTION_MESSAGES_DAYS", 400),
-            retention_consent_days=_int(env, "LEDGER_RETENTION_CONSENT_DAYS", 5 * 365 + 1),
-            retention_first_s=_int(env, "LEDGER_RETENTION_FIRST_S", 600),
-            retention_interval_s=_int(env, "LEDGER_RETENTION_INTERVAL_S", 24 * 3600),
         )
         if settings.projections not in ("inline", "off"):
             raise ConfigError(
@@ -156,15 +140,12 @@ class Settings:
         return host, int(port)
 
     def store_backend(self) -> Backend:
-        """The backend the database URL names (built anew: the wiring builds it once)."""
         return backend_for(self.database_url, self.db_timeout_s)
 
     def secrets(self) -> Secrets | None:
-        """The keys of personal data: given, else read from the key file (LEDGER_KEY_FILE, or
-        `<database>.keys` beside a SQLite store when no keys are configured). A store that
-        holds no event yet gets that file made (owner-only) before its first event, whichever
-        command opens it first, so it is encrypted from its first byte; a store written
-        without keys stays as it was written."""
+        """The keys of personal data: given, else read from the key file. A store with no event
+        yet gets that file made (owner-only) by whichever command opens it first, so it is
+        encrypted from its first byte; a store written without keys stays so."""
         if self.keys is not None:
             return self.keys
         key_file = self.key_file_path()
@@ -187,36 +168,34 @@ class Settings:
         return Secrets.from_env({"LEDGER_KEY_FILE": str(key_file)})
 
     def key_file_path(self) -> Path | None:
-        """The file `secrets` reads the keys from, when they are not given."""
         if self.key_file:
             return Path(self.key_file)
         path = self.store_backend().store_file() if self.key_file_beside else None
         return None if path is None else Path(path + ".keys")
 
-    def classify(self) -> Callable[[str | None], Reading]:
-        """What an inbound text says, as recorded: a keyword, or a text that reads like one is
-        consent evidence (kept as long as consent facts are), and an encrypted event keeps
-        that reading in its public part, so an erased "STOP" still opts out on a replay."""
-        words = Keywords.build(
+    def keywords(self) -> Keywords:
+        return Keywords.build(
             self.keyword_languages, self.opt_out_keywords, self.opt_in_keywords, self.help_keywords
         )
-        return words.read
+
+    def classify(self) -> Callable[[str | None], Reading]:
+        """What an inbound text says, recorded with its event (in its public part when
+        encrypted), so an erased "STOP" still opts out on a replay."""
+        return self.keywords().read
 
     @property
     def backend(self) -> str:
-        """The backend's name, as /healthz reports it."""
         return self.store_backend().name
 
 
 def open_ledger(settings: Settings, cls: type[Ledger] = Ledger) -> Ledger:
-    """The Ledger the settings name, on a backend of its own: for scripts and tests (the
-    service is wired by service.runtime)."""
+    """The Ledger the settings name, on a backend of its own: for scripts and tests."""
     return cls.for_backend(settings.store_backend(), settings.secrets(), settings.classify())
 
 
 def _secrets(env: Mapping[str, str]) -> Secrets | None:
-    """The keys given: the two variables, or a key file that exists. One named that does not
-    exist yet is `Settings.secrets`' to make (for a new store) or to report."""
+    """The keys given: the two variables, or a key file that exists (one that does not is
+    `Settings.secrets`' to make or to report)."""
     key_file = env.get("LEDGER_KEY_FILE", "").strip()
     given = any(env.get(k, "").strip() for k in ("LEDGER_MASTER_KEY", "LEDGER_INDEX_KEY"))
     if key_file and not given and not os.path.exists(key_file):
@@ -227,7 +206,8 @@ def _secrets(env: Mapping[str, str]) -> Secrets | None:
         raise ConfigError(str(exc)) from None
 
 
-def _words(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+def listed(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated variable's items."""
     return tuple(w.strip() for w in env.get(key, "").split(",") if w.strip())
 
 
@@ -244,16 +224,15 @@ def _read_channels(env: Mapping[str, str]) -> frozenset[str]:
 
 
 def _opt_in(env: Mapping[str, str]) -> tuple[str, ...] | None:
-    """LEDGER_OPT_IN_KEYWORDS replaces the opt-in words of every language, as it replaced the
-    English list before languages existed: adding to them would bring back YES (and VOLVER...)
-    for an operator who listed START,UNSTOP to drop it, and a replay would then opt people
-    in. Unset means the languages' words; "none" means no opt-in keyword."""
+    """LEDGER_OPT_IN_KEYWORDS replaces the languages' opt-in words: adding to them would bring
+    back YES for an operator who listed START,UNSTOP to drop it, and a replay would then opt
+    people in. Unset: the languages' words; "none": no opt-in keyword."""
     value = env.get("LEDGER_OPT_IN_KEYWORDS", "")
     if not value.strip():
         return None
     if value.strip().lower() == "none":
         return ()
-    words = _words(env, "LEDGER_OPT_IN_KEYWORDS")
+    words = listed(env, "LEDGER_OPT_IN_KEYWORDS")
     if not words:
         raise ConfigError(
             f"LEDGER_OPT_IN_KEYWORDS is set to {value!r}, which holds no word; list the opt-in "
@@ -280,10 +259,10 @@ def _languages(env: Mapping[str, str]) -> tuple[str, ...]:
     return languages
 
 
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
+def _int(env: Mapping[str, str], key: str, default: Any) -> int:
     value = env.get(key, "").strip()
     if not value:
-        return default
+        return int(default)
     try:
         number = int(value)
     except ValueError:
@@ -294,8 +273,6 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
 
 
 def collect_less_often() -> None:
-    """For the long-running commands. Ingest and replay allocate many short-lived dicts that
-    reference counting frees at once; at Python's default threshold (700 allocations) the
-    cyclic collector scans them again and again (README, "Performance"). Cycles are still
-    collected, only later."""
+    """For the long-running commands: ingest and replay allocate many short-lived dicts that
+    the cyclic collector would scan again and again at its default threshold."""
     gc.set_threshold(50_000, 20, 100)

@@ -198,7 +198,7 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     assert sum(e["callback"] is None for e in bundle["events"]) == 1
 
     # `audit history` / `audit violations` as CSV: found by number, shown as [erased].
-    from callback_ledger.audit_cli import run_history, run_violations
+    from callback_ledger.audit_cli import run_history, run_listing
 
     common = {"since": None, "until": None, "format": "csv", "project": None}
     args = argparse.Namespace(
@@ -207,7 +207,7 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     assert run_history(settings, args) == 0
     out = capsys.readouterr().out
     assert "OPT_OUT_SUCCEEDED" in out and "[erased]" in out and NORMAL not in out
-    assert run_violations(settings, argparse.Namespace(**common, audit_command="violations")) == 0
+    assert run_listing(settings, argparse.Namespace(**common, audit_command="violations")) == 0
     out = capsys.readouterr().out
     assert "E2" in out and "[erased]" in out and NORMAL not in out
 

@@ -1,5 +1,6 @@
-"""`callback-ledger erase` and `callback-ledger retention apply`: personal data made unreadable
-by destroying its keys (privacy.erasure, privacy.retention)."""
+"""The commands of personal data: `erase` and `retention apply` make it unreadable by destroying
+its keys (privacy.erasure, privacy.retention); `secrets generate` prints fresh keys; `migrate
+--to URL` copies an unencrypted store into an encrypted one (service.migrate)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import orjson
 from access.api_keys import cli_user
 from privacy.erasure import ErasureRefused, erase
 from privacy.retention import apply
+from service.migrate import MigrationRefused, migrate
 from service.runtime import Runtime
 from service.settings import Settings
+from store.vault import generate
 
 
 def run_erase(settings: Settings, args: argparse.Namespace) -> int:
@@ -23,24 +26,22 @@ def run_erase(settings: Settings, args: argparse.Namespace) -> int:
     if args.contact is None and (args.channel is None or args.identity is None):
         sys.stderr.write("erase: give --channel and --identity, or --contact and --project\n")
         return 2
-    runtime = Runtime(settings)
     try:
-        report = erase(
-            runtime.ledger(),
-            channel=args.channel,
-            identity=args.identity,
-            project_id=args.project,
-            contact_id=args.contact,
-            by=args.by or cli_user(),
-            reason=args.reason,
-            forget_consent=args.forget_consent,
-            db=runtime.database() if args.contact is not None else None,
-        )
+        with Runtime(settings) as runtime:
+            report = erase(
+                runtime.ledger(),
+                channel=args.channel,
+                identity=args.identity,
+                project_id=args.project,
+                contact_id=args.contact,
+                by=args.by or cli_user(),
+                reason=args.reason,
+                forget_consent=args.forget_consent,
+                db=runtime.database() if args.contact is not None else None,
+            )
     except ErasureRefused as exc:
         sys.stderr.write(f"erase: refused: {exc}\n")
         return 1
-    finally:
-        runtime.close()
     if args.format == "json":
         sys.stdout.write(orjson.dumps(report.as_dict()).decode() + "\n")
     else:
@@ -57,11 +58,8 @@ def run_erase(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_retention(settings: Settings, args: argparse.Namespace) -> int:
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         report = apply(runtime.ledger(), settings, dry_run=args.dry_run)
-    finally:
-        runtime.close()
     if args.format == "json":
         sys.stdout.write(orjson.dumps(report.as_dict()).decode() + "\n")
         return 0
@@ -80,7 +78,24 @@ def run_retention(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: Any) -> None:
+def run_generate(settings: Settings, args: argparse.Namespace) -> int:
+    # Printed, never logged: the operator puts them in the environment or LEDGER_KEY_FILE.
+    sys.stdout.write(generate())
+    return 0
+
+
+def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        counts = migrate(settings, args.to)
+    except MigrationRefused as exc:
+        sys.stderr.write(f"migrate: refused: {exc}\n")
+        return 1
+    done = ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in counts.items())
+    sys.stdout.write(f"migrate: done: {done}\n")
+    return 0
+
+
+def add_erase_commands(commands: Any) -> None:
     p = commands.add_parser(
         "erase",
         help="erase a channel identity's or a contact's personal data (destroys its keys; "
@@ -117,3 +132,22 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="only say what it would destroy")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(run=run_retention)
+
+
+def add_secrets_commands(commands: Any) -> None:
+    secrets = commands.add_parser("secrets", help="the keys of personal data")
+    sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    p = sub.add_parser(
+        "generate",
+        help="print a fresh LEDGER_MASTER_KEY and LEDGER_INDEX_KEY (NAME=value lines, for the "
+        "environment or LEDGER_KEY_FILE)",
+    )
+    p.set_defaults(run=run_generate)
+
+    p = commands.add_parser(
+        "migrate",
+        help="copy this store (LEDGER_DATABASE_URL, written without encryption) into a new, "
+        "empty, encrypted store by recording every callback again",
+    )
+    p.add_argument("--to", required=True, metavar="URL", help="the new store's database URL")
+    p.set_defaults(run=run_migrate)
