@@ -22,8 +22,7 @@ from callback_ledger.keys_cli import add_commands as add_key_commands
 from callback_ledger.secrets_cli import add_commands as add_secrets_commands
 from callback_ledger.serve_cli import add_command as add_serve_command
 from callback_ledger.verify_cli import add_commands as add_verify_commands
-from domain.callbacks import loads_body
-from domain.receipt import Receipt
+from domain.callbacks import Receipt, loads_body
 from service.logs import setup as setup_logs
 from service.settings import ConfigError, Settings, collect_less_often
 from store.format_version import FormatError

@@ -1,15 +1,14 @@
-"""The shapes of Sinch Conversation API callbacks, as value objects.
-
-Parsing lives here, not in the HTTP layer, because "what is a valid delivery report" is a
-question about the provider's contract, not about HTTP. Unknown extra fields are kept (the raw
-body is stored anyway); unknown reason codes and statuses are data, not errors, except for
-consent statuses, where a misread would be a legal risk and a human should look.
-"""
+"""Sinch Conversation API callbacks: how one was received (`Receipt`) and their shapes, as
+value objects. "What is a valid delivery report" is a question about the provider's contract,
+not about HTTP. Unknown extra fields are kept (the raw body is stored anyway); unknown reason
+codes and statuses are data, not errors, except consent statuses, where a misread would be a
+legal risk and a human should look."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,27 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The callback exactly as received, kept beside every event as the audit record: raw
+    text (never re-serialised), arrival time on our clock, whether its signature was
+    verified, and the signature headers that came with it."""
+
+    raw: str
+    received_at: datetime
+    signature_verified: bool
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def as_event_data(self) -> dict[str, Any]:
+        return {
+            "raw": self.raw,
+            "received_at": self.received_at.isoformat(),
+            "signature_verified": self.signature_verified,
+            "headers": dict(self.headers),
+        }
+
 
 # The read tables index these values, and an index entry has a size limit (PostgreSQL's is
 # about 2.7 kB): ids, codes and identities are bounded so that any of them, in any script,
@@ -71,17 +91,6 @@ TRIGGER_KEYS: dict[str, str] = {
     "message_redaction": "MESSAGE_INBOUND_SMART_CONVERSATION_REDACTION",
     "record_notification": "RECORD_NOTIFICATION",
 }
-INTERPRETED_TRIGGERS = frozenset(
-    {
-        "MESSAGE_DELIVERY",
-        "MESSAGE_INBOUND",
-        "OPT_IN",
-        "OPT_OUT",
-        "MESSAGE_SUBMIT",
-        "CONTACT_MERGE",
-        "CONTACT_DELETE",
-    }
-)
 # Interpreted when they fit the contract, kept in the catch-all (and acknowledged) when they do
 # not: a submission is context for a message's timeline, and a contact's merge or deletion
 # adds to its consent facts without being one; neither is worth a refusal that Sinch would
@@ -134,8 +143,8 @@ class DeliveryReport(_Model):
 
 
 class SubmitNotification(_Model):
-    """MESSAGE_SUBMIT: Sinch handed the message to a channel. `submitted_message` (the content
-    as sent) stays in the raw body only."""
+    """MESSAGE_SUBMIT: Sinch handed the message to a channel (the content stays in the raw
+    body only)."""
 
     message_id: NonEmpty
     conversation_id: Id | None = None
@@ -284,6 +293,7 @@ _MODELS: dict[str, type[Envelope]] = {
     "CONTACT_MERGE": MergeCallback,
     "CONTACT_DELETE": DeleteCallback,
 }
+INTERPRETED_TRIGGERS = frozenset(_MODELS)
 
 
 class InvalidCallback(ValueError):
@@ -349,10 +359,7 @@ def loads_body(raw: bytes) -> Any:
 
 
 def detect_trigger(body: dict[str, Any]) -> str:
-    """The trigger a body carries, UNKNOWN when it carries none we know.
-
-    Raises InvalidCallback when it carries several: which one it is cannot be told.
-    """
+    """The trigger a body carries, UNKNOWN when none we know; InvalidCallback when several."""
     found = [TRIGGER_KEYS[key] for key in body if key in TRIGGER_KEYS]
     if len(found) > 1:
         raise InvalidCallback(

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.topics import stored
+from domain.ids import stored
 
 
 class Erasure(Aggregate):

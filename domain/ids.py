@@ -1,5 +1,7 @@
-"""Deterministic aggregate ids: the same provider ids always name the same stream, so two
-processes that receive callbacks for one message append to one aggregate."""
+"""The names things are stored under. Streams: deterministic ids, so two processes that
+receive callbacks for one message append to one aggregate. Classes: topics ("module:QualName"),
+which every store holds; the first events were written when the domain was the module
+`callback_ledger.domain`, so every persisted class states its topic in that spelling."""
 
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ NAMESPACE = UUID("6f0b7c1e-3a52-4b7e-9d6a-2c1f0e8a9b34")
 ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.ASCII | re.IGNORECASE)
 # Crockford's digits -> the ones int(..., 32) reads.
 TO_BASE32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv")
+
+
+def stored(module: str, qualname: str) -> str:
+    """The topic of class `qualname` in `domain/<module>.py`, as stores hold it."""
+    return f"callback_ledger.domain.{module}:{qualname}"
 
 
 # A message whose id is a ULID (as Sinch's are) is named after every other stream: a prefix no

@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain import ids
-from domain.topics import stored
+from domain.ids import stored
 
 
 class UnrecognisedCallback(Aggregate):

@@ -22,8 +22,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from access.api_keys import KEYS_TABLE, KeyStore
-from domain.callbacks import InvalidCallback, loads_body
-from domain.receipt import Receipt
+from domain.callbacks import InvalidCallback, Receipt, loads_body
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from service.runtime import Runtime
 from service.settings import Settings

@@ -14,8 +14,13 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from domain import ids
-from domain.callbacks import INTERPRETED_TRIGGERS, InvalidCallback, detect_trigger, loads_body
-from domain.receipt import Receipt
+from domain.callbacks import (
+    INTERPRETED_TRIGGERS,
+    InvalidCallback,
+    Receipt,
+    detect_trigger,
+    loads_body,
+)
 from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from store.commands import Command, Outcome, created_once, exact_text
 

@@ -23,13 +23,13 @@ from domain.callbacks import (
     MergeCallback,
     OptInCallback,
     OptOutCallback,
+    Receipt,
     SubmitCallback,
     detect_trigger,
     parse_callback,
 )
 from domain.contact import Contact, Namer, contact_key, fact_key
 from domain.message import Message, report_key, submission_key
-from domain.receipt import Receipt
 
 
 @dataclass(frozen=True)

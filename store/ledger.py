@@ -19,9 +19,9 @@ from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredEvent
 
 from domain import ids
+from domain.callbacks import Receipt
 from domain.contact import Contact, Namer
 from domain.keywords import Reading
-from domain.receipt import Receipt
 from store import data_keys, dedupe, format_version
 from store.backend import Backend, Database, StoreContention
 from store.catch_all import CatchAll

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from domain.unrecognised import QuarantinedCallback
 from store.commands import Command
 from store.ledger import Ledger
