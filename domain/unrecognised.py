@@ -14,15 +14,14 @@ from domain.ids import stored
 
 
 class UnrecognisedCallback(Aggregate):
+    """A callback of a trigger we do not interpret (EVENT_INBOUND, ...) or of none we know.
+    Kept whole, so a later version can interpret it from the log."""
+
     TOPIC = stored("unrecognised", "UnrecognisedCallback")
 
-    # The library would define this base event class itself (never stored here); with an explicit
-    # topic on the aggregate, every event class needs one.
+    # With an explicit topic on the aggregate, every event class needs one, even this base.
     class Created(Aggregate.Created):
         TOPIC = stored("unrecognised", "UnrecognisedCallback.Created")
-
-    """A callback of a trigger we do not interpret (EVENT_INBOUND, CONTACT_MERGE, ...) or of
-    none we know. Kept whole, so a later version can interpret it from the log."""
 
     @staticmethod
     def create_id(body_hash: str) -> UUID:
@@ -45,17 +44,14 @@ class UnrecognisedCallback(Aggregate):
 
 
 class QuarantinedCallback(Aggregate):
+    """A body we refused (not JSON, or a known trigger with invalid fields) but keep, so an
+    operator can fix it and feed it back. The body is stored once: as `callback["raw"]` when
+    that is exactly the body and no longer than its base64, else as `raw_base64`."""
+
     TOPIC = stored("unrecognised", "QuarantinedCallback")
 
-    # The library would define this base event class itself (never stored here); with an explicit
-    # topic on the aggregate, every event class needs one.
     class Created(Aggregate.Created):
         TOPIC = stored("unrecognised", "QuarantinedCallback.Created")
-
-    """A body we refused (not JSON, or a known trigger with invalid fields) but still keep, so
-    an operator can see it, fix what is wrong and feed it back. The body is stored once: as
-    `callback["raw"]` when that text is exactly the body (valid UTF-8) and no longer than its
-    base64, else as `raw_base64` with `callback["raw"]` None. Events from before hold both."""
 
     @staticmethod
     def create_id(body_hash: str) -> UUID:
