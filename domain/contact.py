@@ -21,6 +21,7 @@ from domain import ids
 from domain.callbacks import (
     ContactRecord,
     DeleteCallback,
+    Envelope,
     InboundCallback,
     MergeCallback,
     OptInCallback,
@@ -240,20 +241,42 @@ class Contact(Aggregate):
         dedupe_key: str
         callback: dict[str, Any]
 
+    def _record(
+        self,
+        event: type[Aggregate.Event],
+        key: str,
+        callback: Envelope,
+        receipt: Receipt,
+        **fields: Any,
+    ) -> bool:
+        """Appends the fact unless its key is one of the recent facts' (False then; older ones
+        the ledger looks up in the store's key table first)."""
+        if key in self.recent:
+            return False
+        self.trigger_event(
+            event,
+            project_id=self.project_id,
+            contact_key=self.contact_key,
+            event_time=callback.event_time,
+            accepted_time=callback.accepted_time,
+            app_id=callback.app_id,
+            dedupe_key=key,
+            callback=receipt.as_event_data(),
+            **fields,
+        )
+        return True
+
     def record_merge(
         self, callback: MergeCallback, receipt: Receipt, name: Namer | None = None
     ) -> bool:
-        """Appends a Merged event to this contact, the preserved or the deleted one; False
-        when this merge is one of the recent facts."""
-        key = fact_key(callback, receipt)
-        if key in self.recent:
-            return False
+        """A Merged event on this contact, the preserved or the deleted one."""
         note = callback.contact_merge_notification
         preserved, deleted = note.preserved_contact, note.deleted_contact
-        self.trigger_event(
+        return self._record(
             self.Merged,
-            project_id=self.project_id,
-            contact_key=self.contact_key,
+            fact_key(callback, receipt),
+            callback,
+            receipt,
             contact_id=self.contact_key,
             role="preserved" if self.contact_key == preserved.id else "deleted",
             preserved_contact_id=preserved.id,
@@ -262,97 +285,60 @@ class Contact(Aggregate):
             numbers=[
                 ci.identity for ci in (*preserved.channel_identities, *deleted.channel_identities)
             ],
-            **_told(callback, receipt, key),
         )
-        return True
 
     def record_delete(
         self, callback: DeleteCallback, receipt: Receipt, name: Namer | None = None
     ) -> bool:
-        """Appends a Deleted event; False when this deletion is one of the recent facts."""
-        key = fact_key(callback, receipt)
-        if key in self.recent:
-            return False
         contact = callback.contact_delete_notification.contact
-        self.trigger_event(
+        return self._record(
             self.Deleted,
-            project_id=self.project_id,
-            contact_key=self.contact_key,
+            fact_key(callback, receipt),
+            callback,
+            receipt,
             contact_id=contact.id,
             identities=named_identities(contact, name),
             numbers=[ci.identity for ci in contact.channel_identities],
-            **_told(callback, receipt, key),
         )
-        return True
 
     def record_consent(
         self, callback: OptInCallback | OptOutCallback, receipt: Receipt, name: Namer | None = None
     ) -> bool:
-        """Appends a ConsentReported event; False when this notification is one of the recent
-        facts. `name`: how its dedupe key names the identity (`consent_key`)."""
+        """`name`: how its dedupe key names the identity (`consent_key`)."""
         note: OptInNotification | OptOutNotification
         if isinstance(callback, OptInCallback):
             kind, note = "OPT_IN", callback.opt_in_notification
         else:
             kind, note = "OPT_OUT", callback.opt_out_notification
-        key = consent_key(kind, callback, note, receipt, name)
-        if key in self.recent:
-            return False
-        self.trigger_event(
+        return self._record(
             self.ConsentReported,
-            project_id=self.project_id,
-            contact_key=self.contact_key,
+            consent_key(kind, callback, note, receipt, name),
+            callback,
+            receipt,
             kind=kind,
             status=note.status,
             channel=note.channel,
             identity=note.identity,
             request_id=note.request_id,
             error_details=note.error_details.model_dump() if note.error_details else None,
-            event_time=callback.event_time,
-            accepted_time=callback.accepted_time,
             contact_id=note.contact_id,
             processing_mode=note.processing_mode,
-            app_id=callback.app_id,
-            dedupe_key=key,
-            callback=receipt.as_event_data(),
         )
-        return True
 
     def record_inbound(self, callback: InboundCallback, receipt: Receipt) -> bool:
-        """Appends an InboundMessageReceived event; False when this message is one of the recent
-        facts."""
         message = callback.message
-        key = fact_key(callback, receipt)
-        if key in self.recent:
-            return False
-        self.trigger_event(
+        return self._record(
             self.InboundMessageReceived,
-            project_id=self.project_id,
-            contact_key=self.contact_key,
+            fact_key(callback, receipt),
+            callback,
+            receipt,
             message_id=message.id,
             channel=message.channel_identity.channel,
             identity=message.channel_identity.identity,
             kind=message.kind,
             text=message.text,
             accept_time=message.accept_time,
-            event_time=callback.event_time,
-            accepted_time=callback.accepted_time,
             conversation_id=message.conversation_id,
             contact_id=message.contact_id,
             processing_mode=message.processing_mode,
-            app_id=callback.app_id,
-            dedupe_key=key,
-            callback=receipt.as_event_data(),
         )
-        return True
-
-
-def _told(callback: MergeCallback | DeleteCallback, receipt: Receipt, key: str) -> dict[str, Any]:
-    """What a merge's or a deletion's event says of the callback itself."""
-    return {
-        "event_time": callback.event_time,
-        "accepted_time": callback.accepted_time,
-        "app_id": callback.app_id,
-        "dedupe_key": key,
-        "callback": receipt.as_event_data(),
-    }
