@@ -44,15 +44,13 @@ class Receipt:
         }
 
 
-# The read tables index these values, and an index entry has a size limit (PostgreSQL's is
-# about 2.7 kB): ids, codes and identities are bounded so that any of them, in any script,
-# fits with the others of its key. Sinch's own are far shorter (ULIDs, enum names, numbers).
+# The read tables index these values, and an index entry has a size limit: ids, codes and
+# identities are bounded so that any of them, in any script, fits with the others of its key.
 Id = Annotated[str, Field(max_length=128)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=128)]
 Channel = Annotated[str, Field(min_length=1, max_length=64)]
-# A channel identity, as the webhook takes it and as erasure, the routes and the console look
-# it up: one bound, so that whatever was accepted can be found and erased. Sinch documents no
-# maximum; its identities (E.164 numbers, PSIDs, Viber, LINE and WeChat ids) are well under it.
+# One bound for a channel identity wherever it is taken or looked up, so that whatever was
+# accepted can be found and erased.
 MAX_IDENTITY = 256
 # Blank is no identity: "  " normalises to "", which stands for a contact's whole channel.
 Identity = Annotated[
@@ -91,10 +89,8 @@ TRIGGER_KEYS: dict[str, str] = {
     "message_redaction": "MESSAGE_INBOUND_SMART_CONVERSATION_REDACTION",
     "record_notification": "RECORD_NOTIFICATION",
 }
-# Interpreted when they fit the contract, kept in the catch-all (and acknowledged) when they do
-# not: a submission is context for a message's timeline, and a contact's merge or deletion
-# adds to its consent facts without being one; neither is worth a refusal that Sinch would
-# answer by dropping the callback (and the catch-all keeps it for `reinterpret`).
+# Kept in the catch-all (and acknowledged) when they do not fit the contract: context, not
+# consent facts, so not worth a refusal that Sinch would answer by dropping the callback.
 LENIENT_TRIGGERS = frozenset({"MESSAGE_SUBMIT", "CONTACT_MERGE", "CONTACT_DELETE"})
 UNKNOWN_TRIGGER = "UNKNOWN"
 
@@ -338,10 +334,9 @@ def _without_surrogates(value: Any) -> Any:
 
 
 def loads_body(raw: bytes) -> Any:
-    """A callback body as JSON. JSON's grammar allows escapes of lone surrogates ("\\ud800"),
-    which orjson refuses and no store can hold as text: such a body is read with the standard
-    parser and each lone surrogate becomes U+FFFD (the raw bytes are kept as they came).
-    Raises orjson.JSONDecodeError (a ValueError) for anything else that is not JSON."""
+    """A callback body as JSON. Escaped lone surrogates ("\\ud800"), which orjson refuses and
+    no store can hold as text, become U+FFFD (the raw bytes are kept as they came). Raises
+    orjson.JSONDecodeError (a ValueError) for anything else that is not JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as refused:

@@ -24,11 +24,10 @@ def stored(module: str, qualname: str) -> str:
     return f"callback_ledger.domain.{module}:{qualname}"
 
 
-# A message whose id is a ULID (as Sinch's are) is named after every other stream: a prefix no
-# other stream's id has, the ULID's milliseconds, then the hashed name. A contact's stream id is a
-# hash, spread over the whole range; a new message's stream then goes in at the end of the log's
-# primary key instead of at a random place in it, so each insert touches the pages the last ones
-# did (a PostgreSQL index splits a page filled in its middle in half and leaves it half full).
+# A message whose id is a ULID (as Sinch's are) is named after every other stream: this prefix,
+# the ULID's milliseconds, then the hashed name. Its stream then goes in at the end of the log's
+# primary key rather than at a random place, so each insert touches the pages the last ones did
+# (a PostgreSQL index splits a page filled in its middle and leaves both halves half full).
 TAIL_PREFIX = b"\xff" * 4
 
 
