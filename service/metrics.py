@@ -247,7 +247,7 @@ class StoreCollector:
     def _read(self) -> list[Metric]:
         from eventsourcing.utils import get_topic
 
-        from domain.unrecognised import QuarantinedCallback
+        from domain.callbacks import QuarantinedCallback
 
         if self._quarantine_topic is None:
             self._quarantine_topic = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]

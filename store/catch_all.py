@@ -17,11 +17,12 @@ from domain import ids
 from domain.callbacks import (
     INTERPRETED_TRIGGERS,
     InvalidCallback,
+    QuarantinedCallback,
     Receipt,
+    UnrecognisedCallback,
     detect_trigger,
     loads_body,
 )
-from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from store.commands import Command, Outcome, created_once, exact_text
 
 # A catch-all stream holds one event: its reference is `<stream>/received`.

@@ -1,6 +1,6 @@
 """Resolving quarantine entries: re-ingest a kept body after its cause is fixed, or mark it
 reviewed with a note. Both are recorded as a `Resolved` event on the entry's own stream
-(domain.unrecognised.QuarantinedCallback); nothing is deleted. A re-ingest (the
+(domain.callbacks.QuarantinedCallback); nothing is deleted. A re-ingest (the
 console's) runs the body through the webhook's own path (service.recorder) with its original
 receipt, so a body this version accepts is recorded once, as if it had just arrived, however
 often it is tried."""
@@ -16,8 +16,7 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from domain.callbacks import Receipt
-from domain.unrecognised import QuarantinedCallback
+from domain.callbacks import QuarantinedCallback, Receipt
 from store.commands import Command
 from store.ledger import Ledger
 
