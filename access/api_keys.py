@@ -1,14 +1,11 @@
-"""API keys and the access log, kept in the store beside the ledger (SQLite or PostgreSQL).
+"""API keys and the access log, kept in the store beside the ledger.
 
-A key is 256 random bits (`secrets`), shown once when created. The store keeps only its
-SHA-256: a dump of the database reveals no usable key. A slow password hash (bcrypt, scrypt,
-argon2) exists to make guessing a *low-entropy* secret expensive; a 256-bit random token cannot
-be guessed at any speed, so one fast hash is enough, and it lets a request find its key by an
-indexed lookup of the hash instead of trying every stored key.
+A key is 256 random bits, shown once; the store keeps only its SHA-256, so a dump reveals no
+usable key. A slow password hash protects low-entropy secrets; a 256-bit random token cannot
+be guessed at any speed, and one fast hash lets a request find its key by an indexed lookup.
 
-The access log records who read audit data: every audit-scope request and every
-`callback-ledger audit` command. It is append-only: this module has no update or delete for
-it, and the database refuses both (a trigger on each backend)."""
+The access log records who read audit data (audit-scope requests, `callback-ledger audit`). It
+is append-only: nothing here updates or deletes it, and the database refuses both."""
 
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from store.backend import Cursor, Database
+from store.backend import Database
 
 SCOPES = ("read", "audit", "metrics", "admin")
 # A prefix makes a leaked key recognisable (secret scanners, logs) and says what it is for.
@@ -126,18 +123,11 @@ class KeyStore:
         if self._ready:
             return
         with self.db.transaction() as cur:
-            if not self._exists(cur):
+            if cur.backend.tables_present(cur, [KEYS_TABLE, ACCESS_TABLE]) != 2:
                 cur.execute(KEYS_DDL)
-                # The database refuses updates and deletes (a trigger on each backend).
                 for statement in cur.backend.append_only_table_ddl(ACCESS_TABLE, ACCESS_COLUMN_DDL):
                     cur.execute(statement)
         self._ready = True
-
-    @staticmethod
-    def _exists(cur: Cursor) -> bool:
-        return cur.backend.tables_present(cur, [KEYS_TABLE, ACCESS_TABLE]) == 2
-
-    # ---- keys ----
 
     def create(self, name: str, scopes: Sequence[str], expires_in_days: float | None = None) -> str:
         """Stores a new key's hash and returns the key: the only time it is ever known."""
@@ -226,8 +216,6 @@ class KeyStore:
             cur.execute(
                 f"UPDATE {KEYS_TABLE} SET last_used_at = ? WHERE name = ?", [text_time(at), name]
             )
-
-    # ---- the access log ----
 
     def record_access(
         self, actor: str, route: str, subject: dict[str, Any], results: int, status: int = 200

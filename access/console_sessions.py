@@ -1,11 +1,9 @@
 """Console sessions, kept in the store: the browser holds a random session id; the store holds
-only its SHA-256, the key it signs in as (by the key's hash), a CSRF token and an expiry. A copy
-of the database therefore cannot be turned into a session, and signing out ends the session
-everywhere, not only in the browser that signs out.
+only its SHA-256, the key's hash, a CSRF token and an expiry, so a copy of the database cannot
+be turned into a session, and signing out ends the session everywhere.
 
-The secret the console signs its session cookies with: made at random on first use and kept
-in the store, so every server process (and every restart) shares it without configuration.
-Deleting the row signs everyone out."""
+The console's cookie-signing secret is made at random on first use and kept in the store, so
+every server process shares it without configuration; deleting the row signs everyone out."""
 
 from __future__ import annotations
 

@@ -26,8 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import signature
 from api.responses import JSON, error
-from domain.callbacks import UNKNOWN_TRIGGER
-from domain.receipt import Receipt
+from domain.callbacks import UNKNOWN_TRIGGER, Receipt
 from projections.faults import summary
 from service.recorder import QuarantineFailed, Recorder, Refusal, Store
 from service.runtime import Runtime

@@ -25,8 +25,7 @@ from callback_ledger import (
     privacy_cli,
     serve_cli,
 )
-from domain.callbacks import loads_body
-from domain.receipt import Receipt
+from domain.callbacks import Receipt, loads_body
 from projections.read_model import callbacks
 from service.logs import setup as setup_logs
 from service.runtime import Runtime

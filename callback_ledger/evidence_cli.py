@@ -19,10 +19,10 @@ import orjson
 from callback_ledger.audit_cli import accessed, time_arg
 from evidence import chain, seal_reads
 from evidence import claims as bundles
+from evidence.verify import Problem
 from service.runtime import Runtime
 from service.settings import Settings
 from store import spellings
-from store.seal import Problem
 
 
 def recorded_head(text: str) -> tuple[int, bytes]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from service.settings import Settings
 from store import development_stores, format_version
 from store.backend import Database

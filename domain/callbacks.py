@@ -1,19 +1,20 @@
-"""The shapes of Sinch Conversation API callbacks, as value objects.
-
-Parsing lives here, not in the HTTP layer, because "what is a valid delivery report" is a
-question about the provider's contract, not about HTTP. Unknown extra fields are kept (the raw
-body is stored anyway); unknown reason codes and statuses are data, not errors, except for
-consent statuses, where a misread would be a legal risk and a human should look.
-"""
+"""Sinch Conversation API callbacks: how one was received (`Receipt`), their shapes as value
+objects, and the aggregates keeping those we do not interpret. Validity is a question about the
+provider's contract, not about HTTP. Unknown extra fields are kept (the raw body is stored
+anyway); unknown reason codes and statuses are data, not errors, except consent statuses, where
+a misread would be a legal risk and a human should look."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import orjson
+from eventsourcing.domain import Aggregate, event
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -24,15 +25,37 @@ from pydantic import (
     model_validator,
 )
 
-# The read tables index these values, and an index entry has a size limit (PostgreSQL's is
-# about 2.7 kB): ids, codes and identities are bounded so that any of them, in any script,
-# fits with the others of its key. Sinch's own are far shorter (ULIDs, enum names, numbers).
+from domain import ids
+from domain.ids import stored
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The callback exactly as received, kept beside every event as the audit record: raw
+    text (never re-serialised), arrival time on our clock, whether its signature was
+    verified, and the signature headers that came with it."""
+
+    raw: str
+    received_at: datetime
+    signature_verified: bool
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def as_event_data(self) -> dict[str, Any]:
+        return {
+            "raw": self.raw,
+            "received_at": self.received_at.isoformat(),
+            "signature_verified": self.signature_verified,
+            "headers": dict(self.headers),
+        }
+
+
+# The read tables index these values, and an index entry has a size limit: ids, codes and
+# identities are bounded so that any of them, in any script, fits with the others of its key.
 Id = Annotated[str, Field(max_length=128)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=128)]
 Channel = Annotated[str, Field(min_length=1, max_length=64)]
-# A channel identity, as the webhook takes it and as erasure, the routes and the console look
-# it up: one bound, so that whatever was accepted can be found and erased. Sinch documents no
-# maximum; its identities (E.164 numbers, PSIDs, Viber, LINE and WeChat ids) are well under it.
+# One bound for a channel identity wherever it is taken or looked up, so that whatever was
+# accepted can be found and erased.
 MAX_IDENTITY = 256
 # Blank is no identity: "  " normalises to "", which stands for a contact's whole channel.
 Identity = Annotated[
@@ -71,21 +94,8 @@ TRIGGER_KEYS: dict[str, str] = {
     "message_redaction": "MESSAGE_INBOUND_SMART_CONVERSATION_REDACTION",
     "record_notification": "RECORD_NOTIFICATION",
 }
-INTERPRETED_TRIGGERS = frozenset(
-    {
-        "MESSAGE_DELIVERY",
-        "MESSAGE_INBOUND",
-        "OPT_IN",
-        "OPT_OUT",
-        "MESSAGE_SUBMIT",
-        "CONTACT_MERGE",
-        "CONTACT_DELETE",
-    }
-)
-# Interpreted when they fit the contract, kept in the catch-all (and acknowledged) when they do
-# not: a submission is context for a message's timeline, and a contact's merge or deletion
-# adds to its consent facts without being one; neither is worth a refusal that Sinch would
-# answer by dropping the callback (and the catch-all keeps it for `reinterpret`).
+# Kept in the catch-all (and acknowledged) when they do not fit the contract: context, not
+# consent facts, so not worth a refusal that Sinch would answer by dropping the callback.
 LENIENT_TRIGGERS = frozenset({"MESSAGE_SUBMIT", "CONTACT_MERGE", "CONTACT_DELETE"})
 UNKNOWN_TRIGGER = "UNKNOWN"
 
@@ -134,8 +144,8 @@ class DeliveryReport(_Model):
 
 
 class SubmitNotification(_Model):
-    """MESSAGE_SUBMIT: Sinch handed the message to a channel. `submitted_message` (the content
-    as sent) stays in the raw body only."""
+    """MESSAGE_SUBMIT: Sinch handed the message to a channel (the content stays in the raw
+    body only)."""
 
     message_id: NonEmpty
     conversation_id: Id | None = None
@@ -284,6 +294,7 @@ _MODELS: dict[str, type[Envelope]] = {
     "CONTACT_MERGE": MergeCallback,
     "CONTACT_DELETE": DeleteCallback,
 }
+INTERPRETED_TRIGGERS = frozenset(_MODELS)
 
 
 class InvalidCallback(ValueError):
@@ -328,10 +339,9 @@ def _without_surrogates(value: Any) -> Any:
 
 
 def loads_body(raw: bytes) -> Any:
-    """A callback body as JSON. JSON's grammar allows escapes of lone surrogates ("\\ud800"),
-    which orjson refuses and no store can hold as text: such a body is read with the standard
-    parser and each lone surrogate becomes U+FFFD (the raw bytes are kept as they came).
-    Raises orjson.JSONDecodeError (a ValueError) for anything else that is not JSON."""
+    """A callback body as JSON. Escaped lone surrogates ("\\ud800"), which orjson refuses and
+    no store can hold as text, become U+FFFD (the raw bytes are kept as they came). Raises
+    orjson.JSONDecodeError (a ValueError) for anything else that is not JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as refused:
@@ -349,10 +359,7 @@ def loads_body(raw: bytes) -> Any:
 
 
 def detect_trigger(body: dict[str, Any]) -> str:
-    """The trigger a body carries, UNKNOWN when it carries none we know.
-
-    Raises InvalidCallback when it carries several: which one it is cannot be told.
-    """
+    """The trigger a body carries, UNKNOWN when none we know; InvalidCallback when several."""
     found = [TRIGGER_KEYS[key] for key in body if key in TRIGGER_KEYS]
     if len(found) > 1:
         raise InvalidCallback(
@@ -373,3 +380,83 @@ def parse_callback(trigger: str, body: dict[str, Any]) -> Interpreted:
             for err in exc.errors(include_url=False)
         ]
         raise InvalidCallback(trigger, problems[:20]) from None
+
+
+# ---- callbacks we keep but do not interpret -------------------------------------------------
+# Other triggers (the catch-all) and bodies that could not be read (the quarantine): one
+# aggregate per distinct body, named by its hash, so a retried body is stored once and
+# concurrent bodies never contend for one stream. Their topics keep the module they were
+# first stored from ("unrecognised").
+
+
+class UnrecognisedCallback(Aggregate):
+    """A callback of a trigger we do not interpret (EVENT_INBOUND, ...) or of none we know.
+    Kept whole, so a later version can interpret it from the log."""
+
+    TOPIC = stored("unrecognised", "UnrecognisedCallback")
+
+    # With an explicit topic on the aggregate, every event class needs one, even this base.
+    class Created(Aggregate.Created):
+        TOPIC = stored("unrecognised", "UnrecognisedCallback.Created")
+
+    @staticmethod
+    def create_id(body_hash: str) -> UUID:
+        return ids.body_id("unrecognised", body_hash)
+
+    # `app_id` and `event_time` (as the body gives it): what the body says of itself, public,
+    # so the callbacks list shows them without opening the body. Events from before lack them.
+    @event("Received", topic=stored("unrecognised", "UnrecognisedCallback.Received"))
+    def __init__(
+        self,
+        body_hash: str,
+        trigger: str,
+        project_id: str | None,
+        callback: dict[str, Any],
+        app_id: str | None = None,
+        event_time: str | None = None,
+    ) -> None:
+        self.trigger = trigger
+        self.project_id = project_id
+
+
+class QuarantinedCallback(Aggregate):
+    """A body we refused (not JSON, or a known trigger with invalid fields) but keep, so an
+    operator can fix it and feed it back. The body is stored once: as `callback["raw"]` when
+    that is exactly the body and no longer than its base64, else as `raw_base64`."""
+
+    TOPIC = stored("unrecognised", "QuarantinedCallback")
+
+    class Created(Aggregate.Created):
+        TOPIC = stored("unrecognised", "QuarantinedCallback.Created")
+
+    @staticmethod
+    def create_id(body_hash: str) -> UUID:
+        return ids.body_id("quarantine", body_hash)
+
+    @event("Quarantined", topic=stored("unrecognised", "QuarantinedCallback.Quarantined"))
+    def __init__(
+        self,
+        body_hash: str,
+        trigger: str,
+        status_code: int,
+        problems: list[str],
+        raw_base64: str | None,
+        callback: dict[str, Any],
+    ) -> None:
+        self.trigger = trigger
+        self.problems = problems
+
+    # Set by a resolution (console: re-ingested or reviewed); the body itself stays.
+    resolution: dict[str, Any] | None = None
+
+    def resolve(self, outcome: str, by: str, at: str, note: str, result: str | None) -> bool:
+        """Records how an operator resolved this entry, once: True if it was recorded now,
+        False if it was resolved before (a second resolve, or a retried one, adds nothing)."""
+        if self.resolution is not None:
+            return False
+        self._resolved(outcome=outcome, by=by, at=at, note=note, result=result)
+        return True
+
+    @event("Resolved", topic=stored("unrecognised", "QuarantinedCallback.Resolved"))
+    def _resolved(self, outcome: str, by: str, at: str, note: str, result: str | None) -> None:
+        self.resolution = {"outcome": outcome, "by": by, "at": at, "note": note, "result": result}

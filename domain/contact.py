@@ -1,15 +1,12 @@
 """The Contact aggregate: one stream per (project_id, contact), holding the consent facts the
-provider reported (OPT_IN / OPT_OUT notifications) and the inbound messages (where SMS "STOP"
-arrives). Keywords are not interpreted here: projections read them, so a changed keyword list
-can be replayed over the same facts.
+provider reported, the inbound messages (where SMS "STOP" arrives), merges and deletions.
+Keywords are read by the projections, so a changed keyword list can be replayed.
 
-A contact may write to us for years: its state must not grow with its stream. It remembers only
-the dedupe keys of its last RECENT facts (`recent`); the key of every fact is also written,
-in the same transaction as the fact, to the store's key table (`ledger_dedupe`, primary key
-(stream, key); see `store.dedupe`). The ledger asks that table about a key only when
-the contact has forgotten some (`remembers_all` false), and the table's primary key refuses a
-second copy of a fact even when two processes decide at once. Snapshots of the first version
-(all keys in `seen`) are upcast on load (`upcast_v1_v2`)."""
+A contact may write to us for years: its state must not grow with its stream. It remembers the
+dedupe keys of its last RECENT facts only; every fact's key is also written, in the fact's
+transaction, to the store's key table (store.dedupe), which the ledger asks only when the
+contact has forgotten some (`remembers_all` false). That table's primary key refuses a second
+copy of a fact even when two processes decide at once."""
 
 from __future__ import annotations
 
@@ -24,16 +21,23 @@ from domain import ids
 from domain.callbacks import (
     ContactRecord,
     DeleteCallback,
+    Envelope,
     InboundCallback,
     MergeCallback,
     OptInCallback,
     OptInNotification,
     OptOutCallback,
     OptOutNotification,
+    Receipt,
 )
 from domain.identity import normalise
-from domain.receipt import Receipt
-from domain.topics import stored
+
+# Names a channel identity in stream names and dedupe keys: (channel, identity) -> name. The
+# store gives a keyed blind index in an encrypted store (store.vault); else `normalise`.
+Namer = Callable[[str | None, str], str]
+# How many dedupe keys a contact keeps in its state: redeliveries come soon after (Sinch retries
+# within minutes), and a contact with at most this many facts needs no lookup at all.
+RECENT = 64
 
 
 def contact_key(
@@ -45,12 +49,7 @@ def contact_key(
         return contact_id
     if not identity:
         raise ValueError("a contact needs a contact_id or a channel identity")
-    return f"~{channel}:{name(channel, identity) if name else normalise(channel, identity)}"
-
-
-# Names a channel identity in stream names and dedupe keys: (channel, identity) -> name. The
-# store gives a keyed blind index in an encrypted store (store.vault); else the identity.
-Namer = Callable[[str | None, str], str]
+    return f"~{channel}:{(name or normalise)(channel, identity)}"
 
 
 def consent_key(
@@ -71,34 +70,28 @@ def consent_key(
         when = "accepted:" + callback.accepted_time.isoformat()
     else:
         when = "body:" + ids.body_hash(receipt.raw.encode())
-    identity = ""
-    if note.identity:
-        identity = (
-            name(note.channel, note.identity) if name else normalise(note.channel, note.identity)
-        )
+    identity = (name or normalise)(note.channel, note.identity) if note.identity else ""
     return f"{kind}|{note.channel}|{identity}|{note.status}|{when}"
 
 
-# How many dedupe keys a contact keeps in its state: redeliveries come soon after (Sinch retries
-# within minutes), and a contact with at most this many facts needs no lookup at all.
-RECENT = 64
-
-
-def inbound_key(callback: InboundCallback, receipt: Receipt) -> str:
-    """What names one inbound message: its id; without one, the body's hash (a redelivery is
-    byte-identical)."""
-    message = callback.message
-    return f"INBOUND|{message.id or 'body:' + ids.body_hash(receipt.raw.encode())}"
-
-
-def merge_key(callback: MergeCallback) -> str:
-    """What names one merge: the two contacts (a contact is merged away once)."""
-    note = callback.contact_merge_notification
-    return f"MERGE|{note.preserved_contact.id}|{note.deleted_contact.id}"
-
-
-def delete_key(callback: DeleteCallback) -> str:
-    return f"DELETE|{callback.contact_delete_notification.contact.id}"
+def fact_key(
+    callback: InboundCallback | OptInCallback | OptOutCallback | MergeCallback | DeleteCallback,
+    receipt: Receipt,
+    name: Namer | None = None,
+) -> str:
+    """The dedupe key of the event a callback would append to a Contact stream: a merge is
+    named by its two contacts, a deletion by its contact (each happens once), an inbound
+    message by its id or else its body's hash (a redelivery is byte-identical)."""
+    if isinstance(callback, MergeCallback):
+        note = callback.contact_merge_notification
+        return f"MERGE|{note.preserved_contact.id}|{note.deleted_contact.id}"
+    if isinstance(callback, DeleteCallback):
+        return f"DELETE|{callback.contact_delete_notification.contact.id}"
+    if isinstance(callback, InboundCallback):
+        return f"INBOUND|{callback.message.id or 'body:' + ids.body_hash(receipt.raw.encode())}"
+    if isinstance(callback, OptInCallback):
+        return consent_key("OPT_IN", callback, callback.opt_in_notification, receipt, name)
+    return consent_key("OPT_OUT", callback, callback.opt_out_notification, receipt, name)
 
 
 def named_identities(contact: ContactRecord, name: Namer | None = None) -> list[dict[str, str]]:
@@ -108,41 +101,21 @@ def named_identities(contact: ContactRecord, name: Namer | None = None) -> list[
         {
             "contact_id": contact.id,
             "channel": ci.channel,
-            "name": name(ci.channel, ci.identity) if name else normalise(ci.channel, ci.identity),
+            "name": (name or normalise)(ci.channel, ci.identity),
         }
         for ci in contact.channel_identities
     ]
 
 
-def fact_key(
-    callback: InboundCallback | OptInCallback | OptOutCallback | MergeCallback | DeleteCallback,
-    receipt: Receipt,
-    name: Namer | None = None,
-) -> str:
-    """The dedupe key of the event a callback would append to a Contact stream."""
-    if isinstance(callback, MergeCallback):
-        return merge_key(callback)
-    if isinstance(callback, DeleteCallback):
-        return delete_key(callback)
-    if isinstance(callback, InboundCallback):
-        return inbound_key(callback, receipt)
-    if isinstance(callback, OptInCallback):
-        return consent_key("OPT_IN", callback, callback.opt_in_notification, receipt, name)
-    return consent_key("OPT_OUT", callback, callback.opt_out_notification, receipt, name)
-
-
 class Contact(Aggregate):
-    TOPIC = stored("contact", "Contact")
+    """Decides whether a fact is new from the keys of its last RECENT facts; the ledger asks
+    the store's key table about older ones (when `remembers_all` is false)."""
 
-    # The library would define this base event class itself (never stored here); with an explicit
-    # topic on the aggregate, every event class needs one.
+    TOPIC = ids.stored("contact", "Contact")
+
+    # With an explicit topic on the aggregate, every event class needs one, even this base.
     class Created(Aggregate.Created):
-        TOPIC = stored("contact", "Contact.Created")
-
-    """Decides whether an inbound message or consent notification is new, from the keys of its
-    last RECENT facts. Older keys are not in the state: the caller (the ledger) looks a key up
-    in the store's key table when `remembers_all` is false, and treats a key found there as a
-    duplicate without asking the aggregate. Bounded state, so bounded snapshots and loads."""
+        TOPIC = ids.stored("contact", "Contact.Created")
 
     # 2: `seen` (every key) became `recent` (the last RECENT) and `forgotten`.
     class_version = 2
@@ -151,7 +124,7 @@ class Contact(Aggregate):
     def create_id(project_id: str, contact_key: str) -> UUID:
         return ids.contact_id(project_id, contact_key)
 
-    @event("Registered", topic=stored("contact", "Contact.Registered"))
+    @event("Registered", topic=ids.stored("contact", "Contact.Registered"))
     def __init__(self, project_id: str, contact_key: str) -> None:
         self.project_id = project_id
         self.contact_key = contact_key
@@ -180,9 +153,18 @@ class Contact(Aggregate):
             del self.recent[next(iter(self.recent))]
             self.forgotten += 1
 
-    class ConsentReported(Aggregate.Event):
-        TOPIC = stored("contact", "Contact.ConsentReported")
+    class _Fact(Aggregate.Event):
+        """A fact of the stream: remembered by its dedupe key. Never stored itself."""
+
+        TOPIC = ids.stored("contact", "Contact._Fact")
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate._remember(self.dedupe_key)  # type: ignore[attr-defined]
+
+    class ConsentReported(_Fact):
         """An OPT_IN or OPT_OUT notification, succeeded or failed."""
+
+        TOPIC = ids.stored("contact", "Contact.ConsentReported")
 
         project_id: str
         contact_key: str
@@ -200,8 +182,8 @@ class Contact(Aggregate):
         dedupe_key: str
         callback: dict[str, Any]
 
-    class InboundMessageReceived(Aggregate.Event):
-        TOPIC = stored("contact", "Contact.InboundMessageReceived")
+    class InboundMessageReceived(_Fact):
+        TOPIC = ids.stored("contact", "Contact.InboundMessageReceived")
         project_id: str
         contact_key: str
         message_id: str | None
@@ -219,13 +201,14 @@ class Contact(Aggregate):
         dedupe_key: str
         callback: dict[str, Any]
 
-    class Merged(Aggregate.Event):
-        TOPIC = stored("contact", "Contact.Merged")
+    class Merged(_Fact):
         """CONTACT_MERGE, on both contacts' streams (`role`: which of the two this one is).
         `identities`: both contacts' channel identities by name (`named_identities`), and
         `numbers` the same identities as received (personal: sealed in an encrypted store). It
         states no consent: the projections join the two contacts' facts (never lifting an
         opt-out), so a merge arriving before or after a fact gives the same answers."""
+
+        TOPIC = ids.stored("contact", "Contact.Merged")
 
         project_id: str
         contact_key: str
@@ -241,10 +224,11 @@ class Contact(Aggregate):
         dedupe_key: str
         callback: dict[str, Any]
 
-    class Deleted(Aggregate.Event):
-        TOPIC = stored("contact", "Contact.Deleted")
+    class Deleted(_Fact):
         """CONTACT_DELETE: Sinch deleted the contact. Recorded only: its consent facts stand
         (an opt-out is not lifted by forgetting who asked)."""
+
+        TOPIC = ids.stored("contact", "Contact.Deleted")
 
         project_id: str
         contact_key: str
@@ -257,20 +241,42 @@ class Contact(Aggregate):
         dedupe_key: str
         callback: dict[str, Any]
 
+    def _record(
+        self,
+        event: type[Aggregate.Event],
+        key: str,
+        callback: Envelope,
+        receipt: Receipt,
+        **fields: Any,
+    ) -> bool:
+        """Appends the fact unless its key is one of the recent facts' (False then; older ones
+        the ledger looks up in the store's key table first)."""
+        if key in self.recent:
+            return False
+        self.trigger_event(
+            event,
+            project_id=self.project_id,
+            contact_key=self.contact_key,
+            event_time=callback.event_time,
+            accepted_time=callback.accepted_time,
+            app_id=callback.app_id,
+            dedupe_key=key,
+            callback=receipt.as_event_data(),
+            **fields,
+        )
+        return True
+
     def record_merge(
         self, callback: MergeCallback, receipt: Receipt, name: Namer | None = None
     ) -> bool:
-        """Appends a Merged event to this contact, the preserved or the deleted one; False
-        when this merge is one of the recent facts."""
-        key = merge_key(callback)
-        if key in self.recent:
-            return False
+        """A Merged event on this contact, the preserved or the deleted one."""
         note = callback.contact_merge_notification
         preserved, deleted = note.preserved_contact, note.deleted_contact
-        self.trigger_event(
+        return self._record(
             self.Merged,
-            project_id=self.project_id,
-            contact_key=self.contact_key,
+            fact_key(callback, receipt),
+            callback,
+            receipt,
             contact_id=self.contact_key,
             role="preserved" if self.contact_key == preserved.id else "deleted",
             preserved_contact_id=preserved.id,
@@ -279,114 +285,60 @@ class Contact(Aggregate):
             numbers=[
                 ci.identity for ci in (*preserved.channel_identities, *deleted.channel_identities)
             ],
-            **_told(callback, receipt, key),
         )
-        return True
 
     def record_delete(
         self, callback: DeleteCallback, receipt: Receipt, name: Namer | None = None
     ) -> bool:
-        """Appends a Deleted event; False when this deletion is one of the recent facts."""
-        key = delete_key(callback)
-        if key in self.recent:
-            return False
         contact = callback.contact_delete_notification.contact
-        self.trigger_event(
+        return self._record(
             self.Deleted,
-            project_id=self.project_id,
-            contact_key=self.contact_key,
+            fact_key(callback, receipt),
+            callback,
+            receipt,
             contact_id=contact.id,
             identities=named_identities(contact, name),
             numbers=[ci.identity for ci in contact.channel_identities],
-            **_told(callback, receipt, key),
         )
-        return True
 
     def record_consent(
         self, callback: OptInCallback | OptOutCallback, receipt: Receipt, name: Namer | None = None
     ) -> bool:
-        """Appends a ConsentReported event; False when this notification is one of the recent
-        facts (older ones: the caller asks the store first, see the class docstring). `name`:
-        how its dedupe key names the identity (`consent_key`)."""
+        """`name`: how its dedupe key names the identity (`consent_key`)."""
         note: OptInNotification | OptOutNotification
         if isinstance(callback, OptInCallback):
             kind, note = "OPT_IN", callback.opt_in_notification
         else:
             kind, note = "OPT_OUT", callback.opt_out_notification
-        key = consent_key(kind, callback, note, receipt, name)
-        if key in self.recent:
-            return False
-        self.trigger_event(
+        return self._record(
             self.ConsentReported,
-            project_id=self.project_id,
-            contact_key=self.contact_key,
+            consent_key(kind, callback, note, receipt, name),
+            callback,
+            receipt,
             kind=kind,
             status=note.status,
             channel=note.channel,
             identity=note.identity,
             request_id=note.request_id,
             error_details=note.error_details.model_dump() if note.error_details else None,
-            event_time=callback.event_time,
-            accepted_time=callback.accepted_time,
             contact_id=note.contact_id,
             processing_mode=note.processing_mode,
-            app_id=callback.app_id,
-            dedupe_key=key,
-            callback=receipt.as_event_data(),
         )
-        return True
 
     def record_inbound(self, callback: InboundCallback, receipt: Receipt) -> bool:
-        """Appends an InboundMessageReceived event; False when this message is one of the recent
-        facts (older ones: the caller asks the store first, see the class docstring)."""
         message = callback.message
-        key = inbound_key(callback, receipt)
-        if key in self.recent:
-            return False
-        self.trigger_event(
+        return self._record(
             self.InboundMessageReceived,
-            project_id=self.project_id,
-            contact_key=self.contact_key,
+            fact_key(callback, receipt),
+            callback,
+            receipt,
             message_id=message.id,
             channel=message.channel_identity.channel,
             identity=message.channel_identity.identity,
             kind=message.kind,
             text=message.text,
             accept_time=message.accept_time,
-            event_time=callback.event_time,
-            accepted_time=callback.accepted_time,
             conversation_id=message.conversation_id,
             contact_id=message.contact_id,
             processing_mode=message.processing_mode,
-            app_id=callback.app_id,
-            dedupe_key=key,
-            callback=receipt.as_event_data(),
         )
-        return True
-
-    @event(ConsentReported)
-    def _apply_consent(self, dedupe_key: str, **_: Any) -> None:
-        self._remember(dedupe_key)
-
-    @event(InboundMessageReceived)
-    def _apply_inbound(self, dedupe_key: str, **_: Any) -> None:
-        self._remember(dedupe_key)
-
-    @event(Merged)
-    def _apply_merge(self, dedupe_key: str, **_: Any) -> None:
-        self._remember(dedupe_key)
-
-    @event(Deleted)
-    def _apply_delete(self, dedupe_key: str, **_: Any) -> None:
-        self._remember(dedupe_key)
-
-
-def _told(callback: MergeCallback | DeleteCallback, receipt: Receipt, key: str) -> dict[str, Any]:
-    """What a merge's or a deletion's event says of the callback itself."""
-    return {
-        "event_time": callback.event_time,
-        "accepted_time": callback.accepted_time,
-        "app_id": callback.app_id,
-        "dedupe_key": key,
-        "callback": receipt.as_event_data(),
-    }

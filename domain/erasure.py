@@ -1,6 +1,6 @@
 """Erasure requests as facts in the log: what was erased, when, by whom and why, never the
-personal data itself (subjects are blind indexes). The erasure itself is the destruction of the
-subjects' data keys (store.vault); this event is its record, sealed with the rest of the log."""
+personal data (subjects are blind indexes). The erasure itself destroys the subjects' data keys
+(privacy.erasure); this event is its record, sealed with the rest of the log."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.topics import stored
+from domain.ids import stored
 
 
 class Erasure(Aggregate):
     TOPIC = stored("erasure", "Erasure")
 
-    # The library would define this base event class itself (never stored here); with an explicit
-    # topic on the aggregate, every event class needs one.
+    # With an explicit topic on the aggregate, every event class needs one, even this base.
     class Created(Aggregate.Created):
         TOPIC = stored("erasure", "Erasure.Created")
 
@@ -36,12 +35,10 @@ class Erasure(Aggregate):
         keys_destroyed: int,
         forget_consent: bool = False,
     ) -> None:
-        """`scope`: "identity" (one channel identity) or "contact" (a contact and every
-        identity it was seen with); `subjects`: their blind indexes; `by`: the API key's name
-        or the operator's; `reason`: free text (it must not hold personal data).
-        `forget_consent`: the operator asked for the subjects' opt-out suppression to go too
-        (the read side drops it); by default it is kept (README: Personal data). Defaulted,
-        so facts recorded before it existed read as "kept"."""
+        """`scope`: "identity" or "contact" (and every identity it was seen with); `by`: the
+        API key's name or the operator's; `reason` must not hold personal data.
+        `forget_consent`: drop the subjects' opt-out suppression too; defaulted, so facts
+        recorded before it existed read as "kept"."""
         self.subjects = subjects
         self.scope = scope
         self.erased_at = erased_at

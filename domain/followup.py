@@ -1,11 +1,6 @@
-"""What to do next about a message, from its deciding delivery report. Pure, no I/O.
-
-Sinch's MESSAGE_DELIVERY reference tells the receiver how to treat each outcome: resend after a
-transient failure, never after a permanent one, send an approved template when WhatsApp's
-customer-service window has closed, wait while a fallback is in progress. This module is that
+"""What to do next about a message, from its deciding delivery report: Sinch's MESSAGE_DELIVERY
 advice as one table, so the projection, the API and the `followup` command agree. Unknown codes
-are data, not errors (providers add codes): they get `review`.
-"""
+are data, not errors (providers add codes): they get `review`."""
 
 from __future__ import annotations
 
@@ -111,9 +106,8 @@ def next_action(
     sub_code: str | None = None,
     overrides: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
-    """(action, why) for a message whose current status and deciding failure are given (as
-    `rules.message_row` computes them: a message delivered on a fallback channel after a
-    failure has status DELIVERED, so `none`)."""
+    """(action, why) for a message's current status and deciding failure (as
+    `rules.message_row` computes them)."""
     if status in SETTLED:
         return NONE, f"{status.lower()}"
     if status in IN_PROGRESS:
@@ -134,11 +128,8 @@ def next_action(
     return REVIEW, "failed without a reason code"
 
 
-# Which channels send READ reports, so "delivered but not read" is only counted where a READ can
-# arrive. Sources: Sinch's MESSAGE_DELIVERY reference (../shared/seeds: "READ: message read by
-# recipient (WhatsApp, RCS only)"); its Sinch Chat and Sinch Push pages (DELIVERED or FAILED
-# only). Other channels are left out until a source says they report READ; LEDGER_READ_CHANNELS
-# replaces the set.
+# The channels that send READ reports (Sinch's MESSAGE_DELIVERY reference: "WhatsApp, RCS
+# only"), so "delivered but not read" is counted only where a READ can arrive.
 READ_CHANNELS: Final = frozenset({"WHATSAPP", "RCS"})
 
 

@@ -1,20 +1,14 @@
-"""Channel identities as the ledger compares them: one rule, used where a callback is recorded
-or projected and where anything is looked up by identity.
-
-On the channels whose identities are phone numbers a number may be spelled many ways (with or
-without "+", a full-width or superscript plus, spaces of any kind, dashes, dots, brackets,
-full-width digits): they all name the same number, so they all become its digits. On the other
-channels an identity is an opaque id (a Viber Bot user id or a Messenger PSID may hold "+" and
-"=", a Telegram chat id may start with "-"): it is kept byte for byte."""
+"""Channel identities as the ledger compares them, one rule wherever one is recorded, projected or
+looked up. On phone-number channels every spelling of a number (plus signs, spaces, dashes,
+dots, brackets, full-width digits) becomes its digits; elsewhere an identity is an opaque id
+(a PSID may hold "+", a Telegram chat id start with "-"), kept byte for byte."""
 
 from __future__ import annotations
 
 import unicodedata
 
-# The channels whose identity is the contact's phone number (MSISDN). Sinch's ChannelIdentity
-# names SMS, WhatsApp and Viber Business; MMS and RCS address numbers too, and KAKAOTALK (the
-# Alimtalk / Friendtalk channel) sends to numbers. KAKAOTALKCHAT, VIBER (Viber Bot), MESSENGER,
-# INSTAGRAM, TELEGRAM, LINE, WECHAT and APPLEBC use ids of their own.
+# The channels whose identity is the contact's phone number; KAKAOTALKCHAT, VIBER (Viber Bot),
+# MESSENGER, INSTAGRAM, TELEGRAM, LINE, WECHAT and APPLEBC use ids of their own.
 NUMBER_CHANNELS = frozenset({"SMS", "MMS", "WHATSAPP", "RCS", "VIBERBM", "KAKAOTALK"})
 
 # E.164: at most 15 digits, country code included.
@@ -65,20 +59,17 @@ def unicode_digits_of(identity: str) -> str | None:
 
 
 def normalise(channel: str | None, identity: str) -> str:
-    """The form an identity is stored, named and compared in. On a number channel: its digits
-    when it reads as a number; otherwise (never refused here: a callback is kept as Sinch sent
-    it) the text without surrounding whitespace, as before channels were told apart. On any
-    other channel: the identity itself. With no channel (a lookup across channels): as on a
-    number channel, so a number is found however it is spelled."""
+    """The form an identity is stored, named and compared in. On a number channel, and with no
+    channel (a lookup across channels): its digits when it reads as a number, else the text
+    stripped (a callback is kept as Sinch sent it). On any other channel: the identity."""
     if channel is not None and not is_number_channel(channel):
         return identity
     return digits_of(identity) or identity.strip()
 
 
 def checked(channel: str | None, identity: str) -> str:
-    """`normalise`, for a question about one channel identity: a number channel's identity
-    that is not a number (or is longer than E.164 allows) raises NotANumber rather than being
-    looked up as some text nobody stored."""
+    """`normalise` for a lookup: a number channel's identity that is not a number (or is longer
+    than E.164 allows) raises NotANumber rather than being looked up as text nobody stored."""
     if not is_number_channel(channel):
         return normalise(channel, identity)
     digits = digits_of(identity)
@@ -88,9 +79,8 @@ def checked(channel: str | None, identity: str) -> str:
 
 
 def loose(value: str) -> str:
-    """The rule every identity was named by before channels were told apart (a leading "+",
-    spaces and "-" dropped when the rest is digits). Message metadata is still named by it:
-    the names in stored events were made with it, and a lookup must make the same."""
+    """The older rule (a leading "+", spaces and "-" dropped when the rest is digits): message
+    metadata in stored events is named by it, and a lookup must name it the same."""
     candidate = value.strip()
     digits = candidate.lstrip("+").replace(" ", "").replace("-", "")
     return digits if digits.isdigit() else candidate

@@ -1,5 +1,7 @@
-"""Deterministic aggregate ids: the same provider ids always name the same stream, so two
-processes that receive callbacks for one message append to one aggregate."""
+"""The names things are stored under. Streams: deterministic ids, so two processes that
+receive callbacks for one message append to one aggregate. Classes: topics ("module:QualName"),
+which every store holds; the first events were written when the domain was the module
+`callback_ledger.domain`, so every persisted class states its topic in that spelling."""
 
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.ASCII | re.IGNORECASE)
 TO_BASE32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv")
 
 
-# A message whose id is a ULID (as Sinch's are) is named after every other stream: a prefix no
-# other stream's id has, the ULID's milliseconds, then the hashed name. A contact's stream id is a
-# hash, spread over the whole range; a new message's stream then goes in at the end of the log's
-# primary key instead of at a random place in it, so each insert touches the pages the last ones
-# did (a PostgreSQL index splits a page filled in its middle in half and leaves it half full).
+def stored(module: str, qualname: str) -> str:
+    """The topic of class `qualname` in `domain/<module>.py`, as stores hold it."""
+    return f"callback_ledger.domain.{module}:{qualname}"
+
+
+# A message whose id is a ULID (as Sinch's are) is named after every other stream: this prefix,
+# the ULID's milliseconds, then the hashed name. Its stream then goes in at the end of the log's
+# primary key rather than at a random place, so each insert touches the pages the last ones did
+# (a PostgreSQL index splits a page filled in its middle and leaves both halves half full).
 TAIL_PREFIX = b"\xff" * 4
 
 

@@ -1,17 +1,8 @@
-"""Consent keywords in inbound messages, and free text that reads like a revocation. Pure
-functions, no I/O: the consent projection calls them, so a `replay` re-reads every stored
-inbound text with the keyword configuration of the day.
-
-Two separate questions, answered in one pass by `Keywords.read`:
-
-- the action: is the message a keyword? An opt-out when it is one opt-out keyword, or nothing
-  but opt-out keywords and courtesy ("STOP STOP", "stop please"); an opt-in or help request
-  when it is one such keyword with its words as written. "don't stop" is no keyword.
-- the review: a message that is not a keyword but looks like a request to stop ("please stop
-  texting me", "remove me", "YES STOP") is listed for a human. The FCC's 2025 rule asks that
-  any reasonable way of revoking consent be honoured; no word list can decide that, so the
-  heuristic only picks what a person should read, and never changes the consent state.
-"""
+"""Consent keywords in inbound messages, and free text that reads like a revocation (docs/api.md,
+"Consent keywords" and "Review"). Pure: the consent projection calls them, so a `replay` re-reads
+every stored text with the keyword configuration of the day. `Keywords.read` answers two
+questions in one pass: is the message a keyword (the action), and, when not, does it look like a
+request to stop that a person should read (the review; it never changes the consent state)."""
 
 from __future__ import annotations
 
@@ -23,11 +14,9 @@ OPT_OUT = "OPT_OUT"
 OPT_IN = "OPT_IN"
 HELP = "HELP"
 
-# Keyword sets by language (sources in README.md, "Consent keywords"). Written as people type
-# them; they are normalised like the messages, so "OPT OUT" is OPTOUT and ARRÊT is ARRET.
+# Keyword sets by language (sources: docs/api.md). Written as people type them; they are
+# normalised like the messages, so "OPT OUT" is OPTOUT and ARRÊT is ARRET.
 LANGUAGES: dict[str, dict[str, tuple[str, ...]]] = {
-    # CTIA and the FCC's 2025 revocation rule (stop, quit, end, revoke, opt out, cancel,
-    # unsubscribe); STOPALL, REMOVE and UNSUB as carriers and aggregators accept them.
     "en": {
         OPT_OUT: (
             "STOP",
@@ -44,16 +33,11 @@ LANGUAGES: dict[str, dict[str, tuple[str, ...]]] = {
         OPT_IN: ("START", "UNSTOP", "YES"),
         HELP: ("HELP", "INFO"),
     },
-    # CWTA (Canada): ARRET and AIDE are mandatory beside STOP and HELP; in France the universal
-    # opt-out is STOP. NONARRET undoes ARRET on US/Canadian toll-free numbers.
     "fr": {
         OPT_OUT: ("ARRÊT", "STOP"),
         OPT_IN: ("NONARRÊT",),
         HELP: ("AIDE",),
     },
-    # US Spanish-language short codes: ALTO and AYUDA; BAJA and CANCELAR (MMA guidance);
-    # DETENER / SALIR and VOLVER / RECIBIR are Sinch consent management's Spanish defaults;
-    # PARAR; "no más" is the FCC commentary's own example of a revocation in Spanish.
     "es": {
         OPT_OUT: ("ALTO", "PARAR", "BAJA", "CANCELAR", "DETENER", "SALIR", "NO MÁS"),
         OPT_IN: ("VOLVER", "RECIBIR"),
@@ -241,43 +225,10 @@ class Keywords:
                     break
         return after.get(0) if tokens else None
 
-    def action(self, text: str | None) -> str | None:
-        """OPT_OUT, OPT_IN or HELP, when the message is a keyword (see `_keyword`)."""
-        return self.read(text).action
 
-    def review(self, text: str | None) -> str | None:
-        """For a message that is not a keyword: the name of the rule by which it reads like a
-        request to stop, else None. See `looks_like_revocation`."""
-        return self.read(text).review
-
-
-# ---- the review heuristic -------------------------------------------------------------------
-#
-# A message is listed for review when one of these rules holds over its words (`words`):
-#
-#   keyword+filler    an opt-out keyword with only filler words around it: "unsubscribe me
-#                     please", "Stop it!", "how do I opt out", "I want to stop" (with only
-#                     courtesy, "STOP NOW", "stop stop", it is an opt-out: `_keyword`)
-#   stop+contact      a verb of stopping, not negated, then within four words a word of
-#                     contacting: "please stop texting me", "stop sending me messages",
-#                     "arrêtez de m'envoyer des sms", "dejen de enviarme mensajes"
-#   negated+contact   a negation, then within two words a word of contacting: "don't text me
-#                     anymore", "do not contact me", "never message me again", "no more texts"
-#   remove+me         a verb of removal right before me/my/us: "remove me", "delete my number"
-#   phrase            a fixed phrase: "leave me alone", "take me off", "opt me out", "not
-#                     interested", "lose my number", and their French and Spanish kin
-#   keyword+other     any other opt-out keyword standing as a word (or up to three words,
-#                     "opt out"), unless right after a negation or "stop by": "YES STOP",
-#                     "Stop!!! Start", "un stop", "non arrêt", "cancel my appointment"
-#   stop sign         a stop sign or a raised hand anywhere: "🛑", "yes 🛑"
-#
-# What it leaves out on purpose: "don't stop" (a negated stop is not a request to stop),
-# "stop by the shop later" (the visiting stop), "can't wait", "thanks!", "what time do you
-# close?". It errs towards listing: a human dismisses a false candidate in seconds, while a
-# missed revocation is a violation. So every message holding an opt-out keyword as a word is
-# listed unless one of those two exceptions explains the word. Only the first REVIEW_CHARS
-# characters are read. It is mostly English, with the commonest French and Spanish verbs;
-# extend the sets below.
+# ---- the review heuristic (its rules and examples: docs/api.md, "Review") ------------------
+# It errs towards listing: a human dismisses a false candidate in seconds, while a missed
+# revocation is a violation. Mostly English, with the commonest French and Spanish verbs.
 
 
 def _set(text: str) -> frozenset[str]:

@@ -11,9 +11,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain import ids
-from domain.callbacks import DeliveryCallback, SubmitCallback
-from domain.receipt import Receipt
-from domain.topics import stored
+from domain.callbacks import DeliveryCallback, Receipt, SubmitCallback
+from domain.ids import stored
 
 
 def report_key(channel: str | None, status: str) -> str:
@@ -30,8 +29,7 @@ def submission_key(channel: str | None) -> str:
 class Message(Aggregate):
     TOPIC = stored("message", "Message")
 
-    # The library would define this base event class itself (never stored here); with an explicit
-    # topic on the aggregate, every event class needs one.
+    # With an explicit topic on the aggregate, every event class needs one, even this base.
     class Created(Aggregate.Created):
         TOPIC = stored("message", "Message.Created")
 
@@ -51,53 +49,42 @@ class Message(Aggregate):
         self.message_id = message_id
         self.report_keys: dict[str, int] = {}
 
-    class DeliveryReported(Aggregate.Event):
+    class _Report(Aggregate.Event):
+        """The fields of a delivery report's event; the stream's names are repeated on each
+        event so every event reads on its own. Never stored itself."""
+
+        TOPIC = stored("message", "Message._Report")
+        project_id: str
+        message_id: str
+        status: str
+        channel: str | None
+        identity: str | None
+        event_time: datetime | None
+        accepted_time: datetime | None
+        reason: dict[str, Any] | None
+        conversation_id: str | None
+        contact_id: str | None
+        metadata: str | None
+        processing_mode: str | None
+        app_id: str | None
+        callback: dict[str, Any]
+
+    class DeliveryReported(_Report):
         TOPIC = stored("message", "Message.DeliveryReported")
-        # The stream's names are repeated on each event so every event reads on its own.
-        project_id: str
-        message_id: str
-        status: str
-        channel: str | None
-        identity: str | None
-        event_time: datetime | None
-        accepted_time: datetime | None
-        reason: dict[str, Any] | None
-        conversation_id: str | None
-        contact_id: str | None
-        metadata: str | None
-        processing_mode: str | None
-        app_id: str | None
-        callback: dict[str, Any]
 
-    class FirstReported(Aggregate.Created):
+    class FirstReported(_Report, Aggregate.Created):
+        """A message's registration and its first report as one event (one row in the log);
+        streams that hold Registered, then DeliveryReported, load and replay alike."""
+
         TOPIC = stored("message", "Message.FirstReported")
-        """A message's registration and its first report as one event: one row in the log
-        where earlier versions wrote two (Registered, then DeliveryReported; both still load
-        and replay). The same fields as DeliveryReported (frozen dataclasses do not share
-        annotations through a plain mixin)."""
-
-        # The stream's names are repeated on each event so every event reads on its own.
-        project_id: str
-        message_id: str
-        status: str
-        channel: str | None
-        identity: str | None
-        event_time: datetime | None
-        accepted_time: datetime | None
-        reason: dict[str, Any] | None
-        conversation_id: str | None
-        contact_id: str | None
-        metadata: str | None
-        processing_mode: str | None
-        app_id: str | None
-        callback: dict[str, Any]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.report_keys[report_key(self.channel, self.status)] = self.originator_version
 
     class Submitted(Aggregate.Event):
-        TOPIC = stored("message", "Message.Submitted")
         """MESSAGE_SUBMIT: the message was handed to a channel (before any delivery report)."""
+
+        TOPIC = stored("message", "Message.Submitted")
 
         project_id: str
         message_id: str

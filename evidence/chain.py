@@ -1,10 +1,7 @@
-"""Evidence bundles (README, "Evidence"): the stored rows of chosen events, the seals that cover
-them with the digests of every event of those batches, and the chain from the first of those
-seals to the head; and `check`, which recomputes all of it from the bundle alone.
-
-Both sides use store.seal's encoding and digests, so a bundle holds exactly what `verify`
-checks on the database. The read side chooses the events, and what the bundle says of them
-is derived from their stored bytes, on export and on checking alike (evidence.claims)."""
+"""Evidence bundles' chain (README, "Evidence"): the stored rows of chosen events, the seals that
+cover them with the digests of every event of those batches, and the chain from the first of
+those seals to the head; and `check`, which recomputes all of it from the bundle alone, with
+store.seal's encoding and digests (so a bundle holds exactly what `verify` checks)."""
 
 from __future__ import annotations
 
@@ -123,7 +120,7 @@ def chain_segment(
     db: Database, events_table: str, included: Iterable[StoredEvent]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The head now, and the seals from the first covering an included event up to it; those
-    covering an included event carry the digests of all their events (notification order)."""
+    covering one carry the digests of all their events."""
     last = seal_reads.head(db)
     ids = sorted({e.notification_id for e in included})
     if last is None or not ids:
@@ -157,10 +154,9 @@ class Mismatch(Exception):
 
 
 def check(bundle: Mapping[str, Any]) -> Checked:
-    """Recomputes the chain from the first seal's `previous` to the head (each batch digest
-    the bundle's digests give, each link), then every event's digest from its stored bytes
-    against its seal's list; every reference the facts and messages cite must be an included
-    event. Raises `Mismatch` naming the first thing that does not hold."""
+    """Recomputes the chain from the first seal's `previous` to the head, then every event's
+    digest from its stored bytes against its seal's list; every cited reference must be an
+    included event. Raises `Mismatch` naming the first thing that does not hold."""
     if bundle.get("format") != FORMAT or bundle.get("version") != VERSION:
         raise Mismatch(f"not a {FORMAT} bundle of version {VERSION}")
     only(bundle, FIELDS, "")
@@ -220,8 +216,7 @@ def check(bundle: Mapping[str, Any]) -> Checked:
 
 
 def only(part: Mapping[str, Any], fields: frozenset[str], where: str) -> None:
-    """A part of a bundle holds no field beyond `fields`: what no check recomputes is not
-    shown."""
+    """A part of a bundle holds no field beyond `fields` (what no check recomputes)."""
     extra = sorted(set(part) - fields)
     if extra:
         raise Mismatch(f"{where}{extra[0]}: not a field a bundle holds (nothing checks it)")

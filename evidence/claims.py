@@ -1,13 +1,8 @@
-"""An evidence bundle for one subject (a channel and a number): the events behind its consent
-facts and the messages sent to it, chosen on the read side; their stored rows and seals
-(evidence.chain); and what the bundle says of them (facts, effects, times, the number, texts,
-timelines, the raw callbacks, the erasure), DERIVED from those stored rows by the projections'
-own rules (`derive`), on export and again by `verify`. The format: README, "Evidence".
-
-An encrypted store's events hold their personal fields under data keys (store.vault): the
-bundle carries the keys of exactly its events (`keys`), so that `verify` opens them as the
-export did. What was erased (its key destroyed) shows as None with `"erased": true`; the
-subject's erasure, if any, is part of the bundle (its event included)."""
+"""An evidence bundle for one subject (a channel and a number; format: README, "Evidence"): the
+events behind its consent facts and the messages sent to it, chosen on the read side, with their
+stored rows and seals (evidence.chain), and what the bundle says of them, DERIVED from those rows
+by the projections' own rules (`derive`), on export and again by `verify`. An encrypted store's
+bundle carries the data keys of exactly its events; what was erased shows as None, "erased"."""
 
 from __future__ import annotations
 
@@ -55,8 +50,7 @@ def consent_facts(
     until: str | None,
     vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
-    """The number's consent facts (`identity`: its name), and those naming only its contact
-    (the whole channel), in event-time order."""
+    """The number's consent facts (`identity`: its name) and its contacts' whole-channel ones."""
     window = time_window("t.event_time", since, until)
     sql, params = consent.facts_about(
         "consent_history", consent.HISTORY_COLUMNS, channel, identity,
@@ -74,11 +68,9 @@ def sent_messages(
     until: str | None,
     vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
-    """Messages with a report to this channel and number in the window; each timeline keeps
-    only those reports. A report's number is not indexed (it is inside `reports`, and a
-    report may name no contact), so the candidates are the messages now on that channel or
-    of a contact seen with the number, within the window, and their reports are filtered
-    here: a scan of the channel's messages, acceptable for an export made now and then."""
+    """Messages with a report to this channel and number in the window, each timeline only
+    those reports. A report's number is not indexed, so this scans the channel's messages:
+    acceptable for an export made now and then."""
     window = time_window("first_event_time", None, until)
     window += time_window("last_event_time", since, None)
     bounds = "".join(f" AND {c}" for c, _ in window)
@@ -114,9 +106,8 @@ def bundle(
     until: str | None = None,
     keywords: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The bundle: the read side chooses the events (the cited callbacks, an event linking
-    each contact of a whole-channel fact to the number, the erasure's event); everything it
-    says of them is `derive`d from their stored rows, as `verify` will."""
+    """The read side chooses the events (the cited callbacks, an event linking each contact of
+    a whole-channel fact to the number, the erasure's event); the rest is `derive`d."""
     channel, identity = channel.upper(), normalise(channel, identity)
     vault = ledger.vault
     name = vault.index(channel, identity)
@@ -147,8 +138,7 @@ def bundle(
         "keys": _data_keys(vault, stored),
         "events": [row.as_json() for row in stored],
     }
-    # A whole-channel fact whose contact no event shows with the number cannot be bound to
-    # it: left out.
+    # A whole-channel fact no event binds to the number is left out.
     events = [event for event, _ in opened(found)]
     unbound = set(_unlinked(events, _subject_name(events, channel, identity)))
     if unbound:
@@ -170,17 +160,16 @@ def _data_keys(vault: Vault, stored: Sequence[chain.StoredEvent]) -> dict[str, s
     return keys
 
 
-# Messages of a contact read to find one that shows it with the number (a plaintext store,
-# where the read side keeps no reference to that event).
+# Messages of a contact read to find one showing it with the number (a plaintext store).
 LINK_MESSAGES = 20
 
 
 def _link_of(
     cur: Cursor, channel: str, name: str, fact: Mapping[str, Any]
 ) -> tuple[str | None, list[str]]:
-    """Where an event showing the contact of a whole-channel fact with the number is: what
-    the read side shows the number by (in an encrypted store, a reference to that event),
-    and the references of the contact's reports on the channel."""
+    """Where to find an event showing a whole-channel fact's contact with the number: how the
+    read side shows the number (encrypted: a reference to that event), and the references of
+    the contact's reports on the channel."""
     row = cur.execute(
         "SELECT identity_shown FROM contact_identities WHERE channel = ? AND identity = ? "
         "AND project_id = ? AND contact_id = ?",
@@ -204,8 +193,7 @@ def _linking_event(
     fact: Mapping[str, Any],
     where: tuple[str | None, list[str]],
 ) -> chain.StoredEvent | None:
-    """An event naming the number with the contact of a whole-channel fact: the one the read
-    side refers to, else one in the contact's own stream or of its reports."""
+    """An event naming the number with a whole-channel fact's contact (see `_link_of`)."""
     shown, references = where
     if shown is not None and shown.startswith(REF_PREFIX):
         return chain.event_at(ledger, store_db, int(shown[len(REF_PREFIX) :].partition(".")[0]))
@@ -223,8 +211,7 @@ def _linking_event(
 
 
 class BundleKeys(Vault):
-    """Opens a bundle's encrypted events with the data keys it carries; an event whose key
-    is not there reads as erased."""
+    """Opens events with the data keys a bundle carries; a missing key reads as erased."""
 
     def __init__(self, keys: Mapping[bytes, bytes]) -> None:
         super().__init__(None, None)
@@ -273,10 +260,8 @@ def opened(bundle: Mapping[str, Any]) -> list[tuple[LoggedEvent, int]]:
 
 
 def derive(bundle: Mapping[str, Any]) -> dict[str, Any]:
-    """What a bundle says of its events (`subject` with its erasure, `events` with their
-    references, digests and raw callbacks, `consent_facts`, `messages`), from its `subject`
-    (channel, identity, window), `keywords` (how inbound texts are read), `keys` and the
-    events' stored rows alone, by the projections' rules."""
+    """What a bundle says of its events (`subject`, `events`, `consent_facts`, `messages`),
+    from its `subject`, `keywords`, `keys` and the events' stored rows alone."""
     subject = bundle["subject"]
     channel = subject["channel"]
     wanted = normalise(channel, subject["identity"])
@@ -354,8 +339,8 @@ def derive(bundle: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _subject_name(events: Sequence[LoggedEvent], channel: str, wanted: str) -> str:
-    """The name the events know the subject by (a blind index in an encrypted store); every
-    event naming a number names the subject's, on its channel."""
+    """The name the events know the subject by (encrypted: a blind index); every event naming
+    a number must name the subject's, on its channel."""
     plain = plaintext()
     names = set()
     for event in events:
@@ -374,8 +359,7 @@ def _subject_name(events: Sequence[LoggedEvent], channel: str, wanted: str) -> s
 
 
 def _unlinked(events: Sequence[LoggedEvent], name: str) -> list[int]:
-    """The consent events naming no number (a contact's whole channel) whose contact no
-    event shows with the subject (as the read side's contact_identities does)."""
+    """The whole-channel consent events whose contact no event shows with the subject."""
     plain = plaintext()
     links = set()
     for event in events:
@@ -453,8 +437,7 @@ def _erasure(event: LoggedEvent, name: str) -> dict[str, Any] | None:
 def _event_view(
     shown: Mapping[str, Any], event: LoggedEvent, version: int, reference: str
 ) -> dict[str, Any]:
-    """An event as a bundle shows it: its stored row, its reference, and its raw callback
-    decoded for people (as `/callbacks/{reference}` shows it)."""
+    """An event's stored row, reference and raw callback (as `/callbacks/{reference}`)."""
     row = chain.StoredEvent(
         event.notification_id, UUID(event.originator_id), version, str(shown["topic"]),
         base64.b64decode(shown["state"]),
@@ -479,8 +462,8 @@ def _event_view(
 
 
 def verify(bundle: Mapping[str, Any]) -> chain.Checked:
-    """Its stored bytes, digests and chain (evidence.chain.check), then everything it says
-    of its events derived again and compared, naming the first field that differs."""
+    """The chain (evidence.chain.check), then every claim derived again and compared, naming
+    the first field that differs."""
     checked = chain.check(bundle)
     _within_window(bundle)
     derived = derive(bundle)
@@ -490,7 +473,7 @@ def verify(bundle: Mapping[str, Any]) -> chain.Checked:
 
 
 def _within_window(bundle: Mapping[str, Any]) -> None:
-    """Every time shown lies in the stated window (else the window, or the time, was edited)."""
+    """Every time shown lies in the stated window (else either was edited)."""
     since, until = bundle["subject"].get("since"), bundle["subject"].get("until")
     times = [
         (f"consent_facts[{i}]", f["event_time"]) for i, f in enumerate(bundle["consent_facts"])

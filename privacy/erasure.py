@@ -1,12 +1,7 @@
-"""Erasure: a channel identity's or a contact's personal data made unreadable
-everywhere at once by destroying its data keys (store.vault), and the request recorded as an
-`Erasure.Erased` fact in the log (who asked, when, why, which blind indexes; never the data).
-
-The events themselves stay, sealed, with their public parts (statuses, times, reason codes):
-the log is append-only and its seal chain must keep verifying. What the keys protected (the
-identity, texts, metadata, raw bodies and headers, and the projections' sealed copies) reads as
-erased from then on, and the key rows are deleted from the database files (SQLite
-secure_delete and a WAL truncation, PostgreSQL VACUUM FULL: store.data_keys)."""
+"""Erasure: a channel identity's or a contact's personal data made unreadable everywhere at once
+by destroying its data keys (store.vault, store.data_keys), and the request recorded as an
+`Erasure.Erased` fact (who, when, why, which blind indexes; never the data). The events stay,
+sealed, with their public parts: the log is append-only and its seal chain must keep verifying."""
 
 from __future__ import annotations
 
@@ -41,8 +36,7 @@ class ErasureRefused(ValueError):
 
 @dataclass(frozen=True)
 class ErasureReport:
-    """What an erasure did: the subjects (blind indexes) whose keys were destroyed, how many
-    keys, the Erased fact's stream, and whether the opt-out suppression was kept."""
+    """What an erasure did (`subjects`: blind indexes; `erasure_id`: the fact's stream)."""
 
     erasure_id: str
     scope: str
@@ -95,11 +89,9 @@ def identity_subjects(ledger: Ledger, channel: str, identity: str) -> list[str]:
 def contact_subjects(
     ledger: Ledger, project_id: str, contact_id: str, db: Database | None = None
 ) -> list[str]:
-    """A contact's own subject, every subject its stream's events name (the identities it
-    wrote or consented from: the public part of each sealed event says whom it is about), and,
-    with the read tables (`db`), every identity its messages were sent to (contact_identities
-    holds their blind indexes) and the same for every contact merged with it: Sinch merged
-    them because they are one person, and each one's merge event holds the other's numbers."""
+    """A contact's own subject, every subject its stream's events name, and, with the read
+    tables (`db`), every identity its messages went to; the same for every contact merged
+    with it (Sinch merged them because they are one person)."""
     project_id = _text("project", project_id, MAX_NAME)
     contact_id = _text("contact", contact_id, MAX_NAME)
     contacts = [contact_id]
@@ -135,8 +127,7 @@ def _one_contact(
                 (project_id, contact_id),
             ).fetchall()
         for row in rows:
-            # A blind index as the read tables keep it; an identity as tables projected
-            # before they did kept it.
+            # A blind index, or an identity in tables projected before they kept indexes.
             identity = row["identity"]
             if not identity.startswith("b."):
                 identity = ledger.vault.index(row["channel"], identity)
@@ -157,10 +148,9 @@ def erase(
     forget_consent: bool = False,
     db: Database | None = None,
 ) -> ErasureReport:
-    """Erases one channel identity (`channel` and `identity`) or one contact (`project_id`
-    and `contact_id`; `db`: the read tables, for the identities its messages went to). The
-    keys go first: if recording the fact then fails, the data is already unreadable and a
-    second request records it (with 0 keys destroyed)."""
+    """Erases one channel identity or one contact (`db`: the read tables). The keys go first:
+    if recording the fact then fails, the data is already unreadable and a second request
+    records it (with 0 keys destroyed)."""
     keys = _encrypted(ledger)
     by = _text("by", by, MAX_NAME)
     reason = _text("reason", reason, MAX_REASON)
@@ -213,14 +203,7 @@ def erase(
         destroyed,
         by,
     )
+    suppression = "dropped" if forget_consent else "kept"
     return ErasureReport(
-        str(fact.id),
-        scope,
-        subjects,
-        destroyed,
-        erased_at,
-        by,
-        reason,
-        "dropped" if forget_consent else "kept",
-        purge_pending,
+        str(fact.id), scope, subjects, destroyed, erased_at, by, reason, suppression, purge_pending
     )

@@ -1,22 +1,19 @@
-"""Retention: two data classes, two clocks. Message payloads (delivery reports'
-bodies, inbound texts that are not consent facts) stay readable LEDGER_RETENTION_MESSAGES_DAYS;
-consent evidence (opt-in/out notifications, keyword messages and the raw callbacks that prove
-them) LEDGER_RETENTION_CONSENT_DAYS. Past that, their month's data keys are destroyed
-(store.data_keys): statuses, times, reason codes and counts stay, in the events' public parts.
-
-A data key's period is the month the callback was received on our clock (store.envelope), not
-its event_time: a sender's clock, or a forged event_time, must not make evidence expire early
-or live for ever. A month is shredded once all of it is older than the cutoff."""
+"""Retention: message payloads stay readable LEDGER_RETENTION_MESSAGES_DAYS, consent evidence
+LEDGER_RETENTION_CONSENT_DAYS; past that, their month's data keys are destroyed (statuses,
+times, reason codes and counts stay, in the events' public parts). A key's month is when the
+callback was received on our clock, never its event_time: a forged event_time must not make
+evidence expire early or live for ever."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
+from service.settings import Settings
 from store.data_keys import SQLKeyStore
 from store.ledger import Ledger
 from store.vault import CONSENT, MESSAGES, period_of
@@ -24,19 +21,6 @@ from store.vault import CONSENT, MESSAGES, period_of
 log = logging.getLogger("callback_ledger")
 
 CLASS_NAMES = {MESSAGES: "messages", CONSENT: "consent"}
-
-
-class RetentionSettings(Protocol):
-    """What retention reads of the service's settings (service.settings.Settings)."""
-
-    @property
-    def retention_messages_days(self) -> int: ...
-    @property
-    def retention_consent_days(self) -> int: ...
-    @property
-    def retention_first_s(self) -> int: ...
-    @property
-    def retention_interval_s(self) -> int: ...
 
 
 def cutoff(now: datetime, days: int) -> str:
@@ -60,20 +44,7 @@ class RetentionReport:
     classes: dict[str, ClassReport] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "at": self.at,
-            "encrypted": self.encrypted,
-            "classes": {
-                name: {
-                    "days": c.days,
-                    "keep_from": c.keep_from,
-                    "periods": c.periods,
-                    "keys_destroyed": c.keys_destroyed,
-                }
-                for name, c in self.classes.items()
-            },
-        }
+        return asdict(self)
 
     @property
     def keys_destroyed(self) -> int:
@@ -81,10 +52,10 @@ class RetentionReport:
 
 
 def apply(
-    ledger: Ledger, settings: RetentionSettings, dry_run: bool = False, now: datetime | None = None
+    ledger: Ledger, settings: Settings, dry_run: bool = False, now: datetime | None = None
 ) -> RetentionReport:
     """Destroys the data keys of the months past their class's retention (`dry_run`: only
-    says which). A plaintext store has no keys to destroy: reported as not encrypted."""
+    says which); a plaintext store has none."""
     moment = now or datetime.now(UTC)
     report = RetentionReport(dry_run, moment.isoformat(), ledger.vault.encrypted)
     keys = ledger.vault.keys
@@ -128,7 +99,7 @@ class Daily:
     """`serve`'s retention: applied a little after start, then every `interval_s` seconds,
     in a thread; a failure is logged and kept for /healthz, and the next run tries again."""
 
-    def __init__(self, ledger: Any, settings: RetentionSettings) -> None:
+    def __init__(self, ledger: Any, settings: Settings) -> None:
         self.ledger = ledger  # () -> Ledger: the store may be down when serve starts
         self.settings = settings
         self.health = RetentionHealth()

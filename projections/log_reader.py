@@ -9,10 +9,10 @@ from typing import Any, NamedTuple
 import orjson
 from eventsourcing.utils import get_topic
 
+from domain.callbacks import UnrecognisedCallback
 from domain.contact import Contact
 from domain.erasure import Erasure
 from domain.message import Message
-from domain.unrecognised import UnrecognisedCallback
 from store import envelope, seal, spellings
 from store.backend import Backend, Cursor
 from store.compression import inflate, state_compressor

@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
+from domain.callbacks import Receipt
 from domain.contact import Contact
-from domain.receipt import Receipt
 from service import recorder as recording
 from service.recorder import Recorder
 from service.settings import Settings, open_ledger

@@ -22,9 +22,8 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import Mapper
 
-from domain.callbacks import DeliveryCallback, parse_callback
+from domain.callbacks import DeliveryCallback, Receipt, parse_callback
 from domain.message import Message
-from domain.receipt import Receipt
 from projections.log_reader import decode_state, public_enough
 from scripts.callback_mix import callback_mix
 from store import envelope, spellings

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from domain.callbacks import Receipt
 from domain.contact import Contact, contact_key
-from domain.receipt import Receipt
 from projections.read_model import callbacks
 from service.settings import Settings, open_ledger
 from store.group_commit import LRU, GroupCommit, run

@@ -33,14 +33,28 @@ def _module(filename: str) -> str | None:
 
 
 _seen: list[str] | None = None
+_returns: set[tuple[str, ...]] = set()
 
 
 def _profile(frame: FrameType, event: str, arg: Any) -> None:
     if event != "call" or _seen is None:
         return
     module = _module(frame.f_code.co_filename)
-    if module is not None and module not in _seen:
+    if module is None:
+        return
+    if module not in _seen:
         _seen.append(module)
+    stack: list[str] = []
+    caller: FrameType | None = frame
+    while caller is not None:
+        name = _module(caller.f_code.co_filename)
+        if name is not None:
+            stack.append(name)
+        caller = caller.f_back
+    stack.reverse()
+    entered = folders(stack)
+    if len(entered) != len(set(entered)):
+        _returns.add(tuple(stack))
 
 
 @contextmanager
@@ -70,23 +84,54 @@ def folders(modules: list[str]) -> list[str]:
     return entered
 
 
-def body(event_id: str, message_id: str) -> bytes:
-    return json.dumps(
-        {
-            "app_id": "01EB37HMH1M6SV18BSNS3G135H",
-            "accepted_time": "2026-01-05T10:00:00Z",
-            "event_time": "2026-01-05T10:00:01Z",
-            "project_id": "c36f3d3d-1513-2edd-ae42-11995557ff61",
-            "message_metadata": "",
-            "event_delivery_report": {
-                "message_id": message_id,
-                "event_id": event_id,
-                "status": "DELIVERED",
-                "channel_identity": {"channel": "SMS", "identity": "46700000001"},
-                "contact_id": "01EXA07N79THJ20WSN6AS30TMW",
-            },
-        }
-    ).encode()
+def bodies(n: int) -> list[bytes]:
+    """A delivery report, an opt-out and an inbound STOP, each new to the store."""
+    common = {
+        "app_id": "01EB37HMH1M6SV18BSNS3G135H",
+        "accepted_time": "2026-01-05T10:00:00Z",
+        "event_time": "2026-01-05T10:00:01Z",
+        "project_id": "c36f3d3d-1513-2edd-ae42-11995557ff61",
+        "message_metadata": "",
+    }
+    number = {"channel": "SMS", "identity": f"4670000{n:04d}"}
+    contact = f"01EXA07N79THJ20WSN6AS3{n:04d}"
+    return [
+        json.dumps(
+            {
+                **common,
+                "event_delivery_report": {
+                    "message_id": f"01HZ00000000000000000{n:05d}",
+                    "event_id": f"01HZ00000000000000001{n:05d}",
+                    "status": "DELIVERED",
+                    "channel_identity": number,
+                    "contact_id": contact,
+                },
+            }
+        ).encode(),
+        json.dumps(
+            {
+                **common,
+                "opt_out_notification": {
+                    **number,
+                    "contact_id": contact,
+                    "status": "OPT_OUT_SUCCEEDED",
+                },
+            }
+        ).encode(),
+        json.dumps(
+            {
+                **common,
+                "message": {
+                    "id": f"01HZ00000000000000002{n:05d}",
+                    "direction": "TO_APP",
+                    "contact_message": {"text_message": {"text": "STOP"}},
+                    "channel_identity": number,
+                    "contact_id": contact,
+                    "accept_time": "2026-01-05T10:00:00Z",
+                },
+            }
+        ).encode(),
+    ]
 
 
 def trace_paths() -> dict[str, list[str]]:
@@ -103,32 +148,40 @@ def trace_paths() -> dict[str, list[str]]:
         keys=Secrets(os.urandom(32), os.urandom(32)),
         projections="off",
     )
-    post: Callable[[str, str], None]
+    post: Callable[[int], None]
     with TestClient(create_app(settings)) as client:
 
-        def post(event_id: str, message_id: str) -> None:
-            answer = client.post("/webhooks/sinch", content=body(event_id, message_id))
-            assert answer.status_code == 200, answer.text
+        def post(n: int) -> None:
+            for content in bodies(n):
+                answer = client.post("/webhooks/sinch", content=content)
+                assert answer.status_code == 200, answer.text
 
-        post("01HZ0000000000000000000001", "01HZ00000000000000000000M1")
+        post(1)
         with traced() as webhook:
-            post("01HZ0000000000000000000002", "01HZ00000000000000000000M2")
+            post(2)
 
     runtime = Runtime(settings)
     try:
         projector = runtime.projector()
         projector.catch_up()
         with TestClient(create_app(settings)) as client:
-            answer = client.post(
-                "/webhooks/sinch",
-                content=body("01HZ0000000000000000000003", "01HZ00000000000000000000M3"),
-            )
-            assert answer.status_code == 200, answer.text
+            post(3)
         with traced() as projection:
             projector.catch_up()
     finally:
         runtime.close()
     return {"webhook": webhook, "projection": projection}
+
+
+def returns() -> list[tuple[str, ...]]:
+    """The call stacks seen that enter a folder again below another: a callee calling back
+    up. Each is cut to the shortest such stack's modules."""
+    found: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for stack in _returns:
+        key = tuple(folders(list(stack)))
+        if key not in found or len(stack) < len(found[key]):
+            found[key] = stack
+    return sorted(found.values())
 
 
 def main() -> int:
@@ -143,6 +196,10 @@ def main() -> int:
         print(f"{name}: {len(modules)} modules; folders entered: {' -> '.join(entered)}")
         for module in modules:
             print(f"  {module}")
+    back = returns()
+    print(f"call stacks that enter a folder again: {len(back)}")
+    for stack in back:
+        print("  " + " > ".join(stack))
     return 0
 
 

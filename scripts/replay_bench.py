@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from scripts.callback_mix import callback_mix
 from scripts.db_stats import event_count
 from scripts.proc_stats import tree_peaks_kb

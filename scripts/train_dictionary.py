@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 import zstandard
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from scripts.callback_mix import callback_mix
 from service.recorder import Recorder, alone
 from service.settings import Settings, open_ledger

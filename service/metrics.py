@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from domain.unrecognised import QuarantinedCallback
+from domain.callbacks import QuarantinedCallback
 from projections.log_reader import decode_state
 from projections.read_model import progress
 from projections.rules import stored_time

@@ -17,9 +17,13 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from access.api_keys import KEYS_TABLE, KeyStore
-from domain.callbacks import InvalidCallback, loads_body
-from domain.receipt import Receipt
-from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
+from domain.callbacks import (
+    InvalidCallback,
+    QuarantinedCallback,
+    Receipt,
+    UnrecognisedCallback,
+    loads_body,
+)
 from service.runtime import Runtime
 from service.settings import Settings
 from store.commands import quarantine_command, unrecognised_command

@@ -11,8 +11,7 @@ from typing import Literal
 
 import orjson
 
-from domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback, loads_body
-from domain.receipt import Receipt
+from domain.callbacks import UNKNOWN_TRIGGER, InvalidCallback, Receipt, loads_body
 from store.commands import Command
 from store.commands import Outcome as Committed
 from store.ledger import Ledger

@@ -26,14 +26,15 @@ from domain.callbacks import (
     MergeCallback,
     OptInCallback,
     OptOutCallback,
+    QuarantinedCallback,
+    Receipt,
     SubmitCallback,
+    UnrecognisedCallback,
     detect_trigger,
     parse_callback,
 )
 from domain.contact import Contact, Namer, contact_key, fact_key
 from domain.message import Message, report_key, submission_key
-from domain.receipt import Receipt
-from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 from eventsourcing.utils import get_topic
 
+from domain.callbacks import QuarantinedCallback, UnrecognisedCallback
 from domain.contact import Contact
 from domain.keywords import Reading
 from domain.message import Message
-from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from store import spellings
 from store import vault as v
 from store.compression import StateCompressor

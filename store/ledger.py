@@ -19,11 +19,10 @@ from eventsourcing.persistence import IntegrityError, Mapper, Recording, StoredE
 from eventsourcing.utils import get_topic
 
 from domain import ids
-from domain.callbacks import INTERPRETED_TRIGGERS, InvalidCallback, loads_body
+from domain.callbacks import INTERPRETED_TRIGGERS, InvalidCallback, Receipt, loads_body
 from domain.contact import Contact, Namer
 from domain.keywords import Reading
 from domain.message import Message, report_key, submission_key
-from domain.receipt import Receipt
 from store import data_keys, dedupe, format_version, spellings
 from store.backend import Backend, Database, StoreContention
 from store.commands import (

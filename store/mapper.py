@@ -16,10 +16,10 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Compressor, Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
+from domain.callbacks import QuarantinedCallback, UnrecognisedCallback
 from domain.contact import Contact
 from domain.keywords import NOTHING, Reading
 from domain.message import Message
-from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from store import envelope, spellings
 from store.compression import StateCompressor
 from store.vault import Vault, plaintext

@@ -12,8 +12,7 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from domain.receipt import Receipt
-from domain.unrecognised import QuarantinedCallback
+from domain.callbacks import QuarantinedCallback, Receipt
 from store.commands import Command
 from store.ledger import Ledger
 

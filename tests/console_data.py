@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from store.ledger import Ledger
 from tests import payloads as p
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from service.recorder import Outcome, Recorder, alone
 from service.settings import Settings, backend_for, open_ledger
 from store.ledger import Ledger

@@ -8,7 +8,7 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from domain.unrecognised import QuarantinedCallback
+from domain.callbacks import QuarantinedCallback
 from store.ledger import Ledger
 
 QUARANTINED = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-defined]

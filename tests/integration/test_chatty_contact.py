@@ -13,9 +13,8 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL
 
-from domain.callbacks import parse_callback
+from domain.callbacks import Receipt, parse_callback
 from domain.contact import RECENT, Contact
-from domain.receipt import Receipt
 from service.settings import Settings, backend_for, open_ledger
 from store.backend import Database
 from store.compression import inflate

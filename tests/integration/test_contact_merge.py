@@ -13,7 +13,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from projections.read_model import consent
 from service.replay import replay
 from service.runtime import Runtime

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from starlette.testclient import TestClient
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from projections import rules
 from service.replay import replay
 from service.runtime import Runtime

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from service.runtime import Runtime
 from service.settings import Settings, open_ledger
 from store.group_commit import LRU, GroupCommit, run

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.unrecognised import QuarantinedCallback
+from domain.callbacks import QuarantinedCallback
 from service.metrics import QuarantineCount
 from service.runtime import Runtime
 from service.settings import Settings

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from access.api_keys import KEYS_TABLE
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from service.recorder import Recorder, alone
 from service.runtime import Runtime
 from service.settings import Settings, backend_for, open_ledger

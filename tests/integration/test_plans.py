@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from domain.callbacks import Receipt
 from domain.contact import RECENT
-from domain.receipt import Receipt
 from service.settings import Settings
 from store.ledger import Ledger
 from store.postgres import PostgresGroupCommit

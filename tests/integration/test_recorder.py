@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from domain.receipt import Receipt
+from domain.callbacks import Receipt
 from projections.read_model.quarantine import quarantined as read_quarantine
 from service.recorder import Outcome, QuarantineFailed, Recorder, Store, alone
 from store.ledger import Command, Ledger

@@ -9,9 +9,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from domain.callbacks import Receipt
 from domain.contact import Contact, contact_key
 from domain.message import Message
-from domain.receipt import Receipt
 from projections.read_model import callbacks
 from store.group_commit import LRU, GroupCommit, run
 from store.ledger import Ledger

@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 import orjson
 from starlette.testclient import TestClient
 
-from domain.receipt import Receipt
-from domain.unrecognised import QuarantinedCallback
+from domain.callbacks import QuarantinedCallback, Receipt
 from projections.log_reader import decode_state
 from service.runtime import Runtime
 from service.settings import Settings

@@ -17,10 +17,9 @@ from eventsourcing.domain import Aggregate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.callbacks import InvalidCallback
+from domain.callbacks import InvalidCallback, Receipt
 from domain.contact import Contact
 from domain.message import Message
-from domain.receipt import Receipt
 from store.commands import Command, Fact, Planned, command_for, decide_all
 from store.ledger import Ledger
 from tests import payloads as p

@@ -12,12 +12,12 @@ from domain import ids
 from domain.callbacks import (
     InboundCallback,
     InvalidCallback,
+    Receipt,
     detect_trigger,
     parse_callback,
 )
 from domain.contact import Contact, contact_key
 from domain.message import Message
-from domain.receipt import Receipt
 from tests import payloads as p
 
 RECEIPT = Receipt("{}", datetime(2024, 6, 15, tzinfo=UTC), True, {})

@@ -72,7 +72,7 @@ def test_the_whole_message_normalised_is_the_keyword(
     text: str, normalised: str, action: str | None
 ) -> None:
     assert normalise(text) == normalised
-    assert DEFAULT_KEYWORDS.action(text) == action
+    assert DEFAULT_KEYWORDS.read(text).action == action
 
 
 @pytest.mark.parametrize(
@@ -89,20 +89,20 @@ def test_no_opt_in_or_help_keyword_matches_split_in_two() -> None:
         for word in (normalise(w) for w in (*sets[OPT_IN], *sets[HELP])):
             for i in range(1, len(word)):
                 for split in (f"{word[:i]} {word[i:]}", f"{word[:i]}-{word[i:]}"):
-                    assert DEFAULT_KEYWORDS.action(split) in (None, OPT_OUT), split
+                    assert DEFAULT_KEYWORDS.read(split).action in (None, OPT_OUT), split
 
 
 def test_opt_in_and_help_words_match_as_written() -> None:
     keywords = Keywords.build([], opt_in=["UN-STOP", "opt in"], help=["aide moi"])
     assert keywords.opt_in == {"UN-STOP", "OPT IN"}
     assert keywords.read("Un-Stop!") == Reading(OPT_IN, "UN-STOP")
-    assert keywords.action("un\u2011stop") == OPT_IN  # a non-breaking hyphen is a dash
-    assert keywords.action("opt  in\n") == OPT_IN  # spaces collapse to one
-    assert keywords.action("aide   moi") == HELP
+    assert keywords.read("un\u2011stop").action == OPT_IN  # a non-breaking hyphen is a dash
+    assert keywords.read("opt  in\n").action == OPT_IN  # spaces collapse to one
+    assert keywords.read("aide   moi").action == HELP
     for text in ("unstop", "un stop", "un - stop", "optin", "opt-in", "aidemoi"):
-        assert keywords.action(text) is None, text
+        assert keywords.read(text).action is None, text
     # Joining stays for opt-outs, where a wrong match is the safe error.
-    assert Keywords.build([], opt_out=["no more"]).action("no-more") == OPT_OUT
+    assert Keywords.build([], opt_out=["no more"]).read("no-more").action == OPT_OUT
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_opt_out_keywords_with_only_courtesy_are_an_opt_out(text: str, keyword: 
 
 @pytest.mark.parametrize("text", ["Yes?", "START?", "¿Volver?", "yes 🛑", "✋ start"])
 def test_a_question_or_a_stop_sign_is_no_opt_in(text: str) -> None:
-    assert DEFAULT_KEYWORDS.action(text) is None
+    assert DEFAULT_KEYWORDS.read(text).action is None
 
 
 def test_every_message_holding_an_opt_out_word_is_an_opt_out_or_listed() -> None:
@@ -169,7 +169,7 @@ def test_a_message_is_normalised_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_long_text_is_no_keyword_but_is_read_for_review() -> None:
     assert DEFAULT_KEYWORDS.limit == 8 * len("UNSUBSCRIBE") + 64
-    assert DEFAULT_KEYWORDS.action("STOP" + "!" * 100) == OPT_OUT
+    assert DEFAULT_KEYWORDS.read("STOP" + "!" * 100).action == OPT_OUT
     # Whatever NFKC or trimming would shrink it to, a text past the limit is no keyword...
     padded = "STOP" + " " * DEFAULT_KEYWORDS.limit
     assert DEFAULT_KEYWORDS.read(padded) == Reading(review="keyword+filler")
@@ -177,38 +177,38 @@ def test_a_long_text_is_no_keyword_but_is_read_for_review() -> None:
     late = "x" * REVIEW_CHARS + " please stop texting me"
     assert DEFAULT_KEYWORDS.read(late) == NOTHING
     early = "please stop texting me " + "x" * 100_000
-    assert DEFAULT_KEYWORDS.review(early) == "stop+contact"
+    assert DEFAULT_KEYWORDS.read(early).review == "stop+contact"
 
 
 def test_no_text_is_no_keyword() -> None:
-    assert DEFAULT_KEYWORDS.action(None) is None
-    assert DEFAULT_KEYWORDS.review(None) is None
+    assert DEFAULT_KEYWORDS.read(None).action is None
+    assert DEFAULT_KEYWORDS.read(None).review is None
 
 
 def test_keywords_are_normalised_like_messages() -> None:
     keywords = Keywords.of(["Opt Out", "ARRÊT"], ["oui"], ["Aide-moi"])
     assert keywords.opt_out == {"OPTOUT", "ARRET"}
     assert keywords.help == {"AIDE-MOI"}  # opt-in and help words as written
-    assert keywords.action("opt-out") == OPT_OUT
-    assert keywords.action("arret") == OPT_OUT
-    assert keywords.action("OUI") == OPT_IN
-    assert keywords.action("aide\u2013moi") == HELP  # any dash is "-"
-    assert keywords.action("aide moi") is None and keywords.action("aidemoi") is None
+    assert keywords.read("opt-out").action == OPT_OUT
+    assert keywords.read("arret").action == OPT_OUT
+    assert keywords.read("OUI").action == OPT_IN
+    assert keywords.read("aide\u2013moi").action == HELP  # any dash is "-"
+    assert keywords.read("aide moi").action is None and keywords.read("aidemoi").action is None
 
 
 def test_an_opt_out_wins_over_a_word_in_another_set() -> None:
     keywords = Keywords.build(["en"], opt_out=["yes", "help"])
-    assert keywords.action("yes") == OPT_OUT
-    assert keywords.action("help") == OPT_OUT
+    assert keywords.read("yes").action == OPT_OUT
+    assert keywords.read("help").action == OPT_OUT
 
 
 def test_languages_select_the_sets_and_extra_words_add_to_them() -> None:
     english = Keywords.build(["en"])
-    assert english.action("arret") is None and english.action("stop") == OPT_OUT
+    assert english.read("arret").action is None and english.read("stop").action == OPT_OUT
     french = Keywords.build(["fr"])
-    assert french.action("stop") == OPT_OUT and french.action("end") is None
+    assert french.read("stop").action == OPT_OUT and french.read("end").action is None
     nothing = Keywords.build([], opt_out=["basta"])
-    assert nothing.action("basta") == OPT_OUT and nothing.action("stop") is None
+    assert nothing.read("basta").action == OPT_OUT and nothing.read("stop").action is None
     assert Keywords.build(["en", "fr", "es"]) == DEFAULT_KEYWORDS
     assert rules.DEFAULT_KEYWORDS is DEFAULT_KEYWORDS and rules.Keywords is Keywords
 
@@ -256,14 +256,14 @@ def test_listed_opt_in_words_replace_every_languages_own() -> None:
     keywords = keywords_of(settings)
     assert keywords.opt_in == {"START", "UNSTOP"}
     for word in ("yes", "volver", "recibir", "nonarrêt"):
-        assert keywords.action(word) is None, word
-    assert keywords.action("start") == OPT_IN
+        assert keywords.read(word).action is None, word
+    assert keywords.read("start").action == OPT_IN
     # Opt-out and help words still add to the languages' own: the safe direction.
     more = keywords_of(
         Settings.from_env({"LEDGER_OPT_OUT_KEYWORDS": "basta", "LEDGER_HELP_KEYWORDS": "socorro"})
     )
-    assert more.action("stop") == more.action("basta") == OPT_OUT
-    assert more.action("help") == more.action("socorro") == HELP
+    assert more.read("stop").action == more.read("basta").action == OPT_OUT
+    assert more.read("help").action == more.read("socorro").action == HELP
     assert more.opt_in == DEFAULT_KEYWORDS.opt_in
     # "none": no opt-in keyword at all; blank: the languages' own.
     assert keywords_of(Settings.from_env({"LEDGER_OPT_IN_KEYWORDS": " None "})).opt_in == set()
@@ -320,8 +320,8 @@ def test_listed_opt_in_words_replace_every_languages_own() -> None:
     ],
 )
 def test_free_text_that_reads_like_a_revocation_is_listed(text: str, rule: str) -> None:
-    assert DEFAULT_KEYWORDS.action(text) is None
-    assert DEFAULT_KEYWORDS.review(text) == rule
+    assert DEFAULT_KEYWORDS.read(text).action is None
+    assert DEFAULT_KEYWORDS.read(text).review == rule
 
 
 @pytest.mark.parametrize(
@@ -352,16 +352,16 @@ def test_free_text_that_reads_like_a_revocation_is_listed(text: str, rule: str) 
     ],
 )
 def test_ordinary_messages_and_keywords_are_not_listed(text: str) -> None:
-    assert DEFAULT_KEYWORDS.review(text) is None
+    assert DEFAULT_KEYWORDS.read(text).review is None
 
 
 def test_the_heuristic_follows_the_configured_opt_out_words() -> None:
-    assert DEFAULT_KEYWORDS.review("basta me") is None
-    assert DEFAULT_KEYWORDS.review("basta ya") is None
+    assert DEFAULT_KEYWORDS.read("basta me").review is None
+    assert DEFAULT_KEYWORDS.read("basta ya").review is None
     basta = Keywords.build(opt_out=["basta"])
-    assert basta.review("basta me") == "keyword+filler"
-    assert basta.review("basta ya") == "keyword+other"
-    assert basta.action("basta por favor") == OPT_OUT
+    assert basta.read("basta me").review == "keyword+filler"
+    assert basta.read("basta ya").review == "keyword+other"
+    assert basta.read("basta por favor").action == OPT_OUT
 
 
 def test_words_drop_apostrophes_accents_and_punctuation() -> None:

@@ -15,11 +15,9 @@ from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 from eventsourcing.utils import resolve_topic
 
-from domain.callbacks import parse_callback
+from domain.callbacks import QuarantinedCallback, Receipt, UnrecognisedCallback, parse_callback
 from domain.contact import Contact
 from domain.message import Message
-from domain.receipt import Receipt
-from domain.unrecognised import QuarantinedCallback, UnrecognisedCallback
 from store import envelope, spellings
 from store.compression import state_compressor
 from store.ledger import Ledger

@@ -146,14 +146,14 @@ def test_consent_latest_event_time_wins_and_opt_out_wins_ties() -> None:
     ],
 )
 def test_keywords_match_the_whole_message_only(text: str | None, action: str | None) -> None:
-    assert rules.DEFAULT_KEYWORDS.action(text) == action
+    assert rules.DEFAULT_KEYWORDS.read(text).action == action
 
 
 def test_keyword_lists_are_configurable() -> None:
     keywords = rules.Keywords.of(["ARRET"], ["OUI"])
-    assert keywords.action("arrêt") == "OPT_OUT"
-    assert keywords.action("oui") == "OPT_IN"
-    assert keywords.action("STOP") is None
+    assert keywords.read("arrêt").action == "OPT_OUT"
+    assert keywords.read("oui").action == "OPT_IN"
+    assert keywords.read("STOP").action is None
 
 
 def test_times_are_fixed_width_utc_text() -> None:
