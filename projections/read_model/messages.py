@@ -83,14 +83,13 @@ def identities_shown(row: Mapping[str, Any], vault: Vault) -> dict[str, str | No
 
 
 def message_rows(cur: Cursor, message_id: str, project_id: str | None = None) -> list[Row]:
-    """The rows of message `message_id` (in `project_id`): none, one, or two when the id is
-    in several projects (no more are read)."""
-    sql = "SELECT * FROM message_status WHERE message_id = ?"
-    args = [message_id]
+    """The rows of message `message_id` (in `project_id`): several when the id is in several
+    projects."""
+    sql, params = "SELECT * FROM message_status WHERE message_id = ?", [message_id]
     if project_id:
         sql += " AND project_id = ?"
-        args.append(project_id)
-    return cur.execute(sql + " LIMIT 2", args).fetchall()
+        params.append(project_id)
+    return cur.execute(sql + " ORDER BY project_id LIMIT 20", params).fetchall()
 
 
 @dataclass(frozen=True)

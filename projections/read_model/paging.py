@@ -45,6 +45,15 @@ def keyset_page(
     )
 
 
+def where_sql(conditions: Conditions) -> tuple[str, list[Any]]:
+    """ " WHERE ..." (or "") and its parameters for `conditions`."""
+    params: list[Any] = []
+    for _, value in conditions:
+        params += value if isinstance(value, list) else [value]
+    where = " AND ".join(condition for condition, _ in conditions)
+    return (f" WHERE {where}" if where else ""), params
+
+
 def in_time_order(
     cur: Cursor,
     table: str,
@@ -55,17 +64,10 @@ def in_time_order(
 ) -> list[Row]:
     """Rows of `table` meeting `conditions`, ordered by event_time and source_ref, after the
     keyset cursor `after`."""
-    where = [condition for condition, _ in conditions]
-    params: list[Any] = []
-    for _, value in conditions:
-        params += value if isinstance(value, list) else [value]
     if after:
-        where.append("(event_time, source_ref) > (?, ?)")
-        params += list(after)
-    sql = f"SELECT {columns} FROM {table}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY event_time, source_ref"
+        conditions = [*conditions, ("(event_time, source_ref) > (?, ?)", list(after))]
+    where, params = where_sql(conditions)
+    sql = f"SELECT {columns} FROM {table}{where} ORDER BY event_time, source_ref"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
