@@ -17,7 +17,7 @@ from domain.identity import normalise
 from projections import consent as consent_tables
 from projections import rules
 from projections.personal import open_metadata, open_rows
-from projections.read_model.paging import Conditions, in_time_order
+from projections.read_model.paging import Conditions, all_pages, in_time_order
 from projections.rules import OPTED_OUT, STATUS_RANK
 from store.backend import Cursor, time_window
 from store.vault import Vault, plaintext
@@ -335,27 +335,10 @@ def violations(
         return facts[key]
 
     window = time_window("first_event_time", since, until)
-    where = [condition for condition, _ in window]
-    params = [value for _, value in window]
-    after: list[Any] = []
-    while True:
-        conditions = list(where)
-        if after:
-            conditions.append("(first_event_time, project_id, message_id) > (?, ?, ?)")
-        sql = (
-            f"SELECT {', '.join(rules.TIMELINE_COLUMNS)}, first_event_time, metadata_shown "
-            "FROM message_status"
-        )
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += " ORDER BY first_event_time, project_id, message_id LIMIT ?"
-        messages = cur.execute(sql, [*params, *after, page_size]).fetchall()
+    order = ("first_event_time", "project_id", "message_id")
+    for messages in all_pages(cur, "message_status", window, order, page_size):
         found = [v for message in messages for v in _message_violations(message, consent_facts)]
         yield from shown_violations(vault, found)
-        if len(messages) < page_size:
-            return
-        last = messages[-1]
-        after = [last["first_event_time"], last["project_id"], last["message_id"]]
 
 
 def _message_violations(

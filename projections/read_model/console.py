@@ -27,7 +27,7 @@ MESSAGE_COLUMNS = ", ".join(
     )
 )
 # The channels of the Conversation API: the identity indexes lead with the channel, so a lookup
-# of a number names them all (an IN list of index probes, not a scan).
+# of a number names them all.
 CHANNELS = (
     *("WHATSAPP", "RCS", "SMS", "MMS", "MESSENGER", "INSTAGRAM", "VIBER", "VIBERBM"),
     *("TELEGRAM", "KAKAOTALK", "KAKAOTALKCHAT", "LINE", "WECHAT", "APPLEBC"),
@@ -66,30 +66,23 @@ def search(
     found: dict[str, list[dict[str, Any]]] = {"messages": [], "numbers": [], "contacts": []}
     if not query:
         return found
+    vault = vault or plaintext()
+    metadata = vault.metadata_name(query)
+    prefix = f"substr(metadata, 1, {METADATA_PREFIX}) = substr(?, 1, {METADATA_PREFIX})"
     seen: set[tuple[str, str]] = set()
-
-    def add(rows: list[dict[str, Any]], matched: str) -> None:
-        for row in rows:
+    for where, params, matched in (
+        ("message_id = ?", [query], "message id"),
+        (f"{prefix} AND metadata = ?", [metadata, metadata], "metadata"),
+        ("contact_id = ?", [query], "contact id"),
+        ("conversation_id = ?", [query], "conversation id"),
+    ):
+        for row in _messages(cur, where, params, limit, vault):
             key = (row["project_id"], row["message_id"])
-            if key not in seen and len(found["messages"]) < limit:
+            # A metadata name is shared by values differing only in spaces, "+" or "-".
+            wrong = matched == "metadata" and row["metadata"] != query
+            if not wrong and key not in seen and len(found["messages"]) < limit:
                 seen.add(key)
                 found["messages"].append({**row, "matched": matched})
-
-    vault = vault or plaintext()
-    add(_messages(cur, "message_id = ?", [query], limit, vault), "message id")
-    metadata = vault.metadata_name(query)
-    by_metadata = _messages(
-        cur,
-        f"substr(metadata, 1, {METADATA_PREFIX}) = substr(?, 1, {METADATA_PREFIX}) "
-        "AND metadata = ?",
-        [metadata, metadata],
-        limit,
-        vault,
-    )
-    # A name is shared by values differing only in spaces, "+" or "-": the value decides.
-    add([row for row in by_metadata if row["metadata"] == query], "metadata")
-    add(_messages(cur, "contact_id = ?", [query], limit, vault), "contact id")
-    add(_messages(cur, "conversation_id = ?", [query], limit, vault), "conversation id")
     identity = normalise(None, query)
     found["numbers"] = [
         {"channel": channel, "identity": identity}
@@ -131,8 +124,7 @@ def channels_of_number(cur: Cursor, identity: str, vault: Vault | None = None) -
 
 
 def projects_of_contact(cur: Cursor, contact_id: str, limit: int = 20) -> list[str]:
-    """The projects a contact id appears in (its messages, consent facts or merges; all
-    indexed)."""
+    """The projects a contact id appears in (its messages, consent facts or merges)."""
     rows = cur.execute(
         "SELECT project_id FROM (SELECT project_id FROM message_status WHERE contact_id = ? "
         "UNION SELECT project_id FROM consent_history WHERE contact_id = ? "
