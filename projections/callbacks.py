@@ -1,6 +1,5 @@
 """The callbacks projection: one row per stored callback, interpreted or kept in the catch-all,
-so they can be listed by trigger and arrival time through an index (GET /callbacks, `callback-
-ledger callbacks list`, the console). A row names its callback by reference and holds no
+listed by trigger and arrival time. A row names its callback by reference and holds no
 personal data: the body stays in the log, behind the audited read by reference."""
 
 from __future__ import annotations
@@ -55,23 +54,19 @@ def schema(g: int) -> list[str]:
             reference TEXT NOT NULL PRIMARY KEY, trigger TEXT NOT NULL,
             received_at TEXT NOT NULL, event_time TEXT, project_id TEXT, app_id TEXT,
             interpreted INTEGER NOT NULL)""",
-        # A trigger's callbacks in a window, and all of them in a window: each a range of one
-        # index, read in the list's order.
         f"CREATE INDEX ix_cb_g{g}_trigger ON callbacks_g{g} ({', '.join(BY_TRIGGER)})",
         f"CREATE INDEX ix_cb_g{g}_arrival ON callbacks_g{g} ({', '.join(BY_ARRIVAL)})",
     ]
 
 
 def apply(cur: Cursor, g: int, events: list[LoggedEvent]) -> None:
-    # A merge is one callback recorded on both contacts: listed once, by the preserved
-    # contact's record, which the webhook's answer names.
+    # A merge is one callback recorded on both contacts: listed once, by the preserved one's.
     rows = [
         row(event)
         for event in events
         if not (event.topic == CONTACT_MERGED and event.state.get("role") == "deleted")
     ]
     if rows:
-        # A row is the event's alone: the same event seen again (a rebuild resumed) is no change.
         cur.executemany(
             f"INSERT INTO callbacks_g{g} ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT (reference) DO NOTHING",

@@ -1,9 +1,7 @@
 """The consent projection: consent (current state), consent_history (every fact),
-consent_review (inbound free text that reads like a revocation, for a human to decide) and
-erasures (the subjects whose personal data was erased: their opt-outs still stand, unless the
-erasure asked for the suppression to go too: `forget_consent`).
-
-Identities are held by name, with a sealed copy to show (projections.personal)."""
+consent_review (inbound free text that reads like a revocation, for a human to decide),
+contact_identities, contact_merges and erasures (an erased subject's opt-out still stands
+unless the erasure asked for the suppression to go too: `forget_consent`)."""
 
 from __future__ import annotations
 
@@ -114,21 +112,17 @@ def schema(g: int) -> list[str]:
         f"CREATE INDEX ix_ch_g{g}_identity ON consent_history_g{g} (channel, identity, event_time)",
         f"CREATE INDEX ix_ch_g{g}_contact ON consent_history_g{g} (contact_id, event_time)",
         f"CREATE INDEX ix_ch_g{g}_time ON consent_history_g{g} (event_time)",
-        # Which numbers a contact was seen with, so an opt-out naming only the contact (no
-        # identity: consent for its whole channel) answers for those numbers too. A row per
-        # new number, all of it key: SQLite keeps it in the key's tree alone. The key leads
-        # with the number, which the consent check looks up; the lookup by contact is the
-        # smaller index (a contact's numbers share its entry: PostgreSQL's deduplication).
+        # Which numbers a contact was seen with, so an opt-out naming only the contact answers
+        # for those numbers too. All of it key (SQLite keeps it in the key's tree alone),
+        # leading with the number, which the consent check looks up.
         f"""CREATE TABLE contact_identities_g{g} (
             project_id TEXT NOT NULL, contact_id TEXT NOT NULL, channel TEXT NOT NULL,
             identity TEXT NOT NULL, identity_shown TEXT,
             PRIMARY KEY (channel, identity, project_id, contact_id)){ROWLESS}""",
         f"CREATE INDEX ix_ci_g{g}_contact ON contact_identities_g{g} (project_id, contact_id)",
         # Contacts Sinch merged into one person: a row each way for every two contacts of a
-        # merged group, `merged_at` when they became one (through a chain of merges, the
-        # latest merge of the chain), `merged_directly_at` when a merge named both. Kept
-        # apart from the facts: the consent answers join them when read (read_model.consent),
-        # so the facts and the merge may arrive in any order.
+        # merged group, `merged_at` when they became one, `merged_directly_at` when a merge
+        # named both. Joined with the facts when read, so they may arrive in any order.
         f"""CREATE TABLE contact_merges_g{g} (
             contact_id TEXT NOT NULL, project_id TEXT NOT NULL, partner_id TEXT NOT NULL,
             merged_at TEXT NOT NULL, merged_directly_at TEXT, source_ref TEXT,
@@ -139,8 +133,7 @@ def schema(g: int) -> list[str]:
             inbound_message_id TEXT, source_ref TEXT NOT NULL PRIMARY KEY,
             matched TEXT NOT NULL, identity_shown TEXT)""",
         f"CREATE INDEX ix_cr_g{g}_time ON consent_review_g{g} (event_time, source_ref)",
-        # One row per erased subject (a blind index): an erased number's opt-out still stands,
-        # and its answers say it was erased (read_model.consent).
+        # One row per erased subject (a blind index).
         f"""CREATE TABLE erasures_g{g} (
             subject TEXT NOT NULL PRIMARY KEY, erased_at TEXT NOT NULL, erased_by TEXT NOT NULL,
             reason TEXT NOT NULL, scope TEXT NOT NULL, channel TEXT, project_id TEXT,
@@ -171,8 +164,7 @@ def apply(
 
 def _apply_erasure(cur: Cursor, g: int, event: LoggedEvent, vault: Vault) -> None:
     """Records an erasure per subject; with `forget_consent`, the subjects' current consent
-    (the suppression) goes too. Their consent history stays: what was decided, and when, is
-    the public part of the facts (and the violations report reads it)."""
+    goes too. Their consent history (the facts' public part) stays."""
     rows = erasure_rows(event)
     cur.executemany(
         f"INSERT INTO erasures_g{g} ({', '.join(ERASURE_COLUMNS)}) "
@@ -183,17 +175,12 @@ def _apply_erasure(cur: Cursor, g: int, event: LoggedEvent, vault: Vault) -> Non
     subjects = [row[0] for row in rows]
     # A merge's copy of a number is sealed under the merge's key, not the number's: dropped
     # with the number (the other copies read as erased with their events' keys anyway).
-    for subject in subjects:
-        cur.execute(
-            f"UPDATE contact_identities_g{g} SET identity_shown = NULL WHERE identity = ?",
-            (subject,),
-        )
+    _drop_shown(cur, g, subjects)
     if not event.state.get("forget_consent"):
         return
     for subject in subjects:
         cur.execute(f"DELETE FROM consent_g{g} WHERE identity = ?", (subject,))
-    # A contact's own subject: its consent for a whole channel (no identity), found by
-    # naming each such contact of the project as the vault names a contact.
+    # A contact's own subject: its consent for a whole channel (no identity).
     project_id = event.state.get("project_id")
     if project_id and any(not s.startswith(IDENTITY_SUBJECT) for s in subjects):
         contacts = cur.execute(
@@ -222,8 +209,8 @@ def _apply_facts(
     for event in events:
         state = event.state
         if event.topic in CONTACT_EVENTS:
-            # The numbers Sinch says were each contact's, by name (domain.contact), with a
-            # copy to show under the event's key (None once it is destroyed).
+            # The numbers Sinch says were each contact's, by name, with a copy to show under
+            # the event's key.
             numbers = state.get("numbers") or []
             for i, named in enumerate(state.get("identities") or []):
                 link = (state["project_id"], named["contact_id"], named["channel"], named["name"])
@@ -245,13 +232,11 @@ def _apply_facts(
         name = identity_name(state, vault)
         if state.get("contact_id") and name and state.get("channel"):
             link = (state["project_id"], state["contact_id"], state["channel"], name)
-            # The latest event's reference: the likeliest to be readable (retention shreds
-            # the oldest first).
+            # The latest event's: the likeliest to be readable (retention shreds the oldest).
             links[link] = shown_identity(event, vault)
         if event.topic in REPORTS:
             continue
         inbound = event.topic != CONSENT_REPORTED
-        # Read once: the keyword, its normalised form and the review rule come from one pass.
         reading = inbound_reading(state, keywords) if inbound else rules.NOTHING
         source_ref = f"{event.originator_id}/{state['dedupe_key']}"
         fact = rules.consent_fact(
@@ -268,7 +253,6 @@ def _apply_facts(
             history.append(fact)
         elif inbound and reading.review is not None:
             review.append(review_row(event, source_ref, reading.review, vault))
-    # A number seen again refers to its latest event (one whose key outlives the older ones').
     cur.executemany(
         f"INSERT INTO contact_identities_g{g} "
         "(project_id, contact_id, channel, identity, identity_shown) VALUES (?, ?, ?, ?, ?) "
@@ -282,11 +266,7 @@ def _apply_facts(
         erased = select_by_keys(
             cur, f"erasures_g{g}", ("subject",), ("subject",), [(n,) for n in merged_names]
         )
-        for row in erased:
-            cur.execute(
-                f"UPDATE contact_identities_g{g} SET identity_shown = NULL WHERE identity = ?",
-                (row["subject"],),
-            )
+        _drop_shown(cur, g, [row["subject"] for row in erased])
     for merge in sorted(merges):
         _apply_merge(cur, g, *merge)
     cur.executemany(
@@ -322,9 +302,16 @@ def _apply_facts(
     )
 
 
+def _drop_shown(cur: Cursor, g: int, subjects: list[str]) -> None:
+    for subject in subjects:
+        cur.execute(
+            f"UPDATE contact_identities_g{g} SET identity_shown = NULL WHERE identity = ?",
+            (subject,),
+        )
+
+
 def inbound_reading(state: Mapping[str, Any], keywords: rules.Keywords) -> Reading:
-    """What an inbound message's text says, read with `keywords` (evidence bundles read it
-    by this too)."""
+    """What an inbound message's text says, read with `keywords`."""
     reading = keywords.read(state.get("text"))
     if state.get("erased") and isinstance(state.get("reading"), dict):
         # The text is erased: what it said as it arrived (store.envelope) still stands.
@@ -335,10 +322,8 @@ def inbound_reading(state: Mapping[str, Any], keywords: rules.Keywords) -> Readi
 def _apply_merge(
     cur: Cursor, g: int, project_id: str, preserved: str, deleted: str, at: str, ref: str
 ) -> None:
-    """Records a merge of two contacts and makes again the rows of the group it joins: every
-    two of its contacts, with the time they became one (`rules.merged_times`, from the
-    merges that named two). Rows are only added, and times only move earlier, so merges
-    projected in any order give the same rows."""
+    """Records a merge and makes again the rows of the group it joins (`rules.merged_times`).
+    Rows are only added and times only move earlier, so any order gives the same rows."""
     if preserved == deleted:
         return
     table = f"contact_merges_g{g}"
@@ -376,9 +361,8 @@ def _apply_merge(
 def review_row(
     event: LoggedEvent, source_ref: str, matched: str, vault: Vault | None = None
 ) -> tuple[Any, ...]:
-    """A consent_review row (in REVIEW_COLUMNS order) for an inbound message that is not a
-    keyword but reads like a request to stop, by the rule `matched`; its identity by name,
-    its text and the identity to show by reference (projections.personal)."""
+    """A consent_review row (in REVIEW_COLUMNS order) for an inbound message that reads like a
+    request to stop by the rule `matched`."""
     vault = vault if vault is not None else plaintext()
     state = event.state
     return (
@@ -386,8 +370,7 @@ def review_row(
         state["contact_key"],
         state["channel"],
         identity_name(state, vault) or "",
-        # Erased before this row was made (a replay): nothing to show, and the column has
-        # always been NOT NULL.
+        # Erased before this row was made (a replay): "" (the column is NOT NULL).
         shown_text(event, vault) or "",
         rules.effective_time(state),
         state.get("message_id"),
@@ -398,8 +381,7 @@ def review_row(
 
 
 def erasure_rows(event: LoggedEvent) -> list[tuple[Any, ...]]:
-    """The erasures rows (in ERASURE_COLUMNS order) of an Erasure.Erased event: one per subject
-    (the first erasure of a subject is the one kept)."""
+    """The erasures rows (in ERASURE_COLUMNS order) of an Erasure.Erased event, one a subject."""
     state = event.state
     return [
         (
@@ -419,8 +401,7 @@ def erasure_rows(event: LoggedEvent) -> list[tuple[Any, ...]]:
 
 
 def _time_of(value: Any, event: LoggedEvent) -> str:
-    """An erasure's time in the tables' form; a value that is no ISO time (the event is the
-    record, whatever it holds) as the event's own timestamp."""
+    """An erasure's time in the tables' form, else the event's own timestamp."""
     for candidate in (value, event.state.get("timestamp")):
         found = None
         with contextlib.suppress(ValueError, TypeError, OverflowError):

@@ -1,8 +1,6 @@
-"""The faults table: which projection cannot be trusted now, and why.
-
-A fault (kind "event") is a projection that cannot apply an event of the log, cleared once it
-moves on; also the words a fault is reported in. (A fault of the store, not of an event, is
-told apart by store.backend.store_unavailable and retried as it is.)"""
+"""The faults table: which projection cannot apply an event of the log (kind "event"), and
+why; cleared once it moves on. A fault of the store, not of an event, is told apart by
+store.backend.store_unavailable and retried as it is."""
 
 from __future__ import annotations
 
@@ -16,9 +14,9 @@ FAULTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projection_faults (
     stream TEXT, event TEXT, error TEXT NOT NULL, since TEXT NOT NULL,
     PRIMARY KEY (name, kind))"""
 EVENT = "event"
+FIELDS = ("kind", "position", "notification_id", "stream", "event", "error", "since")
 
-# A fault as the table holds it (and /healthz shows it): kind, position, notification_id,
-# stream, event, error, since.
+# A fault as the table holds it (and /healthz shows it): FIELDS.
 Fault = dict[str, Any]
 
 
@@ -54,22 +52,11 @@ def now() -> str:
 
 
 def write_fault(cur: Cursor, name: str, fault: Fault) -> None:
+    clear_faults(cur, name, fault["kind"])
     cur.execute(
-        "DELETE FROM ledger_projection_faults WHERE name = ? AND kind = ?", (name, fault["kind"])
-    )
-    cur.execute(
-        "INSERT INTO ledger_projection_faults (name, kind, position, notification_id, stream, "
-        "event, error, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            name,
-            fault["kind"],
-            fault["position"],
-            fault.get("notification_id"),
-            fault.get("stream"),
-            fault.get("event"),
-            fault["error"],
-            fault["since"],
-        ),
+        f"INSERT INTO ledger_projection_faults (name, {', '.join(FIELDS)}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (name, *(fault.get(field) for field in FIELDS)),
     )
 
 
@@ -83,23 +70,11 @@ def clear_faults(cur: Cursor, name: str, kind: str | None = None) -> None:
 
 
 def read_faults(cur: Cursor, kind: str | None = None) -> dict[str, Fault]:
-    """A fault per projection that has one: cannot apply an event first, else needs a
-    replay."""
+    """A fault per projection that has one (of `kind`, if given)."""
     rows = cur.execute("SELECT * FROM ledger_projection_faults ORDER BY name, kind").fetchall()
     found: dict[str, Fault] = {}
     for row in rows:
-        if kind is not None and row["kind"] != kind:
-            continue
-        found.setdefault(
-            row["name"],
-            {
-                "kind": row["kind"],
-                "position": int(row["position"]),
-                "notification_id": row["notification_id"],
-                "stream": row["stream"],
-                "event": row["event"],
-                "error": row["error"],
-                "since": row["since"],
-            },
-        )
+        if kind is None or row["kind"] == kind:
+            fault = {field: row[field] for field in FIELDS}
+            found.setdefault(row["name"], fault | {"position": int(row["position"])})
     return found

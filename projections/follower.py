@@ -1,5 +1,6 @@
 """Keeps the read tables following the log: the one loop, run in a daemon thread while the
-service runs (`LiveFollower`) or in the foreground by the worker (`callback-ledger project`)."""
+service runs (`start`, LEDGER_PROJECTIONS=inline) or in the foreground by the worker
+(`callback-ledger project`, `run`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Follower:
         self._on_error = on_error
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.run, name="projections", daemon=True)
         self.last_error: str | None = None
 
     def wake(self) -> None:
@@ -41,6 +43,13 @@ class Follower:
         """Ends `run` after the catch-up under way (safe in a signal handler)."""
         self._stop.set()
         self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.halt()
+        self._thread.join(timeout=30)
 
     def run(self, once: bool = False) -> None:
         """Follows until halted; with `once`, catches up once (or fails once) and returns."""
@@ -61,24 +70,3 @@ class Follower:
                 return
             self._stop.wait(self._min_interval_s)
             self._wake.wait(backoff)
-
-
-class LiveFollower(Follower):
-    """The follower in a daemon thread of the service (LEDGER_PROJECTIONS=inline)."""
-
-    def __init__(
-        self,
-        projector: Callable[[], Projector],
-        idle_s: float = 0.5,
-        min_interval_s: float = 0.3,
-        on_error: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(projector, idle_s, min_interval_s, on_error)
-        self._thread = threading.Thread(target=self.run, name="projections", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.halt()
-        self._thread.join(timeout=30)

@@ -1,5 +1,5 @@
 """Events as the projections read them: decoded straight from the notification log's JSON,
-without rebuilding domain objects (replay speed matters; the projections need only the state)."""
+without rebuilding domain objects (the projections need only the state)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ MESSAGE_REGISTERED = get_topic(Message.Registered)  # type: ignore[attr-defined]
 DELIVERY_REPORTED = get_topic(Message.DeliveryReported)
 MESSAGE_SUBMITTED = get_topic(Message.Submitted)
 UNRECOGNISED_RECEIVED = get_topic(UnrecognisedCallback.Received)  # type: ignore[attr-defined]
-# A new message's registration and first report in one event (earlier: Registered, then
-# DeliveryReported); the projections read it as both.
+# A new message's registration and first report in one event: read as both.
 FIRST_REPORTED = get_topic(Message.FirstReported)
 REPORTS = frozenset({DELIVERY_REPORTED, FIRST_REPORTED})
 CONSENT_REPORTED = get_topic(Contact.ConsentReported)
@@ -33,8 +32,8 @@ CONTACT_MERGED = get_topic(Contact.Merged)
 CONTACT_DELETED = get_topic(Contact.Deleted)
 
 
-# Events the projections read only the public part of, in an encrypted store (inbound
-# messages are decrypted: their text is read with today's keywords).
+# Events read only by their public part in an encrypted store (inbound messages are decrypted:
+# their text is read with today's keywords).
 PUBLIC_READ = frozenset({*REPORTS, MESSAGE_SUBMITTED, CONSENT_REPORTED, UNRECOGNISED_RECEIVED})
 
 
@@ -46,8 +45,7 @@ class LoggedEvent(NamedTuple):  # a tuple: replay makes millions of these
 
 
 # The seals over the ids `first`..`last` (parameters: first, last, last): those that end in
-# that range, and the first one ending at or after `last`; two walks along the primary key,
-# whatever the size of the log.
+# that range, and the first one ending at or after `last`; two walks along the primary key.
 COVERING = (
     f"SELECT first_id, position FROM {seal.TABLE} WHERE position >= ? AND position < ? "
     "UNION ALL SELECT first_id, position FROM (SELECT first_id, position FROM "
@@ -59,7 +57,7 @@ COVERING = (
 class UnsealedEvent(Exception):
     """An event of the log that no seal covers: the ledger seals every batch in the
     transaction that writes it, so this one is not the ledger's and is not applied.
-    `before`: the page up to it (its last notification id read, and its events)."""
+    `before`: the page up to it (last notification id read, events)."""
 
     def __init__(
         self, notification_id: int, stream: str, topic: str, before: tuple[int, list[LoggedEvent]]
@@ -71,9 +69,8 @@ class UnsealedEvent(Exception):
 
 class EventLog:
     """The library's events table, read in notification order inside the projector's own
-    transaction. Reading it there (not through the library's pool) keeps the page and the
-    position in one snapshot, and on SQLite avoids waiting on the library's writer while holding
-    the write lock. Ids become visible in order: the library inserts under a table lock."""
+    transaction, so the page and the position share one snapshot (and on SQLite the write lock
+    is not held while waiting on the library's writer)."""
 
     def __init__(self, table: str, backend: Backend, vault: Vault | None = None) -> None:
         self.table = table
@@ -117,10 +114,8 @@ class EventLog:
     def _check_sealed(
         self, cur: Cursor, rows: Sequence[Sequence[Any]], after: int, topics: frozenset[str]
     ) -> None:
-        """Raises UnsealedEvent at the first of `rows` (a page, in notification order) that no
-        seal covers. One query for the page: the seals over its ids. They are read after the
-        page, and a batch's seal commits with its events, so every batch of the page has its
-        seal here, the newest included."""
+        """Raises UnsealedEvent at the first of `rows` that no seal covers. The seals are read
+        after the page and commit with their batch, so every batch of the page has its seal."""
         first, last = int(rows[0][0]), int(rows[-1][0])
         seals = cur.tuples(COVERING, [first, last, last])
         covering = iter(seals)
@@ -151,10 +146,9 @@ class EventLog:
         part: int,
         parts: int,
     ) -> tuple[int, list[LoggedEvent]]:
-        """As `page`, for part `part` of `parts` of the streams (by a byte of the stream id, so
-        a stream's events are all in one part), with topics and part filtered in PostgreSQL:
-        the events of the next `limit * parts` ids, and that range's end (at most `stop`). A
-        range, not a LIMIT, keeps the plan a walk along the id index."""
+        """As `page`, for part `part` of `parts` of the streams (by a byte of the stream id),
+        filtered in PostgreSQL: the events of the next `limit * parts` ids, and that range's
+        end (at most `stop`). A range, not a LIMIT, keeps the plan a walk along the id index."""
         upper = min(after + limit * parts, stop)
         sql = (
             f"SELECT notification_id, originator_id::text, topic, state FROM {self.table} "
@@ -184,10 +178,8 @@ class EventLog:
         for row in rows:
             if row[2] == ERASED:
                 vault.forget(decode_state(row[3]).get("subjects") or ())
-        # The projections read no personal field of most events (they name identities by
-        # subject, metadata by its public index, and show values by reference): those are
-        # read from their public part alone. The rest, decrypted, with the page's data keys
-        # loaded in one query.
+        # Most events are read from their public part alone (PUBLIC_READ); the rest decrypted,
+        # with the page's data keys loaded in one query.
         wanted = [row for row in rows if row[2] in topics]
         states = [public_enough(bytes(row[3]), row[2]) for row in wanted]
         vault.prefetch(
@@ -205,24 +197,21 @@ class EventLog:
 
 
 def public_enough(state: bytes, topic: str) -> dict[str, Any] | None:
-    """An encrypted event's state as the projections read it when its public part is enough
-    (PUBLIC_READ), else None: it is to be decrypted (`decode_state`)."""
+    """An encrypted event's public state when that is enough (PUBLIC_READ), else None."""
     if topic not in PUBLIC_READ or not envelope.is_sealed(state):
         return None
     return envelope.public_state(state, state_compressor(), topic, without_nul)
 
 
-# JSON writes a NUL character as this escape; the log (bytes) keeps it, but PostgreSQL text
-# cannot hold one, so the read tables get U+FFFD in its place, on both backends alike (the raw
-# callback behind every row keeps the original).
+# PostgreSQL text cannot hold a NUL character: the read tables get U+FFFD in its place, on both
+# backends alike (the raw callback keeps the original).
 _NUL_ESCAPE = b"\\u0000"
 
 
 def decode_state(
     state: bytes, vault: Vault | None = None, topic: str | None = None
 ) -> dict[str, Any]:
-    """An event's state; an encrypted one's personal fields opened with `vault` (None when
-    it cannot: see store.envelope.open_state)."""
+    """An event's state; an encrypted one's personal fields opened with `vault`."""
     state = bytes(state)
     if envelope.is_sealed(state):
         return envelope.open_state(

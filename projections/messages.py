@@ -1,8 +1,5 @@
-"""The messages projection: message_status and read_confirmations.
-
-Identities are held by name (in the timeline JSON and read_confirmations.identity), with what
-shows them: message_status.identities_shown maps each name of the message to a reference
-to its latest event naming it (projections.personal)."""
+"""The messages projection: message_status and read_confirmations. Identities are held by
+name; message_status.identities_shown maps each name to what shows it (projections.personal)."""
 
 from __future__ import annotations
 
@@ -28,8 +25,6 @@ from store.envelope import METADATA_INDEX
 from store.vault import METADATA_FIELD, Vault, plaintext
 
 NAME = "messages"
-# MESSAGE_SUBMIT callbacks an earlier version kept in the catch-all are not read here (their
-# stream is not their message's): `callback-ledger reinterpret` records them on the message.
 TOPICS = frozenset({MESSAGE_REGISTERED, *REPORTS, MESSAGE_SUBMITTED})
 TABLES = ("message_status", "read_confirmations")
 
@@ -75,10 +70,8 @@ READ_VALUES = itemgetter(*READ_COLUMNS)
 
 
 def schema(g: int) -> list[str]:
-    # The keys lead with the message id: Sinch's are ULIDs, made in time order, so a new row's
-    # key goes at the index's end (a PostgreSQL index filled in the middle, where the project's
-    # ids end, splits its pages in half and leaves them so), and a lookup by the message id
-    # alone reads the index.
+    # The keys lead with the message id: Sinch's are ULIDs, in time order, so a new row's key
+    # goes at the index's end, and a lookup by the message id alone reads the index.
     return [
         f"""CREATE TABLE message_status_g{g} (
             project_id TEXT NOT NULL, message_id TEXT NOT NULL, app_id TEXT,
@@ -97,8 +90,7 @@ def schema(g: int) -> list[str]:
         f"CREATE INDEX ix_ms_g{g}_contact ON message_status_g{g} (contact_id)",
         f"CREATE INDEX ix_ms_g{g}_conversation ON message_status_g{g} (conversation_id)",
         f"CREATE INDEX ix_ms_g{g}_status ON message_status_g{g} (status, reason_code)",
-        # metadata is free text of any length, and an index entry has a size limit: its
-        # prefix is indexed (queries compare the prefix, then the whole value).
+        # An index entry has a size limit: metadata's prefix is indexed.
         f"CREATE INDEX ix_ms_g{g}_metadata_prefix ON message_status_g{g} "
         f"(substr(metadata, 1, {METADATA_PREFIX}))",
         f"""CREATE TABLE read_confirmations_g{g} (
@@ -136,8 +128,7 @@ def _load_reports(
 
 
 def _fact(event: LoggedEvent, vault: Vault) -> tuple[tuple[str, str], dict[str, Any]] | None:
-    """The message a log event is about and its report fact (identity and metadata by name);
-    None for other events."""
+    """The message a log event is about and its report fact; None for other events."""
     state = event.state
     if event.topic in REPORTS:
         ref = f"{event.originator_id}/{report_key(state.get('channel'), state['status'])}"
@@ -153,8 +144,7 @@ def _fact(event: LoggedEvent, vault: Vault) -> tuple[tuple[str, str], dict[str, 
     return (state["project_id"], state["message_id"]), fact
 
 
-# A message's names -> the latest event naming each: what its row shows refers to (a later
-# event's key outlives an earlier one's under retention).
+# A message's names -> the latest event naming each (its key outlives earlier ones').
 Sources = dict[str, LoggedEvent]
 
 
@@ -169,8 +159,7 @@ def apply(
     new: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     identity_sources: dict[tuple[str, str], Sources] = defaultdict(dict)
     metadata_sources: dict[tuple[str, str], Sources] = defaultdict(dict)
-    # A message registered in this page has no row yet (its reports all come after it in the
-    # log), so only the others are looked up: most of them during a replay.
+    # A message registered in this page has no row yet: only the others are looked up.
     registered: set[str] = set()
     streams: dict[tuple[str, str], str] = {}
     older: set[tuple[str, str]] = set()

@@ -1,12 +1,9 @@
 """How the read tables hold personal values (see store.vault).
 
-A channel identity is held by its NAME (`identity` columns): the event's subject, a keyed blind
-index, in an encrypted store; the normalised identity in a plaintext store. Lookups by number
-compute the same name (`Vault.index`). What a row shows people (the number, an inbound text,
-metadata) is, in a column of its own, a reference to the event it came from, opened when
-shown: destroying that event's key (erasure, retention) makes it unreadable there too, and
-projecting needs no key and encrypts nothing. Rows projected before references hold sealed
-copies (under the event's data key), opened alike."""
+A channel identity is held by its name: a keyed blind index in an encrypted store, the
+normalised identity in a plaintext one (`Vault.index`). What a row shows people is, in a column
+of its own, a reference to the event it came from, opened when shown: destroying that event's
+key (erasure, retention) makes it unreadable there too."""
 
 from __future__ import annotations
 
@@ -31,8 +28,7 @@ IDENTITY_SUBJECT = "b."
 
 
 def identity_name(state: Mapping[str, Any], vault: Vault) -> str | None:
-    """The name of the channel identity an event is about, or None when it names none. An
-    encrypted event carries it as its subject, readable even once its key is destroyed."""
+    """The name of the channel identity an event is about (an encrypted event's subject)."""
     subject = state.get("subject")
     if isinstance(subject, str):
         return subject if subject.startswith(IDENTITY_SUBJECT) else None
@@ -43,9 +39,8 @@ def identity_name(state: Mapping[str, Any], vault: Vault) -> str | None:
 
 
 def shown_identity(event: LoggedEvent, vault: Vault) -> str | None:
-    """What a row holds to show the event's identity: in an encrypted store a reference to
-    the event (store.vault.reference; it reads as erased once the event's key is destroyed),
-    else the identity normalised (as the tables always showed it). None when it has none."""
+    """What a row holds to show the event's identity: a reference to the event in an encrypted
+    store, else the identity normalised; None when it has none."""
     state = event.state
     if vault.encrypted:
         named = identity_name(state, vault) is not None
@@ -57,9 +52,8 @@ def shown_identity(event: LoggedEvent, vault: Vault) -> str | None:
 
 
 def shown_text(event: LoggedEvent, vault: Vault, field: str = TEXT) -> str | None:
-    """What a row holds to show a personal text field of the event (TEXT or
-    METADATA_FIELD): a reference in an encrypted store, else the value; None when the event
-    has none (or, decrypted here, its key was destroyed)."""
+    """What a row holds to show a personal text field of the event (TEXT or METADATA_FIELD):
+    a reference in an encrypted store, else the value; None when it has none."""
     value = event.state.get(REFERRED[field])
     # Read from its public part alone, an event names its metadata by METADATA_INDEX.
     named = field == METADATA_FIELD and event.state.get(METADATA_INDEX) is not None
@@ -75,10 +69,9 @@ ERASED_TEXT = "[erased]"
 def open_rows(
     vault: Vault, rows: Sequence[dict[str, Any]], texts: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
-    """Rows as shown: `identity` replaced by its opened copy (`identity_shown`, dropped), and
-    each field in `texts` opened in place, all with one key query. A value whose key was
-    destroyed reads as None, and the row gets `"erased": True`. A row from before the copies
-    (`identity_shown` NULL) of a plaintext store shows its identity column, as it always did."""
+    """Rows as shown: `identity` replaced by its opened `identity_shown` (dropped), and each
+    field in `texts` opened in place, with one key query. A value whose key was destroyed reads
+    as None, with `"erased": True`. A plaintext row without a copy shows its identity."""
     out = [dict(row) for row in rows]
     slots: list[tuple[int, str]] = []
     values: list[str | None] = []
@@ -118,8 +111,8 @@ def open_map(vault: Vault, shown: Mapping[str, str | None]) -> dict[str, str | N
 
 
 def open_metadata(vault: Vault, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """message_status rows with `metadata` as shown: its sealed copy (`metadata_shown`,
-    dropped) opened in an encrypted store, with `"erased": True` when its key is gone."""
+    """message_status rows with `metadata` as shown: `metadata_shown` (dropped) opened in an
+    encrypted store, with `"erased": True` when its key is gone."""
     out = [dict(row) for row in rows]
     copies = [row.pop("metadata_shown", None) for row in out]
     if not vault.encrypted:

@@ -4,20 +4,22 @@ Each projection's position lives in `ledger_projections` and is moved in the sam
 that writes the page's rows, under a row lock (PostgreSQL) or the write lock (SQLite), so two
 followers never apply a page twice and a crash anywhere leaves rows and position agreeing.
 
-The tables and their generations are set up in schema.py; a rebuild into the next generation
-is rebuild.py's; what a projection that cannot apply an event leaves behind is faults.py's."""
+Tables are versioned by generation (`message_status_g3`); the names users query are views over
+the active generation. A rebuild into the next generation is rebuild.py's."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from projections import schema
+from projections import callbacks, consent, messages, rules
 from projections.faults import (
     EVENT,
+    FAULTS_DDL,
     Fault,
     ProjectionStuck,
     clear_faults,
@@ -28,14 +30,91 @@ from projections.faults import (
     write_fault,
 )
 from projections.log_reader import EventLog, LoggedEvent, UnsealedEvent
-from projections.projection import Projection, all_projections
-from projections.read_ahead import Page
 from store.backend import Cursor, Database, Row, store_unavailable
 from store.vault import Vault, plaintext
 
 __all__ = ["Projection", "ProjectionStuck", "Projector", "all_projections"]
 
 log = logging.getLogger("callback_ledger")
+
+POSITIONS_DDL = """CREATE TABLE IF NOT EXISTS ledger_projections (
+    name TEXT PRIMARY KEY, generation INTEGER NOT NULL, position BIGINT NOT NULL,
+    building_generation INTEGER, building_position BIGINT)"""
+# A rebuild split across processes: each part's own position (see Rebuild.build_part).
+PARTS_DDL = """CREATE TABLE IF NOT EXISTS ledger_replay_parts (
+    name TEXT NOT NULL, part INTEGER NOT NULL, parts INTEGER NOT NULL, position BIGINT NOT NULL,
+    PRIMARY KEY (name, part))"""
+
+
+@dataclass(frozen=True)
+class Projection:
+    name: str
+    topics: frozenset[str]
+    tables: tuple[str, ...]
+    schema: Callable[[int], list[str]]
+    apply: Callable[[Cursor, int, list[LoggedEvent]], None]
+
+
+def all_projections(
+    keywords: rules.Keywords = rules.DEFAULT_KEYWORDS,
+    next_actions: Mapping[str, str] | None = None,
+    vault: Vault | None = None,
+) -> dict[str, Projection]:
+    """`vault`: the store's; the projections name identities and refer to what they show with
+    it (projections.personal). None: a plaintext store."""
+    return {
+        messages.NAME: Projection(
+            messages.NAME,
+            messages.TOPICS,
+            messages.TABLES,
+            messages.schema,
+            lambda cur, g, events: messages.apply(cur, g, events, next_actions, vault),
+        ),
+        consent.NAME: Projection(
+            consent.NAME,
+            consent.TOPICS,
+            consent.TABLES,
+            consent.schema,
+            lambda cur, g, events: consent.apply(cur, g, events, keywords, vault),
+        ),
+        callbacks.NAME: Projection(
+            callbacks.NAME, callbacks.TOPICS, callbacks.TABLES, callbacks.schema, callbacks.apply
+        ),
+    }
+
+
+def set_up(cur: Cursor, projections: Iterable[Projection]) -> None:
+    """Creates the positions table and generation 1 of any projection not yet there."""
+    # Two processes starting together must not both create generation 1.
+    cur.backend.setup_lock(cur, 4711001)
+    cur.execute(POSITIONS_DDL)
+    cur.execute(PARTS_DDL)
+    cur.execute(FAULTS_DDL)
+    for projection in projections:
+        row = cur.execute(
+            "SELECT generation FROM ledger_projections WHERE name = ?", (projection.name,)
+        ).fetchone()
+        if row is not None:
+            continue
+        for statement in projection.schema(1):
+            cur.execute(statement)
+        cur.execute(
+            "INSERT INTO ledger_projections (name, generation, position) VALUES (?, 1, 0)",
+            (projection.name,),
+        )
+        point_views(cur, projection, 1)
+
+
+def point_views(cur: Cursor, projection: Projection, generation: int) -> None:
+    for table in projection.tables:
+        # Made again, not altered: PostgreSQL fixes a view's columns when it is made.
+        cur.execute(f"DROP VIEW IF EXISTS {table}")
+        cur.execute(f"CREATE VIEW {table} AS SELECT * FROM {table}_g{generation}")
+
+
+def drop_generation(cur: Cursor, projection: Projection, generation: int) -> None:
+    for table in projection.tables:
+        cur.execute(f"DROP TABLE IF EXISTS {table}_g{generation}")
 
 
 class _Rollback(Exception):
@@ -52,18 +131,15 @@ class Projector:
         vault: Vault | None = None,
     ) -> None:
         self.db = db
-        # Opens the personal fields of encrypted events (store.vault); the projections seal
-        # their copies of them with it.
+        # Opens the personal fields of encrypted events (store.vault).
         self.vault = vault if vault is not None else plaintext()
         self.log = EventLog(events_table, db.backend, self.vault)
         self.projections = projections
         self.page_size = page_size
 
     def setup(self) -> None:
-        """Creates the tables of any projection not yet there, and any a projection has
-        gained since its generation was built (see schema.set_up)."""
         with self.db.transaction() as cur:
-            schema.set_up(cur, self.projections.values())
+            set_up(cur, self.projections.values())
 
     # ---- positions ------------------------------------------------------------------------
 
@@ -76,20 +152,16 @@ class Projector:
     @staticmethod
     def lock_row(cur: Cursor, name: str) -> Row:
         lock = cur.backend.for_update
-        row = cur.execute(f"SELECT * FROM ledger_projections WHERE name = ?{lock}", (name,))
-        found = row.fetchone()
-        if found is None:
-            raise LookupError(f"projection {name!r} is not set up")
-        return found
+        return _row(
+            cur.execute(f"SELECT * FROM ledger_projections WHERE name = ?{lock}", (name,)), name
+        )
 
-    def position(self, name: str, column: str = "position") -> int:
-        with self.db.read() as cur:
-            row = cur.execute(
-                f"SELECT {column} AS position FROM ledger_projections WHERE name = ?", (name,)
-            ).fetchone()
-        if row is None:
-            raise LookupError(f"projection {name!r} is not set up")
-        return int(row["position"] or 0)
+    def position(self, name: str, column: str = "position", cur: Cursor | None = None) -> int:
+        if cur is None:
+            with self.db.read() as cur:
+                return self.position(name, column, cur)
+        sql = f"SELECT {column} AS position FROM ledger_projections WHERE name = ?"
+        return int(_row(cur.execute(sql, (name,)), name)["position"] or 0)
 
     def topics(self, names: Sequence[str]) -> frozenset[str]:
         return frozenset().union(*(self.projections[name].topics for name in names))
@@ -101,16 +173,17 @@ class Projector:
             faults = read_faults(cur)
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
-            if row["name"] not in self.projections:
+            name = row["name"]
+            if name not in self.projections:
                 continue
-            found[row["name"]] = {
+            found[name] = {
                 "generation": int(row["generation"]),
                 "position": int(row["position"]),
                 "lag": head - int(row["position"]),
                 "rebuilding": row["building_generation"] is not None,
             }
-            if row["name"] in faults:
-                found[row["name"]]["fault"] = faults[row["name"]]
+            if name in faults:
+                found[name]["fault"] = faults[name]
         return found
 
     def head(self) -> int:
@@ -119,18 +192,12 @@ class Projector:
 
     # ---- following ------------------------------------------------------------------------
 
-    def step(self, name: str) -> int:
-        """One page into the active generation; 1 if it moved, else 0."""
-        before = self.position(name)
-        return int(self.apply_next_page([name], building=False)[name] != before)
-
     def catch_up(self) -> int:
         """Follows the log with every projection (see `_follow`); pages applied.
 
         A projection that fails on an event stops there and the others go on: the failure is
-        recorded in `ledger_projection_faults` (the event, the error), logged, and raised as
-        ProjectionStuck; /healthz reports it and the pre-send check refuses to answer from it.
-        The next call tries again, and clears the record once the projection moves on."""
+        recorded in `ledger_projection_faults`, logged, and raised as ProjectionStuck. The next
+        call tries again, and clears the record once the projection moves on."""
         names = list(self.projections)
         try:
             pages = self._follow(names)
@@ -155,7 +222,7 @@ class Projector:
         """Follows the log with `names`, one page (read once for all) per transaction, up to
         a page that comes back short: everything committed before the call is then applied.
         What arrives meanwhile waits for the next call: chasing it under load applies many
-        more pages of a few events each, for more CPU. Pages applied."""
+        more pages of a few events each. Pages applied."""
         pages = 0
         positions = {name: self.position(name) for name in names}
         while (moved := self.apply_next_page(names, building=False)) != positions:
@@ -168,12 +235,16 @@ class Projector:
         return pages
 
     def apply_next_page(
-        self, names: Sequence[str], *, building: bool, page: Page | None = None
+        self,
+        names: Sequence[str],
+        *,
+        building: bool,
+        page: tuple[int, int, list[LoggedEvent]] | None = None,
     ) -> dict[str, int]:
         """One page of the log, read once, applied to each named projection's active (or
         building) generation from its own position, with the positions moved in the same
-        transaction; the new positions. A `page` read ahead is used when it starts where the
-        positions are, else the page is read here."""
+        transaction; the new positions. A `page` read ahead (after, last, events) is used when
+        it starts where the positions are, else the page is read here."""
         generation_column = "building_generation" if building else "generation"
         position_column = "building_position" if building else "position"
         started = time.perf_counter()
@@ -182,8 +253,8 @@ class Projector:
             rows = {name: self.lock_row(cur, name) for name in sorted(names)}
             start = min(int(row[position_column]) for row in rows.values())
             unsealed: UnsealedEvent | None = None
-            if page is not None and page.after == start:
-                last, events = page.last, page.events
+            if page is not None and page[0] == start:
+                _, last, events = page
             else:
                 try:
                     last, events = self.log.page(cur, start, self.page_size, self.topics(names))
@@ -217,25 +288,14 @@ class Projector:
 
     # ---- faults ---------------------------------------------------------------------------
 
-    def faults(self) -> dict[str, Fault]:
-        """The projections that cannot be trusted now, and why."""
-        with self.db.read() as cur:
-            return read_faults(cur)
-
     def freshness(self, name: str, upto: int) -> tuple[Fault | None, bool]:
         """`name`'s fault if it has one, and whether the log holds events of its kinds up to
         notification `upto` that it has not applied yet."""
-        projection = self.projections[name]
         with self.db.read() as cur:
             fault = read_faults(cur).get(name)
-            row = cur.execute(
-                "SELECT position FROM ledger_projections WHERE name = ?", (name,)
-            ).fetchone()
-            if row is None:
-                raise LookupError(f"projection {name!r} is not set up")
-            position = int(row["position"])
+            position = self.position(name, cur=cur)
             pending = position < upto and self.log.has_events_after(
-                cur, position, projection.topics, upto
+                cur, position, self.projections[name].topics, upto
             )
             return fault, pending
 
@@ -249,8 +309,7 @@ class Projector:
             log.warning("projection(s) %s moved on: no longer stuck", ", ".join(sorted(stale)))
 
     def _record_fault(self, name: str, exc: Exception) -> Fault:
-        """Finds the event `name` cannot apply (each event of the page alone, rolled back),
-        records it and logs it loudly; the record."""
+        """Finds the event `name` cannot apply, records it and logs it loudly; the record."""
         position = self.position(name)
         with self.db.read() as cur:
             known = read_faults(cur, EVENT).get(name)
@@ -263,15 +322,7 @@ class Projector:
                 raise
             culprit = None
         event, error = culprit if culprit else (None, exc)
-        fault = {
-            "kind": EVENT,
-            "position": position,
-            "notification_id": event.notification_id if event else None,
-            "stream": event.originator_id if event else None,
-            "event": event.topic.rpartition(":")[2] if event else None,
-            "error": summary(error),
-            "since": now(),
-        }
+        fault = {"kind": EVENT, "position": position, **_culprit(event, error), "since": now()}
         with self.db.transaction() as cur:
             write_fault(cur, name, fault)
         log.error(
@@ -285,8 +336,8 @@ class Projector:
     def locate_fault(
         self, name: str, position: int, *, building: bool
     ) -> tuple[LoggedEvent, Exception] | None:
-        """The first event after `position` that `name` cannot apply on its own, and the
-        error; None when each applies (the page failed as a whole). Nothing is kept."""
+        """The first event after `position` that `name` cannot apply on its own (each applied
+        alone and rolled back), and the error; None when each applies."""
         projection = self.projections[name]
         column = "building_generation" if building else "generation"
         generation = self.position(name, column)
@@ -318,12 +369,22 @@ class Projector:
         for name in names:
             culprit = self.locate_fault(name, self.position(name, column), building=building)
             if culprit is not None:
-                event, error = culprit
-                fault = {
-                    "notification_id": event.notification_id,
-                    "event": event.topic.rpartition(":")[2],
-                    "stream": event.originator_id,
-                    "error": summary(error),
-                }
-                found.append(f"{name} {describe(fault)}")
+                found.append(f"{name} {describe(_culprit(*culprit))}")
         return "; ".join(found) or summary(exc)
+
+
+def _culprit(event: LoggedEvent | None, error: BaseException) -> Fault:
+    """A fault's fields naming the event that cannot be applied (if found) and the error."""
+    return {
+        "notification_id": event.notification_id if event else None,
+        "stream": event.originator_id if event else None,
+        "event": event.topic.rpartition(":")[2] if event else None,
+        "error": summary(error),
+    }
+
+
+def _row(rows: Any, name: str) -> Row:
+    found: Row | None = rows.fetchone()
+    if found is None:
+        raise LookupError(f"projection {name!r} is not set up")
+    return found

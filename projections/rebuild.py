@@ -1,21 +1,101 @@
 """Rebuilding a projection from the first event into a fresh generation of its tables, then
 switching the views to it in one transaction, so queries keep answering during the rebuild.
-
-`Rebuild` is the machinery: the generation being built (resumed after an interruption unless
-started fresh), its parts (the messages projection split by stream among processes), the
-read-ahead, and the switch. `callback-ledger replay` drives it (service/replay.py)."""
+The generation being built resumes after an interruption unless started fresh; the messages
+projection can be split by stream among processes. `callback-ledger replay` drives it
+(service/replay.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from typing import NamedTuple
 
 from projections.faults import clear_faults
-from projections.projector import Projector
-from projections.read_ahead import ReadAhead
-from projections.schema import drop_generation, point_views
-from store.backend import Cursor
+from projections.log_reader import EventLog, LoggedEvent, UnsealedEvent
+from projections.projector import Projector, drop_generation, point_views
+from store.backend import Cursor, Database
 
 SPLIT = "messages"  # the projection worth splitting: nearly every event is one of its
+
+
+class Page(NamedTuple):
+    after: int
+    last: int
+    events: list[LoggedEvent]
+
+
+class ReadAhead:
+    """Pages of the log from `after` on, read by a thread on its own connection, at most two
+    pages ahead of the consumer, so PostgreSQL and Python work at the same time; iteration
+    ends at the head."""
+
+    def __init__(
+        self,
+        db: Database,
+        log: EventLog,
+        after: int,
+        size: int,
+        topics: frozenset[str],
+        stop: int | None = None,
+        part: tuple[int, int] | None = None,
+    ) -> None:
+        self._pages: queue.Queue[Page | BaseException] = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+
+        def read(cur: Cursor, after: int) -> tuple[int, list[LoggedEvent]]:
+            if part is None:
+                return log.page(cur, after, size, topics, stop)
+            assert stop is not None
+            return log.part_page(cur, after, size, topics, stop, *part)
+
+        self._thread = threading.Thread(
+            target=self._read, args=(db, read, after), name="ledger-read-ahead", daemon=True
+        )
+
+    def _read(
+        self,
+        db: Database,
+        read: Callable[[Cursor, int], tuple[int, list[LoggedEvent]]],
+        after: int,
+    ) -> None:
+        try:
+            while not self._stop.is_set():
+                with db.read() as cur:
+                    try:
+                        last, events = read(cur, after)
+                    except UnsealedEvent as found:
+                        # The page up to it is applied, then the consumer raises.
+                        if found.before[0] != after:
+                            self._pages.put(Page(after, *found.before))
+                        raise
+                self._pages.put(Page(after, last, events))
+                if last == after:
+                    return
+                after = last
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._pages.put(error)
+
+    def __enter__(self) -> ReadAhead:
+        self._thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[Page]:
+        while True:
+            page = self._pages.get()
+            if isinstance(page, BaseException):
+                raise page
+            if page.last == page.after:
+                return
+            yield page
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a reader waiting to put
+            with suppress(queue.Empty):
+                self._pages.get_nowait()
+            self._thread.join(0.05)
 
 
 class Rebuild:
@@ -28,7 +108,7 @@ class Rebuild:
 
     def start(self, name: str, fresh: bool = False) -> tuple[int, int]:
         """The generation being built and its position: a new one, or the interrupted one
-        (unless `fresh`), so an interrupted replay resumes where it stopped."""
+        (unless `fresh`)."""
         projection = self.projector.projections[name]
         with self.projector.locked(name) as (cur, row):
             building = row["building_generation"]
@@ -50,37 +130,30 @@ class Rebuild:
             )
             return building, 0
 
-    def step(self, name: str) -> int:
-        """One page into the generation being built; its new position."""
-        return self.steps([name])[name]
-
     def steps(self, names: Sequence[str]) -> dict[str, int]:
-        """One page of the log, read once, into every generation being built (a replay of
-        all projections is one pass over the log); their new positions."""
+        """One page of the log, read once, into every generation being built; their new
+        positions."""
         return self.projector.apply_next_page(names, building=True)
 
     def build_all(self, names: Sequence[str], stop: int | None = None) -> Iterator[int]:
         """Fills the generations being built up to the head, page by page as `steps`;
-        yields the lowest position after each page. The next page is read and decoded on a
-        second connection, in a thread, while this one is written, so PostgreSQL and Python
-        work at the same time. That page is the one the transaction would read: the log only
-        grows, and ids become visible in order (the library inserts under a table lock)."""
+        yields the lowest position after each page. The next page is read ahead (ReadAhead):
+        it is the one the transaction would read, as the log only grows and ids become visible
+        in order (the library inserts under a table lock)."""
         projector = self.projector
         after = min(projector.position(name, "building_position") for name in names)
-        # With `stop` (PostgreSQL), up to that id and only the events of `names`, filtered in the
-        # database: for projections whose events are few, built beside a split one.
+        # With `stop` (PostgreSQL), up to that id and only the events of `names`, filtered in
+        # the database: for projections whose events are few, built beside a split one.
         part = None if stop is None else (0, 1)
         size, topics = projector.page_size, projector.topics(names)
-        pages = ReadAhead(projector.db, projector.log, after, size, topics, stop, part)
-        with pages:
+        with ReadAhead(projector.db, projector.log, after, size, topics, stop, part) as pages:
             for page in pages:
                 yield min(projector.apply_next_page(names, building=True, page=page).values())
 
     def plan_parts(self, name: str, jobs: int) -> int | None:
         """How many parts the rebuild of `name` under way is split into: the number an
-        interrupted split rebuild was started with (it resumes as it was split, whatever
-        `jobs`), else `jobs` if above 1 and the rebuild has not started (its parts are then
-        set up at its position), else None: one process."""
+        interrupted split rebuild was started with (whatever `jobs`), else `jobs` if above 1
+        and the rebuild has not started (its parts are then set up), else None: one process."""
         with self.projector.locked(name) as (cur, row):
             found = cur.execute(
                 "SELECT MAX(parts) AS parts FROM ledger_replay_parts WHERE name = ?", (name,)
@@ -100,8 +173,7 @@ class Rebuild:
     def build_part(self, name: str, part: int, parts: int, stop: int) -> Iterator[int]:
         """Fills part `part` of `parts` of the generation being built, up to notification id
         `stop`, one page per transaction with the part's own position; yields it. A stream's
-        events are all in one part, so parts in separate processes never write the same row
-        (PostgreSQL only; see `plan_parts`, `join_parts`)."""
+        events are all in one part, so parts in separate processes never write the same row."""
         projector = self.projector
         projection = projector.projections[name]
         generation = projector.position(name, "building_generation")
@@ -147,8 +219,7 @@ class Rebuild:
         return [int(row["position"]) for row in rows] or [0]
 
     def join_parts(self, name: str, stop: int) -> None:
-        """Once every part has been built up to `stop`: the rebuild of `name` goes on from
-        `stop` as one (`finish`)."""
+        """Once every part has been built up to `stop`: the rebuild goes on from there as one."""
         with self.projector.locked(name) as (cur, _):
             cur.execute(
                 "UPDATE ledger_projections SET building_position = ? WHERE name = ?", (stop, name)

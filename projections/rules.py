@@ -1,10 +1,8 @@
 """The rules that make current state independent of arrival order. Pure functions, no I/O.
 
-Every projected row is a function of a *set* of facts, and every merge below is commutative,
-associative and idempotent (a join), so any permutation or duplication of the same callbacks
-yields the same rows. Times are the provider's event_time, written as fixed-width ISO-8601 UTC
-text, so text order is time order on SQLite and PostgreSQL alike.
-"""
+Every projected row is a function of a *set* of facts and every merge below is a join
+(commutative, associative, idempotent), so any permutation or duplication of the same callbacks
+yields the same rows. Times are fixed-width ISO-8601 UTC text: text order is time order."""
 
 from __future__ import annotations
 
@@ -17,8 +15,6 @@ import orjson
 from domain import followup, ids
 from domain import keywords as keywords_module
 from domain.identity import normalise
-
-# Keyword matching lives in keywords.py; re-exported for the modules that import it from here.
 from domain.keywords import DEFAULT_KEYWORDS, NOTHING, Keywords, Reading
 
 __all__ = ["DEFAULT_KEYWORDS", "NOTHING", "Keywords", "Reading"]
@@ -28,8 +24,7 @@ SUBMITTED = "SUBMITTED"
 # A late QUEUED_ON_CHANNEL never moves a READ message back; evidence of delivery (on a fallback
 # channel after SWITCHING_CHANNEL, say) beats a failure.
 STATUS_RANK: dict[str, int] = {
-    # Our name for a MESSAGE_SUBMIT notification: handed to a channel, nothing heard since.
-    SUBMITTED: 0,
+    SUBMITTED: 0,  # a MESSAGE_SUBMIT notification: handed to a channel
     "QUEUED_ON_CHANNEL": 1,
     "SWITCHING_CHANNEL": 2,
     "FAILED": 3,
@@ -61,8 +56,7 @@ def stored_time(value: Any) -> str | None:
 
 
 def effective_time(state: Mapping[str, Any]) -> str:
-    """The provider's event_time; failing that its accepted_time (or the inbound accept_time);
-    failing that the time the callback reached us."""
+    """The provider's event_time, else its accepted_time (accept_time), else our arrival."""
     for key in ("event_time", "accepted_time", "accept_time"):
         found = stored_time(state.get(key))
         if found:
@@ -109,13 +103,8 @@ def merge_reports(
     return sorted(by_key.values(), key=_order)
 
 
-def _first_value(reports: list[dict[str, Any]], field: str) -> Any:
-    return next((r[field] for r in reports if r.get(field)), None)
-
-
 def _firsts(reports: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any]]:
-    """In one pass over reports sorted by time: the first time of each status, and the first
-    non-empty value of each carried field."""
+    """The first time of each status, and the first non-empty value of each carried field."""
     first_at: dict[str, str] = {}
     values: dict[str, Any] = {}
     for r in reports:
@@ -140,7 +129,7 @@ def message_row(
     reports: list[dict[str, Any]],
     next_actions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The current state of one message from all its reports (sorted, as merge_reports gives)."""
+    """The current state of one message from its reports (sorted, as merge_reports gives)."""
     first_at, carried = _firsts(reports)
     ranked = [r for r in reports if r["status"] in STATUS_RANK]
     top = max(ranked, key=lambda r: (STATUS_RANK[r["status"]], *_order(r)), default=None)
@@ -194,22 +183,13 @@ def message_row(
 
 # ---- the stored timeline (message_status.reports) --------------------------------------------
 
-# Every report of a message repeats its stream id (in source_ref) and, nearly always, the
-# message's contact, conversation, app and metadata: stored as they are, the timeline was most
-# of the message_status table. So a stored report leaves out what its row says already: a
-# carried field equal to the row's column, reason fields that are null, a source_ref that
-# names its own stream and natural key, a channel or identity equal to the report before it
-# (a message's reports nearly always name the same ones) and, on the first report, the row's
-# channel and its only identity, and a time that its row's column for the status holds
-# (STATUS_TIME); a known status is written as one letter (STATUS_CODE). `expanded_reports` puts
-# them back exactly.
+# A stored report leaves out what its row says already: a carried field equal to the row's
+# column, null reason fields, a source_ref naming its own stream and natural key, a channel or
+# identity equal to the report before it (the first: the row's channel and only identity), and
+# a time its row's column for the status holds (STATUS_TIME); a known status is one letter
+# under CODE_KEY (else the name in full under "status"). `expanded_reports` puts them back.
 REASON_FIELDS = ("reason_code", "reason_sub_code", "reason_description")
-# Left out of a stored report when equal to the previous report's (of the first: see above).
 REPEATED = ("channel", "identity")
-
-
-# A stored report's status: one letter under CODE_KEY for a known status, else the name in full
-# under "status" (a status Sinch adds later, as received).
 CODE_KEY = "s"
 STATUS_CODE = {
     "QUEUED_ON_CHANNEL": "Q",
@@ -220,8 +200,6 @@ STATUS_CODE = {
     SUBMITTED: "S",
 }
 CODE_STATUS = {code: status for status, code in STATUS_CODE.items()}
-# The row's column holding the first time of a status: a stored report of that status whose
-# time is that column's value leaves it out (nearly every report: one per channel and status).
 STATUS_TIME = {
     "QUEUED_ON_CHANNEL": "queued_at",
     "DELIVERED": "delivered_at",
@@ -262,15 +240,12 @@ def compact_reports(
     row: Mapping[str, Any], reports: list[dict[str, Any]], stream: str | None = None
 ) -> str:
     """The JSON stored in message_status.reports for a row (its identities_shown set) and its
-    full reports. `stream`: the message's stream id as text, when the caller has it (else the
-    one its names give is assumed)."""
-    # A reference is left out when a reader can make it again from the row: the stream's id
-    # is the one the row's names give (domain.ids).
+    full reports. `stream`: the message's stream id, when the caller has it."""
+    # A reference is left out when a reader can make it again: the stream is the one the row's
+    # names give (domain.ids).
     derived = _stream_of(row)
     stream = stream or derived
     derivable = stream == derived
-    # A first report leaves out a channel or identity equal to the row's: its channel column,
-    # and its only identity (when it names one).
     previous: Mapping[str, Any] = {"channel": row["channel"], "identity": only_identity(row)}
     out: list[dict[str, Any]] = []
     for fact in reports:
@@ -299,8 +274,7 @@ def compact_reports(
 
 
 def stored_reports(text: str) -> list[dict[str, Any]]:
-    """A row's `reports` as stored reports: a JSON list of them, or a string of letters (one
-    known status each)."""
+    """A row's `reports` as stored: a JSON list, or a string of letters (known statuses)."""
     stored = orjson.loads(text)
     if isinstance(stored, str):
         return [{CODE_KEY: letter} for letter in stored]
@@ -344,7 +318,7 @@ def read_confirmation(
     return {
         "project_id": project_id,
         "message_id": message_id,
-        "contact_id": _first_value(reports, "contact_id"),
+        "contact_id": next((r["contact_id"] for r in reports if r.get("contact_id")), None),
         "channel": first["channel"],
         "identity": first["identity"],
         "read_at": first["at"],
@@ -369,8 +343,7 @@ def consent_fact(
 ) -> dict[str, Any] | None:
     """A consent_history row for a ConsentReported or InboundMessageReceived event (with what
     `Keywords.read` made of its text), or None when the inbound message is not a keyword.
-    `name`: the identity's name in the read tables (projections.personal), when not the
-    normalised identity."""
+    `name`: the identity's name in the read tables, when not the normalised identity."""
     if name is None:
         name = normalise(state["channel"], state["identity"]) if state.get("identity") else ""
     common = {
@@ -426,9 +399,8 @@ def consent_row(fact: Mapping[str, Any]) -> dict[str, Any]:
 def merge_consent(
     current: Mapping[str, Any] | None, candidate: Mapping[str, Any]
 ) -> Mapping[str, Any]:
-    """The row that stands after `candidate` (a consent_row) meets `current`: the latest
-    event_time wins; at an equal time an opt-out wins; then the source's natural key, so even a
-    full tie is decided the same way whatever arrived first."""
+    """The row that stands after `candidate` meets `current`: the latest event_time wins, then
+    an opt-out, then the source's natural key, so even a full tie is decided alike."""
     if current is None:
         return candidate
     return candidate if _deciding(candidate) > _deciding(current) else current
@@ -439,10 +411,9 @@ def _deciding(row: Mapping[str, Any]) -> tuple[str, bool, str]:
 
 
 def merged_times(merges: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], str]:
-    """For merges (two contacts -> the time a merge named both), every two contacts they join
-    into one group, each way, with the time they became one: the earliest time at which a
-    chain of merges joined them, each chain counting from its latest merge. Depends only on
-    the set of merges, not on their order."""
+    """For merges (two contacts -> the time a merge named both), every two contacts they join,
+    each way, with the time they became one: the earliest at which a chain of merges joined
+    them, each chain counting from its latest merge. Independent of the merges' order."""
     group: dict[str, set[str]] = {}
     times: dict[tuple[str, str], str] = {}
     for (a, b), at in sorted(merges.items(), key=lambda item: (item[1], item[0])):

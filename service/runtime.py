@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from projections.follower import LiveFollower
+from projections.follower import Follower as LiveFollower
 from projections.projector import Projector, all_projections
 from service.settings import Settings
 from store.backend import Backend, Database

@@ -1,5 +1,5 @@
-"""The raw callback behind a consent fact or a timeline entry, read from the immutable log; and
-the list of stored callbacks by trigger and arrival (projections.callbacks), without bodies."""
+"""The raw callback behind a reference, read from the log; and the list of stored callbacks by
+trigger and arrival (projections.callbacks), without bodies."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def listed(
     limit: int,
 ) -> KeysetPage:
     """A page of the stored callbacks (of `trigger`, if given) that arrived in `since <= t <
-    until`, oldest first; `after`: the previous page's `next_key`. Each a range of one index."""
+    until`, oldest first; `after`: the previous page's `next_key`."""
     conditions: Conditions = [("trigger = ?", trigger)] if trigger is not None else []
     conditions += time_window("received_at", since, until)
     return keyset_page(cur, "callbacks", BY_ARRIVAL, conditions, after, limit, listed_item)

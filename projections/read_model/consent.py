@@ -1,11 +1,9 @@
 """Consent on the read side: consent now, history, point-in-time answers, the pre-send check,
-the violations report and the free-text review list. Shared by the HTTP API, `callback-ledger
-audit` and the follow-up's consent override. Plain SQL over the consent views.
+the violations report and the free-text review list, over the consent views.
 
-Numbers are looked up by name (`name_of`: a blind index in an encrypted store, see
-projections.personal); what is shown is opened with the vault, erased values as None with
-`"erased": true`. An erased subject's consent facts stay (their public part), so its opt-out
-still stands, and its answers say it was erased (`erasure`)."""
+Numbers are looked up by name (`name_of`, projections.personal); what is shown is opened with
+the vault, erased values as None with `"erased": true`. An erased subject's consent facts stay,
+so its opt-out still stands, and its answers say it was erased (`erasure`)."""
 
 from __future__ import annotations
 
@@ -16,18 +14,16 @@ from typing import Any
 import orjson
 
 from domain.identity import normalise
+from projections import consent as consent_tables
 from projections import rules
 from projections.personal import open_metadata, open_rows
-from projections.read_model.paging import Conditions, in_time_order
+from projections.read_model.paging import Conditions, all_pages, in_time_order
 from projections.rules import OPTED_OUT, STATUS_RANK
 from store.backend import Cursor, time_window
 from store.vault import Vault, plaintext
 
 UNKNOWN = "UNKNOWN"
-HISTORY_COLUMNS = (
-    "project_id, contact_id, channel, identity, event_time, accepted_time, fact, effect, "
-    "source_kind, keyword, request_id, inbound_message_id, source_ref, identity_shown"
-)
+HISTORY_COLUMNS = ", ".join(consent_tables.HISTORY_COLUMNS)
 # Said of the consent facts of an erased subject: their references stand, their bodies do not.
 ERASED_BODIES = "unreadable: the subject's data keys were destroyed"
 
@@ -74,17 +70,14 @@ def facts_about(
     applies_from: bool = False,
 ) -> tuple[str, list[Any]]:
     """SQL selecting `columns` of the rows of `table` (consent or consent_history) about this
-    channel and (normalised) identity that also meet `where`: the number's own, and those
-    naming no number (identity "", the contact's whole channel) of every contact seen with it
-    (contact_identities). Two indexed lookups, not an OR that scans the channel.
+    channel and identity that also meet `where`: the number's own, and those naming no number
+    (the contact's whole channel) of every contact seen with it (contact_identities): two
+    indexed lookups, not an OR that scans the channel.
 
-    And those of every contact merged with one seen with it (contact_merges; `merged_by`:
-    merged by then), as facts (a merge joins their histories, so `consent` reads them from
-    consent_history): an opt-out, whenever it was, or a fact dated at or after the merge.
-    So a merge never lifts an opt-out: an opt-in given to one contact before the merge
-    speaks for that contact's numbers only. Where a contact-wide suppression was dropped
-    (an erasure that forgot consent), its facts no longer count here either. With
-    `applies_from`, each row says from when it counts (None: always)."""
+    And, as facts, those of every contact merged with one seen with it (`merged_by`: merged
+    by then): an opt-out whenever it was, or a fact dated at or after the merge, so a merge
+    never lifts an opt-out. A contact-wide suppression an erasure dropped no longer counts.
+    With `applies_from`, each row says from when it counts (None: always)."""
     picked = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
     extra = f" AND {where}" if where else ""
     since = ", NULL AS applies_from" if applies_from else ""
@@ -133,8 +126,7 @@ def _as_history(where: str) -> str:
 
 
 def merged_group(cur: Cursor, contact_id: str) -> list[str]:
-    """A contact and those merged with it (either way, in any project): one person, whichever
-    id is asked about."""
+    """A contact and those merged with it (either way, in any project): one person."""
     rows = cur.execute(
         "SELECT DISTINCT partner_id FROM contact_merges WHERE contact_id = ? ORDER BY partner_id",
         (contact_id,),
@@ -143,8 +135,7 @@ def merged_group(cur: Cursor, contact_id: str) -> list[str]:
 
 
 def of_contact(cur: Cursor, contact_id: str) -> tuple[str, list[str]]:
-    """A condition (and its values) on rows' `contact_id`: this contact's or a contact's
-    merged with it (`merged_group`)."""
+    """A condition (and its values) on rows' `contact_id`: this contact's or a merged one's."""
     group = merged_group(cur, contact_id)
     return f"contact_id IN ({', '.join('?' * len(group))})", group
 
@@ -177,7 +168,7 @@ def state_at(
     vault: Vault | None = None,
 ) -> dict[str, Any]:
     """The consent of (channel, the identity named `name`) at instant `at`, with the fact that
-    decided it. The caller adds the identity as asked."""
+    decided it."""
     where, extra = "t.effect IS NOT NULL AND t.event_time <= ?", [at]
     if project_id:
         where += " AND t.project_id = ?"
@@ -195,21 +186,19 @@ def state_at(
     return {**answer, "state": row["effect"], "since": row["event_time"], "decided_by": decided_by}
 
 
+def _in_project(project_id: str | None) -> tuple[str, list[str]]:
+    return ("t.project_id = ?", [project_id]) if project_id else ("", [])
+
+
 def check(cur: Cursor, channel: str, name: str, project_id: str | None = None) -> dict[str, Any]:
-    """May we send to (channel, the identity named `name`) now? One indexed lookup on the
-    consent view, and one on the erasures."""
-    sql, params = facts_about(
-        "consent",
-        "contact_id, identity, state, since, source_kind, source_ref, is_opt_out",
-        channel,
-        name,
-        "t.project_id = ?" if project_id else "",
-        [project_id] if project_id else [],
-    )
+    """May we send to (channel, the identity named `name`) now?"""
+    columns = "contact_id, identity, state, since, source_kind, source_ref, is_opt_out"
+    sql, params = facts_about("consent", columns, channel, name, *_in_project(project_id))
     row = cur.execute(
         f"SELECT * FROM ({sql}) x ORDER BY since DESC, is_opt_out DESC, source_ref DESC LIMIT 1",
         params,
     ).fetchone()
+    answer: dict[str, Any]
     if row is None:
         answer = {
             "may_send": True,
@@ -227,42 +216,20 @@ def check(cur: Cursor, channel: str, name: str, project_id: str | None = None) -
             "since": row["since"],
             "source_ref": row["source_ref"],
         }
-    # An erased number's opt-out stands; the answer says it was erased, with its proof.
-    return _with_erasure(cur, answer, erasure(cur, name), channel, name, project_id)
-
-
-def _with_erasure(
-    cur: Cursor,
-    answer: dict[str, Any],
-    erased: dict[str, Any] | None,
-    channel: str,
-    name: str,
-    project_id: str | None,
-) -> dict[str, Any]:
-    """A check's answer for an erased subject: the erasure as part of the proof, with the
-    references of the subject's consent facts (their bodies unreadable)."""
+    # An erased number's opt-out stands; the answer says it was erased, with the erasure and
+    # the references of its consent facts as proof.
+    erased = erasure(cur, name)
     if erased is None:
         return answer
-    sql, params = facts_about(
-        "consent_history",
-        "source_ref, event_time",
-        channel,
-        name,
-        "t.project_id = ?" if project_id else "",
-        [project_id] if project_id else [],
-    )
+    columns = "source_ref, event_time"
+    sql, params = facts_about("consent_history", columns, channel, name, *_in_project(project_id))
     facts = cur.execute(f"SELECT source_ref FROM ({sql}) x ORDER BY event_time, source_ref", params)
-    return {
-        **answer,
+    return answer | {
         "reason": f"{answer['reason']}; erased subject: its personal data was erased at "
         f"{erased['erased_at']}",
         "erased": True,
         "erasure": {
-            "subject": erased["subject"],
-            "erased_at": erased["erased_at"],
-            "erased_by": erased["erased_by"],
-            "reason": erased["reason"],
-            "scope": erased["scope"],
+            **{key: value for key, value in erased.items() if key != "forget_consent"},
             # "dropped": the erasure asked for the opt-out suppression to go too.
             "consent_suppression": "dropped" if erased["forget_consent"] else "kept",
             "consent_facts": [row["source_ref"] for row in facts.fetchall()],
@@ -284,8 +251,8 @@ def history(
     limit: int | None = None,
     vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
-    """Consent facts in event-time order, filtered; `after` is a keyset cursor. `identity`
-    is a name (`name_of`); `contact_id` finds the contacts merged with it too."""
+    """Consent facts in event-time order, filtered; `after` is a keyset cursor. `contact_id`
+    finds the contacts merged with it too."""
     filters: Conditions = [
         (f"{column} = ?", value)
         for column, value in (
@@ -302,12 +269,6 @@ def history(
     return open_rows(vault or plaintext(), [history_view(row) for row in rows])
 
 
-REVIEW_COLUMNS = (
-    "project_id, contact_id, channel, identity, text, event_time, inbound_message_id, "
-    "source_ref, matched, identity_shown"
-)
-
-
 def review(
     cur: Cursor,
     *,
@@ -317,10 +278,10 @@ def review(
     limit: int | None = None,
     vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
-    """Inbound free text that reads like a request to stop but is no keyword, in event-time
-    order, for a human to decide; `after` is a keyset cursor."""
+    """Inbound free text that reads like a request to stop, for a human to decide."""
     filters = time_window("event_time", since, until)
-    rows = in_time_order(cur, "consent_review", REVIEW_COLUMNS, filters, after, limit)
+    columns = ", ".join(consent_tables.REVIEW_COLUMNS)
+    rows = in_time_order(cur, "consent_review", columns, filters, after, limit)
     return open_rows(
         vault or plaintext(),
         [{**row, "callback_url": f"/callbacks/{row['source_ref']}"} for row in rows],
@@ -346,12 +307,10 @@ def violations(
     page_size: int = 2000,
     vault: Vault | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Messages sent (any ranked report: QUEUED_ON_CHANNEL or later) on a channel to an identity
-    that was OPTED_OUT when the message was first reported on that channel, with the opt-out
-    fact that proves it. `since`/`until` bound the message's first report. Messages are read in
-    pages and each number's consent facts once, so a year of messages costs one query per page
-    and per distinct number, not per message. Sends to an erased number still count: its
-    identity shows as None with `"erased": true`."""
+    """Messages sent (any ranked report) on a channel to an identity that was OPTED_OUT when
+    the message was first reported on that channel, with the opt-out fact that proves it;
+    `since`/`until` bound the first report. Each number's consent facts are read once, not
+    per message. Sends to an erased number still count (identity None, `"erased": true`)."""
     vault = vault or plaintext()
     facts: dict[tuple[str, str, str], Facts] = {}
 
@@ -376,27 +335,10 @@ def violations(
         return facts[key]
 
     window = time_window("first_event_time", since, until)
-    where = [condition for condition, _ in window]
-    params = [value for _, value in window]
-    after: list[Any] = []
-    while True:
-        conditions = list(where)
-        if after:
-            conditions.append("(first_event_time, project_id, message_id) > (?, ?, ?)")
-        sql = (
-            f"SELECT {', '.join(rules.TIMELINE_COLUMNS)}, first_event_time, metadata_shown "
-            "FROM message_status"
-        )
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += " ORDER BY first_event_time, project_id, message_id LIMIT ?"
-        messages = cur.execute(sql, [*params, *after, page_size]).fetchall()
+    order = ("first_event_time", "project_id", "message_id")
+    for messages in all_pages(cur, "message_status", window, order, page_size):
         found = [v for message in messages for v in _message_violations(message, consent_facts)]
         yield from shown_violations(vault, found)
-        if len(messages) < page_size:
-            return
-        last = messages[-1]
-        after = [last["first_event_time"], last["project_id"], last["message_id"]]
 
 
 def _message_violations(
@@ -435,15 +377,14 @@ def _message_violations(
 
 
 def shown_of(message: dict[str, Any]) -> dict[str, str | None]:
-    """A message_status row's names -> sealed identities to show."""
     text = message.get("identities_shown")
     found: dict[str, str | None] = orjson.loads(text) if text else {}
     return found
 
 
 def shown_violations(vault: Vault, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Violations as shown: their identities, metadata and proofs opened as /messages/{id}
-    opens them (one key query each)."""
+    """Violations as shown: identities, metadata and proofs opened as /messages/{id} opens
+    them."""
     if not found:
         return []
     proofs = open_rows(vault, [v["proof"] for v in found])

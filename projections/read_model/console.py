@@ -1,11 +1,7 @@
-"""The read queries the web console needs that the API has no route for: one search box over
-message ids, order ids in metadata, phone numbers in any format, contact ids and conversation
-ids; a number's contacts and messages; the delivery funnel, failure reasons and report counts
-per minute for a time range. Plain functions over a read cursor, on SQLite and PostgreSQL; each
-is bounded (LIMIT, or an aggregate over an indexed range).
-
-A number is looked up by its name on each channel (projections.personal: a blind index per
-channel in an encrypted store); identities shown are opened with the vault."""
+"""The read queries the web console needs that the API has no route for: one search box, a
+number's contacts and messages, the delivery funnel, failure reasons and report counts per
+minute. Each is bounded (LIMIT, or an aggregate over an indexed range). A number is looked up
+by its name on each channel (projections.personal)."""
 
 from __future__ import annotations
 
@@ -18,6 +14,8 @@ from projections.messages import METADATA_PREFIX
 from projections.personal import open_metadata, open_rows
 from projections.read_model import consent
 from projections.read_model.messages import identities_shown
+from projections.read_model.messages import message_rows as message_rows
+from projections.read_model.paging import Conditions, where_sql
 from store.backend import Cursor, time_window
 from store.vault import Vault, plaintext
 
@@ -29,12 +27,11 @@ MESSAGE_COLUMNS = ", ".join(
     )
 )
 # The channels of the Conversation API: the identity indexes lead with the channel, so a lookup
-# of a number names them all (an IN list of index probes, not a scan).
+# of a number names them all.
 CHANNELS = (
     *("WHATSAPP", "RCS", "SMS", "MMS", "MESSENGER", "INSTAGRAM", "VIBER", "VIBERBM"),
     *("TELEGRAM", "KAKAOTALK", "KAKAOTALKCHAT", "LINE", "WECHAT", "APPLEBC"),
 )
-IN_CHANNELS = f"channel IN ({', '.join('?' * len(CHANNELS))})"
 # A number on any channel: its name on each (domain.identity: its digits on number channels).
 ON_ANY_CHANNEL = "(" + " OR ".join(["(channel = ? AND identity = ?)"] * len(CHANNELS)) + ")"
 
@@ -44,8 +41,7 @@ def names_on_channels(vault: Vault, identity: str) -> list[str]:
     return [p for channel in CHANNELS for p in (channel, vault.index(channel, identity))]
 
 
-# The most report rows read to count reports per minute: a range beyond that is cut short
-# (and says so) rather than read whole.
+# The most rows read to count reports per minute: a range beyond is cut short (and says so).
 MAX_TIMELINE_ROWS = 5000
 
 
@@ -61,51 +57,32 @@ def _messages(
     return open_metadata(vault or plaintext(), rows)
 
 
-def message_rows(
-    cur: Cursor, message_id: str, project_id: str | None = None
-) -> list[dict[str, Any]]:
-    """The message_status rows of a message id (several when it exists in several projects)."""
-    sql, params = "SELECT * FROM message_status WHERE message_id = ?", [message_id]
-    if project_id:
-        sql += " AND project_id = ?"
-        params.append(project_id)
-    return cur.execute(sql + " ORDER BY project_id LIMIT 20", params).fetchall()
-
-
 def search(
     cur: Cursor, query: str, limit: int = 50, vault: Vault | None = None
 ) -> dict[str, list[dict[str, Any]]]:
-    """Everything `query` names, by kind: messages (by message, contact or conversation id,
-    or an exact metadata value such as an order id), numbers (a phone number in any format,
-    or any channel identity) and contacts."""
+    """Everything `query` names, by kind: messages (by message, contact or conversation id, or
+    an exact metadata value such as an order id), numbers (in any format) and contacts."""
     query = query.strip()
     found: dict[str, list[dict[str, Any]]] = {"messages": [], "numbers": [], "contacts": []}
     if not query:
         return found
+    vault = vault or plaintext()
+    metadata = vault.metadata_name(query)
+    prefix = f"substr(metadata, 1, {METADATA_PREFIX}) = substr(?, 1, {METADATA_PREFIX})"
     seen: set[tuple[str, str]] = set()
-
-    def add(rows: list[dict[str, Any]], matched: str) -> None:
-        for row in rows:
+    for where, params, matched in (
+        ("message_id = ?", [query], "message id"),
+        (f"{prefix} AND metadata = ?", [metadata, metadata], "metadata"),
+        ("contact_id = ?", [query], "contact id"),
+        ("conversation_id = ?", [query], "conversation id"),
+    ):
+        for row in _messages(cur, where, params, limit, vault):
             key = (row["project_id"], row["message_id"])
-            if key not in seen and len(found["messages"]) < limit:
+            # A metadata name is shared by values differing only in spaces, "+" or "-".
+            wrong = matched == "metadata" and row["metadata"] != query
+            if not wrong and key not in seen and len(found["messages"]) < limit:
                 seen.add(key)
                 found["messages"].append({**row, "matched": matched})
-
-    vault = vault or plaintext()
-    add(_messages(cur, "message_id = ?", [query], limit, vault), "message id")
-    metadata = vault.metadata_name(query)
-    by_metadata = _messages(
-        cur,
-        f"substr(metadata, 1, {METADATA_PREFIX}) = substr(?, 1, {METADATA_PREFIX}) "
-        "AND metadata = ?",
-        [metadata, metadata],
-        limit,
-        vault,
-    )
-    # A name is shared by values differing only in spaces, "+" or "-": the value decides.
-    add([row for row in by_metadata if row["metadata"] == query], "metadata")
-    add(_messages(cur, "contact_id = ?", [query], limit, vault), "contact id")
-    add(_messages(cur, "conversation_id = ?", [query], limit, vault), "conversation id")
     identity = normalise(None, query)
     found["numbers"] = [
         {"channel": channel, "identity": identity}
@@ -147,8 +124,7 @@ def channels_of_number(cur: Cursor, identity: str, vault: Vault | None = None) -
 
 
 def projects_of_contact(cur: Cursor, contact_id: str, limit: int = 20) -> list[str]:
-    """The projects a contact id appears in (its messages, consent facts or merges; all
-    indexed)."""
+    """The projects a contact id appears in (its messages, consent facts or merges)."""
     rows = cur.execute(
         "SELECT project_id FROM (SELECT project_id FROM message_status WHERE contact_id = ? "
         "UNION SELECT project_id FROM consent_history WHERE contact_id = ? "
@@ -185,7 +161,7 @@ def messages_of_contacts(
     return rows[:limit]
 
 
-def _channel_filter(channel: str | None) -> list[tuple[str, Any]]:
+def _channel_filter(channel: str | None) -> Conditions:
     return [("channel = ?", channel)] if channel else []
 
 
@@ -194,14 +170,15 @@ def funnel(
 ) -> dict[str, int]:
     """Messages first reported in [since, until) (on `channel`: the channel of their latest
     status): how many were queued, delivered, read and failed."""
-    filters = time_window("first_event_time", since, until) + _channel_filter(channel)
-    where = " AND ".join(c for c, _ in filters) or "1 = 1"
+    where, params = where_sql(
+        time_window("first_event_time", since, until) + _channel_filter(channel)
+    )
     row = cur.execute(
         "SELECT count(*) AS messages, count(queued_at) AS queued, "
         "count(delivered_at) AS delivered, count(read_at) AS read_, "
         "sum(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END) AS failed "
-        f"FROM message_status WHERE {where}",
-        [v for _, v in filters],
+        f"FROM message_status{where}",
+        params,
     ).fetchone()
     assert row is not None
     return {
@@ -217,17 +194,18 @@ def failure_reasons(
     cur: Cursor, since: str | None, until: str | None, channel: str | None, limit: int = 10
 ) -> list[dict[str, Any]]:
     """The most frequent failure reasons of messages first reported in the range."""
-    filters = [
-        ("status = ?", "FAILED"),
-        *time_window("first_event_time", since, until),
-        *_channel_filter(channel),
-    ]
-    where = " AND ".join(c for c, _ in filters)
+    where, params = where_sql(
+        [
+            ("status = ?", "FAILED"),
+            *time_window("first_event_time", since, until),
+            *_channel_filter(channel),
+        ]
+    )
     rows = cur.execute(
         "SELECT coalesce(reason_code, 'UNKNOWN') AS reason, count(*) AS n "
-        f"FROM message_status WHERE {where} "
+        f"FROM message_status{where} "
         "GROUP BY coalesce(reason_code, 'UNKNOWN') ORDER BY n DESC, reason LIMIT ?",
-        [*(v for _, v in filters), limit],
+        [*params, limit],
     ).fetchall()
     return [{"reason": row["reason"], "count": int(row["n"])} for row in rows]
 
@@ -235,16 +213,16 @@ def failure_reasons(
 def reports_per_minute(
     cur: Cursor, since: str | None, until: str | None, channel: str | None
 ) -> tuple[list[tuple[str, int]], bool]:
-    """Delivery reports and consent facts per minute of event time in the range (the
-    callbacks that carried them), oldest first, and whether the count was cut short at
-    MAX_TIMELINE_ROWS messages or facts."""
+    """Delivery reports and consent facts per minute of event time in the range, oldest first,
+    and whether the count was cut short at MAX_TIMELINE_ROWS messages or facts."""
     filters = time_window("last_event_time", since, None)
-    filters += time_window("first_event_time", None, until) + _channel_filter(channel)
-    where = " AND ".join(c for c, _ in filters) or "1 = 1"
+    where, params = where_sql(
+        filters + time_window("first_event_time", None, until) + _channel_filter(channel)
+    )
     rows = cur.execute(
         f"SELECT {', '.join(rules.TIMELINE_COLUMNS)} "
-        f"FROM message_status WHERE {where} ORDER BY first_event_time LIMIT ?",
-        [*(v for _, v in filters), MAX_TIMELINE_ROWS],
+        f"FROM message_status{where} ORDER BY first_event_time LIMIT ?",
+        [*params, MAX_TIMELINE_ROWS],
     ).fetchall()
     cut = len(rows) >= MAX_TIMELINE_ROWS
     minutes: Counter[str] = Counter()
@@ -254,12 +232,10 @@ def reports_per_minute(
             if (since is None or at >= since) and (until is None or at < until):
                 minutes[at[:16]] += 1
     if channel is None:
-        window = time_window("event_time", since, until)
+        where, params = where_sql(time_window("event_time", since, until))
         facts = cur.execute(
-            "SELECT event_time FROM consent_history"
-            + (" WHERE " + " AND ".join(c for c, _ in window) if window else "")
-            + " ORDER BY event_time LIMIT ?",
-            [*(v for _, v in window), MAX_TIMELINE_ROWS],
+            f"SELECT event_time FROM consent_history{where} ORDER BY event_time LIMIT ?",
+            [*params, MAX_TIMELINE_ROWS],
         ).fetchall()
         cut = cut or len(facts) >= MAX_TIMELINE_ROWS
         for fact in facts:
@@ -273,20 +249,17 @@ def violations_of(
     identity: str | None = None,
     vault: Vault | None = None,
 ) -> list[dict[str, Any]]:
-    """Of these messages (rows with their reports), those sent on a channel to a number (this
-    one, in any format, or any) that was opted out when the message was first reported there,
-    each with the opt-out fact that proves it: the same rule as the violations report
-    (projections.audit), asked per message with `consent.state_at`."""
+    """Of these messages, those sent on a channel to a number (this one, in any format, or any)
+    that was opted out when the message was first reported there, with the opt-out fact that
+    proves it: the violations report's rule, asked per message with `consent.state_at`."""
     vault = vault or plaintext()
     found: list[dict[str, Any]] = []
     for message in messages:
         first_on: dict[tuple[str, str], str] = {}
         for report in rules.expanded_reports(message):
-            if report["status"] not in rules.STATUS_RANK or not report["channel"]:
-                continue
-            if not report["identity"]:
-                continue
             to = report["identity"]
+            if report["status"] not in rules.STATUS_RANK or not report["channel"] or not to:
+                continue
             if identity is not None and to != vault.index(report["channel"], identity):
                 continue
             key = (report["channel"], to)

@@ -1,6 +1,5 @@
 """Messages on the read side: one message with its timeline, the message lists (filtered, and
-those that went quiet), READ confirmations, and the follow-up lists. Plain SQL over the
-message_status and read_confirmations views."""
+those that went quiet), READ confirmations, and the follow-up lists."""
 
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ from projections import messages as message_tables
 from projections import rules
 from projections.personal import open_map, open_metadata, open_rows
 from projections.read_model.consent import of_contact
-from projections.read_model.paging import Conditions, KeysetPage, keyset_page
+from projections.read_model.paging import Conditions, KeysetPage, all_pages, keyset_page
 from projections.rules import SUBMITTED, iso
-from store.backend import Cursor, Row, keyset_rows, time_window
+from store.backend import Cursor, Row, time_window
 from store.vault import Vault, plaintext
 
 # The latest report says the message is on its way and nothing has been heard since.
@@ -37,10 +36,8 @@ HIDDEN = ("reports", "identities_shown", "metadata_shown")
 def message_view(
     row: Mapping[str, Any], with_timeline: bool = False, vault: Vault | None = None
 ) -> dict[str, Any]:
-    """A message_status row as answered: its columns (metadata as shown), and with
-    `with_timeline` each report, its identity as shown (opened with `vault`; None with
-    `"erased": true` once erased). A row without `metadata_shown` had its metadata opened
-    already (`open_metadata`, a page's rows at once)."""
+    """A message_status row as answered (metadata as shown), with `with_timeline` each report
+    (identities as shown). A row without `metadata_shown` had its metadata opened already."""
     vault = vault or plaintext()
     view = {c: row[c] for c in message_tables.STATUS_COLUMNS if c not in HIDDEN}
     if "metadata_shown" in row:
@@ -72,8 +69,8 @@ def message_view(
 
 
 def identities_shown(row: Mapping[str, Any], vault: Vault) -> dict[str, str | None]:
-    """A message_status row's identity names -> the identities as shown (None: erased). A row
-    of a plaintext store from before the copies has none: its names are the identities."""
+    """A message_status row's identity names -> the identities as shown (None: erased). A
+    plaintext row without copies has none: its names are the identities."""
     text = row.get("identities_shown")
     if not text:
         if not vault.encrypted:
@@ -83,14 +80,13 @@ def identities_shown(row: Mapping[str, Any], vault: Vault) -> dict[str, str | No
 
 
 def message_rows(cur: Cursor, message_id: str, project_id: str | None = None) -> list[Row]:
-    """The rows of message `message_id` (in `project_id`): none, one, or two when the id is
-    in several projects (no more are read)."""
-    sql = "SELECT * FROM message_status WHERE message_id = ?"
-    args = [message_id]
+    """The rows of message `message_id` (in `project_id`): several when the id is in several
+    projects."""
+    sql, params = "SELECT * FROM message_status WHERE message_id = ?", [message_id]
     if project_id:
         sql += " AND project_id = ?"
-        args.append(project_id)
-    return cur.execute(sql + " LIMIT 2", args).fetchall()
+        params.append(project_id)
+    return cur.execute(sql + " ORDER BY project_id LIMIT 20", params).fetchall()
 
 
 @dataclass(frozen=True)
@@ -117,11 +113,9 @@ def messages_page(
     shape: Shape,
     vault: Vault | None = None,
 ) -> KeysetPage:
-    """A page of messages in first-report order. With `next_action`, `shape` must give the
-    effective `next_action` (see service.followups.annotate): the rows are found by the stored
-    action, and those the consent override turns into another are left out. `metadata` is
-    found by its name (Vault.metadata_name); `shape` gets rows with their metadata opened (one
-    query for the page) and must give it as shown."""
+    """A page of messages in first-report order; `shape` gets rows with their metadata opened.
+    With `next_action`, `shape` must give the effective `next_action` (service.followups):
+    rows the consent override turns into another action are left out."""
     vault = vault or plaintext()
     metadata = vault.metadata_name(where.metadata) if where.metadata is not None else None
     conditions: Conditions = [
@@ -130,6 +124,8 @@ def messages_page(
             ("project_id", where.project_id),
             ("conversation_id", where.conversation_id),
             ("metadata", metadata),
+            ("status", where.status),
+            ("reason_code", where.reason),
         )
         if value is not None
     ]
@@ -140,9 +136,6 @@ def messages_page(
         prefix = message_tables.METADATA_PREFIX
         condition = f"substr(metadata, 1, {prefix}) = substr(?, 1, {prefix})"
         conditions.append((condition, metadata))
-    for column, value in (("status", where.status), ("reason_code", where.reason)):
-        if value is not None:
-            conditions.append((f"{column} = ?", value))
     conditions += time_window("first_event_time", where.since, where.until)
     wanted: list[Callable[[dict[str, Any]], bool]] = []
     if (action := where.next_action) is not None:
@@ -175,8 +168,7 @@ def stalled_page(
     vault: Vault | None = None,
 ) -> KeysetPage:
     """A page of the messages whose latest report (submitted, queued, switching channel) is
-    older than `quiet_s` as of now: nothing has been heard of them since. `shape` gets rows
-    with their metadata opened (with `vault`)."""
+    older than `quiet_s`; `shape` gets rows with their metadata opened."""
     conditions: Conditions = [("project_id = ?", project_id)] if project_id is not None else []
     conditions += quiet_filter(quiet_s)
     opened = vault or plaintext()
@@ -225,36 +217,16 @@ def action_filter(action: str) -> tuple[str, list[Any]]:
     return "next_action = ?", [action]
 
 
-def quiet_cutoff(older_than_s: int, now: datetime | None = None) -> str:
+def quiet_filter(older_than_s: int) -> Conditions:
     try:
-        return iso(((now or datetime.now(UTC)) - timedelta(seconds=older_than_s)).isoformat())
+        cutoff = iso((datetime.now(UTC) - timedelta(seconds=older_than_s)).isoformat())
     except OverflowError:  # before the calendar's first day: nothing is that old
-        return "0001-01-01T00:00:00.000000Z"
-
-
-def quiet_filter(older_than_s: int, now: datetime | None = None) -> list[tuple[str, list[Any]]]:
+        cutoff = "0001-01-01T00:00:00.000000Z"
     placeholders = ", ".join("?" * len(QUIET_STATUSES))
     return [
         (f"status IN ({placeholders})", list(QUIET_STATUSES)),
-        ("last_event_time < ?", [quiet_cutoff(older_than_s, now)]),
+        ("last_event_time < ?", [cutoff]),
     ]
-
-
-def _all_rows(
-    cur: Cursor,
-    conditions: Conditions,
-    order: tuple[str, str, str],
-    vault: Vault,
-    page_size: int = 1000,
-) -> Iterator[Row]:
-    """Every row, a page at a time, with its metadata opened (one query for the page)."""
-    after: list[Any] | None = None
-    while True:
-        rows = keyset_rows(cur, "message_status", conditions, order, after, page_size)
-        yield from open_metadata(vault, rows)
-        if len(rows) < page_size:
-            return
-        after = [rows[-1][column] for column in order]
 
 
 def follow_up_list(
@@ -267,7 +239,7 @@ def follow_up_list(
 ) -> Iterator[dict[str, Any]]:
     """For `callback-ledger followup`: every message with something to do (or, with `quiet_s`,
     every one that went quiet), oldest first, in the shape `view` gives (with the effective
-    `next_action`); `view` gets rows with their metadata opened (with `vault`)."""
+    `next_action`); `view` gets rows with their metadata opened. Read a page at a time."""
     conditions: Conditions = []
     if quiet_s is not None:
         conditions += quiet_filter(quiet_s)
@@ -278,10 +250,10 @@ def follow_up_list(
         order = BY_FIRST_EVENT
     if since:
         conditions.append((f"{order[0]} >= ?", [since]))
-    for row in _all_rows(cur, conditions, order, vault or plaintext()):
-        shown = view(row)
-        if quiet_s is None and shown["next_action"] == followup.NONE:
-            continue
-        if action and shown["next_action"] != action:
-            continue
-        yield shown
+    for rows in all_pages(cur, "message_status", conditions, order, 1000):
+        for row in open_metadata(vault or plaintext(), rows):
+            shown = view(row)
+            if quiet_s is None and shown["next_action"] == followup.NONE:
+                continue
+            if not action or shown["next_action"] == action:
+                yield shown

@@ -3,7 +3,7 @@ costs the same however deep it is. Callers turn `next_key` into their own cursor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +31,9 @@ def keyset_page(
     keep: Callable[[dict[str, Any]], bool] | None = None,
     prepare: Callable[[Sequence[Row]], Sequence[Row]] | None = None,
 ) -> KeysetPage:
-    """One keyset page of `table` ordered by `order`, after the key `after`. With `keep`,
-    shaped items it refuses are left out: the page may then hold fewer than `limit` items
-    while `next_key` still leads on. `prepare` takes the page's rows at once before each is
-    shaped (to open their personal values in one go)."""
+    """One keyset page of `table` ordered by `order`, after the key `after`. Items `keep`
+    refuses are left out (`next_key` still leads on). `prepare` takes the page's rows at once
+    before each is shaped."""
     rows = keyset_rows(cur, table, conditions, order, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -45,6 +44,28 @@ def keyset_page(
     )
 
 
+def all_pages(
+    cur: Cursor, table: str, conditions: Conditions, order: tuple[str, ...], size: int
+) -> Iterator[list[Row]]:
+    """Every row of `table` meeting `conditions` in `order`, a keyset page of `size` at a time."""
+    after: list[Any] | None = None
+    while True:
+        rows = keyset_rows(cur, table, conditions, order, after, size)
+        yield rows
+        if len(rows) < size:
+            return
+        after = [rows[-1][column] for column in order]
+
+
+def where_sql(conditions: Conditions) -> tuple[str, list[Any]]:
+    """ " WHERE ..." (or "") and its parameters for `conditions`."""
+    params: list[Any] = []
+    for _, value in conditions:
+        params += value if isinstance(value, list) else [value]
+    where = " AND ".join(condition for condition, _ in conditions)
+    return (f" WHERE {where}" if where else ""), params
+
+
 def in_time_order(
     cur: Cursor,
     table: str,
@@ -53,19 +74,11 @@ def in_time_order(
     after: tuple[str, str] | None,
     limit: int | None,
 ) -> list[Row]:
-    """Rows of `table` meeting `conditions`, ordered by event_time and source_ref, after the
-    keyset cursor `after`."""
-    where = [condition for condition, _ in conditions]
-    params: list[Any] = []
-    for _, value in conditions:
-        params += value if isinstance(value, list) else [value]
+    """Rows of `table` meeting `conditions` in (event_time, source_ref) order, after `after`."""
     if after:
-        where.append("(event_time, source_ref) > (?, ?)")
-        params += list(after)
-    sql = f"SELECT {columns} FROM {table}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY event_time, source_ref"
+        conditions = [*conditions, ("(event_time, source_ref) > (?, ?)", list(after))]
+    where, params = where_sql(conditions)
+    sql = f"SELECT {columns} FROM {table}{where} ORDER BY event_time, source_ref"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)

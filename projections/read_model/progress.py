@@ -1,5 +1,4 @@
-"""How far the projections are: their positions, which are stuck, the oldest event one has not
-applied, and counts of one kind of event in a range of the log (for /metrics)."""
+"""How far the projections are, for /metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ def positions(cur: Cursor) -> list[tuple[str, int]]:
 
 
 def stuck(cur: Cursor) -> set[str]:
-    """The projections with a recorded fault (an event they cannot apply, or a replay due)."""
+    """The projections with a recorded fault."""
     rows = cur.execute("SELECT DISTINCT name FROM ledger_projection_faults").fetchall()
     return {str(row["name"]) for row in rows}
 

@@ -17,9 +17,8 @@ QUARANTINED = get_topic(QuarantinedCallback.Quarantined)  # type: ignore[attr-de
 def quarantined(
     ledger: Ledger, after: int = 0, limit: int = 100, page: int = 8
 ) -> Iterator[dict[str, Any]]:
-    """The quarantine, oldest first; `id` is the cursor for the next page. Read from the log
-    `page` entries at a time: a caller that stops early, or writes each out, holds at most
-    that many bodies (each up to the body limit), however large `limit`."""
+    """The quarantine, oldest first; `id` is the cursor for the next page. Read `page` entries
+    at a time, so a caller holds at most that many bodies however large `limit`."""
     while limit > 0:
         notifications = ledger.recorder.select_notifications(
             start=after, limit=min(page, limit), topics=[QUARANTINED], inclusive_of_start=False

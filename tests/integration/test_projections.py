@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from projections.log_reader import EventLog
-from projections.read_ahead import ReadAhead
-from projections.rebuild import Rebuild
+from projections.rebuild import ReadAhead, Rebuild
 from service.replay import replay
 from service.runtime import Runtime
 from service.settings import Settings
@@ -212,7 +211,7 @@ def test_interrupted_replay_resumes(
     projector = runtime.projector()
     projector.page_size = 2
     generation, _ = Rebuild(projector).start("messages")
-    first = Rebuild(projector).step("messages")
+    first = Rebuild(projector).steps(["messages"])["messages"]
     assert first > 0  # then the process "dies"; queries still answer from the live tables
     assert projection_rows(database_url) == live
 
