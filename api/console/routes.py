@@ -97,6 +97,8 @@ def protect(context: Context, handler: Handler, needs: str, route: str) -> Any:
             await context.sessions.guard.log_access(request, who.name, route, response)
         return response
 
+    guarded.needs = needs  # type: ignore[attr-defined]
+    guarded.__name__ = getattr(handler, "__name__", "console")
     return guarded
 
 
