@@ -185,7 +185,7 @@ def test_an_erased_number_reads_as_erased_and_its_opt_out_stands(
     # Evidence: the facts and messages found by number, shown as erased, with the erasure.
     runtime = Runtime(settings)
     try:
-        bundle = evidence.chain(
+        bundle = evidence.bundle(
             runtime.ledger(), runtime.store_database(), runtime.database(), "SMS", NUMBER
         )
     finally:

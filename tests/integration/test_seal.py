@@ -225,7 +225,7 @@ def test_a_failed_batch_leaves_neither_events_nor_seal(ledger: Ledger, database_
 def _receipt() -> Any:
     from datetime import UTC, datetime
 
-    from domain.receipt import Receipt
+    from domain.callbacks import Receipt
 
     return Receipt("{}", datetime.now(UTC), True)
 
