@@ -382,11 +382,8 @@ def parse_callback(trigger: str, body: dict[str, Any]) -> Interpreted:
         raise InvalidCallback(trigger, problems[:20]) from None
 
 
-# ---- callbacks we keep but do not interpret -------------------------------------------------
-# Other triggers (the catch-all) and bodies that could not be read (the quarantine): one
-# aggregate per distinct body, named by its hash, so a retried body is stored once and
-# concurrent bodies never contend for one stream. Their topics keep the module they were
-# first stored from ("unrecognised").
+# ---- callbacks we keep but do not interpret: one aggregate per distinct body, named by its
+# hash, so a retried body is stored once and concurrent bodies never contend for one stream.
 
 
 class UnrecognisedCallback(Aggregate):

@@ -4,8 +4,6 @@ personal data (subjects are blind indexes). The erasure itself destroys the subj
 
 from __future__ import annotations
 
-from uuid import UUID, uuid4
-
 from eventsourcing.domain import Aggregate, event
 
 from domain.ids import stored
@@ -17,10 +15,6 @@ class Erasure(Aggregate):
     # With an explicit topic on the aggregate, every event class needs one, even this base.
     class Created(Aggregate.Created):
         TOPIC = stored("erasure", "Erasure.Created")
-
-    @staticmethod
-    def create_id() -> UUID:
-        return uuid4()
 
     @event("Erased", topic=stored("erasure", "Erasure.Erased"))
     def __init__(

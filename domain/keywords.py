@@ -93,6 +93,8 @@ def _spaced(trimmed: str) -> str:
 
 
 def _tokens(bare: str) -> list[str]:
+    """The words the review heuristic reads: apostrophes dropped ("don't" is "dont",
+    "m'envoyer" is "menvoyer"), split on anything that is not a letter or digit."""
     bare = bare.replace("'", "").replace("\u2019", "")
     return "".join(c if c.isalnum() else " " for c in bare).split()
 
@@ -112,12 +114,6 @@ def spaced(text: str) -> str:
     invisible characters dropped. "non arrêt" is NON ARRET, not the opt-in NONARRET, and
     "un-stop" is UN-STOP, not UNSTOP."""
     return _spaced(_trim(_bare(text)))
-
-
-def words(text: str) -> list[str]:
-    """The words of a message for the review heuristic: `_bare`, apostrophes dropped ("don't"
-    is "dont", "m'envoyer" is "menvoyer"), split on anything that is not a letter or digit."""
-    return _tokens(_bare(text))
 
 
 @dataclass(frozen=True, slots=True)

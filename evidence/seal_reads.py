@@ -22,34 +22,27 @@ def head(db: Database) -> seal.Seal | None:
 
 def seals(db: Database, since: int, upto: int) -> Iterator[seal.Seal]:
     """The seals from the one covering notification id `since`, up to position `upto`."""
-    after = since - 1
-    while True:
-        with db.read() as cur:
-            rows = cur.tuples(
-                f"SELECT {SEAL_COLUMNS} FROM {seal.TABLE} WHERE position > ? AND position <= ? "
-                "ORDER BY position LIMIT ?",
-                [after, upto, PAGE],
-            )
-        for row in rows:
-            yield seal.Seal.from_row(row)
-        if len(rows) < PAGE:
-            return
-        after = int(rows[-1][0])
+    rows = _pages(db, f"SELECT {SEAL_COLUMNS} FROM {seal.TABLE}", "position", since - 1, upto)
+    return (seal.Seal.from_row(row) for row in rows)
 
 
 def events(db: Database, table: str, after: int, upto: int) -> Iterator[tuple[Any, ...]]:
     """(notification id, stream, version, topic, state) after `after`, up to `upto`."""
     id_column = db.backend.log_id_column
+    select = f"SELECT {id_column}, originator_id, originator_version, topic, state FROM {table}"
+    return _pages(db, select, id_column, after, upto)
+
+
+def _pages(db: Database, select: str, key: str, after: int, upto: int) -> Iterator[tuple[Any, ...]]:
+    """The rows of `select` with `key` (its first column) after `after`, up to `upto`, in
+    order, read a page at a time."""
     while True:
         with db.read() as cur:
             rows = cur.tuples(
-                f"SELECT {id_column}, originator_id, originator_version, topic, state "
-                f"FROM {table} WHERE {id_column} > ? AND {id_column} <= ? "
-                f"ORDER BY {id_column} LIMIT ?",
+                f"{select} WHERE {key} > ? AND {key} <= ? ORDER BY {key} LIMIT ?",
                 [after, upto, PAGE],
             )
-        for row in rows:
-            yield tuple(row)
+        yield from (tuple(row) for row in rows)
         if len(rows) < PAGE:
             return
         after = int(rows[-1][0])

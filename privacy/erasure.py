@@ -98,12 +98,8 @@ def contact_subjects(
     if db is not None:
         with db.read() as cur:
             contacts = merged_group(cur, contact_id)
-    subjects: list[str] = []
-    for one in contacts:
-        for subject in _one_contact(ledger, project_id, one, db):
-            if subject not in subjects:
-                subjects.append(subject)
-    return subjects
+    found = (s for one in contacts for s in _one_contact(ledger, project_id, one, db))
+    return list(dict.fromkeys(found))  # each once, in the order found
 
 
 def _one_contact(
@@ -116,8 +112,7 @@ def _one_contact(
     for stored in ledger.recorder.select_events(stream):
         if envelope.is_sealed(stored.state):
             public = orjson.loads(envelope.public_json(stored.state, mapper.zstd))
-            subject = public.get("subject")
-            if isinstance(subject, str) and subject not in subjects:
+            if isinstance(subject := public.get("subject"), str):
                 subjects.append(subject)
     if db is not None:
         with db.read() as cur:
@@ -131,8 +126,7 @@ def _one_contact(
             identity = row["identity"]
             if not identity.startswith("b."):
                 identity = ledger.vault.index(row["channel"], identity)
-            if identity not in subjects:
-                subjects.append(identity)
+            subjects.append(identity)
     return subjects
 
 

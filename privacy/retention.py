@@ -11,9 +11,8 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from service.settings import Settings
 from store.data_keys import SQLKeyStore
 from store.ledger import Ledger
 from store.vault import CONSENT, MESSAGES, period_of
@@ -21,6 +20,20 @@ from store.vault import CONSENT, MESSAGES, period_of
 log = logging.getLogger("callback_ledger")
 
 CLASS_NAMES = {MESSAGES: "messages", CONSENT: "consent"}
+
+
+class RetentionSettings(Protocol):
+    """What retention reads of the service's settings (service.settings.Settings: privacy/
+    sits below service/, so it names them here)."""
+
+    @property
+    def retention_messages_days(self) -> int: ...
+    @property
+    def retention_consent_days(self) -> int: ...
+    @property
+    def retention_first_s(self) -> int: ...
+    @property
+    def retention_interval_s(self) -> int: ...
 
 
 def cutoff(now: datetime, days: int) -> str:
@@ -52,7 +65,7 @@ class RetentionReport:
 
 
 def apply(
-    ledger: Ledger, settings: Settings, dry_run: bool = False, now: datetime | None = None
+    ledger: Ledger, settings: RetentionSettings, dry_run: bool = False, now: datetime | None = None
 ) -> RetentionReport:
     """Destroys the data keys of the months past their class's retention (`dry_run`: only
     says which); a plaintext store has none."""
@@ -99,7 +112,7 @@ class Daily:
     """`serve`'s retention: applied a little after start, then every `interval_s` seconds,
     in a thread; a failure is logged and kept for /healthz, and the next run tries again."""
 
-    def __init__(self, ledger: Any, settings: Settings) -> None:
+    def __init__(self, ledger: Any, settings: RetentionSettings) -> None:
         self.ledger = ledger  # () -> Ledger: the store may be down when serve starts
         self.settings = settings
         self.health = RetentionHealth()
