@@ -19,7 +19,6 @@ from hashlib import blake2b
 from heapq import heappop, heappush
 from itertools import chain
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,13 +27,10 @@ from api import signature
 from api.responses import JSON, error
 from domain.callbacks import UNKNOWN_TRIGGER, Receipt
 from projections.faults import summary
-from service.recorder import QuarantineFailed, Recorder, Refusal, Store
+from service.recorder import QuarantineFailed, Recorder, Refusal
 from service.runtime import Runtime
 from service.settings import Settings
 from store.backend import store_unavailable
-from store.commands import Command
-from store.commands import Outcome as Committed
-from store.ledger import Ledger
 
 log = logging.getLogger("callback_ledger")
 
@@ -254,17 +250,7 @@ class SinchWebhook:
         self.on_commit = on_commit
         self.nonces = NonceMemory(settings.timestamp_tolerance_s)
         self.health = WriteHealth()
-        self.recorder = Recorder(Store(self._ledger, self._commit))
-
-    async def _ledger(self) -> Ledger:
-        opened = self.runtime.opened_ledger()
-        if opened is not None:
-            return opened
-        return await run_in_threadpool(self.runtime.ledger)
-
-    async def _commit(self, command: Command) -> Committed:
-        # The group commit of this event loop: concurrent callbacks share a transaction.
-        return await self.runtime.writer().commit(command)
+        self.recorder = Recorder(runtime.grouped())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The route as a bare ASGI app (see `WebhookFirst`)."""

@@ -200,12 +200,7 @@ def public_enough(state: bytes, topic: str) -> dict[str, Any] | None:
     """An encrypted event's public state when that is enough (PUBLIC_READ), else None."""
     if topic not in PUBLIC_READ or not envelope.is_sealed(state):
         return None
-    return envelope.public_state(state, state_compressor(), topic, without_nul)
-
-
-# PostgreSQL text cannot hold a NUL character: the read tables get U+FFFD in its place, on both
-# backends alike (the raw callback keeps the original).
-_NUL_ESCAPE = b"\\u0000"
+    return envelope.public_state(state, state_compressor(), topic, nul_free=True)
 
 
 def decode_state(
@@ -215,20 +210,10 @@ def decode_state(
     state = bytes(state)
     if envelope.is_sealed(state):
         return envelope.open_state(
-            state, vault or plaintext(), state_compressor(), topic, without_nul
+            state, vault or plaintext(), state_compressor(), topic, nul_free=True
         )
     state = inflate(state)
     decoded: dict[str, Any] = orjson.loads(state)
-    if _NUL_ESCAPE in state:
-        decoded = without_nul(decoded)
+    if envelope.NUL_ESCAPE in state:
+        decoded = envelope.without_nul(decoded)
     return decoded
-
-
-def without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    return value

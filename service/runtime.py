@@ -5,13 +5,16 @@ restart when it comes back."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 
 from projections.follower import Follower as LiveFollower
 from projections.projector import Projector, all_projections
+from service.recorder import Store
 from service.settings import Settings
 from store.backend import Backend, Database
+from store.commands import Command, Outcome
 from store.group_commit import Observer, Writer
 from store.ledger import Ledger
 from store.postgres import PostgresBackend, PostgresGroupCommit
@@ -62,6 +65,20 @@ class Runtime:
 
     def opened_writer(self) -> Writer | None:
         return self._writer
+
+    def grouped(self) -> Store:
+        """The recorder's way to the store on an event loop: the Ledger opened off the loop on
+        first use, and each command through the group commit, so concurrent callbacks share
+        a transaction."""
+
+        async def ledger() -> Ledger:
+            opened = self.opened_ledger()
+            return opened if opened is not None else await asyncio.to_thread(self.ledger)
+
+        async def commit(command: Command) -> Outcome:
+            return await self.writer().commit(command)
+
+        return Store(ledger, commit)
 
     def writer(self) -> Writer:
         """The group commit for requests on the event loop: on the loop itself for

@@ -206,7 +206,19 @@ def parts_json(state: bytes, vault: v.Vault, zstd: StateCompressor) -> tuple[byt
     return zstd.decompress_pair(version, head, tail)
 
 
+# PostgreSQL text cannot hold a NUL character: readers that fill tables ask for U+FFFD in its
+# place (`nul_free`), on both backends alike (the raw callback keeps the original).
 NUL_ESCAPE = b"\\u0000"
+
+
+def without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def open_state(
@@ -214,19 +226,18 @@ def open_state(
     vault: v.Vault,
     zstd: StateCompressor,
     topic: str | None = None,
-    clean: Callable[[Any], Any] | None = None,
+    nul_free: bool = False,
 ) -> dict[str, Any]:
     """The event's state as one object: the public fields, the personal ones while their key
-    exists (else `erased`), and `_key`, the data key's id (hex). `clean`: applied to a part
-    holding a NUL character."""
+    exists (else `erased`), and `_key`, the data key's id (hex)."""
     public_bytes, plain = parts_json(state, vault, zstd)
     loads = _reader(state)
-    public = _loaded(state, public_bytes, loads, clean)
+    public = _loaded(state, public_bytes, loads, nul_free)
     if plain is None:
         return erased(public, topic)
     private: dict[str, Any] = loads(plain)
-    if clean is not None and NUL_ESCAPE in plain:
-        private = clean(private)
+    if nul_free and NUL_ESCAPE in plain:
+        private = without_nul(private)
     receipt = private.pop("callback", None)
     public.update(private)
     if receipt is not None and isinstance(public.get("callback"), dict):
@@ -238,11 +249,11 @@ def public_state(
     state: bytes,
     zstd: StateCompressor,
     topic: str,
-    clean: Callable[[Any], Any] | None = None,
+    nul_free: bool = False,
 ) -> dict[str, Any] | None:
     """The event's public fields alone, as `open_state` gives them; None for a topic not in
     PRIVATE."""
-    public = _loaded(state, public_json(state, zstd), _reader(state), clean)
+    public = _loaded(state, public_json(state, zstd), _reader(state), nul_free)
     return public if topic in PRIVATE else None
 
 
@@ -254,11 +265,11 @@ def _loaded(
     state: bytes,
     public_bytes: bytes,
     loads: Callable[[bytes], Any],
-    clean: Callable[[Any], Any] | None,
+    nul_free: bool,
 ) -> dict[str, Any]:
     public: dict[str, Any] = loads(public_bytes)
-    if clean is not None and NUL_ESCAPE in public_bytes:
-        public = clean(public)
+    if nul_free and NUL_ESCAPE in public_bytes:
+        public = without_nul(public)
     public["_key"] = key_id(state).hex()
     return public
 
