@@ -182,9 +182,8 @@ class EventLog:
         # with the page's data keys loaded in one query.
         wanted = [row for row in rows if row[2] in topics]
         states = [public_enough(bytes(row[3]), row[2]) for row in wanted]
-        vault.prefetch(
-            envelope.key_ids(bytes(r[3]) for r, s in zip(wanted, states, strict=True) if s is None)
-        )
+        closed = [bytes(r[3]) for r, s in zip(wanted, states, strict=True) if s is None]
+        vault.prefetch(envelope.key_ids(closed))
         return [
             LoggedEvent(
                 int(id_),
