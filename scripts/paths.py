@@ -99,9 +99,8 @@ def bodies(n: int) -> list[bytes]:
         json.dumps(
             {
                 **common,
-                "event_delivery_report": {
+                "message_delivery_report": {
                     "message_id": f"01HZ00000000000000000{n:05d}",
-                    "event_id": f"01HZ00000000000000001{n:05d}",
                     "status": "DELIVERED",
                     "channel_identity": number,
                     "contact_id": contact,
@@ -189,7 +188,7 @@ def main() -> int:
     profile_every_thread()
     paths = trace_paths()
     if "--json" in sys.argv:
-        print(json.dumps(paths, indent=2))
+        print(json.dumps({**paths, "returns": returns()}, indent=2))
         return 0
     for name, modules in paths.items():
         entered = folders(modules)
