@@ -16,9 +16,8 @@ from service.settings import Settings
 from store.ledger import Ledger
 from tests.helpers import KEYS, make_key
 from tests.postgres_server import (
+    Databases,
     PrivateServer,
-    create_database,
-    drop_database,
     find_or_start,
 )
 
@@ -47,6 +46,13 @@ def pg_admin_url() -> Iterator[str]:
         server.destroy()
 
 
+@pytest.fixture(scope="session")
+def pg_databases(pg_admin_url: str) -> Iterator[Databases]:
+    databases = Databases(pg_admin_url)
+    yield databases
+    databases.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -66,10 +72,10 @@ def fresh_database(
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/ledger.sqlite3"
         return
-    admin_url = request.getfixturevalue("pg_admin_url")
-    url = create_database(admin_url)
+    databases: Databases = request.getfixturevalue("pg_databases")
+    url = databases.take()
     yield url
-    drop_database(admin_url, url)
+    databases.give_back(url)
 
 
 @pytest.fixture
