@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -18,6 +21,7 @@ from tests.helpers import KEYS, make_key
 from tests.postgres_server import (
     Databases,
     PrivateServer,
+    create_database,
     find_or_start,
 )
 
@@ -76,6 +80,32 @@ def fresh_database(
     url = databases.take()
     yield url
     databases.give_back(url)
+
+
+@pytest.fixture
+def copy_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """`copy_store(url)`: the URL of a new store holding what the store at `url` holds (closed:
+    nothing may be connected to it), gone after the test. For a story recorded once, which
+    tests each change a copy of."""
+    copies: list[str] = []
+    made: list[tuple[Databases, str]] = []
+
+    def copy(url: str) -> str:
+        copies.append(url)
+        if not url.startswith("postgresql"):
+            target = tmp_path / f"copy{len(copies)}.sqlite3"
+            source = sqlite3.connect(url.removeprefix("sqlite:///"))
+            copied = sqlite3.connect(target)
+            with closing(source), closing(copied):
+                source.backup(copied)
+            return f"sqlite:///{target}"
+        databases: Databases = request.getfixturevalue("pg_databases")
+        made.append((databases, create_database(databases.admin_url, like=url)))
+        return made[-1][1]
+
+    yield copy
+    for databases, url in made:
+        databases.give_back(url)
 
 
 @pytest.fixture

@@ -143,12 +143,14 @@ def find_or_start() -> tuple[str, PrivateServer | None]:
 _database_numbers = iter(range(1, 1 << 30))
 
 
-def create_database(admin_url: str, prefix: str = "ledger_t") -> str:
-    """A fresh, empty database next to `admin_url`; its URL."""
+def create_database(admin_url: str, prefix: str = "ledger_t", like: str | None = None) -> str:
+    """A fresh database next to `admin_url`, its URL: empty, or a copy of the database at URL
+    `like` (to which nothing may be connected)."""
     name = f"{prefix}_{os.getpid()}_{next(_database_numbers)}"
+    template = f" TEMPLATE {like.rpartition('/')[2]}" if like else ""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(f"CREATE DATABASE {name}{template}")
     return f"{admin_url.rpartition('/')[0]}/{name}"
 
 
