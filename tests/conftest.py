@@ -7,7 +7,7 @@ import base64
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -108,9 +108,13 @@ def copy_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         databases.give_back(url)
 
 
+def settings_for(database_url: str) -> Settings:
+    return Settings(keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
+    return settings_for(database_url)
 
 
 @pytest.fixture
@@ -126,16 +130,37 @@ def admin_key(settings: Settings) -> str:
     return make_key(settings.database_url, "test-admin")
 
 
+def app_client(settings: Settings, ledger: Ledger, key: str) -> TestClient:
+    """The app, sending `key` with every request; started in a `with`."""
+    return TestClient(
+        create_app(settings, ledger),
+        raise_server_exceptions=False,
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
 @pytest.fixture
 def client(settings: Settings, ledger: Ledger, admin_key: str) -> Iterator[TestClient]:
     """The app, sending an all-scopes key with every request (tests/*/test_keys.py checks
     requests without one, or with a narrower one)."""
-    with TestClient(
-        create_app(settings, ledger),
-        raise_server_exceptions=False,
-        headers={"Authorization": f"Bearer {admin_key}"},
-    ) as test_client:
+    with app_client(settings, ledger, admin_key) as test_client:
         yield test_client
+
+
+@contextmanager
+def shared_client(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[TestClient, str]]:
+    """What the `client` fixture gives, and its store's URL, on a store of its own on
+    `backend`: for a module-scoped fixture, a story posted once that many tests read."""
+    with contextmanager(fresh_database)(backend, tmp_path_factory, request) as url:
+        settings = settings_for(url)
+        runtime = Runtime(settings)
+        try:
+            with app_client(settings, runtime.ledger(), make_key(url, "test-admin")) as client:
+                yield client, url
+        finally:
+            runtime.close()
 
 
 @pytest.fixture
