@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -16,9 +19,9 @@ from service.settings import Settings
 from store.ledger import Ledger
 from tests.helpers import KEYS, make_key
 from tests.postgres_server import (
+    Databases,
     PrivateServer,
     create_database,
-    drop_database,
     find_or_start,
 )
 
@@ -47,6 +50,13 @@ def pg_admin_url() -> Iterator[str]:
         server.destroy()
 
 
+@pytest.fixture(scope="session")
+def pg_databases(pg_admin_url: str) -> Iterator[Databases]:
+    databases = Databases(pg_admin_url)
+    yield databases
+    databases.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -66,15 +76,45 @@ def fresh_database(
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/ledger.sqlite3"
         return
-    admin_url = request.getfixturevalue("pg_admin_url")
-    url = create_database(admin_url)
+    databases: Databases = request.getfixturevalue("pg_databases")
+    url = databases.take()
     yield url
-    drop_database(admin_url, url)
+    databases.give_back(url)
+
+
+@pytest.fixture
+def copy_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """`copy_store(url)`: the URL of a new store holding what the store at `url` holds (closed:
+    nothing may be connected to it), gone after the test. For a story recorded once, which
+    tests each change a copy of."""
+    copies: list[str] = []
+    made: list[tuple[Databases, str]] = []
+
+    def copy(url: str) -> str:
+        copies.append(url)
+        if not url.startswith("postgresql"):
+            target = tmp_path / f"copy{len(copies)}.sqlite3"
+            source = sqlite3.connect(url.removeprefix("sqlite:///"))
+            copied = sqlite3.connect(target)
+            with closing(source), closing(copied):
+                source.backup(copied)
+            return f"sqlite:///{target}"
+        databases: Databases = request.getfixturevalue("pg_databases")
+        made.append((databases, create_database(databases.admin_url, like=url)))
+        return made[-1][1]
+
+    yield copy
+    for databases, url in made:
+        databases.give_back(url)
+
+
+def settings_for(database_url: str) -> Settings:
+    return Settings(keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
+    return settings_for(database_url)
 
 
 @pytest.fixture
@@ -90,16 +130,37 @@ def admin_key(settings: Settings) -> str:
     return make_key(settings.database_url, "test-admin")
 
 
+def app_client(settings: Settings, ledger: Ledger, key: str) -> TestClient:
+    """The app, sending `key` with every request; started in a `with`."""
+    return TestClient(
+        create_app(settings, ledger),
+        raise_server_exceptions=False,
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
 @pytest.fixture
 def client(settings: Settings, ledger: Ledger, admin_key: str) -> Iterator[TestClient]:
     """The app, sending an all-scopes key with every request (tests/*/test_keys.py checks
     requests without one, or with a narrower one)."""
-    with TestClient(
-        create_app(settings, ledger),
-        raise_server_exceptions=False,
-        headers={"Authorization": f"Bearer {admin_key}"},
-    ) as test_client:
+    with app_client(settings, ledger, admin_key) as test_client:
         yield test_client
+
+
+@contextmanager
+def shared_client(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[TestClient, str]]:
+    """What the `client` fixture gives, and its store's URL, on a store of its own on
+    `backend`: for a module-scoped fixture, a story posted once that many tests read."""
+    with contextmanager(fresh_database)(backend, tmp_path_factory, request) as url:
+        settings = settings_for(url)
+        runtime = Runtime(settings)
+        try:
+            with app_client(settings, runtime.ledger(), make_key(url, "test-admin")) as client:
+                yield client, url
+        finally:
+            runtime.close()
 
 
 @pytest.fixture

@@ -71,18 +71,24 @@ VIEWS = {
 
 
 def projection_rows(
-    database_url: str, shown: bool = True, views: dict[str, tuple[str, ...]] = VIEWS
+    database_url: str,
+    shown: bool = True,
+    views: dict[str, tuple[str, ...]] = VIEWS,
+    project: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the read views, in key order. With `shown`, as people see them: the sealed
-    copies opened (identities as shown in place of their names), so that rows sealed at
-    different times (live, and by a replay) compare equal."""
+    """Every row of the read views (of one project, if given), in key order. With `shown`, as
+    people see them: the sealed copies opened (identities as shown in place of their names),
+    so that rows sealed at different times (live, and by a replay) compare equal."""
     from store.backend import Database
 
+    where, params = ("WHERE project_id = ?", (project,)) if project is not None else ("", ())
     db = Database(backend_for(database_url))
     try:
         with db.read() as cur:
             rows = {
-                view: cur.execute(f"SELECT * FROM {view} ORDER BY {', '.join(keys)}").fetchall()
+                view: cur.execute(
+                    f"SELECT * FROM {view} {where} ORDER BY {', '.join(keys)}", params
+                ).fetchall()
                 for view, keys in views.items()
             }
         return {view: opened(db, found) for view, found in rows.items()} if shown else rows

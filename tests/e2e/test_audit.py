@@ -9,12 +9,14 @@ import os
 import pty
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from tests import payloads as p
+from tests.conftest import shared_client
 from tests.helpers import cli
 from tests.integration.test_audit import (
     ARRIVAL,
@@ -23,6 +25,9 @@ from tests.integration.test_audit import (
     NUMBER,
 )
 from tests.integration.test_queries import feed
+
+# One worker posts the story the module's tests share (`fed_store`).
+pytestmark = pytest.mark.xdist_group("e2e-audit")
 
 # Arrival order is not event order: the opt-in arrives first, the STOP after the message it
 # should have blocked, the earliest message last.
@@ -33,13 +38,24 @@ def fed(client: TestClient) -> TestClient:
     return feed(client, ARRIVAL)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def fed_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, str]]:
+    """ARRIVAL posted once per backend: the app and its store's URL, for this module's tests
+    that only read it."""
+    with shared_client(request.param, tmp_path_factory, request) as (client, url):
+        yield feed(client, ARRIVAL), url
+
+
 def audit_cli(database_url: str, *args: str) -> str:
     done = cli(database_url, "audit", *args, COLUMNS="200")
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def test_violations_report(fed: TestClient, database_url: str) -> None:
+def test_violations_report(fed_store: tuple[TestClient, str]) -> None:
+    _, database_url = fed_store
     [violation] = orjson.loads(audit_cli(database_url, "violations", "--format", "json"))
     assert (violation["message_id"], violation["channel"], violation["identity"]) == (
         "B",
@@ -88,7 +104,8 @@ def on_a_terminal(database_url: str, *args: str) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_audit_history_at_and_export(fed: TestClient, database_url: str) -> None:
+def test_audit_history_at_and_export(fed_store: tuple[TestClient, str]) -> None:
+    _, database_url = fed_store
     rows = list(
         csv.DictReader(
             io.StringIO(
@@ -146,7 +163,9 @@ def test_audit_review_command(fed: TestClient, database_url: str) -> None:
     assert "please stop texting me" in row
 
 
-def test_audit_history_by_project(fed: TestClient, database_url: str) -> None:
+def test_audit_history_by_project(fed_store: tuple[TestClient, str]) -> None:
+    _, database_url = fed_store
+
     def facts(project: str) -> list[str]:
         out = audit_cli(
             database_url,
@@ -170,8 +189,9 @@ def test_audit_history_by_project(fed: TestClient, database_url: str) -> None:
 
 
 def test_violations_show_a_messages_metadata_as_its_page_does(
-    fed: TestClient, database_url: str
+    fed_store: tuple[TestClient, str],
 ) -> None:
+    fed, database_url = fed_store
     shown = fed.get("/messages/B").json()["metadata"]
     assert shown == "order-123"  # as sent (tests/payloads.py), not its keyed name
     [violation] = orjson.loads(audit_cli(database_url, "violations", "--format", "json"))

@@ -31,7 +31,7 @@ def compose_projector_args() -> list[str]:
 def test_compose_command_and_configuration_run_here(tmp_path: Path, pg_admin_url: str) -> None:
     """The compose service's own command and environment, with only the database host swapped for
     the test's PostgreSQL."""
-    from tests.conftest import create_database, drop_database
+    from tests.postgres_server import create_database, drop_database
 
     ledger = compose_ledger()
     database_url = create_database(pg_admin_url)

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
@@ -21,7 +23,10 @@ from service.runtime import Runtime
 from service.settings import Settings
 from store.ledger import Ledger
 from tests import payloads as p
-from tests.helpers import accept_all, projection_rows
+from tests.conftest import fresh_database
+from tests.helpers import KEYS, accept_all, projection_rows
+
+pytestmark = pytest.mark.xdist_group("projection_crash")  # one recording per backend, shared
 
 STATUSES = ["QUEUED_ON_CHANNEL", "DELIVERED", "READ", "FAILED", "SWITCHING_CHANNEL"]
 
@@ -59,28 +64,75 @@ def workload(n: int) -> list[dict]:
     return bodies
 
 
+@pytest.fixture(scope="module")
+def logged(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], str]]:
+    """`logged(backend)`: the URL of a store holding workload(1500), recorded once per backend
+    for this module's tests, which each work on a copy of it."""
+    urls: dict[str, str] = {}
+    with ExitStack() as stack:
+
+        def log(backend: str) -> str:
+            if backend not in urls:
+                made = contextmanager(fresh_database)(backend, tmp_path_factory, request)
+                url = stack.enter_context(made)
+                runtime = Runtime(Settings(keys=KEYS, database_url=url))
+                try:
+                    accept_all(runtime.ledger(), workload(1500))
+                finally:
+                    runtime.close()
+                urls[backend] = url
+            return urls[backend]
+
+        yield log
+
+
+@pytest.fixture
+def database_url(backend: str, logged: Callable[[str], str], copy_store) -> str:
+    """A store of this test's own holding workload(1500), not yet projected."""
+    return copy_store(logged(backend))
+
+
+def paging(worker: subprocess.Popen[bytes], projector: Projector) -> None:
+    """Returns once `worker` has applied a page, or ended."""
+    before = {name: pos["position"] for name, pos in projector.positions().items()}
+    deadline = time.monotonic() + 60
+    while worker.poll() is None and time.monotonic() < deadline:
+        now = {name: pos["position"] for name, pos in projector.positions().items()}
+        if now != before:
+            return
+        time.sleep(0.02)
+
+
 def test_killed_worker_resumes_without_gaps(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
-    accept_all(ledger, workload(1500))
     env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "callback_ledger.cli", "project", "--page-size", "1"]
+    command = [sys.executable, "-m", "callback_ledger.cli", "project", "--once"]
+    runtime = Runtime(settings, ledger)
+    projector = runtime.projector()
     rng = random.Random(5)
     kills = 0
     for _ in range(8):
         worker = subprocess.Popen(
-            [*command, "--once"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*command, "--page-size", "1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.4, 1.5))
+        # Killed at a random moment while it applies pages, not while Python starts.
+        paging(worker, projector)
+        time.sleep(rng.uniform(0, 1))
         if worker.poll() is None:
             worker.send_signal(signal.SIGKILL)
             kills += 1
         worker.wait()
-    subprocess.run([*command, "--once"], env=env, check=True, timeout=120)
+    # What the kills left, in pages of the default size.
+    subprocess.run(command, env=env, check=True, timeout=120)
     assert kills >= 1, "the worker finished before any kill: make the workload larger"
 
-    runtime = Runtime(settings, ledger)
-    positions = runtime.projector().positions()
+    positions = projector.positions()
     runtime.close()
     assert all(pos["lag"] == 0 for pos in positions.values()), positions
     built = projection_rows(database_url)
@@ -91,11 +143,8 @@ def test_killed_worker_resumes_without_gaps(
 REPLAY = [sys.executable, "-m", "callback_ledger.cli", "replay", "--page-size", "4"]
 
 
-def logged_and_replayed(
-    ledger: Ledger, settings: Settings, database_url: str
-) -> tuple[dict[str, list[dict]], dict[str, str]]:
-    """A log replayed once: its rows, and the environment to run `callback-ledger` on it."""
-    accept_all(ledger, workload(1500))
+def replayed(settings: Settings, database_url: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """The log replayed once: its rows, and the environment to run `callback-ledger` on it."""
     replay(settings)
     return projection_rows(database_url), {**os.environ, "LEDGER_DATABASE_URL": database_url}
 
@@ -122,7 +171,7 @@ def start_split_replay(env: dict[str, str], projector: Projector) -> subprocess.
 def test_killed_split_replay_resumes_as_it_was_split(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
-    expected, env = logged_and_replayed(ledger, settings, database_url)
+    expected, env = replayed(settings, database_url)
     runtime = Runtime(settings, ledger)
     projector = runtime.projector()
     rng = random.Random(7)
@@ -150,7 +199,7 @@ def test_killed_split_replay_resumes_as_it_was_split(
 def test_sigterm_to_a_split_replay_stops_its_parts(
     ledger: Ledger, settings: Settings, database_url: str
 ) -> None:
-    expected, env = logged_and_replayed(ledger, settings, database_url)
+    expected, env = replayed(settings, database_url)
     runtime = Runtime(settings, ledger)
     run = start_split_replay(env, runtime.projector())
     assert run.poll() is None, "the replay finished before SIGTERM: make the workload larger"

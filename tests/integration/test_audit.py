@@ -3,6 +3,7 @@ event_time, not arrival."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import orjson
@@ -10,7 +11,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests import payloads as p
+from tests.conftest import shared_client
 from tests.integration.test_queries import feed, post, wait_for_projections
+
+# One worker posts the story the module's tests share (`fed`).
+pytestmark = pytest.mark.xdist_group("audit")
 
 NUMBER = "+46700000001"
 DAY = "2024-06-15T"
@@ -40,8 +45,18 @@ FAILED_OPT_OUT = p.opt(
 ARRIVAL = [OPT_IN, *D_REOPTED, *B_AFTER, STOP, *C_OTHER_CHANNEL, FAILED_OPT_OUT, *A_BEFORE]
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def fed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """ARRIVAL posted once per backend, for this module's tests that only read it."""
+    with shared_client(request.param, tmp_path_factory, request) as (client, _):
+        yield feed(client, ARRIVAL)
+
+
 @pytest.fixture
-def fed(client: TestClient) -> TestClient:
+def fed_alone(client: TestClient) -> TestClient:
+    """ARRIVAL posted to a store of this test's own, for a test that adds to it."""
     return feed(client, ARRIVAL)
 
 
@@ -80,17 +95,17 @@ def test_equal_event_time_opt_out_wins(client: TestClient) -> None:
     assert check["may_send"] is False and check["state"] == "OPTED_OUT"
 
 
-def test_pre_send_check(fed: TestClient) -> None:
-    answer = fed.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
+def test_pre_send_check(fed_alone: TestClient) -> None:
+    answer = fed_alone.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
     assert (answer["may_send"], answer["state"]) == (True, "OPTED_IN")
-    post(fed, p.inbound("IN-STOP2", "STOPALL", identity=NUMBER, event_time=f"{DAY}15:00:00Z"))
-    wait_for_projections(fed)
-    answer = fed.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
+    post(fed_alone, p.inbound("IN-STOP2", "STOPALL", identity=NUMBER, event_time=f"{DAY}15:00:00Z"))
+    wait_for_projections(fed_alone)
+    answer = fed_alone.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
     assert (answer["may_send"], answer["state"]) == (False, "OPTED_OUT")
     assert "KEYWORD" in answer["reason"]
-    none = fed.get("/consent/check", params={"channel": "SMS", "identity": "+1555"}).json()
+    none = fed_alone.get("/consent/check", params={"channel": "SMS", "identity": "+1555"}).json()
     assert (none["may_send"], none["state"]) == (True, "UNKNOWN")
-    missing = fed.get("/consent/check", params={"channel": "SMS"})
+    missing = fed_alone.get("/consent/check", params={"channel": "SMS"})
     assert missing.status_code == 400 and "'identity'" in missing.json()["detail"]
 
 
@@ -132,13 +147,17 @@ def test_message_timeline_references_retrieve_the_raw_report(fed: TestClient) ->
     )
 
 
-def test_violations_agree_with_state_at_whatever_the_page_size(fed: TestClient, settings) -> None:
+def test_violations_agree_with_state_at_whatever_the_page_size(
+    fed_alone: TestClient, settings
+) -> None:
     from projections.read_model import consent
     from service.runtime import Runtime
 
     for i in range(7):  # more messages to the opted-out number, around the opt-out and opt-in
-        post(fed, p.delivery(f"X{i}", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}1{i}:30:00Z"))
-    wait_for_projections(fed)
+        post(
+            fed_alone, p.delivery(f"X{i}", "QUEUED_ON_CHANNEL", "SMS", NUMBER, f"{DAY}1{i}:30:00Z")
+        )
+    wait_for_projections(fed_alone)
     runtime = Runtime(settings)
     try:
         with runtime.database().read() as cur:
@@ -166,25 +185,27 @@ FREE_TEXT = [
 ]
 
 
-def test_help_is_history_without_effect(fed: TestClient, settings) -> None:
+def test_help_is_history_without_effect(fed_alone: TestClient, settings) -> None:
     from projections.read_model import consent
     from service.runtime import Runtime
 
-    post(fed, p.inbound("IN-HELP", "Help?", identity=NUMBER, event_time=f"{DAY}11:30:00Z"))
-    wait_for_projections(fed)
-    history = fed.get("/contacts/CONTACT1/consent/history").json()["items"]
+    post(fed_alone, p.inbound("IN-HELP", "Help?", identity=NUMBER, event_time=f"{DAY}11:30:00Z"))
+    wait_for_projections(fed_alone)
+    history = fed_alone.get("/contacts/CONTACT1/consent/history").json()["items"]
     assert [(h["fact"], h["effect"], h["keyword"]) for h in history[:2]] == [
         ("KEYWORD_OPT_OUT", "OPTED_OUT", "STOP"),  # " Stop ", normalised
         ("KEYWORD_HELP", None, "HELP"),
     ]
     assert history[1]["source_trigger"] == "MESSAGE_INBOUND"
-    assert orjson.loads(fed.get(history[1]["callback_url"]).json()["raw"])["message"][
+    assert orjson.loads(fed_alone.get(history[1]["callback_url"]).json()["raw"])["message"][
         "contact_message"
     ] == {"text_message": {"text": "Help?"}}
     # Still opted out after the HELP: no state changes, and the STOP still decides.
-    at = fed.get("/consent", params={"channel": "SMS", "identity": NUMBER, "at": f"{DAY}11:45:00Z"})
+    at = fed_alone.get(
+        "/consent", params={"channel": "SMS", "identity": NUMBER, "at": f"{DAY}11:45:00Z"}
+    )
     assert (at.json()["state"], at.json()["decided_by"]["fact"]) == ("OPTED_OUT", "KEYWORD_OPT_OUT")
-    check = fed.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
+    check = fed_alone.get("/consent/check", params={"channel": "SMS", "identity": NUMBER}).json()
     assert check["state"] == "OPTED_IN"  # the 13:00 opt-in, not the HELP
     runtime = Runtime(settings)
     try:
@@ -195,9 +216,9 @@ def test_help_is_history_without_effect(fed: TestClient, settings) -> None:
         runtime.close()
 
 
-def test_review_lists_free_text_revocations_not_keywords(fed: TestClient) -> None:
-    feed(fed, FREE_TEXT)
-    body = fed.get("/consent/review").json()
+def test_review_lists_free_text_revocations_not_keywords(fed_alone: TestClient) -> None:
+    feed(fed_alone, FREE_TEXT)
+    body = fed_alone.get("/consent/review").json()
     assert body["next_cursor"] is None
     assert [(i["inbound_message_id"], i["text"], i["matched"]) for i in body["items"]] == [
         ("IN-FREE1", "please stop texting me", "stop+contact"),
@@ -212,26 +233,28 @@ def test_review_lists_free_text_revocations_not_keywords(fed: TestClient) -> Non
     )
     assert first["event_time"] == f"{DAY}12:10:00.000000Z"
     assert first["callback_url"] == f"/callbacks/{first['source_ref']}"
-    raw = fed.get(first["callback_url"]).json()
+    raw = fed_alone.get(first["callback_url"]).json()
     assert orjson.loads(raw["raw"]) == FREE_TEXT[0]
     # The keyword is a consent fact, with the keyword it matched.
-    keyword = fed.get("/consent", params={"channel": "SMS", "identity": "+46700000003"}).json()
+    keyword = fed_alone.get(
+        "/consent", params={"channel": "SMS", "identity": "+46700000003"}
+    ).json()
     assert (keyword["state"], keyword["decided_by"]["keyword"]) == ("OPTED_OUT", "OPTOUT")
     # The free text changes no state.
-    free = fed.get("/consent", params={"channel": "SMS", "identity": "+46700000002"}).json()
+    free = fed_alone.get("/consent", params={"channel": "SMS", "identity": "+46700000002"}).json()
     assert free["state"] == "UNKNOWN"
 
-    page = fed.get("/consent/review", params={"limit": 1}).json()
-    rest = fed.get("/consent/review", params={"cursor": page["next_cursor"]}).json()
+    page = fed_alone.get("/consent/review", params={"limit": 1}).json()
+    rest = fed_alone.get("/consent/review", params={"cursor": page["next_cursor"]}).json()
     assert [i["source_ref"] for i in page["items"] + rest["items"]] == [
         i["source_ref"] for i in body["items"]
     ]
-    late = fed.get("/consent/review", params={"since": f"{DAY}12:15:00Z"}).json()["items"]
+    late = fed_alone.get("/consent/review", params={"since": f"{DAY}12:15:00Z"}).json()["items"]
     assert [i["inbound_message_id"] for i in late] == ["IN-FREE2"]
-    early = fed.get("/consent/review", params={"until": f"{DAY}12:15:00Z"}).json()["items"]
+    early = fed_alone.get("/consent/review", params={"until": f"{DAY}12:15:00Z"}).json()["items"]
     assert [i["inbound_message_id"] for i in early] == ["IN-FREE1"]
     for bad in ({"channel": "SMS"}, {"cursor": "nope"}, {"since": "yesterday"}, {"limit": "0"}):
-        answer = fed.get("/consent/review", params=bad)
+        answer = fed_alone.get("/consent/review", params=bad)
         assert answer.status_code == 400, bad
         assert answer.json()["error"] == "bad_request"
-    assert "/consent/review" in fed.get("/openapi.json").json()["paths"]
+    assert "/consent/review" in fed_alone.get("/openapi.json").json()["paths"]

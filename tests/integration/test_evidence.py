@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,11 +26,14 @@ from evidence import claims as bundles
 from service.runtime import Runtime
 from service.settings import Settings
 from tests import payloads as p
-from tests.conftest import SECRET
+from tests.conftest import SECRET, fresh_database
 from tests.helpers import KEYS, cli, make_key
 from tests.integration.test_audit import ARRIVAL, NUMBER
 from tests.integration.test_erasure_read import erase
 from tests.integration.test_queries import feed, wait_for_projections
+
+# One worker records the stories the module's tests share (`stories`).
+pytestmark = pytest.mark.xdist_group("evidence")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,9 +212,35 @@ def story_settings(request: pytest.FixtureRequest, database_url: str) -> Setting
     return Settings(keys=keys, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3)
 
 
-@pytest.fixture
-def story(story_settings: Settings, tmp_path: Path) -> Path:
-    return recorded(story_settings, tmp_path, STORY)
+@pytest.fixture(scope="module")
+def stories(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], Path]:
+    """`stories(backend, keys)`: STORY's bundle for NUMBER from a store on `backend`,
+    "encrypted" or "plaintext", recorded once for this module. Tests read it, or edit copies."""
+    found: dict[tuple[str, str], Path] = {}
+
+    def story(backend: str, keys: str) -> Path:
+        if (backend, keys) not in found:
+            made = contextmanager(fresh_database)(backend, tmp_path_factory, request)
+            with made as url:
+                settings = Settings(
+                    keys=KEYS if keys == "encrypted" else None,
+                    database_url=url,
+                    webhook_secrets=(SECRET,),
+                    db_timeout_s=3,
+                )
+                found[backend, keys] = recorded(settings, tmp_path_factory.mktemp("story"), STORY)
+        return found[backend, keys]
+
+    return story
+
+
+@pytest.fixture(params=["encrypted", "plaintext"])
+def story(
+    request: pytest.FixtureRequest, backend: str, stories: Callable[[str, str], Path]
+) -> Path:
+    return stories(backend, request.param)
 
 
 def verified(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -456,14 +486,14 @@ def test_an_erased_subjects_bundle_binds_its_erasure(
 
 
 def test_the_data_keys_a_bundle_carries_open_exactly_its_events(
-    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    backend: str,
+    stories: Callable[[str, str], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An encrypted store's bundle opens its events with the keys it carries: a key replaced
     is named; a key left out leaves the claims it opened unbound, and is named by them."""
-    settings = Settings(
-        keys=KEYS, database_url=database_url, webhook_secrets=(SECRET,), db_timeout_s=3
-    )
-    path = recorded(settings, tmp_path, STORY)
+    path = stories(backend, "encrypted")
     bundle = orjson.loads(path.read_bytes())
     sealed = [e for e in bundle["events"] if base64.b64decode(e["state"])[:3] == b"CLE"]
     assert sealed and len(sealed) == len(bundle["events"])

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests import payloads as p
-from tests.conftest import SECRET
+from tests.conftest import SECRET, shared_client
 from tests.integration.test_projections import SCENARIO
+
+# One worker posts the story the module's tests share (`fed`).
+pytestmark = pytest.mark.xdist_group("queries")
 
 
 def post(client: TestClient, body: dict) -> None:
@@ -36,8 +40,18 @@ def feed(client: TestClient, bodies: list[dict]) -> TestClient:
     return client
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def fed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """SCENARIO posted once per backend, for this module's tests that only read it."""
+    with shared_client(request.param, tmp_path_factory, request) as (client, _):
+        yield feed(client, SCENARIO)
+
+
 @pytest.fixture
-def fed(client: TestClient) -> TestClient:
+def fed_alone(client: TestClient) -> TestClient:
+    """SCENARIO posted to a store of this test's own, for a test that adds to it."""
     return feed(client, SCENARIO)
 
 
@@ -66,11 +80,14 @@ def test_unknown_message_is_404(fed: TestClient) -> None:
     assert "no delivery report has been received for message 'NOPE'" in response.json()["detail"]
 
 
-def test_same_message_id_in_two_projects(fed: TestClient) -> None:
-    post(fed, {**p.delivery("M1", "DELIVERED"), "project_id": "OTHER"})
-    wait_for_projections(fed)
-    assert fed.get("/messages/M1").status_code == 409
-    assert fed.get("/messages/M1", params={"project_id": "OTHER"}).json()["status"] == "DELIVERED"
+def test_same_message_id_in_two_projects(fed_alone: TestClient) -> None:
+    post(fed_alone, {**p.delivery("M1", "DELIVERED"), "project_id": "OTHER"})
+    wait_for_projections(fed_alone)
+    assert fed_alone.get("/messages/M1").status_code == 409
+    assert (
+        fed_alone.get("/messages/M1", params={"project_id": "OTHER"}).json()["status"]
+        == "DELIVERED"
+    )
 
 
 @pytest.mark.parametrize(
@@ -94,14 +111,14 @@ def test_message_list_filters(fed: TestClient, params: dict, ids: list[str]) -> 
     assert [m["message_id"] for m in response.json()["items"]] == ids
 
 
-def test_message_list_pages_with_a_cursor(fed: TestClient) -> None:
+def test_message_list_pages_with_a_cursor(fed_alone: TestClient) -> None:
     for i in range(5):
-        post(fed, p.delivery(f"X{i}", "DELIVERED", event_time=f"2024-06-16T00:00:0{i}Z"))
-    wait_for_projections(fed)
+        post(fed_alone, p.delivery(f"X{i}", "DELIVERED", event_time=f"2024-06-16T00:00:0{i}Z"))
+    wait_for_projections(fed_alone)
     seen, cursor = [], None
     while True:
         params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
-        body = fed.get("/messages", params=params).json()
+        body = fed_alone.get("/messages", params=params).json()
         seen += [m["message_id"] for m in body["items"]]
         cursor = body["next_cursor"]
         if cursor is None:
