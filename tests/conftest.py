@@ -163,6 +163,17 @@ def shared_client(
             runtime.close()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def empty_client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """What `client` gives, on one empty store per backend shared by a module's tests that
+    store nothing (requests the app refuses, reads). Mark them with one xdist_group, so that
+    one process runs them all."""
+    with shared_client(request.param, tmp_path_factory, request) as (client, _):
+        yield client
+
+
 @pytest.fixture
 def private_postgres() -> Iterator[PrivateServer]:
     """A PostgreSQL of this test's own, which the test may stop and start."""

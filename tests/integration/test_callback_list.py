@@ -148,10 +148,11 @@ def test_callbacks_are_listed_by_trigger_and_window_in_pages(client: TestClient)
         ({"reference": "x"}, "reference"),
     ],
 )
+@pytest.mark.xdist_group("callback-list-refusals")  # one empty store per backend, shared
 def test_a_bad_parameter_is_a_400_naming_it(
-    client: TestClient, params: dict[str, str], named: str
+    empty_client: TestClient, params: dict[str, str], named: str
 ) -> None:
-    answer = client.get("/callbacks", params=params)
+    answer = empty_client.get("/callbacks", params=params)
     assert answer.status_code == 400, answer.text
     assert named in answer.json()["detail"]
 

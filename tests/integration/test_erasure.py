@@ -318,8 +318,11 @@ def test_admin_endpoint_erases_and_records_the_key(
         (b'{"project_id": "P", "contact_id": "C"}', "reason"),
     ],
 )
-def test_admin_endpoint_says_what_is_wrong(client: TestClient, body: bytes, says: str) -> None:
-    answer = client.post("/admin/erasures", content=body)
+@pytest.mark.xdist_group("erasure-refusals")  # one empty store per backend, shared
+def test_admin_endpoint_says_what_is_wrong(
+    empty_client: TestClient, body: bytes, says: str
+) -> None:
+    answer = empty_client.post("/admin/erasures", content=body)
     assert answer.status_code == 400, answer.text
     assert says in answer.json()["detail"]
 

@@ -17,10 +17,13 @@ from privacy.erasure import erase
 from service.runtime import Runtime
 from service.settings import Settings
 from tests import payloads as p
-from tests.conftest import SECRET
+from tests.conftest import SECRET, shared_client
 from tests.helpers import accept_all, cli, make_key
 from tests.integration.test_queries import feed
 from tests.unit.test_identity import spelling
+
+# One worker posts the story the module's tests share (`opted_out_store`).
+pytestmark = pytest.mark.xdist_group("identity-spellings")
 
 NUMBER = "46700000009"
 # Opted out on two channels: on SMS as Sinch writes it, on WhatsApp spelled oddly, so the
@@ -31,9 +34,19 @@ OPTED_OUT = [
 ]
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def opted_out_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, str]]:
+    """OPTED_OUT posted once per backend: the app and its store's URL, for this module's tests
+    that only read it."""
+    with shared_client(request.param, tmp_path_factory, request) as (client, url):
+        yield feed(client, OPTED_OUT), url
+
+
 @pytest.fixture
-def opted_out(client: TestClient) -> TestClient:
-    return feed(client, OPTED_OUT)
+def opted_out(opted_out_store: tuple[TestClient, str]) -> TestClient:
+    return opted_out_store[0]
 
 
 @settings(
@@ -103,8 +116,9 @@ def test_a_non_number_on_a_number_channel_is_a_400_naming_identity(
 
 
 def test_the_audit_command_reads_a_number_as_the_routes_do(
-    opted_out: TestClient, database_url: str
+    opted_out_store: tuple[TestClient, str],
 ) -> None:
+    _, database_url = opted_out_store
     spelled = "\u207a46\u00a0700 000\u2011009"
     at = cli(
         database_url, "audit", "at", "--channel", "sms", "--identity", spelled, "--format", "json"

@@ -11,6 +11,9 @@ from api.query_routes import encode_cursor
 from tests.integration.test_projections import SCENARIO
 from tests.integration.test_queries import feed
 
+# The tests here share one empty store per backend (`empty_client`), but for the one that posts.
+pytestmark = pytest.mark.xdist_group("params")
+
 UUID = "0b7e8f1c-6d5a-4c3b-9a2e-1f0d9c8b7a61"
 EARLY = "0001-01-01T00:00:00%2B01:00"  # UTC is the year 0
 LATE = "9999-12-31T23:59:59-01:00"  # UTC is the year 10000
@@ -52,8 +55,8 @@ NUL_CURSOR = encode_cursor(["\x00", "a", "b"])
         (f"/callbacks/{UUID}/" + "x" * 2048, "reference"),
     ],
 )
-def test_unusable_parameter_is_400_naming_it(client: TestClient, url: str, name: str) -> None:
-    response = client.get(url)
+def test_unusable_parameter_is_400_naming_it(empty_client: TestClient, url: str, name: str) -> None:
+    response = empty_client.get(url)
     assert response.status_code == 400, response.text
     body = response.json()
     assert body["error"] == "bad_request"
@@ -63,8 +66,8 @@ def test_unusable_parameter_is_400_naming_it(client: TestClient, url: str, name:
 @pytest.mark.parametrize(
     "time", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00-01:00", "9999-12-31T23:59:59-00:00"]
 )
-def test_times_on_the_calendars_edges_in_utc_are_taken(client: TestClient, time: str) -> None:
-    assert client.get("/messages", params={"since": time}).status_code == 200
+def test_times_on_the_calendars_edges_in_utc_are_taken(empty_client: TestClient, time: str) -> None:
+    assert empty_client.get("/messages", params={"since": time}).status_code == 200
 
 
 def test_times_before_the_year_1000_compare_as_times(client: TestClient) -> None:
@@ -74,20 +77,22 @@ def test_times_before_the_year_1000_compare_as_times(client: TestClient) -> None
 
 
 @pytest.mark.parametrize("url", ["/callbacks/%0A", f"/callbacks/{UUID}/x%0A"])
-def test_a_reference_ending_in_a_newline_is_looked_up_whole(client: TestClient, url: str) -> None:
-    response = client.get(url)
+def test_a_reference_ending_in_a_newline_is_looked_up_whole(
+    empty_client: TestClient, url: str
+) -> None:
+    response = empty_client.get(url)
     assert response.status_code == 404, response.text
     assert "\\n'" in response.json()["detail"]
 
 
-def test_largest_after_is_taken(client: TestClient) -> None:
-    response = client.get(f"/quarantine?after={2**63 - 1}")
+def test_largest_after_is_taken(empty_client: TestClient) -> None:
+    response = empty_client.get(f"/quarantine?after={2**63 - 1}")
     assert response.status_code == 200, response.text
     assert response.json() == {"items": [], "next_after": None}
 
 
 @pytest.mark.parametrize("url", ["/contacts/a%2Fb/consent", "/contacts/a%2Fb/consent/history"])
-def test_an_id_holding_a_slash_reaches_no_route(client: TestClient, url: str) -> None:
-    response = client.get(url)
+def test_an_id_holding_a_slash_reaches_no_route(empty_client: TestClient, url: str) -> None:
+    response = empty_client.get(url)
     assert response.status_code == 404  # as the OpenAPI document says
     assert response.json()["error"] == "http_error"
